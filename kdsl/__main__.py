@@ -1,0 +1,4 @@
+"""python -m kdsl"""
+from .cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""Stable diagnostic codes. A code, once published, keeps its meaning.
+
+KD1xx syntax, KD2xx names and structure, KD3xx components and arguments, KD4xx files and
+imports, KD5xx compiling against real models, KD6xx running a step, KD7xx the command line and
+training. ``kdsl explain-code KD201`` prints an entry.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, NamedTuple
+
+
+class Code(NamedTuple):
+    title: str
+    explanation: str
+
+
+CODES: Dict[str, Code] = {
+    # ---------------------------------------------------------------- syntax
+    "KD100": Code("unexpected character", "A character that is not part of the language, such as "
+                  "'@' or a single quote. Strings use double quotes."),
+    "KD101": Code("bracket never closed", "An opening '(', '[' or '{' has no matching closing "
+                  "bracket before the next statement or the end of the file. A statement may "
+                  "continue over several lines only inside open brackets."),
+    "KD102": Code("unmatched closing bracket", "A ')', ']' or '}' that closes nothing, or closes "
+                  "a different kind of bracket than the one open."),
+    "KD103": Code("syntax error", "The statement does not follow the grammar; the message says "
+                  "what was expected at that point, in the characters you would type."),
+    "KD104": Code("unterminated string", "A string starts with '\"' but the line ends before "
+                  "the closing '\"'. Strings cannot span lines."),
+    "KD105": Code("invalid escape", "Inside strings only \\\" \\\\ \\n and \\t are escapes."),
+    "KD106": Code("misplaced train block", "'train {' must stand on its own line, its settings "
+                  "one per line, and '}' close it on a line of its own."),
+    # ---------------------------------------------------------------- names
+    "KD201": Code("unknown record", "An expression names a record that is not declared. "
+                  "Declare it with `record NAME = output of MODEL.PATH`."),
+    "KD202": Code("unknown name", "An expression uses a name that is not a record, connector, "
+                  "model or `batch`."),
+    "KD203": Code("duplicate declaration", "A name is declared twice. Names of models, records, "
+                  "connectors and losses share one namespace. To replace a declaration from an "
+                  "included file, write `override` before the new one."),
+    "KD204": Code("used before declaration", "A name is used on a line above its declaration. "
+                  "Declarations are read top to bottom."),
+    "KD205": Code("unknown model", "A record, delivery or module reference names a model that "
+                  "is not declared with `student` or `teacher`."),
+    "KD206": Code("override of nothing", "`override` replaces an earlier declaration of the same "
+                  "name and kind (usually from an included file); there is none."),
+    "KD207": Code("no student", "Every spec declares exactly one student: `student` on a line "
+                  "of its own is enough."),
+    "KD208": Code("more than one student", "A spec distils into one student. Use teachers (with "
+                  "`trainable` for online distillation) for the other models."),
+    "KD209": Code("reserved name", "The name is a keyword or has a meaning of its own "
+                  "(`batch`, `true`, `false`, `none`) and cannot be declared."),
+    "KD210": Code("unknown connector", "A connector is applied that is not declared with "
+                  "`connector NAME = ...`."),
+    "KD211": Code("invalid delivery", "A delivery copies results from the teacher's pass into "
+                  "the student's pass: `deliver output of method \"pkg.mod:Class.method\" from "
+                  "TEACHER to STUDENT`. Both models must be declared and differ, and the source "
+                  "runs before the destination (a teacher to the student)."),
+    "KD212": Code("invalid record", "The record's parts do not fit together, e.g. an input "
+                  "selector on an output record or a negative invocation."),
+    "KD213": Code("invalid expression", "The expression cannot be used here: a connector must be "
+                  "applied to a tensor (`p1(x)`), a model is not a tensor (record its output), "
+                  "`batch` needs a field (`batch.target`)."),
+    "KD214": Code("invalid train setting", "A setting of the `train { }` block is unknown or "
+                  "has a value of the wrong type."),
+    "KD215": Code("override of a different kind", "`override` must replace a declaration of the "
+                  "same kind (a loss with a loss)."),
+    "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
+                  "hook on every forward pass."),
+    "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
+                  "depend on the models, so it cannot distil anything."),
+    "KD252": Code("connector never used", "A declared connector that no loss applies; it would "
+                  "add parameters that never train."),
+    "KD253": Code("teacher never used", "No record or delivery reads this teacher; "
+                  "`step()` skips its forward pass."),
+    "KD254": Code("flag has no effect", "A model flag that does not apply to this role, such as "
+                  "`trainable` on the student."),
+    # ---------------------------------------------------------------- components
+    "KD301": Code("unknown loss", "The loss is not in the registry. `kdsl list losses` shows "
+                  "the catalog; plugins register more with `import \"pkg.module\"`."),
+    "KD302": Code("unknown connector type", "The connector type is not in the registry. "
+                  "`kdsl list connectors` shows the catalog."),
+    "KD303": Code("unknown schedule", "A weight is a number or a schedule call: constant, "
+                  "linear, warmup, cosine, step. `kdsl list schedules`."),
+    "KD304": Code("unknown optimizer", "`kdsl list optimizers` shows the optimizers."),
+    "KD305": Code("unknown argument", "A keyword argument that the component does not take."),
+    "KD306": Code("too many positional arguments", "More positional arguments than the "
+                  "component takes inputs (losses) or options (schedules)."),
+    "KD307": Code("duplicate argument", "The same argument is given twice, by keyword or by "
+                  "position and keyword."),
+    "KD308": Code("missing argument", "A required input or option is not given and cannot be "
+                  "inferred."),
+    "KD309": Code("wrong argument type", "A literal argument does not have the type the "
+                  "component declares (see `kdsl list NAME`)."),
+    "KD310": Code("unknown lr schedule", "`kdsl list lr_schedules` shows the learning-rate "
+                  "schedules."),
+    "KD311": Code("argument is not a tensor", "A loss input or connector input must be computed "
+                  "from the models or the batch (a record, a connector application, a batch "
+                  "field), not a literal; an option of type module must name a module."),
+    # ---------------------------------------------------------------- files
+    "KD401": Code("file not found", "A spec or an included file cannot be read. Includes are "
+                  "relative to the including file."),
+    "KD402": Code("include cycle", "Files include each other in a cycle."),
+    "KD403": Code("malformed import path", "`import` takes a dotted Python module path such as "
+                  "\"my_project.kd_parts\"."),
+    "KD404": Code("import failed", "The Python module named by `import` (or by a model, method "
+                  "or function reference) could not be imported."),
+    "KD405": Code("malformed reference", "A reference to Python code is written "
+                  "\"package.module:attribute\", e.g. \"kdsl.zoo:resnet8x4\" or "
+                  "\"pkg.heads:Head.assign\"."),
+    # ---------------------------------------------------------------- compile
+    "KD501": Code("module not found", "A module path does not name a submodule of the model. "
+                  "The hint lists the closest real names from `named_modules()`."),
+    "KD502": Code("parameter not found", "A `param` record does not name a parameter of the "
+                  "model (`named_parameters()`)."),
+    "KD503": Code("cannot resolve reference", "A method or function path does not name an "
+                  "importable attribute."),
+    "KD504": Code("wrong kind of callable", "`method` needs a function defined on a class "
+                  "(\"pkg.mod:Class.method\"); `function` needs a module-level function."),
+    "KD505": Code("shape mismatch", "The shapes recorded in the dry run do not satisfy the "
+                  "loss's or connector's shape rules."),
+    "KD506": Code("never ran", "The recorded module or callable did not run during the model's "
+                  "forward pass, so the record would be empty."),
+    "KD507": Code("model not given", "A model in the spec has no factory and was not passed to "
+                  "`kdsl.compile` (or on the command line)."),
+    "KD508": Code("model factory failed", "Calling the model factory raised an error, or it did "
+                  "not return an nn.Module."),
+    "KD509": Code("checkpoint problem", "The checkpoint is missing, unreadable, or its keys do "
+                  "not match the model."),
+    "KD510": Code("connector cannot be built", "Building the connector failed, or a channel "
+                  "count it needs could not be inferred."),
+    "KD511": Code("invocation out of range", "`call N` asks for an invocation the module did not "
+                  "reach in the pass."),
+    "KD512": Code("input not found", "An input selector names an input the call did not "
+                  "receive."),
+    "KD513": Code("loss cannot be built", "Building the loss from its options failed."),
+    "KD514": Code("unexpected model", "A model passed to `kdsl.compile` is not declared in the "
+                  "spec."),
+    "KD515": Code("conflicting distillers", "Two distillers are active on the same models in a "
+                  "way that cannot work."),
+    "KD516": Code("invalid dry-run input", "The example input could not be run through a model."),
+    # ---------------------------------------------------------------- runtime
+    "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
+    "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
+    "KD603": Code("delivery queue empty", "The student's pass called a delivered method more "
+                  "often than the teacher's pass did."),
+    "KD604": Code("delivery count mismatch", "At the end of a step the student consumed fewer "
+                  "delivered results than the teacher produced."),
+    "KD605": Code("delivery overflow", "The teacher's pass produced more results than `keep` "
+                  "allows."),
+    "KD606": Code("record overwritten in place", "A recorded tensor was changed by a later "
+                  "in-place operation before the loss read it."),
+    "KD607": Code("record empty", "A record has no value in this step: its module or callable "
+                  "did not run."),
+    "KD608": Code("batch field missing", "A loss reads `batch.NAME` but the step was not given "
+                  "it (`step(x, target=y)` or `step(x, batch={...})`)."),
+    "KD609": Code("distiller closed", "The distiller was closed; compile a new one."),
+    "KD610": Code("selection failed", "Selecting an element or attribute of a recorded value "
+                  "failed (wrong index, key or attribute)."),
+    # ---------------------------------------------------------------- CLI / training
+    "KD701": Code("bad command-line value", "A flag's value is malformed or out of range."),
+    "KD702": Code("data problem", "The data reference could not be loaded or did not return "
+                  "train and validation datasets."),
+    "KD703": Code("resume problem", "The run directory has no usable checkpoint, or it was "
+                  "written by a different spec."),
+    "KD704": Code("device unavailable", "The requested device (cuda) is not available."),
+    "KD705": Code("mixed precision unsupported", "fp16 needs a GPU; bf16 runs on CPU and GPU."),
+    "KD706": Code("output problem", "The output directory cannot be written."),
+    "KD707": Code("loss is not finite", "A loss became NaN or infinite during training."),
+}
+
+
+def explain(code: str) -> str:
+    entry = CODES.get(code.upper())
+    if entry is None:
+        raise KeyError(code)
+    return f"{code.upper()}: {entry.title}\n\n{entry.explanation}"

@@ -1,0 +1,1 @@
+"""Connector modules (torch implementations of the catalog entries)."""

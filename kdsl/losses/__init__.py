@@ -1,0 +1,1 @@
+"""Distillation losses (torch implementations of the catalog entries)."""

@@ -1,0 +1,73 @@
+"""References to Python code: ``"pkg.module:attr"``, and calls ``pkg.module:factory(k=v)`` written
+in the language's own call syntax (command-line model and data references)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Optional, Tuple
+
+from .builder import REF_PATTERN
+from .diagnostics import error
+from .span import Span
+
+
+def import_ref(ref: str, what: str, span: Optional[Span] = None) -> Any:
+    """The object named by ``"pkg.module:attr.sub"``; a located KD405/KD404/KD503 error otherwise."""
+    if not REF_PATTERN.match(ref):
+        raise error("KD405", f"malformed {what} reference \"{ref}\"", span,
+                    hint="write it as pkg.module:name, e.g. kdsl.zoo:resnet8x4")
+    module_name, _, attr_path = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise error("KD404", f"cannot import '{module_name}' for {what} \"{ref}\": no module named "
+                    f"'{exc.name}'", span, hint="is the package installed, or on PYTHONPATH?") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed to import
+        raise error("KD404", f"importing '{module_name}' for {what} \"{ref}\" failed: "
+                    f"{type(exc).__name__}: {exc}", span) from None
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            from .suggest import did_you_mean
+
+            names = getattr(obj, "__all__", None) or [n for n in dir(obj) if not n.startswith("_")]
+            raise error("KD503", f"'{module_name}' has no {what} '{attr_path}'", span,
+                        hint=did_you_mean(part, names)) from None
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
+    """``pkg.module:factory(a, k=v)`` -> (ref, args, kwargs) with literal values."""
+    import lark
+
+    from .builder import Builder
+    from .diagnostics import Diagnostics
+    from .parser import Positions, parse_ref_call
+    from .span import SourceText
+    from .verify import literal_value
+
+    source = SourceText(f"<{what}>", text)
+    diags = Diagnostics({source.name: text})
+    try:
+        tree = parse_ref_call(text)
+    except lark.UnexpectedInput:
+        raise error("KD701", f"cannot read the {what} reference '{text}'",
+                    hint="write pkg.module:factory or pkg.module:factory(option=value, ...)") from None
+    ref = str(tree.children[0])
+    args, kwargs = Builder(Positions(source, 0), diags).arguments(tree.children[1])
+    diags.raise_if_errors()
+    try:
+        return ref, [literal_value(a) for a in args], {k.name: literal_value(k.value) for k in kwargs}
+    except ValueError:
+        raise error("KD701", f"options of the {what} reference '{text}' must be literal values",
+                    hint="numbers, strings, true/false/none or lists") from None
+
+
+def call_factory(ref: str, args, kwargs, what: str, span: Optional[Span] = None):
+    factory = import_ref(ref, what, span)
+    if not callable(factory):
+        raise error("KD508", f"{what} reference \"{ref}\" is not callable", span)
+    try:
+        return factory(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the factory's own error, shown in one line
+        raise error("KD508", f"{what} factory \"{ref}\" failed: {type(exc).__name__}: {exc}", span) from None

@@ -1,0 +1,222 @@
+"""Shape rules: what a component needs of the shapes of its tensor inputs.
+
+Rules are declared as data in the catalog (no torch here) and checked by the compiler on the
+shapes that the dry run records. A failed rule is a message naming both shapes; the caller
+locates it in the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence, Tuple
+
+Shape = Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the checker knows of one input: its shape and dtype name (``"float32"``, ``"int64"``)."""
+
+    shape: Shape
+    dtype: str = "float32"
+
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype.startswith(("int", "uint")) or self.dtype == "bool"
+
+    def describe(self) -> str:
+        return f"[{', '.join(str(d) for d in self.shape)}]"
+
+
+def _dims_text(dims: Sequence[int]) -> str:
+    return ", ".join(str(d) for d in dims)
+
+
+@dataclass(frozen=True)
+class ShapeRule:
+    """Base class. ``names`` are the inputs the rule looks at."""
+
+    @property
+    def names(self) -> Tuple[str, ...]:  # pragma: no cover - overridden
+        return ()
+
+    def check(self, infos: Mapping[str, TensorInfo]) -> Optional[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def partner_dim(self, name: str, dim: int) -> Optional[Tuple[str, int]]:
+        """If this rule ties dimension ``dim`` of ``name`` to a dimension of another input,
+        return that input and dimension (used to infer a connector's output channels)."""
+        return None
+
+
+@dataclass(frozen=True)
+class SameShape(ShapeRule):
+    a: str
+    b: str
+
+    @property
+    def names(self):
+        return (self.a, self.b)
+
+    def check(self, infos):
+        sa, sb = infos[self.a].shape, infos[self.b].shape
+        if sa != sb:
+            return (f"'{self.a}' and '{self.b}' must have the same shape, "
+                    f"got {infos[self.a].describe()} and {infos[self.b].describe()}")
+        return None
+
+    def describe(self):
+        return f"{self.a} and {self.b} have the same shape"
+
+    def partner_dim(self, name, dim):
+        if name == self.a:
+            return (self.b, dim)
+        if name == self.b:
+            return (self.a, dim)
+        return None
+
+
+_DIM_WORDS = {(0,): "batch size", (1,): "channels", (-1,): "last dimension"}
+
+
+@dataclass(frozen=True)
+class SameDims(ShapeRule):
+    """Dimensions ``dims`` of ``a`` and ``b`` agree. ``dims`` may be ``"spatial"`` (all from 2 on)."""
+
+    a: str
+    b: str
+    dims: Tuple[int, ...] = (0,)
+    spatial: bool = False
+
+    @property
+    def names(self):
+        return (self.a, self.b)
+
+    def _select(self, shape: Shape):
+        if self.spatial:
+            return tuple(shape[2:])
+        try:
+            return tuple(shape[d] for d in self.dims)
+        except IndexError:
+            return None
+
+    def what(self) -> str:
+        if self.spatial:
+            return "spatial size"
+        return _DIM_WORDS.get(self.dims, f"size in dimension(s) {_dims_text(self.dims)}")
+
+    def check(self, infos):
+        ia, ib = infos[self.a], infos[self.b]
+        da, db = self._select(ia.shape), self._select(ib.shape)
+        if da is None or db is None or da != db:
+            return (f"'{self.a}' and '{self.b}' must have the same {self.what()}, "
+                    f"got {ia.describe()} and {ib.describe()}")
+        return None
+
+    def describe(self):
+        return f"{self.a} and {self.b} have the same {self.what()}"
+
+    def partner_dim(self, name, dim):
+        if self.spatial or dim not in self.dims:
+            return None
+        if name == self.a:
+            return (self.b, dim)
+        if name == self.b:
+            return (self.a, dim)
+        return None
+
+
+@dataclass(frozen=True)
+class Rank(ShapeRule):
+    """``a`` has one of the ranks ``ranks`` (number of dimensions)."""
+
+    a: str
+    ranks: Tuple[int, ...]
+
+    @property
+    def names(self):
+        return (self.a,)
+
+    def _ranks_text(self):
+        if len(self.ranks) == 1:
+            return f"{self.ranks[0]} dimensions"
+        return " or ".join(str(r) for r in self.ranks) + " dimensions"
+
+    def check(self, infos):
+        info = infos[self.a]
+        if len(info.shape) not in self.ranks:
+            return f"'{self.a}' must have {self._ranks_text()}, got {info.describe()}"
+        return None
+
+    def describe(self):
+        return f"{self.a} has {self._ranks_text()}"
+
+
+@dataclass(frozen=True)
+class LabelsFor(ShapeRule):
+    """``labels`` are class indices for ``logits``: integer dtype, shape ``logits.shape[:1]``
+    (or, for dense prediction, ``logits.shape`` without dimension 1)."""
+
+    labels: str
+    logits: str
+
+    @property
+    def names(self):
+        return (self.labels, self.logits)
+
+    def check(self, infos):
+        lab, log = infos[self.labels], infos[self.logits]
+        dense = tuple(log.shape[:1]) + tuple(log.shape[2:])
+        if not lab.is_integer:
+            return (f"'{self.labels}' must hold integer class indices, got dtype {lab.dtype} "
+                    f"with shape {lab.describe()}")
+        if tuple(lab.shape) != dense:
+            return (f"'{self.labels}' must have shape [{_dims_text(dense)}] to label "
+                    f"'{self.logits}' of shape {log.describe()}, got {lab.describe()}")
+        return None
+
+    def describe(self):
+        return f"{self.labels} holds a class index per row of {self.logits}"
+
+
+# Short constructors used by the catalog.
+def same_shape(a: str, b: str) -> SameShape:
+    return SameShape(a, b)
+
+
+def same_batch(a: str, b: str) -> SameDims:
+    return SameDims(a, b, (0,))
+
+
+def same_channels(a: str, b: str) -> SameDims:
+    return SameDims(a, b, (1,))
+
+
+def same_spatial(a: str, b: str) -> SameDims:
+    return SameDims(a, b, (), spatial=True)
+
+
+def same_last(a: str, b: str) -> SameDims:
+    return SameDims(a, b, (-1,))
+
+
+def rank(a: str, *ranks: int) -> Rank:
+    return Rank(a, tuple(ranks))
+
+
+def labels_for(labels: str, logits: str) -> LabelsFor:
+    return LabelsFor(labels, logits)
+
+
+def check_rules(rules: Sequence[ShapeRule], infos: Mapping[str, TensorInfo]) -> list:
+    """Messages of every rule that fails; rules about inputs with no known shape are skipped."""
+    problems = []
+    for rule in rules:
+        if all(n in infos for n in rule.names):
+            message = rule.check(infos)
+            if message:
+                problems.append(message)
+    return problems

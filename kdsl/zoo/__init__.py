@@ -1,0 +1,54 @@
+"""Model zoo: the CIFAR teachers and students of the distillation benchmarks, plus digits toys.
+
+Every factory is a plain function that returns a freshly initialised ``nn.Module`` producing logits
+only; a spec reads intermediate features with hooks, by module name. The names follow torchvision
+(``conv1``, ``bn1``, ``relu``, ``layer1``..``layer3``, ``avgpool``, ``fc``; residual blocks hold
+``conv1``, ``bn1``, ``conv2``, ``bn2``, ``relu``, ``downsample``), so a spec can write
+``resnet56: layer3`` or ``wrn_40_2: layer2.5.conv2``. Each module's docstring lists its names.
+
+CIFAR factories take ``num_classes`` (default 100, for CIFAR-100); the digits factories default
+to 10 classes and take a ``width`` to tune capacity. ``MODELS`` maps each factory's name to it.
+
+Importing :mod:`kdsl` never imports this package, because it needs torch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from torch import nn
+
+from .digits import digits_cnn, digits_mlp, digits_teacher
+from .mobilenetv2 import mobilenetv2
+from .resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44, resnet56, resnet110
+from .shufflenet import shufflenetv1, shufflenetv2
+from .vgg import vgg8, vgg13
+from .wrn import wrn_16_2, wrn_40_1, wrn_40_2
+
+__all__ = [
+    "MODELS",
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet8x4",
+    "resnet32x4",
+    "wrn_16_2",
+    "wrn_40_1",
+    "wrn_40_2",
+    "vgg8",
+    "vgg13",
+    "mobilenetv2",
+    "shufflenetv1",
+    "shufflenetv2",
+    "digits_teacher",
+    "digits_cnn",
+    "digits_mlp",
+]
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    name: globals()[name] for name in __all__ if name != "MODELS"
+}

@@ -1,0 +1,166 @@
+"""CIFAR ResNets (He et al., 2016) as benchmarked in the distillation literature.
+
+The depth-``6n+2`` family (resnet8 ... resnet110) uses stage widths 16/32/64 after a 16-channel
+stem; the ``x4`` variants (resnet8x4, resnet32x4) widen the stem to 32 and the stages to
+64/128/256, which is the configuration of CRD (Tian et al., ICLR 2020) and its RepDistiller code.
+Projection shortcuts (1x1 convolution + batch norm) are used whenever the shape changes, as in
+CRD's models and the parameter counts quoted for them; He et al.'s own CIFAR ResNets used
+parameter-free zero-padding shortcuts instead, so their table is about 2.8k parameters lower.
+
+Module names follow torchvision so that a spec can point at ``layer2``, ``layer3.4.bn2`` or ``fc``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ._init import init_weights
+
+__all__ = [
+    "BasicBlock",
+    "CifarResNet",
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet8x4",
+    "resnet32x4",
+]
+
+
+def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (post-activation).
+
+    Submodules: ``conv1``, ``bn1``, ``conv2``, ``bn2``, ``relu`` (one in-place ReLU applied twice,
+    after ``bn1`` and after the residual sum) and ``downsample`` (``None`` when the shortcut is
+    the identity).
+    """
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_channels, channels, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(channels, channels)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class CifarResNet(nn.Module):
+    """A three-stage ResNet for 32x32 inputs.
+
+    Args:
+        depth: total number of weighted layers; must be ``6n + 2`` (``n`` blocks per stage).
+        widths: four channel counts: the stem, then the three stages.
+        num_classes: size of the output layer.
+
+    The stem is a single 3x3 convolution (``conv1``/``bn1``/``relu``) at full resolution, stages
+    ``layer1``..``layer3`` run at 32, 16 and 8 pixels, then ``avgpool`` and ``fc``.
+    """
+
+    def __init__(self, depth: int, widths: Sequence[int], num_classes: int = 100) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"a CIFAR ResNet needs depth 6n+2 with n >= 1, got {depth}")
+        if len(widths) != 4:
+            raise ValueError(f"widths must list the stem and three stages, got {list(widths)}")
+        blocks = (depth - 2) // 6
+        self._in_channels = widths[0]
+        self.conv1 = _conv3x3(3, widths[0])
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(widths[1], blocks, stride=1)
+        self.layer2 = self._make_layer(widths[2], blocks, stride=2)
+        self.layer3 = self._make_layer(widths[3], blocks, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[3] * BasicBlock.expansion, num_classes)
+        init_weights(self)
+
+    def _make_layer(self, channels: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        out_channels = channels * BasicBlock.expansion
+        if stride != 1 or self._in_channels != out_channels:
+            downsample = nn.Sequential(
+                nn.Conv2d(self._in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        layers: List[nn.Module] = [BasicBlock(self._in_channels, channels, stride, downsample)]
+        self._in_channels = out_channels
+        layers.extend(BasicBlock(out_channels, channels) for _ in range(1, blocks))
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+_NARROW = (16, 16, 32, 64)
+_WIDE = (32, 64, 128, 256)
+
+
+def resnet8(num_classes: int = 100) -> CifarResNet:
+    """ResNet-8 for CIFAR (1 block per stage, widths 16/32/64)."""
+    return CifarResNet(8, _NARROW, num_classes)
+
+
+def resnet14(num_classes: int = 100) -> CifarResNet:
+    """ResNet-14 for CIFAR (2 blocks per stage, widths 16/32/64)."""
+    return CifarResNet(14, _NARROW, num_classes)
+
+
+def resnet20(num_classes: int = 100) -> CifarResNet:
+    """ResNet-20 for CIFAR (3 blocks per stage, widths 16/32/64)."""
+    return CifarResNet(20, _NARROW, num_classes)
+
+
+def resnet32(num_classes: int = 100) -> CifarResNet:
+    """ResNet-32 for CIFAR (5 blocks per stage, widths 16/32/64)."""
+    return CifarResNet(32, _NARROW, num_classes)
+
+
+def resnet44(num_classes: int = 100) -> CifarResNet:
+    """ResNet-44 for CIFAR (7 blocks per stage, widths 16/32/64)."""
+    return CifarResNet(44, _NARROW, num_classes)
+
+
+def resnet56(num_classes: int = 100) -> CifarResNet:
+    """ResNet-56 for CIFAR (9 blocks per stage, widths 16/32/64)."""
+    return CifarResNet(56, _NARROW, num_classes)
+
+
+def resnet110(num_classes: int = 100) -> CifarResNet:
+    """ResNet-110 for CIFAR (18 blocks per stage, widths 16/32/64)."""
+    return CifarResNet(110, _NARROW, num_classes)
+
+
+def resnet8x4(num_classes: int = 100) -> CifarResNet:
+    """ResNet-8x4 (CRD): ResNet-8 with a 32-channel stem and stages 64/128/256."""
+    return CifarResNet(8, _WIDE, num_classes)
+
+
+def resnet32x4(num_classes: int = 100) -> CifarResNet:
+    """ResNet-32x4 (CRD): ResNet-32 with a 32-channel stem and stages 64/128/256."""
+    return CifarResNet(32, _WIDE, num_classes)
