@@ -6,9 +6,9 @@ from .registry import KIND_PLURALS, KINDS, REGISTRY, Component
 
 
 def _console():
-    from rich.console import Console
+    from .cli import make_console
 
-    return Console(highlight=False, soft_wrap=False)
+    return make_console()
 
 
 def _kind_of(word: str):

@@ -1,13 +1,15 @@
 """Reading model weights: plain state dicts and the usual wrappers, always ``weights_only``.
 
-Accepted: a state dict; ``{"state_dict": ...}``, ``{"model": ...}``, ``{"student": ...}`` (kdsl's
-own run checkpoints), a ``module.`` prefix (DistributedDataParallel), and ``.safetensors`` files
-when safetensors is installed. Mismatched keys are listed in the error.
+Accepted: a state dict; ``{"state_dict": ...}``, ``{"model": ...}``, ``{"student": ...}``; kdsl's
+own run checkpoints (``checkpoint.pt``: the trained model's weights in it); a ``module.`` prefix
+(DistributedDataParallel), and ``.safetensors`` files when safetensors is installed. Mismatched
+keys are listed in the error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, Optional
 
 import torch
@@ -36,10 +38,11 @@ def read_state_dict(path: str, span: Optional[Span] = None) -> Dict[str, torch.T
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, pickle with code, wrong format
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise error("KD509", f"cannot read checkpoint {path}: {first}", span,
+        raise error("KD509", f"cannot read checkpoint {path}: {load_error_text(exc)}", span,
                     hint="kdsl loads with torch.load(weights_only=True): save a state dict "
                     "(torch.save(model.state_dict(), path))") from None
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("kdsl-run/"):
+        obj = _run_student(obj, path, span)
     for _ in range(3):
         if isinstance(obj, dict) and not _is_state_dict(obj):
             inner = next((obj[k] for k in _WRAPPERS if k in obj and isinstance(obj[k], dict)), None)
@@ -51,6 +54,38 @@ def read_state_dict(path: str, span: Optional[Span] = None) -> Dict[str, torch.T
     if not isinstance(obj, dict):
         raise error("KD509", f"{path} holds a {type(obj).__name__}, not a state dict", span)
     return obj
+
+
+def load_error_text(exc: BaseException) -> str:
+    """One readable line for a failed ``torch.load``: torch's weights-only refusal is a long,
+    multi-paragraph text (with terminal escapes) whose useful part is the ``WeightsUnpickler error``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Weights only load failed"):
+        for i, line in enumerate(lines):
+            if "WeightsUnpickler error:" in line:
+                detail = line.split("WeightsUnpickler error:", 1)[1].strip()
+                if not detail and i + 1 < len(lines):
+                    detail = lines[i + 1]
+                detail = detail.split(". Please use", 1)[0]
+                return f"torch.load(weights_only=True) refused it ({detail})"
+    return lines[0]
+
+
+def _run_student(state: dict, path: str, span: Optional[Span]) -> Dict[str, torch.Tensor]:
+    """The trained model's weights in a kdsl run checkpoint (``checkpoint.pt`` of ``kdsl train``)."""
+    models: Dict[str, Dict[str, torch.Tensor]] = {}
+    for key, value in (state.get("distiller") or {}).items():
+        if key.startswith("models."):
+            name, _, rest = key[len("models."):].partition(".")
+            models.setdefault(name, {})[rest] = value
+    if len(models) != 1:
+        raise error("KD509", f"{path} is a kdsl run checkpoint holding {len(models)} trained models"
+                    + (f" ({', '.join(models)})" if models else ""), span,
+                    hint="load the student.pt written next to it")
+    return next(iter(models.values()))
 
 
 def _is_state_dict(obj: dict) -> bool:

@@ -40,6 +40,16 @@ def echo(text: str = "", err: bool = False) -> None:
     stream.flush()
 
 
+def make_console(stream=None):
+    """A rich console: wide when not on a terminal (logs, pipes, tests), coloured only on one."""
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    terminal = hasattr(stream, "isatty") and stream.isatty()
+    return Console(file=stream, highlight=False, soft_wrap=True, no_color=not use_color(stream),
+                   width=None if terminal else 160)
+
+
 def print_diagnostics(diags: List[Diagnostic], sources, err: bool = False) -> None:
     if diags:
         stream = sys.stderr if err else sys.stdout
@@ -96,6 +106,7 @@ def check(
     student: Optional[str] = typer.Option(None, "--student", help="student model, pkg.module:factory(k=v)"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="teacher model reference"),
     model: List[str] = typer.Option([], "--model", help="NAME=REF for any model of the spec"),
+    teacher_ckpt: Optional[str] = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32"),
     data: Optional[str] = typer.Option(None, "--data", help="dry-run on one batch of this data reference"),
 ) -> None:
@@ -105,7 +116,7 @@ def check(
     """
     from .loader import check_file
 
-    with_models = bool(student or teacher or model or input_shape or data)
+    with_models = any(v is not None for v in (student, teacher, input_shape, data, teacher_ckpt)) or bool(model)
     all_diags: List[Diagnostic] = []
     all_sources = {}
     for path in specs:
@@ -117,7 +128,7 @@ def check(
             from .checking import check_with_models
 
             diags = diags + check_with_models(spec, student=student, teacher=teacher, models=model,
-                                              input_shape=input_shape, data=data,
+                                              input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt,
                                               table=format is OutputFormat.text)
         all_diags += diags
         if format is OutputFormat.text:
@@ -126,6 +137,162 @@ def check(
     if format is OutputFormat.json:
         echo(to_json(all_diags))
     raise typer.Exit(EXIT_ERRORS if any(d.is_error for d in all_diags) else EXIT_OK)
+
+
+# ---------------------------------------------------------------------------- train
+class Device(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class Amp(str, enum.Enum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@app.command()
+@guarded
+def train(
+    spec: str = typer.Argument(..., metavar="SPEC", help="the spec file"),
+    student: Optional[str] = typer.Option(None, "--student", help="student model: pkg.module:factory(k=v)"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="the (only) teacher's model reference"),
+    model: List[str] = typer.Option([], "--model", help="NAME=REF for any model of the spec (repeatable)"),
+    teacher_ckpt: Optional[str] = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)"),
+    data: Optional[str] = typer.Option(None, "--data", help="data reference, e.g. kdsl.data:cifar100(root=\"data\")"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="number of epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per batch (per process)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (replaces the optimizer's)"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="e.g. 'sgd(lr=0.05, momentum=0.9)'"),
+    device: Optional[Device] = typer.Option(None, "--device", help="cpu, cuda or auto"),
+    amp: Optional[Amp] = typer.Option(None, "--amp", help="mixed precision: bf16 (CPU, GPU) or fp16 (GPU)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/SPEC_NAME)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
+    eval_only: bool = typer.Option(False, "--eval-only", help="evaluate the run's student and the teachers"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
+) -> None:
+    """Train the student of SPEC: flags override the spec's train block, which overrides defaults.
+
+    Writes DIR/checkpoint.pt and DIR/student.pt every epoch (atomically), metrics.jsonl,
+    metrics.csv, curves.png and summary.json. Under `torchrun --nproc_per_node N` it trains with
+    DistributedDataParallel.
+    """
+    if not os.path.isfile(spec):
+        raise CliError(f"no such spec file: {spec}", "KD401")
+    if resume and overwrite:
+        raise CliError("--resume and --overwrite contradict each other")
+    from .trainer import Flags
+    from .trainer import train as run_training
+
+    flags = Flags(student=student, teacher=teacher, models=list(model), teacher_ckpt=teacher_ckpt,
+                  data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                  device=device.value if device else None, amp=amp.value if amp else None, seed=seed,
+                  out=out, resume=resume, eval_only=eval_only, overwrite=overwrite)
+    run_training(spec, flags, make_console())
+
+
+# ---------------------------------------------------------------------------- explain, graph
+class GraphFormat(str, enum.Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+def _load_or_exit(spec: str):
+    from .loader import check_file
+
+    if not os.path.isfile(spec):
+        raise CliError(f"no such spec file: {spec}", "KD401")
+    loaded, diags, sources = check_file(spec)
+    if loaded is None:
+        print_diagnostics(diags, sources)
+        echo(f"{spec}: {summary_line(diags)}")
+        raise typer.Exit(EXIT_ERRORS)
+    return loaded
+
+
+_STUDENT = typer.Option(None, "--student", help="student model, pkg.module:factory(k=v)")
+_TEACHER = typer.Option(None, "--teacher", help="teacher model reference")
+_MODEL = typer.Option([], "--model", help="NAME=REF for any model of the spec")
+_TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)")
+_SHAPE = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32")
+_DATA = typer.Option(None, "--data", help="dry-run on one batch of this data reference")
+
+
+@app.command()
+@guarded
+def explain(
+    spec: str = typer.Argument(..., metavar="SPEC"),
+    student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
+    teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
+    data: Optional[str] = _DATA,
+) -> None:
+    """Show the compiled plan: hooks, patched attributes, connectors, losses and their order."""
+    from .checking import ModelOptions, compile_with
+    from .explain import explain as show
+
+    loaded = _load_or_exit(spec)
+    distiller, diags = compile_with(loaded, ModelOptions(student, teacher, list(model), teacher_ckpt,
+                                                        input_shape, data))
+    if distiller is None:
+        print_diagnostics(diags, loaded.sources)
+        echo(f"{spec}: {summary_line(diags)}")
+        raise typer.Exit(EXIT_ERRORS)
+    with distiller:
+        show(distiller, make_console())
+
+
+@app.command()
+@guarded
+def graph(
+    spec: str = typer.Argument(..., metavar="SPEC"),
+    format: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", help="mermaid or dot"),
+    output: Optional[str] = typer.Option(None, "--output", "-o",
+                                         help="write here; .png/.svg/.pdf draws it with graphviz's dot"),
+    student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
+    teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
+    data: Optional[str] = _DATA,
+) -> None:
+    """Print the loss graph (model -> record -> connector -> loss -> total) as Mermaid or DOT."""
+    from . import graph as graphs
+    from .checking import ModelOptions, compile_with
+
+    loaded = _load_or_exit(spec)
+    opts = ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape, data)
+    shapes = None
+    if opts.any:
+        distiller, diags = compile_with(loaded, opts)
+        if distiller is None:
+            print_diagnostics(diags, loaded.sources)
+            raise typer.Exit(EXIT_ERRORS)
+        with distiller:
+            shapes = distiller.shapes
+    g = graphs.build(loaded, shapes)
+    picture = output is not None and os.path.splitext(output)[1].lower() in (".png", ".svg", ".pdf")
+    text = graphs.to_dot(g) if (format is GraphFormat.dot or picture) else graphs.to_mermaid(g)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if picture:
+        import shutil
+        import subprocess
+
+        dot = shutil.which("dot")
+        if dot is None:
+            raise CliError(f"drawing {output} needs graphviz's `dot`, which is not installed", "KD701",
+                           hint="install graphviz (apt install graphviz), or write the source: "
+                           "--output graph.dot / graph.mmd")
+        proc = subprocess.run([dot, f"-T{os.path.splitext(output)[1][1:].lower()}", "-o", output],
+                              input=text, text=True, capture_output=True)
+        if proc.returncode != 0:
+            raise CliError(f"dot failed: {proc.stderr.strip()}", "KD701")
+    else:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise CliError(f"cannot write {output}: {exc.strerror or exc}", "KD706") from None
+    echo(f"wrote {output}", err=True)
 
 
 # ---------------------------------------------------------------------------- catalog

@@ -140,6 +140,8 @@ CODES: Dict[str, Code] = {
     "KD515": Code("conflicting distillers", "Two distillers are active on the same models in a "
                   "way that cannot work."),
     "KD516": Code("invalid dry-run input", "The example input could not be run through a model."),
+    "KD517": Code("no dry run", "Models were given but no input, so paths were resolved and shapes "
+                  "were not checked: give --input-shape or --data."),
     # ---------------------------------------------------------------- runtime
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),

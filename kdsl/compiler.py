@@ -41,20 +41,43 @@ class _Unavailable(Exception):
     """A value the dry run does not have (no example input, or a batch field not given)."""
 
 
+class _Skip(Exception):
+    """A loss that depends on something already reported broken: not reported again."""
+
+
 def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = None,
-            example_batch: Optional[Dict[str, Any]] = None, **models: nn.Module) -> Distiller:
+            example_batch: Optional[Dict[str, Any]] = None, device: Any = None,
+            **models: nn.Module) -> Distiller:
     """Bind a spec to models and return a :class:`~kdsl.runtime.Distiller`.
 
     ``models`` are passed by their names in the spec (``student=..., teacher=...``) and override
     the spec's factories. ``example_input`` (a tensor, a tuple of positional arguments, or a dict
     of keyword arguments) enables the dry run: shapes are checked and channel counts inferred
     before any training step; ``example_batch`` supplies ``batch.NAME`` fields to it.
+    ``device`` moves every model there once built (before the dry run).
     """
     if not isinstance(spec, ir.Spec):
         from .loader import load
 
         spec = load(spec)
-    return _Compiler(spec, models, example_input, example_batch).run()
+    return _Compiler(spec, models, example_input, example_batch, device).run()
+
+
+def expr_text_short(expr) -> str:
+    from .explain import expr_text
+
+    return expr_text(expr)
+
+
+def _records_in(node) -> List[str]:
+    """Names of the records an expression (or a call) reads, through connectors and selections."""
+    if isinstance(node, ir.RecordRef):
+        return [node.record]
+    found: List[str] = []
+    for child in list(getattr(node, "args", ())) + [k.value for k in getattr(node, "kwargs", ())] + \
+            list(getattr(node, "items", ())) + ([node.value] if isinstance(node, ir.Select) else []):
+        found += _records_in(child)
+    return found
 
 
 def module_candidates(model: nn.Module) -> List[str]:
@@ -100,13 +123,15 @@ class _Snapshot:
 
 class _Compiler:
     def __init__(self, spec: ir.Spec, given: Dict[str, nn.Module], example_input: Any,
-                 example_batch: Optional[Dict[str, Any]]) -> None:
+                 example_batch: Optional[Dict[str, Any]], device: Any = None) -> None:
         self.spec = spec
+        self.device = torch.device(device) if device is not None else None
         self.given = given
         self.example_input = example_input
         self.example_batch = dict(example_batch or {})
         self.diags = Diagnostics(dict(spec.sources))
         self.cleanups: List[Callable[[], None]] = []
+        self.on_failure: List[Callable[[], None]] = []  # undone only if compiling fails
         self.state = PassState()
         self.models: Dict[str, nn.Module] = {}
         self.recorders: Dict[str, Recorder] = {}
@@ -115,6 +140,9 @@ class _Compiler:
         self.loss_modules: Dict[str, nn.Module] = {}
         self.values: Dict[str, Any] = {}  # record -> dry-run value
         self.dry = example_input is not None
+        self.dry_failed = False
+        self.broken: set = set()  # records and connectors already reported
+        self.built: Dict[str, Dict[str, Any]] = {}  # connector/loss -> options, inferred, shapes
 
     # ================================================================ driver
     def run(self) -> Distiller:
@@ -122,13 +150,12 @@ class _Compiler:
             self.import_plugins()
             self.build_models()
             self.diags.raise_if_errors()
+            # from here on every problem is collected: a bad path does not hide a shape error
             self.install_records()
             self.install_deliveries()
-            self.diags.raise_if_errors()
             if self.dry:
                 self.dry_run()
-                self.diags.raise_if_errors()
-            terms = self.build_graph()
+            terms = self.build_graph() if not self.dry_failed else []
             self.diags.raise_if_errors()
             used = {r.model for r in self.spec.records} | {d.source for d in self.spec.deliveries}
             distiller = Distiller(
@@ -138,9 +165,12 @@ class _Compiler:
                 state=self.state, used_teachers=sorted(used), cleanups=self.cleanups)
             distiller.shapes = {k: info_of(v) for k, v in self.values.items()}
             distiller.value_descriptions = {k: describe_value(v) for k, v in self.values.items()}
+            distiller.built = self.built
             return distiller
         except BaseException:
             self.cleanup()
+            for undo in reversed(self.on_failure):
+                undo()
             raise
 
     def cleanup(self) -> None:
@@ -195,11 +225,17 @@ class _Compiler:
                 base = os.path.dirname(decl.checkpoint_span.file) if decl.checkpoint_span and \
                     not decl.checkpoint_span.file.startswith("<") else ""
                 path = decl.checkpoint if os.path.isabs(decl.checkpoint) else os.path.join(base, decl.checkpoint)
+                if decl.name in self.given:
+                    # a passed-in model gets its own weights back if compiling fails
+                    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    self.on_failure.append(lambda m=model, w=saved: m.load_state_dict(w))
                 try:
                     load_into(model, path, decl.checkpoint_span, what=f"{decl.role} '{decl.name}'")
                 except KdslError as exc:
                     self.diags.extend(exc.diagnostics)
                     continue
+            if self.device is not None:
+                model.to(self.device)
             for other, m in self.models.items():
                 if m is model:
                     self.diags.error("KD515", f"'{decl.name}' and '{other}' are the same model object",
@@ -303,12 +339,14 @@ class _Compiler:
 
     def _patch(self, owner, name, raw, kind, listener) -> None:
         listener.handles.append(PATCHES.add(owner, name, listener))
+        listener.places = [(owner, name)]  # for `kdsl explain`
         if kind == "function":
-            func = raw
+            func = PATCHES.original(owner, name)  # not an installed dispatcher (already patched)
             for alias_owner, alias in function_aliases(func, list(self.models.values())):
                 if alias_owner is owner and alias == name:
                     continue
                 listener.handles.append(PATCHES.add(alias_owner, alias, listener))
+                listener.places.append((alias_owner, alias))
 
     # ================================================================ deliveries
     def install_deliveries(self) -> None:
@@ -341,8 +379,10 @@ class _Compiler:
                         self.models[name](*args, **kwargs)
                     except KdslError as exc:
                         self.diags.extend(exc.diagnostics)
+                        self.dry_failed = True
                         return
                     except Exception as exc:  # noqa: BLE001 - the user's model rejected the input
+                        self.dry_failed = True
                         shapes = "; ".join(describe_value(a) for a in args)
                         self.diags.error("KD516", f"the example input could not be run through {decl.role} "
                                          f"'{name}': {type(exc).__name__}: {exc}", decl.name_span,
@@ -364,17 +404,22 @@ class _Compiler:
 
                     self.values[name] = check_missing(r.read(), r)
                 except KdslError as exc:
+                    self.broken.add(name)
                     for d in exc.diagnostics:
                         if d.code == "KD607":
                             rec = self.spec.record(name)
                             model = self.spec.model(rec.model)
+                            whose = f"the {model.role}'s" if model.name == model.role else \
+                                f"{model.role} '{model.name}''s"
                             d = make("KD506", f"record '{name}': {rec.describe()} never ran in "
-                                     f"{model.role} '{model.name}''s forward pass on the example input",
+                                     f"{whose} forward pass on the example input",
                                      rec.target.span, hint="is it used in forward()? (modules built but "
                                      "never called, or skipped in this mode, record nothing)")
                         self.diags.add(d)
         finally:
             self.state.active = None
+            for r in self.recorders.values():  # the values live on in self.values, not in them
+                r.clear()
             snapshot.restore()
 
     # ================================================================ connectors, losses, weights
@@ -480,6 +525,8 @@ class _Compiler:
         raise AssertionError(f"unresolved expression {expr.kind}")
 
     def _apply(self, expr: ir.ConnectorApply, target) -> Any:
+        if expr.connector in self.broken:
+            raise _Skip()
         decl = self.spec.connector(expr.connector)
         component = REGISTRY.get("connector", decl.component)
         values: List[Any] = []
@@ -493,18 +540,28 @@ class _Compiler:
         if expr.connector not in self.connectors:
             options = self._options(component, decl.call, decl.span)
             infos = {p.name: info_of(v) for p, v in zip(component.inputs, values)}
+            given = set(options)
             self._infer(component, options, infos, target, decl.span, f"connector '{decl.name}'")
-            self.connectors[expr.connector] = self._build(component, options, decl.span,
-                                                          f"connector '{decl.name}'", "KD510")
+            self.built[expr.connector] = {"options": dict(options), "inferred": sorted(set(options) - given),
+                                          "input": infos.get(component.inputs[0].name) if component.inputs else None}
+            try:
+                self.connectors[expr.connector] = self._build(component, options, decl.span,
+                                                              f"connector '{decl.name}'", "KD510")
+            except KdslError:
+                self.broken.add(expr.connector)
+                raise
         if not available:
             raise _Unavailable()
+        self._check_declared_sizes(expr, decl, component, values)
         module = self.connectors[expr.connector]
         was_training = module.training
         module.eval()
         snapshot = _Snapshot([module])  # a dry run leaves no trace: buffers and RNG come back
         try:
             with torch.no_grad():
-                return module(*values, **{k.name: self._value(k.value) for k in expr.kwargs})
+                out = module(*values, **{k.name: self._value(k.value) for k in expr.kwargs})
+            self.built[expr.connector].setdefault("output", info_of(out))
+            return out
         except KdslError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -515,6 +572,35 @@ class _Compiler:
             snapshot.restore()
             module.train(was_training)
 
+    def _check_declared_sizes(self, expr, decl, component, values) -> None:
+        """A size the spec gives (``in_channels=32``) that the input contradicts: say so plainly,
+        before torch's own error from inside the connector."""
+        built = self.built.get(expr.connector, {})
+        options = built.get("options", {})
+        for inf in component.infer:
+            if inf.source == "target" or inf.option in built.get("inferred", ()) or inf.option not in options:
+                continue
+            name = component.inputs[0].name if inf.source == "input" else inf.source
+            index = [p.name for p in component.inputs].index(name) if name in [p.name for p in component.inputs] else 0
+            info = info_of(values[index]) if index < len(values) else None
+            if info is None:
+                continue
+            if inf.flat:
+                actual = 1
+                for d in info.shape[1:]:
+                    actual *= d
+            elif -len(info.shape) <= inf.dim < len(info.shape):
+                actual = info.shape[inf.dim]
+            else:
+                continue
+            if actual != options[inf.option]:
+                what = "features per sample" if inf.flat else ("channels" if inf.dim == 1 else f"size {actual} in dimension {inf.dim}")
+                raise error("KD505", f"connector '{decl.name}' ({decl.component}) has {inf.option}="
+                            f"{options[inf.option]}, but its input {expr_text_short(expr.args[index])} "
+                            f"has {actual} {what} {info.describe()}", expr.span,
+                            hint=f"set {inf.option}={actual}, or leave it out to have it inferred",
+                            notes=[Note(message=f"'{decl.name}' declared", span=decl.span)])
+
     def build_graph(self) -> List[LossTerm]:
         terms: List[LossTerm] = []
         exprs = ExprCompiler(self.recorders, self.connectors, self.resolve_module_ref)
@@ -523,8 +609,10 @@ class _Compiler:
                 terms.append(self._term(loss, exprs))
             except KdslError as exc:
                 self.diags.extend(exc.diagnostics)
+            except _Skip:
+                pass
         for con in self.spec.connectors:  # declared but never applied: still built and trained
-            if con.name not in self.connectors and not self.diags.has_errors:
+            if con.name not in self.connectors and con.name not in self.broken and not self.diags.has_errors:
                 component = REGISTRY.get("connector", con.component)
                 try:
                     options = self._options(component, con.call, con.span)
@@ -538,6 +626,8 @@ class _Compiler:
     def _term(self, loss: ir.LossDecl, exprs: ExprCompiler) -> LossTerm:
         component = REGISTRY.get("loss", loss.component)
         call = loss.call
+        if any(r not in self.recorders or r in self.broken for r in _records_in(call)):
+            raise _Skip()  # a record it reads failed to resolve or to run: reported already
         bound: Dict[str, Any] = {}
         for p, a in zip(component.inputs, call.args):
             bound[p.name] = a
@@ -566,7 +656,10 @@ class _Compiler:
             except _Unavailable:
                 complete = False
         options = self._options(component, call, loss.span)
+        given = set(options)
         self._infer(component, options, infos, lambda d: None, loss.span, f"loss '{loss.name}'")
+        self.built[loss.name] = {"options": {k: v for k, v in options.items() if not hasattr(v, "forward")},
+                                 "inferred": sorted(set(options) - given), "inputs": dict(infos)}
         module = self._build(component, options, loss.span, f"loss '{loss.name}'", "KD513")
         weight = self._weight(loss)
         fns = [exprs(bound[p.name]) if p.name in bound else None for p in component.inputs]

@@ -42,7 +42,15 @@ class _Patch:
         self.owner = owner
         self.name = name
         self.had_own = name in vars(owner)
-        self.original = vars(owner)[name] if self.had_own else getattr(owner, name)
+        if self.had_own:
+            self.original = vars(owner)[name]
+        elif inspect.isclass(owner):
+            # inherited: the raw attribute from the MRO (getattr would unwrap a staticmethod or
+            # bind a classmethod, and the dispatcher would then be installed as a plain method)
+            self.original = next((vars(k)[name] for k in inspect.getmro(owner) if name in vars(k)),
+                                 getattr(owner, name))
+        else:
+            self.original = getattr(owner, name)
         self.listeners: List["CallListener"] = []
         self.installed = self._make_installed()
         setattr(owner, name, self.installed)
@@ -57,14 +65,27 @@ class _Patch:
             kind, func = "class", raw.__func__
         listeners = self.listeners
         skip_self = kind == "class" or (kind == "plain" and inspect.isclass(self.owner))
+        owner, name = self.owner, self.name
+        inherited = not self.had_own and inspect.isclass(owner)
+
+        def current():
+            # an inherited method is looked up in the bases at call time, so that a patch of the
+            # base class's attribute (installed after this one) still sees calls through here
+            for klass in owner.__mro__[1:]:
+                if name in vars(klass):
+                    attr = vars(klass)[name]
+                    return attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            return func
 
         def dispatch(*args, **kwargs):
             for listener in listeners:
-                if listener.intercepts():
-                    return listener.respond(args, kwargs)
-            for listener in listeners:
                 listener.before(args, kwargs)
-            out = func(*args, **kwargs)
+            # a delivery answers the call in its destination's pass; records still see the answer
+            answer = next((x for x in listeners if x.intercepts()), None)
+            if answer is not None:
+                out = answer.respond(args, kwargs)
+            else:
+                out = (current() if inherited else func)(*args, **kwargs)
             for listener in listeners:
                 listener.after(args, kwargs, out)
             return out
@@ -191,7 +212,9 @@ class Entry:
             self.value, self.versions, self.backup = _copy(value), None, None
         else:
             self.value = value
-            self.versions = [(t, t._version) for t in _tensors(value)]
+            # the common case, one tensor, without the generator
+            self.versions = [(value, value._version)] if type(value) is torch.Tensor else \
+                [(t, t._version) for t in _tensors(value)]
             # the first pass keeps a copy so that a value found overwritten can still be used
             self.backup = _copy(value) if calibrating and self.versions else None
 
@@ -289,11 +312,11 @@ class ModuleInputRecorder(Recorder):
         self.signature: Optional[inspect.Signature] = None
 
     def install(self, module: nn.Module) -> None:
-        if isinstance(self.selector, str):
-            try:
-                self.signature = inspect.signature(module.forward)
-            except (TypeError, ValueError):
-                self.signature = None
+        # also for an index: `input 1 of m` finds the second parameter when it came by keyword
+        try:
+            self.signature = inspect.signature(module.forward)
+        except (TypeError, ValueError):
+            self.signature = None
         rec = self
 
         def hook(mod, args, kwargs):
@@ -508,6 +531,11 @@ def resolve_callable(ref: str, kind: str, span: Optional[Span]) -> Tuple[Any, st
     parts = attr_path.split(".")
     owner: Any = obj
     for i, part in enumerate(parts):
+        if i and not inspect.isclass(obj) and not inspect.ismodule(obj) and callable(obj):
+            where = f"{module_name}:{'.'.join(parts[:i])}"
+            raise error("KD504", f"\"{where}\" is a {'function' if inspect.isfunction(obj) else type(obj).__name__}, "
+                        f"not a class, so \"{ref}\" names no method", span,
+                        hint=f"use `function \"{where}\"`, or name the class: \"pkg.module:Class.method\"")
         if not hasattr(obj, part):
             from .suggest import did_you_mean
 
@@ -557,7 +585,8 @@ def function_aliases(func: Any, models: List[nn.Module]) -> List[Tuple[Any, str]
             if mod is None:
                 continue
             for attr, value in list(vars(mod).items()):
-                if value is func:
+                # a binding kdsl already patched (another record, another distiller) counts too
+                if value is func or (callable(value) and PATCHES.original(mod, attr) is func):
                     out.append((mod, attr))
     return out
 

@@ -68,7 +68,7 @@ def lark_parser():
 
     with open(grammar_path(), encoding="utf-8") as fh:
         text = fh.read()
-    return lark.Lark(text, parser="lalr", start=["statement", "train_entry", "ref_call"],
+    return lark.Lark(text, parser="lalr", start=["statement", "train_entry", "ref_call", "value"],
                      propagate_positions=True, maybe_placeholders=True)
 
 
@@ -356,3 +356,8 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
 def parse_ref_call(text: str):
     """Parse a command-line reference ``pkg.module:factory(k=v)``; raises lark errors."""
     return lark_parser().parse(text, start="ref_call")
+
+
+def parse_value(text: str):
+    """Parse a command-line value written as an expression (``sgd(lr=0.1)``); raises lark errors."""
+    return lark_parser().parse(text, start="value")

@@ -56,6 +56,7 @@ def parse_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
     ref = str(tree.children[0])
     args, kwargs = Builder(Positions(source, 0), diags).arguments(tree.children[1])
     diags.raise_if_errors()
+    _no_repeats(kwargs, what, text)
     try:
         return ref, [literal_value(a) for a in args], {k.name: literal_value(k.value) for k in kwargs}
     except ValueError:
@@ -63,8 +64,72 @@ def parse_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
                     hint="numbers, strings, true/false/none or lists") from None
 
 
+def _no_repeats(kwargs, what: str, text: str) -> None:
+    """A keyword given twice is an error (as in Python), not a silent "the last one wins"."""
+    seen = set()
+    for k in kwargs:
+        if k.name in seen:
+            raise error("KD307", f"'{k.name}' is given twice in the {what} '{text}'")
+        seen.add(k.name)
+
+
+def parse_option_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
+    """``sgd(lr=0.1)`` or ``sgd`` -> (name, args, kwargs) with literal values."""
+    import lark
+
+    from . import ir
+    from .builder import Builder
+    from .diagnostics import Diagnostics
+    from .parser import Positions, parse_value
+    from .span import SourceText
+    from .verify import literal_value
+
+    source = SourceText(f"<{what}>", text)
+    diags = Diagnostics({source.name: text})
+    try:
+        tree = parse_value(text)
+    except lark.UnexpectedInput:
+        raise error("KD701", f"cannot read the {what} '{text}'",
+                    hint="write name(option=value, ...), e.g. sgd(lr=0.1, momentum=0.9)") from None
+    expr = Builder(Positions(source, 0), diags).expr(tree.children[0])
+    diags.raise_if_errors()
+    if isinstance(expr, ir.Name):
+        return expr.name, [], {}
+    if not isinstance(expr, ir.Call):
+        raise error("KD701", f"the {what} '{text}' is not a call", hint="e.g. sgd(lr=0.1)")
+    _no_repeats(expr.kwargs, what, text)
+    try:
+        return expr.func, [literal_value(a) for a in expr.args], \
+            {k.name: literal_value(k.value) for k in expr.kwargs}
+    except ValueError:
+        raise error("KD701", f"options of the {what} '{text}' must be literal values") from None
+
+
+# Model hubs whose models are not attributes of the module named in the reference.
+def _hub_factory(ref: str):
+    hub, _, name = ref.partition(":")
+    if hub == "torchvision":
+        import torchvision
+
+        return lambda *a, **k: torchvision.models.get_model(name, *a, **k)
+    if hub == "timm":
+        import timm
+
+        return lambda *a, **k: timm.create_model(name, *a, **k)
+    return None
+
+
 def call_factory(ref: str, args, kwargs, what: str, span: Optional[Span] = None):
-    factory = import_ref(ref, what, span)
+    hub = ref.partition(":")[0]
+    if hub in ("torchvision", "timm"):
+        try:
+            factory = _hub_factory(ref)
+        except ImportError as exc:
+            raise error("KD404", f"{what} \"{ref}\" needs {hub}, which cannot be imported: {exc}",
+                        span, hint=f"pip install {hub}" + (" (the release that matches your torch)"
+                                                            if hub == "torchvision" else "")) from None
+    else:
+        factory = import_ref(ref, what, span)
     if not callable(factory):
         raise error("KD508", f"{what} reference \"{ref}\" is not callable", span)
     try:

@@ -37,6 +37,14 @@ class StepResult:
     teacher_outputs: Dict[str, Any] = field(default_factory=dict)
 
 
+class _RunState:
+    __slots__ = ("phase", "closed")
+
+    def __init__(self) -> None:
+        self.phase = "idle"  # idle -> teachers -> student -> (losses) idle
+        self.closed = False
+
+
 class StepContext:
     __slots__ = ("batch", "cache")
 
@@ -262,10 +270,14 @@ class Distiller(nn.Module):
         self.terms = terms
         self._state = state
         self._cleanups = cleanups
-        self._phase = "idle"
-        self._closed = False
+        # mutated every step: kept off nn.Module.__setattr__, which is slow
+        self._run = _RunState()
+        # (name, model, frozen) of the teachers step() runs, in spec order
+        self._teacher_runs = [(n, self.model(n), n in self._frozen) for n in self._used_teachers]
         self.progress = Progress()
         self.shapes: Dict[str, Any] = {}  # record name -> TensorInfo from the dry run
+        self.value_descriptions: Dict[str, str] = {}
+        self.built: Dict[str, Dict[str, Any]] = {}  # connector/loss -> options, inferred, shapes
 
     # -- models ------------------------------------------------------------------------------
     def model(self, name: str) -> nn.Module:
@@ -279,16 +291,16 @@ class Distiller(nn.Module):
     def teachers(self) -> Dict[str, nn.Module]:
         return {n: self.model(n) for n in self.teacher_names}
 
+    @property
+    def used_teachers(self) -> List[str]:
+        """Teachers whose pass matters (a record or a delivery reads them), in spec order;
+        :meth:`step` runs only these."""
+        return list(self._used_teachers)
+
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn)
         for m in self._frozen.values():
             m._apply(fn)
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for m in self._frozen.values():  # frozen teachers stay in eval, norm layers included
-            m.eval()
         return self
 
     # -- progress ----------------------------------------------------------------------------
@@ -302,7 +314,7 @@ class Distiller(nn.Module):
 
     # -- steps -------------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
+        if self._run.closed:
             raise error("KD609", "this distiller is closed", hint="compile a new one with kdsl.compile")
 
     def _begin_step(self) -> None:
@@ -310,7 +322,7 @@ class Distiller(nn.Module):
             r.clear()
         for d in self.deliveries:
             d.clear()
-        self._phase = "idle"
+        self._run.phase = "idle"
 
     def _end_step(self) -> None:
         self._begin_step()
@@ -347,9 +359,9 @@ class Distiller(nn.Module):
 
             raise error("KD514", f"the spec has no teacher '{name}'",
                         hint=did_you_mean(name, self.teacher_names))
-        if self._phase != "teachers":
+        if self._run.phase != "teachers":
             self._begin_step()
-            self._phase = "teachers"
+            self._run.phase = "teachers"
         model = self.model(name)
         frozen = name in self._frozen
         if frozen and model.training:
@@ -360,9 +372,9 @@ class Distiller(nn.Module):
     @contextlib.contextmanager
     def student_pass(self) -> Iterator[nn.Module]:
         """Run the student's forward inside: ``with distiller.student_pass(): out = student(x)``."""
-        if self._phase not in ("teachers",):
+        if self._run.phase != "teachers":
             self._begin_step()
-        self._phase = "student"
+        self._run.phase = "student"
         with self._pass(self.student_name, False):
             yield self.student
 
@@ -404,14 +416,31 @@ class Distiller(nn.Module):
              **kwargs: Any) -> StepResult:
         """Teacher passes, student pass, loss graph. Every model is called as ``model(*args, **kwargs)``;
         ``batch.target`` is ``target`` and ``batch.NAME`` is ``batch["NAME"]``."""
+        # the passes of teacher_pass()/student_pass(), inlined: this is the hot path
         self._check_open()
+        state = self._state
+        if state.active is not None:
+            raise error("KD515", f"a pass of '{state.active}' is already running; passes do not nest")
         self._begin_step()
         teacher_outputs: Dict[str, Any] = {}
-        for name in self._used_teachers:
-            with self.teacher_pass(name) as teacher:
-                teacher_outputs[name] = teacher(*args, **kwargs)
-        with self.student_pass() as student:
-            out = student(*args, **kwargs)
+        try:
+            for name, teacher, frozen in self._teacher_runs:
+                state.active = name
+                if frozen:
+                    if teacher.training:
+                        teacher.eval()
+                    with torch.no_grad():
+                        teacher_outputs[name] = teacher(*args, **kwargs)
+                else:
+                    teacher_outputs[name] = teacher(*args, **kwargs)
+            state.active = self.student_name
+            out = self.models[self.student_name](*args, **kwargs)
+        except BaseException:
+            self._end_step()
+            raise
+        finally:
+            state.active = None
+        self._run.phase = "student"
         result = self.compute_losses(batch=batch, target=target)
         result.student_output = out
         result.teacher_outputs = teacher_outputs
@@ -428,9 +457,9 @@ class Distiller(nn.Module):
     # -- closing -----------------------------------------------------------------------------
     def close(self) -> None:
         """Remove every hook and patch kdsl installed and restore frozen teachers. Idempotent."""
-        if self._closed:
+        if self._run.closed:
             return
-        self._closed = True
+        self._run.closed = True
         errors = []
         for fn in reversed(self._cleanups):
             try:
@@ -443,7 +472,7 @@ class Distiller(nn.Module):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._run.closed
 
     def __enter__(self) -> "Distiller":
         return self

@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 import kdsl
+from kdsl.shapes import same_shape
 
 
-@kdsl.register_loss("scaled_l1")
+# shape rules let `kdsl check` catch mismatches and let connectors infer their output channels
+@kdsl.register_loss("scaled_l1", rules=[same_shape("preds_S", "preds_T")])
 class ScaledL1(nn.Module):
     """Mean absolute difference, times a scale: L = scale * mean(|S - T|)."""
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._common import check_choice, compute_dtype, flat, reduce, upcast
+
 __all__ = [
     "L2Loss", "L1Loss", "MSELoss", "SmoothL1Loss", "CosineLoss", "ATLoss", "OFDLoss", "ABLoss",
     "FTLoss", "ChannelWiseDivergence", "PKDLoss", "MGDLoss", "FSPLoss", "NSTLoss", "VIDLoss",
@@ -21,41 +23,6 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "batchmean")
-
-
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    # Half-precision sums over whole feature maps lose most of their digits, and softmax / norms
-    # overflow easily; float64 stays float64 so that the tests can check to 1e-9.
-    if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
-        return torch.float32
-    return dtype
-
-
-def _upcast(*tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    dtype = _compute_dtype(*tensors)
-    return tuple(t.to(dtype) for t in tensors)
-
-
-def _reduce(elementwise: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return elementwise.mean()
-    if reduction == "sum":
-        return elementwise.sum()
-    return elementwise.sum() / elementwise.shape[0]
-
-
-def _check_choice(name: str, value, choices) -> None:
-    # The compiler checks literal options against the catalog, but a loss built directly from
-    # Python should fail at construction, not with a confusing error in the first step.
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1)
 
 
 def _pool_to_common_size(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -83,10 +50,10 @@ class L2Loss(nn.Module):
         self.dist = dist
 
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(_flat(x), p=2.0, dim=1) * self.mult
+        return F.normalize(flat(x), p=2.0, dim=1) * self.mult
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         if self.normalize:
             s, t = self._normalized(s), self._normalized(t)
         total = (s - t).pow(2).sum()
@@ -97,17 +64,25 @@ class L2Loss(nn.Module):
         return total / s.shape[0]
 
 
+def _fused(loss_fn, pair, reduction: str, **kwargs) -> torch.Tensor:
+    # torch's fused losses keep only their inputs for backward, not the elementwise
+    # difference: a feature-sized tensor less per term
+    s, t = pair
+    if reduction == "batchmean":
+        return loss_fn(s, t, reduction="sum", **kwargs) / s.shape[0]
+    return loss_fn(s, t, reduction=reduction, **kwargs)
+
+
 class L1Loss(nn.Module):
     """Absolute difference, reduced."""
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        _check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice(type(self).__name__, "reduction", reduction, _REDUCTIONS)
         self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
-        return _reduce((s - t).abs(), self.reduction)
+        return _fused(F.l1_loss, upcast(preds_S, preds_T), self.reduction)
 
 
 class MSELoss(nn.Module):
@@ -115,12 +90,11 @@ class MSELoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        _check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice(type(self).__name__, "reduction", reduction, _REDUCTIONS)
         self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
-        return _reduce((s - t).pow(2), self.reduction)
+        return _fused(F.mse_loss, upcast(preds_S, preds_T), self.reduction)
 
 
 class SmoothL1Loss(nn.Module):
@@ -130,13 +104,12 @@ class SmoothL1Loss(nn.Module):
         super().__init__()
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        _check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice(type(self).__name__, "reduction", reduction, _REDUCTIONS)
         self.beta = beta
         self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
-        return _reduce(F.smooth_l1_loss(s, t, reduction="none", beta=self.beta), self.reduction)
+        return _fused(F.smooth_l1_loss, upcast(preds_S, preds_T), self.reduction, beta=self.beta)
 
 
 class CosineLoss(nn.Module):
@@ -147,8 +120,8 @@ class CosineLoss(nn.Module):
         self.eps = eps
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
-        s, t = _flat(s), _flat(t)
+        s, t = upcast(preds_S, preds_T)
+        s, t = flat(s), flat(t)
         # Each norm is clamped on its own so that a zero feature gives similarity 0 (loss 1)
         # rather than NaN.
         norms = s.norm(dim=1).clamp_min(self.eps) * t.norm(dim=1).clamp_min(self.eps)
@@ -170,10 +143,10 @@ class ATLoss(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         # |x|^p rather than x^p: the paper's map is of absolute values, which only matters for
         # odd p (for p = 2 both give the same values and gradients).
-        return F.normalize(_flat(x.abs().pow(self.p).mean(dim=1)), p=2.0, dim=1)
+        return F.normalize(flat(x.abs().pow(self.p).mean(dim=1)), p=2.0, dim=1)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         return (self.attention(s) - self.attention(t)).pow(2).mean()
 
 
@@ -185,7 +158,7 @@ class OFDLoss(nn.Module):
         self.mul_factor = mul_factor
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         # A student below a non-positive teacher is already on the right side of the ReLU that
         # follows, so pushing it up would only change values the ReLU discards.
         counted = (s > t) | (t > 0)
@@ -200,7 +173,7 @@ class ABLoss(nn.Module):
         self.margin = margin
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         active = t > 0
         # relu(m -/+ s)^2 is the paper's piecewise-differentiable stand-in for the
         # non-differentiable indicator of a neuron being on the wrong side of the boundary.
@@ -213,12 +186,12 @@ class FTLoss(nn.Module):
 
     def __init__(self, p: int = 1) -> None:
         super().__init__()
-        _check_choice("p", p, (1, 2))
+        check_choice(type(self).__name__, "p", p, (1, 2))
         self.p = p
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
-        diff = F.normalize(_flat(s), p=2.0, dim=1) - F.normalize(_flat(t), p=2.0, dim=1)
+        s, t = upcast(preds_S, preds_T)
+        diff = F.normalize(flat(s), p=2.0, dim=1) - F.normalize(flat(t), p=2.0, dim=1)
         return diff.abs().mean() if self.p == 1 else diff.pow(2).mean()
 
 
@@ -232,7 +205,7 @@ class ChannelWiseDivergence(nn.Module):
         self.tau = tau
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         n, c = s.shape[0], s.shape[1]
         log_p_s = F.log_softmax(s.reshape(n * c, -1) / self.tau, dim=1)
         log_p_t = F.log_softmax(t.reshape(n * c, -1) / self.tau, dim=1)
@@ -258,7 +231,7 @@ class PKDLoss(nn.Module):
         return (x - mean) / (std + 1e-6)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         if s.shape[2:] != t.shape[2:]:
             if self.resize_stu:
                 s = F.interpolate(s, size=t.shape[2:], mode="bilinear", align_corners=False)
@@ -275,7 +248,7 @@ class MGDLoss(nn.Module):
         self.alpha_mgd = alpha_mgd
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         return self.alpha_mgd * (s - t).pow(2).sum() / s.shape[0]
 
 
@@ -295,7 +268,7 @@ class FSPLoss(nn.Module):
 
     def forward(self, s_first: torch.Tensor, s_second: torch.Tensor, t_first: torch.Tensor,
                 t_second: torch.Tensor) -> torch.Tensor:
-        s_first, s_second, t_first, t_second = _upcast(s_first, s_second, t_first, t_second)
+        s_first, s_second, t_first, t_second = upcast(s_first, s_second, t_first, t_second)
         if s_first.shape[2:] != t_first.shape[2:]:
             s_first, t_first = _pool_to_common_size(s_first, t_first)
             s_second, t_second = _pool_to_common_size(s_second, t_second)
@@ -318,7 +291,7 @@ class NSTLoss(nn.Module):
         return (gram + self.coef0).pow(self.degree).mean(dim=(1, 2))
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         # Each channel's map is one sample of the layer's "selectivity" distribution; the
         # normalization makes the kernel compare patterns, not activation magnitudes.
         s = F.normalize(s.flatten(2), p=2.0, dim=2)
@@ -365,8 +338,8 @@ class VIDLoss(nn.Module):
         return x
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
-        dtype = _compute_dtype(s, self.log_scale)
+        s, t = upcast(preds_S, preds_T)
+        dtype = compute_dtype(s, self.log_scale)
         # A 1x1 convolution acts on each position alone, so any layout of the positions works:
         # (N, C), (N, C, L) and (N, C, H, W) all become (N, C, positions, 1).
         s = s.to(dtype).reshape(s.shape[0], s.shape[1], -1, 1)
@@ -391,6 +364,6 @@ class ICKDLoss(nn.Module):
         return F.normalize(gram, p=2.0, dim=2)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        s, t = _upcast(preds_S, preds_T)
+        s, t = upcast(preds_S, preds_T)
         diff = self._correlation(s) - self._correlation(t)
         return diff.pow(2).sum() / (s.shape[0] * s.shape[1])

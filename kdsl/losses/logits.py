@@ -8,48 +8,17 @@ work wherever the catalog allows them.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._common import check_choice, check_positive, compute_dtype, reduce, upcast
+
 __all__ = [
     "KLDivergence", "SoftCrossEntropy", "CrossEntropy", "DKDLoss", "DISTLoss", "WSLDLoss",
     "LogitStdKDLoss",
 ]
-
-
-def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """The dtype a loss computes in: the inputs' promoted dtype, but at least float32.
-
-    Half-precision softmax, log-sum-exp and Gram matrices lose too many digits to be useful;
-    float64 stays float64 so that the tests can compare to 1e-9.
-    """
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
-        return torch.float32
-    return dtype
-
-
-def upcast(*tensors: torch.Tensor):
-    dtype = compute_dtype(*tensors)
-    return tuple(t.to(dtype) for t in tensors)
-
-
-def check_choice(loss: str, option: str, value, choices: Sequence) -> None:
-    # The compiler checks literal options against the catalog, but a loss built directly from
-    # Python should fail at construction rather than inside the first training step.
-    if value not in choices:
-        raise ValueError(f"'{option}' of '{loss}' must be one of "
-                         f"{', '.join(map(repr, choices))}, got {value!r}")
-
-
-def check_positive(loss: str, option: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"'{option}' of '{loss}' must be a positive number, got {value!r}")
 
 
 def _kl_elementwise(log_p_t: torch.Tensor, log_p_s: torch.Tensor) -> torch.Tensor:
@@ -58,22 +27,12 @@ def _kl_elementwise(log_p_t: torch.Tensor, log_p_s: torch.Tensor) -> torch.Tenso
     return F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True)
 
 
-def _reduce(elementwise: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "none":
-        return elementwise
-    if reduction == "sum":
-        return elementwise.sum()
-    if reduction == "mean":
-        return elementwise.mean()
-    return elementwise.sum() / elementwise.shape[0]  # batchmean
-
-
 def _tempered_kl(preds_S: torch.Tensor, preds_T: torch.Tensor, tau: float,
                  reduction: str) -> torch.Tensor:
     log_p_s = F.log_softmax(preds_S / tau, dim=1)
     log_p_t = F.log_softmax(preds_T / tau, dim=1)
     # tau^2 keeps the soft-target gradients' magnitude independent of tau (Hinton et al.).
-    return tau ** 2 * _reduce(_kl_elementwise(log_p_t, log_p_s), reduction)
+    return tau ** 2 * reduce(_kl_elementwise(log_p_t, log_p_s), reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +79,7 @@ class SoftCrossEntropy(nn.Module):
         preds_S, preds_T = upcast(preds_S, preds_T)
         p_t = F.softmax(preds_T / self.tau, dim=1)
         per_position = -(p_t * F.log_softmax(preds_S / self.tau, dim=1)).sum(dim=1)
-        return self.tau ** 2 * _reduce(per_position, self.reduction)
+        return self.tau ** 2 * reduce(per_position, self.reduction)
 
 
 class CrossEntropy(nn.Module):

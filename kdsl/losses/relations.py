@@ -16,13 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .logits import check_positive, compute_dtype, upcast
+from ._common import check_positive, compute_dtype, flat, upcast
 
 __all__ = ["DistanceWiseRKD", "AngleWiseRKD", "PKTLoss", "SPLoss", "CCLoss", "CRDLoss"]
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1)
 
 
 def _without_autocast(x: torch.Tensor):
@@ -65,7 +61,7 @@ class DistanceWiseRKD(nn.Module):
         self.with_l2_norm = bool(with_l2_norm)
 
     def _normalized_distances(self, x: torch.Tensor) -> torch.Tensor:
-        x = _flat(x)
+        x = flat(x)
         if self.with_l2_norm:
             x = F.normalize(x, p=2.0, dim=1)
         n = x.shape[0]
@@ -92,7 +88,7 @@ class AngleWiseRKD(nn.Module):
     def _angles(self, x: torch.Tensor) -> torch.Tensor:
         """cos[a, b, c]: cosine of the angle at x_a between x_b - x_a and x_c - x_a, 0 where
         b = a or c = a."""
-        x = _flat(x)
+        x = flat(x)
         if self.with_l2_norm:
             x = F.normalize(x, p=2.0, dim=1)
         n = x.shape[0]
@@ -126,7 +122,7 @@ class PKTLoss(nn.Module):
         super().__init__()
 
     def _conditional(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(_flat(x), p=2.0, dim=1, eps=self.EPS)
+        x = F.normalize(flat(x), p=2.0, dim=1, eps=self.EPS)
         kernel = (_gram(x) + 1.0) / 2.0
         kernel = kernel * _off_diagonal(x.shape[0], x.device)
         return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(self.EPS)
@@ -147,7 +143,7 @@ class SPLoss(nn.Module):
 
     @staticmethod
     def _similarity(x: torch.Tensor) -> torch.Tensor:
-        x = _flat(x)
+        x = flat(x)
         return F.normalize(_gram(x), p=2.0, dim=1)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
@@ -172,7 +168,7 @@ class CCLoss(nn.Module):
                                   for k in range(p + 1))
 
     def _correlation(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(_flat(x), p=2.0, dim=1)
+        x = F.normalize(flat(x), p=2.0, dim=1)
         similarity = _gram(x)
         # Horner's rule: one multiplication per order instead of a power per term.
         correlation = torch.full_like(similarity, self.coefficients[-1])

@@ -1,0 +1,28 @@
+"""Data factories for `kdsl train` tests, referenced as ``train_data:NAME``."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+import kdsl.data
+
+
+class NoisyDigits(Dataset):
+    """The digits training set with random noise added on every access: an augmentation that
+    draws from torch's RNG in whichever process reads the item (a DataLoader worker, say)."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return x + 0.1 * torch.rand_like(x), y
+
+
+def noisy_digits():
+    splits = kdsl.data.digits()
+    return NoisyDigits(splits.train), splits.val

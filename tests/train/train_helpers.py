@@ -1,0 +1,82 @@
+"""Shared by the `kdsl train` tests: paths, in-process runs, reading a run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+KD_SPEC = str(ROOT / "specs" / "digits" / "kd.kd")
+BASELINE_SPEC = str(ROOT / "specs" / "digits" / "baseline.kd")
+TEACHER_PT = str(ROOT / "specs" / "digits" / "teacher.pt")
+KD_SEED = 7  # not the spec's seed (0), so that --seed is seen to reach every random choice
+
+
+def train_in_process(spec: str, **flags) -> Tuple[dict, str]:
+    """``kdsl train SPEC --flag ...`` in this process: (the run's summary, what it printed)."""
+    from rich.console import Console
+
+    import kdsl
+    from kdsl.trainer import Flags, Trainer
+
+    out = io.StringIO()
+    console = Console(file=out, width=140, highlight=False, no_color=True)
+    summary = Trainer(kdsl.load(spec), Flags(**flags), console).run()
+    return summary, out.getvalue()
+
+
+def student_weights(run: Path) -> Dict[str, torch.Tensor]:
+    return torch.load(Path(run) / "student.pt", map_location="cpu", weights_only=True)
+
+
+def assert_same_weights(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> None:
+    assert list(a) == list(b)
+    different = [k for k in a if not (a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]))]
+    assert not different, f"tensors differ: {different}"
+
+
+def metrics_jsonl(run: Path) -> List[dict]:
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def metrics_csv(run: Path) -> List[dict]:
+    with open(Path(run) / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run_kdsl(*args: str, timeout: float = 120, env=None):
+    """``python -m kdsl ARGS`` in a subprocess, single-threaded, no colour: (code, stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    full = dict(os.environ)
+    full.pop("FORCE_COLOR", None)
+    full.update({"NO_COLOR": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "PYTHONPATH": str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")})
+    full.pop("KDSL_DEBUG", None)
+    full.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "kdsl", *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_usage_error(result, code: str, *fragments: str) -> str:
+    """Exit 2 and one paragraph on stderr: ``error[CODE]: ...`` (hints indented under it), no
+    traceback, no blank line, no terminal escapes, and every fragment somewhere in it."""
+    rc, out, err = result
+    text = err.strip()
+    assert rc == 2, f"exit {rc}\nstdout: {out}\nstderr: {err}"
+    assert "Traceback" not in out + err
+    assert text.startswith(f"error[{code}]:"), text
+    assert "\n\n" not in text and "\x1b" not in text, text
+    assert text.count("error[") == 1, text
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+    return text
