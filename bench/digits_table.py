@@ -1,6 +1,6 @@
 """The README's results table: each digits spec trained with `kdsl train` over several seeds.
 
-    python bench/digits_table.py [--seeds 5] [--out runs/table]
+    python bench/digits_table.py [--seeds 5] [--out runs/table] [--epochs N]
 
 Prints a markdown table of the final validation top-1 (mean +- std over seeds) and writes it to
 OUT/table.md. Every number comes from a real `kdsl train` process.
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", default="runs/table")
+    parser.add_argument("--epochs", type=int, default=None, help="override the specs' epochs (quick runs)")
     args = parser.parse_args()
     lines = ["| model | top-1 (%), mean +- std | seeds | per-seed top-1 |",
              "|---|---|---|---|"]
@@ -36,8 +37,9 @@ def main() -> None:
         accs = []
         for seed in range(args.seeds):
             out = os.path.join(args.out, os.path.splitext(os.path.basename(spec))[0], f"seed{seed}")
+            extra = ["--epochs", str(args.epochs)] if args.epochs else []
             subprocess.run([sys.executable, "-m", "kdsl", "train", spec, "--seed", str(seed),
-                            "--out", out, "--overwrite"], check=True, capture_output=True, text=True)
+                            "--out", out, "--overwrite", *extra], check=True, capture_output=True, text=True)
             with open(os.path.join(out, "summary.json")) as fh:
                 accs.append(json.load(fh)["student"]["top1"])
         mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0

@@ -76,6 +76,8 @@ CODES: Dict[str, Code] = {
                   "`step()` skips its forward pass."),
     "KD254": Code("flag has no effect", "A model flag that does not apply to this role, such as "
                   "`trainable` on the student."),
+    "KD255": Code("no loss", "The spec declares no loss, so a training step computes nothing to "
+                  "minimise."),
     # ---------------------------------------------------------------- components
     "KD301": Code("unknown loss", "The loss is not in the registry. `kdsl list losses` shows "
                   "the catalog; plugins register more with `import \"pkg.module\"`."),

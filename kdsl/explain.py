@@ -4,11 +4,10 @@ order of evaluation, parameters added). Also the expression printer other views 
 from __future__ import annotations
 
 import inspect
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from rich.table import Table
 
-from . import ir
 from .shapes import TensorInfo
 
 

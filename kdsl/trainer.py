@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import ir
-from .diagnostics import KdslError, error
+from .diagnostics import error
 from .refs import call_factory, import_ref, parse_call, parse_option_call
 from .registry import REGISTRY, bind, type_problem
 from .verify import DATA_LOADER_OPTIONS, literal_value

@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from . import ir
 from .builder import REF_PATTERN
 from .diagnostics import Diagnostics, Note
-from .registry import (BOOL, FLOAT, INT, REGISTRY, STR, Component, Param, ValueType, bind,
-                       choice, optional, type_problem)
+from .registry import (BOOL, FLOAT, INT, KIND_PLURALS, REGISTRY, STR, Component, Param, ValueType,
+                       bind, choice, optional, type_problem)
 from .span import Span
 from .suggest import did_you_mean, rank_candidates
 
@@ -214,11 +214,20 @@ class Verifier:
                 self.diags.warning("KD254", "'trainable' has no effect on the student: it always trains",
                                    m.name_span)
             if m.factory is not None:
+                self._no_repeated_keywords(m.factory.kwargs)
                 for arg in tuple(m.factory.args) + tuple(k.value for k in m.factory.kwargs):
                     ok, _ = _literal(arg)
                     if not ok:
                         self.diags.error("KD309", "model options must be literal values",
                                          arg.span, hint="numbers, strings, true/false/none or lists")
+
+    def _no_repeated_keywords(self, kwargs) -> None:
+        seen: Dict[str, ir.Keyword] = {}
+        for k in kwargs:
+            if k.name in seen:
+                self.diags.error("KD307", f"'{k.name}' is given twice", k.span,
+                                 notes=[Note(message=f"'{k.name}' first given", span=seen[k.name].span)])
+            seen.setdefault(k.name, k)
 
     def _verify_model(self, stmt: ir.ModelDecl, use: _Use):
         return stmt
@@ -509,9 +518,9 @@ class Verifier:
                 others = [k for k in ("loss", "connector", "schedule") if k != kind and REGISTRY.get(k, call.func)]
                 if others:
                     hint = f"'{call.func}' is a {others[0]}, not a {what}"
+            listing = KIND_PLURALS[kind].replace("_", "-")
             self.diags.error(code, f"unknown {what} '{call.func}'", call.func_span,
-                             hint=hint or f"see `kdsl list {kind.replace('_', '-') if kind != 'loss' else 'losses'}`"
-                             if kind != "loss" else hint or "see `kdsl list losses`")
+                             hint=hint or f"see `kdsl list {listing}`")
         return component
 
     # ================================================================ connectors and losses
@@ -580,6 +589,7 @@ class Verifier:
                 isinstance(value.args[0], ir.Const) and isinstance(value.args[0].value, str):
             ref = value.args[0].value
             span = value.args[0].span
+            self._no_repeated_keywords(value.kwargs)
             for extra in tuple(value.args[1:]) + tuple(k.value for k in value.kwargs):
                 if not _literal(extra)[0]:
                     self.diags.error("KD214", "dataset options must be literal values", extra.span)
@@ -610,6 +620,10 @@ class Verifier:
                 if not records and REGISTRY.get("loss", stmt.component) is not None:
                     self.diags.warning("KD251", f"loss '{stmt.name}' reads no record", stmt.name_span,
                                        hint="its value does not depend on the models")
+        if not any(isinstance(s, ir.LossDecl) for s in result):
+            self.diags.warning("KD255", "the spec declares no loss: training would not change the student",
+                               Span.point(self.file, 1, 1),
+                               hint="add e.g. loss task = cross_entropy(LOGITS, batch.target)")
         for name, rec in self.records.items():
             if name not in used_records:
                 self.diags.warning("KD250", f"record '{name}' is never used", rec.name_span,

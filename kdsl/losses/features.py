@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_choice, compute_dtype, flat, reduce, upcast
+from ._common import check_choice, compute_dtype, flat, upcast
 
 __all__ = [
     "L2Loss", "L1Loss", "MSELoss", "SmoothL1Loss", "CosineLoss", "ATLoss", "OFDLoss", "ABLoss",

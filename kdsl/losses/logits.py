@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_choice, check_positive, compute_dtype, reduce, upcast
+from ._common import check_choice, check_positive, reduce, upcast
 
 __all__ = [
     "KLDivergence", "SoftCrossEntropy", "CrossEntropy", "DKDLoss", "DISTLoss", "WSLDLoss",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.registry import REGISTRY, Component, Param, bind
+from kdsl.registry import REGISTRY, Component, bind
 
 ROOT = Path(__file__).resolve().parents[2]
 
