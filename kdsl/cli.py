@@ -97,18 +97,24 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
+# ---------------------------------------------------------------------------- shared options
+_STUDENT = typer.Option(None, "--student", help="student model, pkg.module:factory(k=v)")
+_TEACHER = typer.Option(None, "--teacher", help="teacher model reference")
+_MODEL = typer.Option([], "--model", help="NAME=REF for any model of the spec")
+_TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)")
+_SHAPE = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32")
+_DATA = typer.Option(None, "--data", help="dry-run on one batch of this data reference")
+
+
 # ---------------------------------------------------------------------------- check
 @app.command()
 @guarded
 def check(
     specs: List[str] = typer.Argument(..., metavar="SPEC...", help="spec files to check"),
     format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text or json"),
-    student: Optional[str] = typer.Option(None, "--student", help="student model, pkg.module:factory(k=v)"),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="teacher model reference"),
-    model: List[str] = typer.Option([], "--model", help="NAME=REF for any model of the spec"),
-    teacher_ckpt: Optional[str] = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)"),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32"),
-    data: Optional[str] = typer.Option(None, "--data", help="dry-run on one batch of this data reference"),
+    student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
+    teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
+    data: Optional[str] = _DATA,
 ) -> None:
     """Check spec files; with models, also resolve every path and dry-run the shapes.
 
@@ -155,10 +161,8 @@ class Amp(str, enum.Enum):
 @guarded
 def train(
     spec: str = typer.Argument(..., metavar="SPEC", help="the spec file"),
-    student: Optional[str] = typer.Option(None, "--student", help="student model: pkg.module:factory(k=v)"),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="the (only) teacher's model reference"),
-    model: List[str] = typer.Option([], "--model", help="NAME=REF for any model of the spec (repeatable)"),
-    teacher_ckpt: Optional[str] = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)"),
+    student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
+    teacher_ckpt: Optional[str] = _TEACHER_CKPT,
     data: Optional[str] = typer.Option(None, "--data", help="data reference, e.g. kdsl.data:cifar100(root=\"data\")"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="number of epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per batch (per process)"),
@@ -171,6 +175,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
     eval_only: bool = typer.Option(False, "--eval-only", help="evaluate the run's student and the teachers"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 suits small models on a busy machine)"),
 ) -> None:
     """Train the student of SPEC: flags override the spec's train block, which overrides defaults.
 
@@ -188,7 +193,7 @@ def train(
     flags = Flags(student=student, teacher=teacher, models=list(model), teacher_ckpt=teacher_ckpt,
                   data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   device=device.value if device else None, amp=amp.value if amp else None, seed=seed,
-                  out=out, resume=resume, eval_only=eval_only, overwrite=overwrite)
+                  out=out, resume=resume, eval_only=eval_only, overwrite=overwrite, threads=threads)
     run_training(spec, flags, make_console())
 
 
@@ -209,14 +214,6 @@ def _load_or_exit(spec: str):
         echo(f"{spec}: {summary_line(diags)}")
         raise typer.Exit(EXIT_ERRORS)
     return loaded
-
-
-_STUDENT = typer.Option(None, "--student", help="student model, pkg.module:factory(k=v)")
-_TEACHER = typer.Option(None, "--teacher", help="teacher model reference")
-_MODEL = typer.Option([], "--model", help="NAME=REF for any model of the spec")
-_TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)")
-_SHAPE = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32")
-_DATA = typer.Option(None, "--data", help="dry-run on one batch of this data reference")
 
 
 @app.command()

@@ -63,6 +63,20 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
     return _Compiler(spec, models, example_input, example_batch, device).run()
 
 
+def _size(info: Optional[TensorInfo], inf) -> Optional[int]:
+    """The size an Infer reads from a tensor: one dimension, or elements per sample (flat)."""
+    if info is None:
+        return None
+    if inf.flat:
+        size = 1
+        for d in info.shape[1:]:
+            size *= d
+        return size
+    if -len(info.shape) <= inf.dim < len(info.shape):
+        return info.shape[inf.dim]
+    return None
+
+
 def expr_text_short(expr) -> str:
     from .explain import expr_text
 
@@ -471,15 +485,7 @@ class _Compiler:
                 source_text = "the tensor its output is compared with"
             else:
                 src = component.inputs[0].name if inf.source == "input" else inf.source
-                info = infos.get(src)
-                size = None
-                if info is not None:
-                    if inf.flat:
-                        size = 1
-                        for d in info.shape[1:]:
-                            size *= d
-                    elif -len(info.shape) <= inf.dim < len(info.shape):
-                        size = info.shape[inf.dim]
+                size = _size(infos.get(src), inf)
                 source_text = f"its input '{src}'"
             if size is None:
                 if not self.dry:
@@ -583,17 +589,8 @@ class _Compiler:
             name = component.inputs[0].name if inf.source == "input" else inf.source
             index = [p.name for p in component.inputs].index(name) if name in [p.name for p in component.inputs] else 0
             info = info_of(values[index]) if index < len(values) else None
-            if info is None:
-                continue
-            if inf.flat:
-                actual = 1
-                for d in info.shape[1:]:
-                    actual *= d
-            elif -len(info.shape) <= inf.dim < len(info.shape):
-                actual = info.shape[inf.dim]
-            else:
-                continue
-            if actual != options[inf.option]:
+            actual = _size(info, inf)
+            if actual is not None and actual != options[inf.option]:
                 what = "features per sample" if inf.flat else ("channels" if inf.dim == 1 else f"size {actual} in dimension {inf.dim}")
                 raise error("KD505", f"connector '{decl.name}' ({decl.component}) has {inf.option}="
                             f"{options[inf.option]}, but its input {expr_text_short(expr.args[index])} "

@@ -36,73 +36,60 @@ def import_ref(ref: str, what: str, span: Optional[Span] = None) -> Any:
     return obj
 
 
-def parse_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
-    """``pkg.module:factory(a, k=v)`` -> (ref, args, kwargs) with literal values."""
+def _read(text: str, what: str, start: str, hint: str):
+    """Parse a command-line value with the language's own parser: (tree, builder)."""
     import lark
 
+    from . import parser
     from .builder import Builder
     from .diagnostics import Diagnostics
-    from .parser import Positions, parse_ref_call
     from .span import SourceText
-    from .verify import literal_value
 
     source = SourceText(f"<{what}>", text)
-    diags = Diagnostics({source.name: text})
+    parse = parser.parse_ref_call if start == "ref_call" else parser.parse_value
     try:
-        tree = parse_ref_call(text)
+        tree = parse(text)
     except lark.UnexpectedInput:
-        raise error("KD701", f"cannot read the {what} reference '{text}'",
-                    hint="write pkg.module:factory or pkg.module:factory(option=value, ...)") from None
-    ref = str(tree.children[0])
-    args, kwargs = Builder(Positions(source, 0), diags).arguments(tree.children[1])
-    diags.raise_if_errors()
-    _no_repeats(kwargs, what, text)
-    try:
-        return ref, [literal_value(a) for a in args], {k.name: literal_value(k.value) for k in kwargs}
-    except ValueError:
-        raise error("KD701", f"options of the {what} reference '{text}' must be literal values",
-                    hint="numbers, strings, true/false/none or lists") from None
+        raise error("KD701", f"cannot read the {what} '{text}'", hint=hint) from None
+    return tree, Builder(parser.Positions(source, 0), Diagnostics({source.name: text}))
 
 
-def _no_repeats(kwargs, what: str, text: str) -> None:
-    """A keyword given twice is an error (as in Python), not a silent "the last one wins"."""
+def _literal_arguments(args, kwargs, what: str, text: str) -> Tuple[List[Any], Dict[str, Any]]:
+    from .verify import literal_value
+
     seen = set()
-    for k in kwargs:
+    for k in kwargs:  # a keyword given twice is an error (as in Python), not "the last one wins"
         if k.name in seen:
             raise error("KD307", f"'{k.name}' is given twice in the {what} '{text}'")
         seen.add(k.name)
+    try:
+        return [literal_value(a) for a in args], {k.name: literal_value(k.value) for k in kwargs}
+    except ValueError:
+        raise error("KD701", f"options of the {what} '{text}' must be literal values",
+                    hint="numbers, strings, true/false/none or lists") from None
+
+
+def parse_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
+    """``pkg.module:factory(a, k=v)`` -> (ref, args, kwargs) with literal values."""
+    tree, builder = _read(text, f"{what} reference", "ref_call",
+                          "write pkg.module:factory or pkg.module:factory(option=value, ...)")
+    args, kwargs = builder.arguments(tree.children[1])
+    builder.diags.raise_if_errors()
+    return (str(tree.children[0]),) + _literal_arguments(args, kwargs, f"{what} reference", text)
 
 
 def parse_option_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
     """``sgd(lr=0.1)`` or ``sgd`` -> (name, args, kwargs) with literal values."""
-    import lark
-
     from . import ir
-    from .builder import Builder
-    from .diagnostics import Diagnostics
-    from .parser import Positions, parse_value
-    from .span import SourceText
-    from .verify import literal_value
 
-    source = SourceText(f"<{what}>", text)
-    diags = Diagnostics({source.name: text})
-    try:
-        tree = parse_value(text)
-    except lark.UnexpectedInput:
-        raise error("KD701", f"cannot read the {what} '{text}'",
-                    hint="write name(option=value, ...), e.g. sgd(lr=0.1, momentum=0.9)") from None
-    expr = Builder(Positions(source, 0), diags).expr(tree.children[0])
-    diags.raise_if_errors()
+    tree, builder = _read(text, what, "value", "write name(option=value, ...), e.g. sgd(lr=0.1, momentum=0.9)")
+    expr = builder.expr(tree.children[0])
+    builder.diags.raise_if_errors()
     if isinstance(expr, ir.Name):
         return expr.name, [], {}
     if not isinstance(expr, ir.Call):
         raise error("KD701", f"the {what} '{text}' is not a call", hint="e.g. sgd(lr=0.1)")
-    _no_repeats(expr.kwargs, what, text)
-    try:
-        return expr.func, [literal_value(a) for a in expr.args], \
-            {k.name: literal_value(k.value) for k in expr.kwargs}
-    except ValueError:
-        raise error("KD701", f"options of the {what} '{text}' must be literal values") from None
+    return (expr.func,) + _literal_arguments(expr.args, expr.kwargs, what, text)
 
 
 # Model hubs whose models are not attributes of the module named in the reference.

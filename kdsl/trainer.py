@@ -52,6 +52,7 @@ class TrainConfig:
     num_workers: int = 0
     grad_clip: Optional[float] = None
     eval_teachers: bool = True
+    threads: Optional[int] = None
     drop_last: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ class Flags:
     resume: bool = False
     eval_only: bool = False
     overwrite: bool = False
+    threads: Optional[int] = None
 
 
 def _call_parts(expr) -> Tuple[str, List[Any], Dict[str, Any]]:
@@ -138,7 +140,7 @@ def resolve_config(spec: ir.Spec, flags: Flags) -> TrainConfig:
             if key in kwargs:
                 setattr(cfg, key, kwargs.pop(key))
         cfg.data, src["data"] = (ref, kwargs), "flag"
-    for key in ("epochs", "batch_size", "seed", "device", "amp", "out"):
+    for key in ("epochs", "batch_size", "seed", "device", "amp", "out", "threads"):
         value = getattr(flags, key)
         if value is not None:
             setattr(cfg, key, value)
@@ -154,6 +156,8 @@ def resolve_config(spec: ir.Spec, flags: Flags) -> TrainConfig:
         raise error("KD701", f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise error("KD701", f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise error("KD701", f"--threads must be at least 1, got {cfg.threads}")
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise error("KD701", f"--lr must be a positive number, got {cfg.lr}")
     if cfg.out is None:
@@ -486,6 +490,8 @@ class Trainer:
             raise error("KD705", "--amp fp16 needs a GPU", hint="use --amp bf16 on the CPU")
         if self.cfg.amp not in (None, "bf16", "fp16"):
             raise error("KD701", f"unknown --amp '{self.cfg.amp}'", hint="bf16 or fp16")
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         self.dist = init_distributed(self.device)
         self.console = console
         self.out = self.cfg.out

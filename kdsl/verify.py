@@ -45,6 +45,7 @@ TRAIN_SETTINGS: Dict[str, TrainKey] = {
     "num_workers": TrainKey(INT, "data-loader worker processes", minimum=0),
     "grad_clip": TrainKey(optional(FLOAT), "clip the gradient norm to this value"),
     "eval_teachers": TrainKey(BOOL, "evaluate the teachers once per run"),
+    "threads": TrainKey(INT, "torch's CPU threads (small models on a busy machine train faster on 1)", minimum=1),
 }
 DATA_LOADER_OPTIONS = ("batch_size", "num_workers", "drop_last")
 

@@ -202,3 +202,18 @@ loss l = mse(s_u, s_u)
             d.step(torch.randn(2, 3, 5, 5))
         assert errors(info) == ["KD607"]
         assert "record 's_u' is empty" in info.value.errors[0].message
+
+
+def test_a_failed_compile_gives_a_passed_model_its_weights_back(tmp_path):
+    student, teacher = nets(5)
+    trained = ConvNet(8)
+    torch.save(trained.state_dict(), tmp_path / "teacher.pt")
+    spec = KD.format(source=' from "teacher.pt"') + "record broken = output of student.no_such_layer\n"
+    (tmp_path / "kd.kd").write_text(spec)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with pytest.raises(kdsl.KdslError) as info:
+        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
+    assert "KD501" in errors(info)
+    # the checkpoint had been loaded before the bad path was found; the teacher is as it came in
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert not torch.equal(before["fc.weight"], trained.state_dict()["fc.weight"])

@@ -531,3 +531,15 @@ def test_manual_passes_equal_step():
             r1.loss.backward()
             r2.loss.backward()
             assert_grads_equal(named_pairs(s1, s2))
+
+
+def test_a_record_on_a_delivered_method_sees_the_delivered_value():
+    spec = deliver_spec(" keep 3") + 'record s_props = output of method "kdrt_models:Proposer.propose" in student\n' \
+        "loss p = mse(s_props, s_props)\n"
+    student, teacher = proposers()
+    with kdsl.compile(kdsl.loads(spec, "t.kd"), student=student, teacher=teacher) as d:
+        seen = []
+        d.terms[-1].module.forward = lambda a, b: seen.append(a.clone()) or (a - b).pow(2).mean()
+        d.step(torch.randn(2, 4))
+        # the student's first propose() call was answered with the teacher's first result
+        assert seen[0].tolist() == [100.0, 100.0]
