@@ -280,6 +280,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owned: bool = False  # kdsl started the process group, so kdsl ends it
 
     @property
     def enabled(self) -> bool:
@@ -296,9 +297,21 @@ def init_distributed(device: torch.device) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
+
+
+def end_distributed(d: Dist) -> None:
+    """Leave the process group together; a process that exits while its communication threads
+    still run can abort ('terminate called without an active exception')."""
+    if d.enabled and d.owned:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def _all_reduce_sum(values: List[float], d: Dist, device: torch.device) -> List[float]:
@@ -537,8 +550,11 @@ class Trainer:
         with distiller:
             distiller.to(self.device)
             if self.flags.eval_only:
-                return self.evaluate_only(distiller, data)
-            return self.fit(distiller, data)
+                result = self.evaluate_only(distiller, data)
+            else:
+                result = self.fit(distiller, data)
+        end_distributed(self.dist)
+        return result
 
     def build_optimizer(self, distiller) -> Tuple[torch.optim.Optimizer, Any, List[nn.Parameter]]:
         cfg = self.cfg
