@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ _MISSING = object()
 class PassState:
     """Which model's forward pass is running (``active``), shared by a distiller's recorders."""
 
-    __slots__ = ("active", "calibrating", "__weakref__")
+    __slots__ = ("active", "calibrating")
 
     def __init__(self) -> None:
         self.active: Optional[str] = None
@@ -64,7 +64,6 @@ class _Patch:
         elif isinstance(raw, classmethod):
             kind, func = "class", raw.__func__
         listeners = self.listeners
-        skip_self = kind == "class" or (kind == "plain" and inspect.isclass(self.owner))
         owner, name = self.owner, self.name
         inherited = not self.had_own and inspect.isclass(owner)
 
@@ -97,7 +96,6 @@ class _Patch:
             dispatch.__doc__ = getattr(func, "__doc__", None)
         except (AttributeError, TypeError):
             pass
-        dispatch._kdsl_skip_self = skip_self  # type: ignore[attr-defined]
         if kind == "static":
             return staticmethod(dispatch)
         if kind == "class":
@@ -603,5 +601,3 @@ def hook_counts(model: nn.Module) -> Dict[str, Tuple[int, int]]:
     """Number of forward hooks and pre-hooks per submodule (for hygiene checks)."""
     return {name: (len(m._forward_hooks), len(m._forward_pre_hooks)) for name, m in model.named_modules()}
 
-
-Callback = Callable[..., Any]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kdsl.catalog import connectors as catalog
-from kdsl.connectors import methods, modules
+from kdsl.connectors import modules
 from kdsl.connectors.modules import ConnectorConfigError
 from kdsl.registry import REQUIRED, bind
 

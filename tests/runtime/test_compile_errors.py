@@ -9,7 +9,6 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
 import kdsl
 from kdrt_models import ConvNet, KitchenSink

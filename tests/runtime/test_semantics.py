@@ -10,7 +10,6 @@ import weakref
 
 import pytest
 import torch
-from torch import nn
 
 import kdsl
 from kdrt_models import ConvNet, KitchenSink, Proposer
