@@ -57,9 +57,10 @@ class TrainConfig:
     sources: Dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> Dict[str, Any]:
+        """The settings as JSON-ready data, with where each came from (default, spec or flag)."""
         d = asdict(self)
-        d.pop("sources")
-        return d
+        d["sources"] = dict(self.sources)
+        return json.loads(json.dumps(d, default=str))
 
 
 @dataclass
@@ -776,7 +777,7 @@ class Trainer:
             "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "rng": rng_state(self.device), "teachers": teachers, "history": self.log.history,
-            "config": json.loads(json.dumps(self.cfg.describe(), default=str)),
+            "config": self.cfg.describe(),
         }
         atomic_torch_save(state, os.path.join(self.out, "checkpoint.pt"))
         atomic_torch_save({k: v.detach().cpu() for k, v in distiller.student.state_dict().items()},
@@ -826,7 +827,7 @@ class Trainer:
         summary = {"spec": self.spec.file, "epochs_done": last["epoch"] if last else 0,
                    "teachers": teachers, "student": student,
                    "best": {"epoch": best["epoch"], "top1": best["val_top1"]} if best else None,
-                   "history": history, "config": json.loads(json.dumps(self.cfg.describe(), default=str)),
+                   "history": history, "config": self.cfg.describe(),
                    "seconds": seconds}
         if self.dist.main:
             atomic_write(os.path.join(self.out, "summary.json"), json.dumps(summary, indent=2).encode())
