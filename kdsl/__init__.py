@@ -11,27 +11,27 @@
 Importing kdsl does not import torch; ``compile``, ``Distiller`` and the builders do, on first use.
 """
 
-from .diagnostics import Diagnostic as Diagnostic
-from .diagnostics import KdslError as KdslError
-from .diagnostics import Note as Note
-from .ir import Spec as Spec
-from .loader import check as check
-from .loader import load as load
-from .loader import loads as loads
-from .registry import Infer as Infer
-from .registry import register_connector as register_connector
-from .registry import register_loss as register_loss
-from .span import Span as Span
+from kdsl.core.diagnostics import Diagnostic as Diagnostic
+from kdsl.core.diagnostics import KdslError as KdslError
+from kdsl.core.diagnostics import Note as Note
+from kdsl.lang.ir import Spec as Spec
+from kdsl.lang.loader import check as check
+from kdsl.lang.loader import load as load
+from kdsl.lang.loader import loads as loads
+from kdsl.catalog.types import Infer as Infer
+from kdsl.catalog.registry import register_connector as register_connector
+from kdsl.catalog.registry import register_loss as register_loss
+from kdsl.core.span import Span as Span
 
 __version__ = "0.1.0"
 
 # Names whose modules import torch: loaded on first access (PEP 562).
 _LAZY = {
-    "compile": ("kdsl.compiler", "compile"),
-    "Distiller": ("kdsl.runtime", "Distiller"),
-    "StepResult": ("kdsl.runtime", "StepResult"),
-    "build_loss": ("kdsl.build", "build_loss"),
-    "build_connector": ("kdsl.build", "build_connector"),
+    "compile": ("kdsl.compiler.compiler", "compile"),
+    "Distiller": ("kdsl.runtime.distiller", "Distiller"),
+    "StepResult": ("kdsl.runtime.distiller", "StepResult"),
+    "build_loss": ("kdsl.components.build", "build_loss"),
+    "build_connector": ("kdsl.components.build", "build_connector"),
 }
 
 __all__ = ["Diagnostic", "Distiller", "Infer", "KdslError", "Note", "Span", "Spec", "StepResult",

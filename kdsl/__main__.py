@@ -1,4 +1,4 @@
 """python -m kdsl"""
-from .cli import main
+from kdsl.cli.app import main
 
 main()

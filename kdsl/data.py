@@ -31,6 +31,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import torch
 from torch.utils.data import Dataset
 
+from kdsl.core.diagnostics import error
+
 __all__ = [
     "Splits",
     "ImageDataset",
@@ -303,3 +305,19 @@ def cifar100(root: PathLike = "data/cifar100", augment: bool = True) -> Splits:
     """
     folder = _locate(root, "cifar-100-python", ["train", "test"], "CIFAR-100")
     return _cifar(folder, ["train"], ["test"], "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD, augment)
+
+
+def split_result(result: Any, ref: str) -> Tuple[Any, Any, Optional[int]]:
+    """A data factory's result as (train, validation, number of classes or None)."""
+    num_classes = getattr(result, "num_classes", None)
+    if isinstance(result, dict):
+        train = result.get("train")
+        val = result.get("val", result.get("validation", result.get("test")))
+    elif isinstance(result, (tuple, list)) and len(result) >= 2:
+        train, val = result[0], result[1]
+    else:
+        raise error("KD702", f"data factory '{ref}' returned {type(result).__name__}; expected "
+                    "(train, val) datasets or loaders, a dict with 'train' and 'val', or kdsl.data.Splits")
+    if train is None or val is None:
+        raise error("KD702", f"data factory '{ref}' did not return both train and validation data")
+    return train, val, num_classes

@@ -46,9 +46,9 @@ def test_check_command_on_all_specs():
 
 def test_language_tour_blocks_parse():
     """Each fenced block of the language tour parses (inside a minimal spec where needed)."""
-    from kdsl.builder import build_statements
-    from kdsl.diagnostics import Diagnostics
-    from kdsl.span import SourceText
+    from kdsl.lang.lower import build_statements
+    from kdsl.core.diagnostics import Diagnostics
+    from kdsl.core.span import SourceText
 
     tour = README.split("## The language")[1].split("## From Python")[0]
     blocks = re.findall(r"```\n(.*?)```", tour, re.S)
@@ -117,7 +117,7 @@ def test_templates_are_covered(command, covered_by):
 
 
 def test_codes_table_lists_every_code():
-    from kdsl.codes import CODES
+    from kdsl.core.codes import CODES
 
     for code, entry in CODES.items():
         assert f"| {code} | {entry.title} |" in README, code

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import kdsl
-from kdsl.shapes import same_shape
+from kdsl.catalog.shapes import same_shape
 
 
 # shape rules let `kdsl check` catch mismatches and let connectors infer their output channels

@@ -1,18 +1,17 @@
 """Built-in connectors: trainable (or fixed) adapters applied to tensors inside losses.
 
-Declarations only; the implementations are in :mod:`kdsl.connectors.modules` and
-:mod:`kdsl.connectors.methods`, imported when a connector is built. This module must not import
+Declarations only; the implementations are in :mod:`kdsl.components.connectors` and
+:mod:`kdsl.components.method_connectors`, imported when a connector is built. This module must not import
 torch, so that checking a spec stays fast and works without it.
 """
 
 from __future__ import annotations
 
-from ..registry import (BOOL, FLOAT, INT, MODULE, STR, TENSOR, Component, Infer, Param, choice,
-                        list_of, one_of, optional)
-from ..shapes import rank
+from kdsl.catalog.types import BOOL, FLOAT, INT, MODULE, STR, TENSOR, Component, Infer, Param, choice, list_of, one_of, optional
+from kdsl.catalog.shapes import rank
 
-_MODULES = "kdsl.connectors.modules"
-_METHODS = "kdsl.connectors.methods"
+_MODULES = "kdsl.components.connectors"
+_METHODS = "kdsl.components.method_connectors"
 
 # Kept in step with the implementations' accepted values (a test compares them).
 ACT_CHOICES = ("relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "none")

@@ -1,6 +1,6 @@
 """Feature distillation losses: signatures, shape rules and documentation (no torch here).
 
-The implementations live in :mod:`kdsl.losses.features`. Every loss compares a student tensor
+The implementations live in :mod:`kdsl.components.feature_losses`. Every loss compares a student tensor
 ``preds_S`` with a teacher tensor ``preds_T`` (``fsp`` compares two pairs of layers) and returns a
 scalar; the spec multiplies it by the term's weight, so no entry has a ``loss_weight`` option.
 Where kdsl's value differs from MMRazor's implementation of the same loss, the entry says by how
@@ -9,11 +9,10 @@ much and why.
 
 from __future__ import annotations
 
-from ..registry import (BOOL, FLOAT, INT, REQUIRED, TENSOR, Component, Infer, Param, choice,
-                        optional)
-from ..shapes import rank, same_batch, same_channels, same_shape, same_spatial
+from kdsl.catalog.types import BOOL, FLOAT, INT, REQUIRED, TENSOR, Component, Infer, Param, choice, optional
+from kdsl.catalog.shapes import rank, same_batch, same_channels, same_shape, same_spatial
 
-_IMPL = "kdsl.losses.features:"
+_IMPL = "kdsl.components.feature_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student feature, [N, C, ...]")
 _T = Param("preds_T", TENSOR, doc="teacher feature, [N, C, ...]")

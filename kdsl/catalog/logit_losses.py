@@ -1,6 +1,6 @@
 """Logit distillation losses: signatures, shape rules and documentation (no torch here).
 
-The implementations live in :mod:`kdsl.losses.logits`. The class dimension is dimension 1; the
+The implementations live in :mod:`kdsl.components.logit_losses`. The class dimension is dimension 1; the
 student's logits are ``preds_S``, the teacher's ``preds_T``, hard labels ``gt_labels``. Every
 loss returns a scalar (or per-element values with ``reduction="none"`` where offered), which the
 spec multiplies by the term's weight, so no entry has a ``loss_weight`` option. Losses that read
@@ -10,10 +10,10 @@ differs from MMRazor's implementation of the same loss, the entry says how and w
 
 from __future__ import annotations
 
-from ..registry import BOOL, FLOAT, INT, LABELS, TENSOR, Component, Param, choice
-from ..shapes import labels_for, rank, same_shape
+from kdsl.catalog.types import BOOL, FLOAT, INT, LABELS, TENSOR, Component, Param, choice
+from kdsl.catalog.shapes import labels_for, rank, same_shape
 
-_IMPL = "kdsl.losses.logits:"
+_IMPL = "kdsl.components.logit_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student logits, [N, C] (or [N, C, H, W] where allowed)")
 _T = Param("preds_T", TENSOR, doc="teacher logits, same shape as preds_S")

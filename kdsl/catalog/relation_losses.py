@@ -1,6 +1,6 @@
 """Relational distillation losses: signatures, shape rules and documentation (no torch here).
 
-The implementations live in :mod:`kdsl.losses.relations`. These losses compare how the samples
+The implementations live in :mod:`kdsl.components.relation_losses`. These losses compare how the samples
 of a batch relate to each other in the student (``preds_S``) and in the teacher (``preds_T``),
 so the two may differ in every dimension but the batch; inputs ``[N, ...]`` are flattened per
 sample. Gradients reach both inputs, as in MMRazor, so a trainable teacher-side connector is
@@ -9,10 +9,10 @@ trained too. Every loss returns a scalar that the spec multiplies by the term's 
 
 from __future__ import annotations
 
-from ..registry import BOOL, FLOAT, INT, TENSOR, Component, Infer, Param, optional
-from ..shapes import rank, same_batch, same_shape
+from kdsl.catalog.types import BOOL, FLOAT, INT, TENSOR, Component, Infer, Param, optional
+from kdsl.catalog.shapes import rank, same_batch, same_shape
 
-_IMPL = "kdsl.losses.relations:"
+_IMPL = "kdsl.components.relation_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student feature or embedding, [N, ...] (flattened per sample)")
 _T = Param("preds_T", TENSOR, doc="teacher feature or embedding, [N, ...] (flattened per sample)")

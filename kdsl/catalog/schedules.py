@@ -1,23 +1,23 @@
 """Loss-weight schedules (``loss kd = kl_div(...) * linear(0.0, 1.0, epochs=5)``)."""
 
-from ..registry import FLOAT, Component, Param, list_of, optional
+from kdsl.catalog.types import FLOAT, Component, Param, list_of, optional
 
 _EPOCHS = Param("epochs", optional(FLOAT), None, "epochs to go from start to end (default: the whole run)")
 
 COMPONENTS = (
-    Component("schedule", "constant", "kdsl.schedules:Constant", "the same weight throughout",
+    Component("schedule", "constant", "kdsl.components.schedules:Constant", "the same weight throughout",
               "w(t) = value.", options=(Param("value", FLOAT, 1.0),)),
-    Component("schedule", "linear", "kdsl.schedules:Linear", "linear ramp from start to end",
+    Component("schedule", "linear", "kdsl.components.schedules:Linear", "linear ramp from start to end",
               "w(t) = start + (end - start) * min(t / epochs, 1), t in (fractional) epochs.",
               options=(Param("start", FLOAT, 0.0), Param("end", FLOAT, 1.0), _EPOCHS)),
-    Component("schedule", "warmup", "kdsl.schedules:Warmup", "ramp from 0 to value, then hold",
+    Component("schedule", "warmup", "kdsl.components.schedules:Warmup", "ramp from 0 to value, then hold",
               "w(t) = value * min(t / epochs, 1), as DKD warms up its loss weight "
               "(Zhao et al., Decoupled Knowledge Distillation, CVPR 2022).",
               options=(Param("value", FLOAT, 1.0), Param("epochs", FLOAT, 5.0))),
-    Component("schedule", "cosine", "kdsl.schedules:Cosine", "half-cosine from start to end",
+    Component("schedule", "cosine", "kdsl.components.schedules:Cosine", "half-cosine from start to end",
               "w(t) = end + (start - end) * (1 + cos(pi * min(t / epochs, 1))) / 2.",
               options=(Param("start", FLOAT, 1.0), Param("end", FLOAT, 0.0), _EPOCHS)),
-    Component("schedule", "step", "kdsl.schedules:Step", "multiply by gamma at each milestone",
+    Component("schedule", "step", "kdsl.components.schedules:Step", "multiply by gamma at each milestone",
               "w(t) = value * gamma ** (number of milestones m with t >= m).",
               options=(Param("value", FLOAT, 1.0), Param("milestones", list_of(FLOAT), []),
                        Param("gamma", FLOAT, 0.1))),

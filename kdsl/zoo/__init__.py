@@ -18,12 +18,12 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from .digits import digits_cnn, digits_mlp, digits_teacher
-from .mobilenetv2 import mobilenetv2
-from .resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44, resnet56, resnet110
-from .shufflenet import shufflenetv1, shufflenetv2
-from .vgg import vgg8, vgg13
-from .wrn import wrn_16_2, wrn_40_1, wrn_40_2
+from kdsl.zoo.digits import digits_cnn, digits_mlp, digits_teacher
+from kdsl.zoo.mobilenetv2 import mobilenetv2
+from kdsl.zoo.resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44, resnet56, resnet110
+from kdsl.zoo.shufflenet import shufflenetv1, shufflenetv2
+from kdsl.zoo.vgg import vgg8, vgg13
+from kdsl.zoo.wrn import wrn_16_2, wrn_40_1, wrn_40_2
 
 __all__ = [
     "MODELS",

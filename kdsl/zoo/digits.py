@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._init import init_weights
+from kdsl.zoo._init import init_weights
 
 __all__ = ["DigitsStage", "DigitsCNN", "DigitsMLP", "digits_teacher", "digits_cnn", "digits_mlp"]
 

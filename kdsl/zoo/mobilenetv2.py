@@ -20,7 +20,7 @@ from typing import List
 import torch
 from torch import nn
 
-from ._init import init_weights
+from kdsl.zoo._init import init_weights
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenetv2"]
 

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ._init import init_weights
+from kdsl.zoo._init import init_weights
 
 __all__ = [
     "BasicBlock",

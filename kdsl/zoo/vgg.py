@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._init import init_weights
+from kdsl.zoo._init import init_weights
 
 __all__ = ["VGGStage", "CifarVGG", "vgg8", "vgg13"]
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ._init import init_weights
+from kdsl.zoo._init import init_weights
 
 __all__ = ["PreActBlock", "WideResNet", "wrn_16_2", "wrn_40_1", "wrn_40_2"]
 

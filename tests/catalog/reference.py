@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import pytest
 import torch
 
-from kdsl.registry import REQUIRED, Component
+from kdsl.catalog.types import REQUIRED, Component
 
 _REPO = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from kdsl.catalog import connectors as catalog
-from kdsl.connectors import modules
-from kdsl.connectors.modules import ConnectorConfigError
-from kdsl.registry import REQUIRED, bind
+from kdsl.components import connectors as modules
+from kdsl.components.connectors import ConnectorConfigError
+from kdsl.catalog.types import REQUIRED
+from kdsl.catalog.binding import bind
 
 REPO = Path(__file__).resolve().parents[2]
 BY_NAME = {c.name: c for c in catalog.COMPONENTS}

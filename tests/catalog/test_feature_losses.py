@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from kdsl.catalog.feature_losses import COMPONENTS
-from kdsl.losses import features
-from kdsl.registry import REQUIRED
-from kdsl.shapes import TensorInfo, check_rules
+from kdsl.components import feature_losses as features
+from kdsl.catalog.types import REQUIRED
+from kdsl.catalog.shapes import TensorInfo, check_rules
 from tests.catalog.reference import reference_cases, to_tensor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -589,7 +589,7 @@ def test_every_implementation_has_an_entry():
 @pytest.mark.parametrize("entry", COMPONENTS, ids=[c.name for c in COMPONENTS])
 def test_catalog_entry_matches_implementation(entry):
     assert entry.kind == "loss"
-    assert entry.impl.startswith("kdsl.losses.features:")
+    assert entry.impl.startswith("kdsl.components.feature_losses:")
     cls = entry.load()
     assert issubclass(cls, torch.nn.Module)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kdsl.catalog.logit_losses import COMPONENTS
-from kdsl.shapes import TensorInfo, check_rules
+from kdsl.catalog.shapes import TensorInfo, check_rules
 from tests.catalog.reference import (assert_implements, assert_imports_without_torch,
                                      reference_cases, to_tensor)
 

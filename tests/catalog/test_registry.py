@@ -11,7 +11,9 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.registry import REGISTRY, Component, bind
+from kdsl.catalog.types import Component
+from kdsl.catalog.binding import bind
+from kdsl.catalog.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +50,7 @@ def test_every_entry_is_documented_and_loads(component: Component):
 
 
 def test_declarations_do_not_import_torch():
-    program = ("import sys, kdsl; from kdsl.registry import REGISTRY; n = len(REGISTRY.all()); "
+    program = ("import sys, kdsl; from kdsl.catalog.registry import REGISTRY; n = len(REGISTRY.all()); "
                "print(n, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True,
                          env={"PYTHONPATH": str(ROOT)}).stdout.split()

@@ -69,7 +69,7 @@ def test_directory_is_a_usage_error(tmp_path, cli):
 def test_check_does_not_import_torch():
     program = (
         "import sys\n"
-        "from kdsl.cli import main\n"
+        "from kdsl.cli.app import main\n"
         "try:\n"
         f"    main(['check', {GOOD!r}, 'specs/ofd.kd', 'specs/lad.kd', 'specs/composed.kd', "
         f"'tests/diagnostics/arguments/bad_arguments.kd'])\n"
@@ -98,7 +98,7 @@ def test_explain_code(cli):
 def test_every_emitted_code_is_documented():
     import re
 
-    from kdsl.codes import CODES
+    from kdsl.core.codes import CODES
 
     used = set()
     for path in (ROOT / "kdsl").rglob("*.py"):

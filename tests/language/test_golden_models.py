@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kdsl.cli import main
+from kdsl.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "tests" / "diagnostics_models").glob("*.kd"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import kdsl
-from kdsl import ir
+from kdsl.lang import ir
 
 BASE = "student\nteacher\n"
 

@@ -1,4 +1,4 @@
-"""torchrun entry for the distributed tests: `kdsl train` (kdsl.cli.main) with the trainer's
+"""torchrun entry for the distributed tests: `kdsl train` (kdsl.cli.app.main) with the trainer's
 rank-agreement check observed. Each rank saves its student as DIR/rank{R}.pt just before the check
 and touches DIR/agreed{R} after the check passed; with KDSL_TEST_DIVERGE=1, rank 1 nudges one
 weight first, so the check must fail."""
@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from kdsl import trainer
+from kdsl.training import trainer
 
 _real_check = trainer.Trainer.check_ranks_agree
 
@@ -30,6 +30,6 @@ def _observed_check(self, student):
 trainer.Trainer.check_ranks_agree = _observed_check
 
 if __name__ == "__main__":
-    from kdsl.cli import main
+    from kdsl.cli.app import main
 
     main(sys.argv[1:])

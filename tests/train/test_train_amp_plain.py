@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from kdsl.runtime import Distiller
+from kdsl.runtime.distiller import Distiller
 from train_helpers import BASELINE_SPEC, KD_SPEC, metrics_jsonl, run_kdsl, student_weights
 from train_helpers import train_in_process as train
 

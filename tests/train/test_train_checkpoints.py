@@ -1,4 +1,4 @@
-"""`kdsl.checkpoint.load_into`: the checkpoint layouts people actually have, always weights_only."""
+"""`kdsl.compiler.weights.load_into`: the checkpoint layouts people actually have, always weights_only."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import kdsl.zoo
-from kdsl.checkpoint import load_into, read_state_dict
-from kdsl.diagnostics import KdslError
+from kdsl.compiler.weights import load_into, read_state_dict
+from kdsl.core.diagnostics import KdslError
 from train_helpers import student_weights
 
 

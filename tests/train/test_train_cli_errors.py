@@ -1,7 +1,7 @@
 """`kdsl train` refuses bad input with exit code 2 and one paragraph, never a traceback.
 
 The refusals the CLI contract names run as subprocesses, two at a time, in one fixture; each
-test reads its result. More refusals run in this process through ``kdsl.cli.main`` (same code path,
+test reads its result. More refusals run in this process through ``kdsl.cli.app.main`` (same code path,
 no interpreter start-up) to keep the suite fast.
 """
 
@@ -65,7 +65,7 @@ def _cases(tmp):
 
 
 def _in_process_cases(tmp):
-    """More refusals, run in this process (``kdsl.cli.main``) to keep the suite fast."""
+    """More refusals, run in this process (``kdsl.cli.app.main``) to keep the suite fast."""
     out = str(tmp / "out")
     kd = ("train", KD_SPEC, "--out", out)
     return {
@@ -99,8 +99,8 @@ def results(tmp_path_factory):
 
 @pytest.fixture
 def in_process(results, capsys):
-    """Run one of the in-process cases through ``kdsl.cli.main``: (code, stdout, stderr)."""
-    from kdsl.cli import main
+    """Run one of the in-process cases through ``kdsl.cli.app.main``: (code, stdout, stderr)."""
+    from kdsl.cli.app import main
 
     cases = _in_process_cases(results["_tmp"])
 

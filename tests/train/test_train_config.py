@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.trainer import Flags, TrainConfig, resolve_config
+from kdsl.training.trainer import Flags, TrainConfig, resolve_config
 
 SPEC = """
 student = model("kdsl.zoo:digits_cnn")
@@ -67,7 +67,7 @@ def test_threads_setting_reaches_torch(tmp_path):
     from rich.console import Console
     import io
 
-    from kdsl.trainer import Trainer
+    from kdsl.training.trainer import Trainer
 
     before = torch.get_num_threads()
     try:

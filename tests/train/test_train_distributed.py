@@ -15,8 +15,8 @@ import torch
 
 import kdsl.data
 import kdsl.zoo
-from kdsl.diagnostics import KdslError
-from kdsl.trainer import Dist, Trainer
+from kdsl.core.diagnostics import KdslError
+from kdsl.training.trainer import Dist, Trainer
 from train_helpers import KD_SPEC, ROOT, metrics_csv, metrics_jsonl, student_weights
 
 HERE = Path(__file__).resolve().parent

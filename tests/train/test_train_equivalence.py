@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import kdsl.data
 import kdsl.zoo
-from kdsl.trainer import EpochSampler
+from kdsl.training.trainer import EpochSampler
 from train_helpers import KD_SEED, TEACHER_PT, assert_same_weights, metrics_jsonl, student_weights
 
 BATCH = 64

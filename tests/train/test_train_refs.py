@@ -10,12 +10,12 @@ import types
 import pytest
 from torch import nn
 
-import kdsl.parser
+import kdsl.lang.parser
 import kdsl.zoo
 from kdsl.zoo.digits import DigitsCNN
-from kdsl import refs
-from kdsl.diagnostics import KdslError
-from kdsl.trainer import model_from_ref
+from kdsl.lang import refs
+from kdsl.core.diagnostics import KdslError
+from kdsl.compiler.models import model_from_ref
 from train_helpers import BASELINE_SPEC, ROOT, metrics_jsonl
 from train_helpers import train_in_process as train
 
@@ -27,13 +27,13 @@ def _diag(info):
 
 def test_student_reference_goes_through_the_language_parser(monkeypatch):
     seen = []
-    real = kdsl.parser.parse_ref_call
+    real = kdsl.lang.parser.parse_ref_call
 
     def spy(text):
         seen.append(text)
         return real(text)
 
-    monkeypatch.setattr(kdsl.parser, "parse_ref_call", spy)
+    monkeypatch.setattr(kdsl.lang.parser, "parse_ref_call", spy)
     assert refs.parse_call("kdsl.zoo:digits_cnn(width=4)", "--student") == ("kdsl.zoo:digits_cnn", [], {"width": 4})
     assert seen == ["kdsl.zoo:digits_cnn(width=4)"]
     model = model_from_ref("kdsl.zoo:digits_cnn(width=4)", "--student")

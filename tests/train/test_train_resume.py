@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kdsl.trainer import EpochSampler, Trainer
+from kdsl.training.trainer import EpochSampler, Trainer
 from train_helpers import (BASELINE_SPEC, KD_SPEC, assert_same_weights, metrics_csv, metrics_jsonl,
                            student_weights)
 from train_helpers import train_in_process as train

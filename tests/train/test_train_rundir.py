@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kdsl.zoo
-from kdsl import runlog
+from kdsl.training import runlog
 from train_helpers import KD_SEED, KD_SPEC, metrics_csv, metrics_jsonl, student_weights
 
 FILES = {"checkpoint.pt", "student.pt", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json"}

@@ -22,7 +22,7 @@ def train_in_process(spec: str, **flags) -> Tuple[dict, str]:
     from rich.console import Console
 
     import kdsl
-    from kdsl.trainer import Flags, Trainer
+    from kdsl.training.trainer import Flags, Trainer
 
     out = io.StringIO()
     console = Console(file=out, width=140, highlight=False, no_color=True)

@@ -1,0 +1,93 @@
+"""``kdsl list``: the catalog as rich tables (reads the registry; never imports torch)."""
+
+from __future__ import annotations
+
+from kdsl.catalog.types import KIND_PLURALS, KINDS, Component
+
+from kdsl.catalog.registry import REGISTRY
+
+
+def _console():
+    from kdsl.cli.app import make_console
+
+    return make_console()
+
+
+def _kind_of(word: str):
+    word = word.replace("-", "_")
+    for kind in KINDS:
+        if word in (kind, KIND_PLURALS[kind]):
+            return kind
+    return None
+
+
+def show_catalog(what: str) -> None:
+    from rich.table import Table
+
+    console = _console()
+    kinds = list(KINDS) if what == "all" else [_kind_of(what)] if _kind_of(what) else None
+    if kinds is None:
+        matches = [c for c in REGISTRY.all() if c.name == what]
+        if not matches:
+            from kdsl.cli.app import CliError
+            from kdsl.core.suggest import did_you_mean
+
+            names = sorted({c.name for c in REGISTRY.all()} | set(KIND_PLURALS.values()))
+            raise CliError(f"nothing in the catalog is called '{what}'", "KD701",
+                           hint=did_you_mean(what, names) or "try `kdsl list` for everything")
+        for c in matches:
+            show_entry(console, c)
+        return
+    for kind in kinds:
+        table = Table(title=KIND_PLURALS[kind], title_justify="left", show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column("signature")
+        table.add_column("what it is")
+        for c in REGISTRY.all(kind):
+            table.add_row(c.name, _signature(c), c.summary)
+        console.print(table)
+
+
+def _signature(c: Component) -> str:
+    inputs = ", ".join(p.name for p in c.inputs)
+    options = ", ".join(p.name + ("" if p.required else "=" + _short(p.default)) for p in c.options)
+    return f"({inputs}{'; ' if inputs and options else ''}{options})"
+
+
+def _short(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def show_entry(console, c: Component) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold]{escape(c.name)}[/bold]  ({c.kind}, from {escape(c.origin)})")
+    console.print(f"  {escape(c.signature_text())}")
+    console.print()
+    console.print(f"  {escape(c.summary)}")
+    if c.doc and c.doc != c.summary:
+        console.print()
+        for line in c.doc.strip().splitlines():
+            console.print(f"  {escape(line)}")
+    if c.paper:
+        console.print(f"\n  paper: {escape(c.paper)}")
+    if c.inputs:
+        console.print("\n  inputs:")
+        for p in c.inputs:
+            console.print(f"    {escape(p.signature_text())}" + (f"  {escape(p.doc)}" if p.doc else ""))
+    if c.options:
+        console.print("\n  options:")
+        for p in c.options:
+            inferred = " (inferred when omitted)" if c.inferable(p.name) else ""
+            console.print(f"    {escape(p.signature_text())}{inferred}" + (f"  {escape(p.doc)}" if p.doc else ""))
+    if c.rules:
+        console.print("\n  shape rules:")
+        for r in c.rules:
+            console.print(f"    {escape(r.describe())}")
+    console.print()

@@ -1,0 +1,122 @@
+"""Reading model weights: plain state dicts and the usual wrappers, always ``weights_only``.
+
+Accepted: a state dict; ``{"state_dict": ...}``, ``{"model": ...}``, ``{"student": ...}``; kdsl's
+own run checkpoints (``checkpoint.pt``: the trained model's weights in it); a ``module.`` prefix
+(DistributedDataParallel), and ``.safetensors`` files when safetensors is installed. Mismatched
+keys are listed in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from kdsl.core.diagnostics import error
+from kdsl.core.span import Span
+
+_WRAPPERS = ("state_dict", "model", "student", "model_state_dict", "module")
+
+
+def read_state_dict(path: str, span: Optional[Span] = None) -> Dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise error("KD509", f"checkpoint not found: {path}", span,
+                    hint="paths in a spec are relative to the spec file")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise error("KD509", f"{path} is a safetensors file but safetensors is not installed", span,
+                        hint="pip install safetensors") from None
+        try:
+            return load_file(path)
+        except Exception as exc:  # noqa: BLE001
+            raise error("KD509", f"cannot read {path}: {exc}", span) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt file, pickle with code, wrong format
+        raise error("KD509", f"cannot read checkpoint {path}: {load_error_text(exc)}", span,
+                    hint="kdsl loads with torch.load(weights_only=True): save a state dict "
+                    "(torch.save(model.state_dict(), path))") from None
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("kdsl-run/"):
+        obj = _run_student(obj, path, span)
+    for _ in range(3):
+        if isinstance(obj, dict) and not _is_state_dict(obj):
+            inner = next((obj[k] for k in _WRAPPERS if k in obj and isinstance(obj[k], dict)), None)
+            if inner is None:
+                keys = ", ".join(list(map(str, obj))[:8])
+                raise error("KD509", f"{path} holds no state dict (top-level keys: {keys})", span,
+                            hint="expected a state dict, or one under 'state_dict', 'model' or 'student'")
+            obj = inner
+    if not isinstance(obj, dict):
+        raise error("KD509", f"{path} holds a {type(obj).__name__}, not a state dict", span)
+    return obj
+
+
+def load_error_text(exc: BaseException) -> str:
+    """One readable line for a failed ``torch.load``: torch's weights-only refusal is a long,
+    multi-paragraph text (with terminal escapes) whose useful part is the ``WeightsUnpickler error``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Weights only load failed"):
+        for i, line in enumerate(lines):
+            if "WeightsUnpickler error:" in line:
+                detail = line.split("WeightsUnpickler error:", 1)[1].strip()
+                if not detail and i + 1 < len(lines):
+                    detail = lines[i + 1]
+                detail = detail.split(". Please use", 1)[0]
+                return f"torch.load(weights_only=True) refused it ({detail})"
+    return lines[0]
+
+
+def _run_student(state: dict, path: str, span: Optional[Span]) -> Dict[str, torch.Tensor]:
+    """The trained model's weights in a kdsl run checkpoint (``checkpoint.pt`` of ``kdsl train``)."""
+    models: Dict[str, Dict[str, torch.Tensor]] = {}
+    for key, value in (state.get("distiller") or {}).items():
+        if key.startswith("models."):
+            name, _, rest = key[len("models."):].partition(".")
+            models.setdefault(name, {})[rest] = value
+    if len(models) != 1:
+        raise error("KD509", f"{path} is a kdsl run checkpoint holding {len(models)} trained models"
+                    + (f" ({', '.join(models)})" if models else ""), span,
+                    hint="load the student.pt written next to it")
+    return next(iter(models.values()))
+
+
+def _is_state_dict(obj: dict) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefix(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    own = set(model.state_dict())
+    for prefix in ("module.", "model.", "architecture.", "student."):
+        if state and all(k.startswith(prefix) for k in state) and not (set(state) & own):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_into(model: nn.Module, path: str, span: Optional[Span] = None, what: str = "model") -> None:
+    """Load a checkpoint into ``model`` strictly; a located KD509 error lists what does not match."""
+    state = _strip_prefix(read_state_dict(path, span), model)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        def listing(keys):
+            return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {listing(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatches: {listing(wrong)}")
+        raise error("KD509", f"checkpoint {path} does not fit the {what}", span, hints=parts)
+    model.load_state_dict(state, strict=True)

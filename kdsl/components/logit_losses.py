@@ -1,0 +1,241 @@
+"""Logit distillation losses: torch implementations of :mod:`kdsl.catalog.logit_losses`.
+
+Each class takes the catalog's options as keyword arguments and the catalog's inputs positionally.
+Formulas, papers and the relation to MMRazor's implementations are documented on the catalog
+entries. The class dimension is dimension 1 throughout, so dense predictions ``[N, C, H, W]``
+work wherever the catalog allows them.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdsl.components._common import check_choice, check_positive, reduce, upcast
+
+__all__ = [
+    "KLDivergence", "SoftCrossEntropy", "CrossEntropy", "DKDLoss", "DISTLoss", "WSLDLoss",
+    "LogitStdKDLoss",
+]
+
+
+def _kl_elementwise(log_p_t: torch.Tensor, log_p_s: torch.Tensor) -> torch.Tensor:
+    # Teacher given as log-probabilities: a class whose teacher probability underflows to 0 then
+    # contributes exactly 0 with finite gradients, where 0 * log(0) would give NaN.
+    return F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True)
+
+
+def _tempered_kl(preds_S: torch.Tensor, preds_T: torch.Tensor, tau: float,
+                 reduction: str) -> torch.Tensor:
+    log_p_s = F.log_softmax(preds_S / tau, dim=1)
+    log_p_t = F.log_softmax(preds_T / tau, dim=1)
+    # tau^2 keeps the soft-target gradients' magnitude independent of tau (Hinton et al.).
+    return tau ** 2 * reduce(_kl_elementwise(log_p_t, log_p_s), reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# Soft targets
+# --------------------------------------------------------------------------------------------
+class KLDivergence(nn.Module):
+    """Hinton's KD: tau^2 * KL(softmax(T / tau) || softmax(S / tau)) over dimension 1."""
+
+    REDUCTIONS = ("batchmean", "sum", "mean", "none")
+
+    def __init__(self, tau: float = 1.0, reduction: str = "batchmean",
+                 detach_teacher: bool = True) -> None:
+        super().__init__()
+        check_positive("kl_div", "tau", tau)
+        check_choice("kl_div", "reduction", reduction, self.REDUCTIONS)
+        self.tau = float(tau)
+        self.reduction = reduction
+        self.detach_teacher = bool(detach_teacher)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        return _tempered_kl(preds_S, preds_T, self.tau, self.reduction)
+
+
+class SoftCrossEntropy(nn.Module):
+    """Cross-entropy of the student against the teacher's softened distribution, times tau^2."""
+
+    REDUCTIONS = ("mean", "sum", "none")
+
+    def __init__(self, tau: float = 1.0, reduction: str = "mean",
+                 detach_teacher: bool = True) -> None:
+        super().__init__()
+        check_positive("soft_cross_entropy", "tau", tau)
+        check_choice("soft_cross_entropy", "reduction", reduction, self.REDUCTIONS)
+        self.tau = float(tau)
+        self.reduction = reduction
+        self.detach_teacher = bool(detach_teacher)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        p_t = F.softmax(preds_T / self.tau, dim=1)
+        per_position = -(p_t * F.log_softmax(preds_S / self.tau, dim=1)).sum(dim=1)
+        return self.tau ** 2 * reduce(per_position, self.reduction)
+
+
+class CrossEntropy(nn.Module):
+    """Cross-entropy with hard labels (the task loss), with label smoothing and ignore_index."""
+
+    REDUCTIONS = ("mean", "sum", "none")
+
+    def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float))
+                or not 0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"'label_smoothing' of 'cross_entropy' must be in [0, 1], "
+                             f"got {label_smoothing!r}")
+        check_choice("cross_entropy", "reduction", reduction, self.REDUCTIONS)
+        self.label_smoothing = float(label_smoothing)
+        self.ignore_index = int(ignore_index)
+        self.reduction = reduction
+
+    def forward(self, preds_S: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
+        (preds_S,) = upcast(preds_S)
+        return F.cross_entropy(preds_S, gt_labels.long(), ignore_index=self.ignore_index,
+                               reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+# --------------------------------------------------------------------------------------------
+# Variants of KD
+# --------------------------------------------------------------------------------------------
+class DKDLoss(nn.Module):
+    """Decoupled KD: alpha * TCKD + beta * NCKD (Zhao et al., CVPR 2022)."""
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, tau: float = 4.0,
+                 detach_teacher: bool = True) -> None:
+        super().__init__()
+        check_positive("dkd", "tau", tau)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.tau = float(tau)
+        self.detach_teacher = bool(detach_teacher)
+
+    @staticmethod
+    def _split(logits: torch.Tensor, target: torch.Tensor, other_classes: torch.Tensor):
+        """(log of the binary [p_target, 1 - p_target], log-softmax over the other classes)."""
+        others = logits.gather(1, other_classes)
+        # log(1 - p_target) as a log-sum-exp over the other logits: exact even when p_target
+        # rounds to 1, where 1 - p_target would cancel to 0.
+        binary = torch.cat([logits.gather(1, target), torch.logsumexp(others, 1, keepdim=True)],
+                           dim=1)
+        return F.log_softmax(binary, dim=1), F.log_softmax(others, dim=1)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
+                gt_labels: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        target = gt_labels.long().view(-1, 1)
+        # Column j of the non-target logits is class j, or j + 1 from the target on; a gather
+        # rather than a boolean mask, which would wait for the device to count the selection.
+        columns = torch.arange(preds_S.shape[1] - 1, device=target.device).expand(
+            target.shape[0], -1)
+        other_classes = columns + (columns >= target).long()
+        binary_s, others_s = self._split(preds_S / self.tau, target, other_classes)
+        binary_t, others_t = self._split(preds_T / self.tau, target, other_classes)
+        n = preds_S.shape[0]
+        tckd = _kl_elementwise(binary_t, binary_s).sum() / n
+        nckd = _kl_elementwise(others_t, others_s).sum() / n
+        return self.tau ** 2 * (self.alpha * tckd + self.beta * nckd)
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    # The authors' guard: 1e-8 added to the denominator, so that a constant row (all classes
+    # equally likely) correlates 0 instead of NaN.
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+
+
+class DISTLoss(nn.Module):
+    """DIST: Pearson-correlation relations between and within classes (Huang et al., 2022)."""
+
+    def __init__(self, tau: float = 1.0, inter_weight: float = 1.0, intra_weight: float = 1.0,
+                 detach_teacher: bool = True) -> None:
+        super().__init__()
+        check_positive("dist", "tau", tau)
+        self.tau = float(tau)
+        self.inter_weight = float(inter_weight)
+        self.intra_weight = float(intra_weight)
+        self.detach_teacher = bool(detach_teacher)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        y_s = F.softmax(preds_S / self.tau, dim=1)
+        y_t = F.softmax(preds_T / self.tau, dim=1)
+        inter = 1.0 - _pearson_rows(y_s, y_t).mean()
+        intra = 1.0 - _pearson_rows(y_s.t(), y_t.t()).mean()
+        return self.tau ** 2 * (self.inter_weight * inter + self.intra_weight * intra)
+
+
+class WSLDLoss(nn.Module):
+    """Weighted soft labels: KD per sample weighted by 1 - exp(-CE_student / CE_teacher)."""
+
+    # Keeps the weight finite when the teacher is certain of the right class (CE_teacher = 0,
+    # weight 1); the same constant as the authors' and MMRazor's code.
+    EPS = 1e-7
+
+    def __init__(self, tau: float = 2.0, detach_teacher: bool = True) -> None:
+        super().__init__()
+        check_positive("wsld", "tau", tau)
+        self.tau = float(tau)
+        self.detach_teacher = bool(detach_teacher)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
+                gt_labels: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        p_t = F.softmax(preds_T / self.tau, dim=1)
+        soft_ce = -(p_t * F.log_softmax(preds_S / self.tau, dim=1)).sum(dim=1)
+        with torch.no_grad():
+            labels = gt_labels.long()
+            ce_s = F.cross_entropy(preds_S, labels, reduction="none")
+            ce_t = F.cross_entropy(preds_T, labels, reduction="none")
+            weight = 1.0 - torch.exp(-ce_s / (ce_t + self.EPS))
+        return self.tau ** 2 * (weight * soft_ce).mean()
+
+
+class LogitStdKDLoss(nn.Module):
+    """KD on z-scored logits (Sun et al., CVPR 2024)."""
+
+    REDUCTIONS = ("batchmean", "sum", "mean", "none")
+    # Floor on a row's standard deviation: a constant row (std 0) standardizes to zeros instead
+    # of NaN. A floor rather than the authors' `std + 1e-7` keeps the loss exactly invariant to
+    # scaling a row.
+    MIN_STD = 1e-7
+
+    def __init__(self, tau: float = 2.0, reduction: str = "batchmean",
+                 detach_teacher: bool = True) -> None:
+        super().__init__()
+        check_positive("logit_std_kd", "tau", tau)
+        check_choice("logit_std_kd", "reduction", reduction, self.REDUCTIONS)
+        self.tau = float(tau)
+        self.reduction = reduction
+        self.detach_teacher = bool(detach_teacher)
+
+    @classmethod
+    def standardize(cls, logits: torch.Tensor) -> torch.Tensor:
+        centered = logits - logits.mean(dim=1, keepdim=True)
+        # Floored before the square root, whose gradient at 0 would be infinite.
+        variance = centered.pow(2).mean(dim=1, keepdim=True).clamp_min(cls.MIN_STD ** 2)
+        return centered / variance.sqrt()
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        return _tempered_kl(self.standardize(preds_S), self.standardize(preds_T), self.tau,
+                            self.reduction)

@@ -1,0 +1,275 @@
+"""Relational distillation losses: torch implementations of :mod:`kdsl.catalog.relation_losses`.
+
+These losses compare how samples of a batch relate to each other (distances, angles,
+similarities) in the student and in the teacher, so the two may have different widths. Inputs
+``[N, ...]`` are flattened per sample. Formulas, papers and the relation to MMRazor's and the
+authors' implementations are documented on the catalog entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdsl.components._common import check_positive, compute_dtype, flat, upcast
+
+__all__ = ["DistanceWiseRKD", "AngleWiseRKD", "PKTLoss", "SPLoss", "CCLoss", "CRDLoss"]
+
+
+def _without_autocast(x: torch.Tensor):
+    # Under autocast a matmul runs in half precision even on float32 inputs, and distances
+    # derived from a half-precision Gram matrix cancel to noise.
+    try:
+        active = torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know, such as meta
+        active = False
+    return torch.autocast(x.device.type, enabled=False) if active else contextlib.nullcontext()
+
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    with _without_autocast(x):
+        return x @ x.t()
+
+
+def _off_diagonal(n: int, device) -> torch.Tensor:
+    return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def _squared_distances(gram: torch.Tensor) -> torch.Tensor:
+    # From the Gram matrix rather than from the [N, N, D] differences, which would not fit in
+    # memory for flattened feature maps.
+    sq = gram.diagonal()
+    return (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min(0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Relational KD
+# --------------------------------------------------------------------------------------------
+class DistanceWiseRKD(nn.Module):
+    """RKD distance loss: Huber distance of mean-normalized pairwise distances."""
+
+    # Floor on squared distances: sqrt has an infinite gradient at 0 (MMRazor's value).
+    MIN_SQUARED = 1e-12
+
+    def __init__(self, with_l2_norm: bool = True) -> None:
+        super().__init__()
+        self.with_l2_norm = bool(with_l2_norm)
+
+    def _normalized_distances(self, x: torch.Tensor) -> torch.Tensor:
+        x = flat(x)
+        if self.with_l2_norm:
+            x = F.normalize(x, p=2.0, dim=1)
+        n = x.shape[0]
+        off = _off_diagonal(n, x.device)
+        d = _squared_distances(_gram(x)).clamp_min(self.MIN_SQUARED).sqrt() * off
+        return d / (d.sum() / (n * (n - 1)))
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        return F.smooth_l1_loss(self._normalized_distances(preds_S),
+                                self._normalized_distances(preds_T), reduction="mean")
+
+
+class AngleWiseRKD(nn.Module):
+    """RKD angle loss: Huber distance of the cosines of all angles formed by sample triplets."""
+
+    # Floor on a difference vector's squared norm, as F.normalize's 1e-12 on the norm.
+    MIN_SQUARED = 1e-24
+
+    def __init__(self, with_l2_norm: bool = True) -> None:
+        super().__init__()
+        self.with_l2_norm = bool(with_l2_norm)
+
+    def _angles(self, x: torch.Tensor) -> torch.Tensor:
+        """cos[a, b, c]: cosine of the angle at x_a between x_b - x_a and x_c - x_a, 0 where
+        b = a or c = a."""
+        x = flat(x)
+        if self.with_l2_norm:
+            x = F.normalize(x, p=2.0, dim=1)
+        n = x.shape[0]
+        gram = _gram(x)
+        sq = gram.diagonal()
+        # <x_b - x_a, x_c - x_a> = G_bc - G_ab - G_ac + G_aa, all in O(N^3) memory.
+        dots = gram[None, :, :] - gram[:, :, None] - gram[:, None, :] + sq[:, None, None]
+        off = _off_diagonal(n, x.device)
+        # Degenerate pairs get norm 1 so that no 0/0 enters the graph; they are masked below.
+        norms = torch.where(off, _squared_distances(gram).clamp_min(self.MIN_SQUARED).sqrt(),
+                            torch.ones_like(gram))
+        cos = dots / (norms[:, :, None] * norms[:, None, :])
+        return cos * (off[:, :, None] & off[:, None, :])
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        return F.smooth_l1_loss(self._angles(preds_S), self._angles(preds_T), reduction="mean")
+
+
+# --------------------------------------------------------------------------------------------
+# Similarity-based
+# --------------------------------------------------------------------------------------------
+class PKTLoss(nn.Module):
+    """Probabilistic knowledge transfer: KL between cosine-kernel conditional distributions."""
+
+    # Floor on the norms and guard of the log ratio, the authors' constant: the cosine kernel is
+    # exactly 0 for opposite samples.
+    EPS = 1e-7
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _conditional(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(flat(x), p=2.0, dim=1, eps=self.EPS)
+        kernel = (_gram(x) + 1.0) / 2.0
+        kernel = kernel * _off_diagonal(x.shape[0], x.device)
+        return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(self.EPS)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        p_t = self._conditional(preds_T)
+        p_s = self._conditional(preds_S)
+        kl = p_t * torch.log((p_t + self.EPS) / (p_s + self.EPS))
+        return kl.sum() / p_t.shape[0]
+
+
+class SPLoss(nn.Module):
+    """Similarity-preserving KD: squared distance of row-normalized batch Gram matrices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @staticmethod
+    def _similarity(x: torch.Tensor) -> torch.Tensor:
+        x = flat(x)
+        return F.normalize(_gram(x), p=2.0, dim=1)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        return F.mse_loss(self._similarity(preds_S), self._similarity(preds_T), reduction="mean")
+
+
+class CCLoss(nn.Module):
+    """Correlation congruence: squared distance of Taylor-expanded RBF correlation matrices."""
+
+    def __init__(self, gamma: float = 0.4, p: int = 2) -> None:
+        super().__init__()
+        check_positive("cc", "gamma", gamma)
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            raise ValueError(f"'p' of 'cc' is the order of the Taylor expansion, an integer >= 0; "
+                             f"got {p!r}")
+        self.gamma = float(gamma)
+        self.p = p
+        # exp(-gamma * ||a - b||^2) = exp(-2 gamma) * exp(2 gamma <a, b>) for unit vectors;
+        # these are the first p + 1 coefficients of its series in <a, b>.
+        self.coefficients = tuple(math.exp(-2.0 * gamma) * (2.0 * gamma) ** k / math.factorial(k)
+                                  for k in range(p + 1))
+
+    def _correlation(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(flat(x), p=2.0, dim=1)
+        similarity = _gram(x)
+        # Horner's rule: one multiplication per order instead of a power per term.
+        correlation = torch.full_like(similarity, self.coefficients[-1])
+        for coefficient in reversed(self.coefficients[:-1]):
+            correlation = correlation * similarity + coefficient
+        return correlation
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        return F.mse_loss(self._correlation(preds_S), self._correlation(preds_T),
+                          reduction="mean")
+
+
+# --------------------------------------------------------------------------------------------
+# Contrastive representation distillation
+# --------------------------------------------------------------------------------------------
+class CRDLoss(nn.Module):
+    """Contrastive representation distillation with momentum memory banks (Tian et al., 2020).
+
+    ``memory_s`` and ``memory_t`` hold one unit vector per dataset sample, for the student's and
+    the teacher's embeddings. A batch's scores are ``exp(<v, m> / nce_t) / Z`` of each embedding
+    against the other side's memory at the positive index and ``k`` negative indices; ``Z`` is
+    fixed from the first batch (``z_s``, ``z_t``, negative until then). In training mode the
+    memories then move towards the batch's embeddings at ``indices`` with momentum ``nce_m``.
+    """
+
+    # In the NCE posterior, as in the authors' code: keeps log() finite for a zero score.
+    EPS = 1e-7
+
+    def __init__(self, num_data: int, feat_dim: int, nce_k: int = 16384, nce_t: float = 0.07,
+                 nce_m: float = 0.5) -> None:
+        super().__init__()
+        for option, value, least in (("num_data", num_data, 2), ("feat_dim", feat_dim, 1),
+                                     ("nce_k", nce_k, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"'{option}' of 'crd' must be an integer >= {least}, "
+                                 f"got {value!r}")
+        check_positive("crd", "nce_t", nce_t)
+        if isinstance(nce_m, bool) or not isinstance(nce_m, (int, float)) or not 0 <= nce_m < 1:
+            raise ValueError(f"'nce_m' of 'crd' is a momentum in [0, 1), got {nce_m!r}")
+        self.num_data = num_data
+        self.feat_dim = feat_dim
+        self.nce_k = nce_k
+        self.nce_t = float(nce_t)
+        self.nce_m = float(nce_m)
+        # Uniform in [-b, b] with b = sqrt(3 / feat_dim) has variance 1 / feat_dim per
+        # coordinate, so the initial rows have unit norm in expectation like the embeddings.
+        bound = math.sqrt(3.0 / feat_dim)
+        self.register_buffer("memory_s", torch.rand(num_data, feat_dim) * (2 * bound) - bound)
+        self.register_buffer("memory_t", torch.rand(num_data, feat_dim) * (2 * bound) - bound)
+        self.register_buffer("z_s", torch.tensor(-1.0))
+        self.register_buffer("z_t", torch.tensor(-1.0))
+
+    def sample_contrast(self, indices: torch.Tensor) -> torch.Tensor:
+        """``[N, 1 + nce_k]`` dataset indices: each sample's own index, then ``nce_k`` others
+        drawn uniformly with torch's RNG (never the sample itself)."""
+        indices = indices.long().view(-1, 1)
+        negatives = torch.randint(0, self.num_data - 1, (indices.shape[0], self.nce_k),
+                                  device=indices.device)
+        # Drawing from num_data - 1 values and stepping over the positive is uniform over the
+        # other samples without rejection.
+        negatives = negatives + (negatives >= indices).long()
+        return torch.cat([indices, negatives], dim=1)
+
+    def _scores(self, embedding: torch.Tensor, memory: torch.Tensor, contrast: torch.Tensor,
+                z: torch.Tensor) -> torch.Tensor:
+        weights = memory[contrast].to(embedding.dtype)  # [N, 1 + k, feat_dim]
+        with _without_autocast(embedding):
+            dots = torch.bmm(weights, embedding.unsqueeze(2)).squeeze(2)
+        scores = torch.exp(dots / self.nce_t)
+        if z.item() < 0:
+            # Monte-Carlo estimate of the partition function over the whole dataset, fixed once
+            # so that the scores of later batches stay comparable.
+            z.copy_(scores.detach().mean() * self.num_data)
+        return scores / z.to(scores.dtype)
+
+    def _nce(self, scores: torch.Tensor) -> torch.Tensor:
+        """Negative log-posterior that the positive comes from the data and each of the
+        ``k`` others from the uniform noise distribution 1 / num_data."""
+        k = scores.shape[1] - 1
+        noise = k / self.num_data
+        log_positive = torch.log(scores[:, 0] / (scores[:, 0] + noise + self.EPS))
+        log_negative = torch.log(noise / (scores[:, 1:] + noise + self.EPS))
+        return -(log_positive.sum() + log_negative.sum()) / scores.shape[0]
+
+    @torch.no_grad()
+    def _update(self, memory: torch.Tensor, embedding: torch.Tensor,
+                indices: torch.Tensor) -> None:
+        moved = memory[indices] * self.nce_m + embedding.to(memory.dtype) * (1.0 - self.nce_m)
+        memory.index_copy_(0, indices, F.normalize(moved, p=2.0, dim=1))
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor, indices: torch.Tensor,
+                contrast_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dtype = compute_dtype(preds_S, preds_T, self.memory_s)
+        preds_S, preds_T = preds_S.to(dtype), preds_T.to(dtype)
+        indices = indices.long().view(-1)
+        contrast = self.sample_contrast(indices) if contrast_idx is None else contrast_idx.long()
+        # Each side's embedding is scored against the other side's memory.
+        loss = (self._nce(self._scores(preds_S, self.memory_t, contrast, self.z_s))
+                + self._nce(self._scores(preds_T, self.memory_s, contrast, self.z_t)))
+        if self.training:
+            self._update(self.memory_s, preds_S.detach(), indices)
+            self._update(self.memory_t, preds_T.detach(), indices)
+        return loss

@@ -1,1 +1,0 @@
-"""Connector modules (torch implementations of the catalog entries)."""

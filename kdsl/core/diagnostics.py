@@ -1,0 +1,203 @@
+"""Diagnostics are data: a code, a severity, a message, a span, hints and located notes.
+
+Text is rendered from that data in one place (:func:`render`), JSON in another
+(:func:`to_json`). Colour belongs to the terminal renderer only; ``str(KdslError)`` never holds
+escape codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+
+from pydantic import BaseModel, ConfigDict
+
+from kdsl.core.span import SourceText, Span
+
+Severity = Literal["error", "warning"]
+
+
+class Note(BaseModel):
+    """A second location that explains the first (``first declared here``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message: str
+    span: Optional[Span] = None
+
+
+class Diagnostic(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    severity: Severity
+    message: str
+    span: Optional[Span] = None
+    hints: Tuple[str, ...] = ()
+    notes: Tuple[Note, ...] = ()
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def __str__(self) -> str:
+        return render([self])
+
+
+class KdslError(Exception):
+    """Raised by the API when a spec (or its use with real models) has errors.
+
+    ``diagnostics`` holds every problem found (warnings too); ``str(error)`` renders them.
+    """
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], sources: Optional[Dict[str, str]] = None):
+        self.diagnostics: List[Diagnostic] = list(diagnostics)
+        self.sources: Dict[str, str] = dict(sources or {})
+        super().__init__(self.diagnostics[0].message if self.diagnostics else "kdsl error")
+
+    @property
+    def errors(self) -> List[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    def __str__(self) -> str:
+        return render(self.diagnostics, self.sources)
+
+
+class Diagnostics:
+    """A collector that passes append to; ``raise_if_errors`` turns it into a :class:`KdslError`."""
+
+    def __init__(self, sources: Optional[Dict[str, str]] = None) -> None:
+        self.items: List[Diagnostic] = []
+        self.sources: Dict[str, str] = sources if sources is not None else {}
+
+    def add(self, diagnostic: Diagnostic) -> Diagnostic:
+        self.items.append(diagnostic)
+        return diagnostic
+
+    def error(self, code: str, message: str, span: Optional[Span] = None, *,
+              hint: Optional[str] = None, hints: Iterable[str] = (),
+              notes: Iterable[Note] = ()) -> Diagnostic:
+        return self.add(make(code, message, span, hint=hint, hints=hints, notes=notes))
+
+    def warning(self, code: str, message: str, span: Optional[Span] = None, *,
+                hint: Optional[str] = None, notes: Iterable[Note] = ()) -> Diagnostic:
+        return self.add(make(code, message, span, hint=hint, notes=notes, severity="warning"))
+
+    def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
+        self.items.extend(diagnostics)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.is_error for d in self.items)
+
+    def raise_if_errors(self) -> None:
+        if self.has_errors:
+            raise KdslError(sorted_diagnostics(self.items), self.sources)
+
+
+def make(code: str, message: str, span: Optional[Span] = None, *, hint: Optional[str] = None,
+         hints: Iterable[str] = (), notes: Iterable[Note] = (),
+         severity: Severity = "error") -> Diagnostic:
+    all_hints = tuple(([hint] if hint else []) + list(hints))
+    return Diagnostic(code=code, severity=severity, message=message, span=span, hints=all_hints,
+                      notes=tuple(notes))
+
+
+def error(code: str, message: str, span: Optional[Span] = None, **kwargs) -> KdslError:
+    """A :class:`KdslError` holding one diagnostic (for raising)."""
+    sources = kwargs.pop("sources", None)
+    return KdslError([make(code, message, span, **kwargs)], sources)
+
+
+def sorted_diagnostics(items: Iterable[Diagnostic]) -> List[Diagnostic]:
+    """In source order (file, line, column); diagnostics without a location keep their order last."""
+    items = list(items)
+    located = [d for d in items if d.span is not None]
+    unlocated = [d for d in items if d.span is None]
+    located.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
+    return located + unlocated
+
+
+# ------------------------------------------------------------------------------ rendering
+_STYLE = {"error": "\033[1;31m", "warning": "\033[1;33m", "hint": "\033[36m", "note": "\033[36m",
+          "bold": "\033[1m", "caret": "\033[1;31m", "dim": "\033[2m", "reset": "\033[0m"}
+
+
+def _source_for(file: str, sources: Dict[str, str], cache: Dict[str, Optional[SourceText]]):
+    if file not in cache:
+        text = sources.get(file)
+        if text is None and os.path.isfile(file):
+            try:
+                with open(file, encoding="utf-8") as fh:
+                    text = fh.read()
+            except (OSError, UnicodeDecodeError):
+                text = None
+        cache[file] = SourceText(file, text) if text is not None else None
+    return cache[file]
+
+
+def _excerpt(span: Span, source: Optional[SourceText], paint) -> List[str]:
+    if source is None:
+        return []
+    line = source.line(span.line)
+    if not line and span.line > 1 and span.column == 1 and source.text.count("\n") < span.line - 1:
+        return []
+    if span.end_line == span.line:
+        width = max(1, span.end_column - span.column)
+    else:
+        width = max(1, len(line) - span.column + 1)
+    # keep tabs in the padding so the carets line up under tab-indented text
+    pad = "".join(ch if ch == "\t" else " " for ch in line[: span.column - 1])
+    pad += " " * max(0, span.column - 1 - len(line))
+    return [f"{span.line:>5} | {line}",
+            f"      | {pad}{paint('caret', '^' * width)}"]
+
+
+def render(diagnostics: Iterable[Diagnostic], sources: Optional[Dict[str, str]] = None, *,
+           color: bool = False) -> str:
+    """Render diagnostics the way the CLI prints them::
+
+        specs/bad.kd:7:18: error[KD201]: unknown record 's_logit'
+            7 | loss kd = kl_div(s_logit, t_logits, tau=4)
+              |                  ^^^^^^^
+          hint: did you mean 's_logits'? (declared at specs/bad.kd:3:8)
+    """
+    sources = sources or {}
+    cache: Dict[str, Optional[SourceText]] = {}
+
+    def paint(style: str, text: str) -> str:
+        return f"{_STYLE[style]}{text}{_STYLE['reset']}" if color else text
+
+    blocks = []
+    for d in diagnostics:
+        head = f"{paint(d.severity, d.severity)}[{d.code}]: {paint('bold', d.message)}"
+        lines = [f"{d.span}: {head}" if d.span else head]
+        if d.span:
+            lines += _excerpt(d.span, _source_for(d.span.file, sources, cache), paint)
+        for h in d.hints:
+            lines.append(f"  {paint('hint', 'hint')}: {h}")
+        for n in d.notes:
+            where = f" (at {n.span})" if n.span else ""
+            if n.span:
+                lines.append(f"  {paint('note', 'note')}: {n.message} at {n.span}")
+                lines += ["  " + x for x in _excerpt(n.span, _source_for(n.span.file, sources, cache), paint)]
+            else:
+                lines.append(f"  {paint('note', 'note')}: {n.message}{where}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def summary_line(diagnostics: Sequence[Diagnostic]) -> str:
+    errors = sum(1 for d in diagnostics if d.is_error)
+    warnings = len(diagnostics) - errors
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return ", ".join(parts) if parts else "no problems"
+
+
+def to_json(diagnostics: Iterable[Diagnostic]) -> str:
+    return json.dumps([d.model_dump(mode="json") for d in diagnostics], indent=2)

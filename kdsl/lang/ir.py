@@ -1,0 +1,402 @@
+"""The IR of a spec: frozen pydantic nodes, one tagged union for expressions and one for statements.
+
+Every node carries its source span (``span``, and ``*_span`` fields for its parts); spans take part
+in serialization but not in equality, so a spec equals its JSON round trip and two specs that say
+the same thing in different places are equal.
+
+Expressions come in two layers. The builder produces the syntactic forms (``name``, ``attr``,
+``item``, ``call``, ``const``, ``list``); the verifier resolves names and produces the forms the
+compiler consumes (``record_ref``, ``module_ref``, ``batch_ref``, ``connector_apply``,
+``select``), so a verified spec holds only resolved expressions in its losses and connectors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from kdsl.core.span import Span
+
+
+def _compared_fields(node: "Node"):
+    return [k for k in type(node).model_fields if k != "span" and not k.endswith("_span")]
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    span: Optional[Span] = Field(default=None, repr=False)
+
+    def __eq__(self, other: Any) -> bool:
+        if type(self) is not type(other):
+            return False
+        return all(getattr(self, k) == getattr(other, k) for k in _compared_fields(self))
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__,) + tuple(_hashable(getattr(self, k))
+                                                    for k in _compared_fields(self)))
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+Scalar = Union[bool, int, float, str, None]
+
+
+# ------------------------------------------------------------------------------ expressions
+class Const(Node):
+    """A literal: number, string, ``true``/``false``, ``none``."""
+
+    kind: Literal["const"] = "const"
+    value: Scalar
+
+
+class ListExpr(Node):
+    kind: Literal["list"] = "list"
+    items: Tuple["Expr", ...] = ()
+
+
+class Name(Node):
+    """A bare name before resolution: a record, connector, model, or ``batch``."""
+
+    kind: Literal["name"] = "name"
+    name: str
+
+
+class Attr(Node):
+    """``value.attr`` before resolution (``x.logits``, ``student.layer1``, ``student.layer2.0``)."""
+
+    kind: Literal["attr"] = "attr"
+    value: "Expr"
+    attr: str
+
+
+class Item(Node):
+    """``value[key]`` before resolution."""
+
+    kind: Literal["item"] = "item"
+    value: "Expr"
+    key: Union[int, str]
+
+
+class Keyword(Node):
+    name: str
+    value: "Expr"
+
+
+class Call(Node):
+    """``func(args, k=v)``: a loss, connector, schedule or connector application, by context."""
+
+    kind: Literal["call"] = "call"
+    func: str
+    args: Tuple["Expr", ...] = ()
+    kwargs: Tuple[Keyword, ...] = ()
+    func_span: Optional[Span] = Field(default=None, repr=False)
+
+    def keyword(self, name: str) -> Optional[Keyword]:
+        return next((k for k in self.kwargs if k.name == name), None)
+
+
+class RecordRef(Node):
+    kind: Literal["record_ref"] = "record_ref"
+    record: str
+
+
+class ModuleRef(Node):
+    """A module (or the whole model when ``path`` is empty) of a declared model."""
+
+    kind: Literal["module_ref"] = "module_ref"
+    model: str
+    path: Tuple[str, ...] = ()
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+    def __str__(self) -> str:
+        return ".".join((self.model,) + self.path)
+
+
+class BatchRef(Node):
+    """A field of the batch: ``batch.target``, ``batch.index``, or any keyword given to ``step``."""
+
+    kind: Literal["batch_ref"] = "batch_ref"
+    field: str
+
+
+class ConnectorApply(Node):
+    kind: Literal["connector_apply"] = "connector_apply"
+    connector: str
+    args: Tuple["Expr", ...] = ()
+    kwargs: Tuple[Keyword, ...] = ()
+
+
+class Select(Node):
+    """Element (``x[0]``, ``x["k"]``) or attribute (``x.logits``) selection on a resolved value."""
+
+    kind: Literal["select"] = "select"
+    value: "Expr"
+    key: Union[int, str]
+    by: Literal["item", "attr"] = "item"
+
+
+Expr = Annotated[
+    Union[Const, ListExpr, Name, Attr, Item, Call, RecordRef, ModuleRef, BatchRef,
+          ConnectorApply, Select],
+    Field(discriminator="kind"),
+]
+
+
+# ------------------------------------------------------------------------------ record targets
+class ModulePath(Node):
+    """``student.layer2.0.bn1``: a model name and a path of attribute names and indices."""
+
+    kind: Literal["module"] = "module"
+    model: str
+    path: Tuple[str, ...] = ()
+    model_span: Optional[Span] = Field(default=None, repr=False)
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+    def __str__(self) -> str:
+        return ".".join((self.model,) + self.path)
+
+
+class MethodRef(Node):
+    """``method "pkg.module:Class.method"`` (``in model`` for records)."""
+
+    kind: Literal["method"] = "method"
+    ref: str
+    model: Optional[str] = None
+    ref_span: Optional[Span] = Field(default=None, repr=False)
+    model_span: Optional[Span] = Field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f'method "{self.ref}"'
+
+
+class FunctionRef(Node):
+    """``function "pkg.module:function"`` (``in model`` for records)."""
+
+    kind: Literal["function"] = "function"
+    ref: str
+    model: Optional[str] = None
+    ref_span: Optional[Span] = Field(default=None, repr=False)
+    model_span: Optional[Span] = Field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f'function "{self.ref}"'
+
+
+RecordTarget = Annotated[Union[ModulePath, MethodRef, FunctionRef], Field(discriminator="kind")]
+CallableTarget = Annotated[Union[MethodRef, FunctionRef], Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------ statements
+class Factory(Node):
+    """``model("pkg.module:factory", k=v)``."""
+
+    ref: str
+    args: Tuple[Expr, ...] = ()
+    kwargs: Tuple[Keyword, ...] = ()
+    ref_span: Optional[Span] = Field(default=None, repr=False)
+
+
+class ModelDecl(Node):
+    kind: Literal["model"] = "model"
+    role: Literal["student", "teacher"]
+    name: str
+    factory: Optional[Factory] = None
+    checkpoint: Optional[str] = None
+    trainable: bool = False
+    override: bool = False
+    name_span: Optional[Span] = Field(default=None, repr=False)
+    checkpoint_span: Optional[Span] = Field(default=None, repr=False)
+
+    @property
+    def frozen(self) -> bool:
+        return self.role == "teacher" and not self.trainable
+
+
+class RecordDecl(Node):
+    kind: Literal["record"] = "record"
+    name: str
+    what: Literal["output", "input", "param"]
+    target: RecordTarget
+    input: Union[int, str, None] = None
+    invocation: Union[int, Literal["all"]] = 0
+    override: bool = False
+    name_span: Optional[Span] = Field(default=None, repr=False)
+
+    @property
+    def model(self) -> Optional[str]:
+        return self.target.model
+
+    def describe(self) -> str:
+        if self.what == "param":
+            return f"param {self.target}"
+        sel = ""
+        if self.what == "input":
+            sel = f' "{self.input}"' if isinstance(self.input, str) else f" {self.input}"
+        where = str(self.target) if isinstance(self.target, ModulePath) else \
+            f"{self.target} in {self.target.model}"
+        inv = "" if self.invocation == 0 else (
+            " all calls" if self.invocation == "all" else f" call {self.invocation}")
+        return f"{self.what}{sel} of {where}{inv}"
+
+
+class DeliverDecl(Node):
+    kind: Literal["deliver"] = "deliver"
+    target: CallableTarget
+    source: str
+    dest: str
+    keep: Optional[int] = None
+    source_span: Optional[Span] = Field(default=None, repr=False)
+    dest_span: Optional[Span] = Field(default=None, repr=False)
+    keep_span: Optional[Span] = Field(default=None, repr=False)
+
+
+class ConnectorDecl(Node):
+    kind: Literal["connector"] = "connector"
+    name: str
+    call: Call
+    override: bool = False
+    name_span: Optional[Span] = Field(default=None, repr=False)
+
+    @property
+    def component(self) -> str:
+        return self.call.func
+
+
+class LossDecl(Node):
+    kind: Literal["loss"] = "loss"
+    name: str
+    call: Call
+    weight: Optional[Expr] = None  # a Const number, a Call to a schedule, or None for 1
+    override: bool = False
+    name_span: Optional[Span] = Field(default=None, repr=False)
+
+    @property
+    def component(self) -> str:
+        return self.call.func
+
+
+class TrainSetting(Node):
+    key: str
+    value: Expr
+    key_span: Optional[Span] = Field(default=None, repr=False)
+
+
+class TrainDecl(Node):
+    kind: Literal["train"] = "train"
+    settings: Tuple[TrainSetting, ...] = ()
+
+    def get(self, key: str) -> Optional[TrainSetting]:
+        return next((s for s in self.settings if s.key == key), None)
+
+
+class IncludeDecl(Node):
+    kind: Literal["include"] = "include"
+    path: str
+    path_span: Optional[Span] = Field(default=None, repr=False)
+
+
+class ImportDecl(Node):
+    kind: Literal["import"] = "import"
+    module: str
+    module_span: Optional[Span] = Field(default=None, repr=False)
+
+
+Statement = Annotated[
+    Union[ModelDecl, RecordDecl, DeliverDecl, ConnectorDecl, LossDecl, TrainDecl, IncludeDecl,
+          ImportDecl],
+    Field(discriminator="kind"),
+]
+
+NamedDecl = Union[ModelDecl, RecordDecl, ConnectorDecl, LossDecl]
+
+
+class Spec(Node):
+    """A verified spec: includes spliced in, overrides applied, names resolved.
+
+    ``statements`` is the effective program in order. The views (``models``, ``records``, ...)
+    select from it.
+    """
+
+    file: str
+    statements: Tuple[Statement, ...] = ()
+    includes: Tuple[str, ...] = ()
+    _sources: Dict[str, str] = PrivateAttr(default_factory=dict)
+    _warnings: List[Any] = PrivateAttr(default_factory=list)
+
+    def _of(self, kind: type) -> List[Any]:
+        return [s for s in self.statements if isinstance(s, kind)]
+
+    @property
+    def models(self) -> List[ModelDecl]:
+        return self._of(ModelDecl)
+
+    @property
+    def student(self) -> Optional[ModelDecl]:
+        return next((m for m in self.models if m.role == "student"), None)
+
+    @property
+    def teachers(self) -> List[ModelDecl]:
+        return [m for m in self.models if m.role == "teacher"]
+
+    @property
+    def records(self) -> List[RecordDecl]:
+        return self._of(RecordDecl)
+
+    @property
+    def deliveries(self) -> List[DeliverDecl]:
+        return self._of(DeliverDecl)
+
+    @property
+    def connectors(self) -> List[ConnectorDecl]:
+        return self._of(ConnectorDecl)
+
+    @property
+    def losses(self) -> List[LossDecl]:
+        return self._of(LossDecl)
+
+    @property
+    def imports(self) -> List[ImportDecl]:
+        return self._of(ImportDecl)
+
+    @property
+    def train(self) -> TrainDecl:
+        found = self._of(TrainDecl)
+        return found[0] if found else TrainDecl()
+
+    def model(self, name: str) -> Optional[ModelDecl]:
+        return next((m for m in self.models if m.name == name), None)
+
+    def record(self, name: str) -> Optional[RecordDecl]:
+        return next((r for r in self.records if r.name == name), None)
+
+    def connector(self, name: str) -> Optional[ConnectorDecl]:
+        return next((c for c in self.connectors if c.name == name), None)
+
+    @property
+    def warnings(self) -> List[Any]:
+        """Warning diagnostics found while loading (the spec loaded, so there are no errors)."""
+        return list(self._warnings)
+
+    @property
+    def sources(self) -> Dict[str, str]:
+        """Source texts read while loading (file name -> text), for rendering diagnostics."""
+        return self._sources
+
+
+for _cls in (ListExpr, Attr, Item, Keyword, Call, ConnectorApply, Select, Factory, LossDecl,
+             TrainSetting, ConnectorDecl, Spec):
+    _cls.model_rebuild()

@@ -1,0 +1,140 @@
+"""Files -> verified :class:`~kdsl.lang.ir.Spec`: reading, includes, plugin imports, then the verify pass.
+
+``include "base.kd"`` splices the statements of another file (relative to the including file) in
+place; ``import "pkg.module"`` imports a Python module that registers components. Nothing here
+imports torch unless a spec's own ``import`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from kdsl.lang import ir
+from kdsl.lang.lower import build_statements
+from kdsl.core.diagnostics import Diagnostic, Diagnostics, KdslError, Note, sorted_diagnostics
+from kdsl.core.resolve import MODULE_PATTERN, import_module
+from kdsl.core.span import SourceText
+from kdsl.lang.verify import Verifier
+
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.sources: Dict[str, str] = {}
+        self.diags = Diagnostics(self.sources)
+        self.includes: List[str] = []
+        self.broken: List[Tuple[str, str]] = []
+
+    def read(self, path: str, span=None, chain: Tuple[str, ...] = ()) -> Optional[str]:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            self.diags.error("KD401", f"file not found: {path}", span,
+                             hint="includes are relative to the including file" if span else None)
+        except IsADirectoryError:
+            self.diags.error("KD401", f"{path} is a directory, not a spec file", span)
+        except (OSError, UnicodeDecodeError) as exc:
+            self.diags.error("KD401", f"cannot read {path}: {exc}", span)
+        return None
+
+    def statements(self, name: str, text: str, chain: Tuple[str, ...]) -> List[ir.Node]:
+        self.sources[name] = text
+        out: List[ir.Node] = []
+        here = os.path.dirname(name) if not name.startswith("<") else ""
+        for stmt in build_statements(SourceText(name, text), self.diags, self.broken):
+            if isinstance(stmt, ir.IncludeDecl):
+                path = os.path.normpath(os.path.join(here, stmt.path))
+                key = os.path.abspath(path)
+                if key in chain:
+                    self.diags.error(
+                        "KD402", f"include cycle: {path} is already being included", stmt.path_span,
+                        notes=[Note(message="the cycle runs through "
+                                    + " -> ".join(os.path.relpath(c) for c in chain + (key,)))])
+                    continue
+                text2 = self.read(path, stmt.path_span)
+                if text2 is None:
+                    continue
+                self.includes.append(path)
+                out.extend(self.statements(path, text2, chain + (key,)))
+            else:
+                out.append(stmt)
+        return out
+
+    def import_plugins(self, statements: List[ir.Node], spec_dir: str) -> None:
+        # A plugin module may sit next to the spec, as a script's modules sit next to it.
+        added = bool(spec_dir) and spec_dir not in sys.path
+        if added:
+            sys.path.insert(0, spec_dir)
+        try:
+            self._import_each(statements)
+        finally:
+            if added:
+                sys.path.remove(spec_dir)
+
+    def _import_each(self, statements: List[ir.Node]) -> None:
+        for stmt in statements:
+            if not isinstance(stmt, ir.ImportDecl):
+                continue
+            if not MODULE_PATTERN.match(stmt.module):
+                self.diags.error("KD403", f"malformed import path \"{stmt.module}\"", stmt.module_span,
+                                 hint='import takes a dotted module path such as "my_project.kd_parts"')
+                continue
+            try:
+                import_module(stmt.module, span=stmt.module_span)
+            except KdslError as exc:
+                self.diags.extend(exc.diagnostics)
+
+    def spec(self, name: str, text: str) -> Optional[ir.Spec]:
+        start = (os.path.abspath(name),) if not name.startswith("<") else ()
+        statements = self.statements(name, text, start)
+        self.import_plugins(statements, os.path.dirname(os.path.abspath(name))
+                            if not name.startswith("<") else "")
+        verified = Verifier(self.diags, file=name, broken=self.broken).run(statements)
+        if self.diags.has_errors:
+            return None
+        spec = ir.Spec(file=name, statements=tuple(verified), includes=tuple(self.includes))
+        spec._sources.update(self.sources)
+        return spec
+
+
+def check_text(text: str, filename: str = "<string>") -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
+    """Every diagnostic for a spec's text, and the spec when there are no errors."""
+    loader = _Loader()
+    spec = loader.spec(filename, text)
+    return spec, sorted_diagnostics(loader.diags.items), loader.sources
+
+
+def check_file(path: str) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
+    loader = _Loader()
+    text = loader.read(path)
+    if text is None:
+        return None, loader.diags.items, loader.sources
+    spec = loader.spec(path, text)
+    return spec, sorted_diagnostics(loader.diags.items), loader.sources
+
+
+def _finish(result) -> ir.Spec:
+    spec, diagnostics, sources = result
+    if spec is None:
+        raise KdslError(diagnostics, sources)
+    spec._warnings = [d for d in diagnostics if not d.is_error]  # type: ignore[attr-defined]
+    return spec
+
+
+def loads(text: str, filename: str = "<string>") -> ir.Spec:
+    """Parse and verify a spec from text. Raises :class:`kdsl.KdslError` listing every error;
+    warnings are on ``spec.warnings``."""
+    return _finish(check_text(text, filename))
+
+
+def load(path: "str | os.PathLike[str]") -> ir.Spec:
+    """Parse and verify a spec file (and the files it includes)."""
+    return _finish(check_file(os.fspath(path)))
+
+
+def check(path: "str | os.PathLike[str]") -> List[Diagnostic]:
+    """Every diagnostic (errors and warnings) for a spec file, without raising."""
+    return check_file(os.fspath(path))[1]

@@ -1,0 +1,291 @@
+"""Parse trees -> IR nodes (syntactic forms; names are resolved later by the verifier)."""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+from kdsl.lang import ir
+from kdsl.core.diagnostics import Diagnostics
+from kdsl.lang.parser import Chunk, Positions, TrainBlock, cut, parse_chunk
+from kdsl.core.span import SourceText, Span
+
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+from kdsl.core.resolve import REF_PATTERN  # noqa: E402 - one definition of a reference
+
+
+class Builder:
+    def __init__(self, pos: Positions, diags: Diagnostics) -> None:
+        self.pos = pos
+        self.diags = diags
+
+    # ---------------------------------------------------------------- helpers
+    def span(self, node) -> Optional[Span]:
+        from lark import Token
+
+        if isinstance(node, Token):
+            return self.pos.of_token(node)
+        return self.pos.of_meta(node.meta)
+
+    def string(self, tok) -> str:
+        raw = tok.value[1:-1]
+        out, i = [], 0
+        while i < len(raw):
+            ch = raw[i]
+            if ch == "\\":
+                nxt = raw[i + 1] if i + 1 < len(raw) else ""
+                if nxt in _ESCAPES:
+                    out.append(_ESCAPES[nxt])
+                else:
+                    s = self.pos.of_token(tok)
+                    col = s.column + 1 + i
+                    self.diags.error("KD105", f"invalid escape '\\{nxt}' in a string",
+                                     Span(file=s.file, line=s.line, column=col, end_line=s.line,
+                                          end_column=col + 2),
+                                     hint='write "\\\\" for a backslash')
+                    out.append(nxt)
+                i += 2
+                continue
+            out.append(ch)
+            i += 1
+        return "".join(out)
+
+    # ---------------------------------------------------------------- expressions
+    def expr(self, t) -> ir.Node:
+        from lark import Token
+
+        if isinstance(t, Token):  # a bare STRING reaches here through ?key
+            return ir.Const(value=self.string(t), span=self.span(t))
+        kind = t.data
+        span = self.span(t)
+        ch = t.children
+        if kind == "name":
+            return ir.Name(name=str(ch[0]), span=span)
+        if kind == "number":
+            return ir.Const(value=self.number(t), span=span)
+        if kind == "string":
+            return ir.Const(value=self.string(ch[0]), span=span)
+        if kind in ("true", "false", "none"):
+            return ir.Const(value={"true": True, "false": False, "none": None}[kind], span=span)
+        if kind == "list":
+            return ir.ListExpr(items=tuple(self.expr(c) for c in ch if c is not None), span=span)
+        if kind == "attr":
+            return ir.Attr(value=self.expr(ch[0]), attr=str(ch[1]), span=span)
+        if kind == "path_index":
+            return ir.Attr(value=self.expr(ch[0]), attr=str(ch[1]), span=span)
+        if kind == "item":
+            key = ch[1]
+            keyval = self.string(key) if isinstance(key, Token) else self.signed_int(key)
+            return ir.Item(value=self.expr(ch[0]), key=keyval, span=span)
+        if kind == "call":
+            args, kwargs = self.arguments(ch[1])
+            return ir.Call(func=str(ch[0]), args=args, kwargs=kwargs, span=span,
+                           func_span=self.span(ch[0]))
+        raise AssertionError(f"unhandled expression {kind}")  # grammar and builder disagree
+
+    def number(self, t):
+        sign, tok = t.children
+        value = int(tok) if tok.type == "INT" else float(tok)
+        return -value if sign is not None else value
+
+    def signed_int(self, t) -> int:
+        sign, tok = t.children
+        return -int(tok) if sign is not None else int(tok)
+
+    def arguments(self, t) -> Tuple[tuple, tuple]:
+        if t is None:
+            return (), ()
+        args: List[ir.Node] = []
+        kwargs: List[ir.Keyword] = []
+        reported = False
+        for c in t.children:
+            if c is None:
+                continue
+            if getattr(c, "data", None) == "keyword":
+                kwargs.append(ir.Keyword(name=str(c.children[0]), value=self.expr(c.children[1]),
+                                         span=self.span(c)))
+            else:
+                if kwargs and not reported:
+                    reported = True
+                    self.diags.error("KD103", "a positional argument cannot follow a keyword argument",
+                                     self.span(c), hint="move it before the keyword arguments")
+                args.append(self.expr(c))
+        return tuple(args), tuple(kwargs)
+
+    def call(self, t) -> ir.Call:
+        return self.expr(t)  # type: ignore[return-value]
+
+    def ref(self, tok, what: str) -> str:
+        value = self.string(tok)
+        if not REF_PATTERN.match(value):
+            example = {"method": '"pkg.module:Class.method"', "function": '"pkg.module:function"',
+                       "model": '"pkg.module:factory"'}[what]
+            self.diags.error("KD405", f"malformed {what} reference \"{value}\"", self.span(tok),
+                             hint=f"write it as {example}")
+        elif what == "method" and "." not in value.partition(":")[2]:
+            self.diags.error("KD405", f"a method reference names a class and a method, got \"{value}\"",
+                             self.span(tok), hint='write it as "pkg.module:Class.method"')
+        return value
+
+    # ---------------------------------------------------------------- statements
+    def statement(self, t) -> Optional[ir.Node]:
+        inner = t.children[0]
+        return getattr(self, inner.data)(inner, self.span(t))
+
+    def override_stmt(self, t, span):
+        inner = t.children[0]
+        node = getattr(self, inner.data)(inner, span)
+        return node.model_copy(update={"override": True}) if node is not None else None
+
+    def model_stmt(self, t, span):
+        role_t, name_t, factory_t, ckpt_t, *flags = t.children
+        role = str(role_t.children[0])
+        factory = None
+        if factory_t is not None:
+            args, kwargs = self.arguments(factory_t.children[0])
+            if not args or not (isinstance(args[0], ir.Const) and isinstance(args[0].value, str)):
+                self.diags.error("KD405", "model(...) takes the factory reference as its first argument",
+                                 self.span(factory_t), hint='write model("pkg.module:factory", option=value)')
+            else:
+                ref = args[0].value
+                if not REF_PATTERN.match(ref):
+                    self.diags.error("KD405", f"malformed model reference \"{ref}\"", args[0].span,
+                                     hint='write it as "pkg.module:factory"')
+                factory = ir.Factory(ref=ref, args=args[1:], kwargs=kwargs, span=self.span(factory_t),
+                                     ref_span=args[0].span)
+        name = str(name_t) if name_t is not None else role
+        return ir.ModelDecl(
+            role=role, name=name, factory=factory,
+            checkpoint=self.string(ckpt_t) if ckpt_t is not None else None,
+            trainable=any(str(f.children[0]) == "trainable" for f in flags if f is not None),
+            span=span, name_span=self.span(name_t if name_t is not None else role_t),
+            checkpoint_span=self.span(ckpt_t) if ckpt_t is not None else None)
+
+    def target(self, t):
+        if t.data == "module_path":
+            parts = [str(p) for p in t.children]
+            return ir.ModulePath(model=parts[0], path=tuple(parts[1:]), span=self.span(t),
+                                 model_span=self.span(t.children[0]))
+        cls = ir.MethodRef if t.data == "method_target" else ir.FunctionRef
+        ref_t, model_t = t.children
+        return cls(ref=self.ref(ref_t, "method" if cls is ir.MethodRef else "function"),
+                   model=str(model_t), span=self.span(t), ref_span=self.span(ref_t),
+                   model_span=self.span(model_t))
+
+    def invocation(self, t):
+        if t is None:
+            return 0
+        return "all" if t.data == "all_calls" else int(t.children[0])
+
+    def record_stmt(self, t, span):
+        name_t, src = t.children
+        common = dict(name=str(name_t), span=span, name_span=self.span(name_t))
+        if src.data == "param_source":
+            return ir.RecordDecl(what="param", target=self.target(src.children[0]), **common)
+        if src.data == "output_source":
+            target_t, inv = src.children
+            return ir.RecordDecl(what="output", target=self.target(target_t),
+                                 invocation=self.invocation(inv), **common)
+        sel_t, target_t, inv = src.children
+        selector = 0
+        if sel_t is not None:
+            tok = sel_t.children[0]
+            selector = self.string(tok) if tok.type == "STRING" else int(tok)
+        return ir.RecordDecl(what="input", target=self.target(target_t), input=selector,
+                             invocation=self.invocation(inv), **common)
+
+    def deliver_stmt(self, t, span):
+        ref_t, src_t, dst_t, keep_t = t.children
+        cls = ir.MethodRef if ref_t.data == "method_ref" else ir.FunctionRef
+        ref_tok = ref_t.children[0]
+        target = cls(ref=self.ref(ref_tok, "method" if cls is ir.MethodRef else "function"),
+                     span=self.span(ref_t), ref_span=self.span(ref_tok))
+        return ir.DeliverDecl(target=target, source=str(src_t), dest=str(dst_t),
+                              keep=int(keep_t) if keep_t is not None else None, span=span,
+                              source_span=self.span(src_t), dest_span=self.span(dst_t),
+                              keep_span=self.span(keep_t) if keep_t is not None else None)
+
+    def connector_stmt(self, t, span):
+        name_t, call_t = t.children
+        return ir.ConnectorDecl(name=str(name_t), call=self.call(call_t), span=span,
+                                name_span=self.span(name_t))
+
+    def loss_stmt(self, t, span):
+        name_t, call_t, weight_t = t.children
+        weight = self.expr(weight_t) if weight_t is not None else None
+        return ir.LossDecl(name=str(name_t), call=self.call(call_t), weight=weight, span=span,
+                           name_span=self.span(name_t))
+
+    def include_stmt(self, t, span):
+        tok = t.children[0]
+        return ir.IncludeDecl(path=self.string(tok), span=span, path_span=self.span(tok))
+
+    def import_stmt(self, t, span):
+        tok = t.children[0]
+        return ir.ImportDecl(module=self.string(tok), span=span, module_span=self.span(tok))
+
+    def train_open(self, t, span):
+        return ir.TrainDecl(span=span)
+
+    def train_entry(self, t) -> ir.TrainSetting:
+        key_t, value_t = t.children
+        return ir.TrainSetting(key=str(key_t), value=self.expr(value_t), span=self.span(t),
+                               key_span=self.span(key_t))
+
+
+_DECLARES = re.compile(r"^\s*(?:override\s+)?(?:(record|connector|loss)\s+([A-Za-z_]\w*)"
+                       r"|(student|teacher)(?:\s+([A-Za-z_]\w*))?)")
+
+
+def declared_by(text: str) -> Optional[Tuple[str, str]]:
+    """(kind, name) a statement that failed to parse seems to declare, so that its later uses
+    are not reported again as unknown names."""
+    m = _DECLARES.match(text)
+    if not m:
+        return None
+    if m.group(1):
+        return m.group(1), m.group(2)
+    name = m.group(4) if m.group(4) not in (None, "from", "trainable") else m.group(3)
+    return m.group(3), name
+
+
+def build_statements(source: SourceText, diags: Diagnostics,
+                     broken: Optional[List[Tuple[str, str]]] = None) -> List[ir.Node]:
+    """Every statement of a file as IR nodes, in order; syntax errors go to ``diags``, and the
+    names that broken statements seem to declare to ``broken``."""
+    out: List[ir.Node] = []
+
+    def failed(chunk: Chunk) -> None:
+        if broken is not None:
+            found = declared_by(source.text[chunk.start:chunk.end])
+            if found:
+                broken.append(found)
+
+    def build(chunk: Chunk, method: str):
+        if chunk.broken:
+            failed(chunk)
+            return None
+        tree, pos = parse_chunk(source, chunk, diags)
+        if tree is None:
+            failed(chunk)
+            return None
+        try:
+            return getattr(Builder(pos, diags), method)(tree)
+        except Exception as exc:  # noqa: BLE001 - report, never crash on odd input
+            diags.error("KD103", f"cannot read this statement ({exc})",
+                        source.span(chunk.start, chunk.end))
+            return None
+
+    for piece in cut(source, diags):
+        if isinstance(piece, TrainBlock):
+            header = build(piece.header, "statement")
+            settings = [s for s in (build(c, "train_entry") for c in piece.entries) if s is not None]
+            span = source.span(piece.header.start, (piece.close_offset + 1) if piece.close_offset
+                               is not None else piece.header.end)
+            if header is not None:
+                out.append(ir.TrainDecl(settings=tuple(settings), span=span))
+        else:
+            node = build(piece, "statement")
+            if node is not None:
+                out.append(node)
+    return out

@@ -1,0 +1,363 @@
+"""Text -> parse trees.
+
+The text is first cut into statements: one per line, continuing inside open ``(`` and ``[``, and a
+``train { }`` block whose settings are one per line. Each statement is then parsed on its own by
+the LALR parser, so a broken statement is reported and the next one is still checked. Bracket and
+string problems are found by the cutter, which knows where a statement should have ended: a
+missing ``)`` is reported at the end of the line that needed it, not at the start of the next
+statement.
+
+Syntax errors say what was expected in the characters a user types (``')'``, not ``RPAR``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple, Union
+
+from kdsl.core.diagnostics import Diagnostics, Note
+from kdsl.core.span import SourceText, Span
+from kdsl.core.suggest import did_you_mean
+
+# Words that start a statement. Inside open brackets, a line that starts with one of them in
+# column 1 means the bracket above was never closed.
+STATEMENT_KEYWORDS = ("student", "teacher", "record", "deliver", "connector", "loss", "train",
+                      "include", "import", "override")
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_OPENERS = {v: k for k, v in _CLOSERS.items()}
+
+
+@dataclass
+class Chunk:
+    """One statement (or one train-block setting) as a range of the source text."""
+
+    start: int
+    end: int
+    rule: str = "statement"
+    broken: bool = False  # the cutter already reported it; do not parse
+
+
+@dataclass
+class TrainBlock:
+    header: Chunk
+    open_offset: int
+    entries: List[Chunk] = field(default_factory=list)
+    close_offset: Optional[int] = None
+
+
+Piece = Union[Chunk, TrainBlock]
+
+
+# ------------------------------------------------------------------------------ the grammar
+def grammar_path() -> str:
+    """The grammar file: installed as package data (kdsl/grammar), or at the top of a checkout."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the kdsl package
+    for candidate in (os.path.join(here, "grammar", "kd.lark"),
+                      os.path.join(os.path.dirname(here), "grammar", "kd.lark")):
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError("kdsl's grammar file kd.lark is missing from the installation")
+
+
+@functools.lru_cache(maxsize=None)
+def lark_parser():
+    import lark
+
+    with open(grammar_path(), encoding="utf-8") as fh:
+        text = fh.read()
+    return lark.Lark(text, parser="lalr", start=["statement", "train_entry", "ref_call", "value"],
+                     propagate_positions=True, maybe_placeholders=True)
+
+
+# ------------------------------------------------------------------------------ cutting
+_LOOKS_LIKE_STATEMENT = re.compile(r"[A-Za-z_]\w*[ \t]+[A-Za-z_]\w*[ \t]*=")
+
+
+def _starts_statement(text: str, pos: int) -> bool:
+    """Whether the line starting at ``pos`` begins, in column 1, with a statement keyword (or
+    with ``word name =``, a statement whose keyword is misspelt)."""
+    if _LOOKS_LIKE_STATEMENT.match(text, pos):
+        return True
+    for word in STATEMENT_KEYWORDS:
+        if text.startswith(word, pos):
+            after = text[pos + len(word): pos + len(word) + 1]
+            if after in ("", " ", "\t", "\n", "\r", "#") or (after == "=" and word in ("student", "teacher")):
+                return True
+    return False
+
+
+def cut(source: SourceText, diags: Diagnostics) -> List[Piece]:
+    text = source.text
+    n = len(text)
+    pieces: List[Piece] = []
+    stack: List[Tuple[str, int]] = []
+    block: Optional[TrainBlock] = None
+    start: Optional[int] = None
+    last_end = 0
+    broken = False
+
+    def finish() -> None:
+        nonlocal start, broken
+        if start is not None:
+            chunk = Chunk(start, last_end, "train_entry" if block else "statement", broken)
+            (block.entries if block else pieces).append(chunk)
+        start, broken = None, False
+
+    def unclosed() -> None:
+        nonlocal broken
+        ch, at = stack[-1]
+        closers = "".join(_CLOSERS[c] for c, _ in reversed(stack))
+        line, col = source.position(last_end)
+        diags.error("KD101", f"'{ch}' was never closed", Span.point(source.name, line, col),
+                    hint=f"add '{closers}' at the end of this line",
+                    notes=[Note(message=f"'{ch}' opened", span=source.span(at, at + 1))])
+        stack.clear()
+        broken = True
+
+    def close_block(at: Optional[int]) -> None:
+        nonlocal block
+        finish()
+        assert block is not None
+        block.close_offset = at
+        pieces.append(block)
+        block = None
+
+    i = 0
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if ch == "\n":
+            if stack and stack[-1][0] in "([":
+                if _starts_statement(text, i + 1):
+                    unclosed()
+                    finish()
+            elif not stack:
+                finish()
+                if block is not None and _starts_statement(text, i + 1):
+                    line, col = source.position(last_end)
+                    diags.error("KD101", "'{' was never closed", Span.point(source.name, line, col),
+                                hint="add '}' on a line of its own to end the train block",
+                                notes=[Note(message="'{' opened",
+                                            span=source.span(block.open_offset, block.open_offset + 1))])
+                    close_block(None)
+            i += 1
+            continue
+        if ch in " \t\r\f":
+            i += 1
+            continue
+        if start is None:
+            start = i
+        if ch == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" and j + 1 < n and text[j + 1] != "\n" else 1
+            if j >= n or text[j] == "\n":
+                diags.error("KD104", "unterminated string", source.span(i, j),
+                            hint='close the string with \'"\' on the same line')
+                broken = True
+                last_end = j
+                i = j
+                continue
+            i = last_end = j + 1
+            continue
+        if ch == "{" and not stack and block is None and text[start:i].strip() == "train":
+            pieces.append(Chunk(start, i + 1, "statement", broken))
+            block = TrainBlock(header=pieces.pop(), open_offset=i)
+            start, broken = None, False
+            last_end = i + 1
+            i += 1
+            continue
+        if ch in "([{":
+            stack.append((ch, i))
+        elif ch in ")]}":
+            if stack and stack[-1][0] == _OPENERS[ch]:
+                stack.pop()
+            elif ch == "}" and not stack and block is not None:
+                if start == i:
+                    start = None
+                close_block(i)
+                # nothing but a comment may follow '}' on its line
+                j = i + 1
+                while j < n and text[j] in " \t\r":
+                    j += 1
+                if j < n and text[j] not in "\n#":
+                    k = text.find("\n", j)
+                    k = n if k < 0 else k
+                    diags.error("KD106", "expected the end of the line after '}'",
+                                source.span(j, k), hint="start the next statement on a new line")
+                    i = k
+                    last_end = k
+                    continue
+                i += 1
+                last_end = i
+                continue
+            else:
+                what = f"'{ch}' does not match '{stack[-1][0]}'" if stack else f"unmatched '{ch}'"
+                notes = [Note(message=f"'{stack[-1][0]}' opened", span=source.span(stack[-1][1], stack[-1][1] + 1))] if stack else []
+                diags.error("KD102", what, source.span(i, i + 1), notes=notes)
+                broken = True
+                if stack:
+                    stack.pop()
+        i += 1
+        last_end = i
+    if stack:
+        unclosed()
+    finish()
+    if block is not None:
+        line, col = source.position(last_end)
+        diags.error("KD101", "'{' was never closed", Span.point(source.name, line, col),
+                    hint="add '}' on a line of its own to end the train block",
+                    notes=[Note(message="'{' opened",
+                                span=source.span(block.open_offset, block.open_offset + 1))])
+        close_block(None)
+    return pieces
+
+
+# ------------------------------------------------------------------------------ parsing
+class Positions:
+    """Maps lark's positions inside a chunk back to the file."""
+
+    def __init__(self, source: SourceText, offset: int) -> None:
+        self.file = source.name
+        self.line0, self.col0 = source.position(offset)
+
+    def at(self, line: int, column: int) -> Tuple[int, int]:
+        return self.line0 + line - 1, (column + self.col0 - 1 if line == 1 else column)
+
+    def span(self, line: int, column: int, end_line: int, end_column: int) -> Span:
+        l1, c1 = self.at(line, column)
+        l2, c2 = self.at(end_line, end_column)
+        return Span(file=self.file, line=l1, column=c1, end_line=l2, end_column=c2)
+
+    def of_token(self, tok) -> Span:
+        return self.span(tok.line, tok.column, tok.end_line, tok.end_column)
+
+    def of_meta(self, meta) -> Optional[Span]:
+        if getattr(meta, "empty", True):
+            return None
+        return self.span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+_TERMINAL_WORDS = {
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+    "REF": "a reference such as pkg.module:factory", "$END": "the end of the statement",
+}
+_EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "LSQB", "LPAR", "MINUS"}
+_ORDER = {")": 0, "]": 1, "}": 2, ",": 3, "=": 4, "*": 5}
+
+
+def _terminal_text(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    term = lark_parser().get_terminal(name)
+    pattern = term.pattern
+    if type(pattern).__name__ == "PatternStr":
+        return f"'{pattern.value}'"
+    return name.lower()
+
+
+def expected_text(names) -> str:
+    names = set(names)
+    # After a complete expression, '.', '[', '(' and '=' could continue it, but the mistake is
+    # almost always a missing separator or closer: name only those when they are possible.
+    if names & {"COMMA", "RPAR", "RSQB", "STAR", "$END"}:
+        names -= {"DOT", "LSQB", "LPAR", "EQUAL"}
+    words: List[str] = []
+    if _EXPRESSION_START <= names:
+        names -= _EXPRESSION_START
+        words.append("an expression")
+    elif {"INT", "FLOAT"} <= names:
+        names -= {"FLOAT"}
+        names.discard("INT")
+        words.append("a number")
+    words += [_terminal_text(n) for n in names]
+    words = sorted(set(words), key=lambda w: (_ORDER.get(w.strip("'"), 10), w.startswith("'") is False, w))
+    if len(words) == 1:
+        return words[0]
+    if len(words) <= 4:
+        return ", ".join(words[:-1]) + " or " + words[-1]
+    return "one of " + ", ".join(words)
+
+
+def _found_text(tok) -> str:
+    if tok.type == "$END":
+        return "the end of the statement"
+    if tok.type == "NAME":
+        return f"name '{tok.value}'"
+    if tok.type in ("INT", "FLOAT"):
+        return f"number {tok.value}"
+    if tok.type == "STRING":
+        return f"string {tok.value}"
+    return f"'{tok.value}'"
+
+
+def _keyword_values(names) -> List[str]:
+    out = []
+    for n in names:
+        if n in _TERMINAL_WORDS or n in _EXPRESSION_START:
+            continue
+        text = _terminal_text(n).strip("'")
+        if text.isidentifier():
+            out.append(text)
+    return out
+
+
+def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
+    """The parse tree of one chunk, or None after reporting its syntax error."""
+    import lark
+
+    pos = Positions(source, chunk.start)
+    text = source.text[chunk.start:chunk.end]
+    try:
+        return lark_parser().parse(text, start=chunk.rule), pos
+    except lark.UnexpectedCharacters as e:
+        line, col = pos.at(e.line, e.column)
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        hint = "strings use double quotes" if ch == "'" else None
+        if ch == "{":
+            diags.error("KD106", "'{' only opens a train block: 'train {'",
+                        Span(file=source.name, line=line, column=col, end_line=line, end_column=col + 1))
+        else:
+            shown = f'"{ch}"' if ch == "'" else f"'{ch}'"
+            diags.error("KD100", f"unexpected character {shown}",
+                        Span(file=source.name, line=line, column=col, end_line=line, end_column=col + 1),
+                        hint=hint)
+    except lark.UnexpectedToken as e:
+        tok = e.token
+        expected = set(getattr(e, "accepts", None) or e.expected)
+        if tok.type == "$END":
+            # point just after the last character of the statement
+            end_line, end_col = source.position(chunk.end)
+            span = Span.point(source.name, end_line, end_col)
+            message = f"unexpected end of the statement; expected {expected_text(expected)}"
+        else:
+            span = pos.of_token(tok)
+            message = f"unexpected {_found_text(tok)}; expected {expected_text(expected)}"
+        hint = None
+        if tok.type == "NAME":
+            hint = did_you_mean(tok.value, _keyword_values(expected))
+        if hint is None and chunk.rule == "statement" and tok.type != "$END" and \
+                tok.end_pos is not None and text[:tok.start_pos].strip() == "":
+            hint = "a statement starts with " + ", ".join(f"'{k}'" for k in STATEMENT_KEYWORDS)
+        diags.error("KD103", message, span, hint=hint)
+    except lark.UnexpectedEOF as e:  # pragma: no cover - LALR reports UnexpectedToken($END)
+        end_line, end_col = source.position(chunk.end)
+        diags.error("KD103", f"unexpected end of the statement; expected {expected_text(e.expected)}",
+                    Span.point(source.name, end_line, end_col))
+    return None, pos
+
+
+def parse_ref_call(text: str):
+    """Parse a command-line reference ``pkg.module:factory(k=v)``; raises lark errors."""
+    return lark_parser().parse(text, start="ref_call")
+
+
+def parse_value(text: str):
+    """Parse a command-line value written as an expression (``sgd(lr=0.1)``); raises lark errors."""
+    return lark_parser().parse(text, start="value")

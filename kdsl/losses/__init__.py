@@ -1,1 +1,0 @@
-"""Distillation losses (torch implementations of the catalog entries)."""
