@@ -8,7 +8,11 @@
         result = distiller.step(x, target=y)
         result.loss.backward()
 
-Importing kdsl does not import torch; ``compile``, ``Distiller`` and the builders do, on first use.
+    result = kdsl.train("specs/digits/kd.kd", epochs=1, threads=1)   # what `kdsl train` runs
+    result.final["top1"], result.files.student
+
+Importing kdsl does not import torch; ``compile``, ``Distiller``, ``train`` and the builders do, on
+first use.
 """
 
 from kdsl.core.diagnostics import Diagnostic as Diagnostic
@@ -20,6 +24,7 @@ from kdsl.lang.loader import load as load
 from kdsl.lang.loader import loads as loads
 from kdsl.catalog.types import Infer as Infer
 from kdsl.catalog.registry import register_connector as register_connector
+from kdsl.catalog.registry import register_function as register_function
 from kdsl.catalog.registry import register_loss as register_loss
 from kdsl.core.span import Span as Span
 
@@ -32,11 +37,14 @@ _LAZY = {
     "StepResult": ("kdsl.runtime.distiller", "StepResult"),
     "build_loss": ("kdsl.components.build", "build_loss"),
     "build_connector": ("kdsl.components.build", "build_connector"),
+    "train": ("kdsl.training.api", "train"),
+    "RunResult": ("kdsl.training.report", "RunResult"),
+    "Reporter": ("kdsl.training.report", "Reporter"),
 }
 
-__all__ = ["Diagnostic", "Distiller", "Infer", "KdslError", "Note", "Span", "Spec", "StepResult",
-           "build_connector", "build_loss", "check", "compile", "load", "loads",
-           "register_connector", "register_loss"]
+__all__ = ["Diagnostic", "Distiller", "Infer", "KdslError", "Note", "Reporter", "RunResult", "Span", "Spec",
+           "StepResult", "build_connector", "build_loss", "check", "compile", "load", "loads",
+           "register_connector", "register_function", "register_loss", "train"]
 
 
 def __getattr__(name: str):

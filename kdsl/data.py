@@ -215,7 +215,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module == "numpy" or module.startswith("numpy.")) and name in self._ALLOWED_NAMES:
             return super().find_class(module, name)
-        if (module, name) == ("_codecs", "encode"):
+        if (module, name) in (("_codecs", "encode"), ("__builtin__", "bytes"), ("builtins", "bytes")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
 
@@ -229,9 +229,22 @@ def _require_numpy() -> Any:
     return numpy
 
 
+class DataFileError(ValueError):
+    """A data file that is not what its reader expects; the message names the file."""
+
+
 def _read_batch(path: Path) -> Dict[str, Any]:
-    with open(path, "rb") as handle:
-        content = _ArrayUnpickler(handle, encoding="bytes").load()
+    try:
+        with open(path, "rb") as handle:
+            content = _ArrayUnpickler(handle, encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise DataFileError(f"{path}: not a CIFAR batch file ({exc})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError) as exc:
+        what = "empty or truncated" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}"
+        raise DataFileError(f"{path}: not a CIFAR batch file ({what})") from None
+    if not isinstance(content, dict):
+        raise DataFileError(f"{path}: not a CIFAR batch file (it holds a {type(content).__name__}, "
+                            "not a dict)")
     # The release was pickled by Python 2, so keys come back as bytes; accept str keys as well.
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
 
@@ -250,25 +263,46 @@ def _locate(root: PathLike, folder: str, files: Sequence[str], name: str) -> Pat
     )
 
 
-def _load_split(folder: Path, files: Sequence[str], label_key: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def _batch_arrays(path: Path, label_key: str, num_classes: int, numpy: Any) -> Tuple[torch.Tensor, List[int]]:
+    """One batch file's images ([N, 3, 32, 32] uint8) and labels, checked: nothing is cast silently."""
+    batch = _read_batch(path)
+    missing = [k for k in ("data", label_key) if k not in batch]
+    if missing:
+        raise DataFileError(f"{path}: not a CIFAR batch file (no {', '.join(repr(k) for k in missing)} "
+                            f"entry; it has {', '.join(repr(k) for k in batch) or 'none'})")
+    data = batch["data"]
+    if not isinstance(data, numpy.ndarray) or data.dtype != numpy.uint8:
+        kind = getattr(data, "dtype", type(data).__name__)
+        raise DataFileError(f"{path}: images must be uint8 pixel values (0-255), got {kind}")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataFileError(f"{path}: images must be rows of 3072 values (3x32x32), got shape {tuple(data.shape)}")
+    if data.shape[0] == 0:
+        raise DataFileError(f"{path}: the batch holds no images")
+    labels = [int(label) for label in batch[label_key]]
+    if len(labels) != data.shape[0]:
+        raise DataFileError(f"{path}: {data.shape[0]} images but {len(labels)} labels")
+    bad = next((label for label in labels if not 0 <= label < num_classes), None)
+    if bad is not None:
+        raise DataFileError(f"{path}: label {bad} is outside 0..{num_classes - 1}")
+    return torch.from_numpy(numpy.ascontiguousarray(data)).reshape(-1, 3, 32, 32), labels
+
+
+def _load_split(folder: Path, files: Sequence[str], label_key: str,
+                num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
     numpy = _require_numpy()
     images: List[torch.Tensor] = []
     labels: List[int] = []
     for file in files:
-        batch = _read_batch(folder / file)
-        data = numpy.ascontiguousarray(batch["data"], dtype=numpy.uint8)
-        images.append(torch.from_numpy(data).reshape(-1, 3, 32, 32))
-        labels.extend(int(label) for label in batch[label_key])
-    stacked = torch.cat(images)
-    if stacked.shape[0] != len(labels):
-        raise ValueError(f"{folder}: {stacked.shape[0]} images but {len(labels)} labels")
-    return stacked, torch.tensor(labels, dtype=torch.int64)
+        batch_images, batch_labels = _batch_arrays(folder / file, label_key, num_classes, numpy)
+        images.append(batch_images)
+        labels.extend(batch_labels)
+    return torch.cat(images), torch.tensor(labels, dtype=torch.int64)
 
 
 def _cifar(folder: Path, train_files: Sequence[str], val_files: Sequence[str], label_key: str,
            num_classes: int, mean: Sequence[float], std: Sequence[float], augment: bool) -> Splits:
-    train_images, train_labels = _load_split(folder, train_files, label_key)
-    val_images, val_labels = _load_split(folder, val_files, label_key)
+    train_images, train_labels = _load_split(folder, train_files, label_key, num_classes)
+    val_images, val_labels = _load_split(folder, val_files, label_key, num_classes)
     return Splits(
         train=ImageDataset(train_images, train_labels, CifarTransform(mean, std, augment=augment)),
         val=ImageDataset(val_images, val_labels, CifarTransform(mean, std, augment=False)),

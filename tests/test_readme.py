@@ -24,7 +24,7 @@ def test_readme_has_no_placeholders_left():
 
 def test_quick_start_main_job(tmp_path):
     """`kdsl train specs/digits/kd.kd`, from a fresh directory holding the specs."""
-    assert "pip install \".[test]\" && kdsl train specs/digits/kd.kd" in README
+    assert "pip install torch==2.13.0 \".[test]\" && kdsl train specs/digits/kd.kd" in README
     shutil.copytree(ROOT / "specs" / "digits", tmp_path / "specs" / "digits")
     proc = subprocess.run([sys.executable, "-m", "kdsl", "train", "specs/digits/kd.kd"], cwd=tmp_path,
                           env=ENV, capture_output=True, text=True, timeout=600)

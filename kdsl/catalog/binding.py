@@ -92,9 +92,74 @@ def bind(component: Component, args: Sequence[Any], kwargs: Sequence[Tuple[str, 
     return out
 
 
-def type_problem(component: Component, param: Param, value: Any) -> Optional[str]:
-    """A message if the literal ``value`` does not fit ``param``'s type, else None."""
-    if param.type.accepts(value):
+# --------------------------------------------------------------------------------------------
+# Checking literal values: types and constraints (the one place, for `kdsl check` and builders)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValueProblem:
+    """A literal that does not fit its parameter: ``KD309`` (wrong type) or ``KD312`` (out of
+    the declared range); ``item`` is the index of the offending list item, if it is one."""
+
+    code: str
+    message: str
+    item: Optional[int] = None
+    hint: Optional[str] = None
+
+
+def value_problem(component: Component, param: Param, value: Any) -> Optional[ValueProblem]:
+    """The problem with the literal ``value`` for ``param``: its type first, then its declared
+    :class:`~kdsl.catalog.types.Constraint`; None when it fits."""
+    if isinstance(value, tuple):
+        value = list(value)  # Python callers pass tuples where a spec writes lists
+    subject = f"'{param.name}' of '{component.name}'"
+    if not param.type.accepts(value):
+        return ValueProblem("KD309", f"{subject} must be {param.type.describe()}, got "
+                            f"{literal_text(value)}", hint=_choice_hint(param, value))
+    if param.constraint is None or value is None:
         return None
-    return (f"'{param.name}' of '{component.name}' must be {param.type.describe()}, "
-            f"got {literal_text(value)}")
+    violation = param.constraint.violation(value)
+    if violation is None:
+        return None
+    where = "" if violation.item is None else f" (item {violation.item + 1})"
+    return ValueProblem("KD312", f"{subject} {violation.requirement}, got "
+                        f"{literal_text(violation.value)}{where}", item=violation.item)
+
+
+def _choice_hint(param: Param, value: Any) -> Optional[str]:
+    words = [c for c in param.type.choices if isinstance(c, str)]
+    if not isinstance(value, str) or not words:
+        return None
+    from kdsl.core.suggest import did_you_mean
+
+    return did_you_mean(value, words)
+
+
+def type_problem(component: Component, param: Param, value: Any) -> Optional[str]:
+    """The message of :func:`value_problem` (type or constraint), or None."""
+    problem = value_problem(component, param, value)
+    return problem.message if problem else None
+
+
+def _is_literal(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_literal(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def instantiate(component: Component, *args: Any, **options: Any) -> Any:
+    """Build ``component``'s implementation from ``options``, after checking every literal
+    option against its declared type and constraint.
+
+    The builders (``kdsl.build_loss``, the compiler) call this rather than the implementation
+    directly, so that options inferred from shapes or given from Python meet the same rules as
+    those `kdsl check` saw in a spec. A problem raises ``ValueError`` with the message (and
+    hint) of :func:`value_problem`; ``args`` go first to the implementation (an optimizer's
+    parameters)."""
+    for key, value in options.items():
+        param = component.option(key)
+        if param is None or param.type.name == "module" or not _is_literal(value):
+            continue
+        problem = value_problem(component, param, value)
+        if problem is not None:
+            raise ValueError(problem.message + (f"; {problem.hint}" if problem.hint else ""))
+    return component.load()(*args, **options)

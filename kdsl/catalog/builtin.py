@@ -12,11 +12,43 @@ MODULES = (
     "logit_losses",
     "feature_losses",
     "relation_losses",
+    "composite_losses",
+    "adaptive_losses",
     "generic_losses",
+    "datafree_losses",
     "connectors",
+    "method_connectors",
     "schedules",
     "training",
+    "functions",
 )
+
+
+# The group each module's entries are listed under by `kdsl list`.
+GROUPS = {
+    "logit_losses": "logits",
+    "feature_losses": "features",
+    "adaptive_losses": "features",
+    "relation_losses": "relations",
+    "composite_losses": "logits and features",
+    "lm_losses": "language models",
+    "datafree_losses": "data-free",
+    "generic_losses": "model losses",
+    "functions": "functions",
+    "connectors": "connectors",
+    "method_connectors": "method connectors",
+    "schedules": "schedules",
+    "training": "training",
+}
+
+
+def group_of(component: Component) -> str:
+    """The group of a built-in entry (from the module that implements it), else "plugins"."""
+    impl = component.impl if isinstance(component.impl, str) else ""
+    if not impl.startswith("kdsl.components."):
+        return "plugins"
+    module = impl.partition(":")[0].rpartition(".")[2]
+    return GROUPS.get(module, module.replace("_", " "))
 
 
 def builtin_components() -> Iterator[Component]:

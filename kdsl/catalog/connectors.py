@@ -1,17 +1,18 @@
-"""Built-in connectors: trainable (or fixed) adapters applied to tensors inside losses.
+"""Built-in general-purpose connectors: trainable (or fixed) adapters applied to tensors inside losses.
 
-Declarations only; the implementations are in :mod:`kdsl.components.connectors` and
-:mod:`kdsl.components.method_connectors`, imported when a connector is built. This module must not import
-torch, so that checking a spec stays fast and works without it.
+Declarations only; the implementations are in :mod:`kdsl.components.connectors`, imported when a
+connector is built. The connectors of one distillation method (OFD, Factor Transfer, CRD, MGD) are
+declared in :mod:`kdsl.catalog.method_connectors`. This module must not import torch, so that
+checking a spec stays fast and works without it.
 """
 
 from __future__ import annotations
 
-from kdsl.catalog.types import BOOL, FLOAT, INT, MODULE, STR, TENSOR, Component, Infer, Param, choice, list_of, one_of, optional
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, STR, TENSOR, Component, Infer,
+                                Param, choice, each, list_of, one_of, one_or_each, optional)
 from kdsl.catalog.shapes import rank
 
 _MODULES = "kdsl.components.connectors"
-_METHODS = "kdsl.components.method_connectors"
 
 # Kept in step with the implementations' accepted values (a test compares them).
 ACT_CHOICES = ("relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "none")
@@ -22,21 +23,23 @@ POOL_MODE_CHOICES = ("avg", "max")
 INTERPOLATE_MODE_CHOICES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic",
                             "trilinear", "area")
 
-_X_MAP = Param("x", TENSOR, doc="feature map [N, C, H, W]")
+# Inputs and options shared with :mod:`kdsl.catalog.method_connectors`.
+X_MAP = Param("x", TENSOR, doc="feature map [N, C, H, W]")
+X_CHANNELS = Param("x", TENSOR, doc="tensor [N, C, ...] with channels in dimension 1")
+IN_CHANNELS = Param("in_channels", INT, doc="channels of the input (inferred)", constraint=COUNT)
+
 _X_ANY = Param("x", TENSOR, doc="tensor whose last dimension is the feature dimension")
-_X_CHANNELS = Param("x", TENSOR, doc="tensor [N, C, ...] with channels in dimension 1")
 _X_SPATIAL = Param("x", TENSOR, doc="tensor [N, C, L], [N, C, H, W] or [N, C, D, H, W]")
 
-_IN_CHANNELS = Param("in_channels", INT, doc="channels of the input (inferred)")
-_OUT_CHANNELS = Param("out_channels", INT, doc="channels of the output (inferred from the target)")
+_OUT_CHANNELS = Param("out_channels", INT, doc="channels of the output (inferred from the target)",
+                      constraint=COUNT)
 _CHANNELS_IN_OUT = (Infer("in_channels", "input", dim=1), Infer("out_channels", "target", dim=1))
+_IN_FEATURES = Param("in_features", INT, doc="size of the input's last dimension (inferred)",
+                     constraint=COUNT)
+_OUT_FEATURES = Param("out_features", INT, doc="size of the output's last dimension (inferred from "
+                      "the target)", constraint=COUNT)
 
 _FITNETS = "Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015"
-_OFD = "Heo et al., A Comprehensive Overhaul of Feature Distillation, ICCV 2019"
-_FT = "Kim, Park and Kwak, Paraphrasing Complex Network: Network Compression via Factor " \
-      "Transfer, NeurIPS 2018"
-_CRD = "Tian, Krishnan and Isola, Contrastive Representation Distillation, ICLR 2020"
-_MGD = "Yang et al., Masked Generative Distillation, ECCV 2022"
 
 
 COMPONENTS = (
@@ -52,18 +55,18 @@ COMPONENTS = (
              "spatial size for odd kernels at stride 1; `bias=\"auto\"` gives the convolution a "
              "bias only when `norm` is none. `in_channels` and `out_channels` are inferred from "
              "the input and from the tensor the output is compared with."),
-        inputs=(_X_MAP,),
+        inputs=(X_MAP,),
         options=(
-            _IN_CHANNELS, _OUT_CHANNELS,
-            Param("kernel_size", INT, 1, "convolution kernel size"),
-            Param("stride", INT, 1, "convolution stride"),
+            IN_CHANNELS, _OUT_CHANNELS,
+            Param("kernel_size", INT, 1, "convolution kernel size", COUNT),
+            Param("stride", INT, 1, "convolution stride", COUNT),
             Param("padding", optional(INT), None,
-                  "zero padding; none pads (kernel_size - 1) // 2"),
+                  "zero padding; none pads (kernel_size - 1) // 2", NON_NEGATIVE),
             Param("norm", choice(*CONV_NORM_CHOICES), "bn", "normalisation after the conv"),
             Param("act", choice(*ACT_CHOICES), "none", "activation after the norm"),
             Param("bias", one_of(BOOL, choice("auto")), "auto",
                   "conv bias; \"auto\": only without a norm"),
-            Param("num_groups", INT, 32, "groups of norm=\"gn\" (must divide out_channels)"),
+            Param("num_groups", INT, 32, "groups of norm=\"gn\" (must divide out_channels)", COUNT),
         ),
         rules=(rank("x", 4),),
         infer=_CHANNELS_IN_OUT,
@@ -77,8 +80,8 @@ COMPONENTS = (
              "lets a thin student's hint layer be compared with a wider teacher's guided layer. "
              "Both channel counts are inferred."),
         paper=_FITNETS,
-        inputs=(_X_MAP,),
-        options=(_IN_CHANNELS, _OUT_CHANNELS,
+        inputs=(X_MAP,),
+        options=(IN_CHANNELS, _OUT_CHANNELS,
                  Param("bn", BOOL, False, "add BatchNorm2d after the conv")),
         rules=(rank("x", 4),),
         infer=_CHANNELS_IN_OUT,
@@ -91,9 +94,7 @@ COMPONENTS = (
              "inferred from the input's last dimension and `out_features` from the last "
              "dimension of the tensor the output is compared with."),
         inputs=(_X_ANY,),
-        options=(Param("in_features", INT, doc="size of the input's last dimension (inferred)"),
-                 Param("out_features", INT, doc="size of the output's last dimension (inferred "
-                       "from the target)"),
+        options=(_IN_FEATURES, _OUT_FEATURES,
                  Param("bias", BOOL, True, "add a learnt bias")),
         infer=(Infer("in_features", "input", dim=-1), Infer("out_features", "target", dim=-1)),
     ),
@@ -107,11 +108,9 @@ COMPONENTS = (
              "non-linear projector is often a better student-to-teacher adapter than a linear "
              "one. `in_features` and `out_features` are inferred like those of `linear`."),
         inputs=(_X_ANY,),
-        options=(Param("in_features", INT, doc="size of the input's last dimension (inferred)"),
-                 Param("out_features", INT, doc="size of the output's last dimension (inferred "
-                       "from the target)"),
+        options=(_IN_FEATURES, _OUT_FEATURES,
                  Param("hidden", optional(list_of(INT)), None,
-                       "hidden widths; none: one layer of out_features"),
+                       "hidden widths; none: one layer of out_features", each(COUNT)),
                  Param("act", choice(*ACT_CHOICES), "relu", "activation after each hidden layer"),
                  Param("norm", choice(*MLP_NORM_CHOICES), "none",
                        "normalisation after each hidden layer")),
@@ -126,100 +125,12 @@ COMPONENTS = (
              "vector. Normalising both sides before a feature loss removes differences of scale "
              "between student and teacher. `num_features` is inferred from the input's "
              "dimension 1; for token tensors [N, L, C] use torch_nn(type=\"LayerNorm\")."),
-        inputs=(_X_CHANNELS,),
-        options=(Param("num_features", INT, doc="channels of the input (inferred)"),
+        inputs=(X_CHANNELS,),
+        options=(Param("num_features", INT, doc="channels of the input (inferred)", constraint=COUNT),
                  Param("kind", choice(*NORM_KIND_CHOICES), "bn", "batch norm or layer norm"),
                  Param("affine", BOOL, True, "learn a per-channel scale and shift")),
         rules=(rank("x", 2, 3, 4, 5),),
         infer=(Infer("num_features", "input", dim=1),),
-    ),
-    Component(
-        "connector", "ofd_margin", impl=f"{_METHODS}:OFDMargin",
-        summary="OFD's teacher-side margin ReLU max(x, m), margins from a teacher BatchNorm.",
-        doc=("Computes max(x, m) with a per-channel margin m, the teacher transform of OFD (Heo "
-             "et al., ICCV 2019), applied to the teacher's pre-ReLU feature. Modelling the "
-             "output of the given teacher BatchNorm as x ~ N(beta, gamma^2) per channel, m is "
-             "the expected negative response E[x | x < 0] = beta - |gamma| phi(beta/|gamma|) / "
-             "Phi(-beta/|gamma|); when Phi(-beta/|gamma|) <= 0.001 the paper's -3|gamma| is used "
-             "instead, and a zero gamma gives min(beta, 0). The margins are computed once when "
-             "the connector is built and kept as a buffer: there are no trainable parameters."),
-        paper=_OFD,
-        inputs=(_X_CHANNELS,),
-        options=(Param("bn", MODULE, doc="teacher BatchNorm producing the feature, e.g. "
-                       "teacher.layer2.0.bn1"),),
-        rules=(rank("x", 2, 3, 4, 5),),
-    ),
-    Component(
-        "connector", "paraphraser", impl=f"{_METHODS}:Paraphraser",
-        summary="Factor Transfer's paraphraser: teacher-feature autoencoder returning the factor.",
-        doc=("The teacher-side module of Factor Transfer (Kim et al., NeurIPS 2018): a "
-             "convolutional autoencoder whose encoder (three 3x3 convolutions with LeakyReLU, "
-             "C -> C -> F -> F channels, optional batch norm) extracts the teacher factor that "
-             "the connector returns, and whose decoder (three 3x3 transposed convolutions back "
-             "to C) reconstructs the input. The paraphraser is pretrained on the teacher's "
-             "features with the reconstruction error (methods reconstruct and "
-             "reconstruction_loss) before distillation. F is `factor_channels`, or "
-             "int(in_channels * rate) with the paper's paraphrase rate 0.5; `in_channels` is "
-             "inferred."),
-        paper=_FT,
-        inputs=(_X_MAP,),
-        options=(_IN_CHANNELS,
-                 Param("rate", FLOAT, 0.5, "paraphrase rate: factor channels / in_channels"),
-                 Param("factor_channels", optional(INT), None,
-                       "factor channels; overrides rate"),
-                 Param("use_bn", BOOL, False, "batch norm after each convolution")),
-        rules=(rank("x", 4),),
-        infer=(Infer("in_channels", "input", dim=1),),
-    ),
-    Component(
-        "connector", "translator", impl=f"{_METHODS}:Translator",
-        summary="Factor Transfer's translator: maps student features to the factor space.",
-        doc=("The student-side module of Factor Transfer (Kim et al., NeurIPS 2018): three 3x3 "
-             "convolutions with LeakyReLU (C_s -> C_s -> F -> F channels, optional batch norm) "
-             "that turn a student feature map into a factor comparable with the paraphraser's. "
-             "`in_channels` is inferred from the input and `factor_channels` from the tensor the "
-             "output is compared with (the paraphraser's factor)."),
-        paper=_FT,
-        inputs=(_X_MAP,),
-        options=(_IN_CHANNELS,
-                 Param("factor_channels", INT, doc="channels of the factor (inferred from the "
-                       "target)"),
-                 Param("use_bn", BOOL, False, "batch norm after each convolution")),
-        rules=(rank("x", 4),),
-        infer=(Infer("in_channels", "input", dim=1), Infer("factor_channels", "target", dim=1)),
-    ),
-    Component(
-        "connector", "crd_embed", impl=f"{_METHODS}:CRDEmbed",
-        summary="CRD's embedding head: flatten, linear to feat_dim, L2-normalise.",
-        doc=("Flattens each sample, maps it linearly to `feat_dim` dimensions and divides by its "
-             "L2 norm, the embedding head that Contrastive Representation Distillation (Tian et "
-             "al., ICLR 2020) puts on both the student's and the teacher's features before the "
-             "contrastive loss. `in_features` is inferred as the number of elements per sample "
-             "of the input."),
-        paper=_CRD,
-        inputs=(Param("x", TENSOR, doc="tensor [N, ...], flattened per sample"),),
-        options=(Param("in_features", INT, doc="elements per sample of the input (inferred)"),
-                 Param("feat_dim", INT, 128, "embedding size")),
-        infer=(Infer("in_features", "input", flat=True),),
-    ),
-    Component(
-        "connector", "mgd_generator", impl=f"{_METHODS}:MGDGenerator",
-        summary="MGD's generator: align channels, random spatial mask, conv-ReLU-conv generation.",
-        doc=("The student-side module of Masked Generative Distillation (Yang et al., ECCV "
-             "2022): a 1x1 convolution aligns student channels to teacher channels when they "
-             "differ, a random mask zeroes each spatial position (all channels) with probability "
-             "`lambda_mgd` (torch's RNG, so seeding makes it reproducible), and a 3x3 conv, "
-             "ReLU, 3x3 conv block generates the teacher feature from the rest. The mask is "
-             "drawn in training mode only; in eval mode the full aligned feature is used, like "
-             "dropout. Both channel counts are inferred."),
-        paper=_MGD,
-        inputs=(_X_MAP,),
-        options=(Param("student_channels", INT, doc="channels of the input (inferred)"),
-                 Param("teacher_channels", INT, doc="channels of the target (inferred)"),
-                 Param("lambda_mgd", FLOAT, 0.65, "fraction of spatial positions masked")),
-        rules=(rank("x", 4),),
-        infer=(Infer("student_channels", "input", dim=1),
-               Infer("teacher_channels", "target", dim=1)),
     ),
     Component(
         "connector", "pool", impl=f"{_MODULES}:Pool",
@@ -229,7 +140,8 @@ COMPONENTS = (
              "feature maps of different resolutions or to reduce them to channel vectors "
              "(output_size 1). A list gives one size per spatial dimension."),
         inputs=(_X_SPATIAL,),
-        options=(Param("output_size", one_of(INT, list_of(INT)), 1, "output spatial size"),
+        options=(Param("output_size", one_of(INT, list_of(INT)), 1, "output spatial size",
+                       one_or_each(COUNT)),
                  Param("mode", choice(*POOL_MODE_CHOICES), "avg", "average or max pooling")),
         rules=(rank("x", 3, 4, 5),),
     ),
@@ -242,9 +154,10 @@ COMPONENTS = (
              "matches the resolution of a student feature map to the teacher's; "
              "`align_corners` applies to the linear modes only."),
         inputs=(_X_SPATIAL,),
-        options=(Param("size", optional(one_of(INT, list_of(INT))), None, "output spatial size"),
+        options=(Param("size", optional(one_of(INT, list_of(INT))), None, "output spatial size",
+                       one_or_each(COUNT)),
                  Param("scale_factor", optional(one_of(FLOAT, list_of(FLOAT))), None,
-                       "multiplier of the spatial size"),
+                       "multiplier of the spatial size", one_or_each(POSITIVE)),
                  Param("mode", choice(*INTERPOLATE_MODE_CHOICES), "bilinear",
                        "interpolation algorithm"),
                  Param("align_corners", optional(BOOL), None,

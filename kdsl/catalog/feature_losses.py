@@ -9,7 +9,8 @@ much and why.
 
 from __future__ import annotations
 
-from kdsl.catalog.types import BOOL, FLOAT, INT, REQUIRED, TENSOR, Component, Infer, Param, choice, optional
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, REQUIRED, TENSOR, Component,
+                                Infer, Param, choice, optional)
 from kdsl.catalog.shapes import rank, same_batch, same_channels, same_shape, same_spatial
 
 _IMPL = "kdsl.components.feature_losses:"
@@ -71,7 +72,7 @@ COMPONENTS = (
         ICCV 2015.""",
         "Girshick, Fast R-CNN, ICCV 2015",
         options=(
-            Param("beta", FLOAT, 1.0, "where the quadratic part turns linear (>= 0)"),
+            Param("beta", FLOAT, 1.0, "where the quadratic part turns linear", NON_NEGATIVE),
             _REDUCTION,
         ),
         rules=(same_shape("preds_S", "preds_T"),),
@@ -82,7 +83,7 @@ COMPONENTS = (
         """With s_n, t_n the flattened n-th samples, L = mean_n (1 - <s_n, t_n> /
         (max(||s_n||, eps) * max(||t_n||, eps))). Invariant to a positive rescaling of either
         feature; 0 when they point the same way, 2 when opposite.""",
-        options=(Param("eps", FLOAT, 1e-8, "lower bound on each norm"),),
+        options=(Param("eps", FLOAT, 1e-8, "lower bound on each norm", POSITIVE),),
         rules=(same_shape("preds_S", "preds_T"),),
     ),
     _loss(
@@ -94,9 +95,14 @@ COMPONENTS = (
         The squared-mean form is the authors' code (and MMRazor's ATLoss, same value); the paper
         writes the beta/2-weighted p-norm of the difference. Zagoruyko & Komodakis, "Paying More
         Attention to Attention: Improving the Performance of Convolutional Neural Networks via
-        Attention Transfer", ICLR 2017.""",
+        Attention Transfer", ICLR 2017. form="paper" computes Eq. (2) instead, mean_n ||a(S)_n
+        - a(T)_n||_2 (torchdistill's ATLoss with mode 'paper'); form="code" is its mode 'code'.
+        torchdistill's pairs are one term per pair, weighted.""",
         "Zagoruyko & Komodakis, Attention Transfer, ICLR 2017",
-        options=(Param("p", FLOAT, 2.0, "exponent of the attention map (> 0)"),),
+        options=(Param("p", FLOAT, 2.0, "exponent of the attention map", POSITIVE),
+                 Param("form", choice("code", "paper"), "code",
+                       '"code": authors\' code, MMRazor, torchdistill mode code; "paper": Eq. (2), '
+                       'l2 distance per sample (torchdistill mode paper)')),
         rules=(same_batch("preds_S", "preds_T"), same_spatial("preds_S", "preds_T"),
                rank("preds_S", 3, 4, 5), rank("preds_T", 3, 4, 5)),
     ),
@@ -110,7 +116,8 @@ COMPONENTS = (
         output; mul_factor is MMRazor's scale (same value as its OFDLoss). Heo et al., "A
         Comprehensive Overhaul of Feature Distillation", ICCV 2019.""",
         "Heo et al., Overhaul of Feature Distillation, ICCV 2019",
-        options=(Param("mul_factor", FLOAT, 1000.0, "the sum is divided by N and by this"),),
+        options=(Param("mul_factor", FLOAT, 1000.0, "the sum is divided by N and by this",
+                       POSITIVE),),
         rules=(same_shape("preds_S", "preds_T"),),
     ),
     _loss(
@@ -120,10 +127,14 @@ COMPONENTS = (
         m = margin: the paper's piecewise-differentiable surrogate for matching which neurons
         are active. kdsl returns the paper's value; MMRazor's ABLoss multiplies it by 3/1000 (an
         unexplained constant of the authors' training script), so MMRazor's value = kdsl's *
-        0.003, and a weight of 0.003 reproduces it. Heo et al., "Knowledge Transfer via
-        Distillation of Activation Boundaries Formed by Hidden Neurons", AAAI 2019.""",
+        0.003, and a weight of 0.003 reproduces it. torchdistill's AltActTransferLoss is this
+        loss (reduction "mean" there is batchmean here; "sum" drops the 1 / N). Heo et al.,
+        "Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden Neurons",
+        AAAI 2019.""",
         "Heo et al., Activation Boundaries, AAAI 2019",
-        options=(Param("margin", FLOAT, 1.0, "margin m of the hinge"),),
+        options=(Param("margin", FLOAT, 1.0, "margin m of the hinge", NON_NEGATIVE),
+                 Param("reduction", choice("batchmean", "sum"), "batchmean",
+                       "sum / N, or the sum (torchdistill reduction='sum')")),
         rules=(same_shape("preds_S", "preds_T"),),
     ),
     _loss(
@@ -132,10 +143,17 @@ COMPONENTS = (
         """With f(F) = F / ||F||_2 for each flattened sample, L = mean(|f(S) - f(T)|^p) over
         batch and elements, p = 1 by default as in the paper (and MMRazor's FTLoss, same value).
         The factors come from the teacher's paraphraser and the student's translator, which are
-        connectors. Kim, Park & Kwak, "Paraphrasing Complex Network: Network Compression via
-        Factor Transfer", NeurIPS 2018.""",
+        connectors. reduction="sum" sums instead of averaging. distance="norm" takes the p-norm
+        of each sample's difference, ||f(S) - f(T)||_p, reduced over the batch: the paper's
+        Eq. (3) and torchdistill's FTLoss for p = 2 (torchdistill's p = 1 is the default
+        elementwise form). Kim, Park & Kwak, "Paraphrasing Complex Network: Network Compression
+        via Factor Transfer", NeurIPS 2018.""",
         "Kim et al., Factor Transfer, NeurIPS 2018",
-        options=(Param("p", choice(1, 2), 1, "1 for the L1 distance, 2 for the squared one"),),
+        options=(Param("p", choice(1, 2), 1, "1 for the L1 distance, 2 for the squared one"),
+                 Param("reduction", choice("mean", "sum"), "mean",
+                       "mean or sum (over elements, or over samples with distance=norm)"),
+                 Param("distance", choice("elementwise", "norm"), "elementwise",
+                       '"norm": per-sample p-norm (paper Eq. 3, torchdistill FTLoss p=2)')),
         rules=(same_shape("preds_S", "preds_T"),),
     ),
     _loss(
@@ -146,7 +164,7 @@ COMPONENTS = (
         KL(phi(T)_{n,c} || phi(S)_{n,c}). Same value as MMRazor's ChannelWiseDivergence. Shu et
         al., "Channel-wise Knowledge Distillation for Dense Prediction", ICCV 2021.""",
         "Shu et al., Channel-wise Distillation, ICCV 2021",
-        options=(Param("tau", FLOAT, 1.0, "temperature (> 0)"),),
+        options=(Param("tau", FLOAT, 1.0, "temperature", POSITIVE),),
         rules=(same_shape("preds_S", "preds_T"), rank("preds_S", 3, 4, 5)),
     ),
     _loss(
@@ -171,7 +189,8 @@ COMPONENTS = (
         masked student feature by the mgd_generator connector. Same value as MMRazor's MGDLoss.
         Yang et al., "Masked Generative Distillation", ECCV 2022.""",
         "Yang et al., Masked Generative Distillation, ECCV 2022",
-        options=(Param("alpha_mgd", FLOAT, 2e-5, "scale of the summed squared error"),),
+        options=(Param("alpha_mgd", FLOAT, 2e-5, "scale of the summed squared error",
+                       NON_NEGATIVE),),
         rules=(same_shape("preds_S", "preds_T"),),
     ),
     _loss(
@@ -182,7 +201,10 @@ COMPONENTS = (
         G(t_first, t_second))^2) / N, the paper's squared Frobenius norm averaged over the batch
         (RepDistiller averages over the C1 C2 entries as well). If the student's and teacher's
         spatial sizes differ, the larger pair is average-pooled to the smaller size first, as
-        RepDistiller does. Yim et al., "A Gift from Knowledge Distillation: Fast Optimization,
+        RepDistiller does. Two maps of one network at different resolutions are first
+        max-pooled to the smaller one (torchdistill). norm="column" sums the unsquared l2 norms
+        of the columns of the difference, sum_{n,j} ||G_S[n, :, j] - G_T[n, :, j]||_2 / N, as
+        torchdistill's FSPLoss (one term per pair). Yim et al., "A Gift from Knowledge Distillation: Fast Optimization,
         Network Minimization and Transfer Learning", CVPR 2017.""",
         "Yim et al., FSP, CVPR 2017",
         inputs=(
@@ -191,9 +213,11 @@ COMPONENTS = (
             Param("t_first", TENSOR, doc="teacher's first layer, [N, C1, H', W']"),
             Param("t_second", TENSOR, doc="teacher's second layer, [N, C2, H', W']"),
         ),
+        options=(Param("norm", choice("squared", "column"), "squared",
+                       '"squared": squared Frobenius norm (paper); "column": unsquared column '
+                       'norms (torchdistill FSPLoss)'),),
         rules=(
             rank("s_first", 4), rank("s_second", 4), rank("t_first", 4), rank("t_second", 4),
-            same_spatial("s_first", "s_second"), same_spatial("t_first", "t_second"),
             same_batch("s_first", "s_second"), same_batch("s_first", "t_first"),
             same_batch("t_first", "t_second"),
             same_channels("s_first", "t_first"), same_channels("s_second", "t_second"),
@@ -210,7 +234,7 @@ COMPONENTS = (
         Transfer", arXiv 2017.""",
         "Huang & Wang, Neuron Selectivity Transfer, arXiv 2017",
         options=(
-            Param("degree", INT, 2, "degree d of the polynomial kernel (>= 1)"),
+            Param("degree", INT, 2, "degree d of the polynomial kernel", COUNT),
             Param("coef0", FLOAT, 0.0, "constant c of the polynomial kernel"),
         ),
         rules=(same_batch("preds_S", "preds_T"), same_spatial("preds_S", "preds_T"),
@@ -226,16 +250,21 @@ COMPONENTS = (
         teacher under q(t | s) up to a constant, averaged rather than summed (as the authors'
         code). Its parameters train with the student. Left out, in_channels / out_channels are
         inferred from the channels of preds_S / preds_T; mid_channels defaults to out_channels.
-        Spatial sizes must agree.
+        Spatial sizes must agree. With regressor="none" the mean is preds_S itself.
         Ahn et al., "Variational Information Distillation for Knowledge Transfer", CVPR
         2019.""",
         "Ahn et al., VID, CVPR 2019",
         options=(
-            Param("in_channels", INT, REQUIRED, "channels of preds_S"),
-            Param("out_channels", INT, REQUIRED, "channels of preds_T"),
-            Param("mid_channels", optional(INT), None, "hidden channels (default out_channels)"),
-            Param("init_pred_var", FLOAT, 5.0, "initial variance (> eps)"),
-            Param("eps", FLOAT, 1e-5, "lower bound of the variance"),
+            Param("in_channels", INT, REQUIRED, "channels of preds_S", COUNT),
+            Param("out_channels", INT, REQUIRED, "channels of preds_T", COUNT),
+            Param("mid_channels", optional(INT), None, "hidden channels (default out_channels)",
+                  COUNT),
+            # "> eps" relates two options, so the implementation checks it
+            Param("init_pred_var", FLOAT, 5.0, "initial variance (> eps)", POSITIVE),
+            Param("eps", FLOAT, 1e-5, "lower bound of the variance", POSITIVE),
+            Param("regressor", choice("conv", "none"), "conv",
+                  '"none": the mean is preds_S itself (same channels), as torchdistill\'s '
+                  'Regressor4VID without its convolutions'),
         ),
         rules=(same_batch("preds_S", "preds_T"), same_spatial("preds_S", "preds_T"),
                rank("preds_S", 2, 3, 4), rank("preds_T", 2, 3, 4)),
@@ -245,13 +274,30 @@ COMPONENTS = (
         "ickd", "ICKDLoss",
         "Inter-channel correlation: distance of the channel Gram matrices.",
         """With F the (C, positions) matrix of a sample and G = row-l2-normalize(F F^T) its
-        inter-channel correlation, L = sum((G(S) - G(T))^2) / (N C), as in the authors' code.
+        inter-channel correlation, L = sum((G(S) - G(T))^2) / (N C), as in the authors' code;
+        reduction="mean_n2" divides by N^2 C instead, as torchdistill's ChSimLoss.
         Student and teacher need the same channels: project the student with a conv1x1
         connector first (the paper's projection); spatial sizes may differ. Liu et al.,
         "Exploring Inter-Channel Correlation for Diversity-preserved Knowledge Distillation",
         ICCV 2021.""",
         "Liu et al., ICKD, ICCV 2021",
+        options=(Param("reduction", choice("mean", "mean_n2"), "mean",
+                       '"mean": sum / (N C); "mean_n2": sum / (N^2 C) (torchdistill ChSimLoss)'),),
         rules=(same_batch("preds_S", "preds_T"), same_channels("preds_S", "preds_T"),
                rank("preds_S", 3, 4, 5), rank("preds_T", 3, 4, 5)),
+    ),
+    _loss(
+        "vid_nll", "VIDNLLLoss",
+        "VID's Gaussian negative log-likelihood given a predicted mean and variance.",
+        """L = mean over all elements of 0.5 * ((mu - T)^2 / var + log var), var broadcast
+        against T (a per-channel [1, C, 1, 1] variance works), without the constant term: the
+        loss of vid with the regressor and the variance supplied from outside, as
+        torchdistill's VIDLoss takes them from its Regressor4VID (one term per pair). Ahn et al.,
+        "Variational Information Distillation for Knowledge Transfer", CVPR 2019.""",
+        "Ahn et al., VID, CVPR 2019",
+        inputs=(Param("mean", TENSOR, doc="predicted mean of the teacher feature, [N, C, ...]"),
+                Param("preds_T", TENSOR, doc="teacher feature, same shape as mean"),
+                Param("variance", TENSOR, doc="predicted variance, positive, broadcastable")),
+        rules=(same_shape("mean", "preds_T"),),
     ),
 )

@@ -10,7 +10,8 @@ differs from MMRazor's implementation of the same loss, the entry says how and w
 
 from __future__ import annotations
 
-from kdsl.catalog.types import BOOL, FLOAT, INT, LABELS, TENSOR, Component, Param, choice
+from kdsl.catalog.types import (BOOL, FLOAT, INT, LABELS, NON_NEGATIVE, POSITIVE, PROBABILITY, TENSOR,
+                                Component, Param, choice, optional)
 from kdsl.catalog.shapes import labels_for, rank, same_shape
 
 _IMPL = "kdsl.components.logit_losses:"
@@ -18,7 +19,7 @@ _IMPL = "kdsl.components.logit_losses:"
 _S = Param("preds_S", TENSOR, doc="student logits, [N, C] (or [N, C, H, W] where allowed)")
 _T = Param("preds_T", TENSOR, doc="teacher logits, same shape as preds_S")
 _LABELS = Param("gt_labels", LABELS, doc="class index per sample, [N]")
-_TAU = Param("tau", FLOAT, 1.0, "softmax temperature (> 0)")
+_TAU = Param("tau", FLOAT, 1.0, "softmax temperature", POSITIVE)
 _DETACH = Param("detach_teacher", BOOL, True,
                 "stop gradients at the teacher's logits (MMRazor's teacher_detach)")
 _PAIR_RULES = (same_shape("preds_S", "preds_T"),)
@@ -74,14 +75,48 @@ COMPONENTS = (
         """L = reduce(-(1 - eps) * log p_y - eps * mean_c log p_c) with p = softmax(S) over
         dimension 1, y the label and eps the label smoothing; positions labelled ignore_index
         count neither in the sum nor in the mean. This is torch's cross_entropy; gt_labels has
-        shape [N] (or [N, H, W] for dense predictions).""",
+        shape [N] (or [N, H, W] for dense predictions). DeiT's hard-label distillation (Touvron
+        et al., "Training data-efficient image transformers & distillation through attention",
+        ICML 2021) is this loss with the teacher's argmax as the labels:
+        cross_entropy(s_dist_logits, argmax(t_logits)), weighted 1/2 next to the task loss.""",
         inputs=(_S, Param("gt_labels", LABELS,
                           doc="class index per sample (or position), [N] or [N, H, W]")),
-        options=(Param("label_smoothing", FLOAT, 0.0, "mass spread uniformly over the classes"),
+        options=(Param("label_smoothing", FLOAT, 0.0, "mass spread uniformly over the classes",
+                       PROBABILITY),
                  Param("ignore_index", INT, -100, "label value that contributes nothing"),
                  Param("reduction", choice("mean", "sum", "none"), "mean",
                        "mean over counted samples, sum, or none")),
         rules=(rank("preds_S", 2, 4), labels_for("gt_labels", "preds_S")),
+    ),
+    _loss(
+        "kd", "KDLoss",
+        "Hinton's KD with the hard-label term: alpha * CE(S, y) + beta * tau^2 * KL.",
+        """L = alpha * CE(S, y) + beta * tau^2 * KL(softmax(T / tau) || softmax(S / tau)), beta
+        = 1 - alpha unless given, CE with label_smoothing; without gt_labels only the soft term
+        (beta * tau^2 * KL) is returned. The KL is reduced by batchmean (sum / N), sum or mean
+        over elements, the CE by mean (for batchmean and mean) or sum. form="torchdistill"
+        reproduces torchdistill's KDLoss: where alpha is 0 or no labels are given it returns the
+        bare KL, without beta and without tau^2 (the kd_* cases of torchdistill's vectors, and
+        SKD's instance loss). kl_div with a second cross_entropy term gives the same value in a
+        spec; this entry takes a torchdistill KDLoss config one to one. Hinton, Vinyals and
+        Dean, "Distilling the Knowledge in a Neural Network", NIPS Deep Learning Workshop
+        2015.""",
+        _HINTON,
+        inputs=(_S, _T, Param("gt_labels", optional(LABELS), None,
+                              "class index per sample, [N]; without it only the soft term")),
+        options=(Param("tau", FLOAT, 4.0, "softmax temperature", POSITIVE),
+                 Param("alpha", FLOAT, 0.5, "weight of the hard-label cross-entropy", NON_NEGATIVE),
+                 Param("beta", optional(FLOAT), None, "weight of the soft term (1 - alpha when none)",
+                       NON_NEGATIVE),
+                 Param("label_smoothing", FLOAT, 0.0, "label smoothing of the cross-entropy",
+                       PROBABILITY),
+                 Param("reduction", choice("batchmean", "sum", "mean"), "batchmean",
+                       "reduction of the KL (batchmean, sum, mean); the CE uses mean or sum"),
+                 Param("form", choice("paper", "torchdistill"), "paper",
+                       '"torchdistill": torchdistill KDLoss - the soft-only path (alpha 0 or no '
+                       'labels) drops beta and tau^2'),
+                 _DETACH),
+        rules=_CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),),
     ),
     _loss(
         "dkd", "DKDLoss",
@@ -95,13 +130,17 @@ COMPONENTS = (
         teacher gradients are NaN (it masks the target class with a -1000 logit, the teacher's
         masked probability underflows to 0 and KL's gradient with respect to the target is
         log 0), where kdsl computes both distributions in log space and gives finite teacher
-        gradients with detach_teacher=false. Zhao et al., "Decoupled Knowledge Distillation",
+        gradients with detach_teacher=false; form="mmrazor" repeats MMRazor's masked computation,
+        NaN teacher gradients included, for bit-level parity. Zhao et al., "Decoupled Knowledge Distillation",
         CVPR 2022.""",
         "Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
         inputs=(_S, _T, _LABELS),
-        options=(Param("alpha", FLOAT, 1.0, "weight of the target-class term TCKD"),
-                 Param("beta", FLOAT, 8.0, "weight of the non-target-class term NCKD"),
-                 Param("tau", FLOAT, 4.0, "softmax temperature (> 0)"),
+        options=(Param("alpha", FLOAT, 1.0, "weight of the target-class term TCKD", NON_NEGATIVE),
+                 Param("beta", FLOAT, 8.0, "weight of the non-target-class term NCKD", NON_NEGATIVE),
+                 Param("tau", FLOAT, 4.0, "softmax temperature", POSITIVE),
+                 Param("form", choice("log_space", "mmrazor"), "log_space",
+                       '"mmrazor": MMRazor DKDLoss - target masked by a -1000 logit, NaN teacher '
+                       'gradients'),
                  _DETACH),
         rules=_CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),),
     ),
@@ -116,12 +155,19 @@ COMPONENTS = (
         1e-8). Because rho is invariant to positive affine maps (up to that 1e-8), the student
         need not reproduce the teacher's probabilities, only their relations. Same value as
         MMRazor's DISTLoss, whose inter_loss_weight and intra_loss_weight are inter_weight and
-        intra_weight. Huang et al., "Knowledge
+        intra_weight, and of torchdistill's DISTLoss (beta, gamma) with form="torchdistill",
+        whose correlation is torch's cosine_similarity of the centred rows (each norm clamped
+        at 1e-8 instead of 1e-8 added to their product). Huang et al., "Knowledge
         Distillation from A Stronger Teacher", NeurIPS 2022.""",
         "Huang et al., Knowledge Distillation from A Stronger Teacher, NeurIPS 2022",
         options=(_TAU,
-                 Param("inter_weight", FLOAT, 1.0, "weight of the inter-class (per-sample) term"),
-                 Param("intra_weight", FLOAT, 1.0, "weight of the intra-class (per-class) term"),
+                 Param("inter_weight", FLOAT, 1.0, "weight of the inter-class (per-sample) term",
+                       NON_NEGATIVE),
+                 Param("intra_weight", FLOAT, 1.0, "weight of the intra-class (per-class) term",
+                       NON_NEGATIVE),
+                 Param("form", choice("paper", "torchdistill"), "paper",
+                       '"torchdistill": torchdistill DISTLoss - norms clamped at 1e-8 in the '
+                       'correlation (paper and MMRazor: 1e-8 added)'),
                  _DETACH),
         rules=_CLASSIFICATION_RULES,
     ),
@@ -138,7 +184,7 @@ COMPONENTS = (
         Distillation: A Bias-Variance Tradeoff Perspective", ICLR 2021.""",
         "Zhou et al., Rethinking Soft Labels for Knowledge Distillation, ICLR 2021",
         inputs=(_S, _T, _LABELS),
-        options=(Param("tau", FLOAT, 2.0, "softmax temperature of the soft term (> 0)"),
+        options=(Param("tau", FLOAT, 2.0, "softmax temperature of the soft term", POSITIVE),
                  _DETACH),
         rules=_CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),),
     ),
@@ -146,17 +192,26 @@ COMPONENTS = (
         "logit_std_kd", "LogitStdKDLoss",
         "KD on z-scored logits: the student matches the teacher's logit relations, not range.",
         """Each logit vector (dimension 1) is standardized, Z(z) = (z - mean(z)) / std(z) with
-        the population standard deviation of the paper's Algorithm 1 (floored at 1e-7), and
+        the population standard deviation of the paper's Algorithm 1 (floored at eps), and
         L = tau^2 * KL(softmax(Z(T) / tau) || softmax(Z(S) / tau)) reduced as kl_div, tau being
         the base temperature. The loss is invariant to shifting or scaling each logit row by a
         positive factor. The authors' code divides by the unbiased std plus 1e-7: its loss at
         temperature t equals (C - 1) / C times kdsl's at tau = t * sqrt(C / (C - 1)) (up to
-        that 1e-7). Sun et al., "Logit Standardization in Knowledge
+        that 1e-7). form="torchdistill" standardizes as that code and torchdistill's
+        LogitStdKDLoss do, (z - mean(z)) / (eps + unbiased std(z)); torchdistill's alpha * CE +
+        beta * tau^2 * KL is this loss weighted beta next to cross_entropy weighted alpha, and
+        its soft-only path (no tau^2) this loss weighted 1 / tau^2. Sun et al., "Logit
+        Standardization in Knowledge
         Distillation", CVPR 2024.""",
         "Sun et al., Logit Standardization in Knowledge Distillation, CVPR 2024",
-        options=(Param("tau", FLOAT, 2.0, "base temperature (> 0)"),
+        options=(Param("tau", FLOAT, 2.0, "base temperature", POSITIVE),
                  Param("reduction", choice("batchmean", "sum", "mean", "none"), "batchmean",
                        "batchmean (sum / N), sum, mean over elements, or none"),
+                 Param("form", choice("paper", "torchdistill"), "paper",
+                       '"torchdistill": torchdistill LogitStdKDLoss and the authors\' code - '
+                       'unbiased std plus eps'),
+                 Param("eps", FLOAT, 1e-7, "floor on the std (paper) or added to it "
+                       "(torchdistill)", POSITIVE),
                  _DETACH),
         rules=_DENSE_RULES,
     ),

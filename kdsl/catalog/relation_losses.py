@@ -9,7 +9,8 @@ trained too. Every loss returns a scalar that the spec multiplies by the term's 
 
 from __future__ import annotations
 
-from kdsl.catalog.types import BOOL, FLOAT, INT, TENSOR, Component, Infer, Param, optional
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, TENSOR, Component, Infer,
+                                Param, at_least, choice, interval, optional)
 from kdsl.catalog.shapes import rank, same_batch, same_shape
 
 _IMPL = "kdsl.components.relation_losses:"
@@ -18,6 +19,10 @@ _S = Param("preds_S", TENSOR, doc="student feature or embedding, [N, ...] (flatt
 _T = Param("preds_T", TENSOR, doc="teacher feature or embedding, [N, ...] (flattened per sample)")
 _BATCH = (same_batch("preds_S", "preds_T"),)
 _L2_NORM = Param("with_l2_norm", BOOL, True, "l2-normalize each flattened sample first")
+_RKD_REDUCTION = Param("reduction", choice("mean", "sum"), "mean",
+                       "mean or sum of the Huber terms (torchdistill RKDLoss's reduction)")
+_RKD_TORCHDISTILL = """torchdistill's RKDLoss is dist_factor * rkd_distance + angle_factor *
+        rkd_angle with with_l2_norm=false and its reduction (it detaches the teacher)."""
 
 _RKD = "Park et al., Relational Knowledge Distillation, CVPR 2019"
 _RKD_TITLE = 'Park, Kim, Lu and Cho, "Relational Knowledge Distillation", CVPR 2019.'
@@ -39,9 +44,9 @@ COMPONENTS = (
         beta 1. Invariant to scaling either input. Needs N >= 2. MMRazor's DistanceWiseRKD
         returns 25 times this value (its default loss_weight, which is the term's weight in a
         kdsl spec); it averages the distances that are positive, which differs from kdsl only
-        when two samples of the batch coincide. {_RKD_TITLE}""",
+        when two samples of the batch coincide. {_RKD_TORCHDISTILL} {_RKD_TITLE}""",
         _RKD,
-        options=(_L2_NORM,),
+        options=(_L2_NORM, _RKD_REDUCTION),
     ),
     _loss(
         "rkd_angle", "AngleWiseRKD",
@@ -52,9 +57,10 @@ COMPONENTS = (
         with beta 1; the degenerate triplets count as in the authors' code and MMRazor's.
         Invariant to scaling either input. The cosines are computed from the N x N Gram matrix,
         in O(N^3) memory instead of O(N^2 D). MMRazor's AngleWiseRKD returns 50 times this
-        value (its default loss_weight, the term's weight in a kdsl spec). {_RKD_TITLE}""",
+        value (its default loss_weight, the term's weight in a kdsl spec). {_RKD_TORCHDISTILL}
+        {_RKD_TITLE}""",
         _RKD,
-        options=(_L2_NORM,),
+        options=(_L2_NORM, _RKD_REDUCTION),
     ),
     _loss(
         "pkt", "PKTLoss",
@@ -66,18 +72,29 @@ COMPONENTS = (
         divergence, averaged over the anchors so that the weight does not depend on the batch
         size. Invariant to scaling each sample; zero when student and teacher agree. The
         authors' code also counts each sample as its own neighbour and averages over the N^2
-        pairs; kdsl follows the paper. Passalis and Tefas, "Learning Deep Representations with
-        Probabilistic Knowledge Transfer", ECCV 2018.""",
+        pairs; kdsl follows the paper, and form="torchdistill" follows that code as
+        torchdistill's PKTLoss does (x / (||x|| + eps), NaNs zeroed, the diagonal kept, the
+        mean over N^2). Passalis and Tefas, "Learning Deep Representations with Probabilistic
+        Knowledge Transfer", ECCV 2018.""",
         "Passalis and Tefas, Probabilistic Knowledge Transfer, ECCV 2018",
+        options=(Param("form", choice("paper", "torchdistill"), "paper",
+                       '"torchdistill": authors\' code and torchdistill PKTLoss - self-pairs '
+                       'counted, mean over N^2'),
+                 Param("eps", FLOAT, 1e-7, "norm floor and log-ratio guard", POSITIVE)),
     ),
     _loss(
         "sp", "SPLoss",
         "Similarity-preserving KD: match the batch's row-normalized similarity matrices.",
         """With Q the [N, D] flattened samples, G = Q Q^T with each row l2-normalized, and
         L = ||G_S - G_T||_F^2 / N^2. Samples similar for the teacher should be similar for the
-        student; invariant to scaling either input. Tung and Mori, "Similarity-Preserving
-        Knowledge Distillation", ICCV 2019.""",
+        student; invariant to scaling either input. torchdistill's SPKDLoss divides each row by
+        its l1 norm (normalize="l1"; its 'batchmean' is reduction="mean"). Tung and Mori,
+        "Similarity-Preserving Knowledge Distillation", ICCV 2019.""",
         "Tung and Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019",
+        options=(Param("normalize", choice("l2", "l1"), "l2",
+                       '"l1": rows divided by their l1 norm (torchdistill SPKDLoss)'),
+                 Param("reduction", choice("mean", "sum"), "mean",
+                       "mean over the N^2 entries (the paper's / N^2) or sum")),
     ),
     _loss(
         "cc", "CCLoss",
@@ -86,10 +103,21 @@ COMPONENTS = (
         exp(-gamma ||a - b||^2) = exp(-2 gamma) exp(2 gamma <a, b>) is replaced by its Taylor
         expansion of order p: k(a, b) = sum_{q=0}^{p} exp(-2 gamma) (2 gamma)^q / q! <a, b>^q.
         With Psi the N x N matrix of k over the batch, L = ||Psi_S - Psi_T||_F^2 / N^2.
-        Peng et al., "Correlation Congruence for Knowledge Distillation", ICCV 2019.""",
+        kernel="bilinear" takes Psi = Z Z^T; normalize=false skips the l2 normalization;
+        distance="unsquared" takes ||Psi_S - Psi_T||_F; reduction="sum" drops the / N^2.
+        torchdistill's CCKDLoss is normalize=false, distance="unsquared" (its 'batchmean' is
+        reduction="mean", max_p is p). Peng et al., "Correlation Congruence for Knowledge Distillation", ICCV 2019.""",
         "Peng et al., Correlation Congruence for Knowledge Distillation, ICCV 2019",
-        options=(Param("gamma", FLOAT, 0.4, "RBF kernel parameter (> 0)"),
-                 Param("p", INT, 2, "order of the Taylor expansion (>= 0)")),
+        options=(Param("gamma", FLOAT, 0.4, "RBF kernel parameter", POSITIVE),
+                 Param("p", INT, 2, "order of the Taylor expansion", NON_NEGATIVE),
+                 Param("kernel", choice("gaussian", "bilinear"), "gaussian",
+                       "Taylor-expanded Gaussian RBF, or the plain dot product"),
+                 Param("normalize", BOOL, True,
+                       "l2-normalize each sample first (false: torchdistill CCKDLoss)"),
+                 Param("distance", choice("squared", "unsquared"), "squared",
+                       '"unsquared": Frobenius norm, not its square (torchdistill CCKDLoss)'),
+                 Param("reduction", choice("mean", "sum"), "mean",
+                       "divide by the N^2 entries, or not")),
     ),
     _loss(
         "crd", "CRDLoss",
@@ -115,11 +143,14 @@ COMPONENTS = (
                       "(batch.index)"),
                 Param("contrast_idx", optional(TENSOR), None,
                       "dataset indices to contrast, [N, 1 + k], the positive first")),
-        options=(Param("num_data", INT, doc="number of samples in the training set"),
-                 Param("feat_dim", INT, doc="embedding size (inferred from preds_S)"),
-                 Param("nce_k", INT, 16384, "negatives drawn per sample"),
-                 Param("nce_t", FLOAT, 0.07, "temperature of the scores (> 0)"),
-                 Param("nce_m", FLOAT, 0.5, "momentum of the memory banks, in [0, 1)")),
+        options=(Param("num_data", INT, doc="number of samples in the training set",
+                       constraint=at_least(2)),  # a positive and at least one negative
+                 Param("feat_dim", INT, doc="embedding size (inferred from preds_S)",
+                       constraint=COUNT),
+                 Param("nce_k", INT, 16384, "negatives drawn per sample", COUNT),
+                 Param("nce_t", FLOAT, 0.07, "temperature of the scores", POSITIVE),
+                 Param("nce_m", FLOAT, 0.5, "momentum of the memory banks",
+                       interval(0, 1, hi_open=True))),
         rules=(same_shape("preds_S", "preds_T"), rank("preds_S", 2),
                same_batch("indices", "preds_S"), rank("indices", 1),
                same_batch("contrast_idx", "preds_S"), rank("contrast_idx", 2)),

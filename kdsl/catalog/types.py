@@ -15,9 +15,9 @@ from typing import Any, Optional, Tuple
 from kdsl.catalog.shapes import ShapeRule
 from kdsl.core.literals import literal_text
 
-KINDS: Tuple[str, ...] = ("loss", "connector", "schedule", "optimizer", "lr_schedule")
+KINDS: Tuple[str, ...] = ("loss", "connector", "schedule", "optimizer", "lr_schedule", "function")
 KIND_PLURALS = {"loss": "losses", "connector": "connectors", "schedule": "schedules",
-                "optimizer": "optimizers", "lr_schedule": "lr_schedules"}
+                "optimizer": "optimizers", "lr_schedule": "lr_schedules", "function": "functions"}
 
 
 class _Required:
@@ -114,14 +114,157 @@ def optional(t: ValueType) -> ValueType:
     return ValueType(t.name, t.choices, t.item, t.alternatives, nullable=True)
 
 
+# --------------------------------------------------------------------------------------------
+# Value constraints of options
+# --------------------------------------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_text(x: float) -> str:
+    return literal_text(int(x)) if float(x).is_integer() else literal_text(x)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """How a literal breaks a :class:`Constraint`: ``requirement`` in words ("must be > 0"),
+    the offending ``value`` and, for a list item, its index ``item`` (None: the value itself)."""
+
+    requirement: str
+    value: Any
+    item: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A condition on the value of an option, beyond its type, checked before anything is built.
+
+    ``lo``/``hi`` bound a number (open ends with ``lo_open``/``hi_open``); ``min_items`` and
+    ``max_items`` bound the length of a list and ``each`` constrains every item of a list. A
+    constraint with both parts fits a union type such as ``int | list[int]``: the bounds apply
+    to a number, ``each`` and the lengths to a list. ``None`` always passes (nullability is the
+    type's business). Build them with :data:`POSITIVE`, :func:`at_least`, :func:`interval`,
+    :func:`each` and friends.
+    """
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    min_items: int = 0
+    max_items: Optional[int] = None
+    each: Optional["Constraint"] = None
+
+    # ---- words ----------------------------------------------------------------------------
+    def bounds_text(self) -> str:
+        """The bounds alone ("> 0", "in [0, 1)"), empty when there are none."""
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            return (f"in {'(' if self.lo_open else '['}{_number_text(lo)}, {_number_text(hi)}"
+                    f"{')' if self.hi_open else ']'}")
+        if lo is not None:
+            return f"{'>' if self.lo_open else '>='} {_number_text(lo)}"
+        if hi is not None:
+            return f"{'<' if self.hi_open else '<='} {_number_text(hi)}"
+        return ""
+
+    def _length_text(self) -> str:
+        low, high = self.min_items, self.max_items
+        if high is not None and low == high:
+            return f"have {low} item{'' if low == 1 else 's'}"
+        if high is not None:
+            return f"have {low} to {high} items" if low else f"have at most {high} items"
+        if low == 1:
+            return "be non-empty"
+        return f"have at least {low} items" if low else ""
+
+    def _list_text(self) -> str:
+        length = self._length_text()
+        if self.each is None:
+            return length
+        items = f"every item {self.each._as_item()}"
+        return f"{length} with {items}" if length else f"have {items}"
+
+    def _as_item(self) -> str:
+        # "every item >= 1" reads better than "every item that must be >= 1"
+        if not self._list_text():
+            return self.bounds_text()
+        return f"that must {self.describe()}"
+
+    def describe(self) -> str:
+        """The whole constraint in words, to follow "must": "be > 0", "be in [0, 1]",
+        "be >= 1, or a list that must be non-empty with every item >= 1"."""
+        bounds = self.bounds_text()
+        lists = self._list_text()
+        if bounds and lists:
+            return f"be {bounds}, or a list that must {lists}"
+        return f"be {bounds}" if bounds else lists
+
+    # ---- checking -------------------------------------------------------------------------
+    def _in_bounds(self, x: float) -> bool:
+        if x != x:  # NaN compares false with everything, so it would pass every bound
+            return self.lo is None and self.hi is None
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return self.hi is None or (x < self.hi if self.hi_open else x <= self.hi)
+
+    def violation(self, value: Any) -> Optional[Violation]:
+        """None if ``value`` (a literal of the right type) satisfies the constraint."""
+        if _is_number(value):
+            if self._in_bounds(value):
+                return None
+            return Violation(f"must be {self.bounds_text()}", value)
+        if not isinstance(value, (list, tuple)):
+            return None
+        if len(value) < self.min_items or (self.max_items is not None and len(value) > self.max_items):
+            return Violation(f"must {self._length_text()}", list(value))
+        if self.each is not None:
+            for i, item in enumerate(value):
+                if self.each.violation(item) is not None:
+                    return Violation(f"must have every item {self.each._as_item()}", item, i)
+        return None
+
+
+def at_least(lo: float) -> Constraint:
+    """``>= lo`` (``at_least(1)`` on an int: a count such as a channel number)."""
+    return Constraint(lo=lo)
+
+
+def greater_than(lo: float) -> Constraint:
+    return Constraint(lo=lo, lo_open=True)
+
+
+def interval(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Constraint:
+    """``lo <= x <= hi``, either end open on request."""
+    return Constraint(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def each(item: Constraint, *, min_items: int = 0, max_items: Optional[int] = None) -> Constraint:
+    """A list whose every item satisfies ``item``, of ``min_items`` to ``max_items`` items."""
+    return Constraint(min_items=min_items, max_items=max_items, each=item)
+
+
+def one_or_each(item: Constraint) -> Constraint:
+    """For ``T | list[T]`` options: a number satisfying ``item``, or a non-empty list of them."""
+    return Constraint(item.lo, item.hi, item.lo_open, item.hi_open, min_items=1, each=item)
+
+
+POSITIVE = greater_than(0)
+NON_NEGATIVE = at_least(0)
+PROBABILITY = interval(0, 1)
+COUNT = at_least(1)  # channel counts, sizes, kernel sizes: integers >= 1
+NON_EMPTY = Constraint(min_items=1)
+
+
 @dataclass(frozen=True)
 class Param:
-    """One input or option of a component."""
+    """One input or option of a component; ``constraint`` limits an option's literal values."""
 
     name: str
     type: ValueType = ANY
     default: Any = REQUIRED
     doc: str = ""
+    constraint: Optional[Constraint] = None
 
     @property
     def required(self) -> bool:
@@ -165,6 +308,8 @@ class Component:
     infer: Tuple[Infer, ...] = ()
     origin: str = "kdsl"
     open_options: bool = False  # accepts keyword options beyond ``options`` (torch_nn)
+    # connectors: methods a spec may apply besides forward (``para.encode(x)``), name -> doc
+    methods: Tuple[Tuple[str, str], ...] = ()
 
     # ---- signature ------------------------------------------------------------------------
     @property

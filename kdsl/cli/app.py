@@ -1,95 +1,32 @@
 """The command line: ``kdsl check | train | explain | graph | list | schema | explain-code``.
 
-No command prints a Python traceback: problems are diagnostics (exit 1 for a spec's errors in
-``check``, 2 for bad input on the command line), and an unexpected failure is a one-paragraph
-internal-error message (set ``KDSL_DEBUG=1`` to see the traceback). Commands that need torch
-import it when they run, so ``kdsl check SPEC`` stays fast.
+No command prints a Python traceback; every command follows one exit-code rule (0 ok, 1 the input
+has errors, 2 usage or I/O, 3 internal error, 130 interrupted), applied by ``guarded``
+(:mod:`kdsl.cli.errors`). Commands that need torch import it when they run, so ``kdsl check SPEC``
+stays fast. ``train`` lives in :mod:`kdsl.cli.train_cmd`, output helpers in :mod:`kdsl.cli.render`.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import os
 import sys
 from typing import List, Optional
 
 import typer
 
-from kdsl.core.diagnostics import Diagnostic, KdslError, render, summary_line, to_json
+from kdsl.cli import train_cmd
+from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
+from kdsl.cli.options import MODEL as _MODEL
+from kdsl.cli.options import STUDENT as _STUDENT
+from kdsl.cli.options import TEACHER as _TEACHER
+from kdsl.cli.options import TEACHER_CKPT as _TEACHER_CKPT
+from kdsl.cli.render import echo, make_console, print_diagnostics, use_color
+from kdsl.core.diagnostics import Diagnostic, summary_line, to_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdsl: a declarative language for knowledge distillation.",
                   context_settings={"help_option_names": ["-h", "--help"]})
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-def use_color(stream=None) -> bool:
-    stream = stream or sys.stdout
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    return hasattr(stream, "isatty") and stream.isatty()
-
-
-def echo(text: str = "", err: bool = False) -> None:
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
-def make_console(stream=None):
-    """A rich console: wide when not on a terminal (logs, pipes, tests), coloured only on one."""
-    from rich.console import Console
-
-    stream = stream or sys.stdout
-    terminal = hasattr(stream, "isatty") and stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=True, no_color=not use_color(stream),
-                   width=None if terminal else 160)
-
-
-def print_diagnostics(diags: List[Diagnostic], sources, err: bool = False) -> None:
-    if diags:
-        stream = sys.stderr if err else sys.stdout
-        echo(render(diags, sources, color=use_color(stream)), err=err)
-
-
-class CliError(Exception):
-    """A command-line problem: printed as one paragraph, exit code 2."""
-
-    def __init__(self, message: str, code: str = "KD701", hint: Optional[str] = None):
-        super().__init__(message)
-        self.code, self.hint = code, hint
-
-
-def guarded(command):
-    """Turn every failure inside a command into a message and an exit code, never a traceback."""
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except CliError as e:
-            _fail(str(e), e.code, e.hint)
-            raise typer.Exit(EXIT_USAGE)
-        except KdslError as e:
-            print_diagnostics(e.diagnostics, e.sources, err=True)
-            raise typer.Exit(EXIT_USAGE)
-        except KeyboardInterrupt:
-            echo("interrupted", err=True)
-            raise typer.Exit(130)
-        except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
-            if os.environ.get("KDSL_DEBUG"):
-                raise
-            echo(f"kdsl: internal error: {type(e).__name__}: {e}. This is a bug in kdsl; "
-                 "run again with KDSL_DEBUG=1 to see the traceback, and please report it.", err=True)
-            raise typer.Exit(EXIT_INTERNAL)
-
-    return run
 
 
 class OutputFormat(str, enum.Enum):
@@ -98,10 +35,6 @@ class OutputFormat(str, enum.Enum):
 
 
 # ---------------------------------------------------------------------------- shared options
-_STUDENT = typer.Option(None, "--student", help="student model, pkg.module:factory(k=v)")
-_TEACHER = typer.Option(None, "--teacher", help="teacher model reference")
-_MODEL = typer.Option([], "--model", help="NAME=REF for any model of the spec")
-_TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="teacher weights (replaces `from`)")
 _SHAPE = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32")
 _DATA = typer.Option(None, "--data", help="dry-run on one batch of this data reference")
 
@@ -133,9 +66,13 @@ def check(
         if spec is not None and with_models:
             from kdsl.compiler.checking import check_with_models
 
-            diags = diags + check_with_models(spec, student=student, teacher=teacher, models=model,
-                                              input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt,
-                                              table=format is OutputFormat.text)
+            found = check_with_models(spec, student=student, teacher=teacher, models=model,
+                                      input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt)
+            if format is OutputFormat.text:
+                console = make_console()
+                for table in found.tables:
+                    console.print(table)
+            diags = diags + found.diagnostics
         all_diags += diags
         if format is OutputFormat.text:
             print_diagnostics(diags, sources)
@@ -146,55 +83,7 @@ def check(
 
 
 # ---------------------------------------------------------------------------- train
-class Device(str, enum.Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    auto = "auto"
-
-
-class Amp(str, enum.Enum):
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-@app.command()
-@guarded
-def train(
-    spec: str = typer.Argument(..., metavar="SPEC", help="the spec file"),
-    student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
-    teacher_ckpt: Optional[str] = _TEACHER_CKPT,
-    data: Optional[str] = typer.Option(None, "--data", help="data reference, e.g. kdsl.data:cifar100(root=\"data\")"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="number of epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per batch (per process)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (replaces the optimizer's)"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="e.g. 'sgd(lr=0.05, momentum=0.9)'"),
-    device: Optional[Device] = typer.Option(None, "--device", help="cpu, cuda or auto"),
-    amp: Optional[Amp] = typer.Option(None, "--amp", help="mixed precision: bf16 (CPU, GPU) or fp16 (GPU)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
-    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/SPEC_NAME)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
-    eval_only: bool = typer.Option(False, "--eval-only", help="evaluate the run's student and the teachers"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 suits small models on a busy machine)"),
-) -> None:
-    """Train the student of SPEC: flags override the spec's train block, which overrides defaults.
-
-    Writes DIR/checkpoint.pt and DIR/student.pt every epoch (atomically), metrics.jsonl,
-    metrics.csv, curves.png and summary.json. Under `torchrun --nproc_per_node N` it trains with
-    DistributedDataParallel.
-    """
-    if not os.path.isfile(spec):
-        raise CliError(f"no such spec file: {spec}", "KD401")
-    if resume and overwrite:
-        raise CliError("--resume and --overwrite contradict each other")
-    from kdsl.training.trainer import Flags
-    from kdsl.training.trainer import train as run_training
-
-    flags = Flags(student=student, teacher=teacher, models=list(model), teacher_ckpt=teacher_ckpt,
-                  data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  device=device.value if device else None, amp=amp.value if amp else None, seed=seed,
-                  out=out, resume=resume, eval_only=eval_only, overwrite=overwrite, threads=threads)
-    run_training(spec, flags, make_console())
+train_cmd.register(app)  # its flags come from the settings table (kdsl/catalog/settings.py)
 
 
 # ---------------------------------------------------------------------------- explain, graph
@@ -236,7 +125,9 @@ def explain(
         echo(f"{spec}: {summary_line(diags)}")
         raise typer.Exit(EXIT_ERRORS)
     with distiller:
-        show(distiller, make_console())
+        console = make_console()
+        for part in show(distiller):
+            console.print(part)
 
 
 @app.command()
@@ -256,15 +147,15 @@ def graph(
 
     loaded = _load_or_exit(spec)
     opts = ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape, data)
-    shapes = None
+    plan = None
     if opts.any:
         distiller, diags = compile_with(loaded, opts)
         if distiller is None:
             print_diagnostics(diags, loaded.sources)
             raise typer.Exit(EXIT_ERRORS)
         with distiller:
-            shapes = distiller.shapes
-    g = graphs.build(loaded, shapes)
+            plan = distiller.plan
+    g = graphs.build(loaded, plan)
     picture = output is not None and os.path.splitext(output)[1].lower() in (".png", ".svg", ".pdf")
     text = graphs.to_dot(g) if (format is GraphFormat.dot or picture) else graphs.to_mermaid(g)
     if output is None:
@@ -290,6 +181,24 @@ def graph(
         except OSError as exc:
             raise CliError(f"cannot write {output}: {exc.strerror or exc}", "KD706") from None
     echo(f"wrote {output}", err=True)
+
+
+# ---------------------------------------------------------------------------- fmt
+@app.command("fmt")
+@guarded
+def fmt(
+    specs: List[str] = typer.Argument(..., metavar="SPEC...", help="spec files to format"),
+    check_only: bool = typer.Option(False, "--check", help="write nothing; show a diff and exit 1 "
+                                    "if a file is not formatted"),
+) -> None:
+    """Rewrite spec files in the canonical layout, comments kept.
+
+    Exit code 0 when every file is formatted, 1 for syntax errors (the file is left as it is) or,
+    with --check, a file that is not formatted, 2 when a file cannot be read or written.
+    """
+    from kdsl.cli.fmt_cmd import run_fmt
+
+    raise typer.Exit(run_fmt(specs, check=check_only, color=use_color(sys.stderr)))
 
 
 # ---------------------------------------------------------------------------- catalog
@@ -331,12 +240,5 @@ def explain_code(code: str = typer.Argument(..., metavar="CODE", help="e.g. KD20
 
 
 # ---------------------------------------------------------------------------- entry point
-def _fail(message: str, code: str, hint: Optional[str] = None) -> int:
-    from kdsl.core.diagnostics import make
-
-    print_diagnostics([make(code, message, hint=hint)], {}, err=True)
-    return EXIT_USAGE
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     app(args=argv, prog_name="kdsl")

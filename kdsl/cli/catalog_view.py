@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from kdsl.catalog.builtin import GROUPS, group_of
+from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.types import KIND_PLURALS, KINDS, Component
 
-from kdsl.catalog.registry import REGISTRY
+# Reference frameworks whose computations options reproduce, as option docs name them.
+_FRAMEWORKS = ("torchdistill", "MMRazor")
 
 
 def _console():
-    from kdsl.cli.app import make_console
+    from kdsl.cli.render import make_console
 
     return make_console()
 
@@ -29,7 +32,7 @@ def show_catalog(what: str) -> None:
     if kinds is None:
         matches = [c for c in REGISTRY.all() if c.name == what]
         if not matches:
-            from kdsl.cli.app import CliError
+            from kdsl.cli.errors import CliError
             from kdsl.core.suggest import did_you_mean
 
             names = sorted({c.name for c in REGISTRY.all()} | set(KIND_PLURALS.values()))
@@ -39,13 +42,21 @@ def show_catalog(what: str) -> None:
             show_entry(console, c)
         return
     for kind in kinds:
-        table = Table(title=KIND_PLURALS[kind], title_justify="left", show_lines=False)
-        table.add_column("name", style="bold")
-        table.add_column("signature")
-        table.add_column("what it is")
+        # one table per group (logits, features, relations, ...), in the catalog's order
+        groups: dict = {}
         for c in REGISTRY.all(kind):
-            table.add_row(c.name, _signature(c), c.summary)
-        console.print(table)
+            groups.setdefault(group_of(c), []).append(c)
+        order = list(dict.fromkeys(GROUPS.values()))
+        for group, entries in sorted(groups.items(), key=lambda g: (
+                order.index(g[0]) if g[0] in order else len(order), g[0])):
+            title = KIND_PLURALS[kind] if len(groups) == 1 else f"{KIND_PLURALS[kind]}: {group}"
+            table = Table(title=title, title_justify="left", show_lines=False)
+            table.add_column("name", style="bold")
+            table.add_column("signature")
+            table.add_column("what it is")
+            for c in entries:
+                table.add_row(c.name, _signature(c), c.summary)
+            console.print(table)
 
 
 def _signature(c: Component) -> str:
@@ -67,7 +78,8 @@ def _short(value) -> str:
 def show_entry(console, c: Component) -> None:
     from rich.markup import escape
 
-    console.print(f"[bold]{escape(c.name)}[/bold]  ({c.kind}, from {escape(c.origin)})")
+    console.print(f"[bold]{escape(c.name)}[/bold]  ({c.kind}, {escape(group_of(c))}, "
+                  f"from {escape(c.origin)})")
     console.print(f"  {escape(c.signature_text())}")
     console.print()
     console.print(f"  {escape(c.summary)}")
@@ -85,7 +97,16 @@ def show_entry(console, c: Component) -> None:
         console.print("\n  options:")
         for p in c.options:
             inferred = " (inferred when omitted)" if c.inferable(p.name) else ""
-            console.print(f"    {escape(p.signature_text())}{inferred}" + (f"  {escape(p.doc)}" if p.doc else ""))
+            notes = [p.doc] if p.doc else []
+            if p.constraint is not None:
+                notes.append(f"must {p.constraint.describe()}")
+            console.print(f"    {escape(p.signature_text())}{inferred}"
+                          + (f"  {escape('; '.join(notes))}" if notes else ""))
+    forms = [p for p in c.options if any(f.lower() in p.doc.lower() for f in _FRAMEWORKS)]
+    if forms:
+        console.print("\n  framework forms (option: what it reproduces):")
+        for p in forms:
+            console.print(f"    {escape(p.name)}: {escape(p.doc)}")
     if c.rules:
         console.print("\n  shape rules:")
         for r in c.rules:

@@ -1,7 +1,7 @@
 """Model-aware inspection shared by ``kdsl check``, ``kdsl explain`` and ``kdsl graph``: the spec is
 compiled against real models named on the command line (with a dry run on zeros of
 ``--input-shape`` or on one batch of ``--data``), every problem is collected as a diagnostic, and
-what was found (shapes, hooks, connectors) is shown as tables."""
+what was found (shapes, hooks, connectors) is returned as tables for the CLI to show."""
 
 from __future__ import annotations
 
@@ -84,22 +84,29 @@ def compile_with(spec: Spec, opts: ModelOptions):
         return None, list(exc.diagnostics)
 
 
+@dataclass
+class ModelCheck:
+    """What ``kdsl check`` with models found: diagnostics, and (when compiling worked) the tables
+    of records and connectors for the CLI to show."""
+
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    tables: List[Any] = field(default_factory=list)
+
+
 def check_with_models(spec: Spec, *, student=None, teacher=None, models=(), input_shape=None,
-                      data=None, teacher_ckpt=None, table: bool = True) -> List[Diagnostic]:
+                      data=None, teacher_ckpt=None) -> ModelCheck:
+    """Compile ``spec`` against the models named (as on the command line) and dry-run it."""
+    from kdsl.compiler.explain import connectors_table, records_table
+
     opts = ModelOptions(student, teacher, list(models), teacher_ckpt, input_shape, data)
     distiller, diags = compile_with(spec, opts)
     if distiller is None:
-        return diags
+        return ModelCheck(diags)
     with distiller:
-        if table:
-            from kdsl.cli.app import make_console
-            from kdsl.compiler.explain import connectors_table, records_table
-
-            console = make_console()
-            console.print(records_table(distiller))
-            if distiller.connectors:
-                console.print(connectors_table(distiller))
+        plan = distiller.plan
+        tables = [records_table(plan)] + ([connectors_table(plan)] if plan.connectors else [])
         if input_shape is None and data is None:
-            return [make("KD517", "paths resolved; no dry run, so shapes were not checked",
-                         severity="warning", hint="give --input-shape 2,3,32,32 or --data REF")]
-    return []
+            return ModelCheck([make("KD517", "paths resolved; no dry run, so shapes were not checked",
+                                    severity="warning", hint="give --input-shape 2,3,32,32 or --data REF")],
+                              tables)
+    return ModelCheck([], tables)

@@ -8,9 +8,12 @@ from typing import Dict, List, Optional, Tuple
 
 from kdsl.lang import ir
 from kdsl.lang.printer import expr_text, weight_text
+from kdsl.lang.visit import Visitor
 
 
 class Graph:
+    """Nodes (id -> label, kind) and labelled edges, in the order they were added."""
+
     def __init__(self) -> None:
         self.nodes: Dict[str, Tuple[str, str]] = {}  # id -> (label, kind)
         self.edges: List[Tuple[str, str, str]] = []
@@ -36,8 +39,46 @@ def _record_label(r: ir.RecordDecl) -> str:
     return text
 
 
-def build(spec: ir.Spec, shapes: Optional[Dict[str, object]] = None) -> Graph:
-    shapes = shapes or {}
+class _Sources(Visitor[Optional[str]]):
+    """The graph node an expression's value comes from (adding connector nodes on the way)."""
+
+    def __init__(self, spec: ir.Spec, g: Graph) -> None:
+        self.spec, self.g = spec, g
+
+    def visit_record_ref(self, expr: ir.RecordRef) -> str:
+        return self.g.node(expr.record, expr.record, "record")
+
+    def visit_batch_ref(self, expr: ir.BatchRef) -> str:
+        return self.g.node(f"batch_{expr.field}", f"batch.{expr.field}", "batch")
+
+    def visit_select(self, expr: ir.Select) -> Optional[str]:
+        return self.visit(expr.value)
+
+    def visit_connector_apply(self, expr: ir.ConnectorApply) -> str:
+        cid = self.g.node(expr_text(expr), f"{expr.connector} ({self.spec.connector(expr.connector).component})",
+                          "connector")
+        self.edges_into(cid, list(expr.args) + [k.value for k in expr.kwargs])
+        return cid
+
+    def visit_list(self, expr: ir.ListExpr) -> None:
+        for item in expr.items:
+            self.visit(item)
+        return None
+
+    def generic_visit(self, node) -> None:
+        return None  # constants and module references: no node of their own
+
+    def edges_into(self, target: str, exprs) -> None:
+        for e in exprs:
+            src = self.visit(e)
+            if src:
+                self.g.edge(src, target)
+
+
+def build(spec: ir.Spec, plan=None) -> Graph:
+    """The loss graph of ``spec``; with a compiled plan (``distiller.plan``), records show the
+    shapes the dry run saw."""
+    shapes = plan.record_shapes if plan is not None else {}
     g = Graph()
     for m in spec.models:
         g.node(m.name, f"{m.role} {m.name}" if m.name != m.role else m.name, "model")
@@ -46,34 +87,11 @@ def build(spec: ir.Spec, shapes: Optional[Dict[str, object]] = None) -> Graph:
         label = r.name + (f" {info.describe()}" if info is not None else "")
         rid = g.node(r.name, label, "record")
         g.edge(g.node(r.model, r.model, "model"), rid, _record_label(r))
-
-    def value(expr) -> Optional[str]:
-        if isinstance(expr, ir.RecordRef):
-            return g.node(expr.record, expr.record, "record")
-        if isinstance(expr, ir.BatchRef):
-            return g.node(f"batch_{expr.field}", f"batch.{expr.field}", "batch")
-        if isinstance(expr, ir.Select):
-            return value(expr.value)
-        if isinstance(expr, ir.ConnectorApply):
-            text = expr_text(expr)
-            cid = g.node(text, f"{expr.connector} ({spec.connector(expr.connector).component})", "connector")
-            for a in list(expr.args) + [k.value for k in expr.kwargs]:
-                src = value(a)
-                if src:
-                    g.edge(src, cid)
-            return cid
-        if isinstance(expr, ir.ListExpr):
-            for i in expr.items:
-                value(i)
-        return None
-
+    sources = _Sources(spec, g)
     total = g.node("total", "total loss", "total")
     for loss in spec.losses:
         lid = g.node(loss.name, f"{loss.name}: {loss.component}", "loss")
-        for a in list(loss.call.args) + [k.value for k in loss.call.kwargs]:
-            src = value(a)
-            if src:
-                g.edge(src, lid)
+        sources.edges_into(lid, list(loss.call.args) + [k.value for k in loss.call.kwargs])
         g.edge(lid, total, "x " + weight_text(loss.weight))
     for d in spec.deliveries:
         did = g.node(d.target.ref, f"deliver {d.target.ref}", "delivery")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import torch
 
@@ -41,19 +41,6 @@ def reduce(elementwise: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return elementwise.mean()
     return elementwise.sum() / elementwise.shape[0]
-
-
-def check_choice(loss: str, option: str, value, choices: Sequence) -> None:
-    # The compiler checks literal options against the catalog, but a loss built directly from
-    # Python should fail at construction rather than inside the first training step.
-    if value not in choices:
-        raise ValueError(f"'{option}' of '{loss}' must be one of "
-                         f"{', '.join(map(repr, choices))}, got {value!r}")
-
-
-def check_positive(loss: str, option: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"'{option}' of '{loss}' must be a positive number, got {value!r}")
 
 
 def flat(x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from kdsl.core.diagnostics import Diagnostics, error
-from kdsl.catalog.binding import bind, type_problem
+from kdsl.catalog.binding import bind, instantiate, value_problem
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.suggest import did_you_mean
 
@@ -29,12 +29,12 @@ def _build(kind: str, code: str, name: str, options: dict) -> nn.Module:
             if not isinstance(value, nn.Module):
                 diags.error("KD309", f"'{key}' of '{name}' must be an nn.Module, got {type(value).__name__}")
         elif not isinstance(value, nn.Module):
-            message = type_problem(component, param, list(value) if isinstance(value, tuple) else value)
-            if message:
-                diags.error("KD309", message)
+            problem = value_problem(component, param, value)
+            if problem:
+                diags.error(problem.code, problem.message, hint=problem.hint)
     diags.raise_if_errors()
     try:
-        return component.load()(**options)
+        return instantiate(component, **options)
     except Exception as exc:  # noqa: BLE001
         raise error("KD513" if kind == "loss" else "KD510",
                     f"cannot build {kind} '{name}': {type(exc).__name__}: {exc}") from None

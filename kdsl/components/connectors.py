@@ -5,8 +5,11 @@ Every class here is the implementation of a catalog entry in :mod:`kdsl.catalog.
 method-specific connectors (OFD, Factor Transfer, CRD, MGD) live in
 :mod:`kdsl.components.method_connectors`.
 
-Configuration mistakes raise :class:`ConnectorConfigError` (a ``ValueError``) with a message that
-names the option, so the compiler can report every connector problem the same way.
+The options' types, choices and ranges are declared, and checked, in the catalog
+(:func:`kdsl.catalog.binding.instantiate`, which the builders call), so the classes do not repeat
+those checks. What the catalog cannot say per option (one option must divide another, exactly one
+of two must be given) raises :class:`ConnectorConfigError` (a ``ValueError``) with a message that
+names the options, so the compiler can report every connector problem the same way.
 """
 
 from __future__ import annotations
@@ -24,32 +27,6 @@ from kdsl.core.suggest import did_you_mean
 
 class ConnectorConfigError(ValueError):
     """A connector was given options it cannot be built from."""
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------
-def _positive_int(owner: str, name: str, value: Any) -> int:
-    # bool is an int subclass; True channels is always a spec mistake
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConnectorConfigError(f"'{name}' of '{owner}' must be a positive integer, "
-                                   f"got {value!r}")
-    return value
-
-
-def _nonnegative_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConnectorConfigError(f"'{name}' of '{owner}' must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _one_of(owner: str, name: str, value: Any, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        text = f"'{name}' of '{owner}' must be one of {', '.join(repr(a) for a in allowed)}, " \
-               f"got {value!r}"
-        hint = did_you_mean(value, allowed) if isinstance(value, str) else None
-        raise ConnectorConfigError(text + (f"; {hint}" if hint else ""))
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,8 +50,8 @@ INTERPOLATE_MODES: Tuple[str, ...] = ("nearest", "nearest-exact", "linear", "bil
                                       "bicubic", "trilinear", "area")
 
 
-def make_activation(owner: str, act: str) -> nn.Module:
-    return ACTIVATIONS[_one_of(owner, "act", act, tuple(ACTIVATIONS))]()
+def make_activation(act: str) -> nn.Module:
+    return ACTIVATIONS[act]()
 
 
 class ChannelBatchNorm(_BatchNorm):
@@ -118,13 +95,11 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 def make_channel_norm(owner: str, norm: str, channels: int, num_groups: int = 32) -> nn.Module:
     """The normalisation layer of a conv connector (channels in dimension 1)."""
-    norm = _one_of(owner, "norm", norm, CONV_NORMS)
     if norm == "bn":
         return nn.BatchNorm2d(channels)
     if norm == "ln":
         return ChannelLayerNorm(channels)
     if norm == "gn":
-        _positive_int(owner, "num_groups", num_groups)
         if channels % num_groups:
             best = _largest_divisor_at_most(channels, num_groups)
             raise ConnectorConfigError(
@@ -134,8 +109,7 @@ def make_channel_norm(owner: str, norm: str, channels: int, num_groups: int = 32
     return nn.Identity()
 
 
-def _make_feature_norm(owner: str, norm: str, features: int) -> nn.Module:
-    norm = _one_of(owner, "norm", norm, MLP_NORMS)
+def _make_feature_norm(norm: str, features: int) -> nn.Module:
     if norm == "bn":
         return LastDimBatchNorm(features)
     if norm == "ln":
@@ -158,25 +132,13 @@ class ConvBN(nn.Module):
                  padding: Optional[int] = None, norm: str = "bn", act: str = "none",
                  bias: Union[bool, str] = "auto", num_groups: int = 32) -> None:
         super().__init__()
-        owner = "conv_bn"
-        _positive_int(owner, "in_channels", in_channels)
-        _positive_int(owner, "out_channels", out_channels)
-        _positive_int(owner, "kernel_size", kernel_size)
-        _positive_int(owner, "stride", stride)
         if padding is None:
             padding = (kernel_size - 1) // 2
-        _nonnegative_int(owner, "padding", padding)
-        if bias == "auto":
-            use_bias = norm == "none"
-        elif isinstance(bias, bool):
-            use_bias = bias
-        else:
-            raise ConnectorConfigError(f"'bias' of '{owner}' must be true, false or \"auto\", "
-                                       f"got {bias!r}")
+        use_bias = norm == "none" if bias == "auto" else bool(bias)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=padding, bias=use_bias)
-        self.norm = make_channel_norm(owner, norm, out_channels, num_groups)
-        self.act = make_activation(owner, act)
+        self.norm = make_channel_norm("conv_bn", norm, out_channels, num_groups)
+        self.act = make_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
@@ -187,8 +149,6 @@ class Conv1x1(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, bn: bool = False) -> None:
         super().__init__()
-        _positive_int("conv1x1", "in_channels", in_channels)
-        _positive_int("conv1x1", "out_channels", out_channels)
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=not bn)
         self.bn = nn.BatchNorm2d(out_channels) if bn else nn.Identity()
 
@@ -203,8 +163,6 @@ class Linear(nn.Linear):
     """A linear map of the last dimension (``nn.Linear``)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
-        _positive_int("linear", "in_features", in_features)
-        _positive_int("linear", "out_features", out_features)
         super().__init__(in_features, out_features, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,23 +181,12 @@ class MLP(nn.Module):
                  hidden: Optional[Sequence[int]] = None, act: str = "relu",
                  norm: str = "none") -> None:
         super().__init__()
-        owner = "mlp"
-        _positive_int(owner, "in_features", in_features)
-        _positive_int(owner, "out_features", out_features)
-        # checked up front so a typo is reported even when there is no hidden layer to use it
-        _one_of(owner, "norm", norm, MLP_NORMS)
-        _one_of(owner, "act", act, tuple(ACTIVATIONS))
-        if hidden is not None and not isinstance(hidden, (list, tuple)):
-            raise ConnectorConfigError(f"'hidden' of '{owner}' must be a list of widths, "
-                                       f"got {hidden!r}")
         widths = [out_features] if hidden is None else list(hidden)
-        for width in widths:
-            _positive_int(owner, "hidden", width)
         layers: List[nn.Module] = []
         previous = in_features
         for width in widths:
-            layers += [nn.Linear(previous, width), _make_feature_norm(owner, norm, width),
-                       make_activation(owner, act)]
+            layers += [nn.Linear(previous, width), _make_feature_norm(norm, width),
+                       make_activation(act)]
             previous = width
         layers.append(nn.Linear(previous, out_features))
         self.layers = nn.Sequential(*layers)
@@ -253,8 +200,6 @@ class Norm(nn.Module):
 
     def __init__(self, num_features: int, kind: str = "bn", affine: bool = True) -> None:
         super().__init__()
-        _positive_int("norm", "num_features", num_features)
-        kind = _one_of("norm", "kind", kind, NORM_KINDS)
         if kind == "bn":
             self.norm: nn.Module = ChannelBatchNorm(num_features, affine=affine)
         else:
@@ -287,14 +232,9 @@ class Pool(nn.Module):
 
     def __init__(self, output_size: Union[int, Sequence[int]] = 1, mode: str = "avg") -> None:
         super().__init__()
-        sizes = [output_size] if isinstance(output_size, int) else list(output_size)
-        if not sizes:
-            raise ConnectorConfigError("'output_size' of 'pool' must not be empty")
-        for size in sizes:
-            _positive_int("pool", "output_size", size)
         self.output_size: Union[int, Tuple[int, ...]] = (
-            output_size if isinstance(output_size, int) else tuple(sizes))
-        self.mode = _one_of("pool", "mode", mode, POOL_MODES)
+            output_size if isinstance(output_size, int) else tuple(output_size))
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spatial = _spatial_rank("pool", x)
@@ -322,20 +262,12 @@ class Interpolate(nn.Module):
         if (size is None) == (scale_factor is None):
             raise ConnectorConfigError("'interpolate' needs exactly one of 'size' and "
                                        "'scale_factor'")
-        if size is not None:
-            for s in ([size] if isinstance(size, int) else list(size)):
-                _positive_int("interpolate", "size", s)
-            size = size if isinstance(size, int) else tuple(size)
+        if size is not None and not isinstance(size, int):
+            size = tuple(size)
         if scale_factor is not None:
-            factors = [scale_factor] if isinstance(scale_factor, (int, float)) else list(
-                scale_factor)
-            if any(isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0
-                   for f in factors):
-                raise ConnectorConfigError(f"'scale_factor' of 'interpolate' must be positive, "
-                                           f"got {scale_factor!r}")
             scale_factor = (float(scale_factor) if isinstance(scale_factor, (int, float))
-                            else tuple(float(f) for f in factors))
-        self.mode = _one_of("interpolate", "mode", mode, INTERPOLATE_MODES)
+                            else tuple(float(f) for f in scale_factor))
+        self.mode = mode
         if align_corners is not None and self.mode not in _MODE_SPATIAL:
             raise ConnectorConfigError(
                 f"'align_corners' of 'interpolate' only applies to the modes "

@@ -1,8 +1,10 @@
 """Feature distillation losses: torch implementations of :mod:`kdsl.catalog.feature_losses`.
 
 Each class takes the catalog's options as keyword arguments and the catalog's inputs positionally,
-and returns a scalar. The formulas, papers and the relation to MMRazor's implementations are
-documented on the catalog entries.
+and returns a scalar. The options' types and ranges are declared, and checked, in the catalog
+(:func:`kdsl.catalog.binding.instantiate`); only checks relating several options stay here.
+The formulas, papers and the relation to MMRazor's implementations are documented on the catalog
+entries.
 """
 
 from __future__ import annotations
@@ -14,16 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import check_choice, compute_dtype, flat, upcast
+from kdsl.components._common import compute_dtype, flat, upcast
 
 __all__ = [
     "L2Loss", "L1Loss", "MSELoss", "SmoothL1Loss", "CosineLoss", "ATLoss", "OFDLoss", "ABLoss",
     "FTLoss", "ChannelWiseDivergence", "PKDLoss", "MGDLoss", "FSPLoss", "NSTLoss", "VIDLoss",
-    "ICKDLoss",
+    "VIDNLLLoss", "ICKDLoss",
 ]
-
-_REDUCTIONS = ("mean", "sum", "batchmean")
-
 
 def _pool_to_common_size(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Average-pool whichever map is larger (per spatial dimension) down to the smaller size."""
@@ -78,7 +77,6 @@ class L1Loss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        check_choice(type(self).__name__, "reduction", reduction, _REDUCTIONS)
         self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
@@ -90,7 +88,6 @@ class MSELoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        check_choice(type(self).__name__, "reduction", reduction, _REDUCTIONS)
         self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
@@ -102,9 +99,6 @@ class SmoothL1Loss(nn.Module):
 
     def __init__(self, beta: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        check_choice(type(self).__name__, "reduction", reduction, _REDUCTIONS)
         self.beta = beta
         self.reduction = reduction
 
@@ -134,11 +128,10 @@ class CosineLoss(nn.Module):
 class ATLoss(nn.Module):
     """Attention transfer: squared distance of normalized spatial attention maps."""
 
-    def __init__(self, p: float = 2.0) -> None:
+    def __init__(self, p: float = 2.0, form: str = "code") -> None:
         super().__init__()
-        if p <= 0:
-            raise ValueError(f"p must be > 0, got {p}")
         self.p = p
+        self.form = form
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         # |x|^p rather than x^p: the paper's map is of absolute values, which only matters for
@@ -147,7 +140,11 @@ class ATLoss(nn.Module):
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
-        return (self.attention(s) - self.attention(t)).pow(2).mean()
+        diff = self.attention(s) - self.attention(t)
+        if self.form == "paper":
+            # Eq. (2): the l2 distance of the maps, per sample, averaged over the batch
+            return diff.norm(dim=1).mean()
+        return diff.pow(2).mean()
 
 
 class OFDLoss(nn.Module):
@@ -168,9 +165,10 @@ class OFDLoss(nn.Module):
 class ABLoss(nn.Module):
     """Activation boundaries: squared hinge pushing the student to the teacher's side of zero."""
 
-    def __init__(self, margin: float = 1.0) -> None:
+    def __init__(self, margin: float = 1.0, reduction: str = "batchmean") -> None:
         super().__init__()
         self.margin = margin
+        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -178,21 +176,33 @@ class ABLoss(nn.Module):
         # relu(m -/+ s)^2 is the paper's piecewise-differentiable stand-in for the
         # non-differentiable indicator of a neuron being on the wrong side of the boundary.
         per_neuron = torch.where(active, F.relu(self.margin - s), F.relu(self.margin + s)).pow(2)
-        return per_neuron.sum() / s.shape[0]
+        return per_neuron.sum() / (1 if self.reduction == "sum" else s.shape[0])
 
 
 class FTLoss(nn.Module):
     """Factor transfer: p-distance of per-sample l2-normalized factors."""
 
-    def __init__(self, p: int = 1) -> None:
+    def __init__(self, p: int = 1, reduction: str = "mean", distance: str = "elementwise") -> None:
         super().__init__()
-        check_choice(type(self).__name__, "p", p, (1, 2))
         self.p = p
+        self.reduction = reduction
+        self.distance = distance
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
-        diff = F.normalize(flat(s), p=2.0, dim=1) - F.normalize(flat(t), p=2.0, dim=1)
-        return diff.abs().mean() if self.p == 1 else diff.pow(2).mean()
+        return factor_distance(s, t, self.p, 2.0, self.reduction, self.distance)
+
+
+def factor_distance(s: torch.Tensor, t: torch.Tensor, p: float, q: float, reduction: str,
+                    distance: str) -> torch.Tensor:
+    """Distance of the per-sample l_q-normalized factors: the mean (or sum) over elements of
+    |d|^p, or with ``distance="norm"`` the per-sample ||d||_p reduced over the batch."""
+    diff = F.normalize(flat(s), p=q, dim=1) - F.normalize(flat(t), p=q, dim=1)
+    if distance == "norm":
+        per_sample = diff.norm(p=p, dim=1)
+        return per_sample.sum() if reduction == "sum" else per_sample.mean()
+    elementwise = diff.abs() if p == 1 else diff.abs().pow(p)
+    return elementwise.sum() if reduction == "sum" else elementwise.mean()
 
 
 class ChannelWiseDivergence(nn.Module):
@@ -200,8 +210,6 @@ class ChannelWiseDivergence(nn.Module):
 
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
         self.tau = tau
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
@@ -256,6 +264,12 @@ class MGDLoss(nn.Module):
 # Correlations between layers or channels
 # --------------------------------------------------------------------------------------------
 def _fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    if first.shape[2:] != second.shape[2:]:
+        # two maps of one network at different resolutions: the larger is max-pooled to the
+        # smaller, as torchdistill does (the paper pairs maps of one size)
+        size = tuple(min(x, y) for x, y in zip(first.shape[2:], second.shape[2:]))
+        first = F.adaptive_max_pool2d(first, size) if first.shape[2:] != size else first
+        second = F.adaptive_max_pool2d(second, size) if second.shape[2:] != size else second
     a, b = first.flatten(2), second.flatten(2)
     return torch.bmm(a, b.transpose(1, 2)) / a.shape[2]
 
@@ -263,8 +277,9 @@ def _fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 class FSPLoss(nn.Module):
     """Flow of solution procedure: squared distance of the student's and teacher's FSP matrices."""
 
-    def __init__(self) -> None:
+    def __init__(self, norm: str = "squared") -> None:
         super().__init__()
+        self.norm = norm
 
     def forward(self, s_first: torch.Tensor, s_second: torch.Tensor, t_first: torch.Tensor,
                 t_second: torch.Tensor) -> torch.Tensor:
@@ -273,6 +288,9 @@ class FSPLoss(nn.Module):
             s_first, t_first = _pool_to_common_size(s_first, t_first)
             s_second, t_second = _pool_to_common_size(s_second, t_second)
         diff = _fsp_matrix(s_first, s_second) - _fsp_matrix(t_first, t_second)
+        if self.norm == "column":
+            # torchdistill: the unsquared l2 norm of each column of the difference, summed
+            return diff.norm(dim=1).sum() / diff.shape[0]
         return diff.pow(2).sum() / diff.shape[0]
 
 
@@ -281,8 +299,6 @@ class NSTLoss(nn.Module):
 
     def __init__(self, degree: int = 2, coef0: float = 0.0) -> None:
         super().__init__()
-        if degree < 1:
-            raise ValueError(f"degree must be >= 1, got {degree}")
         self.degree = degree
         self.coef0 = coef0
 
@@ -305,12 +321,16 @@ class VIDLoss(nn.Module):
     feature under a mean regressed from the student and a learned per-channel variance."""
 
     def __init__(self, in_channels: int, out_channels: int, mid_channels: Optional[int] = None,
-                 init_pred_var: float = 5.0, eps: float = 1e-5) -> None:
+                 init_pred_var: float = 5.0, eps: float = 1e-5, regressor: str = "conv") -> None:
         super().__init__()
+        # relates two options, which a per-option constraint of the catalog cannot say
         if init_pred_var <= eps:
             raise ValueError(f"init_pred_var must exceed eps ({eps}), got {init_pred_var}")
+        if regressor == "none" and in_channels != out_channels:
+            raise ValueError(f"regressor='none' needs in_channels == out_channels, got "
+                             f"{in_channels} and {out_channels}")
         mid = out_channels if mid_channels is None else mid_channels
-        self.regressor = nn.Sequential(
+        self.regressor = nn.Sequential() if regressor == "none" else nn.Sequential(
             nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
             nn.ReLU(),
             nn.Conv2d(mid, mid, kernel_size=1, bias=False),
@@ -349,11 +369,25 @@ class VIDLoss(nn.Module):
         return (0.5 * ((mean - t).pow(2) / var + var.log())).mean()
 
 
-class ICKDLoss(nn.Module):
-    """Inter-channel correlation: squared distance of row-normalized channel Gram matrices."""
+class VIDNLLLoss(nn.Module):
+    """VID's Gaussian negative log-likelihood of the teacher given a predicted mean and variance
+    (torchdistill's VIDLoss, fed by a regressor that returns both)."""
 
     def __init__(self) -> None:
         super().__init__()
+
+    def forward(self, mean: torch.Tensor, preds_T: torch.Tensor,
+                variance: torch.Tensor) -> torch.Tensor:
+        mean, preds_T, variance = upcast(mean, preds_T, variance)
+        return (0.5 * ((mean - preds_T).pow(2) / variance + variance.log())).mean()
+
+
+class ICKDLoss(nn.Module):
+    """Inter-channel correlation: squared distance of row-normalized channel Gram matrices."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
 
     @staticmethod
     def _correlation(x: torch.Tensor) -> torch.Tensor:
@@ -366,4 +400,5 @@ class ICKDLoss(nn.Module):
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
         diff = self._correlation(s) - self._correlation(t)
-        return diff.pow(2).sum() / (s.shape[0] * s.shape[1])
+        n = s.shape[0] * (s.shape[0] if self.reduction == "mean_n2" else 1)
+        return diff.pow(2).sum() / (n * s.shape[1])

@@ -1,6 +1,8 @@
 """Logit distillation losses: torch implementations of :mod:`kdsl.catalog.logit_losses`.
 
-Each class takes the catalog's options as keyword arguments and the catalog's inputs positionally.
+Each class takes the catalog's options as keyword arguments and the catalog's inputs positionally;
+the options' types and ranges are declared, and checked, in the catalog
+(:func:`kdsl.catalog.binding.instantiate`), so the classes do not repeat those checks.
 Formulas, papers and the relation to MMRazor's implementations are documented on the catalog
 entries. The class dimension is dimension 1 throughout, so dense predictions ``[N, C, H, W]``
 work wherever the catalog allows them.
@@ -8,15 +10,16 @@ work wherever the catalog allows them.
 
 from __future__ import annotations
 
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import check_choice, check_positive, reduce, upcast
+from kdsl.components._common import reduce, upcast
 
 __all__ = [
-    "KLDivergence", "SoftCrossEntropy", "CrossEntropy", "DKDLoss", "DISTLoss", "WSLDLoss",
+    "KLDivergence", "SoftCrossEntropy", "CrossEntropy", "KDLoss", "DKDLoss", "DISTLoss", "WSLDLoss",
     "LogitStdKDLoss",
 ]
 
@@ -41,13 +44,9 @@ def _tempered_kl(preds_S: torch.Tensor, preds_T: torch.Tensor, tau: float,
 class KLDivergence(nn.Module):
     """Hinton's KD: tau^2 * KL(softmax(T / tau) || softmax(S / tau)) over dimension 1."""
 
-    REDUCTIONS = ("batchmean", "sum", "mean", "none")
-
     def __init__(self, tau: float = 1.0, reduction: str = "batchmean",
                  detach_teacher: bool = True) -> None:
         super().__init__()
-        check_positive("kl_div", "tau", tau)
-        check_choice("kl_div", "reduction", reduction, self.REDUCTIONS)
         self.tau = float(tau)
         self.reduction = reduction
         self.detach_teacher = bool(detach_teacher)
@@ -62,13 +61,9 @@ class KLDivergence(nn.Module):
 class SoftCrossEntropy(nn.Module):
     """Cross-entropy of the student against the teacher's softened distribution, times tau^2."""
 
-    REDUCTIONS = ("mean", "sum", "none")
-
     def __init__(self, tau: float = 1.0, reduction: str = "mean",
                  detach_teacher: bool = True) -> None:
         super().__init__()
-        check_positive("soft_cross_entropy", "tau", tau)
-        check_choice("soft_cross_entropy", "reduction", reduction, self.REDUCTIONS)
         self.tau = float(tau)
         self.reduction = reduction
         self.detach_teacher = bool(detach_teacher)
@@ -85,16 +80,9 @@ class SoftCrossEntropy(nn.Module):
 class CrossEntropy(nn.Module):
     """Cross-entropy with hard labels (the task loss), with label smoothing and ignore_index."""
 
-    REDUCTIONS = ("mean", "sum", "none")
-
     def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100,
                  reduction: str = "mean") -> None:
         super().__init__()
-        if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float))
-                or not 0.0 <= label_smoothing <= 1.0):
-            raise ValueError(f"'label_smoothing' of 'cross_entropy' must be in [0, 1], "
-                             f"got {label_smoothing!r}")
-        check_choice("cross_entropy", "reduction", reduction, self.REDUCTIONS)
         self.label_smoothing = float(label_smoothing)
         self.ignore_index = int(ignore_index)
         self.reduction = reduction
@@ -105,6 +93,43 @@ class CrossEntropy(nn.Module):
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
+class KDLoss(nn.Module):
+    """Hinton's KD with the hard-label term: alpha * CE(S, y) + beta * tau^2 * KL."""
+
+    def __init__(self, tau: float = 4.0, alpha: float = 0.5, beta: Optional[float] = None,
+                 label_smoothing: float = 0.0, reduction: str = "batchmean", form: str = "paper",
+                 detach_teacher: bool = True) -> None:
+        super().__init__()
+        self.tau = float(tau)
+        self.alpha = float(alpha)
+        self.beta = 1.0 - self.alpha if beta is None else float(beta)
+        self.label_smoothing = float(label_smoothing)
+        self.reduction = reduction
+        self.form = form
+        self.detach_teacher = bool(detach_teacher)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
+                gt_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        preds_S, preds_T = upcast(preds_S, preds_T)
+        log_p_s = F.log_softmax(preds_S / self.tau, dim=1)
+        log_p_t = F.log_softmax(preds_T / self.tau, dim=1)
+        soft = reduce(_kl_elementwise(log_p_t, log_p_s), self.reduction)
+        soft_only = gt_labels is None or self.alpha == 0
+        if soft_only and self.form == "torchdistill":
+            # torchdistill's KDLoss returns the bare KL divergence here: no beta, no tau^2
+            return soft
+        soft = self.beta * self.tau ** 2 * soft
+        if gt_labels is None:
+            return soft
+        # batchmean has no meaning for cross_entropy; torchdistill maps it to mean, as here
+        ce_reduction = "mean" if self.reduction == "batchmean" else self.reduction
+        hard = F.cross_entropy(preds_S, gt_labels.long(), reduction=ce_reduction,
+                               label_smoothing=self.label_smoothing)
+        return self.alpha * hard + soft
+
+
 # --------------------------------------------------------------------------------------------
 # Variants of KD
 # --------------------------------------------------------------------------------------------
@@ -112,13 +137,32 @@ class DKDLoss(nn.Module):
     """Decoupled KD: alpha * TCKD + beta * NCKD (Zhao et al., CVPR 2022)."""
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, tau: float = 4.0,
-                 detach_teacher: bool = True) -> None:
+                 form: str = "log_space", detach_teacher: bool = True) -> None:
         super().__init__()
-        check_positive("dkd", "tau", tau)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.tau = float(tau)
+        self.form = form
         self.detach_teacher = bool(detach_teacher)
+
+    def _mmrazor(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+        """MMRazor's computation, kept for parity: the target class masked by a -1000 logit and
+        the binary distribution built from probabilities (the teacher gradient is NaN)."""
+        gt = torch.zeros_like(preds_S).scatter_(1, target, 1.0)
+        n = preds_S.shape[0]
+
+        def kl(log_q, p):
+            return F.kl_div(log_q, p, reduction="sum") / n
+
+        def binary(p):
+            return torch.cat([(p * gt).sum(1, keepdim=True), (p * (1 - gt)).sum(1, keepdim=True)], 1)
+
+        p_s, p_t = F.softmax(preds_S / self.tau, dim=1), F.softmax(preds_T / self.tau, dim=1)
+        tckd = kl(torch.log(binary(p_s)), binary(p_t))
+        nckd = kl(F.log_softmax(preds_S / self.tau - 1000.0 * gt, dim=1),
+                  F.softmax(preds_T / self.tau - 1000.0 * gt, dim=1))
+        return self.tau ** 2 * (self.alpha * tckd + self.beta * nckd)
 
     @staticmethod
     def _split(logits: torch.Tensor, target: torch.Tensor, other_classes: torch.Tensor):
@@ -136,6 +180,8 @@ class DKDLoss(nn.Module):
             preds_T = preds_T.detach()
         preds_S, preds_T = upcast(preds_S, preds_T)
         target = gt_labels.long().view(-1, 1)
+        if self.form == "mmrazor":
+            return self._mmrazor(preds_S, preds_T, target)
         # Column j of the non-target logits is class j, or j + 1 from the target on; a gather
         # rather than a boolean mask, which would wait for the device to count the selection.
         columns = torch.arange(preds_S.shape[1] - 1, device=target.device).expand(
@@ -149,9 +195,13 @@ class DKDLoss(nn.Module):
         return self.tau ** 2 * (self.alpha * tckd + self.beta * nckd)
 
 
-def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pearson_rows(a: torch.Tensor, b: torch.Tensor, form: str = "paper") -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
+    if form == "torchdistill":
+        # torch's cosine_similarity clamps each norm at 1e-8 instead of adding to the product
+        return F.cosine_similarity(a, b, dim=1, eps=1e-8)
     # The authors' guard: 1e-8 added to the denominator, so that a constant row (all classes
     # equally likely) correlates 0 instead of NaN.
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
@@ -161,12 +211,12 @@ class DISTLoss(nn.Module):
     """DIST: Pearson-correlation relations between and within classes (Huang et al., 2022)."""
 
     def __init__(self, tau: float = 1.0, inter_weight: float = 1.0, intra_weight: float = 1.0,
-                 detach_teacher: bool = True) -> None:
+                 form: str = "paper", detach_teacher: bool = True) -> None:
         super().__init__()
-        check_positive("dist", "tau", tau)
         self.tau = float(tau)
         self.inter_weight = float(inter_weight)
         self.intra_weight = float(intra_weight)
+        self.form = form
         self.detach_teacher = bool(detach_teacher)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
@@ -175,8 +225,8 @@ class DISTLoss(nn.Module):
         preds_S, preds_T = upcast(preds_S, preds_T)
         y_s = F.softmax(preds_S / self.tau, dim=1)
         y_t = F.softmax(preds_T / self.tau, dim=1)
-        inter = 1.0 - _pearson_rows(y_s, y_t).mean()
-        intra = 1.0 - _pearson_rows(y_s.t(), y_t.t()).mean()
+        inter = 1.0 - pearson_rows(y_s, y_t, self.form).mean()
+        intra = 1.0 - pearson_rows(y_s.t(), y_t.t(), self.form).mean()
         return self.tau ** 2 * (self.inter_weight * inter + self.intra_weight * intra)
 
 
@@ -189,7 +239,6 @@ class WSLDLoss(nn.Module):
 
     def __init__(self, tau: float = 2.0, detach_teacher: bool = True) -> None:
         super().__init__()
-        check_positive("wsld", "tau", tau)
         self.tau = float(tau)
         self.detach_teacher = bool(detach_teacher)
 
@@ -211,26 +260,26 @@ class WSLDLoss(nn.Module):
 class LogitStdKDLoss(nn.Module):
     """KD on z-scored logits (Sun et al., CVPR 2024)."""
 
-    REDUCTIONS = ("batchmean", "sum", "mean", "none")
-    # Floor on a row's standard deviation: a constant row (std 0) standardizes to zeros instead
-    # of NaN. A floor rather than the authors' `std + 1e-7` keeps the loss exactly invariant to
-    # scaling a row.
-    MIN_STD = 1e-7
+    # eps floors a row's standard deviation: a constant row (std 0) standardizes to zeros
+    # instead of NaN. A floor rather than the authors' `std + eps` keeps the loss exactly
+    # invariant to scaling a row.
 
-    def __init__(self, tau: float = 2.0, reduction: str = "batchmean",
-                 detach_teacher: bool = True) -> None:
+    def __init__(self, tau: float = 2.0, reduction: str = "batchmean", form: str = "paper",
+                 eps: float = 1e-7, detach_teacher: bool = True) -> None:
         super().__init__()
-        check_positive("logit_std_kd", "tau", tau)
-        check_choice("logit_std_kd", "reduction", reduction, self.REDUCTIONS)
         self.tau = float(tau)
         self.reduction = reduction
+        self.form = form
+        self.eps = float(eps)
         self.detach_teacher = bool(detach_teacher)
 
-    @classmethod
-    def standardize(cls, logits: torch.Tensor) -> torch.Tensor:
+    def standardize(self, logits: torch.Tensor) -> torch.Tensor:
         centered = logits - logits.mean(dim=1, keepdim=True)
+        if self.form == "torchdistill":
+            # the authors' code and torchdistill: unbiased std, eps added to it
+            return centered / (self.eps + logits.std(dim=1, keepdim=True))
         # Floored before the square root, whose gradient at 0 would be infinite.
-        variance = centered.pow(2).mean(dim=1, keepdim=True).clamp_min(cls.MIN_STD ** 2)
+        variance = centered.pow(2).mean(dim=1, keepdim=True).clamp_min(self.eps ** 2)
         return centered / variance.sqrt()
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:

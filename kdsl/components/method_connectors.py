@@ -1,8 +1,9 @@
 """Connectors that belong to one distillation method: OFD's margin ReLU, Factor Transfer's
 paraphraser and translator, CRD's embedding head and MGD's masked generator.
 
-Each class implements a catalog entry of :mod:`kdsl.catalog.connectors` and takes exactly the
-options declared there.
+Each class implements a catalog entry of :mod:`kdsl.catalog.method_connectors` and takes exactly
+the options declared there; their types and ranges are checked in the catalog
+(:func:`kdsl.catalog.binding.instantiate`), so the classes do not repeat those checks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components.connectors import ConnectorConfigError, _positive_int
+from kdsl.components.connectors import ConnectorConfigError
 
 # --------------------------------------------------------------------------------------------
 # OFD: margin ReLU on the teacher side
@@ -131,13 +132,8 @@ class Paraphraser(nn.Module):
     def __init__(self, in_channels: int, rate: float = 0.5,
                  factor_channels: Optional[int] = None, use_bn: bool = False) -> None:
         super().__init__()
-        _positive_int("paraphraser", "in_channels", in_channels)
         if factor_channels is None:
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-                raise ConnectorConfigError(f"'rate' of 'paraphraser' must be positive, "
-                                           f"got {rate!r}")
             factor_channels = max(1, int(in_channels * rate))
-        _positive_int("paraphraser", "factor_channels", factor_channels)
         self.in_channels = in_channels
         self.factor_channels = factor_channels
         c, f = in_channels, factor_channels
@@ -149,7 +145,12 @@ class Paraphraser(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher factor ``[N, F, H, W]`` (what ``forward`` returns): ``para.encode(t)``."""
+        return self.encoder(x)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(x))``, shaped like ``x``: the pretraining target is ``x`` itself."""
         return self.decoder(self.encoder(x))
 
     def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,13 +164,16 @@ class Translator(nn.Module):
 
     def __init__(self, in_channels: int, factor_channels: int, use_bn: bool = False) -> None:
         super().__init__()
-        _positive_int("translator", "in_channels", in_channels)
-        _positive_int("translator", "factor_channels", factor_channels)
         c, f = in_channels, factor_channels
         self.layers = nn.Sequential(*_ft_layer(c, c, use_bn), *_ft_layer(c, f, use_bn),
                                     *_ft_layer(f, f, use_bn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The student factor ``[N, F, H, W]`` (what ``forward`` returns), named like the
+        paraphraser's so that a spec reads ``ft(trans.encode(s), para.encode(t))``."""
         return self.layers(x)
 
 
@@ -181,8 +185,6 @@ class CRDEmbed(nn.Module):
 
     def __init__(self, in_features: int, feat_dim: int = 128) -> None:
         super().__init__()
-        _positive_int("crd_embed", "in_features", in_features)
-        _positive_int("crd_embed", "feat_dim", feat_dim)
         self.linear = nn.Linear(in_features, feat_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,12 +208,6 @@ class MGDGenerator(nn.Module):
     def __init__(self, student_channels: int, teacher_channels: int,
                  lambda_mgd: float = 0.65) -> None:
         super().__init__()
-        _positive_int("mgd_generator", "student_channels", student_channels)
-        _positive_int("mgd_generator", "teacher_channels", teacher_channels)
-        if (isinstance(lambda_mgd, bool) or not isinstance(lambda_mgd, (int, float))
-                or not 0.0 <= lambda_mgd <= 1.0):
-            raise ConnectorConfigError(f"'lambda_mgd' of 'mgd_generator' is the fraction of "
-                                       f"positions masked, in [0, 1]; got {lambda_mgd!r}")
         self.lambda_mgd = float(lambda_mgd)
         self.align: Optional[nn.Module] = (
             nn.Conv2d(student_channels, teacher_channels, 1) if student_channels != teacher_channels

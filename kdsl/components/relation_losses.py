@@ -3,7 +3,8 @@
 These losses compare how samples of a batch relate to each other (distances, angles,
 similarities) in the student and in the teacher, so the two may have different widths. Inputs
 ``[N, ...]`` are flattened per sample. Formulas, papers and the relation to MMRazor's and the
-authors' implementations are documented on the catalog entries.
+authors' implementations are documented on the catalog entries. The options' types and ranges
+are declared, and checked, in the catalog (:func:`kdsl.catalog.binding.instantiate`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import check_positive, compute_dtype, flat, upcast
+from kdsl.components._common import compute_dtype, flat, upcast
 
 __all__ = ["DistanceWiseRKD", "AngleWiseRKD", "PKTLoss", "SPLoss", "CCLoss", "CRDLoss"]
 
@@ -56,9 +57,10 @@ class DistanceWiseRKD(nn.Module):
     # Floor on squared distances: sqrt has an infinite gradient at 0 (MMRazor's value).
     MIN_SQUARED = 1e-12
 
-    def __init__(self, with_l2_norm: bool = True) -> None:
+    def __init__(self, with_l2_norm: bool = True, reduction: str = "mean") -> None:
         super().__init__()
         self.with_l2_norm = bool(with_l2_norm)
+        self.reduction = reduction
 
     def _normalized_distances(self, x: torch.Tensor) -> torch.Tensor:
         x = flat(x)
@@ -72,7 +74,7 @@ class DistanceWiseRKD(nn.Module):
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         preds_S, preds_T = upcast(preds_S, preds_T)
         return F.smooth_l1_loss(self._normalized_distances(preds_S),
-                                self._normalized_distances(preds_T), reduction="mean")
+                                self._normalized_distances(preds_T), reduction=self.reduction)
 
 
 class AngleWiseRKD(nn.Module):
@@ -81,9 +83,10 @@ class AngleWiseRKD(nn.Module):
     # Floor on a difference vector's squared norm, as F.normalize's 1e-12 on the norm.
     MIN_SQUARED = 1e-24
 
-    def __init__(self, with_l2_norm: bool = True) -> None:
+    def __init__(self, with_l2_norm: bool = True, reduction: str = "mean") -> None:
         super().__init__()
         self.with_l2_norm = bool(with_l2_norm)
+        self.reduction = reduction
 
     def _angles(self, x: torch.Tensor) -> torch.Tensor:
         """cos[a, b, c]: cosine of the angle at x_a between x_b - x_a and x_c - x_a, 0 where
@@ -105,7 +108,8 @@ class AngleWiseRKD(nn.Module):
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         preds_S, preds_T = upcast(preds_S, preds_T)
-        return F.smooth_l1_loss(self._angles(preds_S), self._angles(preds_T), reduction="mean")
+        return F.smooth_l1_loss(self._angles(preds_S), self._angles(preds_T),
+                                reduction=self.reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,62 +118,76 @@ class AngleWiseRKD(nn.Module):
 class PKTLoss(nn.Module):
     """Probabilistic knowledge transfer: KL between cosine-kernel conditional distributions."""
 
-    # Floor on the norms and guard of the log ratio, the authors' constant: the cosine kernel is
-    # exactly 0 for opposite samples.
-    EPS = 1e-7
+    # eps floors the norms and guards the log ratio (the authors' 1e-7 by default): the cosine
+    # kernel is exactly 0 for opposite samples.
 
-    def __init__(self) -> None:
+    def __init__(self, form: str = "paper", eps: float = 1e-7) -> None:
         super().__init__()
+        self.form = form
+        self.eps = float(eps)
 
     def _conditional(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(flat(x), p=2.0, dim=1, eps=self.EPS)
+        x = flat(x)
+        if self.form == "torchdistill":
+            # the authors' code: eps added to the norm, and each sample its own neighbour
+            x = torch.nan_to_num(x / (x.norm(dim=1, keepdim=True) + self.eps), nan=0.0)
+            kernel = (_gram(x) + 1.0) / 2.0
+            return kernel / kernel.sum(dim=1, keepdim=True)
+        x = F.normalize(x, p=2.0, dim=1, eps=self.eps)
         kernel = (_gram(x) + 1.0) / 2.0
         kernel = kernel * _off_diagonal(x.shape[0], x.device)
-        return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(self.EPS)
+        return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(self.eps)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         preds_S, preds_T = upcast(preds_S, preds_T)
         p_t = self._conditional(preds_T)
         p_s = self._conditional(preds_S)
-        kl = p_t * torch.log((p_t + self.EPS) / (p_s + self.EPS))
-        return kl.sum() / p_t.shape[0]
+        kl = p_t * torch.log((p_t + self.eps) / (p_s + self.eps))
+        # the authors' code averages over the N^2 pairs, the paper over the N anchors
+        return kl.mean() if self.form == "torchdistill" else kl.sum() / p_t.shape[0]
 
 
 class SPLoss(nn.Module):
     """Similarity-preserving KD: squared distance of row-normalized batch Gram matrices."""
 
-    def __init__(self) -> None:
+    def __init__(self, normalize: str = "l2", reduction: str = "mean") -> None:
         super().__init__()
+        self.normalize = normalize
+        self.reduction = reduction
 
-    @staticmethod
-    def _similarity(x: torch.Tensor) -> torch.Tensor:
+    def _similarity(self, x: torch.Tensor) -> torch.Tensor:
         x = flat(x)
-        return F.normalize(_gram(x), p=2.0, dim=1)
+        return F.normalize(_gram(x), p=1.0 if self.normalize == "l1" else 2.0, dim=1)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         preds_S, preds_T = upcast(preds_S, preds_T)
-        return F.mse_loss(self._similarity(preds_S), self._similarity(preds_T), reduction="mean")
+        return F.mse_loss(self._similarity(preds_S), self._similarity(preds_T),
+                          reduction=self.reduction)
 
 
 class CCLoss(nn.Module):
     """Correlation congruence: squared distance of Taylor-expanded RBF correlation matrices."""
 
-    def __init__(self, gamma: float = 0.4, p: int = 2) -> None:
+    def __init__(self, gamma: float = 0.4, p: int = 2, kernel: str = "gaussian",
+                 normalize: bool = True, distance: str = "squared",
+                 reduction: str = "mean") -> None:
         super().__init__()
-        check_positive("cc", "gamma", gamma)
-        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
-            raise ValueError(f"'p' of 'cc' is the order of the Taylor expansion, an integer >= 0; "
-                             f"got {p!r}")
         self.gamma = float(gamma)
         self.p = p
+        self.kernel = kernel
+        self.normalize = bool(normalize)
+        self.distance = distance
+        self.reduction = reduction
         # exp(-gamma * ||a - b||^2) = exp(-2 gamma) * exp(2 gamma <a, b>) for unit vectors;
         # these are the first p + 1 coefficients of its series in <a, b>.
         self.coefficients = tuple(math.exp(-2.0 * gamma) * (2.0 * gamma) ** k / math.factorial(k)
                                   for k in range(p + 1))
 
     def _correlation(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(flat(x), p=2.0, dim=1)
+        x = F.normalize(flat(x), p=2.0, dim=1) if self.normalize else flat(x)
         similarity = _gram(x)
+        if self.kernel == "bilinear":
+            return similarity
         # Horner's rule: one multiplication per order instead of a power per term.
         correlation = torch.full_like(similarity, self.coefficients[-1])
         for coefficient in reversed(self.coefficients[:-1]):
@@ -178,8 +196,10 @@ class CCLoss(nn.Module):
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         preds_S, preds_T = upcast(preds_S, preds_T)
-        return F.mse_loss(self._correlation(preds_S), self._correlation(preds_T),
-                          reduction="mean")
+        diff = self._correlation(preds_S) - self._correlation(preds_T)
+        # squared: ||.||_F^2; unsquared: ||.||_F (torchdistill's torch.dist)
+        loss = diff.pow(2).sum() if self.distance == "squared" else diff.norm()
+        return loss / diff.numel() if self.reduction == "mean" else loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,14 +221,6 @@ class CRDLoss(nn.Module):
     def __init__(self, num_data: int, feat_dim: int, nce_k: int = 16384, nce_t: float = 0.07,
                  nce_m: float = 0.5) -> None:
         super().__init__()
-        for option, value, least in (("num_data", num_data, 2), ("feat_dim", feat_dim, 1),
-                                     ("nce_k", nce_k, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"'{option}' of 'crd' must be an integer >= {least}, "
-                                 f"got {value!r}")
-        check_positive("crd", "nce_t", nce_t)
-        if isinstance(nce_m, bool) or not isinstance(nce_m, (int, float)) or not 0 <= nce_m < 1:
-            raise ValueError(f"'nce_m' of 'crd' is a momentum in [0, 1), got {nce_m!r}")
         self.num_data = num_data
         self.feat_dim = feat_dim
         self.nce_k = nce_k

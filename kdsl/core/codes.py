@@ -31,6 +31,9 @@ CODES: Dict[str, Code] = {
     "KD105": Code("invalid escape", "Inside strings only \\\" \\\\ \\n and \\t are escapes."),
     "KD106": Code("misplaced train block", "'train {' must stand on its own line, its settings "
                   "one per line, and '}' close it on a line of its own."),
+    "KD107": Code("statement too large", "A statement is longer than 64 KiB or nests brackets "
+                  "more than 32 deep. No real spec comes near either; the limits keep checking "
+                  "fast and bounded on any input."),
     # ---------------------------------------------------------------- names
     "KD201": Code("unknown record", "An expression names a record that is not declared. "
                   "Declare it with `record NAME = output of MODEL.PATH`."),
@@ -100,6 +103,10 @@ CODES: Dict[str, Code] = {
     "KD311": Code("argument is not a tensor", "A loss input or connector input must be computed "
                   "from the models or the batch (a record, a connector application, a batch "
                   "field), not a literal; an option of type module must name a module."),
+    "KD312": Code("argument out of range", "A literal option has the right type but a value the "
+                  "component does not allow, such as a temperature of 0, a negative margin, a "
+                  "probability outside [0, 1] or a channel count below 1. The message gives the "
+                  "allowed range; `kdsl list NAME` shows every option's."),
     # ---------------------------------------------------------------- files
     "KD401": Code("file not found", "A spec or an included file cannot be read. Includes are "
                   "relative to the including file."),

@@ -8,11 +8,11 @@ escape codes.
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import BaseModel, ConfigDict
 
+from kdsl.core.files import SpecFileError, read_spec_text
 from kdsl.core.span import SourceText, Span
 
 Severity = Literal["error", "warning"]
@@ -127,14 +127,39 @@ _STYLE = {"error": "\033[1;31m", "warning": "\033[1;33m", "hint": "\033[36m", "n
 def _source_for(file: str, sources: Dict[str, str], cache: Dict[str, Optional[SourceText]]):
     if file not in cache:
         text = sources.get(file)
-        if text is None and os.path.isfile(file):
+        if text is None and not file.startswith("<"):
             try:
-                with open(file, encoding="utf-8") as fh:
-                    text = fh.read()
-            except (OSError, UnicodeDecodeError):
+                text = read_spec_text(file)
+            except SpecFileError:
                 text = None
         cache[file] = SourceText(file, text) if text is not None else None
     return cache[file]
+
+
+# Output stays proportional to what is worth reading, whatever the input: a source line is shown
+# as a window around the caret, a message is clipped, and past MAX_SHOWN diagnostics only a count
+# is printed (10,000 unclosed brackets once printed 150 MB).
+LINE_WINDOW = 100
+MAX_TEXT = 400
+MAX_SHOWN = 50
+_CONTROL = {c: "?" for c in range(32) if c != 9}
+_CONTROL[127] = "?"
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (messages may quote huge names)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _window(line: str, start: int, width: int) -> tuple:
+    """(shown text, caret start, caret width): at most LINE_WINDOW characters around the caret."""
+    if len(line) <= LINE_WINDOW:
+        return line, start, width
+    width = min(width, LINE_WINDOW // 2)
+    lo = max(0, min(start - LINE_WINDOW // 3, len(line) - LINE_WINDOW))
+    hi = lo + LINE_WINDOW
+    shown = ("..." if lo else "") + line[lo:hi] + ("..." if hi < len(line) else "")
+    return shown, start - lo + (3 if lo else 0), width
 
 
 def _excerpt(span: Span, source: Optional[SourceText], paint) -> List[str]:
@@ -147,9 +172,10 @@ def _excerpt(span: Span, source: Optional[SourceText], paint) -> List[str]:
         width = max(1, span.end_column - span.column)
     else:
         width = max(1, len(line) - span.column + 1)
+    line, start, width = _window(line.translate(_CONTROL), span.column - 1, width)
     # keep tabs in the padding so the carets line up under tab-indented text
-    pad = "".join(ch if ch == "\t" else " " for ch in line[: span.column - 1])
-    pad += " " * max(0, span.column - 1 - len(line))
+    pad = "".join(ch if ch == "\t" else " " for ch in line[:start])
+    pad += " " * max(0, start - len(line))
     return [f"{span.line:>5} | {line}",
             f"      | {pad}{paint('caret', '^' * width)}"]
 
@@ -170,21 +196,24 @@ def render(diagnostics: Iterable[Diagnostic], sources: Optional[Dict[str, str]] 
         return f"{_STYLE[style]}{text}{_STYLE['reset']}" if color else text
 
     blocks = []
-    for d in diagnostics:
-        head = f"{paint(d.severity, d.severity)}[{d.code}]: {paint('bold', d.message)}"
+    diagnostics = list(diagnostics)
+    for d in diagnostics[:MAX_SHOWN]:
+        head = f"{paint(d.severity, d.severity)}[{d.code}]: {paint('bold', clip(d.message))}"
         lines = [f"{d.span}: {head}" if d.span else head]
         if d.span:
             lines += _excerpt(d.span, _source_for(d.span.file, sources, cache), paint)
         for h in d.hints:
-            lines.append(f"  {paint('hint', 'hint')}: {h}")
+            lines.append(f"  {paint('hint', 'hint')}: {clip(h)}")
         for n in d.notes:
             where = f" (at {n.span})" if n.span else ""
             if n.span:
-                lines.append(f"  {paint('note', 'note')}: {n.message} at {n.span}")
+                lines.append(f"  {paint('note', 'note')}: {clip(n.message)} at {n.span}")
                 lines += ["  " + x for x in _excerpt(n.span, _source_for(n.span.file, sources, cache), paint)]
             else:
-                lines.append(f"  {paint('note', 'note')}: {n.message}{where}")
+                lines.append(f"  {paint('note', 'note')}: {clip(n.message)}{where}")
         blocks.append("\n".join(lines))
+    if len(diagnostics) > MAX_SHOWN:
+        blocks.append(f"... and {len(diagnostics) - MAX_SHOWN} more (not shown)")
     return "\n".join(blocks)
 
 

@@ -13,7 +13,9 @@ def literal_text(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # the escapes the lexer reads back (kdsl/lang/lower.py): a string stays on one line
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t") + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(literal_text(v) for v in value) + "]"
     return repr(value)

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional
 
+# Suggestion work is bounded whatever the input: a name longer than this is no typo of a real one,
+# and a huge candidate list (a model with a million modules) is cut, so a diagnostic never costs
+# more than a few milliseconds (an unbounded search took a minute on a 1 MB identifier).
+MAX_NAME = 80
+MAX_CANDIDATES = 20_000
+
 
 def edit_distance(a: str, b: str) -> int:
     """Damerau-Levenshtein distance (optimal string alignment)."""
@@ -31,9 +37,14 @@ def edit_distance(a: str, b: str) -> int:
 
 def rank_candidates(name: str, candidates: Iterable[str], limit: int = 3) -> List[str]:
     """Candidates worth suggesting for ``name``, best first."""
+    if len(name) > MAX_NAME:
+        return []
     scored = []
     seen = set()
-    for cand in candidates:
+    budget = max(1, min(3, len(name) // 3 + (1 if len(name) > 3 else 0)))
+    for count, cand in enumerate(candidates):
+        if count >= MAX_CANDIDATES:
+            break
         if cand in seen or cand == name:
             continue
         seen.add(cand)
@@ -42,8 +53,9 @@ def rank_candidates(name: str, candidates: Iterable[str], limit: int = 3) -> Lis
             # suffix match: the name is right, the path above it is missing
             scored.append((0.5 + cand.count("."), cand))
             continue
+        if abs(len(cand) - len(name)) > budget:
+            continue  # the distance is at least the difference in length
         d = edit_distance(name.lower(), cand.lower())
-        budget = max(1, min(3, len(name) // 3 + (1 if len(name) > 3 else 0)))
         if d <= budget:
             scored.append((float(d), cand))
     scored.sort(key=lambda t: (t[0], len(t[1]), t[1]))

@@ -131,8 +131,30 @@ class BatchRef(Node):
 
 
 class ConnectorApply(Node):
+    """``p1(x)``, or ``para.encode(x)`` when ``method`` names one of the connector's methods."""
+
     kind: Literal["connector_apply"] = "connector_apply"
     connector: str
+    args: Tuple["Expr", ...] = ()
+    kwargs: Tuple[Keyword, ...] = ()
+    method: Optional[str] = None
+
+
+class FunctionApply(Node):
+    """A tensor function of the catalog (kind ``function``): ``detach(x)``, ``argmax(t, dim=1)``,
+    ``noise(100)``. Produced by the verifier from a :class:`Call` whose name is a function."""
+
+    kind: Literal["function_apply"] = "function_apply"
+    function: str
+    args: Tuple["Expr", ...] = ()
+    kwargs: Tuple[Keyword, ...] = ()
+
+
+class ModelApply(Node):
+    """Running a declared model on values: ``gen(noise(100))`` (only in ``input = ...``)."""
+
+    kind: Literal["model_apply"] = "model_apply"
+    model: str
     args: Tuple["Expr", ...] = ()
     kwargs: Tuple[Keyword, ...] = ()
 
@@ -148,7 +170,7 @@ class Select(Node):
 
 Expr = Annotated[
     Union[Const, ListExpr, Name, Attr, Item, Call, RecordRef, ModuleRef, BatchRef,
-          ConnectorApply, Select],
+          ConnectorApply, FunctionApply, ModelApply, Select],
     Field(discriminator="kind"),
 ]
 
@@ -211,8 +233,11 @@ class Factory(Node):
 
 
 class ModelDecl(Node):
+    """A model of the run. A ``generator`` makes the models' input (data-free distillation); it is
+    trained only where an ``optimize`` names it."""
+
     kind: Literal["model"] = "model"
-    role: Literal["student", "teacher"]
+    role: Literal["student", "teacher", "generator"]
     name: str
     factory: Optional[Factory] = None
     checkpoint: Optional[str] = None
@@ -265,11 +290,16 @@ class DeliverDecl(Node):
 
 
 class ConnectorDecl(Node):
+    """``connector para = paraphraser(rate=0.5) [from "para.pt"] [frozen]``."""
+
     kind: Literal["connector"] = "connector"
     name: str
     call: Call
+    checkpoint: Optional[str] = None
+    frozen: bool = False
     override: bool = False
     name_span: Optional[Span] = Field(default=None, repr=False)
+    checkpoint_span: Optional[Span] = Field(default=None, repr=False)
 
     @property
     def component(self) -> str:
@@ -303,6 +333,81 @@ class TrainDecl(Node):
         return next((s for s in self.settings if s.key == key), None)
 
 
+class ParamScope(Node):
+    """A set of parameters ``optimize`` and ``freeze`` name: a whole model (``student``), a module of
+    one (``student.layer1``) or a connector (``regressor``). The parser writes every target as
+    ``what="module"``; the verifier settles ``what`` once names are known."""
+
+    what: Literal["model", "module", "connector"] = "module"
+    name: str
+    path: Tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ".".join((self.name,) + self.path)
+
+
+class OptimizeDecl(Node):
+    """``optimize student.conv1, regressor [with adam(lr=0.1)]``: what a stage or phase trains, and
+    its own optimizer (the train block's when absent)."""
+
+    kind: Literal["optimize"] = "optimize"
+    targets: Tuple[ParamScope, ...]
+    optimizer: Optional[Call] = None
+
+
+class FreezeDecl(Node):
+    """``freeze student.layer1`` / ``freeze para``: never trained (in the enclosing stage, or the
+    whole run at the top level)."""
+
+    kind: Literal["freeze"] = "freeze"
+    target: ParamScope
+
+
+class InitDecl(Node):
+    """``init student.layer2 from teacher.layer2``: copy parameters and buffers by module path when
+    the run starts (shapes must match)."""
+
+    kind: Literal["init"] = "init"
+    target: ModulePath
+    source: ModulePath
+
+
+class InputDecl(Node):
+    """``input = gen(noise(100))``: each step's model input comes from this expression, not from
+    the data (the data, when given, is used for evaluation only)."""
+
+    kind: Literal["input"] = "input"
+    value: Expr
+
+
+class PhaseDecl(Node):
+    """``phase NAME [repeat N] { ... }``: phases run in order inside every step, each ``repeat``
+    times, each with its own losses, ``optimize`` and optimizer state."""
+
+    kind: Literal["phase"] = "phase"
+    name: str
+    repeat: int = 1
+    statements: Tuple["PhaseStatement", ...] = ()
+    name_span: Optional[Span] = Field(default=None, repr=False)
+    repeat_span: Optional[Span] = Field(default=None, repr=False)
+
+
+class StageDecl(Node):
+    """``stage NAME [epochs N] { ... }``: a run is a sequence of stages; a stage without ``epochs``
+    takes the rest of the run. Statements outside any stage hold in every stage."""
+
+    kind: Literal["stage"] = "stage"
+    name: str
+    epochs: Optional[int] = None
+    statements: Tuple["StageStatement", ...] = ()
+    name_span: Optional[Span] = Field(default=None, repr=False)
+    epochs_span: Optional[Span] = Field(default=None, repr=False)
+
+
+PhaseStatement = Annotated[Union[LossDecl, OptimizeDecl, FreezeDecl], Field(discriminator="kind")]
+StageStatement = Annotated[Union[LossDecl, OptimizeDecl, FreezeDecl, PhaseDecl], Field(discriminator="kind")]
+
+
 class IncludeDecl(Node):
     kind: Literal["include"] = "include"
     path: str
@@ -317,11 +422,11 @@ class ImportDecl(Node):
 
 Statement = Annotated[
     Union[ModelDecl, RecordDecl, DeliverDecl, ConnectorDecl, LossDecl, TrainDecl, IncludeDecl,
-          ImportDecl],
+          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, PhaseDecl, StageDecl],
     Field(discriminator="kind"),
 ]
 
-NamedDecl = Union[ModelDecl, RecordDecl, ConnectorDecl, LossDecl]
+NamedDecl = Union[ModelDecl, RecordDecl, ConnectorDecl, LossDecl, PhaseDecl, StageDecl]
 
 
 class Spec(Node):
@@ -366,7 +471,41 @@ class Spec(Node):
 
     @property
     def losses(self) -> List[LossDecl]:
+        """Losses at the top level (they hold in every stage and phase-less step)."""
         return self._of(LossDecl)
+
+    @property
+    def all_losses(self) -> List[LossDecl]:
+        """Every loss of the spec, those inside stages and phases included, in source order."""
+        out: List[LossDecl] = []
+
+        def collect(statements) -> None:
+            for s in statements:
+                if isinstance(s, LossDecl):
+                    out.append(s)
+                elif isinstance(s, (StageDecl, PhaseDecl)):
+                    collect(s.statements)
+
+        collect(self.statements)
+        return out
+
+    @property
+    def stages(self) -> List[StageDecl]:
+        return self._of(StageDecl)
+
+    @property
+    def phases(self) -> List[PhaseDecl]:
+        """Phases at the top level (they run in every stage)."""
+        return self._of(PhaseDecl)
+
+    @property
+    def generators(self) -> List[ModelDecl]:
+        return [m for m in self.models if m.role == "generator"]
+
+    @property
+    def input(self) -> Optional[InputDecl]:
+        found = self._of(InputDecl)
+        return found[0] if found else None
 
     @property
     def imports(self) -> List[ImportDecl]:
@@ -397,6 +536,7 @@ class Spec(Node):
         return self._sources
 
 
-for _cls in (ListExpr, Attr, Item, Keyword, Call, ConnectorApply, Select, Factory, LossDecl,
-             TrainSetting, ConnectorDecl, Spec):
+for _cls in (ListExpr, Attr, Item, Keyword, Call, ConnectorApply, FunctionApply, ModelApply, Select,
+             Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, PhaseDecl, StageDecl,
+             Spec):
     _cls.model_rebuild()

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from kdsl.lang import ir
 from kdsl.lang.lower import build_statements
 from kdsl.core.diagnostics import Diagnostic, Diagnostics, KdslError, Note, sorted_diagnostics
+from kdsl.core.files import SpecFileError, read_spec_text
 from kdsl.core.resolve import MODULE_PATTERN, import_module
 from kdsl.core.span import SourceText
 from kdsl.lang.verify import Verifier
@@ -29,16 +30,10 @@ class _Loader:
 
     def read(self, path: str, span=None, chain: Tuple[str, ...] = ()) -> Optional[str]:
         try:
-            with open(path, encoding="utf-8") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            self.diags.error("KD401", f"file not found: {path}", span,
-                             hint="includes are relative to the including file" if span else None)
-        except IsADirectoryError:
-            self.diags.error("KD401", f"{path} is a directory, not a spec file", span)
-        except (OSError, UnicodeDecodeError) as exc:
-            self.diags.error("KD401", f"cannot read {path}: {exc}", span)
-        return None
+            return read_spec_text(path, included=span is not None)
+        except SpecFileError as exc:
+            self.diags.error("KD401", exc.message, span, hint=exc.hint)
+            return None
 
     def statements(self, name: str, text: str, chain: Tuple[str, ...]) -> List[ir.Node]:
         self.sources[name] = text

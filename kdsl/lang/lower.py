@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from kdsl.lang import ir
 from kdsl.core.diagnostics import Diagnostics
-from kdsl.lang.parser import Chunk, Positions, TrainBlock, cut, parse_chunk
+from kdsl.lang.parser import Chunk, Piece, Positions, TrainBlock, cut, parse_chunk
 from kdsl.core.span import SourceText, Span
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
@@ -52,36 +53,53 @@ class Builder:
 
     # ---------------------------------------------------------------- expressions
     def expr(self, t) -> ir.Node:
+        """The IR of an expression's parse tree: one ``expr_<rule>`` method per grammar rule."""
         from lark import Token
 
         if isinstance(t, Token):  # a bare STRING reaches here through ?key
             return ir.Const(value=self.string(t), span=self.span(t))
-        kind = t.data
-        span = self.span(t)
-        ch = t.children
-        if kind == "name":
-            return ir.Name(name=str(ch[0]), span=span)
-        if kind == "number":
-            return ir.Const(value=self.number(t), span=span)
-        if kind == "string":
-            return ir.Const(value=self.string(ch[0]), span=span)
-        if kind in ("true", "false", "none"):
-            return ir.Const(value={"true": True, "false": False, "none": None}[kind], span=span)
-        if kind == "list":
-            return ir.ListExpr(items=tuple(self.expr(c) for c in ch if c is not None), span=span)
-        if kind == "attr":
-            return ir.Attr(value=self.expr(ch[0]), attr=str(ch[1]), span=span)
-        if kind == "path_index":
-            return ir.Attr(value=self.expr(ch[0]), attr=str(ch[1]), span=span)
-        if kind == "item":
-            key = ch[1]
-            keyval = self.string(key) if isinstance(key, Token) else self.signed_int(key)
-            return ir.Item(value=self.expr(ch[0]), key=keyval, span=span)
-        if kind == "call":
-            args, kwargs = self.arguments(ch[1])
-            return ir.Call(func=str(ch[0]), args=args, kwargs=kwargs, span=span,
-                           func_span=self.span(ch[0]))
-        raise AssertionError(f"unhandled expression {kind}")  # grammar and builder disagree
+        method = getattr(self, "expr_" + t.data, None)
+        if method is None:  # grammar and builder disagree
+            raise AssertionError(f"unhandled expression {t.data}")
+        return method(t, self.span(t))
+
+    def expr_name(self, t, span):
+        return ir.Name(name=str(t.children[0]), span=span)
+
+    def expr_number(self, t, span):
+        return ir.Const(value=self.number(t), span=span)
+
+    def expr_string(self, t, span):
+        return ir.Const(value=self.string(t.children[0]), span=span)
+
+    def expr_true(self, t, span):
+        return ir.Const(value=True, span=span)
+
+    def expr_false(self, t, span):
+        return ir.Const(value=False, span=span)
+
+    def expr_none(self, t, span):
+        return ir.Const(value=None, span=span)
+
+    def expr_list(self, t, span):
+        return ir.ListExpr(items=tuple(self.expr(c) for c in t.children if c is not None), span=span)
+
+    def expr_attr(self, t, span):  # also ``x.0``: an index in a module path
+        return ir.Attr(value=self.expr(t.children[0]), attr=str(t.children[1]), span=span)
+
+    expr_path_index = expr_attr
+
+    def expr_item(self, t, span):
+        from lark import Token
+
+        key = t.children[1]
+        keyval = self.string(key) if isinstance(key, Token) else self.signed_int(key)
+        return ir.Item(value=self.expr(t.children[0]), key=keyval, span=span)
+
+    def expr_call(self, t, span):
+        args, kwargs = self.arguments(t.children[1])
+        return ir.Call(func=str(t.children[0]), args=args, kwargs=kwargs, span=span,
+                       func_span=self.span(t.children[0]))
 
     def number(self, t):
         sign, tok = t.children
@@ -249,11 +267,20 @@ def declared_by(text: str) -> Optional[Tuple[str, str]]:
     return m.group(3), name
 
 
-def build_statements(source: SourceText, diags: Diagnostics,
-                     broken: Optional[List[Tuple[str, str]]] = None) -> List[ir.Node]:
-    """Every statement of a file as IR nodes, in order; syntax errors go to ``diags``, and the
-    names that broken statements seem to declare to ``broken``."""
-    out: List[ir.Node] = []
+@dataclass
+class Lowered:
+    """One piece of a file and what it lowered to (``node`` is None where it had a syntax
+    error); for a train block, ``settings`` holds one entry per setting line, in order."""
+
+    piece: Piece
+    node: Optional[ir.Node]
+    settings: Tuple[Optional[ir.TrainSetting], ...] = ()
+
+
+def lower_file(source: SourceText, diags: Diagnostics,
+               broken: Optional[List[Tuple[str, str]]] = None) -> List[Lowered]:
+    """Every piece of a file (statement or train block) with its IR; syntax errors go to
+    ``diags``, and the names that broken statements seem to declare to ``broken``."""
 
     def failed(chunk: Chunk) -> None:
         if broken is not None:
@@ -276,16 +303,23 @@ def build_statements(source: SourceText, diags: Diagnostics,
                         source.span(chunk.start, chunk.end))
             return None
 
+    out: List[Lowered] = []
     for piece in cut(source, diags):
-        if isinstance(piece, TrainBlock):
-            header = build(piece.header, "statement")
-            settings = [s for s in (build(c, "train_entry") for c in piece.entries) if s is not None]
-            span = source.span(piece.header.start, (piece.close_offset + 1) if piece.close_offset
-                               is not None else piece.header.end)
-            if header is not None:
-                out.append(ir.TrainDecl(settings=tuple(settings), span=span))
-        else:
-            node = build(piece, "statement")
-            if node is not None:
-                out.append(node)
+        if not isinstance(piece, TrainBlock):
+            out.append(Lowered(piece, build(piece, "statement")))
+            continue
+        header = build(piece.header, "statement")
+        settings = tuple(build(c, "train_entry") for c in piece.entries)
+        end = piece.close_offset + 1 if piece.close_offset is not None else piece.header.end
+        node = None if header is None else ir.TrainDecl(
+            settings=tuple(s for s in settings if s is not None),
+            span=source.span(piece.header.start, end))
+        out.append(Lowered(piece, node, settings))
     return out
+
+
+def build_statements(source: SourceText, diags: Diagnostics,
+                     broken: Optional[List[Tuple[str, str]]] = None) -> List[ir.Node]:
+    """Every statement of a file as IR nodes, in order; syntax errors go to ``diags``, and the
+    names that broken statements seem to declare to ``broken``."""
+    return [p.node for p in lower_file(source, diags, broken) if p.node is not None]

@@ -16,7 +16,7 @@ import functools
 import os
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import SourceText, Span
@@ -89,134 +89,193 @@ def _starts_statement(text: str, pos: int) -> bool:
     return False
 
 
-def cut(source: SourceText, diags: Diagnostics) -> List[Piece]:
-    text = source.text
+def string_end(text: str, i: int) -> int:
+    """Where the string opened by the ``"`` at ``i`` ends: the offset of its closing quote, or of
+    the newline (or end of text) where it was left unterminated."""
     n = len(text)
-    pieces: List[Piece] = []
-    stack: List[Tuple[str, int]] = []
-    block: Optional[TrainBlock] = None
-    start: Optional[int] = None
-    last_end = 0
-    broken = False
+    j = i + 1
+    while j < n and text[j] not in '"\n':
+        j += 2 if text[j] == "\\" and j + 1 < n and text[j + 1] != "\n" else 1
+    return j
 
-    def finish() -> None:
-        nonlocal start, broken
-        if start is not None:
-            chunk = Chunk(start, last_end, "train_entry" if block else "statement", broken)
-            (block.entries if block else pieces).append(chunk)
-        start, broken = None, False
 
-    def unclosed() -> None:
-        nonlocal broken
-        ch, at = stack[-1]
-        closers = "".join(_CLOSERS[c] for c, _ in reversed(stack))
-        line, col = source.position(last_end)
-        diags.error("KD101", f"'{ch}' was never closed", Span.point(source.name, line, col),
-                    hint=f"add '{closers}' at the end of this line",
-                    notes=[Note(message=f"'{ch}' opened", span=source.span(at, at + 1))])
-        stack.clear()
-        broken = True
+def comment_end(text: str, i: int) -> int:
+    """Where the comment starting with the ``#`` at ``i`` ends (its newline, or the end)."""
+    j = text.find("\n", i)
+    return len(text) if j < 0 else j
 
-    def close_block(at: Optional[int]) -> None:
-        nonlocal block
-        finish()
-        assert block is not None
-        block.close_offset = at
-        pieces.append(block)
-        block = None
 
-    i = 0
+def comments(text: str) -> Iterator[Tuple[int, int]]:
+    """(start, end) of every ``# ...`` comment, strings skipped."""
+    i, n = 0, len(text)
     while i < n:
-        ch = text[i]
-        if ch == "#":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if ch == "\n":
-            if stack and stack[-1][0] in "([":
-                if _starts_statement(text, i + 1):
-                    unclosed()
-                    finish()
-            elif not stack:
-                finish()
-                if block is not None and _starts_statement(text, i + 1):
-                    line, col = source.position(last_end)
-                    diags.error("KD101", "'{' was never closed", Span.point(source.name, line, col),
-                                hint="add '}' on a line of its own to end the train block",
-                                notes=[Note(message="'{' opened",
-                                            span=source.span(block.open_offset, block.open_offset + 1))])
-                    close_block(None)
+        if text[i] == '"':
+            i = string_end(text, i) + 1
+        elif text[i] == "#":
+            end = comment_end(text, i)
+            yield i, end
+            i = end
+        else:
             i += 1
-            continue
-        if ch in " \t\r\f":
-            i += 1
-            continue
-        if start is None:
-            start = i
-        if ch == '"':
-            j = i + 1
-            while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" and j + 1 < n and text[j + 1] != "\n" else 1
-            if j >= n or text[j] == "\n":
-                diags.error("KD104", "unterminated string", source.span(i, j),
-                            hint='close the string with \'"\' on the same line')
-                broken = True
-                last_end = j
-                i = j
-                continue
-            i = last_end = j + 1
-            continue
-        if ch == "{" and not stack and block is None and text[start:i].strip() == "train":
-            pieces.append(Chunk(start, i + 1, "statement", broken))
-            block = TrainBlock(header=pieces.pop(), open_offset=i)
-            start, broken = None, False
-            last_end = i + 1
-            i += 1
-            continue
+
+
+# Bounds that no real spec comes near, so that checking stays fast on any input (a statement of
+# 100,000 arguments took lark a minute; a deep nesting would recurse in the lowering).
+MAX_STATEMENT = 64 * 1024
+MAX_NESTING = 32
+
+
+class _Cutter:
+    """One pass over a file's text, cutting it into pieces (see :func:`cut`)."""
+
+    def __init__(self, source: SourceText, diags: Diagnostics) -> None:
+        self.source, self.diags, self.text = source, diags, source.text
+        self.pieces: List[Piece] = []
+        self.stack: List[Tuple[str, int]] = []  # open brackets and where they opened
+        self.block: Optional[TrainBlock] = None  # the train block being read
+        self.start: Optional[int] = None  # where the current chunk starts
+        self.last_end = 0  # just after the last character of the current chunk
+        self.broken = False  # the current chunk has an error already reported
+
+    # ---------------------------------------------------------------- chunks and blocks
+    def finish(self) -> None:
+        if self.start is not None:
+            block = self.block
+            chunk = Chunk(self.start, self.last_end, "train_entry" if block else "statement",
+                          self.broken)
+            (block.entries if block else self.pieces).append(chunk)
+        self.start, self.broken = None, False
+
+    def unclosed(self) -> None:
+        ch, at = self.stack[-1]
+        closers = "".join(_CLOSERS[c] for c, _ in reversed(self.stack))
+        line, col = self.source.position(self.last_end)
+        self.diags.error("KD101", f"'{ch}' was never closed", Span.point(self.source.name, line, col),
+                         hint=f"add '{closers}' at the end of this line",
+                         notes=[Note(message=f"'{ch}' opened", span=self.source.span(at, at + 1))])
+        self.stack.clear()
+        self.broken = True
+
+    def open_block(self, i: int) -> int:
+        self.pieces.append(Chunk(self.start, i + 1, "statement", self.broken))
+        self.block = TrainBlock(header=self.pieces.pop(), open_offset=i)
+        self.start, self.broken = None, False
+        self.last_end = i + 1
+        return i + 1
+
+    def close_block(self, at: Optional[int]) -> None:
+        self.finish()
+        assert self.block is not None
+        self.block.close_offset = at
+        self.pieces.append(self.block)
+        self.block = None
+
+    def block_never_closed(self) -> None:
+        assert self.block is not None
+        line, col = self.source.position(self.last_end)
+        at = self.block.open_offset
+        self.diags.error("KD101", "'{' was never closed", Span.point(self.source.name, line, col),
+                         hint="add '}' on a line of its own to end the train block",
+                         notes=[Note(message="'{' opened", span=self.source.span(at, at + 1))])
+        self.close_block(None)
+
+    # ---------------------------------------------------------------- characters
+    def newline(self, i: int) -> None:
+        if self.stack and self.stack[-1][0] in "([":
+            if _starts_statement(self.text, i + 1):
+                self.unclosed()
+                self.finish()
+        elif not self.stack:
+            self.finish()
+            if self.block is not None and _starts_statement(self.text, i + 1):
+                self.block_never_closed()
+
+    def string(self, i: int) -> int:
+        j = string_end(self.text, i)
+        if j >= len(self.text) or self.text[j] == "\n":
+            self.diags.error("KD104", "unterminated string", self.source.span(i, j),
+                             hint='close the string with \'"\' on the same line')
+            self.broken = True
+            self.last_end = j
+            return j
+        self.last_end = j + 1
+        return j + 1
+
+    def end_of_block(self, i: int) -> int:
+        """The ``}`` at ``i`` closes the train block; nothing but a comment may follow it."""
+        if self.start == i:
+            self.start = None
+        self.close_block(i)
+        text, n = self.text, len(self.text)
+        j = i + 1
+        while j < n and text[j] in " \t\r":
+            j += 1
+        if j < n and text[j] not in "\n#":
+            k = comment_end(text, j)
+            self.diags.error("KD106", "expected the end of the line after '}'",
+                             self.source.span(j, k), hint="start the next statement on a new line")
+            self.last_end = k
+            return k
+        self.last_end = i + 1
+        return i + 1
+
+    def bracket(self, i: int, ch: str) -> int:
         if ch in "([{":
-            stack.append((ch, i))
+            if len(self.stack) == MAX_NESTING and not self.broken:
+                self.diags.error("KD107", f"brackets nested more than {MAX_NESTING} deep",
+                                 self.source.span(i, i + 1), hint="split the expression up")
+                self.broken = True
+            self.stack.append((ch, i))
         elif ch in ")]}":
+            stack = self.stack
             if stack and stack[-1][0] == _OPENERS[ch]:
                 stack.pop()
-            elif ch == "}" and not stack and block is not None:
-                if start == i:
-                    start = None
-                close_block(i)
-                # nothing but a comment may follow '}' on its line
-                j = i + 1
-                while j < n and text[j] in " \t\r":
-                    j += 1
-                if j < n and text[j] not in "\n#":
-                    k = text.find("\n", j)
-                    k = n if k < 0 else k
-                    diags.error("KD106", "expected the end of the line after '}'",
-                                source.span(j, k), hint="start the next statement on a new line")
-                    i = k
-                    last_end = k
-                    continue
-                i += 1
-                last_end = i
-                continue
+            elif ch == "}" and not stack and self.block is not None:
+                return self.end_of_block(i)
             else:
                 what = f"'{ch}' does not match '{stack[-1][0]}'" if stack else f"unmatched '{ch}'"
-                notes = [Note(message=f"'{stack[-1][0]}' opened", span=source.span(stack[-1][1], stack[-1][1] + 1))] if stack else []
-                diags.error("KD102", what, source.span(i, i + 1), notes=notes)
-                broken = True
+                notes = [Note(message=f"'{stack[-1][0]}' opened",
+                              span=self.source.span(stack[-1][1], stack[-1][1] + 1))] if stack else []
+                self.diags.error("KD102", what, self.source.span(i, i + 1), notes=notes)
+                self.broken = True
                 if stack:
                     stack.pop()
-        i += 1
-        last_end = i
-    if stack:
-        unclosed()
-    finish()
-    if block is not None:
-        line, col = source.position(last_end)
-        diags.error("KD101", "'{' was never closed", Span.point(source.name, line, col),
-                    hint="add '}' on a line of its own to end the train block",
-                    notes=[Note(message="'{' opened",
-                                span=source.span(block.open_offset, block.open_offset + 1))])
-        close_block(None)
-    return pieces
+        self.last_end = i + 1
+        return i + 1
+
+    def run(self) -> List[Piece]:
+        text, n, i = self.text, len(self.text), 0
+        while i < n:
+            ch = text[i]
+            if ch == "#":
+                i = comment_end(text, i)
+            elif ch == "\n":
+                self.newline(i)
+                i += 1
+            elif ch in " \t\r\f":
+                i += 1
+            else:
+                if self.start is None:
+                    self.start = i
+                if ch == '"':
+                    i = self.string(i)
+                elif ch == "{" and not self.stack and self.block is None and \
+                        text[self.start:i].strip() == "train":
+                    i = self.open_block(i)
+                else:
+                    i = self.bracket(i, ch)
+        if self.stack:
+            self.unclosed()
+        self.finish()
+        if self.block is not None:
+            self.block_never_closed()
+        return self.pieces
+
+
+def cut(source: SourceText, diags: Diagnostics) -> List[Piece]:
+    """The statements and train blocks of a file, in order; bracket and string problems are
+    reported here, and the chunks they affect are marked ``broken``."""
+    return _Cutter(source, diags).run()
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -314,6 +373,11 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
 
     pos = Positions(source, chunk.start)
     text = source.text[chunk.start:chunk.end]
+    if len(text) > MAX_STATEMENT:
+        diags.error("KD107", f"this statement is {len(text)} characters long; at most {MAX_STATEMENT}",
+                    source.span(chunk.start, chunk.start + 1),
+                    hint="split it up: a statement per record, connector and loss")
+        return None, pos
     try:
         return lark_parser().parse(text, start=chunk.rule), pos
     except lark.UnexpectedCharacters as e:

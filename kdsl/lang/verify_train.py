@@ -1,44 +1,19 @@
-"""The verifier's checks of the ``train { }`` block: known settings, their types and ranges, the
-data reference, optimizer and lr-schedule calls checked against the catalog."""
+"""The verifier's checks of the ``train { }`` block, derived from the settings table
+(:mod:`kdsl.catalog.settings`): known settings, their types and ranges, the data reference and the
+data options given in ``dataset(...)``, optimizer and lr-schedule calls checked against the catalog."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict
 
-from kdsl.catalog.types import BOOL, FLOAT, INT, STR, ValueType, choice, optional
+from kdsl.catalog.settings import DATA_OPTIONS, SPEC_SETTINGS, Setting
 from kdsl.core.diagnostics import Note
 from kdsl.core.resolve import REF_PATTERN
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
 
-
-@dataclass(frozen=True)
-class TrainKey:
-    type: Optional[ValueType]  # None: a call checked by ``kind``
-    doc: str
-    kind: Optional[str] = None  # registry kind for call values
-    minimum: Optional[int] = None
-
-
-TRAIN_SETTINGS: Dict[str, TrainKey] = {
-    "data": TrainKey(None, 'the data: dataset("pkg.module:factory", batch_size=64, ...) or "pkg.module:factory"'),
-    "epochs": TrainKey(INT, "number of epochs", minimum=1),
-    "batch_size": TrainKey(INT, "samples per batch (per process)", minimum=1),
-    "optimizer": TrainKey(None, "the optimizer, e.g. sgd(lr=0.05, momentum=0.9)", kind="optimizer"),
-    "lr_schedule": TrainKey(None, "the learning-rate schedule, e.g. cosine()", kind="lr_schedule"),
-    "seed": TrainKey(INT, "random seed", minimum=0),
-    "device": TrainKey(choice("cpu", "cuda", "auto"), "where to train"),
-    "amp": TrainKey(optional(choice("bf16", "fp16")), "mixed precision"),
-    "out": TrainKey(STR, "output directory"),
-    "num_workers": TrainKey(INT, "data-loader worker processes", minimum=0),
-    "grad_clip": TrainKey(optional(FLOAT), "clip the gradient norm to this value"),
-    "eval_teachers": TrainKey(BOOL, "evaluate the teachers once per run"),
-    "threads": TrainKey(INT, "torch's CPU threads (small models on a busy machine train faster on 1)", minimum=1),
-}
-DATA_LOADER_OPTIONS = ("batch_size", "num_workers", "drop_last")
-
+_UNKNOWN_CODE = {"optimizer": "KD304", "lr_schedule": "KD310"}
 
 
 class TrainBlockChecks:
@@ -56,31 +31,39 @@ class TrainBlockChecks:
     # ================================================================ train block
     def _verify_train(self, stmt: ir.TrainDecl, use):
         for s in stmt.settings:
-            key = TRAIN_SETTINGS.get(s.key)
-            if key is None:
+            setting = SPEC_SETTINGS.get(s.key)
+            if setting is None:
                 self.diags.error("KD214", f"unknown train setting '{s.key}'", s.key_span,
-                                 hint=did_you_mean(s.key, list(TRAIN_SETTINGS))
-                                 or "settings: " + ", ".join(TRAIN_SETTINGS))
-                continue
-            if s.key == "data":
+                                 hint=did_you_mean(s.key, list(SPEC_SETTINGS))
+                                 or "settings: " + ", ".join(SPEC_SETTINGS))
+            elif setting.call == "data":
                 self._verify_data(s.value)
-            elif key.kind is not None:
-                if not isinstance(s.value, ir.Call):
-                    self.diags.error("KD214", f"'{s.key}' takes a call, e.g. {key.doc.split('e.g. ')[-1]}",
-                                     s.value.span)
-                    continue
-                code = "KD304" if key.kind == "optimizer" else "KD310"
-                component = self._component(key.kind, s.value, code, key.kind.replace("_", " "))
-                if component is not None:
-                    self._bind_call(component, s.value, use, inputs=False, resolve=False)
+            elif setting.call is not None:
+                self._verify_call_setting(setting, s.value, use)
             else:
-                ok, value = try_literal(s.value)
-                if not ok or not key.type.accepts(value):
-                    self.diags.error("KD214", f"'{s.key}' must be {key.type.describe()}", s.value.span,
-                                     hint=key.doc)
-                elif key.minimum is not None and value is not None and value < key.minimum:
-                    self.diags.error("KD214", f"'{s.key}' must be at least {key.minimum}", s.value.span)
+                self._verify_value(setting, s.key, s.value)
         return stmt
+
+    def _verify_call_setting(self, setting: Setting, value, use) -> None:
+        if not isinstance(value, ir.Call):
+            self.diags.error("KD214", f"'{setting.name}' takes a call, e.g. {setting.help.split('e.g. ')[-1]}",
+                             value.span)
+            return
+        kind = setting.call
+        component = self._component(kind, value, _UNKNOWN_CODE[kind], kind.replace("_", " "))
+        if component is not None:
+            self._bind_call(component, value, use, inputs=False, resolve=False)
+
+    def _verify_value(self, setting: Setting, key: str, value) -> None:
+        """A literal setting (or data option) against its type and range in the table."""
+        ok, literal = try_literal(value)
+        if not ok or not setting.type.accepts(literal):
+            self.diags.error("KD214", f"'{key}' must be {setting.type.describe()}", value.span,
+                             hint=setting.help)
+            return
+        problem = setting.range_problem(literal)
+        if problem:
+            self.diags.error("KD214", f"'{key}' {problem}", value.span)
 
     def _verify_data(self, value) -> None:
         if isinstance(value, ir.Const) and isinstance(value.value, str):
@@ -90,10 +73,7 @@ class TrainBlockChecks:
                 isinstance(value.args[0], ir.Const) and isinstance(value.args[0].value, str):
             ref = value.args[0].value
             span = value.args[0].span
-            self._no_repeated_keywords(value.kwargs)
-            for extra in tuple(value.args[1:]) + tuple(k.value for k in value.kwargs):
-                if not try_literal(extra)[0]:
-                    self.diags.error("KD214", "dataset options must be literal values", extra.span)
+            self._verify_dataset_options(value)
         else:
             self.diags.error("KD214", "'data' takes dataset(\"pkg.module:factory\", ...) or a reference string",
                              value.span, hint='e.g. data = dataset("kdsl.data:digits", batch_size=64)')
@@ -101,3 +81,16 @@ class TrainBlockChecks:
         if not REF_PATTERN.match(ref):
             self.diags.error("KD405", f"malformed data reference \"{ref}\"", span,
                              hint='write it as "pkg.module:factory"')
+
+    def _verify_dataset_options(self, call: ir.Call) -> None:
+        """Options of ``dataset(...)`` are literals; the data-loader ones (batch_size, ...) are
+        settings of the table and checked as such, the rest go to the data factory."""
+        self._no_repeated_keywords(call.kwargs)
+        for extra in call.args[1:]:
+            if not try_literal(extra)[0]:
+                self.diags.error("KD214", "dataset options must be literal values", extra.span)
+        for kw in call.kwargs:
+            if kw.name in DATA_OPTIONS:
+                self._verify_value(DATA_OPTIONS[kw.name], kw.name, kw.value)
+            elif not try_literal(kw.value)[0]:
+                self.diags.error("KD214", "dataset options must be literal values", kw.value.span)

@@ -2,27 +2,27 @@
 
 A step is: every used teacher's pass (frozen teachers under ``torch.no_grad()``), the student's
 pass, then the loss graph: each loss term, in declaration order, reads its inputs (records,
-connector outputs, batch fields), runs its loss module and multiplies by its weight; the total is
-their sum. Recorded values live for one step only.
+connector outputs, batch fields) through the one expression interpreter, runs its loss module
+and multiplies by its weight; the total is their sum. Recorded values live for one step only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from kdsl.components.schedules import Progress
+from kdsl.core.diagnostics import error
 from kdsl.lang import ir
-from kdsl.core.diagnostics import KdslError, error
-from kdsl.runtime.hooks import Delivery, PassState, Recorder, check_missing, freeze, unfreeze
-from kdsl.components.schedules import Progress, Schedule
-from kdsl.catalog.shapes import TensorInfo, check_rules
-from kdsl.core.span import Span
-
-Evaluator = Callable[["StepContext"], Any]
+from kdsl.runtime.deliveries import Delivery
+from kdsl.runtime.interpret import Interpreter, StepEnv
+from kdsl.runtime.recorders import PassState, Recorder
+from kdsl.runtime.terms import LossTerm
 
 
 @dataclass
@@ -45,134 +45,8 @@ class _RunState:
         self.closed = False
 
 
-class StepContext:
-    __slots__ = ("batch", "cache")
-
-    def __init__(self, batch: Dict[str, Any]) -> None:
-        self.batch = batch
-        self.cache: Dict[int, Any] = {}
-
-
-def _where(span: Optional[Span]) -> str:
-    return f" at {span}" if span else ""
-
-
-def info_of(value: Any) -> Optional[TensorInfo]:
-    if isinstance(value, torch.Tensor):
-        return TensorInfo(tuple(value.shape), str(value.dtype).replace("torch.", ""))
-    return None
-
-
-def describe_value(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape [{', '.join(map(str, value.shape))}]"
-    if isinstance(value, (list, tuple)):
-        return f"a {type(value).__name__} of {len(value)} element{'s' if len(value) != 1 else ''}"
-    if isinstance(value, dict):
-        return "a dict with keys " + ", ".join(repr(k) for k in list(value)[:6])
-    return f"a {type(value).__name__}"
-
-
-# ------------------------------------------------------------------------------ expressions
-class ExprCompiler:
-    """Turns resolved IR expressions into closures over a step context (built once, at compile)."""
-
-    def __init__(self, recorders: Dict[str, Recorder], connectors: Dict[str, nn.Module],
-                 modules: Callable[[ir.ModuleRef], nn.Module]) -> None:
-        self.recorders = recorders
-        self.connectors = connectors
-        self.modules = modules
-        self._applications: Dict[str, Evaluator] = {}
-        self.application_count = 0
-
-    def __call__(self, expr) -> Evaluator:
-        return getattr(self, "_" + expr.kind)(expr)
-
-    def _const(self, expr: ir.Const) -> Evaluator:
-        value = expr.value
-        return lambda ctx: value
-
-    def _list(self, expr: ir.ListExpr) -> Evaluator:
-        fns = [self(i) for i in expr.items]
-        return lambda ctx: [f(ctx) for f in fns]
-
-    def _record_ref(self, expr: ir.RecordRef) -> Evaluator:
-        rec = self.recorders[expr.record]
-        if getattr(rec, "selector", None) is not None:
-            return lambda ctx: check_missing(rec.read(), rec)
-        return lambda ctx: rec.read()
-
-    def _module_ref(self, expr: ir.ModuleRef) -> Evaluator:
-        module = self.modules(expr)
-        return lambda ctx: module
-
-    def _batch_ref(self, expr: ir.BatchRef) -> Evaluator:
-        name, span = expr.field, expr.span
-
-        def ev(ctx: StepContext):
-            try:
-                return ctx.batch[name]
-            except KeyError:
-                given = ", ".join(sorted(ctx.batch)) or "nothing"
-                how = "distiller.step(x, target=y)" if name == "target" else \
-                    f"distiller.step(x, batch={{'{name}': ...}})"
-                raise error("KD608", f"the loss reads batch.{name} but the step was given {given}",
-                            span, hint=f"pass it: {how}") from None
-        return ev
-
-    def _select(self, expr: ir.Select) -> Evaluator:
-        inner = self(expr.value)
-        key, by, span = expr.key, expr.by, expr.span
-        text = f".{key}" if by == "attr" else f"[{key!r}]"
-
-        def ev(ctx: StepContext):
-            value = inner(ctx)
-            try:
-                if by == "attr":
-                    if isinstance(value, dict):  # x.logits also reads a dict's key
-                        return value[key]
-                    return getattr(value, key)
-                return value[key]
-            except (KeyError, IndexError, AttributeError, TypeError) as exc:
-                raise error("KD610", f"cannot select {text} of {describe_value(value)}: "
-                            f"{type(exc).__name__}: {exc}", span) from None
-        return ev
-
-    def _connector_apply(self, expr: ir.ConnectorApply) -> Evaluator:
-        # the same application (connector and arguments, spans aside) runs once per step
-        key = _strip_spans(expr)
-        if key in self._applications:
-            return self._applications[key]
-        module = self.connectors[expr.connector]
-        args = [self(a) for a in expr.args]
-        kwargs = [(k.name, self(k.value)) for k in expr.kwargs]
-        slot = self.application_count
-        self.application_count += 1
-        name, span = expr.connector, expr.span
-
-        def ev(ctx: StepContext):
-            cache = ctx.cache
-            if slot in cache:
-                return cache[slot]
-            values = [f(ctx) for f in args]
-            kw = {k: f(ctx) for k, f in kwargs}
-            try:
-                out = module(*values, **kw)
-            except KdslError:
-                raise
-            except Exception as exc:
-                raise error("KD602", f"while evaluating connector '{name}'{_where(span)}: "
-                            f"{type(exc).__name__}: {exc}", span,
-                            hint="inputs: " + "; ".join(describe_value(v) for v in values)) from exc
-            cache[slot] = out
-            return out
-
-        self._applications[key] = ev
-        return ev
-
-
-def _strip_spans(node) -> str:
-    import json
+def _strip_spans(node: ir.Node) -> str:
+    """A node as canonical JSON without its spans (the trainer fingerprints specs with it)."""
 
     def strip(v):
         if isinstance(v, dict):
@@ -182,63 +56,6 @@ def _strip_spans(node) -> str:
         return v
 
     return json.dumps(strip(node.model_dump(mode="json")), sort_keys=True)
-
-
-# ------------------------------------------------------------------------------ loss terms
-class LossTerm:
-    """One ``loss NAME = component(inputs) * weight`` of the spec."""
-
-    def __init__(self, decl: ir.LossDecl, module: nn.Module, inputs: Sequence[Optional[Evaluator]],
-                 input_names: Sequence[str], rules, weight: Any) -> None:
-        self.name = decl.name
-        self.span = decl.span
-        self.component = decl.component
-        self.module = module
-        self.inputs = list(inputs)
-        self.input_names = list(input_names)
-        self.rules = rules
-        self.weight = weight  # float or Schedule
-        self.checked = False
-
-    def weight_at(self, progress: Progress) -> float:
-        if isinstance(self.weight, Schedule):
-            try:
-                return float(self.weight(progress))
-            except ValueError as exc:
-                raise error("KD601", f"weight of loss '{self.name}': {exc}", self.span) from None
-        return self.weight
-
-    def input_values(self, ctx: StepContext) -> List[Any]:
-        return [f(ctx) if f is not None else None for f in self.inputs]
-
-    def check_shapes(self, values: Sequence[Any]) -> None:
-        infos = {n: info_of(v) for n, v in zip(self.input_names, values)}
-        problems = check_rules(self.rules, {k: v for k, v in infos.items() if v is not None})
-        self.checked = True
-        if problems:
-            raise KdslError([_shape_diag(self, p) for p in problems])
-
-    def evaluate(self, ctx: StepContext, progress: Progress):
-        values = self.input_values(ctx)
-        if not self.checked:
-            self.check_shapes(values)
-        try:
-            value = self.module(*values)
-        except KdslError:
-            raise
-        except Exception as exc:
-            raise error("KD601", f"while evaluating loss '{self.name}'{_where(self.span)}: "
-                        f"{type(exc).__name__}: {exc}", self.span,
-                        hint="inputs: " + "; ".join(f"{n} = {describe_value(v)}"
-                                                    for n, v in zip(self.input_names, values))) from exc
-        w = self.weight_at(progress)
-        return value, (value if w == 1.0 else value * w), w
-
-
-def _shape_diag(term: LossTerm, problem: str):
-    from kdsl.core.diagnostics import make
-
-    return make("KD505", f"loss '{term.name}' ({term.component}): {problem}", term.span)
 
 
 # ------------------------------------------------------------------------------ the distiller
@@ -254,7 +71,8 @@ class Distiller(nn.Module):
     def __init__(self, *, spec: ir.Spec, models: Dict[str, nn.Module], frozen: Sequence[str],
                  recorders: Dict[str, Recorder], deliveries: List[Delivery],
                  connectors: Dict[str, nn.Module], terms: List[LossTerm], state: PassState,
-                 used_teachers: Sequence[str], cleanups: List[Callable[[], None]]) -> None:
+                 used_teachers: Sequence[str], cleanups: List[Callable[[], None]],
+                 modules: Optional[Dict[ir.ModuleRef, nn.Module]] = None, plan: Any = None) -> None:
         super().__init__()
         self.spec = spec
         student = spec.student
@@ -275,9 +93,16 @@ class Distiller(nn.Module):
         # (name, model, frozen) of the teachers step() runs, in spec order
         self._teacher_runs = [(n, self.model(n), n in self._frozen) for n in self._used_teachers]
         self.progress = Progress()
-        self.shapes: Dict[str, Any] = {}  # record name -> TensorInfo from the dry run
-        self.value_descriptions: Dict[str, str] = {}
-        self.built: Dict[str, Dict[str, Any]] = {}  # connector/loss -> options, inferred, shapes
+        # the loss graph's expressions, evaluated by the same interpreter as the dry run's
+        self._env = StepEnv(recorders, self.connectors, dict(modules or {}))
+        self._interpreter = Interpreter(self._env)
+        self._plan = plan
+
+    @property
+    def plan(self) -> Any:
+        """What the compiler found and built (:class:`kdsl.compiler.plan.Plan`): record shapes,
+        connector and loss options (inferred ones marked), where hooks and patches went."""
+        return self._plan
 
     # -- models ------------------------------------------------------------------------------
     def model(self, name: str) -> nn.Module:
@@ -389,20 +214,22 @@ class Distiller(nn.Module):
                 self.calibrate()
             for d in self.deliveries:
                 d.finish_step()
-            ctx = StepContext(batch)
+            self._env.fields = batch
             weighted: Dict[str, torch.Tensor] = {}
             raw: Dict[str, torch.Tensor] = {}
             weights: Dict[str, float] = {}
             total = None
             progress = self.progress
             for term in self.terms:
-                value, w_value, w = term.evaluate(ctx, progress)
+                value, w_value, w = term.evaluate(self._interpreter, progress)
                 raw[term.name], weighted[term.name], weights[term.name] = value, w_value, w
                 total = w_value if total is None else total + w_value
             if total is None:
                 total = torch.zeros((), device=self._device())
             return StepResult(loss=total, losses=weighted, unweighted=raw, weights=weights)
         finally:
+            self._interpreter.clear()  # connector outputs live for one step, like records
+            self._env.fields = {}
             self._end_step()
 
     def calibrate(self) -> None:
@@ -484,7 +311,3 @@ class Distiller(nn.Module):
         return (f"student={self.student_name!r}, teachers={self.teacher_names!r}, "
                 f"records={len(self.recorders)}, losses={[t.name for t in self.terms]!r}")
 
-
-def frozen_cleanup(model: nn.Module) -> Callable[[], None]:
-    freeze(model)
-    return lambda: unfreeze(model)

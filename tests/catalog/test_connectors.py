@@ -1,6 +1,6 @@
-"""Built-in connectors: catalog declarations against implementations, shapes, parameter counts,
-gradient flow, and the method-specific behaviour of ofd_margin, paraphraser/translator and
-mgd_generator."""
+"""Built-in connectors: catalog declarations against implementations, value constraints, shapes,
+parameter counts, gradient flow, and the method-specific behaviour of ofd_margin,
+paraphraser/translator and mgd_generator."""
 
 from __future__ import annotations
 
@@ -18,13 +18,16 @@ import torch
 from torch import nn
 
 from kdsl.catalog import connectors as catalog
+from kdsl.catalog import method_connectors as method_catalog
 from kdsl.components import connectors as modules
 from kdsl.components.connectors import ConnectorConfigError
 from kdsl.catalog.types import REQUIRED
-from kdsl.catalog.binding import bind
+from kdsl.catalog.binding import bind, instantiate
 
 REPO = Path(__file__).resolve().parents[2]
-BY_NAME = {c.name: c for c in catalog.COMPONENTS}
+ALL = catalog.COMPONENTS + method_catalog.COMPONENTS
+BY_NAME = {c.name: c for c in ALL}
+METHOD_NAMES = {"ofd_margin", "paraphraser", "translator", "crd_embed", "mgd_generator"}
 
 EXPECTED_NAMES = {"conv_bn", "conv1x1", "linear", "mlp", "norm", "ofd_margin", "paraphraser",
                   "translator", "crd_embed", "mgd_generator", "pool", "interpolate", "flatten",
@@ -32,8 +35,9 @@ EXPECTED_NAMES = {"conv_bn", "conv1x1", "linear", "mlp", "norm", "ofd_margin", "
 
 
 def build(name, **options):
-    """Build a connector the way the compiler does: through the catalog's import path."""
-    return BY_NAME[name].load()(**options)
+    """Build a connector the way the compiler does: through the catalog, which checks the
+    options' declared types and ranges, then imports the implementation."""
+    return instantiate(BY_NAME[name], **options)
 
 
 # Parameter counts from the layer formulas, independent of the implementations.
@@ -65,16 +69,25 @@ def teacher_bn(gammas, betas, dtype=torch.float32):
 # Catalog declarations
 # --------------------------------------------------------------------------------------------
 def test_catalog_declares_exactly_the_contracted_connectors():
-    names = [c.name for c in catalog.COMPONENTS]
+    names = [c.name for c in ALL]
     assert set(names) == EXPECTED_NAMES
     assert len(names) == len(set(names))
-    assert all(c.kind == "connector" for c in catalog.COMPONENTS)
+    assert all(c.kind == "connector" for c in ALL)
+
+
+def test_catalog_modules_mirror_the_implementation_modules():
+    # each declaration lives in the catalog module named like its implementation's module
+    for module in (catalog, method_catalog):
+        suffix = module.__name__.rsplit(".", 1)[1]
+        for c in module.COMPONENTS:
+            assert c.impl.split(":")[0] == f"kdsl.components.{suffix}", c.name
+    assert {c.name for c in method_catalog.COMPONENTS} == METHOD_NAMES
 
 
 def test_catalog_module_does_not_import_torch():
     code = ("import sys\n"
-            "import kdsl.catalog.connectors as m\n"
-            "assert len(m.COMPONENTS) > 0\n"
+            "import kdsl.catalog.connectors as m, kdsl.catalog.method_connectors as mm\n"
+            "assert len(m.COMPONENTS) > 0 and len(mm.COMPONENTS) > 0\n"
             "print(sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.')))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -121,7 +134,7 @@ def test_declarations_are_well_formed(name):
 
 def test_inferable_options_are_the_channel_counts():
     inferred = {c.name: {(i.option, i.source, i.dim, i.flat) for i in c.infer}
-                for c in catalog.COMPONENTS}
+                for c in ALL}
     assert inferred["conv_bn"] == {("in_channels", "input", 1, False),
                                    ("out_channels", "target", 1, False)}
     assert inferred["conv1x1"] == inferred["conv_bn"]
@@ -310,7 +323,8 @@ def test_conv_bn_auto_bias_follows_the_norm():
     (dict(kernel_size=0), "'kernel_size'"),
 ])
 def test_conv_bn_rejects_bad_options(options, words):
-    with pytest.raises(ConnectorConfigError, match=".") as info:
+    # choices and ranges are the catalog's (a ValueError); divisibility the implementation's
+    with pytest.raises(ValueError, match=".") as info:
         build("conv_bn", in_channels=4, out_channels=8, **options)
     assert words in str(info.value)
 
@@ -332,9 +346,9 @@ def test_linear_and_mlp_act_on_the_last_dimension():
     mlp = build("mlp", in_features=6, out_features=4, hidden=[5], norm="bn")
     flat = mlp(x.reshape(6, 6)).reshape(2, 3, 4)
     assert torch.allclose(mlp(x), flat, atol=1e-5)  # tokens are batch-norm samples too
-    with pytest.raises(ConnectorConfigError, match="'act'"):
+    with pytest.raises(ValueError, match="'act'"):
         build("mlp", in_features=6, out_features=4, hidden=[], act="relux")
-    with pytest.raises(ConnectorConfigError, match="'hidden'"):
+    with pytest.raises(ValueError, match="'hidden'"):
         build("mlp", in_features=6, out_features=4, hidden=5)
 
 
@@ -347,7 +361,7 @@ def test_norm_kinds_normalise_over_dimension_one():
     ln = build("norm", num_features=5, kind="ln")(x)
     assert torch.allclose(ln.mean(dim=1), torch.zeros(16, 4, 4), atol=1e-5)
     assert torch.allclose(ln.var(dim=1, unbiased=False), torch.ones(16, 4, 4), atol=1e-3)
-    with pytest.raises(ConnectorConfigError, match="'kind'"):
+    with pytest.raises(ValueError, match="'kind'"):
         build("norm", num_features=5, kind="gn")
 
 
@@ -369,10 +383,11 @@ def test_pool_and_interpolate_values():
     (dict(size=4, scale_factor=2.0), "exactly one"),
     (dict(size=4, mode="nearest", align_corners=True), "align_corners"),
     (dict(size=4, mode="bilinaer"), "did you mean 'bilinear'"),
-    (dict(scale_factor=-1.0), "positive"),
+    (dict(scale_factor=-1.0), "must be > 0"),
+    (dict(size=[4, 0]), "every item >= 1, got 0 (item 2)"),
 ])
 def test_interpolate_rejects_bad_options(options, words):
-    with pytest.raises(ConnectorConfigError) as info:
+    with pytest.raises(ValueError) as info:
         build("interpolate", **options)
     assert words in str(info.value)
 
@@ -570,7 +585,7 @@ def test_paraphraser_pretraining_reduces_the_reconstruction_error():
 
 
 def test_paraphraser_rejects_a_non_positive_rate():
-    with pytest.raises(ConnectorConfigError, match="'rate'"):
+    with pytest.raises(ValueError, match="'rate' of 'paraphraser' must be > 0"):
         build("paraphraser", in_channels=8, rate=0.0)
 
 
@@ -642,7 +657,7 @@ def test_mgd_eval_mode_uses_no_mask_and_no_randomness():
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.5])
 def test_mgd_rejects_a_ratio_outside_the_unit_interval(ratio):
-    with pytest.raises(ConnectorConfigError, match="lambda_mgd"):
+    with pytest.raises(ValueError, match=r"'lambda_mgd' of 'mgd_generator' must be in \[0, 1\]"):
         build("mgd_generator", student_channels=4, teacher_channels=4, lambda_mgd=ratio)
 
 

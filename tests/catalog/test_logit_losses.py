@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from kdsl.catalog.binding import instantiate
 from kdsl.catalog.logit_losses import COMPONENTS
 from kdsl.catalog.shapes import TensorInfo, check_rules
 from tests.catalog.reference import (assert_implements, assert_imports_without_torch,
@@ -18,7 +19,8 @@ ENTRIES = {c.name: c for c in COMPONENTS}
 
 
 def build(name, **options):
-    return ENTRIES[name].load()(**options)
+    """Build a loss as the compiler does: options checked against the catalog, then constructed."""
+    return instantiate(ENTRIES[name], **options)
 
 
 def logits(*shape, seed=0, scale=2.0):
@@ -342,6 +344,7 @@ CALLS = {
     "kl_div": lambda s, t, y: (s, t),
     "soft_cross_entropy": lambda s, t, y: (s, t),
     "cross_entropy": lambda s, t, y: (s, y),
+    "kd": lambda s, t, y: (s, t, y),
     "dkd": lambda s, t, y: (s, t, y),
     "dist": lambda s, t, y: (s, t),
     "wsld": lambda s, t, y: (s, t, y),
@@ -476,7 +479,7 @@ def test_catalog_shape_rules():
 
 
 def test_catalog_names():
-    assert set(ENTRIES) == {"kl_div", "soft_cross_entropy", "cross_entropy", "dkd", "dist",
+    assert set(ENTRIES) == {"kl_div", "soft_cross_entropy", "cross_entropy", "kd", "dkd", "dist",
                             "wsld", "logit_std_kd"}
 
 

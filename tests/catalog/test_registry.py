@@ -77,7 +77,12 @@ def test_build_connector():
     (lambda: kdsl.build_loss("kl_dv"), "KD301", "did you mean 'kl_div'?"),
     (lambda: kdsl.build_loss("kl_div", tua=2.0), "KD305", "did you mean 'tau'?"),
     (lambda: kdsl.build_loss("kl_div", tau="hot"), "KD309", "'tau' of 'kl_div' must be float"),
-    (lambda: kdsl.build_loss("kl_div", tau=-1.0), "KD513", "positive"),
+    (lambda: kdsl.build_loss("kl_div", tau=-1.0), "KD312", "'tau' of 'kl_div' must be > 0, got -1.0"),
+    (lambda: kdsl.build_loss("kl_div", reduction="batchmaen"), "KD309", "did you mean 'batchmean'?"),
+    (lambda: kdsl.build_connector("conv1x1", in_channels=0, out_channels=8), "KD312",
+     "'in_channels' of 'conv1x1' must be >= 1, got 0"),
+    (lambda: kdsl.build_connector("mlp", in_features=4, out_features=2, hidden=(8, -2)), "KD312",
+     "'hidden' of 'mlp' must have every item >= 1, got -2 (item 2)"),
     (lambda: kdsl.build_connector("conv1x1", out_channels=8), "KD308", "in_channels"),
     (lambda: kdsl.build_connector("ofd_margin", bn=3), "KD309", "nn.Module"),
 ])
@@ -148,7 +153,12 @@ def test_list_command(cli):
     code, out, _ = cli("list", "kl_div")
     assert code == 0 and "kl_div(preds_S: tensor, preds_T: tensor, *, tau: float = 1.0" in out
     assert "Hinton" in out and "shape rules" in out
+    assert "tau: float = 1.0  softmax temperature; must be > 0" in out
     code, out, _ = cli("list", "vid")
     assert "(inferred when omitted)" in out
+    assert "in_channels: int (inferred when omitted)  channels of preds_S; must be >= 1" in out
+    code, out, _ = cli("list", "adam")
+    assert "betas: list[float] = [0.9, 0.999]  moment decay rates; must have 2 items with every " \
+           "item in [0, 1)" in out
     code, _, err = cli("list", "kl_dv")
     assert code == 2 and "did you mean 'kl_div'?" in err

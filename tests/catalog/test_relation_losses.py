@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from kdsl.catalog.binding import instantiate
 from kdsl.catalog.relation_losses import COMPONENTS
 from kdsl.catalog.shapes import TensorInfo, check_rules
 from tests.catalog.reference import (assert_implements, assert_imports_without_torch,
@@ -20,7 +21,8 @@ ENTRIES = {c.name: c for c in COMPONENTS}
 
 
 def build(name, **options):
-    return ENTRIES[name].load()(**options)
+    """Build a loss as the compiler does: options checked against the catalog, then constructed."""
+    return instantiate(ENTRIES[name], **options)
 
 
 def features(*shape, seed=0, scale=1.0):

@@ -109,3 +109,92 @@ def test_every_emitted_code_is_documented():
 def test_module_entry_point(cli):
     code, out, _ = cli("--help")
     assert code == 0 and "check" in out and "train" in out
+
+
+# ---------------------------------------------------------------------------- the exit-code rule
+def _main(capsys, *args: str):
+    """``kdsl ARGS`` in this process: (exit code, stdout, stderr)."""
+    from kdsl.cli.app import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return info.value.code, out, err
+
+
+def _fmt_present() -> bool:
+    from kdsl.cli.app import app
+
+    return any(c.name == "fmt" for c in app.registered_commands)
+
+
+EXIT_CASES = [
+    # 0: ok
+    ("check", (GOOD,), 0),
+    ("list", ("losses",), 0),
+    # 1: the input has errors
+    ("check", (BAD,), 1),
+    ("train", (BAD,), 1),
+    ("explain", (BAD,), 1),
+    ("graph", (BAD,), 1),
+    # 2: usage or I/O
+    ("check", ("no/such/spec.kd",), 2),
+    ("check", ("--no-such-flag", GOOD), 2),
+    ("train", ("no/such/spec.kd",), 2),
+    ("train", (GOOD, "--epochs", "0"), 2),
+    ("train", (GOOD, "--device", "tpu"), 2),
+    ("explain", ("no/such/spec.kd",), 2),
+    ("graph", ("no/such/spec.kd",), 2),
+    ("graph", (GOOD, "--format", "svgz"), 2),
+    ("list", ("no_such_component",), 2),
+    ("explain-code", ("KD999",), 2),
+]
+
+
+@pytest.mark.parametrize("command, args, expected", EXIT_CASES,
+                         ids=[f"{c}-{e}-{i}" for i, (c, _, e) in enumerate(EXIT_CASES)])
+def test_exit_code_rule(capsys, command, args, expected):
+    code, out, err = _main(capsys, command, *args)
+    assert code == expected, out + err
+
+
+def test_exit_code_rule_fmt(capsys, tmp_path):
+    if not _fmt_present():
+        pytest.skip("kdsl fmt is not part of this build")
+    broken = tmp_path / "broken.kd"
+    broken.write_text("student\nloss = (\n")
+    assert _main(capsys, "fmt", "--check", str(broken))[0] == 1
+    assert _main(capsys, "fmt", str(tmp_path / "missing.kd"))[0] == 2
+
+
+@pytest.mark.parametrize("command, target", [
+    ("check", "kdsl.lang.loader.check_file"),
+    ("explain", "kdsl.lang.loader.check_file"),
+    ("graph", "kdsl.lang.loader.check_file"),
+    ("train", "kdsl.training.api.train"),
+    ("list", "kdsl.cli.catalog_view.show_catalog"),
+])
+@pytest.mark.parametrize("raised, expected", [(RuntimeError("boom"), 3), (KeyboardInterrupt(), 130)])
+def test_internal_errors_and_interrupts(capsys, monkeypatch, command, target, raised, expected):
+    """A bug is exit 3 with a request for a report; Ctrl-C is 130; never a traceback."""
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.delenv("KDSL_DEBUG", raising=False)
+    monkeypatch.setattr(target, fail)
+    code, out, err = _main(capsys, command, *(() if command == "list" else (GOOD,)))
+    assert code == expected
+    assert ("This is a bug in kdsl" in err and "please report it" in err) if expected == 3 else "interrupted" in err
+
+
+def test_exit_code_for_diagnostics():
+    from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, exit_code_for
+    from kdsl.core.diagnostics import make
+
+    assert exit_code_for([]) == EXIT_OK
+    assert exit_code_for([make("KD250", "unused", severity="warning")]) == EXIT_OK
+    assert exit_code_for([make("KD701", "bad flag")]) == EXIT_USAGE
+    assert exit_code_for([make("KD201", "unknown record")]) == EXIT_ERRORS
+    assert exit_code_for([make("KD701", "bad flag"), make("KD509", "bad checkpoint")]) == EXIT_ERRORS

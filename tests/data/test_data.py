@@ -308,7 +308,7 @@ class _Payload:
 
 def test_cifar_batch_may_not_name_arbitrary_callables(cifar10_root, capsys):
     _write(cifar10_root / "cifar-10-batches-py" / "test_batch", {b"data": _Payload(), b"labels": [0]})
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load .*print"):
+    with pytest.raises(data.DataFileError, match=r"test_batch: not a CIFAR batch file \(refusing to load .*print"):
         data.cifar10(cifar10_root)
     assert "should never run" not in capsys.readouterr().out
 
@@ -317,3 +317,43 @@ def test_cifar_without_numpy_says_so(cifar10_root, monkeypatch):
     monkeypatch.setitem(sys.modules, "numpy", None)
     with pytest.raises(ImportError, match="numpy"):
         data.cifar10(cifar10_root)
+
+
+# ------------------------------------------------------------------------- hostile CIFAR folders
+def _replace_test_batch(root: Path, content=None, raw: bytes = None) -> Path:
+    path = root / "cifar-10-batches-py" / "test_batch"
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        _write(path, content)
+    return path
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("empty", "empty or truncated"),
+    ("text", "not a CIFAR batch file"),
+    ("list", "holds a list, not a dict"),
+    ("no_labels", "no 'labels' entry"),
+    ("float_pixels", "must be uint8 pixel values"),
+    ("zero_images", "holds no images"),
+    ("wrong_row_size", "rows of 3072 values"),
+    ("label_out_of_range", "label 10 is outside 0..9"),
+    ("count_mismatch", "3 images but 2 labels"),
+])
+def test_corrupt_cifar_batches_name_the_file(cifar10_root, case, expected):
+    rng = np.random.default_rng(5)
+    good = _fake_batch(rng, 3, "labels", 10)
+    contents = {
+        "list": [1, 2, 3],
+        "no_labels": {b"data": good[b"data"]},
+        "float_pixels": {**good, b"data": good[b"data"].astype(np.float32) / 255},
+        "zero_images": {**good, b"data": np.zeros((0, 3072), dtype=np.uint8), b"labels": []},
+        "wrong_row_size": {**good, b"data": np.zeros((3, 100), dtype=np.uint8)},
+        "label_out_of_range": {**good, b"labels": [0, 1, 10]},
+        "count_mismatch": {**good, b"labels": [0, 1]},
+    }
+    raw = {"empty": b"", "text": b"this is not a pickle\n"}.get(case)
+    path = _replace_test_batch(cifar10_root, contents.get(case), raw)
+    with pytest.raises(data.DataFileError) as info:
+        data.cifar10(cifar10_root)
+    assert str(path) in str(info.value) and expected in str(info.value)

@@ -12,7 +12,7 @@ import torch
 
 import kdsl
 from kdrt_models import ConvNet, KitchenSink
-from kdsl.runtime.hooks import hook_counts
+from kdsl.runtime.recorders import hook_counts
 
 
 def nets(seed=0):

@@ -18,7 +18,7 @@ import kdrt_models
 import kdrt_ops
 import kdsl
 from kdrt_models import BaseHead, Head, KitchenSink, MaskedBlock
-from kdsl.runtime.hooks import hook_counts
+from kdsl.runtime.recorders import hook_counts
 
 # Every record kind, and a delivery. Line numbers matter to nothing here.
 FULL = """
@@ -329,7 +329,7 @@ def test_closing_twice_and_stepping_after_close():
 def test_garbage_collected_distiller_keeps_models_usable():
     """A closed distiller that is dropped leaves the models as they were (nothing keyed by id()
     lingers in the patch table)."""
-    from kdsl.runtime.hooks import PATCHES
+    from kdsl.runtime.patches import PATCHES
 
     student, teacher, _ = pair()
     snap = Snapshot(student, teacher)

@@ -1,4 +1,7 @@
-"""`kdsl train` refuses bad input with exit code 2 and one paragraph, never a traceback.
+"""`kdsl train` refuses bad input with one paragraph, never a traceback, and the exit-code rule:
+2 for the command line or the machine (a bad flag value, a missing spec file, a device it lacks,
+a run directory that cannot be resumed), 1 for errors in the input (a model, checkpoint or data
+set that a flag names).
 
 The refusals the CLI contract names run as subprocesses, two at a time, in one fixture; each
 test reads its result. More refusals run in this process through ``kdsl.cli.app.main`` (same code path,
@@ -120,12 +123,12 @@ def test_missing_spec_file(results):
 
 def test_student_unknown_module(results):
     assert_usage_error(results["student_unknown_module"], "KD404", "kdsl_no_such_package",
-                       "is the package installed")
+                       "is the package installed", exit_code=1)
 
 
 def test_student_unknown_attribute_suggests(results):
     assert_usage_error(results["student_unknown_attribute"], "KD503", "digits_cnm",
-                       "did you mean 'digits_cnn'?")
+                       "did you mean 'digits_cnn'?", exit_code=1)
 
 
 def test_student_malformed(results, in_process):
@@ -135,7 +138,7 @@ def test_student_malformed(results, in_process):
 
 def test_student_factory_failure(in_process):
     assert_usage_error(in_process("student_bad_option"), "KD508", "digits_cnn", "ValueError",
-                       "width must be a positive integer")
+                       "width must be a positive integer", exit_code=1)
 
 
 def test_model_undeclared_name(results, in_process):
@@ -152,29 +155,30 @@ def test_teacher_flags_need_one_teacher(results, in_process):
 
 
 def test_teacher_ckpt_missing(results):
-    assert_usage_error(results["teacher_ckpt_missing"], "KD509", "no such file", "nope.pt")
+    assert_usage_error(results["teacher_ckpt_missing"], "KD509", "no such file", "nope.pt", exit_code=1)
 
 
 def test_teacher_ckpt_wrong_keys_lists_them(results):
     assert_usage_error(results["teacher_ckpt_wrong_keys"], "KD509", "does not fit the teacher",
-                       "missing keys: fc.weight", "unexpected keys: head.weight")
+                       "missing keys: fc.weight", "unexpected keys: head.weight", exit_code=1)
 
 
 def test_teacher_ckpt_pickled_object_is_refused(results):
     text = assert_usage_error(results["teacher_ckpt_pickle"], "KD509", "cannot read checkpoint",
                               "object.pt", "weights_only=True", "NotWeights",
-                              "torch.save(model.state_dict(), path)")
+                              "torch.save(model.state_dict(), path)", exit_code=1)
     assert len(text) < 600  # one paragraph, not torch's page of advice
 
 
 def test_data_missing_cifar_says_where_it_looked(results):
     root = results["_tmp"] / "cifar"
     assert_usage_error(results["data_missing_cifar"], "KD702", "CIFAR-100 not found", "Looked in",
-                       str(root / "cifar-100-python"), str(root), "train, test")
+                       str(root / "cifar-100-python"), str(root), "train, test", exit_code=1)
 
 
 def test_data_unknown_factory(in_process):
-    assert_usage_error(in_process("data_unknown_factory"), "KD503", "digitz", "did you mean 'digits'?")
+    assert_usage_error(in_process("data_unknown_factory"), "KD503", "digitz", "did you mean 'digits'?",
+                       exit_code=1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA; KD704 is for CPU-only ones")

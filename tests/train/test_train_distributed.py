@@ -7,7 +7,6 @@ import re
 import socket
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import torch
 import kdsl.data
 import kdsl.zoo
 from kdsl.core.diagnostics import KdslError
-from kdsl.training.trainer import Dist, Trainer
+from kdsl.training.distributed import Dist, check_ranks_agree
 from train_helpers import KD_SPEC, ROOT, metrics_csv, metrics_jsonl, student_weights
 
 HERE = Path(__file__).resolve().parent
@@ -99,12 +98,11 @@ def test_torchrun_ranks_agree(tmp_path):
 
 
 def test_rank_agreement_check_detects_divergence(monkeypatch):
-    """Trainer.check_ranks_agree against a stand-in for torch.distributed (all_gather hands
+    """check_ranks_agree against a stand-in for torch.distributed (all_gather hands
     back what the other rank would send): equal sums pass, a difference is KD707."""
     import torch.distributed as dist
 
     student = kdsl.zoo.digits_cnn()
-    trainer = types.SimpleNamespace(dist=Dist(rank=0, world=2), device=torch.device("cpu"))
     for nudge, should_fail in ((0.0, False), (1e-3, True)):
         def all_gather(tensors, mine, nudge=nudge):
             tensors[0].copy_(mine)
@@ -113,8 +111,8 @@ def test_rank_agreement_check_detects_divergence(monkeypatch):
         monkeypatch.setattr(dist, "all_gather", all_gather)
         if should_fail:
             with pytest.raises(KdslError) as info:
-                Trainer.check_ranks_agree(trainer, student)
+                check_ranks_agree(student, Dist(rank=0, world=2), torch.device("cpu"))
             d = info.value.diagnostics[0]
             assert d.code == "KD707" and "diverged" in d.message
         else:
-            Trainer.check_ranks_agree(trainer, student)
+            check_ranks_agree(student, Dist(rank=0, world=2), torch.device("cpu"))

@@ -1,6 +1,6 @@
 """`kdsl train specs/digits/kd.kd` is, bit for bit, the PyTorch loop one would write by hand.
 
-The loop below is written from the documentation only (trainer.py's module docstring for the data
+The loop below is written from the documentation only (kdsl/training/data.py's module docstring for the data
 order, optim.py for the per-step cosine schedule, the spec for the loss) and shares no code with
 the trainer: if the two disagree in a single bit of a single weight, the test fails.
 """
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import kdsl.data
 import kdsl.zoo
-from kdsl.training.trainer import EpochSampler
+from kdsl.training.data import EpochSampler
 from train_helpers import KD_SEED, TEACHER_PT, assert_same_weights, metrics_jsonl, student_weights
 
 BATCH = 64

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from kdsl.training.trainer import EpochSampler, Trainer
+from kdsl.training.data import EpochSampler
+from kdsl.training.rundir import RunDir
 from train_helpers import (BASELINE_SPEC, KD_SPEC, assert_same_weights, metrics_csv, metrics_jsonl,
                            student_weights)
 from train_helpers import train_in_process as train
@@ -95,18 +96,18 @@ def test_crash_after_metrics_before_checkpoint(uninterrupted, tmp_path, monkeypa
     """The metrics of epoch 3 were written but its checkpoint was not: the resumed run starts
     again at epoch 3 and the metrics end up with one row per epoch, not two rows for epoch 3."""
     out = tmp_path / "run"
-    real_save = Trainer.save
+    real_save = RunDir.write_checkpoint
 
-    def save_then_die(self, distiller, optimizer, scheduler, scaler, epoch, *rest):
+    def save_then_die(self, *, epoch, **rest):
         if epoch == 3:
             raise KeyboardInterrupt
-        return real_save(self, distiller, optimizer, scheduler, scaler, epoch, *rest)
+        return real_save(self, epoch=epoch, **rest)
 
-    monkeypatch.setattr(Trainer, "save", save_then_die)
+    monkeypatch.setattr(RunDir, "write_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out))
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1, 2, 3]
-    monkeypatch.setattr(Trainer, "save", real_save)
+    monkeypatch.setattr(RunDir, "write_checkpoint", real_save)
 
     train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out), resume=True)
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1, 2, 3, 4]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kdsl.zoo
-from kdsl.training import runlog
+from kdsl.training import rundir
 from train_helpers import KD_SEED, KD_SPEC, metrics_csv, metrics_jsonl, student_weights
 
 FILES = {"checkpoint.pt", "student.pt", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json"}
@@ -124,24 +124,24 @@ def test_overwrite_replaces_a_run(tmp_path):
 
 def test_atomic_write_replaces_whole_files(tmp_path):
     path = tmp_path / "file.bin"
-    runlog.atomic_write(str(path), b"old")
-    runlog.atomic_write(str(path), b"new contents")
+    rundir.atomic_write(str(path), b"old")
+    rundir.atomic_write(str(path), b"new contents")
     assert path.read_bytes() == b"new contents"
-    runlog.atomic_torch_save({"w": torch.ones(2)}, str(tmp_path / "t.pt"))
+    rundir.atomic_torch_save({"w": torch.ones(2)}, str(tmp_path / "t.pt"))
     assert torch.equal(torch.load(tmp_path / "t.pt", weights_only=True)["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin", "t.pt"]
 
 
 def test_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "metrics.jsonl"
-    runlog.atomic_write(str(path), b"old\n")
+    rundir.atomic_write(str(path), b"old\n")
 
     def disk_full(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runlog.os, "replace", disk_full)
+    monkeypatch.setattr(rundir.os, "replace", disk_full)
     with pytest.raises(OSError):
-        runlog.atomic_write(str(path), b"new\n")
+        rundir.atomic_write(str(path), b"new\n")
     monkeypatch.undo()
     assert path.read_bytes() == b"old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]

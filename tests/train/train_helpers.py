@@ -18,16 +18,17 @@ KD_SEED = 7  # not the spec's seed (0), so that --seed is seen to reach every ra
 
 
 def train_in_process(spec: str, **flags) -> Tuple[dict, str]:
-    """``kdsl train SPEC --flag ...`` in this process: (the run's summary, what it printed)."""
+    """``kdsl train SPEC --flag ...`` in this process, through ``kdsl.train`` and the command
+    line's rich reporter: (the run's summary, what it printed)."""
     from rich.console import Console
 
     import kdsl
-    from kdsl.training.trainer import Flags, Trainer
+    from kdsl.cli.train_view import RichReporter
 
     out = io.StringIO()
-    console = Console(file=out, width=140, highlight=False, no_color=True)
-    summary = Trainer(kdsl.load(spec), Flags(**flags), console).run()
-    return summary, out.getvalue()
+    reporter = RichReporter(Console(file=out, width=140, highlight=False, no_color=True))
+    result = kdsl.train(spec, reporter=reporter, **flags)
+    return result.summary, out.getvalue()
 
 
 def student_weights(run: Path) -> Dict[str, torch.Tensor]:
@@ -67,12 +68,13 @@ def run_kdsl(*args: str, timeout: float = 120, env=None):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def assert_usage_error(result, code: str, *fragments: str) -> str:
-    """Exit 2 and one paragraph on stderr: ``error[CODE]: ...`` (hints indented under it), no
-    traceback, no blank line, no terminal escapes, and every fragment somewhere in it."""
+def assert_usage_error(result, code: str, *fragments: str, exit_code: int = 2) -> str:
+    """Exit 2 (or ``exit_code``: 1 for an input's errors) and one paragraph on stderr:
+    ``error[CODE]: ...`` (hints indented under it), no traceback, no blank line, no terminal
+    escapes, and every fragment somewhere in it."""
     rc, out, err = result
     text = err.strip()
-    assert rc == 2, f"exit {rc}\nstdout: {out}\nstderr: {err}"
+    assert rc == exit_code, f"exit {rc}\nstdout: {out}\nstderr: {err}"
     assert "Traceback" not in out + err
     assert text.startswith(f"error[{code}]:"), text
     assert "\n\n" not in text and "\x1b" not in text, text

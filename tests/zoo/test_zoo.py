@@ -21,6 +21,7 @@ CIFAR_MODELS = [
     "mobilenetv2", "shufflenetv1", "shufflenetv2",
 ]
 DIGITS_MODELS = ["digits_teacher", "digits_cnn", "digits_mlp"]
+GENERATORS = ["dafl_generator"]
 RESNETS = [name for name in CIFAR_MODELS if name.startswith("resnet")]
 WRNS = ["wrn_16_2", "wrn_40_1", "wrn_40_2"]
 
@@ -100,7 +101,7 @@ def rounds_to(value: int, printed: str) -> bool:
 
 
 def test_registry_lists_every_factory():
-    assert set(MODELS) == set(CIFAR_MODELS) | set(DIGITS_MODELS)
+    assert set(MODELS) == set(CIFAR_MODELS) | set(DIGITS_MODELS) | set(GENERATORS)
     assert set(zoo.__all__) == set(MODELS) | {"MODELS"}
     for name, factory in MODELS.items():
         assert factory is getattr(zoo, name)

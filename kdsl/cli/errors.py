@@ -1,0 +1,83 @@
+"""The one exit-code rule of every command, applied in one place (:func:`guarded`).
+
+====  ==========================================================================================
+0     success (warnings allowed)
+1     the input has errors: a spec, or a model, checkpoint or data set that a spec or a flag names
+      (diagnostics of every code but those below)
+2     usage or I/O: a bad flag or flag value, a spec file that does not exist, a run directory to
+      resume that is not there or not this spec's, an output that cannot be written, a device or
+      precision this machine lacks (KD401, KD701, KD703, KD704, KD705, KD706; click's own usage
+      errors; an OSError)
+3     an internal error: a bug in kdsl (the message asks for a report; KDSL_DEBUG=1 shows the
+      traceback)
+130   interrupted (Ctrl-C)
+====  ==========================================================================================
+
+No command prints a Python traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Iterable, Optional
+
+import typer
+
+from kdsl.core.diagnostics import Diagnostic, KdslError, make
+from kdsl.cli.render import echo, print_diagnostics
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# Codes of problems with the command line or the machine rather than with the input's content.
+USAGE_CODES = frozenset({"KD401", "KD701", "KD703", "KD704", "KD705", "KD706"})
+
+
+def exit_code_for(diagnostics: Iterable[Diagnostic]) -> int:
+    """EXIT_USAGE when every error is a usage or I/O problem, EXIT_ERRORS otherwise (and when
+    there is no error at all, EXIT_OK)."""
+    errors = [d for d in diagnostics if d.is_error]
+    if not errors:
+        return EXIT_OK
+    return EXIT_USAGE if all(d.code in USAGE_CODES for d in errors) else EXIT_ERRORS
+
+
+class CliError(Exception):
+    """A problem with how a command was called; exit code by :func:`exit_code_for` (2 for KD701)."""
+
+    def __init__(self, message: str, code: str = "KD701", hint: Optional[str] = None):
+        super().__init__(message)
+        self.code, self.hint = code, hint
+
+
+def guarded(command):
+    """Turn every failure inside a command into a message and the rule's exit code."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except CliError as e:
+            diag = make(e.code, str(e), hint=e.hint)
+            print_diagnostics([diag], {}, err=True)
+            raise typer.Exit(exit_code_for([diag]))
+        except KdslError as e:
+            print_diagnostics(e.diagnostics, e.sources, err=True)
+            raise typer.Exit(exit_code_for(e.diagnostics) or EXIT_ERRORS)
+        except KeyboardInterrupt:
+            echo("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED)
+        except OSError as e:
+            name = f": {e.filename}" if getattr(e, "filename", None) else ""
+            echo(f"kdsl: error: {e.strerror or e}{name}", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
+            if os.environ.get("KDSL_DEBUG"):
+                raise
+            echo(f"kdsl: internal error: {type(e).__name__}: {e}. This is a bug in kdsl; "
+                 "run again with KDSL_DEBUG=1 to see the traceback, and please report it.", err=True)
+            raise typer.Exit(EXIT_INTERNAL)
+
+    return run

@@ -1,0 +1,103 @@
+"""Passes that bind a spec to its models: import the spec's plugins, then take each model as
+passed by keyword or build it from the spec's factory, load its checkpoint, move it to the device,
+and freeze frozen teachers (eval mode, no gradients; undone when the distiller closes)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from torch import nn
+
+from kdsl.compiler.plan import Plan
+from kdsl.compiler.weights import load_into
+from kdsl.core.diagnostics import KdslError
+from kdsl.core.resolve import import_module
+from kdsl.core.suggest import did_you_mean
+from kdsl.lang import ir
+from kdsl.lang.literal import literal_value
+from kdsl.lang.refs import call_factory
+from kdsl.runtime.freezing import frozen_cleanup
+
+
+def import_plugins(plan: Plan) -> Plan:
+    """``import "pkg.module"``: register the components a plugin module declares."""
+    for imp in plan.spec.imports:
+        try:
+            import_module(imp.module, span=imp.module_span)
+        except KdslError as exc:
+            plan.diags.extend(exc.diagnostics)
+    return plan
+
+
+def _model_for(plan: Plan, decl: ir.ModelDecl) -> Optional[nn.Module]:
+    """The model passed for ``decl``, or the one its factory builds; None after a diagnostic."""
+    model = plan.request.given.get(decl.name)
+    if model is None and decl.factory is None:
+        plan.diags.error(
+            "KD507", f"model '{decl.name}' was not given and has no factory", decl.name_span,
+            hint=f"pass {decl.name}=... to kdsl.compile (--{decl.role} on the command line), "
+            f"or write {decl.name} = model(\"pkg.module:factory\")")
+        return None
+    if model is None:
+        f = decl.factory
+        try:
+            model = call_factory(f.ref, [literal_value(a) for a in f.args],
+                                 {k.name: literal_value(k.value) for k in f.kwargs},
+                                 f"model '{decl.name}'", f.ref_span or f.span)
+        except KdslError as exc:
+            plan.diags.extend(exc.diagnostics)
+            return None
+    if not isinstance(model, nn.Module):
+        plan.diags.error("KD508", f"model '{decl.name}' is a {type(model).__name__}, not an nn.Module",
+                         decl.name_span)
+        return None
+    return model
+
+
+def _load_checkpoint(plan: Plan, decl: ir.ModelDecl, model: nn.Module) -> bool:
+    """Load ``from "FILE"`` (relative to the spec's file); False after a diagnostic."""
+    span = decl.checkpoint_span
+    base = os.path.dirname(span.file) if span and not span.file.startswith("<") else ""
+    path = decl.checkpoint if os.path.isabs(decl.checkpoint) else os.path.join(base, decl.checkpoint)
+    if decl.name in plan.request.given:
+        # a passed-in model gets its own weights back if compiling fails
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        plan.undo.on_failure.append(lambda m=model, w=saved: m.load_state_dict(w))
+    try:
+        load_into(model, path, span, what=f"{decl.role} '{decl.name}'")
+    except KdslError as exc:
+        plan.diags.extend(exc.diagnostics)
+        return False
+    return True
+
+
+def build_models(plan: Plan) -> Plan:
+    """Every declared model, passed or built, checkpoint loaded; frozen teachers frozen."""
+    names = [m.name for m in plan.spec.models]
+    for extra in sorted(set(plan.request.given) - set(names)):
+        plan.diags.error("KD514", f"kdsl.compile got a model '{extra}' that the spec does not declare",
+                         hint=did_you_mean(extra, names) or "the spec declares " +
+                         ", ".join(f"'{n}'" for n in names))
+    for decl in plan.spec.models:
+        model = _model_for(plan, decl)
+        if model is None or (decl.checkpoint and not _load_checkpoint(plan, decl, model)):
+            continue
+        if plan.request.device is not None:
+            model.to(plan.request.device)
+        for other, m in plan.models.items():
+            if m is model:
+                plan.diags.error("KD515", f"'{decl.name}' and '{other}' are the same model object",
+                                 decl.name_span, hint="pass a separate model for each")
+        plan.models[decl.name] = model
+    if not plan.diags.has_errors:
+        for decl in plan.spec.teachers:
+            if decl.frozen:
+                plan.undo.on_close.append(frozen_cleanup(plan.models[decl.name]))
+    return plan
+
+
+def stop_if_errors(plan: Plan) -> Plan:
+    """Raise the diagnostics found so far, if any is an error: later passes need what failed."""
+    plan.diags.raise_if_errors()
+    return plan

@@ -1,0 +1,179 @@
+"""Losses that read several tensors of a model (logits with features, or an auxiliary head):
+torch implementations of :mod:`kdsl.catalog.composite_losses`.
+
+Formulas, papers and the relation to torchdistill's implementations are documented on the catalog
+entries; the options' types and ranges are declared, and checked, there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdsl.components._common import flat, reduce, upcast
+
+__all__ = ["DISTPlusLoss", "SRDLoss", "SKDInstanceLoss", "SKDDirectionLoss", "SSKDLoss",
+           "SSKDAuxLoss"]
+
+
+def _centred_correlation(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Pearson correlation along ``dim``, 1e-8 added to the product of the norms."""
+    a = a - a.mean(dim=dim, keepdim=True)
+    b = b - b.mean(dim=dim, keepdim=True)
+    norms = (a.pow(2).sum(dim=dim) * b.pow(2).sum(dim=dim)).sqrt()
+    return (a * b).sum(dim=dim) / (norms + 1e-8)
+
+
+class DISTPlusLoss(nn.Module):
+    """DIST+'s feature term: channel and spatial Pearson-correlation relations of feature maps."""
+
+    def __init__(self, channel_weight: float = 1.0, spatial_weight: float = 1.0,
+                 form: str = "paper") -> None:
+        super().__init__()
+        self.channel_weight = float(channel_weight)
+        self.spatial_weight = float(spatial_weight)
+        self.form = form
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        s, t = upcast(preds_S, preds_T)
+        channel = _centred_correlation(s, t, dim=1).mean()
+        # torchdistill adds the correlation itself, which rewards disagreement; the paper's
+        # relation loss is 1 - correlation, as for every other DIST term
+        channel_term = channel if self.form == "torchdistill" else 1.0 - channel
+        # each position's per-sample response (summed over channels), correlated over the batch
+        a = s.sum(dim=1).flatten(1).t()
+        b = t.sum(dim=1).flatten(1).t()
+        a = a - a.mean(dim=1, keepdim=True)
+        b = b - b.mean(dim=1, keepdim=True)
+        spatial = F.cosine_similarity(a, b, dim=1, eps=1e-8).mean()
+        return self.channel_weight * channel_term + self.spatial_weight * (1.0 - spatial)
+
+
+class SRDLoss(nn.Module):
+    """SRD's feature term: 2 log of the summed |S - T|^exponent."""
+
+    def __init__(self, exponent: float = 2.0) -> None:
+        super().__init__()
+        self.exponent = float(exponent)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        s, t = upcast(preds_S, preds_T)
+        return 2.0 * torch.log((s - t).abs().pow(self.exponent).sum())
+
+
+class SKDInstanceLoss(nn.Module):
+    """SKD's instance term: KL(softmax(T / tau) || softmax(S / tau)) / N, without tau^2."""
+
+    def __init__(self, tau: float = 4.0, detach_teacher: bool = True) -> None:
+        super().__init__()
+        self.tau = float(tau)
+        self.detach_teacher = bool(detach_teacher)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        s, t = upcast(preds_S, preds_T)
+        log_p_s = F.log_softmax(s / self.tau, dim=1)
+        log_p_t = F.log_softmax(t / self.tau, dim=1)
+        return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+
+
+class SKDDirectionLoss(nn.Module):
+    """SKD's direction term: Mahalanobis length of the rows of the similarity difference."""
+
+    def __init__(self, tikhonov: float = 0.1, detach_teacher: bool = True) -> None:
+        super().__init__()
+        self.tikhonov = float(tikhonov)
+        self.detach_teacher = bool(detach_teacher)
+
+    @staticmethod
+    def _similarity(x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(flat(x), p=2.0, dim=1)
+        return x @ x.t()
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        s, t = upcast(preds_S, preds_T)
+        diff = self._similarity(s) - self._similarity(t)
+        n = diff.shape[0]
+        # the Tikhonov term keeps the N x N covariance of the rows invertible for any batch
+        cov = torch.cov(diff.t()) + self.tikhonov * torch.eye(n, dtype=diff.dtype,
+                                                              device=diff.device)
+        solved = torch.cholesky_solve(diff.t(), torch.linalg.cholesky(cov))
+        return (diff * solved.t()).sum(dim=1).sqrt().mean()
+
+
+def _rotation_similarities(ss: torch.Tensor) -> torch.Tensor:
+    """cos(aug_a, normal_j) for the [x0, rot(x0) x3, x1, ...] layout: [3N/4, N/4]."""
+    index = torch.arange(ss.shape[0], device=ss.device)
+    normal, aug = ss[index % 4 == 0], ss[index % 4 != 0]
+    return F.cosine_similarity(aug.unsqueeze(2), normal.t().unsqueeze(0), dim=1)
+
+
+def _kept_by_rank(scores: torch.Tensor, targets: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Rows whose target ranks first, then ``ratio`` of the others, best-ranked first
+    (SSKD's error-level ranking); returned in row order."""
+    order = torch.argsort(scores, dim=1, descending=True)
+    ranks = (order == targets.unsqueeze(1)).long().argmax(dim=1)
+    wrong = int((ranks != 0).sum())
+    keep = ranks.shape[0] - wrong + int(wrong * ratio)
+    return torch.sort(torch.argsort(ranks, stable=True)[:keep])[0]
+
+
+class SSKDLoss(nn.Module):
+    """SSKD: CE + KD on the originals, KD of the self-supervised similarities and of the
+    rotated samples, each on the rows the teacher ranks well."""
+
+    def __init__(self, kl_tau: float = 4.0, ss_tau: float = 0.5, tf_tau: float = 4.0,
+                 ss_ratio: float = 0.75, tf_ratio: float = 1.0, ce_weight: float = 1.0,
+                 kl_weight: float = 0.9, ss_weight: float = 10.0, tf_weight: float = 2.7,
+                 reduction: str = "batchmean", detach_teacher: bool = True) -> None:
+        super().__init__()
+        self.taus = (float(kl_tau), float(ss_tau), float(tf_tau))
+        self.ss_ratio, self.tf_ratio = float(ss_ratio), float(tf_ratio)
+        self.weights = (float(ce_weight), float(kl_weight), float(ss_weight), float(tf_weight))
+        self.reduction = reduction
+        self.detach_teacher = bool(detach_teacher)
+
+    def _kd(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+        kl = F.kl_div(F.log_softmax(s / tau, dim=1), F.softmax(t / tau, dim=1), reduction="none")
+        return tau ** 2 * reduce(kl, self.reduction)
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor, ss_S: torch.Tensor,
+                ss_T: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
+        if self.detach_teacher:
+            preds_T = preds_T.detach()
+        s, t, ss_s, ss_t = upcast(preds_S, preds_T, ss_S, ss_T)
+        kl_tau, ss_tau, tf_tau = self.taus
+        index = torch.arange(s.shape[0], device=s.device)
+        normal, aug = index % 4 == 0, index % 4 != 0
+        labels = gt_labels.long()
+        ce = F.cross_entropy(s[normal], labels,
+                             reduction="mean" if self.reduction == "batchmean" else self.reduction)
+        kl = self._kd(s[normal], t[normal], kl_tau)
+        aug_labels = labels.repeat_interleave(3)
+        tf_rows = _kept_by_rank(t[aug].detach(), aug_labels, self.tf_ratio)
+        tf = self._kd(s[aug][tf_rows], t[aug][tf_rows], tf_tau)
+        sim_s = _rotation_similarities(ss_s)
+        sim_t = _rotation_similarities(ss_t).detach()
+        originals = torch.arange(sim_t.shape[1], device=s.device).repeat_interleave(3)
+        ss_rows = _kept_by_rank(sim_t, originals, self.ss_ratio)
+        ss = self._kd(sim_s[ss_rows], sim_t[ss_rows], ss_tau)
+        w_ce, w_kl, w_ss, w_tf = self.weights
+        return w_ce * ce + w_kl * kl + w_ss * ss + w_tf * tf
+
+
+class SSKDAuxLoss(nn.Module):
+    """SSKD's first stage: each rotated sample must recognise its original by cosine similarity."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, preds: torch.Tensor) -> torch.Tensor:
+        (x,) = upcast(preds)
+        similarities = _rotation_similarities(x)
+        originals = torch.arange(similarities.shape[1], device=x.device).repeat_interleave(3)
+        return F.cross_entropy(similarities, originals, reduction=self.reduction)

@@ -1,0 +1,231 @@
+"""The verifier's name resolution: a syntactic expression (names, ``.attr``, ``[key]``, calls)
+becomes a resolved one (records, modules of models, batch fields, connector applications), or a
+located error saying what the name is and what was meant.
+
+:class:`NameResolution` is a mixin of :class:`~kdsl.lang.verify.Verifier`; it reads the
+verifier's tables (``decls``, ``models``, ``records``, ``connectors``, ``position``, ``broken``)
+and reports to its ``diags``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Set
+
+from kdsl.catalog.binding import bind
+from kdsl.catalog.registry import REGISTRY
+from kdsl.core.diagnostics import Note
+from kdsl.core.span import Span
+from kdsl.core.suggest import did_you_mean, rank_candidates
+from kdsl.lang import ir
+from kdsl.lang.visit import Visitor
+
+KIND_WORD = {ir.ModelDecl: "model", ir.RecordDecl: "record", ir.ConnectorDecl: "connector",
+             ir.LossDecl: "loss"}
+
+
+@dataclass
+class Use:
+    """What one statement reads: its position in the source, and the records and connectors
+    its expressions name (for the usage warnings)."""
+
+    position: int
+    records: Set[str] = field(default_factory=set)
+    connectors: Set[str] = field(default_factory=set)
+
+
+class _Resolver(Visitor[Optional[ir.Node]]):
+    """Resolves one expression of one statement; None after reporting an error."""
+
+    def __init__(self, names: "NameResolution", use: Use) -> None:
+        self.names, self.use = names, use
+
+    def visit_const(self, e: ir.Const):
+        return e
+
+    def visit_list(self, e: ir.ListExpr):
+        items = [self.visit(i) for i in e.items]
+        if any(i is None for i in items):
+            return None
+        return e.model_copy(update={"items": tuple(items)})
+
+    def visit_name(self, e: ir.Name):
+        return self.names._resolve_name(e, self.use)
+
+    def visit_attr(self, e: ir.Attr):
+        return self.names._resolve_selection(e, self.use)
+
+    def visit_item(self, e: ir.Item):
+        return self.names._resolve_selection(e, self.use)
+
+    def visit_call(self, e: ir.Call):
+        return self.names._resolve_application(e, self.use)
+
+    def generic_visit(self, e):
+        return e  # already resolved
+
+
+class NameResolution:
+    """Resolving names against the declarations (a mixin of the Verifier)."""
+
+    def _model_ref(self, name: str, span: Optional[Span], position: int) -> bool:
+        decl = self.models.get(name)
+        if decl is None and name in self.broken:
+            return False
+        if decl is None:
+            hint = did_you_mean(name, list(self.models))
+            if name in self.decls:
+                self.diags.error("KD205", f"'{name}' is a {KIND_WORD[type(self.decls[name])]}, "
+                                 "not a model", span, hint=hint)
+            else:
+                self.diags.error("KD205", f"unknown model '{name}'", span,
+                                 hint=hint or self._models_hint())
+            return False
+        if self.position[name] > position:
+            self.diags.error("KD204", f"model '{name}' is used before its declaration", span,
+                             notes=[Note(message=f"'{name}' declared", span=decl.name_span)])
+            return False
+        return True
+
+    def _models_hint(self) -> Optional[str]:
+        if not self.models:
+            return "declare it with 'student' or 'teacher NAME'"
+        return "declared models: " + ", ".join(f"'{m}'" for m in self.models)
+
+    def _unknown(self, name: str, span, kind_word: str, code: str, candidates: Sequence[str]):
+        if name in self.broken:
+            return  # its declaration has a syntax error, reported already
+        best = rank_candidates(name, candidates)
+        hint = None
+        if best:
+            decl = self.decls.get(best[0])
+            where = f" (declared at {decl.name_span})" if decl is not None and decl.name_span else ""
+            hint = did_you_mean(name, best) + where if len(best) > 1 else f"did you mean '{best[0]}'?{where}"
+        self.diags.error(code, f"unknown {kind_word} '{name}'", span, hint=hint)
+
+    def _declared_before(self, name: str, span, use: Use) -> bool:
+        if self.position[name] > use.position:
+            decl = self.decls[name]
+            self.diags.error("KD204", f"{KIND_WORD[type(decl)]} '{name}' is used before its declaration",
+                             span, notes=[Note(message=f"'{name}' declared", span=decl.name_span)])
+            return False
+        return True
+
+    def resolve(self, expr, use: Use):
+        """Resolve a syntactic expression; None after reporting an error."""
+        return _Resolver(self, use).visit(expr)
+
+    def _resolve_name(self, expr: ir.Name, use: Use):
+        name = expr.name
+        if name == "batch":
+            self.diags.error("KD213", "'batch' needs a field", expr.span,
+                             hint="e.g. batch.target or batch.index")
+            return None
+        decl = self.decls.get(name)
+        if decl is None:
+            self._unknown(name, expr.span, "record", "KD201",
+                          list(self.records) + list(self.connectors) + list(self.models))
+            return None
+        if not self._declared_before(name, expr.span, use):
+            return None
+        if isinstance(decl, ir.RecordDecl):
+            use.records.add(name)
+            return ir.RecordRef(record=name, span=expr.span)
+        if isinstance(decl, ir.ModelDecl):
+            return ir.ModuleRef(model=name, span=expr.span)
+        if isinstance(decl, ir.ConnectorDecl):
+            self.diags.error("KD213", f"connector '{name}' must be applied to a tensor", expr.span,
+                             hint=f"write {name}(RECORD)")
+            return None
+        self.diags.error("KD213", f"'{name}' is a loss; a loss's value cannot be an input",
+                         expr.span)
+        return None
+
+    def _resolve_selection(self, expr, use: Use):
+        # unwind the chain down to its root
+        chain = []
+        root = expr
+        while isinstance(root, (ir.Attr, ir.Item)):
+            chain.append(root)
+            root = root.value
+        chain.reverse()
+        if isinstance(root, ir.Name) and root.name == "batch":
+            first = chain[0]
+            if not isinstance(first, ir.Attr):
+                self.diags.error("KD213", "select a batch field by name: batch.NAME", first.span)
+                return None
+            value = ir.BatchRef(field=first.attr, span=first.span)
+            return self._selections(value, chain[1:])
+        if isinstance(root, ir.Name) and root.name in self.models:
+            if not self._model_ref(root.name, root.span, use.position):
+                return None
+            path = []
+            for link in chain:
+                key = link.attr if isinstance(link, ir.Attr) else link.key
+                if isinstance(link, ir.Item) and not isinstance(key, int):
+                    self.diags.error("KD213", "a module path takes attribute names and integer indices",
+                                     link.span)
+                    return None
+                path.append(str(key))
+            return ir.ModuleRef(model=root.name, path=tuple(path), span=expr.span)
+        if isinstance(root, ir.Name) and root.name not in self.decls:
+            self._unknown(root.name, root.span, "name", "KD202",
+                          list(self.records) + list(self.models) + ["batch"])
+            return None
+        base = self.resolve(root, use)
+        if base is None:
+            return None
+        return self._selections(base, chain)
+
+    def _selections(self, value, chain):
+        for link in chain:
+            if isinstance(link, ir.Attr):
+                if link.attr.isdigit():
+                    self.diags.error("KD213", f"'.{link.attr}' selects nothing on a value",
+                                     link.span, hint=f"select element {link.attr} with [{link.attr}]")
+                    return None
+                value = ir.Select(value=value, key=link.attr, by="attr", span=link.span)
+            else:
+                value = ir.Select(value=value, key=link.key, by="item", span=link.span)
+        return value
+
+    def _resolve_application(self, call: ir.Call, use: Use):
+        name = call.func
+        decl = self.decls.get(name)
+        if not isinstance(decl, ir.ConnectorDecl):
+            if decl is None and REGISTRY.get("loss", name) is not None:
+                self.diags.error("KD213", f"'{name}' is a loss; only connectors can be applied inside a loss",
+                                 call.func_span, hint="declare another 'loss' and let the weights add them")
+            elif decl is None and REGISTRY.get("connector", name) is not None:
+                self.diags.error("KD210", f"'{name}' is a connector type, not a declared connector",
+                                 call.func_span,
+                                 hint=f"declare it first: connector c1 = {name}(...), then apply c1(...)")
+            elif decl is None:
+                self._unknown(name, call.func_span, "connector", "KD210", list(self.connectors))
+            else:
+                self.diags.error("KD213", f"'{name}' is a {KIND_WORD[type(decl)]} and cannot be applied",
+                                 call.func_span)
+            return None
+        if not self._declared_before(name, call.func_span, use):
+            return None
+        use.connectors.add(name)
+        component = REGISTRY.get("connector", decl.component)
+        args = [self.resolve(a, use) for a in call.args]
+        kwargs = [(k, self.resolve(k.value, use)) for k in call.kwargs]
+        if any(a is None for a in args) or any(v is None for _, v in kwargs):
+            return None
+        if component is not None:
+            binding = bind(component, args, [(k.name, v) for k, v in kwargs], inputs=True)
+            for problem in binding.problems:
+                span = self._problem_span(call, problem)
+                self.diags.error(problem.code, problem.message, span, hint=problem.hint)
+            for key in binding.options:
+                kw = call.keyword(key)
+                self.diags.error("KD305", f"'{key}' is an option of connector '{name}'; set it where "
+                                 "the connector is declared", kw.span if kw else call.span,
+                                 notes=[Note(message=f"'{name}' declared", span=decl.name_span)])
+            for pname, value in binding.inputs.items():
+                self._check_input(component, component.input(pname), value)
+        return ir.ConnectorApply(connector=name, args=tuple(args),
+                                 kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
+                                              for k, v in kwargs), span=call.span)

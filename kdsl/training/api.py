@@ -1,0 +1,103 @@
+"""``kdsl.train``: a distillation run from Python, the same function ``kdsl train`` calls."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from kdsl.compiler.models import ModelChoice, apply_model_choice
+from kdsl.core.diagnostics import error
+from kdsl.lang import ir
+from kdsl.training.config import resolve_config
+from kdsl.training.data import load_data
+from kdsl.training.distributed import check_amp, end_distributed, init_distributed, pick_device
+from kdsl.training.loop import Trainer
+from kdsl.training.report import Reporter, RunResult
+from kdsl.training.rng import seed_everything
+from kdsl.training.rundir import RunDir
+
+ModelArg = Union[str, nn.Module, None]
+
+
+def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] = None, student: ModelArg = None,
+          teacher: ModelArg = None, models: Union[Mapping[str, Union[str, nn.Module]], Sequence[str], None] = None,
+          teacher_ckpt: Optional[str] = None, resume: bool = False, eval_only: bool = False,
+          overwrite: bool = False, reporter: Optional[Reporter] = None, **settings: Any) -> RunResult:
+    """Train the student of ``spec`` (a path or a loaded :class:`kdsl.Spec`) and return the result.
+
+    ``student``, ``teacher`` (a spec with one teacher) and ``models`` (by spec name, or
+    ``"NAME=REF"`` texts as ``--model`` takes them) replace the spec's models: a reference
+    ``"pkg.module:factory(k=v)"`` or a built ``nn.Module``;
+    ``teacher_ckpt`` replaces the teacher's checkpoint. ``settings`` are the training settings of
+    :data:`kdsl.catalog.settings.SETTINGS` (``epochs=1``, ``threads=1``,
+    ``optimizer="adam(lr=1e-3)"``, ``data="kdsl.data:digits(batch_size=32)"``, ...): they
+    override the spec's train block, as command-line flags do. ``out`` is the run directory
+    (default ``runs/SPEC_NAME``); ``resume`` continues the run there, ``eval_only`` evaluates its
+    student, ``overwrite`` replaces it. Progress goes to ``reporter`` (none: silent).
+
+    Raises :class:`kdsl.KdslError` for every problem, before any file is written where it can.
+    """
+    from kdsl.lang.loader import load
+
+    if resume and overwrite:
+        raise error("KD701", "--resume and --overwrite contradict each other")
+    loaded = spec if isinstance(spec, ir.Spec) else load(os.fspath(spec))
+    cfg = resolve_config(loaded, dict(settings, out=out))
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    check_amp(cfg.amp, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dist = init_distributed(device)
+    run_dir = RunDir(cfg.out, writer=dist.main)
+    run_dir.prepare(resume=resume, eval_only=eval_only, overwrite=overwrite)
+    seed_everything(cfg.seed)
+    data = load_data(cfg, dist.rank, dist.world)
+    chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
+    distiller = _compile(chosen, given, data, device)
+    with distiller:
+        distiller.to(device)
+        trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
+                          reporter if reporter is not None and dist.main else Reporter())
+        result = trainer.evaluate_run() if eval_only else trainer.fit(resume=resume)
+    end_distributed(dist)
+    return result
+
+
+def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
+            teacher_ckpt: Optional[str]) -> Tuple[ir.Spec, Dict[str, nn.Module]]:
+    """The spec (with ``teacher_ckpt`` swapped in) and the models given by the caller: references
+    are built as the command line builds them, modules are taken as they are."""
+    modules: Dict[str, nn.Module] = {}
+    if isinstance(student, nn.Module):
+        modules[spec.student.name] = student
+        student = None
+    if isinstance(teacher, nn.Module):
+        if len(spec.teachers) != 1:
+            raise error("KD701", f"teacher= is for a spec with one teacher; this one has {len(spec.teachers)}",
+                        hint="pass models={NAME: model} for a particular model")
+        modules[spec.teachers[0].name] = teacher
+        teacher = None
+    refs = [] if isinstance(models, Mapping) else list(models)
+    for name, value in (models.items() if isinstance(models, Mapping) else ()):
+        if isinstance(value, nn.Module):
+            modules[name] = value
+        else:
+            refs.append(f"{name}={value}")
+    chosen, given = apply_model_choice(spec, ModelChoice(student, teacher, refs, teacher_ckpt))
+    given.update(modules)
+    return chosen, given
+
+
+def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device):
+    """The distiller, dry-run on one validation batch (its loader draws no global randomness)."""
+    from kdsl.compiler.compiler import compile as compile_spec
+
+    x0, y0, i0 = next(iter(data.val))
+    for m in given.values():
+        m.to(device)
+    return compile_spec(spec, example_input=x0.to(device),
+                        example_batch={"target": y0.to(device), "index": i0.to(device)},
+                        device=device, **given)

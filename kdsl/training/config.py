@@ -1,0 +1,153 @@
+"""The settings of a run: the table (:mod:`kdsl.catalog.settings`) -> one :class:`TrainConfig`.
+
+Values come from three places, later ones winning: the table's defaults, the spec's ``train { }``
+block, the caller (``kdsl train`` flags, or keyword arguments of ``kdsl.train``). The config
+records where each setting's value came from (``sources``: "default", "spec" or "flag"), for
+every setting of the table, data options included. Torch-free.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Mapping
+
+from kdsl.catalog.binding import bind, type_problem
+from kdsl.catalog.registry import REGISTRY
+from kdsl.catalog.settings import BY_NAME, DATA_OPTIONS, SETTINGS, Setting
+from kdsl.core.diagnostics import error
+from kdsl.core.suggest import did_you_mean
+from kdsl.lang import ir
+from kdsl.lang.literal import literal_value
+from kdsl.lang.refs import parse_call, parse_option_call
+
+
+def _describe(self) -> Dict[str, Any]:
+    """The settings as JSON-ready data, with where each came from (default, spec or flag)."""
+    d = dataclasses.asdict(self)
+    d["sources"] = dict(self.sources)
+    return json.loads(json.dumps(d, default=str))
+
+
+# One field per setting of the table, in the table's order (the order summary.json shows), plus
+# ``sources``. Generated so that a new setting needs no second declaration here.
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig",
+    [(s.name, Any, dataclasses.field(default_factory=lambda d=s.default: copy.deepcopy(d))) for s in SETTINGS]
+    + [("sources", Dict[str, str], dataclasses.field(default_factory=dict))],
+    namespace={"describe": _describe, "__module__": __name__,
+               "__doc__": "The resolved settings of a run: one attribute per setting of "
+                          "kdsl.catalog.settings.SETTINGS, and ``sources`` (where each came from)."},
+)
+
+
+def resolve_config(spec: ir.Spec, given: Mapping[str, Any]) -> "TrainConfig":
+    """Defaults, then the spec's train block, then ``given`` (None values: not given).
+
+    ``given`` maps setting names to values: typed values for plain settings, text in the
+    language's call syntax for ``data`` (``"kdsl.data:digits(batch_size=16)"``), ``optimizer``
+    and ``lr_schedule`` (``"sgd(lr=0.1)"``). A bad value is a KD701 error.
+    """
+    cfg = TrainConfig()
+    cfg.sources = {s.name: "default" for s in SETTINGS}
+    for s in spec.train.settings:
+        _apply_spec_setting(cfg, s)
+    for name, value in given.items():
+        if value is None:
+            continue
+        setting = BY_NAME.get(name)
+        if setting is None:
+            raise error("KD701", f"unknown training setting '{name}'",
+                        hint=did_you_mean(name, list(BY_NAME)) or "settings: " + ", ".join(BY_NAME))
+        _apply_given(cfg, setting, value)
+    if cfg.out is None:
+        stem = os.path.splitext(os.path.basename(spec.file))[0] if not spec.file.startswith("<") else "run"
+        cfg.out = os.path.join("runs", stem)
+    return cfg
+
+
+def _set(cfg, name: str, value: Any, source: str) -> None:
+    setattr(cfg, name, value)
+    cfg.sources[name] = source
+
+
+def _apply_spec_setting(cfg, s: ir.TrainSetting) -> None:
+    """A setting of the train block, which the verifier has already checked against the table."""
+    setting = BY_NAME[s.key]
+    if setting.call == "data":
+        if isinstance(s.value, ir.Call):  # dataset("ref", k=v, ...)
+            ref = literal_value(s.value.args[0])
+            options = {k.name: literal_value(k.value) for k in s.value.kwargs}
+        else:
+            ref, options = literal_value(s.value), {}
+        _set_data(cfg, ref, options, "spec")
+    elif setting.call is not None:
+        name = s.value.func
+        args = [literal_value(a) for a in s.value.args]
+        kwargs = {k.name: literal_value(k.value) for k in s.value.kwargs}
+        component = REGISTRY.get(setting.call, name)
+        _set(cfg, s.key, (name, bind(component, args, list(kwargs.items()), inputs=False).options), "spec")
+    else:
+        _set(cfg, s.key, literal_value(s.value), "spec")
+
+
+def _set_data(cfg, ref: str, options: Dict[str, Any], source: str) -> None:
+    """The data reference and its factory's options; the data options of the table (batch_size,
+    num_workers, drop_last) are taken out, checked and recorded as settings of their own."""
+    options = dict(options)
+    for name, setting in DATA_OPTIONS.items():
+        if name in options:
+            value = options.pop(name)
+            if source != "spec":  # the verifier checked the spec's
+                _check_value(setting, value, f"--data option '{name}'")
+            _set(cfg, name, value, source)
+    _set(cfg, "data", (ref, options), source)
+
+
+def _apply_given(cfg, setting: Setting, value: Any) -> None:
+    if setting.call == "data":
+        ref, args, kwargs = parse_call(_text(setting, value), "data")
+        if args:
+            raise error("KD701", "data options are given by keyword: --data 'pkg.module:factory(root=\"...\")'")
+        _set_data(cfg, ref, kwargs, "flag")
+    elif setting.call is not None:
+        name, args, kwargs = parse_option_call(_text(setting, value), setting.name)
+        _set(cfg, setting.name, (name, _component_options(setting, name, args, kwargs)), "flag")
+    else:
+        _check_value(setting, value, setting.label)
+        _set(cfg, setting.name, value, "flag")
+
+
+def _text(setting: Setting, value: Any) -> str:
+    if not isinstance(value, str):
+        raise error("KD701", f"{setting.label} takes text in the language's call syntax, "
+                    f"got {type(value).__name__}", hint=f"e.g. {setting.example or setting.help}")
+    return value
+
+
+def _check_value(setting: Setting, value: Any, label: str) -> None:
+    if not setting.type.accepts(value):
+        raise error("KD701", f"{label} must be {setting.type.describe()}, got {value!r}", hint=setting.help)
+    problem = setting.range_problem(value)
+    if problem:
+        raise error("KD701", f"{label} {problem}, got {value}")
+
+
+def _component_options(setting: Setting, name: str, args: List[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The options of an optimizer or lr schedule named by the caller, bound and type-checked."""
+    kind, what = setting.call, setting.label
+    component = REGISTRY.get(kind, name)
+    if component is None:
+        raise error("KD701", f"unknown {what} '{name}'", hint=did_you_mean(name, REGISTRY.names(kind))
+                    or f"see `kdsl list {kind.replace('_', '-')}s`")
+    binding = bind(component, list(args), list(kwargs.items()), inputs=False)
+    for p in binding.problems:
+        raise error("KD701", f"{what}: {p.message}", hint=p.hint)
+    for key, value in binding.options.items():
+        message = type_problem(component, component.option(key), value)
+        if message:
+            raise error("KD701", f"{what}: {message}")
+    return binding.options
+

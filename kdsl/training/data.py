@@ -1,0 +1,117 @@
+"""The data of a run: the data factory's datasets behind kdsl's own samplers and loaders.
+
+Epoch ``e`` visits the training set in the order
+``torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))`` (sharded by
+rank under torchrun), so the data order depends only on the seed and the epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from kdsl.core.diagnostics import error
+from kdsl.core.resolve import import_ref
+from kdsl.data import split_result
+from kdsl.training.rng import epoch_seed
+
+
+class _Indexed(Dataset):
+    """Adds each sample's index (``batch.index``, which CRD's memory bank needs)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        if isinstance(item, (tuple, list)) and len(item) >= 2:
+            return item[0], item[1], i
+        raise TypeError(f"dataset items must be (input, target) pairs, got {type(item).__name__}")
+
+
+class EpochSampler(Sampler):
+    """A permutation that depends on (seed, epoch) only, sharded across ranks (padded so that every
+    rank takes the same number of steps)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.world > 1:
+            per_rank = -(-self.n // self.world)
+            order = (order * 2)[: per_rank * self.world] if self.shuffle else order
+            order = order[self.rank::self.world]
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        if self.world > 1 and self.shuffle:
+            return -(-self.n // self.world)
+        return len(range(self.rank, self.n, self.world)) if self.world > 1 else self.n
+
+
+@dataclass
+class Data:
+    train: DataLoader
+    val: DataLoader
+    train_size: int
+    val_size: int
+    sampler: EpochSampler
+    seed: int
+    num_classes: Optional[int] = None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Put the sampler and the workers' seeds at ``epoch``."""
+        self.sampler.set_epoch(epoch)
+        self.train.generator.manual_seed(epoch_seed(self.seed, epoch))
+
+
+def load_data(cfg, rank: int, world: int) -> Data:
+    """Call the data factory of ``cfg.data`` and wrap its datasets in kdsl's loaders."""
+    if cfg.data is None:
+        raise error("KD702", "no data: the spec's train block names none and --data was not given",
+                    hint='add data = dataset("kdsl.data:digits") to the train block, or pass --data kdsl.data:digits')
+    ref, options = cfg.data
+    factory = import_ref(ref, "data")
+    try:
+        result = factory(**options)
+    except FileNotFoundError as exc:
+        raise error("KD702", f"data '{ref}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise error("KD702", f"data factory '{ref}' failed: {type(exc).__name__}: {exc}") from None
+    train, val, num_classes = split_result(result, ref)
+    if isinstance(train, DataLoader) or isinstance(val, DataLoader):
+        raise error("KD702", f"data factory '{ref}' returned DataLoaders; return datasets so that "
+                    "kdsl controls batching, shuffling and sharding (reproducible, resumable runs)")
+    sampler = EpochSampler(len(train), cfg.seed, shuffle=True, rank=rank, world=world)
+    val_sampler = EpochSampler(len(val), cfg.seed, shuffle=False, rank=rank, world=world)
+    # Workers are started afresh each epoch (not persistent) and seeded from the train loader's
+    # generator, which Data.start_epoch re-seeds from (seed, epoch): augmentation drawn in worker
+    # processes is then a function of (seed, epoch) too, and a resumed run draws the same as an
+    # uninterrupted one. (With persistent workers their RNG streams would carry over epochs.)
+    common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    # Both loaders get their own generator: iterating a DataLoader without one draws a seed from
+    # torch's global generator, which would shift the models' initialisation (built after the first
+    # validation batch is read) and any dropout/augmentation stream after each evaluation.
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(_Indexed(train), sampler=sampler, drop_last=cfg.drop_last, generator=g, **common)
+    val_loader = DataLoader(_Indexed(val), sampler=val_sampler,
+                            generator=torch.Generator().manual_seed(cfg.seed), **common)
+    return Data(train_loader, val_loader, len(train), len(val), sampler, cfg.seed, num_classes)

@@ -1,0 +1,153 @@
+"""Where a run executes: the device, mixed precision, and the processes of a torchrun launch.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) kdsl joins (or starts) the process group, gloo on the CPU
+and nccl on GPUs; every collective a run needs is here, so the loop reads the same on one
+process and on many.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from kdsl.core.diagnostics import error
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # kdsl started the process group, so kdsl ends it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise error("KD704", "--device cuda was asked for, but no CUDA device is available",
+                        hint="use --device cpu (or auto)")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise error("KD701", f"unknown device '{name}'", hint="cpu, cuda or auto")
+    return torch.device("cpu")
+
+
+def check_amp(amp: Optional[str], device: torch.device) -> None:
+    if amp == "fp16" and device.type != "cuda":
+        raise error("KD705", "--amp fp16 needs a GPU", hint="use --amp bf16 on the CPU")
+    if amp not in (None, "bf16", "fp16"):
+        raise error("KD701", f"unknown --amp '{amp}'", hint="bf16 or fp16")
+
+
+def autocast(device: torch.device, amp: Optional[str]):
+    if amp is None:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
+
+
+def end_distributed(d: Dist) -> None:
+    """Leave the process group together; a process that exits while its communication threads
+    still run can abort ('terminate called without an active exception')."""
+    if d.enabled and d.owned:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_reduce_sum(values: List[float], d: Dist, device: torch.device) -> List[float]:
+    if not d.enabled:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def average_grads(params: List[nn.Parameter], d: Dist) -> None:
+    """Gradients of what DDP does not wrap (connectors, trainable teachers, learning losses)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= d.world
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Rank 0's buffers on every rank. DDP broadcasts them before each forward, but the last
+    training step leaves each rank with its own BatchNorm statistics: without this, each rank
+    would evaluate its shard of the validation set with a different model, and the metrics would
+    not be those of the student.pt that rank 0 saves."""
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        dist.broadcast(buffer, 0)
+
+
+def check_ranks_agree(student: nn.Module, d: Dist, device: torch.device) -> None:
+    """After training every rank must hold the same student (KD707 otherwise)."""
+    import torch.distributed as dist
+
+    mine = torch.tensor([sum(p.detach().double().sum().item() for p in student.parameters())],
+                        dtype=torch.float64, device=device)
+    every = [torch.zeros_like(mine) for _ in range(d.world)]
+    dist.all_gather(every, mine)
+    values = [t.item() for t in every]
+    if any(v != values[0] for v in values):
+        raise error("KD707", f"the ranks' students diverged (parameter sums {values})")
+
+
+def wrap_student(student: nn.Module, params: List[nn.Parameter], d: Dist, device: torch.device):
+    """(what runs the student's forward, the trainable parameters DDP does not reduce)."""
+    if not d.enabled:
+        return student, []
+    from torch.nn.parallel import DistributedDataParallel
+
+    runner = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    student_params = {id(p) for p in student.parameters()}
+    return runner, [p for p in params if id(p) not in student_params]

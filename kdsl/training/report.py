@@ -1,0 +1,125 @@
+"""What a run tells its caller: progress events (a :class:`Reporter`) and the :class:`RunResult`.
+
+The trainer never prints. It calls a reporter at the start of the run, at each epoch's start,
+every few steps, at each epoch's end (with the epoch's metrics), with warnings, and at the end
+of the run; the command line renders those events with rich, a notebook or a test can collect
+them. Only rank 0 of a distributed run reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a run is about to do (``run_start``)."""
+
+    spec_file: str
+    student: str
+    student_params: int
+    teachers: Dict[str, Dict[str, float]]  # name -> top1, top5, loss, params (evaluated once)
+    data: str
+    train_size: int
+    val_size: int
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    lr_schedule: str
+    seed: int
+    device: str
+    amp: Optional[str]
+    world: int
+    out: str
+    start_epoch: int = 0  # epochs already done (a resumed run)
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Paths of the files a run wrote (``curves`` is None without matplotlib)."""
+
+    out: str
+    checkpoint: str
+    student: str
+    metrics_jsonl: str
+    metrics_csv: str
+    summary: str
+    curves: Optional[str] = None
+
+
+@dataclass
+class RunResult:
+    """What ``kdsl.train`` returns.
+
+    ``final``: the student's last validation metrics (top1, top5, loss); ``history``: one row per
+    epoch (as metrics.jsonl holds them); ``teachers``: each teacher's metrics; ``best``: the epoch
+    with the best top-1; ``summary``: what summary.json holds; ``rows``: a row per model for a
+    results table; ``files``: the paths written.
+    """
+
+    final: Dict[str, float]
+    history: List[Dict[str, Any]]
+    teachers: Dict[str, Dict[str, float]]
+    best: Optional[Dict[str, Any]]
+    summary: Dict[str, Any]
+    rows: List[Dict[str, Any]]
+    files: RunFiles
+    seconds: float
+    eval_only: bool = False
+    config: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> Dict[str, float]:
+        """The final metrics (same as ``final``)."""
+        return self.final
+
+
+class Reporter:
+    """Progress events of a run; every method does nothing here: override the ones you need."""
+
+    def run_start(self, info: RunStart) -> None:
+        """Before the first epoch (after the teachers were evaluated)."""
+
+    def epoch_start(self, epoch: int, total_epochs: int, steps: int) -> None:
+        """Epoch ``epoch`` (0-based) of ``total_epochs`` starts; it has ``steps`` steps."""
+
+    def step(self, epoch: int, steps_done: int, steps: int, terms: Dict[str, float]) -> None:
+        """Every few steps: the mean of each weighted loss term so far this epoch."""
+
+    def epoch_end(self, row: Dict[str, Any], total_epochs: int) -> None:
+        """The epoch's metrics row (epoch is 1-based here, as in metrics.jsonl)."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know that does not stop the run."""
+
+    def run_end(self, result: RunResult) -> None:
+        """After the last epoch (or the evaluation of ``eval_only``), once summary.json is written."""
+
+
+class EventLog(Reporter):
+    """A reporter that keeps every event as ``(name, payload)``: for tests and notebooks."""
+
+    def __init__(self) -> None:
+        self.events: List[tuple] = []
+
+    def run_start(self, info: RunStart) -> None:
+        self.events.append(("run_start", info))
+
+    def epoch_start(self, epoch: int, total_epochs: int, steps: int) -> None:
+        self.events.append(("epoch_start", epoch))
+
+    def step(self, epoch: int, steps_done: int, steps: int, terms: Dict[str, float]) -> None:
+        self.events.append(("step", (epoch, steps_done)))
+
+    def epoch_end(self, row: Dict[str, Any], total_epochs: int) -> None:
+        self.events.append(("epoch_end", row))
+
+    def warning(self, message: str) -> None:
+        self.events.append(("warning", message))
+
+    def run_end(self, result: RunResult) -> None:
+        self.events.append(("run_end", result))
