@@ -9,8 +9,8 @@ trained too. Every loss returns a scalar that the spec multiplies by the term's 
 
 from __future__ import annotations
 
-from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, TENSOR, Component, Infer,
-                                Param, at_least, choice, interval, optional)
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, NON_NEGATIVE, POSITIVE, TENSOR,
+                                Component, Infer, Param, at_least, choice, interval, optional)
 from kdsl.catalog.shapes import rank, same_batch, same_shape
 
 _IMPL = "kdsl.components.relation_losses:"
@@ -134,15 +134,23 @@ COMPONENTS = (
         drawn uniformly from the other samples with torch's RNG, unless contrast_idx
         ([N, 1 + k], the positive first, as RepDistiller's sampled datasets give) is passed.
         In training mode each side's memory then moves to the batch: M[i] <- normalize(nce_m *
-        M[i] + (1 - nce_m) * embedding_i). feat_dim is inferred from preds_S. Tian, Krishnan
-        and Isola, "Contrastive Representation Distillation", ICLR 2020.""",
+        M[i] + (1 - nce_m) * embedding_i). feat_dim is inferred from preds_S.
+        negatives="exact" draws class-aware negatives, as RepDistiller's sampled dataset with
+        mode "exact": the loss keeps each dataset sample's class (a buffer, filled from target,
+        e.g. batch.target, as batches arrive and saved with checkpoints), and sample i's nce_k
+        negatives are drawn uniformly, with replacement, from the indices already seen with a
+        class other than y_i - after one epoch, every sample of another class. Until such an
+        index has been seen (the first batches), they are drawn from all the other indices.
+        Tian, Krishnan and Isola, "Contrastive Representation Distillation", ICLR 2020.""",
         "Tian, Krishnan and Isola, Contrastive Representation Distillation, ICLR 2020",
         inputs=(Param("preds_S", TENSOR, doc="student embedding, [N, feat_dim]"),
                 Param("preds_T", TENSOR, doc="teacher embedding, [N, feat_dim]"),
                 Param("indices", TENSOR, doc="index of each sample in the dataset, [N] "
                       "(batch.index)"),
                 Param("contrast_idx", optional(TENSOR), None,
-                      "dataset indices to contrast, [N, 1 + k], the positive first")),
+                      "dataset indices to contrast, [N, 1 + k], the positive first"),
+                Param("target", optional(LABELS), None,
+                      "class of each sample, [N] (batch.target); needed by negatives=\"exact\"")),
         options=(Param("num_data", INT, doc="number of samples in the training set",
                        constraint=at_least(2)),  # a positive and at least one negative
                  Param("feat_dim", INT, doc="embedding size (inferred from preds_S)",
@@ -150,10 +158,14 @@ COMPONENTS = (
                  Param("nce_k", INT, 16384, "negatives drawn per sample", COUNT),
                  Param("nce_t", FLOAT, 0.07, "temperature of the scores", POSITIVE),
                  Param("nce_m", FLOAT, 0.5, "momentum of the memory banks",
-                       interval(0, 1, hi_open=True))),
+                       interval(0, 1, hi_open=True)),
+                 Param("negatives", choice("uniform", "exact"), "uniform",
+                       '"exact": negatives only from other classes, by target (RepDistiller '
+                       'mode "exact"; the CRD paper\'s class-aware sampling)')),
         rules=(same_shape("preds_S", "preds_T"), rank("preds_S", 2),
                same_batch("indices", "preds_S"), rank("indices", 1),
-               same_batch("contrast_idx", "preds_S"), rank("contrast_idx", 2)),
+               same_batch("contrast_idx", "preds_S"), rank("contrast_idx", 2),
+               same_batch("target", "preds_S"), rank("target", 1)),
         infer=(Infer("feat_dim", "preds_S", dim=1),),
     ),
 )

@@ -31,8 +31,10 @@ class Setting:
 
     ``type`` is None for a setting whose value is a call: ``call`` then names what is called
     (``"data"``: a data reference; otherwise a catalog kind, ``"optimizer"`` or
-    ``"lr_schedule"``), and the default is ``(name, options)``. ``minimum`` is an inclusive lower
-    bound; ``positive`` asks for a finite number above zero.
+    ``"lr_schedule"``), and the default is ``(name, options)``. ``minimum`` and ``maximum`` are
+    inclusive bounds (a maximum keeps absurd values - a 20-digit batch size, 100,000 threads - from
+    reaching torch, which fails on them without a message); ``positive`` asks for a finite number
+    above zero.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Setting:
     data_option: bool = False
     call: Optional[str] = None
     minimum: Optional[float] = None
+    maximum: Optional[float] = None
     positive: bool = False
     example: str = ""  # what a value looks like where the help text alone does not say
 
@@ -58,6 +61,8 @@ class Setting:
             return None
         if self.minimum is not None and value < self.minimum:
             return f"must be at least {_number(self.minimum)}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {_number(self.maximum)}"
         if self.positive and not (value > 0 and math.isfinite(value)):
             return "must be a positive number"
         return None
@@ -79,8 +84,13 @@ SETTINGS: Tuple[Setting, ...] = (
             "the data: a factory of datasets with its options (batch_size, num_workers and drop_last "
             "go to the data loaders)",
             flag="--data", call="data", example='kdsl.data:cifar100(root="data", batch_size=128)'),
-    Setting("epochs", INT, 10, "number of epochs", flag="--epochs", minimum=1),
+    Setting("epochs", INT, 10, "number of epochs", flag="--epochs", minimum=1, maximum=1_000_000),
+    Setting("steps_per_epoch", optional(INT), None,
+            "training steps per epoch: required when the input comes from a generator "
+            "(input = ...) and the spec gives no data; with data, an epoch stops after this many batches",
+            flag="--steps-per-epoch", minimum=1, maximum=1_000_000_000),
     Setting("batch_size", INT, 64, "samples per batch (per process)", flag="--batch-size", minimum=1,
+            maximum=2**31 - 1,
             data_option=True),
     Setting("optimizer", None, ("sgd", {}), "the optimizer, e.g. sgd(lr=0.05, momentum=0.9)",
             flag="--optimizer", call="optimizer"),
@@ -88,17 +98,18 @@ SETTINGS: Tuple[Setting, ...] = (
             flag="--lr", positive=True),
     Setting("lr_schedule", None, ("cosine", {}), "the learning-rate schedule, e.g. cosine()",
             call="lr_schedule"),
-    Setting("seed", INT, 0, "random seed", flag="--seed", minimum=0),
+    Setting("seed", INT, 0, "random seed", flag="--seed", minimum=0, maximum=2**32 - 1),
     Setting("device", choice("cpu", "cuda", "auto"), "auto", "where to train", flag="--device"),
     Setting("amp", optional(choice("bf16", "fp16")), None,
             "mixed precision: bf16 (CPU or GPU) or fp16 (GPU)", flag="--amp"),
     Setting("out", STR, None, "output directory (default runs/SPEC_NAME)", flag="--out"),
-    Setting("num_workers", INT, 0, "data-loader worker processes", minimum=0, data_option=True),
+    Setting("num_workers", INT, 0, "data-loader worker processes", minimum=0, maximum=1024,
+            data_option=True),
     Setting("grad_clip", optional(FLOAT), None, "clip the gradient norm to this value"),
     Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run"),
     Setting("threads", INT, None,
             "torch's CPU threads (small models on a busy machine train faster on 1)",
-            flag="--threads", minimum=1),
+            flag="--threads", minimum=1, maximum=1024),
     Setting("drop_last", BOOL, False, "drop the last, incomplete training batch of each epoch",
             spec=False, data_option=True),
 )

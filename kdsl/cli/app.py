@@ -241,4 +241,20 @@ def explain_code(code: str = typer.Argument(..., metavar="CODE", help="e.g. KD20
 
 # ---------------------------------------------------------------------------- entry point
 def main(argv: Optional[List[str]] = None) -> None:
-    app(args=argv, prog_name="kdsl")
+    """The ``kdsl`` entry point. A reader that goes away (``kdsl check ... | head -1``) ends the
+    program quietly with the status a shell gives a tool that SIGPIPE ended (141)."""
+    import sys
+
+    from kdsl.cli.errors import EXIT_BROKEN_PIPE, quiet_broken_pipe
+
+    try:
+        app(args=argv, prog_name="kdsl")
+    except BrokenPipeError:  # output written outside any command's guard
+        quiet_broken_pipe()
+        sys.exit(EXIT_BROKEN_PIPE)
+    except SystemExit as done:
+        # click answers a closed stdout by wrapping it (PacifyFlushWrapper) and exiting 1
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            quiet_broken_pipe()
+            sys.exit(EXIT_BROKEN_PIPE)
+        raise done

@@ -28,6 +28,7 @@ from kdsl.core.diagnostics import Diagnostic, KdslError, make
 from kdsl.cli.render import echo, print_diagnostics
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a tool that SIGPIPE ended (`kdsl check ... | head -1`)
 
 # Codes of problems with the command line or the machine rather than with the input's content.
 USAGE_CODES = frozenset({"KD401", "KD701", "KD703", "KD704", "KD705", "KD706"})
@@ -69,6 +70,9 @@ def guarded(command):
         except KeyboardInterrupt:
             echo("interrupted", err=True)
             raise typer.Exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            quiet_broken_pipe()
+            raise typer.Exit(EXIT_BROKEN_PIPE)
         except OSError as e:
             name = f": {e.filename}" if getattr(e, "filename", None) else ""
             echo(f"kdsl: error: {e.strerror or e}{name}", err=True)
@@ -81,3 +85,16 @@ def guarded(command):
             raise typer.Exit(EXIT_INTERNAL)
 
     return run
+
+
+def quiet_broken_pipe() -> None:
+    """The reader of our output went away (``| head``): stop writing, and let nothing complain when
+    Python flushes stdout at exit."""
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout has no file descriptor (captured): nothing to flush
+        pass

@@ -28,10 +28,16 @@ def make_console(stream=None):
     """A rich console: wide when not on a terminal (logs, pipes, tests), coloured only on one."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 here, which reads as "the input has errors": let the command's
+            # guard end the program with the broken-pipe status instead
+            raise BrokenPipeError
+
     stream = stream or sys.stdout
     terminal = hasattr(stream, "isatty") and stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=True, no_color=not use_color(stream),
-                   width=None if terminal else 160)
+    return _Console(file=stream, highlight=False, soft_wrap=True, no_color=not use_color(stream),
+                    width=None if terminal else 160)
 
 
 def print_diagnostics(diags: List[Diagnostic], sources, err: bool = False) -> None:

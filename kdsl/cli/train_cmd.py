@@ -30,7 +30,8 @@ _FIXED = [
     ("model", List[str], MODEL),
     ("teacher_ckpt", Optional[str], TEACHER_CKPT),
     ("resume", bool, typer.Option(False, "--resume", help="continue the run in --out")),
-    ("eval_only", bool, typer.Option(False, "--eval-only", help="evaluate the run's student and the teachers")),
+    ("eval_only", bool, typer.Option(False, "--eval-only",
+                                     help="evaluate the run's saved models (student, trained peers) and the teachers")),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="replace a run already in --out")),
 ]
 
@@ -66,9 +67,10 @@ def train(spec: str, student: Optional[str], teacher: Optional[str], model: List
           teacher_ckpt: Optional[str], resume: bool, eval_only: bool, overwrite: bool, **settings: Any) -> None:
     """Train the student of SPEC: flags override the spec's train block, which overrides defaults.
 
-    Writes DIR/checkpoint.pt and DIR/student.pt every epoch (atomically), metrics.jsonl,
-    metrics.csv, curves.png and summary.json. Under `torchrun --nproc_per_node N` it trains with
-    DistributedDataParallel.
+    Runs the spec's stages in order, each step its phases. Writes DIR/checkpoint.pt,
+    DIR/student.pt and DIR/models/NAME.pt (every trained model) every epoch (atomically),
+    DIR/connectors/STAGE.pt after each stage, metrics.jsonl, metrics.csv, curves.png and
+    summary.json. Under `torchrun --nproc_per_node N` it trains with DistributedDataParallel.
     """
     if not os.path.isfile(spec):
         raise CliError(f"no such spec file: {spec}", "KD401")

@@ -105,7 +105,7 @@ def check_with_models(spec: Spec, *, student=None, teacher=None, models=(), inpu
     with distiller:
         plan = distiller.plan
         tables = [records_table(plan)] + ([connectors_table(plan)] if plan.connectors else [])
-        if input_shape is None and data is None:
+        if input_shape is None and data is None and spec.input is None:
             return ModelCheck([make("KD517", "paths resolved; no dry run, so shapes were not checked",
                                     severity="warning", hint="give --input-shape 2,3,32,32 or --data REF")],
                               tables)

@@ -8,13 +8,19 @@ Each pass takes the :class:`~kdsl.compiler.plan.Plan` and returns it with its pa
    gradients (undone on close). Errors stop here: the later passes need the models.
 2. ``install_recorders``, ``install_deliveries`` (:mod:`.install`): every path resolved against
    ``named_modules()`` / ``named_parameters()`` or by import, and its hook or patch installed.
-3. ``dry_run`` (:mod:`.dry_run`): with ``example_input``, every model run once (no grad; buffers
-   and RNG restored): every record's shape, and records that in-place operations overwrite.
+   ``build_functions`` (:mod:`.functions`): each tensor function (``detach``, ``noise``) built
+   once; ``build_procedure`` (:mod:`.procedure`): the stages and phases, what each runs and trains.
+3. ``dry_run`` (:mod:`.dry_run`): with ``example_input`` (or the spec's ``input``, a generator's
+   output), every model a phase runs, run once (no grad; buffers and RNG restored): every
+   record's shape, and records that in-place operations overwrite.
 4. ``build_loss_graph``, ``check_shapes``, ``build_unused_connectors`` (:mod:`.loss_graph`): each
    loss's inputs evaluated by the one expression interpreter on the dry run's values, connectors
    built when their input shapes are known, channel counts inferred, losses and weights built,
    every loss's inputs checked against its shape rules (with a dry run; otherwise at the first
    step).
+5. ``load_connector_weights``, ``resolve_inits`` (:mod:`.params`), ``resolve_scopes``
+   (:mod:`.procedure`): connector weights ``from`` files, ``init`` modules matched, the scopes of
+   ``optimize`` and ``freeze`` found in the models and connectors.
 
 All problems found are reported together, located in the spec. If compiling fails, everything
 installed so far is removed again and passed-in models get their weights back.
@@ -30,9 +36,12 @@ from torch import nn
 
 from kdsl.compiler.bind_models import build_models, import_plugins, stop_if_errors
 from kdsl.compiler.dry_run import dry_run
+from kdsl.compiler.functions import build_functions
 from kdsl.compiler.install import install_deliveries, install_recorders
 from kdsl.compiler.loss_graph import build_loss_graph, build_unused_connectors, check_shapes
+from kdsl.compiler.params import load_connector_weights, resolve_inits
 from kdsl.compiler.plan import Plan, Request, Undo
+from kdsl.compiler.procedure import build_procedure, resolve_scopes
 from kdsl.core.diagnostics import Diagnostics
 from kdsl.lang import ir
 from kdsl.runtime.distiller import Distiller
@@ -40,9 +49,10 @@ from kdsl.runtime.distiller import Distiller
 Pass = Callable[[Plan], Plan]
 
 PASSES: Sequence[Pass] = (
-    import_plugins, build_models, stop_if_errors,
+    import_plugins, build_models, stop_if_errors, build_functions, build_procedure,
     install_recorders, install_deliveries, dry_run,
     build_loss_graph, check_shapes, build_unused_connectors, stop_if_errors,
+    load_connector_weights, resolve_scopes, resolve_inits, stop_if_errors,
 )
 
 
@@ -95,9 +105,24 @@ def finish(plan: Plan) -> Distiller:
             recorders=plan.recorders, deliveries=[d.delivery for d in plan.deliveries],
             connectors=plan.connector_modules, terms=plan.terms, state=plan.state,
             used_teachers=plan.used_teachers, cleanups=list(plan.undo.on_close),
-            modules=plan.modules, plan=plan)
+            modules=plan.modules, plan=plan, procedure=plan.procedure, scopes=plan.scopes,
+            functions=plan.functions, inits=[(t, s) for _, t, s in plan.inits],
+            input=spec.input.value if spec.input is not None else None,
+            batch_size=_batch_size(spec))
     except BaseException:
         plan.undo.fail()
         raise
     plan.undo = Undo()  # the distiller's close() undoes it all now
     return distiller
+
+
+def _batch_size(spec: ir.Spec) -> int:
+    """The train block's ``batch_size`` (the rows ``noise(...)`` draws), else the default."""
+    from kdsl.catalog.settings import SETTINGS
+    from kdsl.lang.literal import try_literal
+
+    setting = spec.train.get("batch_size")
+    ok, value = try_literal(setting.value) if setting is not None else (False, None)
+    if ok and isinstance(value, int):
+        return value
+    return int(next(s.default for s in SETTINGS if s.name == "batch_size"))

@@ -21,6 +21,12 @@ from kdsl.lang.literal import literal_value
 Target = Callable[[int], Optional[int]]  # dimension -> size of the tensor an output is compared with
 
 
+class NotInferred(KdslError):
+    """KD510 for a size that could not be inferred (yet): the loss graph retries the loss once
+    another loss has built the connector with the size known (inference reaches a fixed point
+    whatever the order of the losses)."""
+
+
 def no_target(dim: int) -> Optional[int]:
     return None
 
@@ -98,8 +104,8 @@ def infer_options(plan: Plan, component: Component, options: Dict[str, Any],
             size = size_of(infos.get(src), inf)
             source_text = f"its input '{src}'"
         if size is None:
-            raise error("KD510", f"{what} ({component.name}) leaves out '{inf.option}', which is "
-                        f"inferred from {source_text}", span, hint=_infer_hint(plan, inf))
+            raise NotInferred(error("KD510", f"{what} ({component.name}) leaves out '{inf.option}', which is "
+                        f"inferred from {source_text}", span, hint=_infer_hint(plan, inf)).diagnostics)
         options[inf.option] = size
 
 

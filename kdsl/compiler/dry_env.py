@@ -16,14 +16,16 @@ from torch import nn
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.types import Component
-from kdsl.compiler.components import Target, build_component, infer_options, no_target, options_of, size_of
-from kdsl.compiler.dry_run import Snapshot
+from kdsl.compiler.components import (Target, build_component, device_dtype, infer_options, no_target,
+                                      options_of, size_of)
 from kdsl.compiler.paths import resolve_module_ref
 from kdsl.compiler.plan import ConnectorPlan, Plan, Skip
+from kdsl.compiler.snapshot import Snapshot
+from kdsl.components.functions import FunctionContext
 from kdsl.core.diagnostics import KdslError, Note, error
 from kdsl.lang import ir
 from kdsl.lang.printer import expr_text
-from kdsl.runtime.interpret import Env, Unavailable
+from kdsl.runtime.interpret import BoundFunction, Env, Unavailable, connector_callable, run_pass
 from kdsl.runtime.values import info_of
 
 
@@ -70,13 +72,40 @@ class DryRunEnv(Env):
         snapshot = Snapshot([module])  # a dry run leaves no trace: buffers and RNG come back
         try:
             with torch.no_grad():
-                out = module(*args, **kwargs)
-            if built.output is None:
+                out = connector_callable(module, expr)(*args, **kwargs)
+            if built.output is None and expr.method is None:
                 built.output = info_of(out)
             return out
         finally:
             snapshot.restore()
             module.train(was_training)
+
+    def function(self, expr: ir.FunctionApply) -> BoundFunction:
+        bound = self.plan.functions.get(expr)
+        if bound is None:
+            raise Skip()  # it failed to build: reported already
+        return bound
+
+    def context(self) -> Any:
+        return dry_context(self.plan)
+
+    def run_model(self, expr: ir.ModelApply, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        # the dry run pass runs the input's models, under no_grad with buffers restored
+        if expr.model not in self.plan.ran:
+            self.plan.ran.append(expr.model)
+        return run_pass(self.plan.state, expr.model, self.plan.models[expr.model], args, kwargs)
+
+
+DRY_BATCH = 2  # rows of a dry run's generated input: norm layers in training mode need two
+
+
+def dry_context(plan: Plan) -> Any:
+    """The :class:`~kdsl.components.functions.FunctionContext` of the dry run: the example's
+    batch size (or two), on the student's device and dtype."""
+    example = plan.request.example_input
+    rows = example.shape[0] if isinstance(example, torch.Tensor) and example.dim() else DRY_BATCH
+    device, dtype = device_dtype(plan)
+    return FunctionContext(rows, device, dtype)
 
 
 def build_connector(plan: Plan, decl: ir.ConnectorDecl, target: Target,

@@ -10,52 +10,40 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from kdsl.compiler.plan import Plan
+from kdsl.compiler.dry_env import DryRunEnv
+from kdsl.compiler.plan import Plan, Skip
+from kdsl.compiler.snapshot import Snapshot
 from kdsl.core.diagnostics import KdslError, make
+from kdsl.runtime.interpret import Interpreter, Unavailable
 from kdsl.runtime.recorders import check_missing
-from kdsl.runtime.values import describe_value, info_of
-
-
-class Snapshot:
-    """Buffers of modules and the RNG states, restored after a dry run."""
-
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
-        self.buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
-        self.cpu_rng = torch.random.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and \
-            torch.cuda.is_initialized() else None
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for b, saved in self.buffers:
-                b.copy_(saved)
-        torch.random.set_rng_state(self.cpu_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-
-
-def as_call(example: Any) -> Tuple[tuple, Dict[str, Any]]:
-    """An example input as call arguments: a dict is keywords, a tuple or list positional."""
-    if isinstance(example, dict):
-        return (), dict(example)
-    if isinstance(example, (tuple, list)):
-        return tuple(example), {}
-    return (example,), {}
+from kdsl.runtime.values import as_call, describe_value, info_of
 
 
 def pass_order(plan: Plan) -> List[str]:
-    """The models a step runs, in order: the used teachers, then the student."""
-    return plan.used_teachers + [plan.spec.student.name]
+    """The models a step runs, in order: the used teachers, then the student; with stages or
+    phases, every model some phase runs (teachers first), generators aside (the input runs them)."""
+    if not plan.procedure.declared:
+        return plan.used_teachers + [plan.spec.student.name]
+    run = {m for s in plan.procedure.stages for p in s.phases for m in p.models_run}
+    return [m.name for m in plan.spec.teachers if m.name in run] + \
+        [m.name for m in plan.spec.models if m.role == "student" and m.name in run]
 
 
 def dry_run(plan: Plan) -> Plan:
-    """Run the models on the example input (nothing without one) and keep what they recorded."""
+    """Run the models on the example input, or on the spec's ``input`` (a generator's output),
+    and keep what they recorded; nothing without either."""
     if not plan.request.dry:
         return plan
     snapshot = Snapshot(list(plan.models.values()))
     try:
         with torch.no_grad():
-            if not _run_models(plan):
+            example = _example(plan)
+            if example is _FAILED:
+                plan.dry_failed = True
+                return plan
+            if example is None:
+                return plan  # the input needs what the dry run does not have (a batch field)
+            if not _run_models(plan, example):
                 plan.dry_failed = True
                 return plan
         for p in plan.deliveries:
@@ -75,14 +63,35 @@ def dry_run(plan: Plan) -> Plan:
     return plan
 
 
-def _run_models(plan: Plan) -> bool:
+_FAILED = object()
+
+
+def _example(plan: Plan) -> Any:
+    """The example input, or the value of the spec's ``input`` expression (the same interpreter
+    as a step's, its models run as their own passes); ``None`` when that needs what the dry run
+    lacks, ``_FAILED`` after a diagnostic."""
+    if plan.spec.input is None:
+        return plan.request.example_input
+    try:
+        return Interpreter(DryRunEnv(plan)).visit(plan.spec.input.value)
+    except KdslError as exc:
+        plan.diags.extend(exc.diagnostics)
+        return _FAILED
+    except Skip:
+        return _FAILED
+    except Unavailable:
+        return None
+
+
+def _run_models(plan: Plan, example: Any) -> bool:
     """Each model's pass on the example input; False after a diagnostic."""
-    args, kwargs = as_call(plan.request.example_input)
+    args, kwargs = as_call(example)
     for name in pass_order(plan):
         decl = plan.spec.model(name)
         plan.state.active = name
         try:
             plan.models[name](*args, **kwargs)
+            plan.ran.append(name)
         except KdslError as exc:
             plan.diags.extend(exc.diagnostics)
             return False
@@ -100,6 +109,8 @@ def _run_models(plan: Plan) -> bool:
 def _read_records(plan: Plan) -> None:
     """Every record's dry-run value; a record that never ran is KD506 (and broken)."""
     for name, r in plan.records.items():
+        if r.decl.model not in plan.ran:
+            continue  # a model no phase runs (or only the input's generator): nothing to see
         try:
             value = check_missing(r.recorder.read(), r.recorder)
         except KdslError as exc:

@@ -63,7 +63,7 @@ def losses_table(plan: Plan) -> Table:
     """The losses in evaluation order: inputs with their shapes, weights, shape rules."""
     table = _table("losses, in evaluation order (total = sum of the weighted terms)",
                    "#", "loss", "component", "inputs", "weight", "shape rules")
-    for i, decl in enumerate(plan.spec.losses, 1):
+    for i, decl in enumerate(plan.spec.all_losses, 1):
         component = REGISTRY.get("loss", decl.component)
         lp = plan.losses[decl.name]
         inputs = "\n".join(f"{name} = {expr_text(e)}" +
@@ -84,6 +84,8 @@ def models_table(plan: Plan) -> Table:
         m = plan.models[decl.name]
         if decl.role == "student":
             mode = "trains"
+        elif decl.role == "generator":
+            mode = "makes the input; trains where optimized"
         elif decl.frozen:
             mode = "frozen: eval mode, no grad" if decl.name in plan.used_teachers else "frozen, never run"
         else:
@@ -115,12 +117,73 @@ def step_lines(plan: Plan) -> List[str]:
     return [f"  {n}. {line}" for n, line in enumerate(lines, 1)]
 
 
+def _runs_text(plan: Plan, phase) -> str:
+    """The models a phase runs, in order, and how."""
+    parts = []
+    for name in phase.models_run:
+        decl = plan.spec.model(name)
+        if decl.role == "generator":
+            how = "input" + ("" if phase.trains_input else ", no grad")
+        elif decl.frozen:
+            how = "frozen, grad to the input" if phase.trains_input else "frozen, no grad"
+        else:
+            how = "with grad"
+        parts.append(f"{name} ({how})")
+    return "\n".join(parts) or "-"
+
+
+def _trains_text(distiller, stage, phase) -> str:
+    """What a phase's optimizer updates: its scopes (or the default), and how many parameters."""
+    params = distiller.trainable_parameters(stage.name, phase.name)
+    what = ", ".join(phase.optimize) if phase.optimize else "default: student, trainable teachers, its connectors"
+    frozen = stage.freeze + phase.freeze
+    return (f"{what}\n{sum(p.numel() for p in params):,} parameters"
+            + (f"\nfrozen: {', '.join(frozen)}" if frozen else ""))
+
+
+def control_lines(distiller) -> List[str]:
+    """``freeze`` and ``init`` in words: what is never trained, what is copied at the start."""
+    plan: Plan = distiller.plan
+    lines = []
+    if not distiller.procedure.declared and distiller.procedure.stages[0].freeze:
+        lines.append("frozen (requires_grad off, not optimized): "
+                     + ", ".join(distiller.procedure.stages[0].freeze))
+    for decl, _, _ in plan.inits:
+        lines.append(f"init {decl.target} from {decl.source}: parameters and buffers copied once "
+                     "when a run starts")
+    return lines + ([""] if lines else [])
+
+
+def procedure_table(distiller) -> Table:
+    """The stages in order and, in each, the phases of a training step: repeats, what runs,
+    which losses, what trains and with which optimizer."""
+    plan: Plan = distiller.plan
+    table = _table("stages and phases (each step runs the phases of its stage in order)",
+                   "stage", "epochs", "phase", "repeat", "runs", "losses", "trains", "optimizer")
+    for stage in distiller.procedure.stages:
+        for i, phase in enumerate(stage.phases):
+            opt = "train block's"
+            if phase.optimizer is not None:
+                name, options = phase.optimizer
+                opt = f"{name}({', '.join(f'{k}={literal_text(v)}' for k, v in options.items())})"
+            table.add_row(stage.name if i == 0 else "",
+                          ("rest of the run" if stage.epochs is None else str(stage.epochs)) if i == 0 else "",
+                          phase.name, str(phase.repeat), _runs_text(plan, phase),
+                          ", ".join(phase.losses) or "-", _trains_text(distiller, stage, phase), opt)
+    return table
+
+
 def explain(distiller) -> List[Any]:
     """The plan of a compiled distiller as renderables (rich markup strings and tables)."""
     plan: Plan = distiller.plan
     parts: List[Any] = [f"[bold]{plan.spec.file}[/bold]: what kdsl does with these models\n",
-                        models_table(plan), "[bold]each step[/bold]", *step_lines(plan), "",
-                        records_table(plan)]
+                        models_table(plan)]
+    if distiller.procedure.declared:
+        parts.append(procedure_table(distiller))
+    else:
+        parts += ["[bold]each step[/bold]", *step_lines(plan), ""]
+    parts += control_lines(distiller)
+    parts.append(records_table(plan))
     if plan.deliveries:
         parts.append(deliveries_table(plan))
     if plan.connectors:
@@ -130,5 +193,6 @@ def explain(distiller) -> List[Any]:
                 if not name.startswith(f"models.{distiller.student_name}.") and p.requires_grad)
     student = sum(p.numel() for p in distiller.student.parameters())
     parts.append(f"trainable parameters added to the student's {student:,}: {added:,} "
-                 "(connectors, learning losses, trainable teachers)")
+                 "(connectors, learning losses, trainable teachers"
+                 + (", generators)" if plan.spec.generators else ")"))
     return parts

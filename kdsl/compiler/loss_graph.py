@@ -12,9 +12,10 @@ import torch
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.shapes import TensorInfo, check_rules
 from kdsl.catalog.types import Component
-from kdsl.compiler.components import Target, build_component, infer_options, no_target, options_of
+from kdsl.compiler.components import (NotInferred, Target, build_component, infer_options, no_target,
+                                      options_of)
 from kdsl.compiler.dry_env import DryRunEnv, build_connector
-from kdsl.compiler.dry_run import Snapshot
+from kdsl.compiler.snapshot import Snapshot
 from kdsl.compiler.paths import resolve_module_ref
 from kdsl.compiler.plan import LossPlan, Plan, Skip
 from kdsl.core.diagnostics import KdslError, Note
@@ -26,18 +27,42 @@ from kdsl.runtime.values import describe_value, info_of
 
 
 def build_loss_graph(plan: Plan) -> Plan:
-    """A :class:`~kdsl.runtime.terms.LossTerm` for every loss (none if the dry run failed)."""
+    """A :class:`~kdsl.runtime.terms.LossTerm` for every loss, those of stages and phases
+    included (none if the dry run failed).
+
+    A loss whose connector cannot infer a size yet (its output is compared with a batch field in
+    this loss, and with a tensor of known shape only in a later one) is retried after the others,
+    until a round builds nothing new: the result does not depend on the order of the losses.
+    Diagnostics and terms keep the order of the declarations.
+    """
     if plan.dry_failed:
         return plan
     env = DryRunEnv(plan)
     interpreter = Interpreter(env)  # one for all losses: an application shared by two runs once
-    for loss in plan.spec.losses:
-        try:
-            _build_loss(plan, loss, env, interpreter)
-        except KdslError as exc:
-            plan.diags.extend(exc.diagnostics)
-        except Skip:
-            pass
+    losses = plan.spec.all_losses
+    found: Dict[str, List[Any]] = {}
+    pending = list(losses)
+    while pending:
+        waiting = []
+        for loss in pending:
+            found.pop(loss.name, None)
+            try:
+                _build_loss(plan, loss, env, interpreter)
+            except NotInferred as exc:
+                plan.losses.pop(loss.name, None)
+                waiting.append(loss)
+                found[loss.name] = list(exc.diagnostics)
+            except KdslError as exc:
+                found[loss.name] = list(exc.diagnostics)
+            except Skip:
+                pass
+        if len(waiting) == len(pending) or not plan.request.dry:
+            break  # nothing new was built: what still fails, fails
+        pending = waiting
+    for loss in losses:
+        plan.diags.extend(found.get(loss.name, []))
+    order = {loss.name: i for i, loss in enumerate(losses)}
+    plan.losses = dict(sorted(plan.losses.items(), key=lambda kv: order[kv[0]]))
     return plan
 
 

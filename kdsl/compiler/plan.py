@@ -19,6 +19,8 @@ from kdsl.catalog.shapes import TensorInfo
 from kdsl.core.diagnostics import Diagnostics
 from kdsl.lang import ir
 from kdsl.runtime.deliveries import Delivery
+from kdsl.runtime.interpret import BoundFunction
+from kdsl.runtime.procedure import Procedure
 from kdsl.runtime.recorders import PassState, Recorder
 from kdsl.runtime.terms import LossTerm
 
@@ -39,8 +41,9 @@ class Request:
 
     @property
     def dry(self) -> bool:
-        """Whether there is a dry run (an example input to run the models on)."""
-        return self.example_input is not None
+        """Whether there is a dry run: an example input to run the models on, or the spec's own
+        ``input`` expression (a generator's output)."""
+        return self.example_input is not None or self.spec.input is not None
 
 
 @dataclass
@@ -135,6 +138,11 @@ class Plan:
     connectors: Dict[str, ConnectorPlan] = field(default_factory=dict)
     losses: Dict[str, LossPlan] = field(default_factory=dict)
     modules: Dict[ir.ModuleRef, nn.Module] = field(default_factory=dict)  # module refs in loss inputs
+    functions: Dict[ir.FunctionApply, BoundFunction] = field(default_factory=dict)
+    procedure: Procedure = field(default_factory=Procedure)
+    scopes: Dict[str, nn.Module] = field(default_factory=dict)  # "student.layer1" -> its module
+    inits: List[Tuple[ir.InitDecl, nn.Module, nn.Module]] = field(default_factory=list)  # (decl, target, source)
+    ran: List[str] = field(default_factory=list)  # models the dry run ran, in order
 
     @property
     def spec(self) -> ir.Spec:
@@ -156,7 +164,7 @@ class Plan:
 
     @property
     def used_teachers(self) -> List[str]:
-        """Teachers a record or a delivery reads, in spec order: the only ones a step runs."""
+        """Teachers a record or a delivery reads, in spec order: the only ones a plain step runs."""
         used = {r.model for r in self.spec.records} | {d.source for d in self.spec.deliveries}
         return [t.name for t in self.spec.teachers if t.name in used]
 

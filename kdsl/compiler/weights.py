@@ -21,7 +21,11 @@ from kdsl.core.span import Span
 _WRAPPERS = ("state_dict", "model", "student", "model_state_dict", "module")
 
 
-def read_state_dict(path: str, span: Optional[Span] = None) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str, span: Optional[Span] = None, key: Optional[str] = None
+                    ) -> Dict[str, torch.Tensor]:
+    """The state dict in ``path``; with ``key`` (a connector's name), the entry of that name when
+    the file holds several (``{"para": {...}, ...}``, or flat ``para.weight`` keys, as a run's
+    ``connectors/STAGE.pt`` does)."""
     if not os.path.isfile(path):
         raise error("KD509", f"checkpoint not found: {path}", span,
                     hint="paths in a spec are relative to the spec file")
@@ -43,6 +47,11 @@ def read_state_dict(path: str, span: Optional[Span] = None) -> Dict[str, torch.T
                     "(torch.save(model.state_dict(), path))") from None
     if isinstance(obj, dict) and str(obj.get("format", "")).startswith("kdsl-run/"):
         obj = _run_student(obj, path, span)
+    if key is not None and isinstance(obj, dict):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+        elif obj and any(str(k).startswith(key + ".") for k in obj):
+            obj = {k[len(key) + 1:]: v for k, v in obj.items() if str(k).startswith(key + ".")}
     for _ in range(3):
         if isinstance(obj, dict) and not _is_state_dict(obj):
             inner = next((obj[k] for k in _WRAPPERS if k in obj and isinstance(obj[k], dict)), None)
@@ -100,9 +109,11 @@ def _strip_prefix(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str,
     return state
 
 
-def load_into(model: nn.Module, path: str, span: Optional[Span] = None, what: str = "model") -> None:
-    """Load a checkpoint into ``model`` strictly; a located KD509 error lists what does not match."""
-    state = _strip_prefix(read_state_dict(path, span), model)
+def load_into(model: nn.Module, path: str, span: Optional[Span] = None, what: str = "model",
+              key: Optional[str] = None) -> None:
+    """Load a checkpoint into ``model`` strictly; a located KD509 error lists what does not match.
+    ``key`` selects one entry of a file holding several (see :func:`read_state_dict`)."""
+    state = _strip_prefix(read_state_dict(path, span, key), model)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -219,8 +219,13 @@ class CRDLoss(nn.Module):
     EPS = 1e-7
 
     def __init__(self, num_data: int, feat_dim: int, nce_k: int = 16384, nce_t: float = 0.07,
-                 nce_m: float = 0.5) -> None:
+                 nce_m: float = 0.5, negatives: str = "uniform") -> None:
         super().__init__()
+        self.negatives = negatives
+        if negatives == "exact":
+            # each dataset sample's class as seen in the batches so far, -1 while unseen; only
+            # this form has the buffer, so uniform-form checkpoints keep their keys
+            self.register_buffer("labels", torch.full((num_data,), -1, dtype=torch.long))
         self.num_data = num_data
         self.feat_dim = feat_dim
         self.nce_k = nce_k
@@ -244,6 +249,24 @@ class CRDLoss(nn.Module):
         # other samples without rejection.
         negatives = negatives + (negatives >= indices).long()
         return torch.cat([indices, negatives], dim=1)
+
+    def sample_exact(self, indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``[N, 1 + nce_k]`` dataset indices: each sample's own index, then ``nce_k`` indices
+        drawn uniformly, with replacement, from those seen with another class (from all other
+        indices while none has been seen)."""
+        indices = indices.long().view(-1)
+        target = target.long().view(-1).to(self.labels.device)
+        self.labels[indices.to(self.labels.device)] = target
+        negatives = self.sample_contrast(indices)[:, 1:]
+        for label in target.unique():
+            rows = (target == label).nonzero().view(-1).to(indices.device)
+            others = ((self.labels >= 0) & (self.labels != label)).nonzero().view(-1)
+            if others.numel() == 0:
+                continue  # nothing of another class seen yet: keep the uniform draw
+            pick = torch.randint(0, others.numel(), (rows.numel(), self.nce_k),
+                                 device=others.device)
+            negatives[rows] = others[pick].to(indices.device)
+        return torch.cat([indices.view(-1, 1), negatives], dim=1)
 
     def _scores(self, embedding: torch.Tensor, memory: torch.Tensor, contrast: torch.Tensor,
                 z: torch.Tensor) -> torch.Tensor:
@@ -272,12 +295,24 @@ class CRDLoss(nn.Module):
         moved = memory[indices] * self.nce_m + embedding.to(memory.dtype) * (1.0 - self.nce_m)
         memory.index_copy_(0, indices, F.normalize(moved, p=2.0, dim=1))
 
+    def _contrast(self, indices: torch.Tensor, contrast_idx: Optional[torch.Tensor],
+                  target: Optional[torch.Tensor]) -> torch.Tensor:
+        if contrast_idx is not None:
+            return contrast_idx.long()
+        if self.negatives == "exact":
+            if target is None:
+                raise ValueError("crd with negatives=\"exact\" needs each sample's class: pass "
+                                 "target=batch.target")
+            return self.sample_exact(indices, target)
+        return self.sample_contrast(indices)
+
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor, indices: torch.Tensor,
-                contrast_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+                contrast_idx: Optional[torch.Tensor] = None,
+                target: Optional[torch.Tensor] = None) -> torch.Tensor:
         dtype = compute_dtype(preds_S, preds_T, self.memory_s)
         preds_S, preds_T = preds_S.to(dtype), preds_T.to(dtype)
         indices = indices.long().view(-1)
-        contrast = self.sample_contrast(indices) if contrast_idx is None else contrast_idx.long()
+        contrast = self._contrast(indices, contrast_idx, target)
         # Each side's embedding is scored against the other side's memory.
         loss = (self._nce(self._scores(preds_S, self.memory_t, contrast, self.z_s))
                 + self._nce(self._scores(preds_T, self.memory_s, contrast, self.z_t)))

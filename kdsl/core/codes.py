@@ -69,6 +69,41 @@ CODES: Dict[str, Code] = {
                   "has a value of the wrong type."),
     "KD215": Code("override of a different kind", "`override` must replace a declaration of the "
                   "same kind (a loss with a loss)."),
+    "KD216": Code("misplaced statement", "The statement cannot stand inside this block. A "
+                  "stage holds losses, `optimize`, `freeze` and phases; a phase holds losses, "
+                  "`optimize` and `freeze`; everything else (models, records, connectors, `init`, "
+                  "`input`, `train`, `override`) stands at the top level, where it holds in every "
+                  "stage."),
+    "KD217": Code("duplicate stage or phase", "Stage names are unique in a spec; a phase's name "
+                  "is unique among the phases of a step (the top-level phases and those of its "
+                  "stage)."),
+    "KD218": Code("invalid optimize or freeze", "`optimize` and `freeze` name models, modules of "
+                  "models (`student.layer1`) and connectors that are declared above; a frozen "
+                  "teacher or a connector declared `frozen` cannot be optimized; a block has at "
+                  "most one `optimize` (list everything it trains in it)."),
+    "KD219": Code("optimize reaches nothing", "No loss of the stage or phase depends on this "
+                  "target's parameters (through its records, its connector applications, or the "
+                  "input a generator makes), so optimizing it would train nothing. `detach` and "
+                  "`argmax` stop gradients."),
+    "KD220": Code("invalid stage or phase", "A stage runs at least 1 epoch and a phase at least "
+                  "once; only one stage may leave out `epochs` (it runs the rest of the run); the "
+                  "stages' epochs must fit the train block's `epochs`."),
+    "KD221": Code("frozen connector without weights", "A connector that is frozen keeps the "
+                  "weights it has: load them with `from \"FILE.pt\"`, or train it in an earlier "
+                  "stage and `freeze` it in the later ones. Frozen with random weights, it "
+                  "would pass noise along."),
+    "KD222": Code("invalid init", "`init MODULE from MODULE` copies parameters between modules "
+                  "of two declared models (shapes are checked against the real models by the "
+                  "model-aware check)."),
+    "KD223": Code("invalid input", "`input = EXPR` makes each step's model input from "
+                  "generators and functions (`input = gen(noise(100))`); it cannot read records, "
+                  "connectors or batch fields, a spec has at most one, and without data the "
+                  "train block gives `steps_per_epoch`."),
+    "KD224": Code("model applied", "Only a generator can be applied, and only in `input = ...` "
+                  "(`input = gen(noise(100))`); other models' outputs are read with records."),
+    "KD225": Code("unknown connector method", "`c.method(x)` applies a method that the "
+                  "connector's type declares, such as a paraphraser's `encode` and "
+                  "`reconstruct`; other connectors are applied whole: `c(x)`."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -81,6 +116,10 @@ CODES: Dict[str, Code] = {
                   "`trainable` on the student."),
     "KD255": Code("no loss", "The spec declares no loss, so a training step computes nothing to "
                   "minimise."),
+    "KD256": Code("generator never used", "A generator that `input = ...` does not apply; it "
+                  "makes nothing."),
+    "KD257": Code("generator never trained", "A generator without weights (`from`) that no "
+                  "`optimize` names: it would make the input from random weights."),
     # ---------------------------------------------------------------- components
     "KD301": Code("unknown loss", "The loss is not in the registry. `kdsl list losses` shows "
                   "the catalog; plugins register more with `import \"pkg.module\"`."),
@@ -151,6 +190,9 @@ CODES: Dict[str, Code] = {
     "KD516": Code("invalid dry-run input", "The example input could not be run through a model."),
     "KD517": Code("no dry run", "Models were given but no input, so paths were resolved and shapes "
                   "were not checked: give --input-shape or --data."),
+    "KD518": Code("init does not fit", "`init A from B` copies parameters and buffers by name: "
+                  "both modules must have the same ones, with the same shapes."),
+    "KD519": Code("function cannot be built", "Building a tensor function from its options failed."),
     # ---------------------------------------------------------------- runtime
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
@@ -169,6 +211,8 @@ CODES: Dict[str, Code] = {
     "KD609": Code("distiller closed", "The distiller was closed; compile a new one."),
     "KD610": Code("selection failed", "Selecting an element or attribute of a recorded value "
                   "failed (wrong index, key or attribute)."),
+    "KD611": Code("function or model failed", "An error was raised while evaluating a tensor "
+                  "function, or running a model on values (the generator of `input`)."),
     # ---------------------------------------------------------------- CLI / training
     "KD701": Code("bad command-line value", "A flag's value is malformed or out of range."),
     "KD702": Code("data problem", "The data reference could not be loaded or did not return "

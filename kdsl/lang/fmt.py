@@ -1,15 +1,16 @@
 """``kdsl fmt``: a spec file in its canonical layout, comments kept.
 
 The layout, statement by statement, is the printer's (:mod:`kdsl.lang.printer`): one statement per
-line in canonical spacing, calls on one line, the settings of a ``train { }`` block one per line
-and indented two spaces. Around the statements:
+line in canonical spacing, calls on one line, the entries of a block (``train { }``, ``stage``,
+``phase``) one per line and indented two spaces per level. Around the statements:
 
 - comments stay with their statement: a comment line above it stays above it, a trailing
   ``# ...`` stays at the end of its line; a comment inside a statement that spanned several
   lines moves above the statement (the statement is printed on one line);
 - blank lines between statements are kept, at most one in a row, none at the start or end of
-  the file, nor just inside a train block's braces;
-- in a run of ``record``, ``connector`` or ``loss`` statements on consecutive lines, the ``=``
+  the file, nor just inside a block's braces;
+- in a run of ``record``, ``connector`` or ``loss`` statements on consecutive lines (at the same
+  depth), the ``=``
   signs line up (as ``loss kd   = ...`` above ``loss task = ...``), and trailing comments on
   consecutive lines start in one column, two spaces after the longest statement;
 - numbers keep the spelling they were written with (``5e-4`` stays ``5e-4``).
@@ -29,8 +30,8 @@ from kdsl.core.diagnostics import Diagnostic, Diagnostics, sorted_diagnostics
 from kdsl.core.span import SourceText
 from kdsl.lang import ir
 from kdsl.lang.lower import Lowered, lower_file
-from kdsl.lang.parser import TrainBlock, comments
-from kdsl.lang.printer import INDENT, TRAIN_CLOSE, TRAIN_OPEN, Spelling, statement_text
+from kdsl.lang.parser import Block, comments
+from kdsl.lang.printer import BLOCK_CLOSE, INDENT, Spelling, block_header, statement_text
 
 COMMENT_GAP = "  "  # between a statement and its trailing comment
 _ALIGNED = (ir.RecordDecl, ir.ConnectorDecl, ir.LossDecl)  # ``KEYWORD NAME = ...`` statements
@@ -125,21 +126,21 @@ def _spelling(source: SourceText) -> Spelling:
     return spelt
 
 
-def _code_items(pieces: List[Lowered], spelling: Spelling) -> List[_Code]:
+def _code_items(pieces: List[Lowered], spelling: Spelling, depth: int = 0) -> List[_Code]:
     items: List[_Code] = []
     for lowered in pieces:
-        piece = lowered.piece
-        if not isinstance(piece, TrainBlock):
-            node = lowered.node
-            align = (node.kind, node.override) if isinstance(node, _ALIGNED) else None
-            items.append(_Code(piece.start, piece.end, statement_text(node, spelling), align=align))
+        piece, node = lowered.piece, lowered.node
+        if not isinstance(piece, Block):
+            align = (node.kind, node.override, depth) if isinstance(node, _ALIGNED) else None
+            items.append(_Code(piece.start, piece.end, statement_text(node, spelling), depth=depth,
+                               role="setting" if piece.rule == "train_entry" else "statement",
+                               align=align))
             continue
-        items.append(_Code(piece.header.start, piece.header.end, TRAIN_OPEN, role="open"))
-        for chunk, setting in zip(piece.entries, lowered.settings):
-            items.append(_Code(chunk.start, chunk.end, statement_text(setting, spelling), depth=1,
-                               role="setting"))
+        items.append(_Code(piece.header.start, piece.header.end, block_header(node), depth=depth,
+                           role="open"))
+        items += _code_items(list(lowered.children), spelling, depth + 1)
         at = piece.close_offset
-        items.append(_Code(at, at + 1, TRAIN_CLOSE, role="close"))
+        items.append(_Code(at, at + 1, BLOCK_CLOSE, depth=depth, role="close"))
     return items
 
 
@@ -178,21 +179,18 @@ class _Line:
 
 def _lay_out(source: SourceText, blocks: List[_Block]) -> List[_Line]:
     lines: List[_Line] = []
-    depth = 0
+    depth = 0  # of a comment line: inside the innermost open block
     previous: Optional[_Block] = None
     for block in blocks:
         is_code = isinstance(block, _Code)
-        if is_code and block.role == "close":
-            depth = 0
         if previous is not None and not (isinstance(previous, _Code) and previous.role == "open") \
                 and not (is_code and block.role == "close") \
                 and source.position(block.start)[0] > _last_line(source, previous) + 1:
             lines.append(_Line())  # the blank lines between two statements, as one
         if is_code:
-            level = max(depth, block.depth)
-            lines += [_Line(level, comment=c) for c in block.inner]
-            lines.append(_Line(level, block.text, block.trailing, block.align))
-            depth = 1 if block.role == "open" else depth
+            lines += [_Line(block.depth, comment=c) for c in block.inner]
+            lines.append(_Line(block.depth, block.text, block.trailing, block.align))
+            depth = block.depth + 1 if block.role == "open" else block.depth
         else:
             lines.append(_Line(depth, comment=block.text))
         previous = block

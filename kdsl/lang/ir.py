@@ -4,176 +4,21 @@ Every node carries its source span (``span``, and ``*_span`` fields for its part
 in serialization but not in equality, so a spec equals its JSON round trip and two specs that say
 the same thing in different places are equal.
 
-Expressions come in two layers. The builder produces the syntactic forms (``name``, ``attr``,
-``item``, ``call``, ``const``, ``list``); the verifier resolves names and produces the forms the
-compiler consumes (``record_ref``, ``module_ref``, ``batch_ref``, ``connector_apply``,
-``select``), so a verified spec holds only resolved expressions in its losses and connectors.
+Expressions (:mod:`kdsl.lang.ir_expr`, re-exported here) come in two layers: the builder's
+syntactic forms and the resolved forms the compiler consumes; a verified spec holds only resolved
+expressions in its losses, connectors, functions and ``input``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from kdsl.core.span import Span
-
-
-def _compared_fields(node: "Node"):
-    return [k for k in type(node).model_fields if k != "span" and not k.endswith("_span")]
-
-
-class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    span: Optional[Span] = Field(default=None, repr=False)
-
-    def __eq__(self, other: Any) -> bool:
-        if type(self) is not type(other):
-            return False
-        return all(getattr(self, k) == getattr(other, k) for k in _compared_fields(self))
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__,) + tuple(_hashable(getattr(self, k))
-                                                    for k in _compared_fields(self)))
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
-
-
-Scalar = Union[bool, int, float, str, None]
-
-
-# ------------------------------------------------------------------------------ expressions
-class Const(Node):
-    """A literal: number, string, ``true``/``false``, ``none``."""
-
-    kind: Literal["const"] = "const"
-    value: Scalar
-
-
-class ListExpr(Node):
-    kind: Literal["list"] = "list"
-    items: Tuple["Expr", ...] = ()
-
-
-class Name(Node):
-    """A bare name before resolution: a record, connector, model, or ``batch``."""
-
-    kind: Literal["name"] = "name"
-    name: str
-
-
-class Attr(Node):
-    """``value.attr`` before resolution (``x.logits``, ``student.layer1``, ``student.layer2.0``)."""
-
-    kind: Literal["attr"] = "attr"
-    value: "Expr"
-    attr: str
-
-
-class Item(Node):
-    """``value[key]`` before resolution."""
-
-    kind: Literal["item"] = "item"
-    value: "Expr"
-    key: Union[int, str]
-
-
-class Keyword(Node):
-    name: str
-    value: "Expr"
-
-
-class Call(Node):
-    """``func(args, k=v)``: a loss, connector, schedule or connector application, by context."""
-
-    kind: Literal["call"] = "call"
-    func: str
-    args: Tuple["Expr", ...] = ()
-    kwargs: Tuple[Keyword, ...] = ()
-    func_span: Optional[Span] = Field(default=None, repr=False)
-
-    def keyword(self, name: str) -> Optional[Keyword]:
-        return next((k for k in self.kwargs if k.name == name), None)
-
-
-class RecordRef(Node):
-    kind: Literal["record_ref"] = "record_ref"
-    record: str
-
-
-class ModuleRef(Node):
-    """A module (or the whole model when ``path`` is empty) of a declared model."""
-
-    kind: Literal["module_ref"] = "module_ref"
-    model: str
-    path: Tuple[str, ...] = ()
-
-    @property
-    def dotted(self) -> str:
-        return ".".join(self.path)
-
-    def __str__(self) -> str:
-        return ".".join((self.model,) + self.path)
-
-
-class BatchRef(Node):
-    """A field of the batch: ``batch.target``, ``batch.index``, or any keyword given to ``step``."""
-
-    kind: Literal["batch_ref"] = "batch_ref"
-    field: str
-
-
-class ConnectorApply(Node):
-    """``p1(x)``, or ``para.encode(x)`` when ``method`` names one of the connector's methods."""
-
-    kind: Literal["connector_apply"] = "connector_apply"
-    connector: str
-    args: Tuple["Expr", ...] = ()
-    kwargs: Tuple[Keyword, ...] = ()
-    method: Optional[str] = None
-
-
-class FunctionApply(Node):
-    """A tensor function of the catalog (kind ``function``): ``detach(x)``, ``argmax(t, dim=1)``,
-    ``noise(100)``. Produced by the verifier from a :class:`Call` whose name is a function."""
-
-    kind: Literal["function_apply"] = "function_apply"
-    function: str
-    args: Tuple["Expr", ...] = ()
-    kwargs: Tuple[Keyword, ...] = ()
-
-
-class ModelApply(Node):
-    """Running a declared model on values: ``gen(noise(100))`` (only in ``input = ...``)."""
-
-    kind: Literal["model_apply"] = "model_apply"
-    model: str
-    args: Tuple["Expr", ...] = ()
-    kwargs: Tuple[Keyword, ...] = ()
-
-
-class Select(Node):
-    """Element (``x[0]``, ``x["k"]``) or attribute (``x.logits``) selection on a resolved value."""
-
-    kind: Literal["select"] = "select"
-    value: "Expr"
-    key: Union[int, str]
-    by: Literal["item", "attr"] = "item"
-
-
-Expr = Annotated[
-    Union[Const, ListExpr, Name, Attr, Item, Call, RecordRef, ModuleRef, BatchRef,
-          ConnectorApply, FunctionApply, ModelApply, Select],
-    Field(discriminator="kind"),
-]
-
+from kdsl.lang.ir_expr import (Attr, BatchRef, Call, ConnectorApply, Const, Expr, FunctionApply,  # noqa: F401
+                               Item, Keyword, ListExpr, ModelApply, ModuleRef, Name, Node, RecordRef,
+                               Scalar, Select)
 
 # ------------------------------------------------------------------------------ record targets
 class ModulePath(Node):
@@ -536,7 +381,6 @@ class Spec(Node):
         return self._sources
 
 
-for _cls in (ListExpr, Attr, Item, Keyword, Call, ConnectorApply, FunctionApply, ModelApply, Select,
-             Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, PhaseDecl, StageDecl,
+for _cls in (Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, PhaseDecl, StageDecl,
              Spec):
     _cls.model_rebuild()

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 from kdsl.lang import ir
 from kdsl.core.diagnostics import Diagnostics
-from kdsl.lang.parser import Chunk, Piece, Positions, TrainBlock, cut, parse_chunk
+from kdsl.lang.parser import Block, Chunk, Piece, Positions, cut, parse_chunk
 from kdsl.core.span import SourceText, Span
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
@@ -100,6 +100,20 @@ class Builder:
         args, kwargs = self.arguments(t.children[1])
         return ir.Call(func=str(t.children[0]), args=args, kwargs=kwargs, span=span,
                        func_span=self.span(t.children[0]))
+
+    def expr_method_call(self, t, span):
+        """``para.encode(x)``: only a declared connector's methods can be applied, so the value
+        before the dot must be a bare name."""
+        value_t, method_t, args_t = t.children
+        args, kwargs = self.arguments(args_t)
+        if getattr(value_t, "data", None) != "name":
+            self.diags.error("KD213", f"'.{method_t}(...)' applies a method, and only a declared "
+                             "connector has methods", self.span(method_t),
+                             hint="write CONNECTOR.METHOD(...), e.g. para.encode(t_feat)")
+            return self.expr(value_t)  # reported; the value alone keeps later checks quiet
+        name_t = value_t.children[0]
+        return ir.Call(func=str(name_t), method=str(method_t), args=args, kwargs=kwargs, span=span,
+                       func_span=self.span(name_t), method_span=self.span(method_t))
 
     def number(self, t):
         sign, tok = t.children
@@ -224,9 +238,11 @@ class Builder:
                               keep_span=self.span(keep_t) if keep_t is not None else None)
 
     def connector_stmt(self, t, span):
-        name_t, call_t = t.children
+        name_t, call_t, ckpt_t, frozen_t = t.children
         return ir.ConnectorDecl(name=str(name_t), call=self.call(call_t), span=span,
-                                name_span=self.span(name_t))
+                                checkpoint=self.string(ckpt_t) if ckpt_t is not None else None,
+                                frozen=frozen_t is not None, name_span=self.span(name_t),
+                                checkpoint_span=self.span(ckpt_t) if ckpt_t is not None else None)
 
     def loss_stmt(self, t, span):
         name_t, call_t, weight_t = t.children
@@ -245,6 +261,38 @@ class Builder:
     def train_open(self, t, span):
         return ir.TrainDecl(span=span)
 
+    def stage_open(self, t, span):
+        name_t, epochs_t = t.children
+        return ir.StageDecl(name=str(name_t), epochs=int(epochs_t) if epochs_t is not None else None,
+                            span=span, name_span=self.span(name_t),
+                            epochs_span=self.span(epochs_t) if epochs_t is not None else None)
+
+    def phase_open(self, t, span):
+        name_t, repeat_t = t.children
+        return ir.PhaseDecl(name=str(name_t), repeat=int(repeat_t) if repeat_t is not None else 1,
+                            span=span, name_span=self.span(name_t),
+                            repeat_span=self.span(repeat_t) if repeat_t is not None else None)
+
+    def scope(self, t) -> ir.ParamScope:
+        """A target of ``optimize``/``freeze``; the verifier settles what it names."""
+        parts = [str(p) for p in t.children]
+        return ir.ParamScope(name=parts[0], path=tuple(parts[1:]), span=self.span(t))
+
+    def optimize_stmt(self, t, span):
+        *targets, opt_t = t.children
+        return ir.OptimizeDecl(targets=tuple(self.scope(c) for c in targets),
+                               optimizer=self.call(opt_t) if opt_t is not None else None, span=span)
+
+    def freeze_stmt(self, t, span):
+        return ir.FreezeDecl(target=self.scope(t.children[0]), span=span)
+
+    def init_stmt(self, t, span):
+        target_t, source_t = t.children
+        return ir.InitDecl(target=self.target(target_t), source=self.target(source_t), span=span)
+
+    def input_stmt(self, t, span):
+        return ir.InputDecl(value=self.expr(t.children[0]), span=span)
+
     def train_entry(self, t) -> ir.TrainSetting:
         key_t, value_t = t.children
         return ir.TrainSetting(key=str(key_t), value=self.expr(value_t), span=self.span(t),
@@ -252,7 +300,7 @@ class Builder:
 
 
 _DECLARES = re.compile(r"^\s*(?:override\s+)?(?:(record|connector|loss)\s+([A-Za-z_]\w*)"
-                       r"|(student|teacher)(?:\s+([A-Za-z_]\w*))?)")
+                       r"|(student|teacher|generator)(?:\s+([A-Za-z_]\w*))?)")
 
 
 def declared_by(text: str) -> Optional[Tuple[str, str]]:
@@ -270,52 +318,95 @@ def declared_by(text: str) -> Optional[Tuple[str, str]]:
 @dataclass
 class Lowered:
     """One piece of a file and what it lowered to (``node`` is None where it had a syntax
-    error); for a train block, ``settings`` holds one entry per setting line, in order."""
+    error); for a block, ``children`` holds one entry per line inside it (train settings,
+    statements, nested phase blocks), in order."""
 
     piece: Piece
     node: Optional[ir.Node]
-    settings: Tuple[Optional[ir.TrainSetting], ...] = ()
+    children: Tuple["Lowered", ...] = ()
+
+
+# What may stand inside each kind of block (KD216 otherwise).
+_INSIDE = {"stage": (ir.LossDecl, ir.OptimizeDecl, ir.FreezeDecl, ir.PhaseDecl),
+           "phase": (ir.LossDecl, ir.OptimizeDecl, ir.FreezeDecl)}
+_STATEMENT_WORDS = {ir.ModelDecl: "a model", ir.RecordDecl: "a record", ir.DeliverDecl: "a delivery",
+                    ir.ConnectorDecl: "a connector", ir.TrainDecl: "a train block",
+                    ir.IncludeDecl: "an include", ir.ImportDecl: "an import", ir.InitDecl: "'init'",
+                    ir.InputDecl: "'input'", ir.StageDecl: "a stage", ir.PhaseDecl: "a phase"}
+
+
+class _FileLowering:
+    """Lowers the pieces of one file (see :func:`lower_file`)."""
+
+    def __init__(self, source: SourceText, diags: Diagnostics,
+                 broken: Optional[List[Tuple[str, str]]]) -> None:
+        self.source, self.diags, self.broken = source, diags, broken
+
+    def failed(self, chunk: Chunk) -> None:
+        if self.broken is not None:
+            found = declared_by(self.source.text[chunk.start:chunk.end])
+            if found:
+                self.broken.append(found)
+
+    def build(self, chunk: Chunk, method: str):
+        if chunk.broken:
+            self.failed(chunk)
+            return None
+        tree, pos = parse_chunk(self.source, chunk, self.diags)
+        if tree is None:
+            self.failed(chunk)
+            return None
+        try:
+            return getattr(Builder(pos, self.diags), method)(tree)
+        except Exception as exc:  # noqa: BLE001 - report, never crash on odd input
+            self.diags.error("KD103", f"cannot read this statement ({exc})",
+                             self.source.span(chunk.start, chunk.end))
+            return None
+
+    def piece(self, piece: Piece) -> Lowered:
+        if isinstance(piece, Chunk):
+            return Lowered(piece, self.build(piece, piece.rule if piece.rule == "train_entry"
+                                             else "statement"))
+        header = self.build(piece.header, "statement")
+        children = tuple(self.piece(p) for p in piece.entries)
+        end = piece.close_offset + 1 if piece.close_offset is not None else piece.header.end
+        span = self.source.span(piece.header.start, end)
+        if header is None:
+            return Lowered(piece, None, children)
+        if isinstance(header, ir.TrainDecl):
+            settings = tuple(c.node for c in children if c.node is not None)
+            return Lowered(piece, ir.TrainDecl(settings=settings, span=span), children)
+        inside = tuple(c.node for c in children if self.allowed(header, c.node))
+        return Lowered(piece, header.model_copy(update={"statements": inside, "span": span}), children)
+
+    def allowed(self, block, node) -> bool:
+        """Whether ``node`` may stand inside ``block``; reports it when not."""
+        if node is None:
+            return False
+        where = f"{block.kind} '{block.name}'"
+        if getattr(node, "override", False):
+            self.diags.error("KD216", f"'override' inside {where}", node.span,
+                             hint="override replaces a top-level declaration; write it outside any "
+                             "stage or phase")
+            return False
+        if isinstance(node, _INSIDE[block.kind]):
+            return True
+        what = _STATEMENT_WORDS.get(type(node), "this statement")
+        hint = "declare it at the top level, where it holds in every stage and phase"
+        if isinstance(node, ir.StageDecl):
+            hint = "stages follow one another at the top level"
+        elif isinstance(node, ir.PhaseDecl):
+            hint = "phases stand at the top level or directly inside a stage"
+        self.diags.error("KD216", f"{what} cannot stand inside {where}", node.span, hint=hint)
+        return False
 
 
 def lower_file(source: SourceText, diags: Diagnostics,
                broken: Optional[List[Tuple[str, str]]] = None) -> List[Lowered]:
-    """Every piece of a file (statement or train block) with its IR; syntax errors go to
-    ``diags``, and the names that broken statements seem to declare to ``broken``."""
-
-    def failed(chunk: Chunk) -> None:
-        if broken is not None:
-            found = declared_by(source.text[chunk.start:chunk.end])
-            if found:
-                broken.append(found)
-
-    def build(chunk: Chunk, method: str):
-        if chunk.broken:
-            failed(chunk)
-            return None
-        tree, pos = parse_chunk(source, chunk, diags)
-        if tree is None:
-            failed(chunk)
-            return None
-        try:
-            return getattr(Builder(pos, diags), method)(tree)
-        except Exception as exc:  # noqa: BLE001 - report, never crash on odd input
-            diags.error("KD103", f"cannot read this statement ({exc})",
-                        source.span(chunk.start, chunk.end))
-            return None
-
-    out: List[Lowered] = []
-    for piece in cut(source, diags):
-        if not isinstance(piece, TrainBlock):
-            out.append(Lowered(piece, build(piece, "statement")))
-            continue
-        header = build(piece.header, "statement")
-        settings = tuple(build(c, "train_entry") for c in piece.entries)
-        end = piece.close_offset + 1 if piece.close_offset is not None else piece.header.end
-        node = None if header is None else ir.TrainDecl(
-            settings=tuple(s for s in settings if s is not None),
-            span=source.span(piece.header.start, end))
-        out.append(Lowered(piece, node, settings))
-    return out
+    """Every piece of a file (statement or block) with its IR; syntax errors go to ``diags``,
+    and the names that broken statements seem to declare to ``broken``."""
+    lowering = _FileLowering(source, diags, broken)
+    return [lowering.piece(p) for p in cut(source, diags)]
 
 
 def build_statements(source: SourceText, diags: Diagnostics,

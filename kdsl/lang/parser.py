@@ -1,11 +1,13 @@
 """Text -> parse trees.
 
-The text is first cut into statements: one per line, continuing inside open ``(`` and ``[``, and a
-``train { }`` block whose settings are one per line. Each statement is then parsed on its own by
-the LALR parser, so a broken statement is reported and the next one is still checked. Bracket and
-string problems are found by the cutter, which knows where a statement should have ended: a
-missing ``)`` is reported at the end of the line that needed it, not at the start of the next
-statement.
+The text is first cut into statements: one per line, continuing inside open ``(`` and ``[``, and
+blocks (``train {``, ``stage NAME [epochs N] {``, ``phase NAME [repeat N] {``) whose entries are
+one per line, closed by ``}``; a stage may hold phases. Each statement is then parsed on its own
+by the LALR parser, so a broken statement is reported and the next one is still checked. Bracket,
+string and block problems are found by the cutter, which knows where a statement should have
+ended: a missing ``)`` is reported at the end of the line that needed it, not at the start of the
+next statement, and a block left open where a statement that cannot stand inside it begins in
+column 1 is reported there.
 
 Syntax errors say what was expected in the characters a user types (``')'``, not ``RPAR``).
 """
@@ -24,10 +26,17 @@ from kdsl.core.suggest import did_you_mean
 
 # Words that start a statement. Inside open brackets, a line that starts with one of them in
 # column 1 means the bracket above was never closed.
-STATEMENT_KEYWORDS = ("student", "teacher", "record", "deliver", "connector", "loss", "train",
-                      "include", "import", "override")
+STATEMENT_KEYWORDS = ("student", "teacher", "generator", "record", "deliver", "connector", "loss",
+                      "train", "stage", "phase", "optimize", "freeze", "init", "input", "include",
+                      "import", "override")
+# Blocks, and the statements that may stand inside each (the words they start with). A line in
+# column 1 that starts another statement ends the block: its '}' was forgotten.
+BLOCK_KEYWORDS = ("train", "stage", "phase")
+BLOCK_CONTENTS = {"train": (), "stage": ("loss", "optimize", "freeze", "phase"),
+                  "phase": ("loss", "optimize", "freeze")}
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _OPENERS = {v: k for k, v in _CLOSERS.items()}
+_WORD = re.compile(r"[A-Za-z_]\w*")
 
 
 @dataclass
@@ -41,14 +50,19 @@ class Chunk:
 
 
 @dataclass
-class TrainBlock:
+class Block:
+    """A ``train``, ``stage`` or ``phase`` block: its header line (up to and including ``{``),
+    its entries (chunks, and for a stage its phase blocks) and where its ``}`` is (None when it
+    was never closed)."""
+
+    kind: str
     header: Chunk
     open_offset: int
-    entries: List[Chunk] = field(default_factory=list)
+    entries: List["Piece"] = field(default_factory=list)
     close_offset: Optional[int] = None
 
 
-Piece = Union[Chunk, TrainBlock]
+Piece = Union[Chunk, Block]
 
 
 # ------------------------------------------------------------------------------ the grammar
@@ -125,6 +139,10 @@ MAX_STATEMENT = 64 * 1024
 MAX_NESTING = 32
 
 
+_SPECIAL = frozenset('#\n"()[]{} \t\r\f')
+_PLAIN = re.compile(r'[^#\n"()\[\]{} \t\r\f]+')
+
+
 class _Cutter:
     """One pass over a file's text, cutting it into pieces (see :func:`cut`)."""
 
@@ -132,18 +150,20 @@ class _Cutter:
         self.source, self.diags, self.text = source, diags, source.text
         self.pieces: List[Piece] = []
         self.stack: List[Tuple[str, int]] = []  # open brackets and where they opened
-        self.block: Optional[TrainBlock] = None  # the train block being read
+        self.blocks: List[Block] = []  # the blocks being read, innermost last
         self.start: Optional[int] = None  # where the current chunk starts
         self.last_end = 0  # just after the last character of the current chunk
         self.broken = False  # the current chunk has an error already reported
 
     # ---------------------------------------------------------------- chunks and blocks
+    def _add(self, piece: Piece) -> None:
+        (self.blocks[-1].entries if self.blocks else self.pieces).append(piece)
+
     def finish(self) -> None:
         if self.start is not None:
-            block = self.block
-            chunk = Chunk(self.start, self.last_end, "train_entry" if block else "statement",
-                          self.broken)
-            (block.entries if block else self.pieces).append(chunk)
+            in_train = bool(self.blocks) and self.blocks[-1].kind == "train"
+            self._add(Chunk(self.start, self.last_end, "train_entry" if in_train else "statement",
+                            self.broken))
         self.start, self.broken = None, False
 
     def unclosed(self) -> None:
@@ -156,28 +176,55 @@ class _Cutter:
         self.stack.clear()
         self.broken = True
 
-    def open_block(self, i: int) -> int:
-        self.pieces.append(Chunk(self.start, i + 1, "statement", self.broken))
-        self.block = TrainBlock(header=self.pieces.pop(), open_offset=i)
+    def opens_block(self, i: int) -> Optional[str]:
+        """The kind of block the ``{`` at ``i`` opens, or None when it opens none: a block's
+        header is a line of its own that starts with ``train``, ``stage`` or ``phase``."""
+        if self.stack or self.start is None or (self.blocks and self.blocks[-1].kind == "train"):
+            return None
+        header = self.text[self.start:i]
+        m = _WORD.match(header)
+        if m is None or m.group() not in BLOCK_KEYWORDS or "\n" in header:
+            return None
+        return m.group() if m.group() != "train" or header.strip() == "train" else None
+
+    def open_block(self, i: int, kind: str) -> int:
+        header = Chunk(self.start, i + 1, "statement", self.broken)
+        self.blocks.append(Block(kind=kind, header=header, open_offset=i))
         self.start, self.broken = None, False
         self.last_end = i + 1
         return i + 1
 
     def close_block(self, at: Optional[int]) -> None:
         self.finish()
-        assert self.block is not None
-        self.block.close_offset = at
-        self.pieces.append(self.block)
-        self.block = None
+        block = self.blocks.pop()
+        block.close_offset = at
+        self._add(block)
 
     def block_never_closed(self) -> None:
-        assert self.block is not None
+        block = self.blocks[-1]
         line, col = self.source.position(self.last_end)
-        at = self.block.open_offset
+        at = block.open_offset
+        what = "the train block" if block.kind == "train" else \
+            f"the {block.kind} '{self._block_name(block)}'"
         self.diags.error("KD101", "'{' was never closed", Span.point(self.source.name, line, col),
-                         hint="add '}' on a line of its own to end the train block",
+                         hint=f"add '}}' on a line of its own to end {what}",
                          notes=[Note(message="'{' opened", span=self.source.span(at, at + 1))])
         self.close_block(None)
+
+    def _block_name(self, block: Block) -> str:
+        words = self.text[block.header.start:block.header.end].split()
+        return words[1] if len(words) > 2 else "?"
+
+    def ends_block(self, pos: int) -> bool:
+        """Whether the line at ``pos`` starts, in column 1, a statement that cannot stand inside
+        the innermost open block (so that block's ``}`` is missing)."""
+        if not self.blocks or not _starts_statement(self.text, pos):
+            return False
+        kind = self.blocks[-1].kind
+        if kind == "train":
+            return True
+        m = _WORD.match(self.text, pos)
+        return m is not None and m.group() not in BLOCK_CONTENTS[kind]
 
     # ---------------------------------------------------------------- characters
     def newline(self, i: int) -> None:
@@ -187,7 +234,7 @@ class _Cutter:
                 self.finish()
         elif not self.stack:
             self.finish()
-            if self.block is not None and _starts_statement(self.text, i + 1):
+            while self.ends_block(i + 1):
                 self.block_never_closed()
 
     def string(self, i: int) -> int:
@@ -202,7 +249,7 @@ class _Cutter:
         return j + 1
 
     def end_of_block(self, i: int) -> int:
-        """The ``}`` at ``i`` closes the train block; nothing but a comment may follow it."""
+        """The ``}`` at ``i`` closes the innermost block; nothing but a comment may follow it."""
         if self.start == i:
             self.start = None
         self.close_block(i)
@@ -230,7 +277,7 @@ class _Cutter:
             stack = self.stack
             if stack and stack[-1][0] == _OPENERS[ch]:
                 stack.pop()
-            elif ch == "}" and not stack and self.block is not None:
+            elif ch == "}" and not stack and self.blocks:
                 return self.end_of_block(i)
             else:
                 what = f"'{ch}' does not match '{stack[-1][0]}'" if stack else f"unmatched '{ch}'"
@@ -257,23 +304,25 @@ class _Cutter:
             else:
                 if self.start is None:
                     self.start = i
-                if ch == '"':
+                if ch not in _SPECIAL:  # a run of ordinary characters: skip it in one step
+                    i = _PLAIN.match(text, i).end()
+                    self.last_end = i
+                elif ch == '"':
                     i = self.string(i)
-                elif ch == "{" and not self.stack and self.block is None and \
-                        text[self.start:i].strip() == "train":
-                    i = self.open_block(i)
+                elif ch == "{" and self.opens_block(i) is not None:
+                    i = self.open_block(i, self.opens_block(i))
                 else:
                     i = self.bracket(i, ch)
         if self.stack:
             self.unclosed()
         self.finish()
-        if self.block is not None:
+        while self.blocks:
             self.block_never_closed()
         return self.pieces
 
 
 def cut(source: SourceText, diags: Diagnostics) -> List[Piece]:
-    """The statements and train blocks of a file, in order; bracket and string problems are
+    """The statements and blocks of a file, in order; bracket, string and block problems are
     reported here, and the chunks they affect are marked ``broken``."""
     return _Cutter(source, diags).run()
 
@@ -385,7 +434,7 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
         hint = "strings use double quotes" if ch == "'" else None
         if ch == "{":
-            diags.error("KD106", "'{' only opens a train block: 'train {'",
+            diags.error("KD106", "'{' only opens a block: 'train {', 'stage NAME {' or 'phase NAME {'",
                         Span(file=source.name, line=line, column=col, end_line=line, end_column=col + 1))
         else:
             shown = f'"{ch}"' if ch == "'" else f"'{ch}'"

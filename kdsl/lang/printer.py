@@ -2,8 +2,9 @@
 ``kdsl fmt``. Printing a parsed expression or statement gives text that parses to the same IR.
 
 Expressions print on one line, in the language's canonical spacing (``f(a, k=v)``, ``[1, 2]``,
-``x * 0.5``). Statements print as one line each, except ``train { ... }``, which prints its
-settings one per line, indented two spaces. A printer can be given a ``spelling`` function that
+``x * 0.5``). Statements print as one line each, except blocks (``train { ... }``,
+``stage NAME { ... }``, ``phase NAME { ... }``), which print their entries one per line, indented
+two spaces per level (a phase inside a stage: four). A printer can be given a ``spelling`` function that
 returns how the source wrote a number (``5e-4`` stays ``5e-4`` instead of becoming ``0.0005``);
 without one, numbers print as Python writes them.
 """
@@ -19,7 +20,7 @@ from kdsl.lang.visit import Visitor
 # How the source spelt a constant (None: print it from its value).
 Spelling = Callable[[ir.Const], Optional[str]]
 
-INDENT = "  "  # one level: the settings of a train block
+INDENT = "  "  # one level: the entries of a block
 
 
 class ExprPrinter(Visitor[str]):
@@ -70,10 +71,18 @@ class ExprPrinter(Visitor[str]):
         return f"{func}({', '.join(parts)})"
 
     def visit_call(self, e: ir.Call) -> str:
-        return self._call(e.func, e.args, e.kwargs)
+        func = e.func if e.method is None else f"{e.func}.{e.method}"
+        return self._call(func, e.args, e.kwargs)
 
     def visit_connector_apply(self, e: ir.ConnectorApply) -> str:
-        return self._call(e.connector, e.args, e.kwargs)
+        func = e.connector if e.method is None else f"{e.connector}.{e.method}"
+        return self._call(func, e.args, e.kwargs)
+
+    def visit_function_apply(self, e: ir.FunctionApply) -> str:
+        return self._call(e.function, e.args, e.kwargs)
+
+    def visit_model_apply(self, e: ir.ModelApply) -> str:
+        return self._call(e.model, e.args, e.kwargs)
 
     def generic_visit(self, node) -> str:
         return str(node)
@@ -142,7 +151,10 @@ class StatementPrinter(ExprPrinter):
         return text if d.keep is None else f"{text} keep {d.keep}"
 
     def visit_connector(self, c: ir.ConnectorDecl) -> str:
-        return f"{self._override(c)}connector {c.name} = {self.visit(c.call)}"
+        text = f"{self._override(c)}connector {c.name} = {self.visit(c.call)}"
+        if c.checkpoint is not None:
+            text += " from " + literal_text(c.checkpoint)
+        return text + " frozen" if c.frozen else text
 
     def visit_loss(self, loss: ir.LossDecl) -> str:
         text = f"{self._override(loss)}loss {loss.name} = {self.visit(loss.call)}"
@@ -152,6 +164,33 @@ class StatementPrinter(ExprPrinter):
         lines = [TRAIN_OPEN] + [INDENT + self.visit(s) for s in t.settings] + [TRAIN_CLOSE]
         return "\n".join(lines)
 
+    def visit_param_scope(self, p: ir.ParamScope) -> str:
+        return str(p)
+
+    def visit_optimize(self, o: ir.OptimizeDecl) -> str:
+        text = "optimize " + ", ".join(self.visit(t) for t in o.targets)
+        return text if o.optimizer is None else f"{text} with {self.visit(o.optimizer)}"
+
+    def visit_freeze(self, f: ir.FreezeDecl) -> str:
+        return f"freeze {self.visit(f.target)}"
+
+    def visit_init(self, i: ir.InitDecl) -> str:
+        return f"init {self.visit(i.target)} from {self.visit(i.source)}"
+
+    def visit_input(self, i: ir.InputDecl) -> str:
+        return f"input = {self.visit(i.value)}"
+
+    def _block(self, node) -> str:
+        inner = [self.visit(s) for s in node.statements]
+        lines = [block_header(node)] + [INDENT + line for text in inner for line in text.split("\n")]
+        return "\n".join(lines + [BLOCK_CLOSE])
+
+    def visit_stage(self, s: ir.StageDecl) -> str:
+        return self._block(s)
+
+    def visit_phase(self, p: ir.PhaseDecl) -> str:
+        return self._block(p)
+
     def visit_include(self, i: ir.IncludeDecl) -> str:
         return f"include {literal_text(i.path)}"
 
@@ -160,6 +199,17 @@ class StatementPrinter(ExprPrinter):
 
 
 TRAIN_OPEN, TRAIN_CLOSE = "train {", "}"
+BLOCK_CLOSE = "}"
+
+
+def block_header(node) -> str:
+    """The opening line of a block: ``train {``, ``stage NAME [epochs N] {``,
+    ``phase NAME [repeat N] {`` (``repeat 1``, the default, is not written)."""
+    if isinstance(node, ir.StageDecl):
+        return f"stage {node.name}" + ("" if node.epochs is None else f" epochs {node.epochs}") + " {"
+    if isinstance(node, ir.PhaseDecl):
+        return f"phase {node.name}" + ("" if node.repeat == 1 else f" repeat {node.repeat}") + " {"
+    return TRAIN_OPEN
 
 _PRINTER = StatementPrinter()
 

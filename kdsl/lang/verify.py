@@ -5,11 +5,13 @@ applied, train blocks merged) with every expression resolved, or diagnostics.
 Checks that look at several statements at once live here, not in the IR's validators. The
 verifier is split by concern: declarations and statements here, name resolution in
 :mod:`~kdsl.lang.verify_names`, call arguments in :mod:`~kdsl.lang.verify_args`, usage warnings in
-:mod:`~kdsl.lang.verify_usage`, the train block in :mod:`~kdsl.lang.verify_train`.
+:mod:`~kdsl.lang.verify_usage`, the train block in :mod:`~kdsl.lang.verify_train`, stages, phases,
+``optimize``, ``freeze``, ``init`` and ``input`` in :mod:`~kdsl.lang.verify_procedure`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from kdsl.core.diagnostics import Diagnostics, Note
@@ -18,14 +20,27 @@ from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
 from kdsl.lang.verify_args import ArgumentChecks
 from kdsl.lang.verify_names import KIND_WORD, NameResolution, Use
+from kdsl.lang.verify_procedure import ProcedureChecks
 from kdsl.lang.verify_train import TrainBlockChecks
 from kdsl.lang.verify_usage import UsageWarnings
 
 RESERVED = ("batch", "true", "false", "none")
 _NAMED = (ir.ModelDecl, ir.RecordDecl, ir.ConnectorDecl, ir.LossDecl)
+_BLOCKS = (ir.StageDecl, ir.PhaseDecl)
 
 
-class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks):
+@dataclass
+class _Placed:
+    """A statement of the effective program: ``decl`` is where the name it declares becomes
+    visible (an override keeps the position of what it replaces), ``use`` where the names it
+    reads must already be declared (its own place in the source)."""
+
+    decl: int
+    use: int
+    stmt: ir.Node
+
+
+class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, ProcedureChecks):
     """Verifies the statements of a spec (includes spliced in) against each other and the
     catalog; ``run`` returns the effective, resolved program and reports to ``diags``."""
 
@@ -41,88 +56,146 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks):
         self.models: Dict[str, ir.ModelDecl] = {}
         self.records: Dict[str, ir.RecordDecl] = {}
         self.connectors: Dict[str, ir.ConnectorDecl] = {}
+        self.uses: Dict[str, Use] = {}  # loss or connector name -> what it reads
+        self.block_of: Dict[str, ir.Node] = {}  # loss name -> the stage or phase holding it
 
     # ================================================================ declarations
-    def effective(self, statements: Sequence[ir.Node]) -> List[Tuple[int, ir.Node]]:
-        """Apply overrides and merge train blocks; returns (source index, statement) pairs."""
-        out: List[Optional[Tuple[int, ir.Node]]] = []
-        where: Dict[str, int] = {}
+    def effective(self, statements: Sequence[ir.Node]) -> List[_Placed]:
+        """Apply overrides, merge train blocks, drop duplicate declarations (reported)."""
+        out: List[_Placed] = []
+        where: Dict[str, int] = {}  # top-level name -> index in ``out``
+        first: Dict[str, ir.Node] = {}  # every declared name (losses in blocks too) -> first decl
         train_at: Optional[int] = None
+        self._check_block_names(statements)
         for index, stmt in enumerate(statements):
             if isinstance(stmt, ir.TrainDecl):
                 self._check_train_block(stmt)
                 if train_at is None:
                     train_at = len(out)
-                    out.append((index, stmt))
+                    out.append(_Placed(index, index, stmt))
                 else:
-                    merged = {s.key: s for s in out[train_at][1].settings}
+                    merged = {s.key: s for s in out[train_at].stmt.settings}
                     merged.update({s.key: s for s in stmt.settings})
-                    first = out[train_at][1]
-                    out[train_at] = (out[train_at][0], first.model_copy(
-                        update={"settings": tuple(merged.values())}))
+                    out[train_at].stmt = out[train_at].stmt.model_copy(
+                        update={"settings": tuple(merged.values())})
                 continue
-            if not isinstance(stmt, _NAMED):
-                out.append((index, stmt))
+            if isinstance(stmt, _BLOCKS):
+                out.append(_Placed(index, index, self._block_declarations(stmt, stmt, first, index)))
+                continue
+            if not isinstance(stmt, _NAMED) or not self._reserved_ok(stmt):
+                if not isinstance(stmt, _NAMED):
+                    out.append(_Placed(index, index, stmt))
                 continue
             name = stmt.name
-            if name in RESERVED:
-                self.diags.error("KD209", f"'{name}' is reserved and cannot be declared", stmt.name_span,
-                                 hint="choose another name")
-                continue
             if stmt.override:
-                if name not in where:
-                    self.diags.error("KD206", f"'override' of '{name}', which is not declared above",
-                                     stmt.name_span, hint="remove 'override' to declare it")
-                    where[name] = len(out)
-                    out.append((index, stmt))
-                    continue
-                prev = out[where[name]][1]
-                if type(prev) is not type(stmt):
-                    self.diags.error(
-                        "KD215", f"'override {KIND_WORD[type(stmt)]} {name}' replaces a "
-                        f"{KIND_WORD[type(prev)]}", stmt.name_span,
-                        notes=[Note(message=f"'{name}' first declared", span=prev.name_span)])
-                    continue
-                out[where[name]] = (index, stmt)
+                self._override(stmt, index, out, where, first)
                 continue
-            if name in where:
-                prev = out[where[name]][1]
-                self.diags.error(
-                    "KD203", f"'{name}' is already declared", stmt.name_span,
-                    hint=f"write 'override {KIND_WORD[type(stmt)]} {name} = ...' to replace it"
-                    if isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl, ir.RecordDecl)) else None,
-                    notes=[Note(message=f"'{name}' first declared", span=prev.name_span)])
+            if name in first:
+                self._duplicate(stmt, first[name])
                 continue
             where[name] = len(out)
-            out.append((index, stmt))
-        return [p for p in out if p is not None]
+            first[name] = stmt
+            out.append(_Placed(index, index, stmt))
+        return out
+
+    def _reserved_ok(self, stmt) -> bool:
+        if stmt.name in RESERVED:
+            self.diags.error("KD209", f"'{stmt.name}' is reserved and cannot be declared", stmt.name_span,
+                             hint="choose another name")
+            return False
+        return True
+
+    def _duplicate(self, stmt, prev, in_block: bool = False) -> None:
+        name = stmt.name
+        can_override = isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl, ir.RecordDecl)) and \
+            not in_block and prev.name not in self.block_of
+        self.diags.error(
+            "KD203", f"'{name}' is already declared", stmt.name_span,
+            hint=f"write 'override {KIND_WORD[type(stmt)]} {name} = ...' to replace it"
+            if can_override else "losses in stages and phases share one namespace with all the "
+            "other names" if in_block else None,
+            notes=[Note(message=f"'{name}' first declared", span=prev.name_span)])
+
+    def _override(self, stmt, index: int, out: List[_Placed], where: Dict[str, int], first) -> None:
+        name = stmt.name
+        if name not in where:
+            if name in self.block_of:
+                block = self.block_of[name]
+                self.diags.error("KD206", f"'override' of '{name}', which is declared inside "
+                                 f"{block.kind} '{block.name}'", stmt.name_span,
+                                 hint="override replaces top-level declarations only",
+                                 notes=[Note(message=f"'{name}' declared", span=first[name].name_span)])
+                return
+            self.diags.error("KD206", f"'override' of '{name}', which is not declared above",
+                             stmt.name_span, hint="remove 'override' to declare it")
+            where[name] = len(out)
+            first.setdefault(name, stmt)
+            out.append(_Placed(index, index, stmt))
+            return
+        prev = out[where[name]]
+        if type(prev.stmt) is not type(stmt):
+            self.diags.error(
+                "KD215", f"'override {KIND_WORD[type(stmt)]} {name}' replaces a "
+                f"{KIND_WORD[type(prev.stmt)]}", stmt.name_span,
+                notes=[Note(message=f"'{name}' first declared", span=prev.stmt.name_span)])
+            return
+        # The replacement is visible from where the original was (statements of an included
+        # file that use it stay valid); what it reads is checked at its own place.
+        out[where[name]] = _Placed(prev.decl, index, stmt)
+
+    def _block_declarations(self, block, stage, first: Dict[str, ir.Node], index: int):
+        """A stage or phase with its duplicate losses dropped (reported); its losses join the
+        one namespace of declared names."""
+        kept = []
+        for s in block.statements:
+            if isinstance(s, ir.PhaseDecl):
+                kept.append(self._block_declarations(s, stage, first, index))
+                continue
+            if isinstance(s, ir.LossDecl):
+                if not self._reserved_ok(s):
+                    continue
+                if s.name in first:
+                    self._duplicate(s, first[s.name], in_block=True)
+                    continue
+                first[s.name] = s
+                self.block_of[s.name] = block
+                self.decls[s.name] = s
+                self.position[s.name] = index
+            kept.append(s)
+        return block.model_copy(update={"statements": tuple(kept)})
 
     # ================================================================ the whole program
     def run(self, statements: Sequence[ir.Node]) -> List[ir.Node]:
-        pairs = self.effective(statements)
-        for index, stmt in pairs:
+        placed = self.effective(statements)
+        for p in placed:
+            stmt = p.stmt
             if isinstance(stmt, _NAMED):
                 self.decls[stmt.name] = stmt
-                self.position[stmt.name] = index
+                self.position[stmt.name] = p.decl
                 if isinstance(stmt, ir.ModelDecl):
                     self.models[stmt.name] = stmt
                 elif isinstance(stmt, ir.RecordDecl):
                     self.records[stmt.name] = stmt
                 elif isinstance(stmt, ir.ConnectorDecl):
                     self.connectors[stmt.name] = stmt
-        self._check_models([s for _, s in pairs if isinstance(s, ir.ModelDecl)])
-        uses: Dict[str, Use] = {}
+        self._check_models([p.stmt for p in placed if isinstance(p.stmt, ir.ModelDecl)])
         result: List[ir.Node] = []
-        for index, stmt in pairs:
-            method = getattr(self, f"_verify_{stmt.kind}", None)
-            use = Use(index)
-            new = method(stmt, use) if method else stmt
-            if isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl)):
-                uses[stmt.name] = use
+        for p in placed:
+            new = self.verify_statement(p.stmt, p.use)
             if new is not None:
                 result.append(new)
-        self._check_usage(result, uses)
+        self._check_procedure(result)
+        self._check_usage(result, self.uses)
         return result
+
+    def verify_statement(self, stmt: ir.Node, position: int) -> Optional[ir.Node]:
+        """One statement checked and resolved, reading names declared up to ``position``."""
+        method = getattr(self, f"_verify_{stmt.kind}", None)
+        use = Use(position, input=isinstance(stmt, ir.InputDecl))
+        new = method(stmt, use) if method else stmt
+        if isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl)):
+            self.uses[stmt.name] = use
+        return new
 
     # ================================================================ models
     def _check_models(self, models: List[ir.ModelDecl]) -> None:

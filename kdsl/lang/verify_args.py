@@ -45,6 +45,12 @@ class _Description(Visitor[str]):
     def visit_batch_ref(self, e: ir.BatchRef) -> str:
         return f"batch.{e.field}"
 
+    def visit_function_apply(self, e: ir.FunctionApply) -> str:
+        return f"the output of {e.function}(...)"
+
+    def visit_model_apply(self, e: ir.ModelApply) -> str:
+        return f"the output of generator '{e.model}'"
+
     def generic_visit(self, e) -> str:
         return "an expression"
 
@@ -83,6 +89,50 @@ class ArgumentChecks:
                 "KD311", f"input '{param.name}' of '{component.name}' takes a tensor, got "
                 f"{describe_expr(value)}", value.span,
                 hint=f"record it first: record NAME = output of {value}")
+
+    def _check_tensor(self, what: str, value) -> None:
+        """A value passed where only tensors make sense (a connector's method, a generator)."""
+        if isinstance(value, (ir.Const, ir.ModuleRef)) or (
+                isinstance(value, ir.ListExpr) and not self._runtime_list(value)):
+            self.diags.error("KD311", f"{what} takes tensors, got {describe_expr(value)}", value.span,
+                             hint="pass a record, a connector application, a function or a batch field")
+
+    def _resolve_function(self, call: ir.Call, use: Use):
+        """``argmax(t, dim=1)``, ``noise(100)``: a catalog function bound like a loss call, where
+        positional arguments fill the inputs and then the options; the resolved
+        :class:`~kdsl.lang.ir.FunctionApply` holds the inputs given by position in ``args`` and
+        everything else, options given by position included, by name in ``kwargs``."""
+        component = REGISTRY.get("function", call.func)
+        args = [self.resolve(a, use) for a in call.args]
+        kwargs = [(k.name, self.resolve(k.value, use), k.span) for k in call.kwargs]
+        n_in = len(component.inputs)
+        extra = list(zip(args[n_in:], call.args[n_in:]))
+        slots = component.options
+        if len(extra) > len(slots):
+            names = ", ".join(p.name for p in tuple(component.inputs) + tuple(slots)) or "none"
+            self.diags.error("KD306", f"'{component.name}' takes {n_in + len(slots)} positional "
+                             f"arguments ({names}), got {len(call.args)}",
+                             call.args[n_in + len(slots)].span)
+            extra = extra[:len(slots)]
+        named = [(p.name, value, arg.span) for p, (value, arg) in zip(slots, extra)] + kwargs
+        if any(a is None for a in args[:n_in]) or any(v is None for _, v, _ in named):
+            return None
+        binding = bind(component, args[:n_in], [(k, v) for k, v, _ in named], inputs=True)
+        for problem in binding.problems:
+            at = problem.position
+            span = named[at][2] if problem.keyword is not None and at is not None and at < len(named) \
+                else self._problem_span(call, problem)
+            self.diags.error(problem.code, problem.message, span, hint=problem.hint)
+        for pname, value in binding.inputs.items():
+            self._check_input(component, component.input(pname), value)
+        for pname, value in binding.options.items():
+            if value is not None:
+                self._check_option(component, component.option(pname), value)
+        if binding.problems:
+            return None
+        return ir.FunctionApply(function=call.func, args=tuple(args[:n_in]),
+                                kwargs=tuple(ir.Keyword(name=k, value=v, span=sp) for k, v, sp in named),
+                                span=call.span)
 
     def _runtime_list(self, value) -> bool:
         return isinstance(value, ir.ListExpr) and bool(value.items) and all(

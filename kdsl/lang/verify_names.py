@@ -26,12 +26,15 @@ KIND_WORD = {ir.ModelDecl: "model", ir.RecordDecl: "record", ir.ConnectorDecl: "
 
 @dataclass
 class Use:
-    """What one statement reads: its position in the source, and the records and connectors
-    its expressions name (for the usage warnings)."""
+    """What one statement reads: its position in the source, and the records, connectors and
+    generators its expressions name (for the usage warnings). ``input``: the statement is
+    ``input = ...``, the one place where a generator may be applied."""
 
     position: int
     records: Set[str] = field(default_factory=set)
     connectors: Set[str] = field(default_factory=set)
+    models: Set[str] = field(default_factory=set)
+    input: bool = False
 
 
 class _Resolver(Visitor[Optional[ir.Node]]):
@@ -190,30 +193,54 @@ class NameResolution:
         return value
 
     def _resolve_application(self, call: ir.Call, use: Use):
+        """``f(...)``: a declared connector, a generator (in ``input`` only) or a catalog
+        function; ``c.method(...)``: a connector's method."""
+        if call.method is not None:
+            return self._resolve_method(call, use)
         name = call.func
         decl = self.decls.get(name)
-        if not isinstance(decl, ir.ConnectorDecl):
-            if decl is None and REGISTRY.get("loss", name) is not None:
-                self.diags.error("KD213", f"'{name}' is a loss; only connectors can be applied inside a loss",
-                                 call.func_span, hint="declare another 'loss' and let the weights add them")
-            elif decl is None and REGISTRY.get("connector", name) is not None:
-                self.diags.error("KD210", f"'{name}' is a connector type, not a declared connector",
-                                 call.func_span,
-                                 hint=f"declare it first: connector c1 = {name}(...), then apply c1(...)")
-            elif decl is None:
-                self._unknown(name, call.func_span, "connector", "KD210", list(self.connectors))
-            else:
-                self.diags.error("KD213", f"'{name}' is a {KIND_WORD[type(decl)]} and cannot be applied",
-                                 call.func_span)
-            return None
-        if not self._declared_before(name, call.func_span, use):
-            return None
-        use.connectors.add(name)
-        component = REGISTRY.get("connector", decl.component)
+        if isinstance(decl, ir.ConnectorDecl):
+            return self._resolve_connector_call(call, decl, use)
+        if isinstance(decl, ir.ModelDecl):
+            return self._resolve_model_call(call, decl, use)
+        if decl is None and REGISTRY.get("function", name) is not None:
+            return self._resolve_function(call, use)
+        if decl is None and REGISTRY.get("loss", name) is not None:
+            self.diags.error("KD213", f"'{name}' is a loss; only connectors and functions can be "
+                             "applied inside a loss", call.func_span,
+                             hint="declare another 'loss' and let the weights add them")
+        elif decl is None and REGISTRY.get("connector", name) is not None:
+            self.diags.error("KD210", f"'{name}' is a connector type, not a declared connector",
+                             call.func_span,
+                             hint=f"declare it first: connector c1 = {name}(...), then apply c1(...)")
+        elif decl is None:
+            functions = REGISTRY.names("function")
+            best = rank_candidates(name, list(self.connectors) + functions)
+            what = "function" if best and best[0] in functions else "connector"
+            self._unknown(name, call.func_span, what, "KD210", list(self.connectors) + functions)
+        else:
+            self.diags.error("KD213", f"'{name}' is a {KIND_WORD[type(decl)]} and cannot be applied",
+                             call.func_span)
+        return None
+
+    def _resolved_arguments(self, call: ir.Call, use: Use):
+        """(args, [(keyword, value)]) resolved, or None after an error in one of them."""
         args = [self.resolve(a, use) for a in call.args]
         kwargs = [(k, self.resolve(k.value, use)) for k in call.kwargs]
         if any(a is None for a in args) or any(v is None for _, v in kwargs):
             return None
+        return args, kwargs
+
+    def _resolve_connector_call(self, call: ir.Call, decl: ir.ConnectorDecl, use: Use):
+        name = call.func
+        if not self._declared_before(name, call.func_span, use):
+            return None
+        use.connectors.add(name)
+        component = REGISTRY.get("connector", decl.component)
+        resolved = self._resolved_arguments(call, use)
+        if resolved is None:
+            return None
+        args, kwargs = resolved
         if component is not None:
             binding = bind(component, args, [(k.name, v) for k, v in kwargs], inputs=True)
             for problem in binding.problems:
@@ -229,3 +256,62 @@ class NameResolution:
         return ir.ConnectorApply(connector=name, args=tuple(args),
                                  kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
                                               for k, v in kwargs), span=call.span)
+
+    def _resolve_method(self, call: ir.Call, use: Use):
+        """``para.encode(x)``: a method the connector's component declares."""
+        name, method = call.func, call.method
+        decl = self.decls.get(name)
+        if decl is None:
+            self._unknown(name, call.func_span, "connector", "KD210", list(self.connectors))
+            return None
+        if not isinstance(decl, ir.ConnectorDecl):
+            what = KIND_WORD[type(decl)]
+            hint = f"record it: record NAME = output of {name}.{method}" if what == "model" else None
+            self.diags.error("KD213", f"'{name}' is a {what}; only a connector's methods can be applied",
+                             call.method_span or call.span, hint=hint)
+            return None
+        if not self._declared_before(name, call.func_span, use):
+            return None
+        use.connectors.add(name)
+        component = REGISTRY.get("connector", decl.component)
+        methods = [m for m, _ in component.methods] if component is not None else [method]
+        if method not in methods:
+            hint = did_you_mean(method, methods) or (
+                f"its methods: {', '.join(methods)}" if methods else
+                f"'{decl.component}' declares no methods; apply the connector itself: {name}(...)")
+            self.diags.error("KD225", f"connector '{name}' ({decl.component}) has no method '{method}'",
+                             call.method_span, hint=hint)
+            return None
+        resolved = self._resolved_arguments(call, use)
+        if resolved is None:
+            return None
+        args, kwargs = resolved
+        for value in list(args) + [v for _, v in kwargs]:
+            self._check_tensor(f"'{name}.{method}'", value)
+        return ir.ConnectorApply(connector=name, method=method, args=tuple(args),
+                                 kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
+                                              for k, v in kwargs), span=call.span)
+
+    def _resolve_model_call(self, call: ir.Call, decl: ir.ModelDecl, use: Use):
+        """``gen(noise(100))``: a generator run on values, only in ``input = ...``."""
+        name = call.func
+        if decl.role != "generator":
+            self.diags.error("KD224", f"{decl.role} '{name}' cannot be applied in a spec", call.func_span,
+                             hint=f"record its output instead: record NAME = output of {name}")
+            return None
+        if not use.input:
+            self.diags.error("KD224", f"generator '{name}' is applied only in 'input = ...'",
+                             call.func_span, hint=f"record its output: record NAME = output of {name}")
+            return None
+        if not self._model_ref(name, call.func_span, use.position):
+            return None
+        use.models.add(name)
+        resolved = self._resolved_arguments(call, use)
+        if resolved is None:
+            return None
+        args, kwargs = resolved
+        for value in list(args) + [v for _, v in kwargs]:
+            self._check_tensor(f"generator '{name}'", value)
+        return ir.ModelApply(model=name, args=tuple(args),
+                             kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
+                                          for k, v in kwargs), span=call.span)

@@ -6,12 +6,20 @@ that read no record, a spec without a loss.
 
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, Iterator, List, Set
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.span import Span
 from kdsl.lang import ir
 from kdsl.lang.verify_names import Use
+
+
+def walk_statements(statements) -> Iterator[ir.Node]:
+    """Every statement, those inside stages and phases included, in source order."""
+    for s in statements:
+        yield s
+        if isinstance(s, (ir.StageDecl, ir.PhaseDecl)):
+            yield from walk_statements(s.statements)
 
 
 class UsageWarnings:
@@ -22,20 +30,20 @@ class UsageWarnings:
             return  # usage is incomplete where resolution failed: warnings would be noise
         used_records: Set[str] = set()
         used_connectors: Set[str] = set()
-        for stmt in result:
-            if isinstance(stmt, ir.LossDecl):
-                use = uses.get(stmt.name)
-                if use is None:
-                    continue
-                records = set(use.records)
-                for c in use.connectors:  # records reached through connector options count too
-                    records |= uses[c].records if c in uses else set()
-                used_records |= records
-                used_connectors |= use.connectors
-                if not records and REGISTRY.get("loss", stmt.component) is not None:
-                    self.diags.warning("KD251", f"loss '{stmt.name}' reads no record", stmt.name_span,
-                                       hint="its value does not depend on the models")
-        if not any(isinstance(s, ir.LossDecl) for s in result):
+        losses = [s for s in walk_statements(result) if isinstance(s, ir.LossDecl)]
+        for stmt in losses:
+            use = uses.get(stmt.name)
+            if use is None:
+                continue
+            records = set(use.records)
+            for c in use.connectors:  # records reached through connector options count too
+                records |= uses[c].records if c in uses else set()
+            used_records |= records
+            used_connectors |= use.connectors
+            if not records and REGISTRY.get("loss", stmt.component) is not None:
+                self.diags.warning("KD251", f"loss '{stmt.name}' reads no record", stmt.name_span,
+                                   hint="its value does not depend on the models")
+        if not losses:
             self.diags.warning("KD255", "the spec declares no loss: training would not change the student",
                                Span.point(self.file, 1, 1),
                                hint="add e.g. loss task = cross_entropy(LOGITS, batch.target)")

@@ -4,6 +4,11 @@ A step is: every used teacher's pass (frozen teachers under ``torch.no_grad()``)
 pass, then the loss graph: each loss term, in declaration order, reads its inputs (records,
 connector outputs, batch fields) through the one expression interpreter, runs its loss module
 and multiplies by its weight; the total is their sum. Recorded values live for one step only.
+
+With stages and phases (:mod:`kdsl.runtime.procedure`), ``step(stage=..., phase=...)`` runs one
+phase: the spec's ``input`` first when it has one (a generator's output), then only the models
+whose records the phase's losses read, then only its losses (:mod:`kdsl.runtime.staging` says
+what it trains).
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
+from kdsl.components.functions import FunctionContext
 from kdsl.components.schedules import Progress
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.runtime.deliveries import Delivery
-from kdsl.runtime.interpret import Interpreter, StepEnv
+from kdsl.runtime.interpret import BoundFunction, Interpreter, StepEnv
+from kdsl.runtime.procedure import IMPLICIT_PHASE, IMPLICIT_STAGE, PhasePlan, Procedure, StagePlan
 from kdsl.runtime.recorders import PassState, Recorder
+from kdsl.runtime.staging import Staging
 from kdsl.runtime.terms import LossTerm
+from kdsl.runtime.values import as_call
 
 
 @dataclass
@@ -59,20 +68,25 @@ def _strip_spans(node: ir.Node) -> str:
 
 
 # ------------------------------------------------------------------------------ the distiller
-class Distiller(nn.Module):
+class Distiller(Staging, nn.Module):
     """A compiled spec bound to models. Build it with :func:`kdsl.compile`.
 
-    ``parameters()`` are the student's, the connectors' (``distiller.connectors[name]``), the
-    trainable teachers' and those of losses that learn (VID's variances, CRD's embeddings).
-    Frozen teachers are held outside the module tree: not in ``parameters()`` or
-    ``state_dict()``, kept in eval mode, but moved by ``.to()``.
+    ``parameters()`` are the student's, the generators', the connectors'
+    (``distiller.connectors[name]``), the trainable teachers' and those of losses that learn
+    (VID's variances, CRD's embeddings). Frozen teachers are held outside the module tree: not in
+    ``parameters()`` or ``state_dict()``, kept in eval mode, but moved by ``.to()``. What one
+    phase trains is :meth:`trainable_parameters`.
     """
 
     def __init__(self, *, spec: ir.Spec, models: Dict[str, nn.Module], frozen: Sequence[str],
                  recorders: Dict[str, Recorder], deliveries: List[Delivery],
                  connectors: Dict[str, nn.Module], terms: List[LossTerm], state: PassState,
                  used_teachers: Sequence[str], cleanups: List[Callable[[], None]],
-                 modules: Optional[Dict[ir.ModuleRef, nn.Module]] = None, plan: Any = None) -> None:
+                 modules: Optional[Dict[ir.ModuleRef, nn.Module]] = None, plan: Any = None,
+                 procedure: Optional[Procedure] = None, scopes: Optional[Dict[str, nn.Module]] = None,
+                 functions: Optional[Dict[ir.FunctionApply, BoundFunction]] = None,
+                 inits: Sequence[Any] = (), input: Optional[ir.Node] = None,
+                 batch_size: int = 64) -> None:
         super().__init__()
         self.spec = spec
         student = spec.student
@@ -94,9 +108,22 @@ class Distiller(nn.Module):
         self._teacher_runs = [(n, self.model(n), n in self._frozen) for n in self._used_teachers]
         self.progress = Progress()
         # the loss graph's expressions, evaluated by the same interpreter as the dry run's
-        self._env = StepEnv(recorders, self.connectors, dict(modules or {}))
+        self._env = StepEnv(recorders, self.connectors, dict(modules or {}), functions,
+                            models=self.model, state=state, context=self._function_context)
         self._interpreter = Interpreter(self._env)
         self._plan = plan
+        self.procedure = procedure or Procedure([StagePlan(IMPLICIT_STAGE, None, [PhasePlan(
+            IMPLICIT_PHASE, losses=[t.name for t in terms],
+            models_run=self._used_teachers + [self.student_name])])])
+        self._scopes = dict(scopes or {})
+        self._inits = list(inits)
+        self._input = input
+        self._generators = [m.name for m in spec.models if m.role == "generator"]
+        self._frozen_connectors = [c.name for c in spec.connectors if c.frozen and c.name in self.connectors]
+        self.batch_size = batch_size  # rows of noise(...) in a step without data
+        self._setup_staging()
+        for name in self._frozen_connectors:
+            self.connectors[name].eval()
 
     @property
     def plan(self) -> Any:
@@ -121,6 +148,19 @@ class Distiller(nn.Module):
         """Teachers whose pass matters (a record or a delivery reads them), in spec order;
         :meth:`step` runs only these."""
         return list(self._used_teachers)
+
+    def train(self, mode: bool = True) -> "Distiller":
+        """As ``nn.Module.train``; frozen connectors stay in eval mode."""
+        super().train(mode)
+        for name in getattr(self, "_frozen_connectors", ()):
+            self.connectors[name].eval()
+        return self
+
+    def _function_context(self) -> FunctionContext:
+        p = next(self.student.parameters(), None)
+        if p is None:
+            return FunctionContext(self.batch_size, torch.device("cpu"), torch.get_default_dtype())
+        return FunctionContext(self.batch_size, p.device, p.dtype)
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn)
@@ -203,8 +243,10 @@ class Distiller(nn.Module):
         with self._pass(self.student_name, False):
             yield self.student
 
-    def compute_losses(self, batch: Optional[Dict[str, Any]] = None, target: Any = None) -> StepResult:
-        """Evaluate the loss graph on what the passes recorded, and end the step."""
+    def compute_losses(self, batch: Optional[Dict[str, Any]] = None, target: Any = None,
+                       terms: Optional[Sequence[LossTerm]] = None) -> StepResult:
+        """Evaluate the loss graph (``terms``: those of one phase; all by default) on what the
+        passes recorded, and end the step."""
         self._check_open()
         batch = dict(batch or {})
         if target is not None:
@@ -220,7 +262,7 @@ class Distiller(nn.Module):
             weights: Dict[str, float] = {}
             total = None
             progress = self.progress
-            for term in self.terms:
+            for term in (self.terms if terms is None else terms):
                 value, w_value, w = term.evaluate(self._interpreter, progress)
                 raw[term.name], weighted[term.name], weights[term.name] = value, w_value, w
                 total = w_value if total is None else total + w_value
@@ -240,9 +282,19 @@ class Distiller(nn.Module):
         self._state.calibrating = False
 
     def step(self, *args: Any, target: Any = None, batch: Optional[Dict[str, Any]] = None,
-             **kwargs: Any) -> StepResult:
+             stage: Optional[str] = None, phase: Optional[str] = None, **kwargs: Any) -> StepResult:
         """Teacher passes, student pass, loss graph. Every model is called as ``model(*args, **kwargs)``;
-        ``batch.target`` is ``target`` and ``batch.NAME`` is ``batch["NAME"]``."""
+        ``batch.target`` is ``target`` and ``batch.NAME`` is ``batch["NAME"]``.
+
+        With stages or phases: one repeat of ``phase`` of ``stage`` (``None``: the stage running,
+        its only phase). Its models' input is the spec's ``input`` when it declares one and no
+        ``args`` are given; only the models whose records the phase's losses read run; the result
+        holds the phase's losses. Entering another stage applies its freezes (:meth:`begin_stage`).
+        """
+        if stage is not None or phase is not None or self.procedure.declared:
+            st, ph = self._resolve(stage, phase)
+            if self.procedure.declared:
+                return self._phase_step(st, ph, args, kwargs, target, batch)
         # the passes of teacher_pass()/student_pass(), inlined: this is the hot path
         self._check_open()
         state = self._state
@@ -273,6 +325,51 @@ class Distiller(nn.Module):
         result.teacher_outputs = teacher_outputs
         return result
 
+    def _phase_step(self, st: StagePlan, ph: PhasePlan, args: tuple, kwargs: Dict[str, Any],
+                    target: Any, batch: Optional[Dict[str, Any]]) -> StepResult:
+        """One repeat of a phase: the input, the phase's models, the phase's losses."""
+        self._check_open()
+        if st.name != self._stage:
+            self.begin_stage(st.name)
+        state = self._state
+        if state.active is not None:
+            raise error("KD515", f"a pass of '{state.active}' is already running; passes do not nest")
+        self._begin_step()
+        teacher_outputs: Dict[str, Any] = {}
+        out = None
+        try:
+            if ph.needs_input and not args and not kwargs:
+                # gradients reach the input only where a generator of it is trained
+                with contextlib.nullcontext() if ph.trains_input else torch.no_grad():
+                    args, kwargs = as_call(self._interpreter.visit(self._input))
+            for name in ph.models_run:
+                if name in self._generators:
+                    continue  # ran as part of the input
+                model = self.model(name)
+                state.active = name
+                if name in self._frozen:
+                    if model.training:
+                        model.eval()
+                    # a frozen teacher between a trained generator and the losses keeps the graph
+                    with contextlib.nullcontext() if ph.trains_input else torch.no_grad():
+                        teacher_outputs[name] = model(*args, **kwargs)
+                elif name == self.student_name:
+                    out = model(*args, **kwargs)
+                else:
+                    teacher_outputs[name] = model(*args, **kwargs)
+        except BaseException:
+            self._interpreter.clear()
+            self._end_step()
+            raise
+        finally:
+            state.active = None
+        self._run.phase = "student"
+        result = self.compute_losses(batch=batch, target=target,
+                                     terms=self._phase_terms[(st.name, ph.name)])
+        result.student_output = out
+        result.teacher_outputs = teacher_outputs
+        return result
+
     def forward(self, *args: Any, **kwargs: Any) -> StepResult:
         return self.step(*args, **kwargs)
 
@@ -287,6 +384,7 @@ class Distiller(nn.Module):
         if self._run.closed:
             return
         self._run.closed = True
+        self._lift_freezes()  # the models' own requires_grad back
         errors = []
         for fn in reversed(self._cleanups):
             try:

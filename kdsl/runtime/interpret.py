@@ -15,7 +15,8 @@ diagnostic (same code, same text) whether the dry run or a training step finds t
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -37,8 +38,20 @@ def where(span: Span | None) -> str:
     return f" at {span}" if span else ""
 
 
+@dataclass(frozen=True)
+class BoundFunction:
+    """A catalog function of a spec, built once when compiling: its module (options applied)
+    and the expressions of its inputs, in order. A ``needs_context`` function (``noise``) takes the
+    step's :class:`~kdsl.components.functions.FunctionContext` instead of inputs."""
+
+    module: nn.Module
+    inputs: Tuple[Any, ...] = ()
+    needs_context: bool = False
+
+
 class Env:
-    """Where an :class:`Interpreter` finds leaf values, and how it runs a connector."""
+    """Where an :class:`Interpreter` finds leaf values, and how it runs a connector, a function
+    or a model."""
 
     def record(self, expr: ir.RecordRef) -> Any:
         raise NotImplementedError
@@ -55,18 +68,53 @@ class Env:
 
     def call(self, expr: ir.ConnectorApply, module: nn.Module, args: List[Any],
              kwargs: Dict[str, Any]) -> Any:
-        """Run the connector (the interpreter turns what it raises into KD602)."""
-        return module(*args, **kwargs)
+        """Run the connector, or its method (the interpreter turns what it raises into KD602)."""
+        return connector_callable(module, expr)(*args, **kwargs)
+
+    def function(self, expr: ir.FunctionApply) -> BoundFunction:
+        """The built function that ``expr`` applies."""
+        raise NotImplementedError
+
+    def context(self) -> Any:
+        """The :class:`~kdsl.components.functions.FunctionContext` of this evaluation."""
+        raise NotImplementedError
+
+    def run_model(self, expr: ir.ModelApply, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        """Run a declared model on values (a generator in ``input``): its own pass."""
+        raise NotImplementedError
+
+
+def connector_callable(module: nn.Module, expr: ir.ConnectorApply) -> Callable[..., Any]:
+    """``module`` itself, or its method ``expr.method`` (``para.reconstruct``)."""
+    return module if expr.method is None else getattr(module, expr.method)
+
+
+def run_pass(state: Any, name: str, model: nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]) -> Any:
+    """``model(*args, **kwargs)`` as model ``name``'s pass (its recorders listen), restoring the
+    pass that was running before (the input is evaluated outside any other pass)."""
+    before = state.active
+    state.active = name
+    try:
+        return model(*args, **kwargs)
+    finally:
+        state.active = before
 
 
 class StepEnv(Env):
     """A training step's values: the recorders' entries and the fields of the step's batch."""
 
     def __init__(self, recorders: Dict[str, Recorder], connectors: Any,
-                 modules: Dict[ir.ModuleRef, nn.Module]) -> None:
+                 modules: Dict[ir.ModuleRef, nn.Module],
+                 functions: Optional[Dict[ir.FunctionApply, BoundFunction]] = None,
+                 models: Optional[Callable[[str], nn.Module]] = None, state: Any = None,
+                 context: Optional[Callable[[], Any]] = None) -> None:
         self.recorders = recorders
         self.connectors = connectors  # a ModuleDict: the distiller's own, moved with it
         self.modules = modules
+        self.functions = dict(functions or {})
+        self.models = models  # name -> model (the distiller's, moved with it)
+        self.state = state
+        self.context_of = context
         self.fields: Dict[str, Any] = {}
 
     def record(self, expr: ir.RecordRef) -> Any:
@@ -90,6 +138,15 @@ class StepEnv(Env):
     def connector(self, expr: ir.ConnectorApply, args: Sequence[Any]) -> nn.Module:
         return self.connectors[expr.connector]
 
+    def function(self, expr: ir.FunctionApply) -> BoundFunction:
+        return self.functions[expr]
+
+    def context(self) -> Any:
+        return self.context_of()
+
+    def run_model(self, expr: ir.ModelApply, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        return run_pass(self.state, expr.model, self.models(expr.model), args, kwargs)
+
 
 def select(value: Any, expr: ir.Select) -> Any:
     """``value.key`` (a dict's key too: ``x.logits``) or ``value[key]``; KD610 when it fails."""
@@ -107,8 +164,9 @@ def select(value: Any, expr: ir.Select) -> Any:
 class Interpreter(Visitor[Any]):
     """Evaluates resolved expressions against an :class:`Env`, one ``visit_<kind>`` per kind.
 
-    The same connector application (same connector and arguments, spans aside) runs once until
-    :meth:`clear`: two losses reading ``embed(s)`` share one output, and one gradient path.
+    The same connector or model application (same callee and arguments, spans aside) runs once
+    until :meth:`clear`: two losses reading ``embed(s)`` share one output, and one gradient path.
+    Functions run every time they are evaluated (``noise`` draws afresh).
     """
 
     def __init__(self, env: Env) -> None:
@@ -173,13 +231,46 @@ class Interpreter(Visitor[Any]):
         except KdslError:
             raise
         except Exception as exc:
-            raise error("KD602", f"while evaluating connector '{expr.connector}'{where(expr.span)}: "
+            name = expr.connector + (f".{expr.method}" if expr.method else "")
+            raise error("KD602", f"while evaluating connector '{name}'{where(expr.span)}: "
                         f"{type(exc).__name__}: {exc}", expr.span,
                         hint="inputs: " + "; ".join(describe_value(v) for v in args)) from exc
         self.cache[slot] = out
         return out
 
-    def _slot(self, expr: ir.ConnectorApply) -> int:
+    def visit_function_apply(self, expr: ir.FunctionApply) -> Any:
+        bound = self.env.function(expr)
+        if bound.needs_context:
+            values = [self.env.context()]
+        else:
+            values = [self.visit(a) for a in bound.inputs]
+        try:
+            return bound.module(*values)
+        except KdslError:
+            raise
+        except Exception as exc:
+            raise error("KD611", f"while evaluating {expr.function}(){where(expr.span)}: "
+                        f"{type(exc).__name__}: {exc}", expr.span,
+                        hint="inputs: " + ("; ".join(describe_value(v) for v in values) or "none")) from exc
+
+    def visit_model_apply(self, expr: ir.ModelApply) -> Any:
+        slot = self._slot(expr)
+        if slot in self.cache:
+            return self.cache[slot]
+        args = [self.visit(a) for a in expr.args]
+        kwargs = {k.name: self.visit(k.value) for k in expr.kwargs}
+        try:
+            out = self.env.run_model(expr, args, kwargs)
+        except KdslError:
+            raise
+        except Exception as exc:
+            raise error("KD611", f"while running model '{expr.model}'{where(expr.span)}: "
+                        f"{type(exc).__name__}: {exc}", expr.span,
+                        hint="inputs: " + ("; ".join(describe_value(v) for v in args) or "none")) from exc
+        self.cache[slot] = out
+        return out
+
+    def _slot(self, expr: ir.Node) -> int:
         found = self._slots.get(id(expr))
         if found is None:
             # nodes compare without their spans: equal applications share a slot

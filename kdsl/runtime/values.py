@@ -3,7 +3,7 @@ the :class:`~kdsl.catalog.shapes.TensorInfo` that shape rules check."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -26,3 +26,12 @@ def describe_value(value: Any) -> str:
     if isinstance(value, dict):
         return "a dict with keys " + ", ".join(repr(k) for k in list(value)[:6])
     return f"a {type(value).__name__}"
+
+
+def as_call(example: Any) -> Tuple[tuple, Dict[str, Any]]:
+    """A model input as call arguments: a dict is keywords, a tuple or list positional."""
+    if isinstance(example, dict):
+        return (), dict(example)
+    if isinstance(example, (tuple, list)):
+        return tuple(example), {}
+    return (example,), {}

@@ -54,9 +54,11 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     run_dir = RunDir(cfg.out, writer=dist.main)
     run_dir.prepare(resume=resume, eval_only=eval_only, overwrite=overwrite)
     seed_everything(cfg.seed)
-    data = load_data(cfg, dist.rank, dist.world)
+    # a generator's run may have no data at all (it then evaluates nothing)
+    data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world)
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device)
+    distiller.batch_size = cfg.batch_size  # the rows of a generated input (noise(...)) in each step
     with distiller:
         distiller.to(device)
         trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
@@ -92,12 +94,15 @@ def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
 
 
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device):
-    """The distiller, dry-run on one validation batch (its loader draws no global randomness)."""
+    """The distiller, dry-run on one validation batch (its loader draws no global randomness);
+    a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
 
-    x0, y0, i0 = next(iter(data.val))
     for m in given.values():
         m.to(device)
+    if spec.input is not None:
+        return compile_spec(spec, device=device, **given)
+    x0, y0, i0 = next(iter(data.val))
     return compile_spec(spec, example_input=x0.to(device),
                         example_batch={"target": y0.to(device), "index": i0.to(device)},
                         device=device, **given)

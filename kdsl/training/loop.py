@@ -1,213 +1,291 @@
-"""The training loop: epochs of steps through a compiled distiller, evaluation after each epoch,
-a checkpoint at the end of each, and a resumed run that continues bit for bit.
+"""The training loop: the run's stages in order, epochs of steps through the compiled distiller,
+evaluation after each epoch, a checkpoint at the end of each, and a resumed run that continues
+bit for bit, in the right stage and phase.
 
-Each step: teacher passes (frozen teachers under no_grad, inside the distiller), the student's
-pass, the loss graph, backward, optimizer and lr-schedule step. Progress goes to a
-:class:`~kdsl.training.report.Reporter`; files go through :class:`~kdsl.training.rundir.RunDir`.
+Each step runs the stage's phases in order, each ``repeat`` times, each repeat a complete forward,
+backward and optimizer step with the phase's own optimizer (:mod:`kdsl.training.stages`). A spec
+without stages, phases or ``input`` is one stage of one phase, run exactly as before: frozen
+teachers under no_grad, the student's pass (through DistributedDataParallel under torchrun), the
+loss graph, the update. With ``input`` (a generator) there is no training batch: an epoch is
+``steps_per_epoch`` steps and the training data, if any, is never read (it evaluates only).
+Progress goes to a :class:`~kdsl.training.report.Reporter`; files go through
+:class:`~kdsl.training.rundir.RunDir`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training import distributed
 from kdsl.training.data import Data
-from kdsl.training.distributed import Dist, all_reduce_sum, autocast, barrier, broadcast_buffers
-from kdsl.training.evaluate import evaluate, evaluate_teachers, param_count, result_rows
-from kdsl.training.report import Reporter, RunResult, RunStart
+from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
+from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows
+from kdsl.training.metrics import EpochSums
+from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.rundir import RunDir, spec_fingerprint
+from kdsl.training.stages import PhaseRun, StageRun, build_stage, declared_phases, stage_ranges
 
 REPORT_EVERY = 10  # steps between progress events (and loss finiteness checks)
 
 
-@dataclass
-class Optimization:
-    """What updates the weights: optimizer, lr schedule, grad scaler (fp16), the parameters."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Optional[Any]
-    params: List[nn.Parameter]
-
-
-def _grad_scaler():
-    # torch.amp.GradScaler arrived in torch 2.3; pyproject.toml claims 2.2, which has the CUDA one.
-    if hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda")
-    return torch.cuda.amp.GradScaler()
-
-
 class Trainer:
     """One run of the loop over a compiled distiller: ``fit()`` trains, ``evaluate_run()`` only
-    evaluates the run's saved student and the teachers."""
+    evaluates the run's saved models and the teachers."""
 
-    def __init__(self, spec: ir.Spec, cfg, distiller, data: Data, run_dir: RunDir, device: torch.device,
-                 dist: Dist, reporter: Reporter) -> None:
+    def __init__(self, spec: ir.Spec, cfg, distiller, data: Optional[Data], run_dir: RunDir,
+                 device: torch.device, dist: Dist, reporter: Reporter) -> None:
         self.spec, self.cfg, self.distiller, self.data = spec, cfg, distiller, data
         self.run_dir, self.device, self.dist, self.reporter = run_dir, device, dist, reporter
-        self.steps_per_epoch = len(data.train)
+        self.generated = spec.input is not None  # the models' input comes from `input`, not data
+        self.steps_per_epoch = self._steps_per_epoch()
         self.history: List[Dict[str, Any]] = []
         self.global_step = 0
         self.teachers: Optional[Dict[str, Dict[str, float]]] = None
         self.fingerprint = spec_fingerprint(spec)
-        self.runner: nn.Module = distiller.student
-        self.extra: List[nn.Parameter] = []
+        # what runs the student's forward in a plain step (DistributedDataParallel under torchrun)
+        self.runner: Optional[nn.Module] = None
+        self.stage: Optional[StageRun] = None
+        self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
+
+    def _steps_per_epoch(self) -> int:
+        """``steps_per_epoch`` when set: a generator's epoch, or a data epoch cut short (for a
+        quick look). Otherwise the training set's batches (a generator's run then takes as many
+        steps as the data has batches, without reading them)."""
+        limit = self.cfg.steps_per_epoch
+        if self.data is None:
+            if limit is None:
+                raise error("KD223", "the models' input comes from `input` and the run has no data: "
+                            "it needs steps_per_epoch", self.spec.input.span if self.spec.input else None,
+                            hint="add steps_per_epoch = 100 to the train block")
+            return limit
+        n = len(self.data.train)
+        return n if limit is None else (limit if self.generated else min(n, limit))
 
     # ---------------------------------------------------------------- set-up
-    def build_optimization(self) -> Optimization:
-        cfg = self.cfg
-        name, options = cfg.optimizer
-        options = dict(options)
-        if cfg.lr is not None:
-            options["lr"] = cfg.lr
-        params = [p for p in self.distiller.parameters() if p.requires_grad]
-        optimizer = REGISTRY.get("optimizer", name).load()(params, **options)
-        sched_name, sched_options = cfg.lr_schedule
-        scheduler = REGISTRY.get("lr_schedule", sched_name).load()(
-            optimizer, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, **sched_options)
-        scaler = _grad_scaler() if cfg.amp == "fp16" else None
-        return Optimization(optimizer, scheduler, scaler, params)
-
-    def resume(self, opt: Optimization) -> int:
-        """Restore the run from its checkpoint; the number of epochs already done."""
+    def resume(self) -> Dict[str, Any]:
+        """Restore the run from its checkpoint (models, RNG, history); the checkpoint's content."""
         state = self.run_dir.read_checkpoint(self.fingerprint, self.device)
-        RunDir.restore(state, self.distiller, opt.optimizer, opt.scheduler, opt.scaler)
+        self.distiller.load_state_dict(state["distiller"])
         set_rng_state(state["rng"], self.device)
         self.global_step = state["step"]
         self.teachers = state.get("teachers")
         self.history = list(state["history"])
-        return state["epoch"]
+        return state
 
-    def run_start(self, start_epoch: int, resumed: bool) -> RunStart:
+    def start_stage(self, plan, first: int, end: int, state: Optional[Dict[str, Any]]) -> StageRun:
+        """Begin a stage: its freezes, fresh optimizers and schedules for its phases, restored from
+        ``state`` when the run resumes inside this stage."""
+        stage = build_stage(self.spec, self.distiller, self.cfg, plan, first, end, self.steps_per_epoch)
+        if state is not None:
+            if state["stage"] != plan.name:
+                raise error("KD703", f"the checkpoint ends in stage '{state['stage']}', but epoch "
+                            f"{state['epoch'] + 1} of this run is in stage '{plan.name}'",
+                            hint="resume with the epochs that started the run")
+            stage.load_state_dict(state["optimization"][plan.name])
+        self.runner = None
+        if self.plain(plan):
+            phase = stage.phases[0]
+            self.runner, phase.reduce = distributed.wrap_student(self.distiller.student, phase.params,
+                                                                 self.dist, self.device)
+        elif self.dist.enabled:  # no DDP wrapper: the loop averages every gradient itself
+            for phase in stage.phases:
+                phase.reduce = list(phase.params)
+        self.stage = stage
+        self.reporter.stage_start(self.stage_info(stage))
+        return stage
+
+    def plain(self, plan) -> bool:
+        """Whether a stage is today's single step (a spec without stages, phases or ``input``):
+        every used teacher, then the student through the DDP wrapper, then every loss."""
+        return not self.distiller.procedure.declared and len(plan.phases) == 1 and plan.phases[0].repeat == 1
+
+    def stage_info(self, stage: StageRun) -> StageInfo:
+        return StageInfo(stage.name, stage.first, stage.end, tuple((p.name, p.repeat) for p in stage.phases),
+                         declared=stage.declared, phased=stage.phased)
+
+    def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
         opt, opt_options = cfg.optimizer
-        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", REGISTRY.get("optimizer", opt).option("lr").default)
+        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", _default_lr(opt))
+        stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
+                                 declared=any(s.name == p.name for s in self.spec.stages),
+                                 phased=declared_phases(self.spec, p.name))
+                       for p, a, b in ranges)
+        data = self.data
         return RunStart(
             spec_file=self.spec.file, student=self.distiller.student_name,
             student_params=param_count(self.distiller.student), teachers=dict(self.teachers or {}),
-            data=cfg.data[0], train_size=self.data.train_size, val_size=self.data.val_size,
-            epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=cfg.batch_size,
-            optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed, device=self.device.type,
-            amp=cfg.amp, world=self.dist.world, out=self.run_dir.path, start_epoch=start_epoch, resumed=resumed)
+            data=cfg.data[0] if cfg.data else "none", train_size=data.train_size if data else 0,
+            val_size=data.val_size if data else 0, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
+            batch_size=cfg.batch_size, optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
+            device=self.device.type, amp=cfg.amp, world=self.dist.world, out=self.run_dir.path,
+            start_epoch=start_epoch, resumed=resumed, stages=stages, input=_input_text(self.spec))
 
     # ---------------------------------------------------------------- the run
     def fit(self, resume: bool = False) -> RunResult:
-        cfg = self.cfg
         t_start = time.time()
-        opt = self.build_optimization()
-        start_epoch = self.resume(opt) if resume else 0
-        self.runner, self.extra = distributed.wrap_student(self.distiller.student, opt.params, self.dist,
-                                                           self.device)
+        ranges = stage_ranges(self.spec, self.distiller, self.cfg.epochs)
+        state = self.resume() if resume else None
+        start_epoch = state["epoch"] if state else 0
+        if state is None:
+            self.distiller.apply_inits()  # `init` copies, once, when the run starts (not on resume)
         if self.teachers is None:
             self.teachers = self.evaluate_teachers()
-        self.reporter.run_start(self.run_start(start_epoch, resume))
-        for epoch in range(start_epoch, cfg.epochs):
-            self.run_epoch(epoch, opt)
+        self.reporter.run_start(self.run_start(start_epoch, resume, ranges))
+        for plan, first, end in ranges:
+            if end <= start_epoch or end == first:
+                continue
+            self.start_stage(plan, first, end, state if first < start_epoch else None)
+            for epoch in range(max(first, start_epoch), end):
+                self.run_epoch(epoch)
         if self.dist.enabled:
             distributed.check_ranks_agree(self.distiller.student, self.dist, self.device)
         return self.finish(time.time() - t_start)
 
     def evaluate_teachers(self) -> Dict[str, Dict[str, float]]:
-        if not self.cfg.eval_teachers:
+        """The frozen teachers, once a run (the trained ones are evaluated with the student)."""
+        if not self.cfg.eval_teachers or self.data is None:
             return {}
-        return evaluate_teachers(self.distiller, self.data.val, self.device, self.cfg.amp, self.dist)
+        frozen = [n for n in self.distiller.teacher_names if n not in self.peers]
+        return evaluate_models(self.distiller, frozen, self.data.val, self.device, self.cfg.amp, self.dist)
 
-    def run_epoch(self, epoch: int, opt: Optimization) -> None:
-        cfg = self.cfg
+    def run_epoch(self, epoch: int) -> None:
+        cfg, stage = self.cfg, self.stage
         t0 = time.time()
-        self.data.start_epoch(epoch)
+        if self.data is not None:
+            self.data.start_epoch(epoch)
         self.distiller.train()
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
-        sums, total, steps = self.train_epoch(epoch, opt)
+        sums = self.train_epoch(epoch)
         if self.dist.enabled:
-            broadcast_buffers(self.distiller.student)
-        keys = list(sums)
-        reduced = all_reduce_sum([total.item()] + [sums[k].item() for k in keys] + [float(steps)],
-                                 self.dist, self.device)
-        n = max(reduced[-1], 1.0)
-        val = evaluate(self.distiller.student, self.data.val, self.device, cfg.amp, self.dist)
-        row: Dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step,
-                               "lr": opt.optimizer.param_groups[0]["lr"], "train_loss": reduced[0] / n}
-        row.update({f"train/{k}": reduced[1 + j] / n for j, k in enumerate(keys)})
-        row.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
-                    "time_s": time.time() - t0})
+            for model in self.distiller.trainable_models().values():
+                broadcast_buffers(model)
+        row: Dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name, "step": self.global_step,
+                               "lr": stage.phases[0].optimizer.param_groups[0]["lr"]}
+        if stage.phased:
+            row.update({f"lr/{p.name}": p.optimizer.param_groups[0]["lr"] for p in stage.phases})
+        row.update(sums.row(self.dist, self.device))
+        row.update(self.validate())
+        row["time_s"] = time.time() - t0
         self.history.append(row)
         self.run_dir.write_metrics(self.history)
         self.reporter.epoch_end(row, cfg.epochs)
         if self.dist.main:
-            self.save(epoch + 1, opt)
+            self.save(epoch + 1)
             note = self.run_dir.write_curves(self.history, self.teachers)
             if note and epoch + 1 == cfg.epochs:
                 self.reporter.warning(note)
         barrier(self.dist)
 
-    def train_epoch(self, epoch: int, opt: Optimization) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, int]:
-        """The steps of one epoch: (sum of each weighted term, sum of the total loss, steps)."""
-        sums: Dict[str, torch.Tensor] = {}
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        steps = 0
-        for i, (x, y, idx) in enumerate(self.data.train):
-            result = self.step(epoch, i, x, y, idx, opt)
-            steps += 1
-            total += result.loss.detach().double()
-            for k, v in result.losses.items():
-                sums[k] = sums[k] + v.detach().double() if k in sums else v.detach().double()
-            if steps % REPORT_EVERY == 0 or i + 1 == self.steps_per_epoch:
-                self.check_finite(result, epoch, i)
-                self.reporter.step(epoch, steps, self.steps_per_epoch, {k: (v / steps).item() for k, v in sums.items()})
-        return sums, total, steps
+    def validate(self) -> Dict[str, float]:
+        """The student's (and each trained peer's) validation metrics; none without data."""
+        if self.data is None:
+            return {}
+        args = (self.data.val, self.device, self.cfg.amp, self.dist)
+        out: Dict[str, float] = {}
+        val = evaluate(self.distiller.student, *args)
+        if val is not None:
+            out.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]})
+        for name in self.peers:
+            m = evaluate(self.distiller.model(name), *args)
+            if m is not None:
+                out.update({f"val_top1/{name}": m["top1"], f"val_top5/{name}": m["top5"],
+                            f"val_loss/{name}": m["loss"]})
+        return out
 
-    def step(self, epoch: int, i: int, x, y, idx, opt: Optimization):
-        """One training step: forward passes and the loss graph, then the update."""
-        d, distiller = self.device, self.distiller
-        x, y, idx = x.to(d, non_blocking=True), y.to(d, non_blocking=True), idx.to(d, non_blocking=True)
+    def batches(self) -> Iterator[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """The epoch's training batches; None for each step of a run whose input is generated
+        (the training loader is then never touched)."""
+        if self.generated:
+            for _ in range(self.steps_per_epoch):
+                yield None
+            return
+        for i, batch in enumerate(self.data.train):
+            if i == self.steps_per_epoch:
+                break
+            yield batch
+
+    def train_epoch(self, epoch: int) -> EpochSums:
+        """The steps of one epoch; the sums of their loss terms."""
+        sums = EpochSums(self.device)
+        steps = 0
+        for i, batch in enumerate(self.batches()):
+            results = self.step(epoch, i, batch)
+            steps += 1
+            for phase, result in results:
+                sums.add(phase, result, self.stage)
+            if steps % REPORT_EVERY == 0 or i + 1 == self.steps_per_epoch:
+                for _, result in results:
+                    self.check_finite(result, epoch, i)
+                self.reporter.step(epoch, steps, self.steps_per_epoch, sums.means())
+        return sums
+
+    def step(self, epoch: int, i: int, batch) -> List[Tuple[str, Any]]:
+        """One training step: every phase of the stage, each ``repeat`` times; (phase, result)s."""
+        d, distiller, stage = self.device, self.distiller, self.stage
         distiller.set_progress(epoch=epoch + i / self.steps_per_epoch, step=self.global_step,
                                total_epochs=self.cfg.epochs)
-        with autocast(d, self.cfg.amp):
-            for name in distiller.used_teachers:
-                with distiller.teacher_pass(name) as teacher:
-                    teacher(x)
-            with distiller.student_pass():
-                self.runner(x)
-            result = distiller.compute_losses(batch={"index": idx}, target=y)
-        self.update(result.loss, opt)
-        return result
+        args: Tuple[Any, ...] = ()
+        target = fields = None
+        if batch is not None:
+            x, y, idx = batch
+            x, target, idx = x.to(d, non_blocking=True), y.to(d, non_blocking=True), idx.to(d, non_blocking=True)
+            args, fields = (x,), {"index": idx}
+        results = []
+        if self.runner is not None:  # today's step, exactly
+            phase = stage.phases[0]
+            with autocast(d, self.cfg.amp):
+                for name in distiller.used_teachers:
+                    with distiller.teacher_pass(name) as teacher:
+                        teacher(*args)
+                with distiller.student_pass():
+                    self.runner(*args)
+                result = distiller.compute_losses(batch=fields, target=target)
+            self.update(result.loss, phase)
+            results.append((phase.name, result))
+        else:
+            for phase in stage.phases:
+                for _ in range(phase.repeat):
+                    with autocast(d, self.cfg.amp):
+                        result = distiller.step(*args, target=target, batch=fields, stage=stage.name,
+                                                phase=phase.name)
+                    self.update(result.loss, phase)
+                    results.append((phase.name, result))
+        self.global_step += 1
+        return results
 
-    def update(self, loss: torch.Tensor, opt: Optimization) -> None:
-        optimizer, scaler = opt.optimizer, opt.scaler
+    def update(self, loss: torch.Tensor, phase: PhaseRun) -> None:
+        optimizer, scaler = phase.optimizer, phase.scaler
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
         else:
             loss.backward()
-        if self.extra:
-            distributed.average_grads(self.extra, self.dist)
+        if phase.reduce:
+            distributed.average_grads(phase.reduce, self.dist)
         if self.cfg.grad_clip:
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(opt.params, self.cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(phase.params, self.cfg.grad_clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
-        opt.scheduler.step()
-        self.global_step += 1
+        phase.scheduler.step()
 
     def check_finite(self, result, epoch: int, i: int) -> None:
         if bool(torch.isfinite(result.loss.detach()).all()):
             return
         bad = [k for k, v in result.losses.items() if not bool(torch.isfinite(v.detach()).all())]
-        term = self.spec.losses[[l.name for l in self.spec.losses].index(bad[0])] if bad else None
+        term = next((l for l in self.spec.all_losses if bad and l.name == bad[0]), None)
         raise error("KD707", f"loss {'term ' + repr(bad[0]) + ' ' if bad else ''}became "
                     f"{'nan' if torch.isnan(result.loss).any() else 'infinite'} at epoch {epoch + 1}, "
                     f"step {i + 1}", term.span if term else None,
@@ -215,41 +293,83 @@ class Trainer:
                     f"{self.run_dir.path}")
 
     # ---------------------------------------------------------------- files, the end
-    def save(self, epochs_done: int, opt: Optimization) -> None:
-        config = self.cfg.describe()
+    def save(self, epochs_done: int) -> None:
+        config, stage = self.cfg.describe(), self.stage
+        if epochs_done == stage.end and len(self.distiller.connectors):
+            # before the checkpoint: a crash in between redoes the epoch and writes this again
+            self.run_dir.write_connectors(stage.name, self.distiller.connectors)
         self.run_dir.write_checkpoint(
             fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
-            optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler, rng=rng_state(self.device),
-            teachers=self.teachers, history=self.history, config=config)
+            stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
+            teachers=self.teachers, history=self.history, config=config,
+            models=self.distiller.trainable_models())
         self.run_dir.write_summary({"spec": self.spec.file, "epochs_done": epochs_done, "teachers": self.teachers,
                                     "history": self.history, "config": config})
 
     def finish(self, seconds: float) -> RunResult:
         history, teachers = self.history, self.teachers or {}
         last = history[-1] if history else None
-        student = {"top1": last["val_top1"], "top5": last["val_top5"], "loss": last["val_loss"]} if last else \
-            evaluate(self.distiller.student, self.data.val, self.device, self.cfg.amp, self.dist)
-        best = max(history, key=lambda r: r["val_top1"]) if history else None
+        student, peers = self.final_metrics(last)
+        scored = [r for r in history if "val_top1" in r]
+        best = max(scored, key=lambda r: r["val_top1"]) if scored else None
         summary = {"spec": self.spec.file, "epochs_done": last["epoch"] if last else 0,
-                   "teachers": teachers, "student": student,
+                   "teachers": teachers, "peers": peers, "student": student,
                    "best": {"epoch": best["epoch"], "top1": best["val_top1"]} if best else None,
                    "history": history, "config": self.cfg.describe(), "seconds": seconds}
         self.run_dir.write_summary(summary)
-        result = RunResult(final=student, history=list(history), teachers=teachers, best=summary["best"],
-                           summary=summary, rows=result_rows(self.distiller, teachers, student),
-                           files=self.run_dir.files(), seconds=seconds, config=summary["config"])
+        result = RunResult(final=student or {}, history=list(history), teachers=teachers, best=summary["best"],
+                           summary=summary, rows=result_rows(self.distiller, teachers, peers, student),
+                           files=self.run_dir.files(), seconds=seconds, config=summary["config"], peers=peers)
         self.reporter.run_end(result)
         return result
 
+    def final_metrics(self, last: Optional[Dict[str, Any]]):
+        """(the student's metrics, each trained peer's) after the last epoch: from its metrics row,
+        or evaluated now when no epoch ran in this process."""
+        if self.data is None:
+            return None, {}
+        args = (self.data.val, self.device, self.cfg.amp, self.dist)
+        if last is None:
+            return evaluate(self.distiller.student, *args), \
+                evaluate_models(self.distiller, self.peers, *args)
+        student = {"top1": last["val_top1"], "top5": last["val_top5"], "loss": last["val_loss"]} \
+            if "val_top1" in last else None
+        peers = {n: {"top1": last[f"val_top1/{n}"], "top5": last[f"val_top5/{n}"], "loss": last[f"val_loss/{n}"],
+                     "params": param_count(self.distiller.model(n))}
+                 for n in self.peers if f"val_top1/{n}" in last}
+        return student, peers
+
     def evaluate_run(self) -> RunResult:
-        """``eval_only``: the run's student.pt and the teachers on the validation set; writes nothing."""
+        """``eval_only``: the run's saved models (student.pt, models/NAME.pt of the trained
+        teachers) and the frozen teachers on the validation set; writes nothing."""
+        if self.data is None:
+            raise error("KD702", "--eval-only needs validation data: the run has none",
+                        hint="pass --data")
         t_start = time.time()
         self.run_dir.read_student_into(self.distiller.student)
+        for name in self.peers:
+            self.run_dir.read_model_into(self.distiller.model(name), name)
         teachers = self.evaluate_teachers()
-        student = evaluate(self.distiller.student, self.data.val, self.device, self.cfg.amp, self.dist)
-        result = RunResult(final=student, history=[], teachers=teachers, best=None,
-                           summary={"teachers": teachers, "student": student},
-                           rows=result_rows(self.distiller, teachers, student), files=self.run_dir.files(),
-                           seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe())
+        args = (self.data.val, self.device, self.cfg.amp, self.dist)
+        student = evaluate(self.distiller.student, *args)
+        peers = evaluate_models(self.distiller, self.peers, *args)
+        result = RunResult(final=student or {}, history=[], teachers=teachers, best=None,
+                           summary={"teachers": teachers, "peers": peers, "student": student},
+                           rows=result_rows(self.distiller, teachers, peers, student), files=self.run_dir.files(),
+                           seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
+
+
+def _default_lr(optimizer: str) -> float:
+    from kdsl.catalog.registry import REGISTRY
+
+    return REGISTRY.get("optimizer", optimizer).option("lr").default
+
+
+def _input_text(spec: ir.Spec) -> Optional[str]:
+    if spec.input is None:
+        return None
+    from kdsl.lang.printer import expr_text
+
+    return expr_text(spec.input.value)

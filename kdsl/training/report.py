@@ -9,7 +9,22 @@ them. Only rank 0 of a distributed run reports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """A stage of the run (``stage_start``): epochs ``first_epoch`` (0-based) up to ``end_epoch``
+    (exclusive), its phases as ``(name, repeat)`` in the order a step runs them. ``declared``:
+    a ``stage`` of the spec, not the implicit one of a spec without stages; ``phased``: its loss
+    terms are reported as ``PHASE/TERM``."""
+
+    name: str
+    first_epoch: int
+    end_epoch: int
+    phases: Tuple[Tuple[str, int], ...]
+    declared: bool = False
+    phased: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,8 @@ class RunStart:
     out: str
     start_epoch: int = 0  # epochs already done (a resumed run)
     resumed: bool = False
+    stages: Tuple[StageInfo, ...] = ()  # every stage of the run, in order
+    input: Optional[str] = None  # the spec's `input` expression (a generator's run), as written
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class RunFiles:
     metrics_csv: str
     summary: str
     curves: Optional[str] = None
+    models: Dict[str, str] = field(default_factory=dict)  # every trained model: name -> models/NAME.pt
+    connectors: Dict[str, str] = field(default_factory=dict)  # stage -> connectors/STAGE.pt
 
 
 @dataclass
@@ -56,8 +75,8 @@ class RunResult:
     """What ``kdsl.train`` returns.
 
     ``final``: the student's last validation metrics (top1, top5, loss); ``history``: one row per
-    epoch (as metrics.jsonl holds them); ``teachers``: each teacher's metrics; ``best``: the epoch
-    with the best top-1; ``summary``: what summary.json holds; ``rows``: a row per model for a
+    epoch (as metrics.jsonl holds them); ``teachers``: each frozen teacher's metrics; ``peers``:
+    each trained teacher's final metrics; ``best``: the student's epoch with the best top-1; ``summary``: what summary.json holds; ``rows``: a row per model for a
     results table; ``files``: the paths written.
     """
 
@@ -71,6 +90,7 @@ class RunResult:
     seconds: float
     eval_only: bool = False
     config: Dict[str, Any] = field(default_factory=dict)
+    peers: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> Dict[str, float]:
@@ -83,6 +103,9 @@ class Reporter:
 
     def run_start(self, info: RunStart) -> None:
         """Before the first epoch (after the teachers were evaluated)."""
+
+    def stage_start(self, info: StageInfo) -> None:
+        """A stage starts (or resumes): before its first epoch of this process."""
 
     def epoch_start(self, epoch: int, total_epochs: int, steps: int) -> None:
         """Epoch ``epoch`` (0-based) of ``total_epochs`` starts; it has ``steps`` steps."""
@@ -108,6 +131,9 @@ class EventLog(Reporter):
 
     def run_start(self, info: RunStart) -> None:
         self.events.append(("run_start", info))
+
+    def stage_start(self, info: StageInfo) -> None:
+        self.events.append(("stage_start", info))
 
     def epoch_start(self, epoch: int, total_epochs: int, steps: int) -> None:
         self.events.append(("epoch_start", epoch))

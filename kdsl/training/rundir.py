@@ -1,10 +1,19 @@
 """The run directory, and the format of what is in it, written and read here only.
 
-``checkpoint.pt`` holds everything needed to resume exactly (the distiller's models and
-connectors, optimizer, lr schedule, grad scaler, RNG states, epoch, step, history, settings) as
-plain data under ``"format": "kdsl-run/1"``, readable with ``torch.load(weights_only=True)``;
-``student.pt`` is the student's plain state dict; ``metrics.jsonl`` / ``metrics.csv`` one row per
-epoch; ``curves.png``; ``summary.json``. Every file is written atomically, and only by rank 0.
+``checkpoint.pt`` holds everything needed to resume exactly as plain data under
+``"format": "kdsl-run/2"``, readable with ``torch.load(weights_only=True)``: ``epoch`` (epochs
+done), ``step``, ``stage`` (the stage of the last epoch done), ``distiller`` (the distiller's
+state dict: trained models, connectors, learning losses), ``optimization`` (``{stage: {phase:
+{"optimizer", "scheduler", "scaler"}}}``: every phase of that stage), ``rng``, ``teachers``,
+``history``, ``config`` and ``spec`` (the spec's fingerprint). A ``kdsl-run/1`` checkpoint (one
+optimizer, before stages) reads as stage "main", phase "step".
+
+``student.pt`` is the student's plain state dict; ``models/NAME.pt`` every trained model's
+(the student, trainable teachers, generators); ``connectors/STAGE.pt`` the connectors after stage
+STAGE, ``{NAME: state dict}`` (``connector NAME = ... from "RUN/connectors/STAGE.pt"`` loads
+NAME's); ``metrics.jsonl`` /
+``metrics.csv`` one row per epoch; ``curves.png``; ``summary.json``. Every file is written
+atomically, and only by rank 0.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training.report import RunFiles
 
-CHECKPOINT_FORMAT = "kdsl-run/1"
+CHECKPOINT_FORMAT = "kdsl-run/2"
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -75,7 +84,15 @@ class RunDir:
         return RunFiles(out=self.path, checkpoint=self.file("checkpoint.pt"), student=self.file("student.pt"),
                         metrics_jsonl=self.file("metrics.jsonl"), metrics_csv=self.file("metrics.csv"),
                         summary=self.file("summary.json"),
-                        curves=self.file("curves.png") if os.path.isfile(self.file("curves.png")) else None)
+                        curves=self.file("curves.png") if os.path.isfile(self.file("curves.png")) else None,
+                        models=self._listing("models"), connectors=self._listing("connectors"))
+
+    def _listing(self, folder: str) -> Dict[str, str]:
+        """NAME -> path of each FOLDER/NAME.pt present."""
+        where = self.file(folder)
+        if not os.path.isdir(where):
+            return {}
+        return {n[:-3]: os.path.join(where, n) for n in sorted(os.listdir(where)) if n.endswith(".pt")}
 
     # ---------------------------------------------------------------- set-up
     def prepare(self, *, resume: bool, eval_only: bool, overwrite: bool) -> None:
@@ -134,20 +151,32 @@ class RunDir:
             atomic_write(self.file("summary.json"), json.dumps(summary, indent=2).encode())
 
     # ---------------------------------------------------------------- checkpoint, student
-    def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, optimizer, scheduler,
-                         scaler, rng: Dict[str, Any], teachers, history, config: Dict[str, Any]) -> None:
-        """checkpoint.pt (everything to resume from the end of ``epoch``) and student.pt."""
+    def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
+                         optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
+                         config: Dict[str, Any], models: Dict[str, Any]) -> None:
+        """checkpoint.pt (everything to resume from the end of ``epoch``), student.pt and
+        models/NAME.pt of every trained model."""
         if not self.writer:
             return
         state = {
-            "format": CHECKPOINT_FORMAT, "spec": fingerprint, "epoch": epoch, "step": step,
-            "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "format": CHECKPOINT_FORMAT, "spec": fingerprint, "epoch": epoch, "step": step, "stage": stage,
+            "distiller": distiller.state_dict(), "optimization": optimization,
             "rng": rng, "teachers": teachers, "history": history, "config": config,
         }
         atomic_torch_save(state, self.file("checkpoint.pt"))
-        atomic_torch_save({k: v.detach().cpu() for k, v in distiller.student.state_dict().items()},
-                          self.file("student.pt"))
+        atomic_torch_save(_plain(distiller.student), self.file("student.pt"))
+        if models:
+            os.makedirs(self.file("models"), exist_ok=True)
+        for name, model in models.items():
+            atomic_torch_save(_plain(model), os.path.join(self.file("models"), f"{name}.pt"))
+
+    def write_connectors(self, stage: str, connectors) -> None:
+        """connectors/STAGE.pt: every connector's state dict at the end of ``stage``."""
+        if not self.writer:
+            return
+        os.makedirs(self.file("connectors"), exist_ok=True)
+        state = {name: _plain(c) for name, c in connectors.items()}
+        atomic_torch_save(state, os.path.join(self.file("connectors"), f"{stage}.pt"))
 
     def read_checkpoint(self, fingerprint: str, device) -> Dict[str, Any]:
         """checkpoint.pt, checked to be a kdsl run checkpoint of the same spec (KD703 otherwise)."""
@@ -163,21 +192,14 @@ class RunDir:
             from kdsl.compiler.weights import load_error_text
 
             raise error("KD703", f"cannot read {path}: {load_error_text(exc)}") from None
+        if isinstance(state, dict) and state.get("format") == "kdsl-run/1":
+            state = _from_format_1(state)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise error("KD703", f"{path} is not a kdsl run checkpoint")
         if state.get("spec") != fingerprint:
             raise error("KD703", f"{path} was written by a different spec",
                         hint="resume with the spec that started the run, or start a new run with --out")
         return state
-
-    @staticmethod
-    def restore(state: Dict[str, Any], distiller, optimizer, scheduler, scaler) -> None:
-        """Put what ``read_checkpoint`` returned back into the run's objects."""
-        distiller.load_state_dict(state["distiller"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
 
     def read_student_into(self, student) -> None:
         """The trained student.pt into ``student`` (for ``--eval-only``)."""
@@ -188,3 +210,27 @@ class RunDir:
             raise error("KD703", f"no trained student in {self.path} (student.pt is missing)",
                         hint="train first, or point --out at a run directory")
         load_into(student, path, what="student")
+
+    def read_model_into(self, model, name: str) -> None:
+        """models/NAME.pt into ``model`` (for ``--eval-only``)."""
+        from kdsl.compiler.weights import load_into
+
+        path = os.path.join(self.file("models"), f"{name}.pt")
+        if not os.path.isfile(path):
+            raise error("KD703", f"no trained '{name}' in {self.path} (models/{name}.pt is missing)",
+                        hint="train first, or point --out at a run directory")
+        load_into(model, path, what=f"model '{name}'")
+
+
+def _plain(module) -> Dict[str, Any]:
+    """A module's state dict as plain CPU tensors (loadable without kdsl)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _from_format_1(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint of the single-optimizer format: its optimizer is that of stage "main", phase
+    "step" (what a spec without stages or phases runs)."""
+    phase = {k: state.get(k) for k in ("optimizer", "scheduler", "scaler")}
+    out = {k: v for k, v in state.items() if k not in phase}
+    out.update(format=CHECKPOINT_FORMAT, stage="main", optimization={"main": {"step": phase}})
+    return out

@@ -21,7 +21,8 @@ LOSSES = {"kl_div", "soft_cross_entropy", "cross_entropy", "dkd", "dist", "wsld"
           "l2", "l1", "mse", "smooth_l1", "cosine", "at", "ofd", "ab", "ft", "cwd", "pkd", "mgd", "fsp",
           "nst", "vid", "ickd", "rkd_distance", "rkd_angle", "pkt", "sp", "cc", "crd"}
 CONNECTORS = {"conv_bn", "conv1x1", "linear", "mlp", "norm", "ofd_margin", "paraphraser", "translator",
-              "crd_embed", "mgd_generator", "pool", "interpolate", "flatten", "torch_nn"}
+              "crd_embed", "mgd_generator", "pool", "interpolate", "flatten", "torch_nn",
+              "abf", "byot", "fbkd_student", "fbkd_teacher"}
 SCHEDULES = {"constant", "linear", "warmup", "cosine", "step"}
 
 

@@ -425,7 +425,8 @@ def test_catalog_names_and_crd_inference():
     assert set(ENTRIES) == set(PAIRWISE) | {"crd"}
     crd = ENTRIES["crd"]
     assert crd.inferable("feat_dim").source == "preds_S" and crd.inferable("feat_dim").dim == 1
-    assert [p.name for p in crd.inputs] == ["preds_S", "preds_T", "indices", "contrast_idx"]
+    assert [p.name for p in crd.inputs] == ["preds_S", "preds_T", "indices", "contrast_idx",
+                                            "target"]
     assert not crd.input("contrast_idx").required
 
 

@@ -127,3 +127,33 @@ def test_graph_picture_needs_graphviz(cli, tmp_path):
 def test_graph_with_shapes(cli, specs_with_checkpoints):
     code, out, _ = cli("graph", str(specs_with_checkpoints / "at.kd"), "--input-shape", "2,3,32,32")
     assert code == 0 and "s2 [2, 128, 16, 16]" in out
+
+
+def test_explain_shows_stages_phases_what_runs_and_what_trains(cli):
+    code, out, err = cli("explain", "specs/digits/dfad.kd")
+    assert code == 0, out + err
+    assert "stages and phases" in out and "each step\n" not in out
+    for text in ("make", "learn", "gen (input)", "gen (input, no grad)", "teacher (frozen, grad to the input)",
+                 "teacher (frozen, no grad)", "274,305 parameters", "3,778 parameters", "adam(lr=0.001)",
+                 "makes the input; trains where optimized"):
+        assert text in out, text
+    code, out, err = cli("explain", "specs/ft.kd", "--input-shape", "2,1,8,8")
+    assert code == 0, out + err
+    assert "paraphrase" in out and "transfer" in out and "frozen: para" in out
+
+
+def test_check_runs_a_generator_input_as_the_dry_run(cli):
+    code, out, err = cli("check", "specs/digits/dafl.kd", "--student", "kdsl.zoo:digits_cnn")
+    assert code == 0, out + err
+    assert "KD517" not in out and "[2, 64]" in out  # the teacher's features, on generated images
+
+
+def test_graph_draws_stages_and_phases_as_subgraphs(cli):
+    code, out, _ = cli("graph", "specs/ft.kd")
+    assert code == 0
+    assert 'subgraph cluster_paraphrase["stage paraphrase (5 epochs)"]' in out
+    assert 'subgraph cluster_transfer_step["phase step"]' in out
+    assert '"para.reconstruct (paraphraser)"' in out and '"para.encode (paraphraser)"' in out
+    code, out, _ = cli("graph", "specs/digits/dfad.kd", "--format", "dot")
+    assert code == 0 and "subgraph cluster_main_learn {" in out and 'label="phase learn x5: optimize student";' in out
+    assert 'model_gen -> batch_input;' in out and 'batch_input -> model_student [label="input"];' in out

@@ -152,3 +152,30 @@ class Flaky(nn.Module):
         if fail or self.fail:
             raise RuntimeError("forward failed on purpose")
         return self.lin(x)
+
+
+# ----------------------------------------------------------------------------- procedures
+class TinyGenerator(nn.Module):
+    """A data-free generator for the procedure tests: latent [N, latent] -> image [N, 3, hw, hw]
+    (linear, batch norm in training mode, tanh)."""
+
+    def __init__(self, latent: int = 8, hw: int = 6) -> None:
+        super().__init__()
+        self.hw = hw
+        self.fc = nn.Linear(latent, 3 * hw * hw)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.bn(self.fc(z).view(-1, 3, self.hw, self.hw)))
+
+
+class CountingConvNet(ConvNet):
+    """A ConvNet that counts its forward calls (a phase that does not use it must not call it)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x)

@@ -70,7 +70,7 @@ def test_plain_training_runs_no_teacher(plain_run):
 
 def test_eval_only_prints_the_table_and_does_not_train(plain_run):
     out = plain_run[0]
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     code, stdout, err = run_kdsl("train", BASELINE_SPEC, "--out", str(out), "--eval-only")
     assert code == 0, err
     assert "results on the validation set" in stdout
@@ -78,4 +78,4 @@ def test_eval_only_prints_the_table_and_does_not_train(plain_run):
     top1 = json.loads((out / "summary.json").read_text())["student"]["top1"]
     line = next(l for l in stdout.splitlines() if "student" in l and "%" not in l and "│" in l)
     assert f"{top1:.2f}" in line  # the same accuracy as at the end of training
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written

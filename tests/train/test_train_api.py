@@ -32,7 +32,10 @@ def test_kdsl_train_trains_the_digits_spec(tmp_path):
     assert summary["config"]["epochs"] == 1 and summary["config"]["sources"]["epochs"] == "flag"
     assert summary["config"]["sources"]["batch_size"] == "spec"  # from dataset(..., batch_size=64)
     names = [name for name, _ in log.events]
-    assert names[0] == "run_start" and names[1] == "epoch_start" and names[-1] == "run_end"
+    assert names[:3] == ["run_start", "stage_start", "epoch_start"] and names[-1] == "run_end"
+    stage = log.events[1][1]  # a spec without stages runs one implicit stage of one phase
+    assert (stage.name, stage.first_epoch, stage.end_epoch, stage.phases) == ("main", 0, 1, (("step", 1),))
+    assert not stage.declared and not stage.phased
     assert names.count("epoch_end") == 1 and "step" in names
     start = log.events[0][1]
     assert (start.epochs, start.seed, start.out) == (1, 0, str(tmp_path / "run"))

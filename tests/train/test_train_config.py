@@ -30,6 +30,7 @@ PLAIN = "student\nrecord s = output of student\nloss t = cross_entropy(s, batch.
 SPEC_VALUES = {
     "data": ('dataset("kdsl.data:digits", val_fraction=0.3)', ("kdsl.data:digits", {"val_fraction": 0.3})),
     "epochs": ("3", 3),
+    "steps_per_epoch": ("7", 7),
     "batch_size": (None, 24),  # given inside dataset(...)
     "optimizer": ("adam(lr=0.01)", ("adam", {"lr": 0.01})),
     "lr": (None, None),  # not a train-block setting: stays the default
@@ -48,6 +49,7 @@ SPEC_VALUES = {
 GIVEN_VALUES = {
     "data": ("kdsl.data:digits(val_fraction=0.1)", ("kdsl.data:digits", {"val_fraction": 0.1})),
     "epochs": (2, 2),
+    "steps_per_epoch": (5, 5),
     "batch_size": (16, 16),
     "optimizer": ("sgd(lr=0.3)", ("sgd", {"lr": 0.3})),
     "lr": (0.01, 0.01),

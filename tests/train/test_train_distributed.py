@@ -70,7 +70,7 @@ def test_torchrun_two_processes(tmp_path):
     assert [r["epoch"] for r in metrics_csv(out)] == ["1"]
     assert metrics_jsonl(out)[0]["step"] == 12
     assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "student.pt", "metrics.jsonl",
-                                               "metrics.csv", "curves.png", "summary.json"}
+                                               "metrics.csv", "curves.png", "summary.json", "models"}
     kdsl.zoo.digits_cnn().load_state_dict(student_weights(out), strict=True)
 
 
@@ -116,3 +116,18 @@ def test_rank_agreement_check_detects_divergence(monkeypatch):
             assert d.code == "KD707" and "diverged" in d.message
         else:
             check_ranks_agree(student, Dist(rank=0, world=2), torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_torchrun_phases_average_their_gradients(tmp_path):
+    """Phases run without the DDP wrapper: the loop averages every phase's gradients over the
+    ranks itself, so both ranks end with the same student (the trainer's agreement check)."""
+    from train_helpers import PHASED_SPEC
+
+    out = tmp_path / "run"
+    code, stdout, stderr = _torchrun("-m", "kdsl", "train", PHASED_SPEC, "--epochs", "1", "--out", str(out))
+    assert code == 0, stderr[-3000:]
+    assert "Traceback" not in stdout + stderr and "diverged" not in stderr
+    assert stdout.count("run written to") == 1
+    rows = metrics_jsonl(out)
+    assert [r["epoch"] for r in rows] == [1] and "train/soft/kd" in rows[0] and "train/hard/task" in rows[0]

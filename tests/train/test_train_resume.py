@@ -122,12 +122,12 @@ def test_resuming_a_finished_run_is_a_no_op(uninterrupted, tmp_path):
 
     out = tmp_path / "done"
     shutil.copytree(uninterrupted, out)
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "summary.json"}
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "summary.json"}
     summary, printed = train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out), resume=True)
     assert "the run is complete (4 epochs); nothing to resume" in printed
     assert not re.search(r"^epoch +\d+/\d+ +loss", printed, re.M)  # no epoch trained
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "summary.json"}
-    assert after == before  # weights, checkpoint, metrics and curves untouched
+    after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "summary.json"}
+    assert "models/student.pt" in after and after == before  # weights, checkpoint, metrics, curves untouched
     assert summary["epochs_done"] == EPOCHS
     assert summary["student"]["top1"] == metrics_jsonl(uninterrupted)[-1]["val_top1"]
 
@@ -142,3 +142,66 @@ def test_resume_with_another_spec_is_refused(uninterrupted, tmp_path, kcli):
     assert "error[KD703]" in err and "different spec" in err and "Traceback" not in err
     assert_same_weights(student_weights(out), student_weights(uninterrupted))
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1, 2, 3, 4]
+
+
+# ---- stages and phases: each (stage, phase) has its own optimizer and schedule state ----------
+@pytest.fixture(scope="module")
+def two_stage_full(tmp_path_factory):
+    """The two-stage spec trained without interruption (4 epochs of 5 steps)."""
+    import torch
+
+    from train_helpers import TWO_STAGE_SPEC
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("two_stage") / "full"
+    try:
+        train(TWO_STAGE_SPEC, out=str(out), seed=SEED)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3], ids=["inside-stage-1", "at-the-stage-boundary", "inside-stage-2"])
+def test_two_stage_run_resumes_in_the_right_stage(two_stage_full, tmp_path, monkeypatch, crash_at):
+    """Stage 'hint' (epochs 1-2, Adam) then 'distil' (epochs 3-4, SGD): cut before epoch
+    ``crash_at + 1``, resumed, the run ends with exactly the tensors of an uninterrupted one."""
+    from train_helpers import TWO_STAGE_SPEC, run_state
+
+    flags = dict(seed=SEED)
+    _crash_before_epoch(monkeypatch, TWO_STAGE_SPEC, crash_at, out=str(tmp_path / "cut"), **flags)
+    state = torch_load(tmp_path / "cut" / "checkpoint.pt")
+    assert state["epoch"] == crash_at
+    assert state["stage"] == ("hint" if crash_at <= 2 else "distil")
+    assert list(state["optimization"]) == [state["stage"]]
+    _, printed = train(TWO_STAGE_SPEC, out=str(tmp_path / "cut"), resume=True, **flags)
+    assert f"after epoch {crash_at}" in printed
+    full, cut = run_state(two_stage_full), run_state(tmp_path / "cut")
+    assert_same_weights(cut, full)
+    assert any(k.startswith("connectors/hint.") for k in full)  # the stage's connectors were saved
+    _same_history(metrics_jsonl(tmp_path / "cut"), metrics_jsonl(two_stage_full))
+    assert [r["stage"] for r in metrics_jsonl(tmp_path / "cut")] == ["hint", "hint", "distil", "distil"]
+
+
+def test_phased_run_resumes_every_phase_optimizer(tmp_path, monkeypatch):
+    """Phases 'soft' (Adam, twice a step) and 'hard' (SGD with momentum): both optimizers' state
+    and both schedules are in the checkpoint and come back on resume, bit for bit."""
+    from train_helpers import PHASED_SPEC, run_state
+
+    train(PHASED_SPEC, out=str(tmp_path / "full"), seed=SEED)
+    _crash_before_epoch(monkeypatch, PHASED_SPEC, 2, out=str(tmp_path / "cut"), seed=SEED)
+    state = torch_load(tmp_path / "cut" / "checkpoint.pt")
+    phases = state["optimization"]["main"]
+    assert list(phases) == ["soft", "hard"]
+    assert phases["soft"]["scheduler"]["last_epoch"] == 2 * 2 * 4  # two epochs of 4 steps, twice a step
+    assert phases["hard"]["scheduler"]["last_epoch"] == 2 * 4
+    assert phases["soft"]["optimizer"]["state"] and phases["hard"]["optimizer"]["state"]
+    train(PHASED_SPEC, out=str(tmp_path / "cut"), resume=True, seed=SEED)
+    assert_same_weights(run_state(tmp_path / "cut"), run_state(tmp_path / "full"))
+    _same_history(metrics_jsonl(tmp_path / "cut"), metrics_jsonl(tmp_path / "full"))
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)

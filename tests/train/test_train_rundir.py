@@ -15,23 +15,30 @@ import kdsl.zoo
 from kdsl.training import rundir
 from train_helpers import KD_SEED, KD_SPEC, metrics_csv, metrics_jsonl, student_weights
 
-FILES = {"checkpoint.pt", "student.pt", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json"}
+FILES = {"checkpoint.pt", "student.pt", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json", "models"}
 
 
 def test_files_and_nothing_else(kd_run):
     # atomic writes leave no .tmp-* files behind, and the write probe is gone too
     assert {p.name for p in kd_run.iterdir()} == FILES
+    # every trained model under models/ (here the student only: no connectors, no connectors/)
+    assert {p.name for p in (kd_run / "models").iterdir()} == {"student.pt"}
+    assert (kd_run / "models" / "student.pt").read_bytes() == (kd_run / "student.pt").read_bytes()
 
 
 def test_checkpoint_loads_weights_only(kd_run):
     state = torch.load(kd_run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert state["format"] == "kdsl-run/1"
+    assert state["format"] == "kdsl-run/2"
     assert state["epoch"] == 2 and state["step"] == 2 * math.ceil(1438 / 64)
-    for key in ("distiller", "optimizer", "scheduler", "rng", "history", "config", "spec"):
+    for key in ("distiller", "optimization", "stage", "rng", "history", "config", "spec"):
         assert key in state
     assert state["config"]["seed"] == KD_SEED and state["config"]["epochs"] == 2
     assert [r["epoch"] for r in state["history"]] == [1, 2]
-    assert state["scheduler"]["last_epoch"] == state["step"]
+    # a spec without stages or phases: one stage "main" of one phase "step", one optimizer
+    assert state["stage"] == "main" and list(state["optimization"]) == ["main"]
+    phase = state["optimization"]["main"]["step"]
+    assert set(phase) == {"optimizer", "scheduler", "scaler"} and phase["scaler"] is None
+    assert phase["scheduler"]["last_epoch"] == state["step"]
     # the student in the checkpoint is the student in student.pt
     student = student_weights(kd_run)
     for k, v in student.items():
@@ -67,6 +74,7 @@ def test_student_pt_loads_without_kdsl(kd_run):
 def test_metrics_one_row_per_epoch_with_the_loss_terms(kd_run):
     rows = metrics_jsonl(kd_run)
     assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["stage"] for r in rows] == ["main", "main"]
     for r in rows:
         for key in ("step", "lr", "train_loss", "train/kd", "train/task", "val_top1", "val_top5",
                     "val_loss", "time_s"):
@@ -152,3 +160,29 @@ def test_unwritable_out_dir(tmp_path, kcli):
     blocker.write_text("not a directory")
     code, out, err = kcli("train", KD_SPEC, "--epochs", "1", "--out", str(blocker / "run"))
     assert code == 2 and "error[KD706]" in err and "cannot write" in err and "Traceback" not in err
+
+
+def test_a_single_optimizer_checkpoint_reads_as_stage_main_phase_step(kd_run, tmp_path):
+    """A run written before stages (``kdsl-run/1``: one optimizer, one schedule at the top) resumes
+    as the one implicit stage and phase of a spec without stages."""
+    state = torch.load(kd_run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    phase = state["optimization"]["main"]["step"]
+    old = {k: v for k, v in state.items() if k not in ("optimization", "stage")}
+    old.update(format="kdsl-run/1", **phase)
+    (tmp_path / "old").mkdir()
+    torch.save(old, tmp_path / "old" / "checkpoint.pt")
+    read = rundir.RunDir(str(tmp_path / "old")).read_checkpoint(state["spec"], torch.device("cpu"))
+    assert read["format"] == "kdsl-run/2" and read["stage"] == "main"
+    assert read["optimization"]["main"]["step"]["scheduler"] == phase["scheduler"]
+    assert read["optimization"]["main"]["step"]["optimizer"]["param_groups"] == phase["optimizer"]["param_groups"]
+    assert "optimizer" not in read and read["epoch"] == state["epoch"]
+
+
+def test_steps_per_epoch_cuts_a_data_epoch_short(tmp_path, kcli):
+    code, out, err = kcli("train", KD_SPEC, "--epochs", "1", "--steps-per-epoch", "3", "--threads", "1",
+                          "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "1 epochs of 3 steps" in out
+    assert [r["step"] for r in metrics_jsonl(tmp_path / "run")] == [3]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["steps_per_epoch"] == 3 and summary["config"]["sources"]["steps_per_epoch"] == "flag"

@@ -82,3 +82,29 @@ def assert_usage_error(result, code: str, *fragments: str, exit_code: int = 2) -
     for fragment in fragments:
         assert fragment in text, f"{fragment!r} not in:\n{text}"
     return text
+
+
+SPECS = Path(__file__).resolve().parent / "specs"  # the trainer's own small specs
+TWO_STAGE_SPEC = str(SPECS / "two_stage.kd")
+PHASED_SPEC = str(SPECS / "phased.kd")
+
+
+def run_state(run: Path) -> Dict[str, torch.Tensor]:
+    """Every trained tensor of a run: the distiller's state in checkpoint.pt (models, connectors,
+    learning losses) and each file under models/ and connectors/."""
+    state = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    out = {f"distiller.{k}": v for k, v in state["distiller"].items()}
+    for folder in ("models", "connectors"):
+        for f in sorted((Path(run) / folder).glob("*.pt")) if (Path(run) / folder).is_dir() else []:
+            saved = torch.load(f, map_location="cpu", weights_only=True)
+            for k, v in _flatten(saved):
+                out[f"{folder}/{f.stem}.{k}"] = v
+    return out
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v

@@ -1,0 +1,58 @@
+"""The loss terms of an epoch, summed step by step and averaged over every rank at its end.
+
+A term's value for the epoch is the mean of its weighted values over the times it ran (a phase
+repeated 5 times a step runs its terms 5 times). ``train_loss`` is the sum over the stage's
+phases of the mean of each phase's total. In a stage with declared phases the terms are named
+``PHASE/TERM``; otherwise by the loss's name alone, as a spec without phases always was.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+
+from kdsl.training.distributed import Dist, all_reduce_sum
+
+
+class EpochSums:
+    """Running sums of one epoch: each phase's total loss and each (named) weighted term."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.totals: Dict[str, torch.Tensor] = {}
+        self.runs: Dict[str, int] = {}  # phase -> times it ran
+        self.sums: Dict[str, torch.Tensor] = {}
+        self.counts: Dict[str, int] = {}  # term key -> times it was added
+
+    def add(self, phase: str, result, stage) -> None:
+        """One run of ``phase``: its total and its weighted terms (``stage`` names the terms)."""
+        if phase not in self.totals:
+            self.totals[phase] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.runs[phase] = 0
+        self.totals[phase] += result.loss.detach().double()
+        self.runs[phase] += 1
+        for name, v in result.losses.items():
+            k = stage.key(phase, name)
+            self.sums[k] = self.sums[k] + v.detach().double() if k in self.sums else v.detach().double()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> Dict[str, float]:
+        """Each term's mean so far (on this rank): for progress events."""
+        return {k: (v / self.counts[k]).item() for k, v in self.sums.items()}
+
+    def row(self, d: Dist, device: torch.device) -> Dict[str, float]:
+        """``train_loss`` and ``train/TERM`` of the epoch, over every rank."""
+        phases, keys = list(self.totals), list(self.sums)
+        values: List[float] = [self.totals[p].item() for p in phases] + [self.sums[k].item() for k in keys]
+        values += [float(self.runs[p]) for p in phases] + [float(self.counts[k]) for k in keys]
+        reduced = all_reduce_sum(values, d, device)
+        n_p, n_k = len(phases), len(keys)
+        totals, sums = reduced[:n_p], reduced[n_p:n_p + n_k]
+        runs, counts = reduced[n_p + n_k:2 * n_p + n_k], reduced[2 * n_p + n_k:]
+        loss = 0.0
+        for total, n in zip(totals, runs):
+            loss += total / max(n, 1.0)
+        row = {"train_loss": loss}
+        row.update({f"train/{k}": s / max(n, 1.0) for k, s, n in zip(keys, sums, counts)})
+        return row

@@ -1,0 +1,56 @@
+"""Hostile command lines end in located, coded errors (exit 1 or 2), never an internal error (3) or
+a crash; a closed stdout ends kdsl quietly."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KD = str(ROOT / "specs" / "digits" / "kd.kd")
+
+
+def _kdsl(*args, timeout=120):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "kdsl", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--batch-size", "99999999999999999999", "must be at most"),
+    ("--seed", "99999999999999999999999", "must be at most"),
+    ("--threads", "100000", "must be at most"),
+    ("--epochs", "99999999999", "must be at most"),
+    ("--optimizer", "sgd(lr=-1)", "must be > 0"),
+    ("--optimizer", "adam(betas=[0.9])", "must have 2 items"),
+    ("--data", "kdsl.data:digits(num_workers=-1)", "must be at least 0"),
+])
+def test_absurd_flag_values_are_usage_errors(tmp_path, flag, value, expected):
+    done = _kdsl("train", KD, "--out", str(tmp_path / "run"), flag, value)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "KD701" in done.stderr and expected in done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [["list"], ["check", KD, "--format", "json"], ["schema"]])
+def test_closed_stdout_ends_quietly(args):
+    proc = subprocess.Popen([sys.executable, "-m", "kdsl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # the reader is gone before kdsl writes anything
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 141), err
+    assert b"Traceback" not in err and b"internal error" not in err and b"Exception ignored" not in err
+
+
+def test_closed_stdout_on_a_long_listing_exits_141():
+    # `kdsl list | head -1`: the pipe closes while kdsl is still writing
+    done = subprocess.run(f"{sys.executable} -m kdsl list | head -c 10 >/dev/null; echo $" + "{PIPESTATUS[0]}",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.stdout.strip() in ("0", "141"), done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
