@@ -12,7 +12,7 @@ Neither reference framework (torchdistill, MMRazor) covers language models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdsl.catalog.shapes import ShapeRule, rank, same_shape
+from kdsl.catalog.shapes import PairRule, ShapeRule, rank, same_shape
 from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Component, Constraint,
                                 Param, interval, optional)
 
@@ -35,16 +35,9 @@ def _text(shape) -> str:
 
 
 @dataclass(frozen=True)
-class SameTokens(ShapeRule):
+class SameTokens(PairRule):
     """Student and teacher logits have the same vocabulary size (last dimension) and the same
     token positions (every other dimension: batch size and sequence length)."""
-
-    a: str
-    b: str
-
-    @property
-    def names(self):
-        return (self.a, self.b)
 
     def check(self, infos):
         sa, sb = infos[self.a].shape, infos[self.b].shape
@@ -61,13 +54,6 @@ class SameTokens(ShapeRule):
 
     def describe(self):
         return f"{self.a} and {self.b} have the same vocabulary size and sequence length"
-
-    def partner_dim(self, name, dim):
-        if name == self.a:
-            return (self.b, dim)
-        if name == self.b:
-            return (self.a, dim)
-        return None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,10 @@ class ShapeRule:
 
 
 @dataclass(frozen=True)
-class SameShape(ShapeRule):
+class PairRule(ShapeRule):
+    """A rule between two inputs ``a`` and ``b`` whose tied dimensions correspond one to one, so
+    that a connector's output size can be inferred from its partner (``ties`` says which)."""
+
     a: str
     b: str
 
@@ -61,6 +64,21 @@ class SameShape(ShapeRule):
     def names(self):
         return (self.a, self.b)
 
+    def ties(self, dim: int) -> bool:
+        return True
+
+    def partner_dim(self, name, dim):
+        if not self.ties(dim):
+            return None
+        if name == self.a:
+            return (self.b, dim)
+        if name == self.b:
+            return (self.a, dim)
+        return None
+
+
+@dataclass(frozen=True)
+class SameShape(PairRule):
     def check(self, infos):
         sa, sb = infos[self.a].shape, infos[self.b].shape
         if sa != sb:
@@ -71,29 +89,16 @@ class SameShape(ShapeRule):
     def describe(self):
         return f"{self.a} and {self.b} have the same shape"
 
-    def partner_dim(self, name, dim):
-        if name == self.a:
-            return (self.b, dim)
-        if name == self.b:
-            return (self.a, dim)
-        return None
-
 
 _DIM_WORDS = {(0,): "batch size", (1,): "channels", (-1,): "last dimension"}
 
 
 @dataclass(frozen=True)
-class SameDims(ShapeRule):
+class SameDims(PairRule):
     """Dimensions ``dims`` of ``a`` and ``b`` agree. ``dims`` may be ``"spatial"`` (all from 2 on)."""
 
-    a: str
-    b: str
     dims: Tuple[int, ...] = (0,)
     spatial: bool = False
-
-    @property
-    def names(self):
-        return (self.a, self.b)
 
     def _select(self, shape: Shape):
         if self.spatial:
@@ -119,14 +124,8 @@ class SameDims(ShapeRule):
     def describe(self):
         return f"{self.a} and {self.b} have the same {self.what()}"
 
-    def partner_dim(self, name, dim):
-        if self.spatial or dim not in self.dims:
-            return None
-        if name == self.a:
-            return (self.b, dim)
-        if name == self.b:
-            return (self.a, dim)
-        return None
+    def ties(self, dim: int) -> bool:
+        return not self.spatial and dim in self.dims
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,36 @@ class ModelOptions:
                                            self.teacher_ckpt)) or bool(self.models)
 
 
+# The dry run needs one small batch: two rows are enough for norm layers in training mode. These
+# bounds keep an absurd shape a usage error instead of an allocation failure.
+MAX_DRY_ELEMENTS = 1 << 26  # 64 Mi elements: 256 MiB of float32, e.g. 2 x 3 x 2048 x 2048
+MAX_DRY_DIMS = 16
+_SHAPE_HINT = ("e.g. --input-shape 2,3,32,32: positive sizes separated by commas, at most "
+               f"{MAX_DRY_DIMS} of them and {MAX_DRY_ELEMENTS:,} elements in all; the dry run only "
+               "needs a small batch (2 rows: norm layers in training mode need two)")
+
+
 def parse_shape(text: str) -> Tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        shape = ()
+    """The dry run's input shape from ``--input-shape`` text; KD701 when it is not a shape of
+    positive sizes small enough for a dry run."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    shape: Tuple[int, ...] = ()
+    if all(p.isascii() and p.isdigit() and len(p) <= 12 for p in parts):  # no int() of a 10**6-digit number
+        shape = tuple(int(p) for p in parts)
     if not shape or any(d < 1 for d in shape):
-        raise error("KD701", f"--input-shape takes positive integers separated by commas, got '{text}'",
-                    hint="e.g. --input-shape 2,3,32,32 (a batch of 2 or more: norm layers in training "
-                    "mode need it)")
+        raise error("KD701", f"--input-shape takes positive integers separated by commas, got "
+                    f"'{_clip(text)}'", hint=_SHAPE_HINT)
+    elements = 1
+    for d in shape:
+        elements *= d
+    if len(shape) > MAX_DRY_DIMS or elements > MAX_DRY_ELEMENTS:
+        raise error("KD701", f"--input-shape {_clip(text)} is too large for a dry run "
+                    f"({len(shape)} dimensions, {elements:,} elements)", hint=_SHAPE_HINT)
     return shape
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def example_from(opts: ModelOptions) -> Tuple[Any, Dict[str, Any]]:
@@ -44,24 +64,9 @@ def example_from(opts: ModelOptions) -> Tuple[Any, Dict[str, Any]]:
     import torch
 
     if opts.data:
-        from torch.utils.data import default_collate
+        from kdsl.compiler.data_example import data_example
 
-        from kdsl.core.resolve import import_ref
-        from kdsl.lang.refs import parse_call
-        from kdsl.data import split_result
-
-        ref, args, kwargs = parse_call(opts.data, "data")
-        factory = import_ref(ref, "data")
-        try:
-            result = factory(*args, **kwargs)
-        except FileNotFoundError as exc:
-            raise error("KD702", f"data '{ref}': {exc}") from None
-        except Exception as exc:  # noqa: BLE001
-            raise error("KD702", f"data factory '{ref}' failed: {type(exc).__name__}: {exc}") from None
-        _, val, _ = split_result(result, ref)
-        items = [val[i] for i in range(min(2, len(val)))]
-        x, y = default_collate([(it[0], it[1]) for it in items])
-        return x, {"target": y, "index": torch.arange(len(items))}
+        return data_example(opts.data)
     if opts.input_shape is not None:
         return torch.zeros(parse_shape(opts.input_shape)), {}
     return None, {}

@@ -5,15 +5,15 @@ deliveries, and reports records that never ran."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence
 
 import torch
-from torch import nn
 
 from kdsl.compiler.dry_env import DryRunEnv
 from kdsl.compiler.plan import Plan, Skip
 from kdsl.compiler.snapshot import Snapshot
 from kdsl.core.diagnostics import KdslError, make
+from kdsl.lang import ir
 from kdsl.runtime.interpret import Interpreter, Unavailable
 from kdsl.runtime.recorders import check_missing
 from kdsl.runtime.values import as_call, describe_value, info_of
@@ -96,14 +96,27 @@ def _run_models(plan: Plan, example: Any) -> bool:
             plan.diags.extend(exc.diagnostics)
             return False
         except Exception as exc:  # noqa: BLE001 - the user's model rejected the input
-            shapes = "; ".join(describe_value(a) for a in args)
-            plan.diags.error("KD516", f"the example input could not be run through {decl.role} "
-                             f"'{name}': {type(exc).__name__}: {exc}", decl.name_span,
-                             hint=f"example input: {shapes}")
+            _rejected(plan, decl, exc, args)
             return False
         finally:
             plan.state.active = None
     return True
+
+
+def _rejected(plan: Plan, decl: ir.ModelDecl, exc: Exception, args: Sequence[Any]) -> None:
+    """KD516 for a model that failed on the example input: the first line of its error (torch's
+    can run to pages of C++ frames), and for an allocation failure, the way out."""
+    shapes = "; ".join(describe_value(a) for a in args)
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 300 else text[:300] + "..."
+    hints = [f"example input: {shapes if len(shapes) <= 300 else shapes[:300] + '...'}"]
+    if isinstance(exc, MemoryError) or "allocate" in text or "out of memory" in text:
+        hints.append("the model ran out of memory on the example: the dry run only needs a small "
+                     "batch, e.g. --input-shape 2,3,32,32")
+    plan.diags.error("KD516", f"the example input could not be run through {decl.role} "
+                     f"'{decl.name}': {type(exc).__name__}" + (f": {text}" if text else ""),
+                     decl.name_span, hints=hints)
 
 
 def _read_records(plan: Plan) -> None:

@@ -12,6 +12,7 @@ from typing import Any, List, Optional, Tuple
 
 from kdsl.compiler.paths import find_module, suggest_path
 from kdsl.compiler.plan import DeliveryPlan, Plan, RecordPlan
+from kdsl.compiler.reach import outside_reach
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
@@ -77,6 +78,10 @@ def _recorder(plan: Plan, rec: ir.RecordDecl) -> Optional[RecordPlan]:
 def _call_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[RecordPlan]:
     target = rec.target
     kind = "method" if isinstance(target, ir.MethodRef) else "function"
+    refused = outside_reach(plan, target.ref, kind, target.ref_span or target.span)
+    if refused is not None:
+        plan.diags.add(refused)
+        return None
     owner, name, raw = resolve_callable(target.ref, kind, target.ref_span or target.span)
     sig = signature_of(raw)
     skip_self = kind == "method" and not isinstance(raw, staticmethod)
@@ -111,6 +116,10 @@ def install_deliveries(plan: Plan) -> Plan:
     """A delivery for every ``deliver``: the callable patched, answered from the source's pass."""
     for d in plan.spec.deliveries:
         kind = "method" if isinstance(d.target, ir.MethodRef) else "function"
+        refused = outside_reach(plan, d.target.ref, kind, d.target.ref_span or d.target.span)
+        if refused is not None:
+            plan.diags.add(refused)
+            continue
         try:
             owner, name, _ = resolve_callable(d.target.ref, kind, d.target.ref_span or d.target.span)
         except KdslError as exc:

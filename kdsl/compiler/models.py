@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
+from kdsl.compiler.checkpoint_file import check_checkpoint_path
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.refs import call_factory, parse_call
@@ -65,8 +66,9 @@ def apply_model_choice(spec: ir.Spec, flags: ModelChoice) -> Tuple[ir.Spec, Dict
     if flags.teacher_ckpt:
         target = only_teacher("--teacher-ckpt")
         path = os.path.abspath(flags.teacher_ckpt)
-        if not os.path.isfile(path):
+        if "\x00" not in path and not os.path.exists(path):
             raise error("KD509", f"--teacher-ckpt: no such file: {flags.teacher_ckpt}")
+        check_checkpoint_path(path)  # a directory, FIFO or device is refused here, unopened
         statements = tuple(s.model_copy(update={"checkpoint": path, "checkpoint_span": None})
                            if isinstance(s, ir.ModelDecl) and s.name == target.name else s
                            for s in spec.statements)

@@ -143,6 +143,7 @@ class Plan:
     scopes: Dict[str, nn.Module] = field(default_factory=dict)  # "student.layer1" -> its module
     inits: List[Tuple[ir.InitDecl, nn.Module, nn.Module]] = field(default_factory=list)  # (decl, target, source)
     ran: List[str] = field(default_factory=list)  # models the dry run ran, in order
+    reach: Optional[Set[str]] = None  # packages method/function targets may lie in (kdsl.compiler.reach)
 
     @property
     def spec(self) -> ir.Spec:

@@ -11,7 +11,6 @@ the top level's, else the default (:meth:`kdsl.runtime.distiller.Distiller.train
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kdsl.catalog.registry import REGISTRY
@@ -20,33 +19,10 @@ from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError, make
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
+from kdsl.lang import procedure as scoping
 from kdsl.lang.literal import try_literal
 from kdsl.lang.visit import find
 from kdsl.runtime.procedure import IMPLICIT_PHASE, IMPLICIT_STAGE, PhasePlan, Procedure, StagePlan
-
-
-@dataclass
-class _Block:
-    """The statements of one scope (top level, a stage or a phase), sorted by kind."""
-
-    losses: List[ir.LossDecl] = field(default_factory=list)
-    optimizes: List[ir.OptimizeDecl] = field(default_factory=list)
-    freezes: List[ir.FreezeDecl] = field(default_factory=list)
-    phases: List[ir.PhaseDecl] = field(default_factory=list)
-
-
-def _block(statements: Sequence[Any]) -> _Block:
-    b = _Block()
-    for s in statements:
-        if isinstance(s, ir.LossDecl):
-            b.losses.append(s)
-        elif isinstance(s, ir.OptimizeDecl):
-            b.optimizes.append(s)
-        elif isinstance(s, ir.FreezeDecl):
-            b.freezes.append(s)
-        elif isinstance(s, ir.PhaseDecl):
-            b.phases.append(s)
-    return b
 
 
 def optimizer_of(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
@@ -59,22 +35,6 @@ def optimizer_of(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
     for k in call.kwargs:
         options[k.name] = try_literal(k.value)[1]
     return call.func, options
-
-
-def _first_optimizer(*blocks: _Block) -> Optional[Tuple[str, Dict[str, Any]]]:
-    for b in blocks:
-        for o in b.optimizes:
-            if o.optimizer is not None:
-                return optimizer_of(o.optimizer)
-    return None
-
-
-def _targets(*blocks: _Block) -> List[ir.ParamScope]:
-    """The ``optimize`` targets of the first block that has any."""
-    for b in blocks:
-        if b.optimizes:
-            return [t for o in b.optimizes for t in o.targets]
-    return []
 
 
 def _models_of(spec: ir.Spec, losses: Sequence[ir.LossDecl]) -> List[str]:
@@ -98,51 +58,53 @@ def _run_order(spec: ir.Spec, models: Sequence[str]) -> List[str]:
     return teachers + [m for m in models if spec.model(m).role == "student"]
 
 
-def _phase(plan: Plan, name: str, repeat: int, losses: List[ir.LossDecl], own: _Block,
-           outer: Sequence[_Block], freezes: Sequence[ir.FreezeDecl] = ()) -> PhasePlan:
-    """A phase computing ``losses``; what it trains and its optimizer come from ``own`` first,
-    then the ``outer`` blocks (its stage, the top level)."""
+def _optimizer(*scopes: Sequence[Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """The optimizer of a phase: the first ``optimize ... with`` of the phase, its stage, the top
+    level (None: the train block's)."""
+    for statements in scopes:
+        for s in statements:
+            if isinstance(s, ir.OptimizeDecl) and s.optimizer is not None:
+                return optimizer_of(s.optimizer)
+    return None
+
+
+def _phase(plan: Plan, stage_freezes: List[str], read: scoping.PhasePlan,
+           outer: Sequence[Sequence[Any]]) -> PhasePlan:
+    """The runtime's view of one phase of :func:`kdsl.lang.procedure.plan`: what it computes, which
+    models it runs (in the order of a plain step), what it trains and with which optimizer."""
     spec = plan.spec
-    targets = _targets(own, *outer)
+    targets = list(read.optimize.targets) if read.optimize is not None else []
     generators = [a.model for a in find(spec.input.value, ir.ModelApply)] if spec.input else []
     if plan.procedure.declared:
-        models = _run_order(spec, _models_of(spec, losses))
+        models = _run_order(spec, _models_of(spec, read.losses))
     else:
         models = plan.used_teachers + [spec.student.name]
     needs_input = spec.input is not None and bool(models)
     trained = {t.name for t in targets}
+    optimizer = _optimizer(read.decl.statements if read.decl else (), *outer)
     return PhasePlan(
-        name=name, repeat=repeat, losses=[loss.name for loss in losses],
-        optimize=[str(t) for t in targets], optimizer=_first_optimizer(own, *outer),
+        name=read.name or IMPLICIT_PHASE, repeat=read.repeat, losses=[loss.name for loss in read.losses],
+        optimize=[str(t) for t in targets], optimizer=optimizer,
         models_run=(list(dict.fromkeys(generators)) if needs_input else []) + models,
         needs_input=needs_input, trains_input=needs_input and bool(trained & set(generators)),
-        freeze=[str(f.target) for f in freezes])
-
-
-def _stage(plan: Plan, name: str, epochs: Optional[int], top: _Block, own: Optional[_Block]) -> StagePlan:
-    phases: List[PhasePlan] = []
-    outer = [own, top] if own is not None else [top]
-    for decl in top.phases + (own.phases if own is not None else []):
-        block = _block(decl.statements)
-        phases.append(_phase(plan, decl.name, decl.repeat, block.losses, block, outer, block.freezes))
-    loose = top.losses + (own.losses if own is not None else [])
-    if loose or not phases:
-        phases.append(_phase(plan, IMPLICIT_PHASE, 1, loose, own if own is not None else top,
-                             [top] if own is not None else []))
-    freeze = [str(f.target) for f in top.freezes + (own.freezes if own is not None else [])]
-    freeze += [c.name for c in plan.spec.connectors if c.frozen and c.name not in freeze]
-    return StagePlan(name=name, epochs=epochs, phases=phases, freeze=freeze)
+        freeze=[str(f.target) for f in read.freezes if str(f.target) not in stage_freezes])
 
 
 def build_procedure(plan: Plan) -> Plan:
-    """The procedure of the spec (before the dry run, which runs what its phases run)."""
+    """The procedure of the spec (before the dry run, which runs what its phases run), read with
+    the language's one reading of the scoping rules (:func:`kdsl.lang.procedure.plan`)."""
     spec = plan.spec
     plan.procedure = Procedure(declared=bool(spec.stages or spec.phases or spec.input is not None))
-    top = _block(spec.statements)
-    if spec.stages:
-        stages = [_stage(plan, s.name, s.epochs, top, _block(s.statements)) for s in spec.stages]
-    else:
-        stages = [_stage(plan, IMPLICIT_STAGE, None, top, None)]
+    top_freezes = [str(s.target) for s in spec.statements if isinstance(s, ir.FreezeDecl)]
+    stages = []
+    for read in scoping.plan(spec.statements):
+        stage_statements = read.decl.statements if read.decl else ()
+        outer = (stage_statements, spec.statements) if read.decl else (spec.statements,)
+        own = [str(s.target) for s in stage_statements if isinstance(s, ir.FreezeDecl)]
+        freeze = top_freezes + [f for f in own if f not in top_freezes]
+        freeze += [c.name for c in spec.connectors if c.frozen and c.name not in freeze]
+        stages.append(StagePlan(name=read.name or IMPLICIT_STAGE, epochs=read.epochs,
+                                phases=[_phase(plan, freeze, p, outer) for p in read.phases], freeze=freeze))
     plan.procedure.stages = stages
     return plan
 

@@ -8,13 +8,12 @@ keys are listed in the error.
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 
+from kdsl.compiler.checkpoint_file import check_checkpoint_path, load_checkpoint, load_error_text
 from kdsl.core.diagnostics import error
 from kdsl.core.span import Span
 
@@ -26,25 +25,9 @@ def read_state_dict(path: str, span: Optional[Span] = None, key: Optional[str] =
     """The state dict in ``path``; with ``key`` (a connector's name), the entry of that name when
     the file holds several (``{"para": {...}, ...}``, or flat ``para.weight`` keys, as a run's
     ``connectors/STAGE.pt`` does)."""
-    if not os.path.isfile(path):
-        raise error("KD509", f"checkpoint not found: {path}", span,
-                    hint="paths in a spec are relative to the spec file")
     if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise error("KD509", f"{path} is a safetensors file but safetensors is not installed", span,
-                        hint="pip install safetensors") from None
-        try:
-            return load_file(path)
-        except Exception as exc:  # noqa: BLE001
-            raise error("KD509", f"cannot read {path}: {exc}", span) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt file, pickle with code, wrong format
-        raise error("KD509", f"cannot read checkpoint {path}: {load_error_text(exc)}", span,
-                    hint="kdsl loads with torch.load(weights_only=True): save a state dict "
-                    "(torch.save(model.state_dict(), path))") from None
+        return _read_safetensors(path, span)
+    obj = load_checkpoint(path, span)
     if isinstance(obj, dict) and str(obj.get("format", "")).startswith("kdsl-run/"):
         obj = _run_student(obj, path, span)
     if key is not None and isinstance(obj, dict):
@@ -65,29 +48,29 @@ def read_state_dict(path: str, span: Optional[Span] = None, key: Optional[str] =
     return obj
 
 
-def load_error_text(exc: BaseException) -> str:
-    """One readable line for a failed ``torch.load``: torch's weights-only refusal is a long,
-    multi-paragraph text (with terminal escapes) whose useful part is the ``WeightsUnpickler error``."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    if lines[0].startswith("Weights only load failed"):
-        for i, line in enumerate(lines):
-            if "WeightsUnpickler error:" in line:
-                detail = line.split("WeightsUnpickler error:", 1)[1].strip()
-                if not detail and i + 1 < len(lines):
-                    detail = lines[i + 1]
-                detail = detail.split(". Please use", 1)[0]
-                return f"torch.load(weights_only=True) refused it ({detail})"
-    return lines[0]
+def _read_safetensors(path: str, span: Optional[Span]) -> Dict[str, torch.Tensor]:
+    check_checkpoint_path(path, span)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise error("KD509", f"{path} is a safetensors file but safetensors is not installed", span,
+                    hint="pip install safetensors") from None
+    try:
+        return load_file(path)
+    except Exception as exc:  # noqa: BLE001
+        raise error("KD509", f"cannot read {path}: {load_error_text(exc)}", span) from None
 
 
 def _run_student(state: dict, path: str, span: Optional[Span]) -> Dict[str, torch.Tensor]:
     """The trained model's weights in a kdsl run checkpoint (``checkpoint.pt`` of ``kdsl train``)."""
     models: Dict[str, Dict[str, torch.Tensor]] = {}
-    for key, value in (state.get("distiller") or {}).items():
-        if key.startswith("models."):
+    weights = state.get("distiller")
+    if not isinstance(weights, dict):
+        raise error("KD509", f"{path} is a kdsl run checkpoint without the models' weights "
+                    f"('distiller' is {type(weights).__name__}, not a dict)", span,
+                    hint="load the student.pt written next to it")
+    for key, value in weights.items():
+        if isinstance(key, str) and key.startswith("models.") and isinstance(value, torch.Tensor):
             name, _, rest = key[len("models."):].partition(".")
             models.setdefault(name, {})[rest] = value
     if len(models) != 1:
@@ -98,7 +81,7 @@ def _run_student(state: dict, path: str, span: Optional[Span]) -> Dict[str, torc
 
 
 def _is_state_dict(obj: dict) -> bool:
-    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
 def _strip_prefix(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -193,6 +193,11 @@ CODES: Dict[str, Code] = {
     "KD518": Code("init does not fit", "`init A from B` copies parameters and buffers by name: "
                   "both modules must have the same ones, with the same shapes."),
     "KD519": Code("function cannot be built", "Building a tensor function from its options failed."),
+    "KD520": Code("target outside the models' code", "A `method` or `function` that a record or "
+                  "delivery patches must lie in the models' own code (the packages that define "
+                  "the models' classes, such as torch or your model package) or in kdsl; anything "
+                  "else, such as \"os:system\", is reached only when the spec imports its module "
+                  "(`import \"os\"`). A spec is code, like a Python config: the import says so."),
     # ---------------------------------------------------------------- runtime
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 from kdsl.lang import ir
 from kdsl.core.diagnostics import Diagnostics
-from kdsl.lang.parser import Block, Chunk, Piece, Positions, cut, parse_chunk
+from kdsl.lang.parser import Chunk, Piece, Positions, cut, parse_chunk
 from kdsl.core.span import SourceText, Span
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}

@@ -28,6 +28,16 @@ def _read(text: str, what: str, start: str, hint: str):
     return tree, Builder(parser.Positions(source, 0), Diagnostics({source.name: text}))
 
 
+def _built(build, what: str):
+    """``build()``; a number too long for Python to read (``int()`` stops at 4300 digits) is a
+    usage error, not an internal one."""
+    try:
+        return build()
+    except ValueError as exc:
+        detail = str(exc).split("; use sys.set_int_max_str_digits")[0]  # not a knob users have
+        raise error("KD701", f"cannot read the {what}: a number in it is too long ({detail})") from None
+
+
 def _literal_arguments(args, kwargs, what: str, text: str) -> Tuple[List[Any], Dict[str, Any]]:
     from kdsl.lang.literal import literal_value
 
@@ -47,7 +57,7 @@ def parse_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, Any]]:
     """``pkg.module:factory(a, k=v)`` -> (ref, args, kwargs) with literal values."""
     tree, builder = _read(text, f"{what} reference", "ref_call",
                           "write pkg.module:factory or pkg.module:factory(option=value, ...)")
-    args, kwargs = builder.arguments(tree.children[1])
+    args, kwargs = _built(lambda: builder.arguments(tree.children[1]), f"{what} reference")
     builder.diags.raise_if_errors()
     return (str(tree.children[0]),) + _literal_arguments(args, kwargs, f"{what} reference", text)
 
@@ -57,7 +67,7 @@ def parse_option_call(text: str, what: str) -> Tuple[str, List[Any], Dict[str, A
     from kdsl.lang import ir
 
     tree, builder = _read(text, what, "value", "write name(option=value, ...), e.g. sgd(lr=0.1, momentum=0.9)")
-    expr = builder.expr(tree.children[0])
+    expr = _built(lambda: builder.expr(tree.children[0]), what)
     builder.diags.raise_if_errors()
     if isinstance(expr, ir.Name):
         return expr.name, [], {}

@@ -86,9 +86,14 @@ class TrainBlockChecks:
         """Options of ``dataset(...)`` are literals; the data-loader ones (batch_size, ...) are
         settings of the table and checked as such, the rest go to the data factory."""
         self._no_repeated_keywords(call.kwargs)
-        for extra in call.args[1:]:
-            if not try_literal(extra)[0]:
-                self.diags.error("KD214", "dataset options must be literal values", extra.span)
+        if len(call.args) > 1:
+            # a positional option would reach the factory by position, or (as before) be dropped
+            # silently: neither is what the reader sees, so options are taken by name only
+            extra = call.args[1:]
+            ref = call.args[0].value if len(call.args[0].value) <= 60 else "pkg.module:factory"
+            self.diags.error("KD306", f"dataset(...) takes the data reference, then options by name; "
+                             f"{len(extra)} positional option{'s' if len(extra) > 1 else ''} here",
+                             extra[0].span, hint=f'write name=value, e.g. dataset("{ref}", batch_size=64)')
         for kw in call.kwargs:
             if kw.name in DATA_OPTIONS:
                 self._verify_value(DATA_OPTIONS[kw.name], kw.name, kw.value)

@@ -150,10 +150,11 @@ class Distiller(Staging, nn.Module):
         return list(self._used_teachers)
 
     def train(self, mode: bool = True) -> "Distiller":
-        """As ``nn.Module.train``; frozen connectors stay in eval mode."""
+        """As ``nn.Module.train``; frozen connectors and frozen scopes stay in eval mode."""
         super().train(mode)
         for name in getattr(self, "_frozen_connectors", ()):
             self.connectors[name].eval()
+        self._hold_frozen_in_eval()
         return self
 
     def _function_context(self) -> FunctionContext:

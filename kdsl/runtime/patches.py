@@ -79,6 +79,8 @@ class _Patch:
             dispatch.__wrapped__ = func  # type: ignore[attr-defined]
             dispatch.__name__ = getattr(func, "__name__", self.name)
             dispatch.__qualname__ = getattr(func, "__qualname__", self.name)
+            # pickle finds a function by module and name: this one is found where it is installed
+            dispatch.__module__ = getattr(func, "__module__", None) or dispatch.__module__
             dispatch.__doc__ = getattr(func, "__doc__", None)
         except (AttributeError, TypeError):
             pass

@@ -146,15 +146,62 @@ class Recorder:
         self.clear()
 
 
+class InertHook:
+    """What a kdsl hook becomes in a copy of its model (``copy.deepcopy``, a pickle round trip,
+    ``torch.save(model)``): it records nothing and leaves the call as it is, so a copy never feeds
+    the distiller of the original. (Loading such a pickle needs kdsl, as it needs the model's own
+    classes.)"""
+
+    __slots__ = ()
+
+    def __call__(self, *args):
+        return None
+
+    def __repr__(self) -> str:
+        return "<inert kdsl hook>"
+
+
+class _RecorderHook:
+    """A module hook that records into its recorder. Not a closure, so that a model holding it
+    can be copied and pickled: every copy of the hook is an :class:`InertHook`."""
+
+    __slots__ = ("recorder",)
+
+    def __init__(self, recorder: "Recorder") -> None:
+        self.recorder = recorder
+
+    def __deepcopy__(self, memo) -> InertHook:
+        return InertHook()
+
+    def __copy__(self) -> InertHook:
+        return InertHook()
+
+    def __reduce__(self):
+        return (InertHook, ())
+
+
+class _OutputHook(_RecorderHook):
+    __slots__ = ()
+
+    def __call__(self, module, args, output):
+        rec = self.recorder
+        if rec.state.active == rec.model:
+            rec._store(output)
+
+
+class _InputHook(_RecorderHook):
+    __slots__ = ()
+
+    def __call__(self, module, args, kwargs):
+        rec = self.recorder
+        if rec.state.active == rec.model:
+            rec._store(rec.select(args, kwargs))
+        return None
+
+
 class ModuleOutputRecorder(Recorder):
     def install(self, module: nn.Module) -> None:
-        state_ref = self
-
-        def hook(mod, args, output):
-            if state_ref.state.active == state_ref.model:
-                state_ref._store(output)
-
-        self.handles.append(module.register_forward_hook(hook))
+        self.handles.append(module.register_forward_hook(_OutputHook(self)))
 
 
 class ModuleInputRecorder(Recorder):
@@ -169,14 +216,7 @@ class ModuleInputRecorder(Recorder):
             self.signature = inspect.signature(module.forward)
         except (TypeError, ValueError):
             self.signature = None
-        rec = self
-
-        def hook(mod, args, kwargs):
-            if rec.state.active == rec.model:
-                rec._store(rec.select(args, kwargs))
-            return None
-
-        self.handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        self.handles.append(module.register_forward_pre_hook(_InputHook(self), with_kwargs=True))
 
     def select(self, args, kwargs):
         sel = self.selector

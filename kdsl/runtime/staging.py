@@ -30,6 +30,7 @@ class Staging:
         # requires_grad as compiled (frozen teachers off): what lifting a freeze restores
         self._base_grad: Dict[nn.Parameter, bool] = {p: p.requires_grad for p in self._all_params()}
         self._frozen_params: List[nn.Parameter] = []
+        self._frozen_modules: List[nn.Module] = []
         self._stage: Optional[str] = None
         self._phase_terms: Dict[Tuple[str, str], list] = {}
         by_name = {t.name: t for t in self.terms}
@@ -59,19 +60,34 @@ class Staging:
 
     def begin_stage(self, name: str) -> None:
         """Enter stage ``name``: lift the previous stage's freezes and apply this one's
-        (``requires_grad`` off for its ``freeze`` scopes, top-level ones and frozen connectors)."""
+        (``requires_grad`` off for its ``freeze`` scopes, top-level ones and frozen connectors).
+
+        A frozen scope is also held in eval mode, as detection backbones hold their frozen stages:
+        its norm layers keep their running statistics, so the module computes exactly what it did
+        when it was frozen, not only with the same parameters."""
         stage = self.procedure.stage(name)
         self._lift_freezes()
         frozen = self._params_of(stage.freeze)
         for p in frozen:
             p.requires_grad_(False)
         self._frozen_params = frozen
+        self._frozen_modules = [self._scopes[s] for s in stage.freeze if s in self._scopes]
+        for m in self._frozen_modules:
+            m.eval()
         self._stage = stage.name
 
     def _lift_freezes(self) -> None:
         for p in self._frozen_params:
             p.requires_grad_(self._base_grad.get(p, True))
         self._frozen_params = []
+        lifted, self._frozen_modules = self._frozen_modules, []
+        for m in lifted:
+            m.train(self.training)
+
+    def _hold_frozen_in_eval(self) -> None:
+        """Called by ``train()``: frozen scopes stay in eval mode whatever the distiller's mode."""
+        for m in getattr(self, "_frozen_modules", ()):
+            m.eval()
 
     def _params_of(self, scopes: Iterable[str]) -> List[nn.Parameter]:
         out: List[nn.Parameter] = []

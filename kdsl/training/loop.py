@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
 from kdsl.training import distributed
 from kdsl.training.data import Data
@@ -29,6 +29,8 @@ from kdsl.training.evaluate import evaluate, evaluate_models, param_count, resul
 from kdsl.training.metrics import EpochSums
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
+from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
+                                  zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
 from kdsl.training.stages import PhaseRun, StageRun, build_stage, declared_phases, stage_ranges
 
@@ -65,6 +67,10 @@ class Trainer:
                             "it needs steps_per_epoch", self.spec.input.span if self.spec.input else None,
                             hint="add steps_per_epoch = 100 to the train block")
             return limit
+        if not (self.generated and limit is not None):  # an epoch of batches: refuse one of none
+            problem = zero_steps_problem(self.data, self.cfg)
+            if problem:
+                raise error("KD702", problem, hint="a smaller --batch-size, drop_last = false, or more data")
         n = len(self.data.train)
         return n if limit is None else (limit if self.generated else min(n, limit))
 
@@ -72,12 +78,29 @@ class Trainer:
     def resume(self) -> Dict[str, Any]:
         """Restore the run from its checkpoint (models, RNG, history); the checkpoint's content."""
         state = self.run_dir.read_checkpoint(self.fingerprint, self.device)
-        self.distiller.load_state_dict(state["distiller"])
-        set_rng_state(state["rng"], self.device)
+        path = self.run_dir.file("checkpoint.pt")
+        check_same_run(state["config"], self.cfg.describe(), path)
+        self.restore_models(state)
+        try:
+            set_rng_state(state["rng"], self.device)
+        except Exception as exc:  # noqa: BLE001 - a hand-edited generator state
+            raise error("KD703", f"{path} is damaged: its 'rng' cannot be restored ({type(exc).__name__}: {exc})",
+                        hint="start a new run with --out or --overwrite") from None
         self.global_step = state["step"]
         self.teachers = state.get("teachers")
         self.history = list(state["history"])
         return state
+
+    def restore_models(self, state: Dict[str, Any]) -> None:
+        """The checkpoint's models, connectors and learning losses into the distiller (KD703 when
+        they do not fit it)."""
+        path = self.run_dir.file("checkpoint.pt")
+        check_state_fits(state["distiller"], self.distiller.state_dict(), path)
+        try:
+            self.distiller.load_state_dict(state["distiller"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise error("KD703", f"{path} does not fit this run's models: {str(exc).splitlines()[0]}",
+                        hint="resume with the models (--student, --model) that started the run") from None
 
     def start_stage(self, plan, first: int, end: int, state: Optional[Dict[str, Any]]) -> StageRun:
         """Begin a stage: its freezes, fresh optimizers and schedules for its phases, restored from
@@ -88,7 +111,7 @@ class Trainer:
                 raise error("KD703", f"the checkpoint ends in stage '{state['stage']}', but epoch "
                             f"{state['epoch'] + 1} of this run is in stage '{plan.name}'",
                             hint="resume with the epochs that started the run")
-            stage.load_state_dict(state["optimization"][plan.name])
+            _restore_optimization(stage, state["optimization"], self.run_dir.file("checkpoint.pt"))
         self.runner = None
         if self.plain(plan):
             phase = stage.phases[0]
@@ -139,6 +162,8 @@ class Trainer:
         if self.teachers is None:
             self.teachers = self.evaluate_teachers()
         self.reporter.run_start(self.run_start(start_epoch, resume, ranges))
+        if state is not None and self.dist.main:
+            repair(self, state, ranges)
         for plan, first, end in ranges:
             if end <= start_epoch or end == first:
                 continue
@@ -175,13 +200,13 @@ class Trainer:
         row.update(self.validate())
         row["time_s"] = time.time() - t0
         self.history.append(row)
-        self.run_dir.write_metrics(self.history)
         self.reporter.epoch_end(row, cfg.epochs)
         if self.dist.main:
-            self.save(epoch + 1)
+            self.run_dir.write_metrics(self.history)
             note = self.run_dir.write_curves(self.history, self.teachers)
             if note and epoch + 1 == cfg.epochs:
                 self.reporter.warning(note)
+            self.save(epoch + 1)  # the checkpoint last: the epoch's commit point
         barrier(self.dist)
 
     def validate(self) -> Dict[str, float]:
@@ -289,22 +314,21 @@ class Trainer:
         raise error("KD707", f"loss {'term ' + repr(bad[0]) + ' ' if bad else ''}became "
                     f"{'nan' if torch.isnan(result.loss).any() else 'infinite'} at epoch {epoch + 1}, "
                     f"step {i + 1}", term.span if term else None,
-                    hint=f"lower the learning rate or the term's weight; the last good checkpoint is in "
-                    f"{self.run_dir.path}")
+                    hint=nan_hint(self.run_dir))
 
     # ---------------------------------------------------------------- files, the end
     def save(self, epochs_done: int) -> None:
-        config, stage = self.cfg.describe(), self.stage
+        """The epoch's files: connectors at a stage's end, the summary, the weights, and last the
+        checkpoint, the commit point (a kill before it redoes the epoch, see :mod:`.resume`)."""
+        stage = self.stage
         if epochs_done == stage.end and len(self.distiller.connectors):
-            # before the checkpoint: a crash in between redoes the epoch and writes this again
             self.run_dir.write_connectors(stage.name, self.distiller.connectors)
+        self.run_dir.write_summary(progress_summary(self, epochs_done))
         self.run_dir.write_checkpoint(
             fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
             stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
-            teachers=self.teachers, history=self.history, config=config,
+            teachers=self.teachers, history=self.history, config=self.cfg.describe(),
             models=self.distiller.trainable_models())
-        self.run_dir.write_summary({"spec": self.spec.file, "epochs_done": epochs_done, "teachers": self.teachers,
-                                    "history": self.history, "config": config})
 
     def finish(self, seconds: float) -> RunResult:
         history, teachers = self.history, self.teachers or {}
@@ -339,13 +363,29 @@ class Trainer:
                  for n in self.peers if f"val_top1/{n}" in last}
         return student, peers
 
+    def repair_before_eval(self) -> None:
+        """Before ``eval_only`` reads the saved models: repair those that disagree with the run's
+        checkpoint (a run of another spec is evaluated as it is)."""
+        if not (self.dist.main and self.run_dir.has_checkpoint()):
+            return
+        state = self.run_dir.load_run_checkpoint(self.device)
+        if state["spec"] != self.fingerprint:
+            return
+        self.restore_models(state)
+        self.teachers, self.history = state.get("teachers"), list(state["history"])
+        saved = state["config"].get("epochs")
+        epochs = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else self.cfg.epochs
+        repair(self, state, stage_ranges(self.spec, self.distiller, epochs))
+
     def evaluate_run(self) -> RunResult:
         """``eval_only``: the run's saved models (student.pt, models/NAME.pt of the trained
-        teachers) and the frozen teachers on the validation set; writes nothing."""
+        teachers) and the frozen teachers on the validation set. Writes nothing, except files a
+        killed run left disagreeing with its checkpoint (of this spec), which it repairs first."""
         if self.data is None:
             raise error("KD702", "--eval-only needs validation data: the run has none",
                         hint="pass --data")
         t_start = time.time()
+        self.repair_before_eval()
         self.run_dir.read_student_into(self.distiller.student)
         for name in self.peers:
             self.run_dir.read_model_into(self.distiller.model(name), name)
@@ -359,6 +399,30 @@ class Trainer:
                            seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
+
+
+def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: str) -> None:
+    """The checkpoint's optimizer, schedule and scaler states of ``stage`` (KD703 when they do not
+    fit this run's optimizers: another optimizer, other parameters, a hand-edited state)."""
+    if stage.name not in optimization:
+        raise error("KD703", f"{path} holds no optimizer state for stage '{stage.name}'",
+                    hint="resume with the spec that started the run")
+    try:
+        stage.load_state_dict(optimization[stage.name])
+        for phase in stage.phases:  # torch loads buffers of any shape; a step would then fail
+            for param, buffers in phase.optimizer.state.items():
+                wrong = [k for k, v in buffers.items() if isinstance(v, torch.Tensor) and v.dim()
+                         and v.shape != param.shape]
+                if wrong:
+                    raise ValueError(f"its '{wrong[0]}' is {list(buffers[wrong[0]].shape)} for a "
+                                     f"parameter of {list(param.shape)}")
+    except KdslError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch's own checks of a foreign optimizer state
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
+                    f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
+                    hint="resume with the optimizer that started the run") from None
 
 
 def _default_lr(optimizer: str) -> float:

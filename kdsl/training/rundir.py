@@ -14,6 +14,19 @@ STAGE, ``{NAME: state dict}`` (``connector NAME = ... from "RUN/connectors/STAGE
 NAME's); ``metrics.jsonl`` /
 ``metrics.csv`` one row per epoch; ``curves.png``; ``summary.json``. Every file is written
 atomically, and only by rank 0.
+
+``checkpoint.pt`` is the run's one commit point: each epoch writes every other file first and the
+checkpoint last, so a kill at any instant leaves a checkpoint that is whole, and other files that
+belong to it or to the epoch after it. Those are derived from the checkpoint, and ``--resume`` and
+``--eval-only`` repair any that disagree with it (:meth:`RunDir.weights_agree`,
+:meth:`RunDir.metrics_agree`, :meth:`RunDir.summary_agrees`); temporary files of a killed writer
+(``NAME.tmp-PID``) are removed when a run directory is prepared.
+
+For the kill test (tests/hardening/test_kill.py) every atomic write passes three *write points*
+(half of the temporary file written, the temporary file complete, the file renamed into place):
+``KDSL_KILL_AT=N`` ends the process with ``os._exit(137)`` at its Nth point, as a SIGKILL would,
+and ``KDSL_KILL_TRACE=FILE`` appends each point's number and name to FILE. Unset (always, outside
+that test), they cost one environment lookup per file written.
 """
 
 from __future__ import annotations
@@ -24,13 +37,32 @@ import hashlib
 import io
 import json
 import os
-from typing import Any, Dict, List, Optional
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training.report import RunFiles
 
 CHECKPOINT_FORMAT = "kdsl-run/2"
+KILL_AT_ENV = "KDSL_KILL_AT"
+KILL_TRACE_ENV = "KDSL_KILL_TRACE"
+_TEMPORARY = re.compile(r"\.tmp-(\d+)$")
+_points_passed = 0  # write points passed by this process (only counted while the kill test asks)
+
+
+def _write_point(what: str, path: str) -> None:
+    """A point of an atomic write where the kill test may end the process (see the module doc)."""
+    global _points_passed
+    at, trace = os.environ.get(KILL_AT_ENV), os.environ.get(KILL_TRACE_ENV)
+    if not at and not trace:
+        return
+    _points_passed += 1
+    if trace:
+        with open(trace, "a") as fh:
+            fh.write(f"{_points_passed} {what} {os.path.basename(path)}\n")
+    if at and int(at) == _points_passed:
+        os._exit(137)  # no cleanup, no finally: what SIGKILL leaves behind
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -38,10 +70,16 @@ def atomic_write(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            half = len(data) // 2
+            fh.write(data[:half])
+            fh.flush()
+            _write_point("write", path)
+            fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
+        _write_point("rename", path)
         os.replace(tmp, path)
+        _write_point("renamed", path)
     except BaseException:  # a failed write (disk full, interrupt) leaves no temporary file behind
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -102,6 +140,7 @@ class RunDir:
             if not os.path.isdir(self.path):
                 raise error("KD703", f"no run to {'resume' if resume else 'evaluate'} in {self.path}",
                             hint="train first, or point --out at the run's directory")
+            self.remove_leftovers()
             return
         if os.path.exists(self.file("checkpoint.pt")) and not overwrite:
             raise error("KD706", f"{self.path} already holds a run",
@@ -116,23 +155,37 @@ class RunDir:
                 os.remove(probe)
             except OSError as exc:
                 raise error("KD706", f"cannot write to {self.path}: {exc.strerror or exc}") from None
+            self.remove_leftovers()
+
+    def remove_leftovers(self) -> List[str]:
+        """Remove the temporary files (``NAME.tmp-PID``) that a writer killed mid-write left in the
+        run directory, models/ and connectors/; the paths removed. A live process's are kept."""
+        removed: List[str] = []
+        if not self.writer:
+            return removed
+        for folder in (self.path, self.file("models"), self.file("connectors")):
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            for name in names:
+                m = _TEMPORARY.search(name)
+                if m and not _alive(int(m.group(1))):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(folder, name))
+                        removed.append(os.path.join(folder, name))
+        return removed
 
     # ---------------------------------------------------------------- metrics, curves, summary
     def write_metrics(self, history: List[Dict[str, Any]]) -> None:
         """metrics.jsonl and metrics.csv: one row per epoch, the columns in first-seen order."""
         if not self.writer:
             return
-        lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in history)
-        atomic_write(self.file("metrics.jsonl"), lines.encode())
-        columns: List[str] = []
-        for r in history:
-            columns += [k for k in r if k not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for r in history:
-            writer.writerow({k: _csv_value(r.get(k)) for k in columns})
-        atomic_write(self.file("metrics.csv"), buffer.getvalue().encode())
+        jsonl, csv_text = _metrics_texts(history)
+        atomic_write(self.file("metrics.jsonl"), jsonl)
+        atomic_write(self.file("metrics.csv"), csv_text)
+
+    def metrics_agree(self, history: List[Dict[str, Any]]) -> bool:
+        """Whether metrics.jsonl and metrics.csv hold exactly ``history`` (a checkpoint's)."""
+        return all(_read_bytes(self.file(n)) == text
+                   for n, text in zip(("metrics.jsonl", "metrics.csv"), _metrics_texts(history)))
 
     def write_curves(self, history: List[Dict[str, Any]], teachers) -> Optional[str]:
         """curves.png; None, or why it was skipped (matplotlib not installed)."""
@@ -150,25 +203,60 @@ class RunDir:
         if self.writer:
             atomic_write(self.file("summary.json"), json.dumps(summary, indent=2).encode())
 
+    def summary_agrees(self, epoch: int, history: List[Dict[str, Any]]) -> bool:
+        """Whether summary.json is of ``epoch`` epochs done, with ``history`` (a checkpoint's)."""
+        try:
+            with open(self.file("summary.json"), "rb") as fh:
+                summary = json.loads(fh.read())
+        except (OSError, ValueError):
+            return False
+        return (isinstance(summary, dict) and summary.get("epochs_done") == epoch
+                and summary.get("history") == json.loads(json.dumps(history)))
+
+    def weights_agree(self, name: str, module) -> bool:
+        """Whether the weights file ``name`` (``student.pt``, ``models/NAME.pt``) holds exactly
+        ``module``'s state dict, tensor for tensor."""
+        import torch
+
+        try:
+            saved = torch.load(self.file(name), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - missing, cut short, damaged: it disagrees
+            return False
+        mine = _plain(module)
+        return (isinstance(saved, dict) and list(saved) == list(mine)
+                and all(isinstance(saved[k], torch.Tensor) and saved[k].dtype == v.dtype
+                        and saved[k].shape == v.shape and torch.equal(saved[k], v) for k, v in mine.items()))
+
+    def write_weights(self, name: str, module) -> None:
+        """``module``'s plain state dict to the weights file ``name`` (under the run directory)."""
+        if self.writer:
+            os.makedirs(os.path.dirname(self.file(name)), exist_ok=True)
+            atomic_torch_save(_plain(module), self.file(name))
+
+    def remove(self, name: str) -> bool:
+        """Remove the file ``name`` of the run directory; whether there was one."""
+        if not self.writer or not os.path.isfile(self.file(name)):
+            return False
+        os.remove(self.file(name))
+        return True
+
     # ---------------------------------------------------------------- checkpoint, student
     def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
                          optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
                          config: Dict[str, Any], models: Dict[str, Any]) -> None:
-        """checkpoint.pt (everything to resume from the end of ``epoch``), student.pt and
-        models/NAME.pt of every trained model."""
+        """student.pt, models/NAME.pt of every trained model, then checkpoint.pt (everything to
+        resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point."""
         if not self.writer:
             return
+        self.write_weights("student.pt", distiller.student)
+        for name, model in models.items():
+            self.write_weights(os.path.join("models", f"{name}.pt"), model)
         state = {
             "format": CHECKPOINT_FORMAT, "spec": fingerprint, "epoch": epoch, "step": step, "stage": stage,
             "distiller": distiller.state_dict(), "optimization": optimization,
             "rng": rng, "teachers": teachers, "history": history, "config": config,
         }
         atomic_torch_save(state, self.file("checkpoint.pt"))
-        atomic_torch_save(_plain(distiller.student), self.file("student.pt"))
-        if models:
-            os.makedirs(self.file("models"), exist_ok=True)
-        for name, model in models.items():
-            atomic_torch_save(_plain(model), os.path.join(self.file("models"), f"{name}.pt"))
 
     def write_connectors(self, stage: str, connectors) -> None:
         """connectors/STAGE.pt: every connector's state dict at the end of ``stage``."""
@@ -179,27 +267,36 @@ class RunDir:
         atomic_torch_save(state, os.path.join(self.file("connectors"), f"{stage}.pt"))
 
     def read_checkpoint(self, fingerprint: str, device) -> Dict[str, Any]:
-        """checkpoint.pt, checked to be a kdsl run checkpoint of the same spec (KD703 otherwise)."""
-        import torch
+        """checkpoint.pt, checked to be a well-formed kdsl run checkpoint of the same spec (KD703
+        naming what is wrong otherwise)."""
+        state = self.load_run_checkpoint(device)
+        if state["spec"] != fingerprint:
+            raise error("KD703", f"{self.file('checkpoint.pt')} was written by a different spec",
+                        hint="resume with the spec that started the run, or start a new run with --out")
+        return state
+
+    def load_run_checkpoint(self, device) -> Dict[str, Any]:
+        """checkpoint.pt, checked to be a well-formed kdsl run checkpoint (of any spec)."""
+        from kdsl.compiler.checkpoint_file import load_checkpoint
 
         path = self.file("checkpoint.pt")
         if not os.path.isfile(path):
             raise error("KD703", f"nothing to resume: {path} does not exist",
                         hint="a run writes it at the end of its first epoch")
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            from kdsl.compiler.weights import load_error_text
-
-            raise error("KD703", f"cannot read {path}: {load_error_text(exc)}") from None
+        state = load_checkpoint(path, code="KD703", map_location=device)
         if isinstance(state, dict) and state.get("format") == "kdsl-run/1":
             state = _from_format_1(state)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise error("KD703", f"{path} is not a kdsl run checkpoint")
-        if state.get("spec") != fingerprint:
-            raise error("KD703", f"{path} was written by a different spec",
-                        hint="resume with the spec that started the run, or start a new run with --out")
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise error("KD703", f"{path} is not a kdsl run checkpoint (format {found!r}, "
+                        f"expected {CHECKPOINT_FORMAT!r})", hint=_DAMAGED_HINT)
+        problem = checkpoint_problem(state)
+        if problem:
+            raise error("KD703", f"{path} is damaged: {problem}", hint=_DAMAGED_HINT)
         return state
+
+    def has_checkpoint(self) -> bool:
+        return os.path.isfile(self.file("checkpoint.pt"))
 
     def read_student_into(self, student) -> None:
         """The trained student.pt into ``student`` (for ``--eval-only``)."""
@@ -220,6 +317,90 @@ class RunDir:
             raise error("KD703", f"no trained '{name}' in {self.path} (models/{name}.pt is missing)",
                         hint="train first, or point --out at a run directory")
         load_into(model, path, what=f"model '{name}'")
+
+
+_DAMAGED_HINT = "a run checkpoint is written by kdsl train, not by hand; start a new run with --out or --overwrite"
+
+# What a run checkpoint holds: key -> (accepted types, what it is)
+_FIELDS: Tuple[Tuple[str, tuple, str], ...] = (
+    ("spec", (str,), "text"), ("epoch", (int,), "a whole number"), ("step", (int,), "a whole number"),
+    ("stage", (str,), "text"), ("distiller", (dict,), "a state dict"),
+    ("optimization", (dict,), "a table of optimizer states"), ("rng", (dict,), "generator states"),
+    ("teachers", (dict, type(None)), "a table of metrics"), ("history", (list,), "a list of metrics rows"),
+    ("config", (dict,), "a table of settings"),
+)
+
+
+def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with a run checkpoint's content (missing keys, wrong types, impossible
+    counts), or None: checked before anything of it is used."""
+    import torch
+
+    for key, types, what in _FIELDS:
+        if key not in state:
+            return f"it has no '{key}'"
+        value = state[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            return f"its '{key}' should be {what}, not {type(value).__name__}"
+    epoch, step, history = state["epoch"], state["step"], state["history"]
+    if epoch < 0 or step < 0:
+        return f"its 'epoch' ({epoch}) and 'step' ({step}) must not be negative"
+    if len(history) != epoch or not all(isinstance(r, dict) for r in history):
+        return f"its 'history' should hold one metrics row per epoch done ({epoch}), it holds {len(history)}"
+    bad = next((k for k, v in state["distiller"].items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        return f"its 'distiller' entry '{bad}' is not a tensor"
+    phases = [p for ph in state["optimization"].values() for p in (ph.values() if isinstance(ph, dict) else [None])]
+    if not all(isinstance(p, dict) and _optimizer_state(p.get("optimizer")) for p in phases):
+        return "its 'optimization' should map each stage to its phases' optimizer states"
+    rng = state["rng"]
+    if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (list, tuple)) \
+            or len(rng["python"]) != 3:
+        return "its 'rng' should hold torch's and Python's generator states"
+    return None
+
+
+def _optimizer_state(state: Any) -> bool:
+    """Whether ``state`` has the form of a torch optimizer's state dict (its values are checked by
+    the optimizer that loads it)."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    return (isinstance(state.get("state") if isinstance(state, dict) else None, dict) and isinstance(groups, list)
+            and bool(groups) and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temporary file of a live writer is not a leftover)."""
+    if pid == os.getpid():
+        return False  # this process writes no file while it prepares the directory
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _read_bytes(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
+    """(metrics.jsonl, metrics.csv) of ``history``: one row per epoch, columns in first-seen order."""
+    lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in history)
+    columns: List[str] = []
+    for r in history:
+        columns += [k for k in r if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in history:
+        writer.writerow({k: _csv_value(r.get(k)) for k in columns})
+    return lines.encode(), buffer.getvalue().encode()
 
 
 def _plain(module) -> Dict[str, Any]:

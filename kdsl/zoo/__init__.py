@@ -10,8 +10,10 @@ module's docstring lists its names.
 
 CIFAR factories take ``num_classes`` (default 100, for CIFAR-100); the digits factories default
 to 10 classes and take a ``width`` to tune capacity. ``dafl_generator`` maps latent codes to
-images (``latent_dim``, ``img_size``, ``channels``) and produces no logits. ``MODELS`` maps each
-factory's name to it.
+images (``latent_dim``, ``img_size``, ``channels``) and produces no logits. ``gpt`` is a small
+causal language model (token ids ``[N, T]`` to logits ``[N, T, vocab_size]``) for language-model
+distillation; its attention maps, values and hidden states are module outputs (``blocks.0``,
+``blocks.0.attn.probs``). ``MODELS`` maps each factory's name to it.
 
 Importing :mod:`kdsl` never imports this package, because it needs torch.
 """
@@ -24,6 +26,7 @@ from torch import nn
 
 from kdsl.zoo.dafl import dafl_generator
 from kdsl.zoo.digits import digits_cnn, digits_mlp, digits_teacher
+from kdsl.zoo.gpt import gpt
 from kdsl.zoo.mobilenetv2 import mobilenetv2
 from kdsl.zoo.resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44, resnet56, resnet110
 from kdsl.zoo.shufflenet import shufflenetv1, shufflenetv2
@@ -53,6 +56,7 @@ __all__ = [
     "digits_cnn",
     "digits_mlp",
     "dafl_generator",
+    "gpt",
 ]
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {

@@ -116,7 +116,8 @@ def test_checkpoint_is_read_weights_only(tmp_path):
     with pytest.raises(kdsl.KdslError) as info:
         kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
     assert errors(info) == ["KD509"]
-    assert "cannot read checkpoint" in info.value.errors[0].message
+    assert "tries to run code when loaded, and is refused" in info.value.errors[0].message
+    assert "GLOBAL test_compile_errors.Payload" in info.value.errors[0].message
     assert any("weights_only=True" in h for h in info.value.errors[0].hints)
 
 

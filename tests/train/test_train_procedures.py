@@ -236,9 +236,21 @@ def test_init_happens_once_not_on_resume(tmp_path, monkeypatch):
     real = Distiller.apply_inits
     monkeypatch.setattr(Distiller, "apply_inits", lambda self: (calls.append(1), real(self))[1])
     spec = SHIPPED / "digits" / "freeze_init.kd"
-    run(spec, tmp_path / "run", epochs=1, steps_per_epoch=2)
-    run(spec, tmp_path / "run", epochs=2, steps_per_epoch=2, resume=True)
-    assert calls == [1]
+    from kdsl.training.data import EpochSampler
+
+    real_set_epoch = EpochSampler.set_epoch
+
+    def stop_at_epoch_2(self, epoch):  # the run is interrupted after its first epoch's checkpoint
+        if epoch == 1:
+            raise KeyboardInterrupt
+        real_set_epoch(self, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(EpochSampler, "set_epoch", stop_at_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            run(spec, tmp_path / "run", epochs=2, steps_per_epoch=2)
+    result = run(spec, tmp_path / "run", epochs=2, steps_per_epoch=2, resume=True)
+    assert calls == [1] and [r["epoch"] for r in result.history] == [1, 2]
 
 
 def test_deit_hard_label_term_is_cross_entropy_to_the_teacher_s_argmax(tmp_path):

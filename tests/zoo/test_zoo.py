@@ -22,6 +22,7 @@ CIFAR_MODELS = [
 ]
 DIGITS_MODELS = ["digits_teacher", "digits_cnn", "digits_mlp"]
 GENERATORS = ["dafl_generator"]
+LANGUAGE_MODELS = ["gpt"]  # tested in test_gpt.py
 RESNETS = [name for name in CIFAR_MODELS if name.startswith("resnet")]
 WRNS = ["wrn_16_2", "wrn_40_1", "wrn_40_2"]
 
@@ -101,7 +102,7 @@ def rounds_to(value: int, printed: str) -> bool:
 
 
 def test_registry_lists_every_factory():
-    assert set(MODELS) == set(CIFAR_MODELS) | set(DIGITS_MODELS) | set(GENERATORS)
+    assert set(MODELS) == set(CIFAR_MODELS) | set(DIGITS_MODELS) | set(GENERATORS) | set(LANGUAGE_MODELS)
     assert set(zoo.__all__) == set(MODELS) | {"MODELS"}
     for name, factory in MODELS.items():
         assert factory is getattr(zoo, name)

@@ -1,0 +1,164 @@
+"""A small GPT-style causal language model for language-model distillation specs and tests.
+
+``gpt(vocab_size, seq_len, d_model, n_layers, n_heads)`` maps token ids ``[N, T]`` (``T <=
+seq_len``), with an optional ``attention_mask [N, T]`` (non-zero: a real token, zero: padding), to
+next-token logits ``[N, T, vocab_size]``. The architecture is GPT-2's: token and learned position
+embeddings, pre-LN blocks of causal multi-head self-attention and a GELU MLP, a final LayerNorm and
+an LM head (tied to the token embedding by default).
+
+Module names, for records (``output of student.blocks.1``):
+
+* ``embed`` (``tok``, ``pos``, ``drop``): the embedding layer; its output is TinyBERT's
+  embedding-layer hidden state ``[N, T, d_model]``;
+* ``blocks.i`` (``ln1``, ``attn``, ``ln2``, ``mlp``): block ``i``; its output is the hidden state
+  ``[N, T, d_model]``;
+* ``blocks.i.attn.scores``: the scaled scores ``Q K^T / sqrt(d_head)`` ``[N, H, T, T]``, with
+  ``-10000`` at the keys a query may not see (later tokens, padding) as BERT does, which
+  TinyBERT's ``attention_mse`` counts as 0 (its ``masked_below``);
+* ``blocks.i.attn.probs``: the attention distributions ``softmax(scores)`` ``[N, H, T, T]``
+  (each row sums to 1, zero at hidden keys);
+* ``blocks.i.attn.values``: the values ``V`` ``[N, H, T, d_head]``;
+* ``blocks.i.attn.value_relation``: MiniLM's value relation ``softmax(V V^T / sqrt(d_head))``
+  ``[N, H, T, T]`` over the same keys as the attention. The spec language has no matrix
+  product, so the model computes it for ``minilm``;
+* ``ln_f``, ``head``: the final LayerNorm and the LM head.
+
+Each of the four attention tensors is the output of an ``nn.Identity``, so a hook sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+__all__ = ["GPT", "gpt"]
+
+# What BERT adds to the scores of hidden keys: finite, so that a query row whose every key is
+# hidden (a padded first token) still has a defined softmax, and far below attention_mse's
+# masked_below (-100), so TinyBERT's loss counts these entries as 0.
+MASKED_SCORE = -10000.0
+
+
+class Embeddings(nn.Module):
+    """Token plus learned position embeddings, then dropout."""
+
+    def __init__(self, vocab_size: int, seq_len: int, d_model: int, dropout: float) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(seq_len, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.drop(self.tok(input_ids) + self.pos(positions))
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which token t attends to tokens 0..t that are not padding."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.attn_drop = nn.Dropout(dropout)
+        self.resid_drop = nn.Dropout(dropout)
+        self.scores = nn.Identity()
+        self.probs = nn.Identity()
+        self.values = nn.Identity()
+        self.value_relation = nn.Identity()
+
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        n, t, d = x.shape
+        # [N, T, 3D] -> three [N, H, T, Dh]
+        q, k, v = self.qkv(x).view(n, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        visible = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        if attention_mask is not None:
+            visible = visible & (attention_mask[:, None, None, :] != 0)
+        scores = self.scores((q @ k.transpose(-2, -1) * scale).masked_fill(~visible, MASKED_SCORE))
+        probs = self.probs(scores.softmax(dim=-1))
+        v = self.values(v)
+        relation = (v @ v.transpose(-2, -1) * scale).masked_fill(~visible, MASKED_SCORE)
+        self.value_relation(relation.softmax(dim=-1))
+        out = (self.attn_drop(probs) @ v).transpose(1, 2).reshape(n, t, d)
+        return self.resid_drop(self.proj(out))
+
+
+class MLP(nn.Module):
+    """Linear -> GELU -> linear, ``mlp_ratio`` times wider inside."""
+
+    def __init__(self, d_model: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, mlp_ratio * d_model)
+        self.act = nn.GELU()
+        self.out = nn.Linear(mlp_ratio * d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.out(self.act(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attention_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """A GPT-2-style causal language model; see the module docstring for its module names."""
+
+    def __init__(self, vocab_size: int = 256, seq_len: int = 64, d_model: int = 128,
+                 n_layers: int = 2, n_heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0,
+                 tie_weights: bool = True) -> None:
+        super().__init__()
+        self.seq_len = seq_len
+        self.embed = Embeddings(vocab_size, seq_len, d_model, dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.apply(_init_gpt2)
+        if tie_weights:
+            self.head.weight = self.embed.tok.weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if input_ids.shape[1] > self.seq_len:
+            raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than seq_len "
+                             f"({self.seq_len})")
+        # kdsl check --input-shape feeds float zeros; token ids are integers whatever their dtype
+        x = self.embed(input_ids.long())
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return self.head(self.ln_f(x))
+
+
+def _init_gpt2(module: nn.Module) -> None:
+    """GPT-2's initialisation: N(0, 0.02) weights, zero biases (LayerNorms keep 1 and 0)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+
+def gpt(vocab_size: int = 256, seq_len: int = 64, d_model: int = 128, n_layers: int = 2,
+        n_heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0,
+        tie_weights: bool = True) -> GPT:
+    """A small GPT-style causal LM: ``input_ids [N, T]`` (and an optional ``attention_mask [N,
+    T]``) to logits ``[N, T, vocab_size]``. Records reach ``blocks.i`` (hidden states) and
+    ``blocks.i.attn.{scores,probs,values,value_relation}``; see :mod:`kdsl.zoo.gpt`."""
+    return GPT(vocab_size, seq_len, d_model, n_layers, n_heads, mlp_ratio, dropout, tie_weights)
+
