@@ -87,13 +87,8 @@ class TokenKL(_TokenLoss):
         return tau ** 2 * _kl_last(F.log_softmax(t / tau, -1), F.log_softmax(s / tau, -1))
 
 
-class TokenReverseKL(_TokenLoss):
-    """tau^2 * KL(softmax(z_S / tau) || softmax(z_T / tau)) per token."""
-
-    def __init__(self, tau: float = 1.0, ignore_index: int = -100, shift: bool = False,
-                 detach_teacher: bool = True) -> None:
-        super().__init__(ignore_index, shift, detach_teacher)
-        self.tau = float(tau)
+class TokenReverseKL(TokenKL):
+    """tau^2 * KL(softmax(z_S / tau) || softmax(z_T / tau)) per token (TokenKL's options)."""
 
     def per_token(self, s, t):
         tau = self.tau
