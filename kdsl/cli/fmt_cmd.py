@@ -20,11 +20,10 @@ import sys
 import tempfile
 from typing import List, Optional, Tuple
 
+from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
 from kdsl.core.diagnostics import Diagnostic, make, render, summary_line
 from kdsl.core.files import SpecFileError, read_spec_text
 from kdsl.lang.fmt import Formatted, format_text
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
 
 def run_fmt(paths: List[str], *, check: bool = False, color: bool = False) -> int:

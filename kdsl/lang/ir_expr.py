@@ -33,6 +33,20 @@ class Node(BaseModel):
         return hash((type(self).__name__,) + tuple(_hashable(getattr(self, k))
                                                     for k in _compared_fields(self)))
 
+    def canonical_json(self) -> str:
+        """The node as JSON without its spans, keys sorted: equal nodes give equal text (the
+        trainer fingerprints specs with it)."""
+        import json
+
+        def strip(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: strip(x) for k, x in v.items() if k != "span" and not k.endswith("_span")}
+            if isinstance(v, list):
+                return [strip(x) for x in v]
+            return v
+
+        return json.dumps(strip(self.model_dump(mode="json")), sort_keys=True)
+
 
 def _hashable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):

@@ -14,7 +14,6 @@ what it trains).
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -52,19 +51,6 @@ class _RunState:
     def __init__(self) -> None:
         self.phase = "idle"  # idle -> teachers -> student -> (losses) idle
         self.closed = False
-
-
-def _strip_spans(node: ir.Node) -> str:
-    """A node as canonical JSON without its spans (the trainer fingerprints specs with it)."""
-
-    def strip(v):
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if k != "span" and not k.endswith("_span")}
-        if isinstance(v, list):
-            return [strip(x) for x in v]
-        return v
-
-    return json.dumps(strip(node.model_dump(mode="json")), sort_keys=True)
 
 
 # ------------------------------------------------------------------------------ the distiller

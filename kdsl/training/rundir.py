@@ -96,9 +96,7 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 def spec_fingerprint(spec: ir.Spec) -> str:
     """Identifies the spec a checkpoint was trained with (spans excluded: moving text is fine)."""
-    from kdsl.runtime.distiller import _strip_spans
-
-    return hashlib.sha256(_strip_spans(spec).encode()).hexdigest()[:16]
+    return hashlib.sha256(spec.canonical_json().encode()).hexdigest()[:16]
 
 
 def _csv_value(v: Any) -> Any:

@@ -100,3 +100,26 @@ def assert_imports_without_torch(module: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=_REPO, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---- float64 checks shared by the loss, connector and function tests -------------------------
+F64 = torch.float64
+
+
+def seeded(*shape, seed: int = 0, scale: float = 1.0, grad: bool = True) -> torch.Tensor:
+    """A float64 normal tensor from its own seeded generator (independent of torch's global RNG)."""
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(*shape, generator=g, dtype=F64)).requires_grad_(grad)
+
+
+def assert_same_value_and_grads(ours: torch.Tensor, theirs: torch.Tensor, wrt) -> None:
+    """``ours`` equals ``theirs`` (a formula written out independently), and so do their gradients
+    with respect to every tensor of ``wrt`` (an input neither depends on may have none)."""
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    got = torch.autograd.grad(ours, wrt, retain_graph=True, allow_unused=True)
+    want = torch.autograd.grad(theirs, wrt, allow_unused=True)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None or not g.abs().sum()
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)

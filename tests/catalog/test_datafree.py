@@ -13,7 +13,7 @@ from kdsl.catalog.binding import instantiate
 from kdsl.catalog.datafree_losses import COMPONENTS
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.shapes import TensorInfo, check_rules
-from tests.catalog.reference import assert_implements, assert_imports_without_torch
+from tests.catalog.reference import assert_implements, assert_imports_without_torch, seeded
 
 F64 = torch.float64
 ENTRIES = {c.name: c for c in COMPONENTS}
@@ -25,8 +25,7 @@ def build(name, **options):
 
 
 def tensor(*shape, seed=0, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g, dtype=F64) * scale).requires_grad_()
+    return seeded(*shape, seed=seed, scale=scale)
 
 
 def gradient(loss, x):

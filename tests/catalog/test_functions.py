@@ -17,7 +17,7 @@ from kdsl.catalog.functions import COMPONENTS
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.types import POSITIVE, REQUIRED, at_least
 from kdsl.components.functions import FunctionContext
-from tests.catalog.reference import assert_imports_without_torch
+from tests.catalog.reference import assert_imports_without_torch, seeded
 
 F64 = torch.float64
 ENTRIES = {c.name: c for c in COMPONENTS}
@@ -29,8 +29,7 @@ def build(name, **options):
 
 
 def tensor(*shape, seed=0, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g, dtype=F64) * scale).requires_grad_()
+    return seeded(*shape, seed=seed, scale=scale)
 
 
 def grad_of(value, wrt, weights):

@@ -14,6 +14,7 @@ from kdsl.catalog.lm_losses import COMPONENTS as LM
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.shapes import TensorInfo, check_rules
 from tests.catalog.reference import assert_implements, assert_imports_without_torch
+from tests.catalog.reference import assert_same_value_and_grads, seeded
 
 F64 = torch.float64
 N, T, V = 2, 5, 7
@@ -24,19 +25,10 @@ def build(name, **options):
 
 
 def rand(*shape, seed, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(*shape, generator=g, dtype=F64)).requires_grad_()
+    return seeded(*shape, seed=seed, scale=scale)
 
 
-def same(ours, theirs, wrt):
-    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
-    got = torch.autograd.grad(ours, wrt, retain_graph=True, allow_unused=True)
-    want = torch.autograd.grad(theirs, wrt, allow_unused=True)
-    for g, w in zip(got, want):
-        if w is None:
-            assert g is None or not g.abs().sum()
-        else:
-            torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)
+same = assert_same_value_and_grads
 
 
 # ---- per-token formulas, one token at a time ------------------------------------------------

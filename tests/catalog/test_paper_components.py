@@ -16,6 +16,7 @@ from kdsl.catalog.paper_losses import COMPONENTS as PAPER_LOSSES
 from kdsl.catalog.registry import REGISTRY
 from kdsl.components.connectors import ConnectorConfigError
 from tests.catalog.reference import assert_implements, assert_imports_without_torch
+from tests.catalog.reference import assert_same_value_and_grads, seeded
 
 F64 = torch.float64
 
@@ -29,19 +30,10 @@ def connector(name, **options):
 
 
 def rand(*shape, seed, grad=True):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=F64).requires_grad_(grad)
+    return seeded(*shape, seed=seed, grad=grad)
 
 
-def same(ours, theirs, wrt):
-    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
-    got = torch.autograd.grad(ours, wrt, retain_graph=True, allow_unused=True)
-    want = torch.autograd.grad(theirs, wrt, allow_unused=True)
-    for g, w in zip(got, want):
-        if w is None:
-            assert g is None or not g.abs().sum()
-        else:
-            torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)
+same = assert_same_value_and_grads
 
 
 def bn_eval(x, bn):

@@ -16,6 +16,7 @@ from kdsl.catalog.composite_losses import COMPONENTS as COMPOSITE
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.shapes import TensorInfo, check_rules
 from tests.catalog.reference import assert_implements, assert_imports_without_torch
+from tests.catalog.reference import assert_same_value_and_grads
 
 F64 = torch.float64
 
@@ -31,16 +32,7 @@ def rand(*shape, seed):
 
 def same(loss, formula, inputs):
     """Value and gradients of ``loss`` and ``formula`` agree on ``inputs``."""
-    ours, theirs = loss(*inputs), formula(*inputs)
-    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
-    wrt = [x for x in inputs if x.requires_grad]
-    got = torch.autograd.grad(ours, wrt, allow_unused=True)
-    want = torch.autograd.grad(theirs, wrt, allow_unused=True)
-    for g, w in zip(got, want):
-        if w is None:
-            assert g is None or not g.abs().sum()
-        else:
-            torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)
+    assert_same_value_and_grads(loss(*inputs), formula(*inputs), [x for x in inputs if x.requires_grad])
 
 
 def kl_rows(p_t, log_p_s):
