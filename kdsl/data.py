@@ -14,8 +14,9 @@ so that models and shape checks can be set up before any data is read.
   https://www.cs.toronto.edu/~kriz/cifar.html, read from a local folder (nothing is downloaded).
 
 Datasets are tensor-backed; ``dataset[i]`` returns ``(image, label)`` with a float image tensor and
-an int64 label. Random augmentation draws from torch's global generator, so seeding torch (and the
-DataLoader's generator) makes a run reproducible.
+an int64 label. Random augmentation draws from torch's global generator; kdsl's training loader
+seeds that generator for each item from (run seed, epoch, index) (``kdsl.training.data.sample_seed``),
+so a sample's augmentation at an epoch is the same in every run, process and data-loader worker.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdsl.core.diagnostics import error
+from kdsl.text_data import text  # noqa: F401 - kdsl.data:text, the token-window reader
 
 __all__ = [
     "Splits",
@@ -41,6 +43,7 @@ __all__ = [
     "digits",
     "cifar10",
     "cifar100",
+    "text",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",
@@ -114,7 +117,8 @@ class CifarTransform:
     Augmentation is the standard CIFAR recipe: zero-pad by ``padding`` pixels (black, i.e. before
     normalisation, as torchvision's ``RandomCrop(32, padding=4)`` on a PIL image does), take a
     random crop of the original size, and flip horizontally with probability 1/2. Randomness comes
-    from torch's global generator.
+    from torch's global generator (three draws per image), which kdsl's training loader seeds per
+    sample from (seed, epoch, index).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], augment: bool = False,
@@ -256,10 +260,13 @@ def _locate(root: PathLike, folder: str, files: Sequence[str], name: str) -> Pat
         if all((candidate / file).is_file() for file in files):
             return candidate
     looked = "\n".join(f"  {candidate}" for candidate in candidates)
+    reader = "cifar100" if "100" in name else "cifar10"
     raise FileNotFoundError(
         f"{name} not found. Looked in:\n{looked}\n"
-        f"for the files {', '.join(files)} (the python version of {name}, from {_CIFAR_URL}; "
-        f"extract the archive so that one of those folders holds them)."
+        f"Name the folder: --data 'kdsl.data:{reader}(root=\"PATH\")' (relative to the working "
+        f"directory), or root=\"PATH\" in the spec's dataset(...) (relative to the spec file). "
+        f"It holds the files {', '.join(files)} (the python version of {name}, from {_CIFAR_URL}, "
+        f"extracted)."
     )
 
 
@@ -339,6 +346,21 @@ def cifar100(root: PathLike = "data/cifar100", augment: bool = True) -> Splits:
     """
     folder = _locate(root, "cifar-100-python", ["train", "test"], "CIFAR-100")
     return _cifar(folder, ["train"], ["test"], "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD, augment)
+
+
+def _zeros_example(shape: Tuple[int, ...]) -> Callable[..., Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
+    def example_input(rows: int, **options: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Zeros of a batch of ``rows`` inputs, with ``target`` and ``index``: what a dry run
+        (``kdsl check --dry-run``, ``kdsl explain``) needs, without reading any data."""
+        return torch.zeros(rows, *shape), {"target": torch.zeros(rows, dtype=torch.int64),
+                                           "index": torch.arange(rows)}
+    return example_input
+
+
+# A reader's declared example shape (kdsl.compiler.derive_example reads it): one input's shape.
+digits.example_input = _zeros_example((1, 8, 8))  # type: ignore[attr-defined]
+cifar10.example_input = _zeros_example((3, 32, 32))  # type: ignore[attr-defined]
+cifar100.example_input = _zeros_example((3, 32, 32))  # type: ignore[attr-defined]
 
 
 def split_result(result: Any, ref: str) -> Tuple[Any, Any, Optional[int]]:

@@ -33,3 +33,30 @@ def run_cli(*args: str, cwd: Path = ROOT, env=None, timeout: float = 600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# Tests that compare with MMRazor's and torchdistill's outputs read reference vectors from
+# ../shared/reference, which a fresh clone does not have: they skip, and pytest's default summary
+# shows only "N skipped". This says which and why, in every run's summary.
+REFERENCE_SKIP = "reference vectors not found"
+
+
+def reference_skip_line(reports) -> str:
+    """The summary line for the reference-vector tests skipped among ``reports`` ('' for none)."""
+    count = 0
+    for rep in reports:
+        longrepr = getattr(rep, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        if REFERENCE_SKIP in reason:
+            count += 1
+    if not count:
+        return ""
+    return (f"{count} test{'s' if count != 1 else ''} skipped: ../shared/reference not found "
+            "(MMRazor/torchdistill reference vectors; set KDSL_SHARED or KDSL_REFERENCE_DIR, "
+            "CI sets KDSL_REQUIRE_SHARED=1)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    line = reference_skip_line(terminalreporter.stats.get("skipped", []))
+    if line:
+        terminalreporter.write_line(line, yellow=True)

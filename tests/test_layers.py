@@ -23,6 +23,8 @@ RANKS = {
     "components": 3,
     "zoo": 3,
     "data": 3,
+    "text_data": 3,
+    "hub": 3,
     "runtime": 4,
     "compiler": 5,
     "training": 6,

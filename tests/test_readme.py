@@ -37,8 +37,11 @@ def test_quick_start_main_job(tmp_path):
 
 
 def test_check_command_on_all_specs():
-    specs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "specs").glob("*.kd"))
-    assert "kdsl check specs/*.kd" in README
+    """`kdsl check specs/*.kd specs/digits/*.kd specs/lm/*.kd`: every shipped spec, the count the README gives."""
+    specs = sorted(str(p.relative_to(ROOT)) for pattern in ("*.kd", "digits/*.kd", "lm/*.kd")
+                   for p in (ROOT / "specs").glob(pattern))
+    assert "kdsl check specs/*.kd specs/digits/*.kd specs/lm/*.kd" in README
+    assert f"`specs/` holds {len(specs)} whole specs" in README
     proc = subprocess.run([sys.executable, "-m", "kdsl", "check", *specs], cwd=ROOT, env=ENV,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
@@ -50,13 +53,65 @@ def test_language_tour_blocks_parse():
     from kdsl.core.diagnostics import Diagnostics
     from kdsl.core.span import SourceText
 
-    tour = README.split("## The language")[1].split("## From Python")[0]
+    tour = README.split("\n## Write a spec\n")[1].split("\n## ")[0]
     blocks = re.findall(r"```\n(.*?)```", tour, re.S)
     assert len(blocks) >= 6
     for block in blocks:
         diags = Diagnostics()
         build_statements(SourceText("<readme>", block), diags)
         assert not diags.items, (block, [d.message for d in diags.items])
+
+
+# Commands the README shows literally that run in seconds on a fresh clone, and what their output
+# must hold. They run in one interpreter (torch imported once), through the CLI's own entry point.
+LITERAL = {
+    "kdsl check specs/kd.kd --dry-run": (0, ["weights not loaded", "warning[KD530]", "2x3x32x32"]),
+    "kdsl explain specs/kd.kd": (0, ["where each pass stops"]),
+    "kdsl --version": (0, ["kdsl ", "torch ", "Python "]),
+    "kdsl list models": (0, ["digits_cnn", "gpt"]),
+    "kdsl list datasets": (0, ["cifar100", "text"]),
+    "kdsl modules 'kdsl.zoo:digits_cnn' --input-shape 2,1,8,8": (0, ["conv"]),
+    "kdsl modules 'kdsl.zoo:resnet8x4(num_classes=100)' --input-shape 2,3,32,32 --depth 2": (0, ["layer1"]),
+}
+
+
+def test_literal_commands_run():
+    import shlex
+
+    for command in LITERAL:
+        assert command in README, command
+    program = ("import sys\nfrom kdsl.cli.app import main\n"
+               "for args in %r:\n"
+               "    print('@@ ' + ' '.join(args), flush=True)\n"
+               "    try:\n        main(args)\n        code = 0\n"
+               "    except SystemExit as e:\n        code = e.code or 0\n"
+               "    print('@@ rc', code, flush=True)\n") % ([shlex.split(c)[1:] for c in LITERAL],)
+    if (ROOT / "specs" / "checkpoints").exists():
+        pytest.skip("specs/checkpoints exists here: the README shows a fresh clone's output")
+    proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env={**ENV, "COLUMNS": "200"},
+                          capture_output=True, text=True, timeout=600)
+    outputs = proc.stdout.split("@@ ")[1:]
+    assert len(outputs) == 2 * len(LITERAL), proc.stdout + proc.stderr
+    for i, (command, (code, expected)) in enumerate(LITERAL.items()):
+        out, rc = outputs[2 * i], outputs[2 * i + 1]
+        assert rc.strip() == f"rc {code}", (command, out)
+        for text in expected:
+            assert text in out, (command, text, out)
+
+
+def test_best_metric_command(tmp_path):
+    """`kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss`."""
+    command = "kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss"
+    assert command in README
+    shutil.copytree(ROOT / "specs" / "digits", tmp_path / "specs" / "digits")
+    proc = subprocess.run([sys.executable, "-m", "kdsl", *command.split()[1:]], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "runs" / "kd5" / "summary.json").read_text())
+    rows = summary["history"]
+    assert summary["best"]["metric"] == "val_loss"
+    assert summary["best"]["epoch"] == min(rows, key=lambda r: r["val_loss"])["epoch"]
+    assert (tmp_path / "runs" / "kd5" / "best.pt").exists()
 
 
 def test_python_api_snippet(tmp_path):
@@ -86,34 +141,79 @@ def test_python_api_snippet(tmp_path):
 
 
 def test_bench_commands_run(tmp_path):
-    """`python bench/digits_table.py` and `python bench/overhead.py`, shortened."""
-    proc = subprocess.run([sys.executable, "bench/digits_table.py", "--seeds", "1", "--epochs", "1",
-                           "--out", str(tmp_path / "table")], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    """The README's bench commands that fit in a test, shortened: `python bench/digits_table.py`,
+    `bench/overhead.py`, `bench/truncation.py`, `bench/compile.py` (eager backend: inductor takes
+    minutes to compile) and `bench/check_time.py`."""
+    def bench(*args):
+        assert f"python bench/{args[0]}" in README, args[0]
+        proc = subprocess.run([sys.executable, f"bench/{args[0]}", *args[1:]], cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    bench("digits_table.py", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "table"))
     assert (tmp_path / "table" / "table.md").read_text().count("\n| ") >= 5
-    proc = subprocess.run([sys.executable, "bench/overhead.py", "--steps", "4", "--growth-steps", "60"],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "digits_teacher -> digits_cnn" in proc.stdout and "growth" in proc.stdout
+    out = bench("overhead.py", "--steps", "4", "--growth-steps", "60")
+    assert "digits_teacher -> digits_cnn" in out and "growth" in out
+    out = bench("truncation.py", "--steps", "2", "--threads", "1")
+    assert "truncated" in out and "record layer2" in out
+    out = bench("compile.py", "--steps", "2", "--warmup", "1", "--threads", "1", "--backend", "eager")
+    assert out.count("graph breaks added by kdsl: 0") == 2
+    out = bench("check_time.py", "--runs", "1", "specs/digits/kd.kd")
+    assert "python -c pass" in out and "kdsl check" in out
 
 
-@pytest.mark.parametrize("command, covered_by", [
-    ("kdsl check SPEC --student REF --teacher REF --input-shape 2,3,32,32", "tests/cli/test_inspect_cli.py"),
-    ("kdsl explain SPEC", "tests/cli/test_inspect_cli.py"),
-    ("kdsl graph SPEC", "tests/cli/test_inspect_cli.py"),
-    ("kdsl list", "tests/catalog/test_registry.py"),
-    ("kdsl schema", "tests/language/test_roundtrip.py"),
-    ("explain-code KD201", "tests/cli/test_check_cli.py"),
-    ("kdsl train SPEC", "tests/train"),
-])
-def test_templates_are_covered(command, covered_by):
-    assert command.split(" SPEC")[0].split(" [")[0] in README
+# Commands the README shows that need data, a store, a package or minutes a test cannot spend
+# here: (the README's text, the tests that exercise it, a string those tests must hold).
+COVERED = [
+    ("kdsl check SPEC --student REF --teacher REF --input-shape 2,3,32,32", "tests/cli/test_inspect_cli.py", '"check"'),
+    ("kdsl check SPEC --dry-run", "tests/cli/test_check_without_weights.py", '"--dry-run"'),
+    ("--load-weights", "tests/cli/test_check_without_weights.py", '"--load-weights"'),
+    ("kdsl check specs/lm/kd.kd --data 'kdsl.data:text(seq_len=64)'", "tests/catalog/test_lm_specs.py",
+     "kdsl.data:text(seq_len=64"),
+    ("kdsl explain SPEC", "tests/cli/test_inspect_cli.py", '"explain"'),
+    ("kdsl graph SPEC", "tests/cli/test_inspect_cli.py", '"graph"'),
+    ("kdsl list [losses", "tests/catalog/test_registry.py", '"list"'),
+    ("kdsl schema", "tests/language/test_roundtrip.py", '"schema"'),
+    ("kdsl explain-code KD201", "tests/cli/test_check_cli.py", '"explain-code"'),
+    ("kdsl fmt SPEC... [--check]", "tests/cli/test_check_cli.py", '"fmt"'),
+    ("kdsl list models", "tests/cli/test_discovery.py", '"models"'),
+    ("kdsl modules MODEL_REF", "tests/cli/test_discovery.py", '"modules"'),
+    ("kdsl train SPEC", "tests/train", '"train"'),
+    ("kdsl train my.kd --allow-random-teacher", "tests/train/test_random_teacher.py", '"--allow-random-teacher"'),
+    ("kdsl train specs/kd.kd --data 'kdsl.data:cifar100(root=\"/datasets/cifar100\")'",
+     "tests/train/test_data_paths.py", "test_flag_root_is_relative_to_the_working_directory"),
+    ("kdsl train specs/digits/kd.kd --tensorboard --out runs/kd", "tests/train/test_tensorboard.py", '"--tensorboard"'),
+    ("--progress-every SECONDS", "tests/train/test_progress.py", '"--progress-every"'),
+    ("kdsl train specs/digits/kd.kd --epochs 30 --threads 1 --out runs/kd --resume", "tests/train/test_progress.py",
+     "test_kdsl_train_says_what_an_interrupted_run_kept"),
+    ("kdsl train SPEC --resume --out DIR", "tests/train/test_resume_ux.py", '"--resume"'),
+    ("--threads N", "tests/train/test_threads.py", '"--threads"'),
+    ("--task classification\\|lm", "tests/train/test_train_config.py", '"task"'),
+    ("--compile", "tests/train/test_train_config.py", '"compile"'),
+    ("kdsl.compile(..., compile_models=True)", "tests/runtime/test_compile.py", "compile_models=True"),
+    ("kdsl.compile(..., truncate=False)", "tests/runtime/test_truncation.py", "truncate=False"),
+    ("--best-metric METRIC", "tests/train/test_rundir_files.py", '"--best-metric"'),
+    ("kdsl teacher-cache specs/digits/kd.kd --out stores/digits_kd --threads 1", "tests/cli/test_teacher_cache_cli.py",
+     '"teacher-cache"'),
+    ("kdsl train specs/digits/kd.kd --teacher-cache stores/digits_kd --threads 1", "tests/cli/test_teacher_cache_cli.py",
+     '"--teacher-cache"'),
+    ("--max-size 500M", "tests/cli/test_teacher_cache_cli.py", '"--max-size"'),
+    ("python bench/teacher_store.py", "tests/train/test_teacher_store.py", "topk"),
+    ("python bench/lm_table.py", "tests/lm/test_lm_specs_train.py", "test_tiny_lm_train_through_the_cli"),
+    ("python tools/build_parser.py", "tests/language/test_parser_tables.py", "build_parser.py"),
+    ("python tools/fuzz_specs.py", "tests/hardening/test_fuzz.py", "fuzz_specs"),
+    ("KDSL_KILL_TRIALS=all", "tests/hardening/test_kill.py", "KDSL_KILL_TRIALS"),
+]
+
+
+@pytest.mark.parametrize("readme_text, covered_by, needle", COVERED)
+def test_templates_are_covered(readme_text, covered_by, needle):
+    assert readme_text in README
     target = ROOT / covered_by
     assert target.exists()
     text = "".join(p.read_text() for p in ([target] if target.is_file() else target.rglob("*.py")))
-    verb = command.split()[1] if command.startswith("kdsl") else command.split()[0]
-    assert f'"{verb}"' in text or f"'{verb}'" in text
+    assert needle in text
 
 
 def test_codes_table_lists_every_code():

@@ -85,7 +85,8 @@ COMPONENTS = (
                 Param("preds_T", TENSOR, doc="teacher embedding, [N, D]"),
                 Param("log_variance", TENSOR, doc="predicted log-variance, [N, D]")),
         options=(Param("eps", FLOAT, 1e-6, "added to the variance", POSITIVE), _BATCH_REDUCTION),
-        rules=(same_batch("preds_S", "preds_T"), same_batch("preds_S", "log_variance")),
+        # elementwise over [N, D]: the variance branch's width follows the embedding's
+        rules=(same_shape("preds_S", "preds_T"), same_shape("preds_S", "log_variance")),
     ),
     _loss(
         "regularization", "RegularizationLoss",

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from kdsl.catalog.types import BOOL, FLOAT, INT, STR, ValueType, choice, optional
+from kdsl.catalog.types import BOOL, FLOAT, INT, STR, ValueType, choice, list_of, optional
 
 # Where a value of a run came from, later ones winning: kdsl's default, the spec's train block,
 # the caller (a command-line flag, or a keyword argument of kdsl.train).
@@ -75,6 +75,12 @@ class Setting:
         return text
 
 
+# The validation metrics a run can pick its best epoch by, and which way is better: the names of
+# the trainer's rows (kdsl.training.metrics reads this table).
+METRICS: Dict[str, str] = {"val_top1": "max", "val_top5": "max", "val_loss": "min", "val_ppl": "min",
+                           "val_token_acc": "max"}
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -107,11 +113,43 @@ SETTINGS: Tuple[Setting, ...] = (
             data_option=True),
     Setting("grad_clip", optional(FLOAT), None, "clip the gradient norm to this value"),
     Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run"),
+    Setting("allow_random_teacher", BOOL, False,
+            "train even though a frozen teacher loads no weights (no `from`, no pretrained option): "
+            "without it such a run is refused (KD730)", flag="--allow-random-teacher"),
     Setting("threads", INT, None,
-            "torch's CPU threads (small models on a busy machine train faster on 1)",
+            "torch's CPU threads; default: OMP_NUM_THREADS if set, else min(free cores, size cap): "
+            "free cores = cores - 1-minute load average, size cap = 2 under 1M parameters (student "
+            "+ teachers), 4 under 10M; summary.json records the count and why",
             flag="--threads", minimum=1, maximum=1024),
     Setting("drop_last", BOOL, False, "drop the last, incomplete training batch of each epoch",
             spec=False, data_option=True),
+    Setting("teacher_cache", optional(STR), None,
+            "a teacher-output store (written by `kdsl teacher-cache`) whose frozen teachers' records "
+            "replace their passes; refused if it does not fit the run",
+            spec=False, flag="--teacher-cache"),
+    Setting("inputs", optional(list_of(STR)), None,
+            "the batch fields every model is called with, by keyword, when the data's items are "
+            "dicts (default: every field but labels, target and index)",
+            example='inputs = ["input_ids", "attention_mask"]'),
+    Setting("task", optional(choice("classification", "lm")), None,
+            "what the validation metrics measure: classification (top-1, top-5, loss) or lm "
+            "(token loss, perplexity, next-token accuracy); default: what the data says "
+            "(kdsl.data:text is lm), else classification", flag="--task"),
+    Setting("best_metric", optional(choice(*METRICS)), None,
+            "the validation metric that picks best.pt's epoch (default: val_top1, or val_ppl for a "
+            "language model)", flag="--best-metric"),
+    Setting("tensorboard", BOOL, False,
+            "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
+            "(needs pip install tensorboard)", flag="--tensorboard"),
+    Setting("compile", BOOL, False,
+            "torch.compile the student and the frozen teachers, kdsl's hooks in place (falls back "
+            "to eager with KD708 where compiling is unavailable)", flag="--compile"),
+    Setting("truncate", BOOL, True,
+            "stop a pass once it has recorded all the step needs (kdsl explain says where); "
+            "--no-truncate runs every pass in full", flag="--truncate"),
+    Setting("progress_every", FLOAT, 30.0,
+            "seconds between progress lines when the output is not a terminal (a log file, CI)",
+            flag="--progress-every", positive=True, maximum=86_400),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}

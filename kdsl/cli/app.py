@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from kdsl.cli import train_cmd
+from kdsl.cli import cache_cmd, train_cmd
 from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
@@ -24,9 +24,25 @@ from kdsl.cli.options import TEACHER_CKPT as _TEACHER_CKPT
 from kdsl.cli.render import echo, make_console, print_diagnostics, use_color
 from kdsl.core.diagnostics import Diagnostic, summary_line, to_json
 
+# rich_markup_mode=None: click's plain help, which wraps each option's text beside its flag at any
+# width (typer's rich panels truncated the flags of `kdsl train --help` at 80 columns)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="kdsl: a declarative language for knowledge distillation.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  help="kdsl: a declarative language for knowledge distillation.", rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from kdsl.cli.list_cmd import version_text
+
+        echo(version_text())
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                          help="print the versions of kdsl, torch and Python")) -> None:
+    """kdsl: a declarative language for knowledge distillation."""
 
 
 class OutputFormat(str, enum.Enum):
@@ -35,8 +51,10 @@ class OutputFormat(str, enum.Enum):
 
 
 # ---------------------------------------------------------------------------- shared options
-_SHAPE = typer.Option(None, "--input-shape", help="dry-run input shape, e.g. 2,3,32,32")
-_DATA = typer.Option(None, "--data", help="dry-run on one batch of this data reference")
+_SHAPE = typer.Option(None, "--input-shape", metavar="N,C,H,W", help="dry-run input shape, e.g. 2,3,32,32")
+_DATA = typer.Option(None, "--data", metavar="REF(...)", help="dry-run on one batch of this data reference")
+_LOAD = typer.Option(False, "--load-weights", help="read the checkpoints (`from`); by default they "
+                     "are only looked for: shapes do not need weights")
 
 
 # ---------------------------------------------------------------------------- check
@@ -47,7 +65,9 @@ def check(
     format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text or json"),
     student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
     teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
-    data: Optional[str] = _DATA,
+    data: Optional[str] = _DATA, load_weights: bool = _LOAD,
+    dry_run: bool = typer.Option(False, "--dry-run", help="build the spec's own models and dry-run "
+                                 "them (the input shape from the data reader or the first layer)"),
 ) -> None:
     """Check spec files; with models, also resolve every path and dry-run the shapes.
 
@@ -55,7 +75,8 @@ def check(
     """
     from kdsl.lang.loader import check_file
 
-    with_models = any(v is not None for v in (student, teacher, input_shape, data, teacher_ckpt)) or bool(model)
+    with_models = any(v is not None for v in (student, teacher, input_shape, data, teacher_ckpt)) \
+        or bool(model) or dry_run or load_weights
     all_diags: List[Diagnostic] = []
     all_sources = {}
     for path in specs:
@@ -67,11 +88,14 @@ def check(
             from kdsl.compiler.checking import check_with_models
 
             found = check_with_models(spec, student=student, teacher=teacher, models=model,
-                                      input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt)
+                                      input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt,
+                                      load_weights=load_weights, dry_run=dry_run)
             if format is OutputFormat.text:
                 console = make_console()
                 for table in found.tables:
                     console.print(table)
+                for note in found.notes:
+                    echo(f"{path}: {note}")
             diags = diags + found.diagnostics
         all_diags += diags
         if format is OutputFormat.text:
@@ -84,6 +108,7 @@ def check(
 
 # ---------------------------------------------------------------------------- train
 train_cmd.register(app)  # its flags come from the settings table (kdsl/catalog/settings.py)
+cache_cmd.register(app)  # kdsl teacher-cache: the teacher-output store
 
 
 # ---------------------------------------------------------------------------- explain, graph
@@ -111,23 +136,30 @@ def explain(
     spec: str = typer.Argument(..., metavar="SPEC"),
     student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
     teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
-    data: Optional[str] = _DATA,
+    data: Optional[str] = _DATA, load_weights: bool = _LOAD,
 ) -> None:
-    """Show the compiled plan: hooks, patched attributes, connectors, losses and their order."""
-    from kdsl.compiler.checking import ModelOptions, compile_with
+    """Show the compiled plan: hooks, patched attributes, connectors, losses and their order.
+    Weights are not read unless --load-weights: a missing checkpoint is a warning."""
+    from kdsl.compiler.checking import ModelOptions, inspect
     from kdsl.compiler.explain import explain as show
 
     loaded = _load_or_exit(spec)
-    distiller, diags = compile_with(loaded, ModelOptions(student, teacher, list(model), teacher_ckpt,
-                                                        input_shape, data))
-    if distiller is None:
-        print_diagnostics(diags, loaded.sources)
-        echo(f"{spec}: {summary_line(diags)}")
+    found = inspect(loaded, ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape,
+                                         data, load_weights))
+    if found.distiller is None:
+        for note in found.notes:
+            echo(note)
+        print_diagnostics(found.diagnostics, loaded.sources)
+        echo(f"{spec}: {summary_line(found.diagnostics)}")
         raise typer.Exit(EXIT_ERRORS)
-    with distiller:
+    with found.distiller as distiller:
         console = make_console()
+        for note in found.notes:
+            echo(note)
         for part in show(distiller):
             console.print(part)
+    if found.diagnostics:
+        print_diagnostics(found.diagnostics, loaded.sources)
 
 
 @app.command()
@@ -205,12 +237,42 @@ def fmt(
 @app.command("list")
 @guarded
 def list_components(
-    what: str = typer.Argument("all", metavar="[losses|connectors|schedules|optimizers|lr-schedules|NAME]"),
+    what: str = typer.Argument("all", metavar="[losses|connectors|schedules|optimizers|lr-schedules|"
+                               "models|datasets|NAME]"),
 ) -> None:
-    """Print the component catalog as a table, or one entry whole."""
+    """Print the component catalog as a table, or one entry whole; `models`: the model zoo and the
+    installed model hubs; `datasets`: the data readers."""
+    from kdsl.cli import list_cmd
     from kdsl.cli.catalog_view import show_catalog
 
+    if what in ("models", "datasets"):
+        list_cmd.show_models() if what == "models" else list_cmd.show_datasets()
+        return
     show_catalog(what)
+
+
+class InputDtype(str, enum.Enum):
+    float32 = "float32"
+    int64 = "int64"
+
+
+@app.command("modules")
+@guarded
+def modules(
+    ref: str = typer.Argument(..., metavar="MODEL_REF", help="e.g. 'kdsl.zoo:resnet8x4(num_classes=100)'"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="N,C,H,W",
+                                              help="run the model once on zeros of this shape to show "
+                                              "each module's output shape"),
+    input_dtype: InputDtype = typer.Option(InputDtype.float32, "--input-dtype", metavar="[float32|int64]",
+                                           help="the zeros' dtype (int64 for token ids)"),
+    depth: Optional[int] = typer.Option(None, "--depth", min=0, metavar="N",
+                                        help="show modules down to this depth (1: the model's children)"),
+) -> None:
+    """Print a model's module tree: the names a `record` can use, each module's class, parameter
+    count and (with --input-shape) output shape."""
+    from kdsl.cli.list_cmd import show_modules
+
+    show_modules(ref, input_shape, input_dtype.value, depth)
 
 
 @app.command()

@@ -11,16 +11,19 @@ from __future__ import annotations
 import enum
 import inspect
 import os
+import sys
 from typing import Any, List, Optional
 
 import typer
 
 from kdsl.catalog.settings import FLAG_SETTINGS, Setting
-from kdsl.cli.errors import CliError, guarded
+from kdsl.cli.errors import EXIT_INTERRUPTED, CliError, guarded
 from kdsl.cli.options import MODEL, STUDENT, TEACHER, TEACHER_CKPT
-from kdsl.cli.render import make_console
+from kdsl.cli.render import echo, make_console
+from kdsl.training.report import RunInterrupted
 
 _PYTHON_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+_METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT"}  # how the help shows a flag's value
 
 # The flags that are not training settings: the spec, the models, what to do with the run.
 _FIXED = [
@@ -41,14 +44,17 @@ def _option(setting: Setting):
     value (or the default) stays and its source is recorded right."""
     t = setting.type
     if t is None:  # a call, given as text in the language's syntax
-        return Optional[str], typer.Option(None, setting.flag, help=setting.flag_help(), show_default=False)
+        return Optional[str], typer.Option(None, setting.flag, help=setting.flag_help(), show_default=False,
+                                           metavar="REF(...)" if setting.call == "data" else "CALL")
     if t.name == "choice":  # typer shows an Enum's values as the allowed choices
         choices = enum.Enum(setting.name.title(), {str(c): str(c) for c in t.choices}, type=str)
-        return Optional[choices], typer.Option(None, setting.flag, help=setting.flag_help())
-    if t.name == "bool":
+        return Optional[choices], typer.Option(None, setting.flag, help=setting.flag_help(),
+                                               metavar="[" + "|".join(str(c) for c in t.choices) + "]")
+    if t.name == "bool":  # a switch pair, shown without a value
         name = setting.flag[2:]
         return Optional[bool], typer.Option(None, f"--{name}/--no-{name}", help=setting.flag_help())
-    return Optional[_PYTHON_TYPES[t.name]], typer.Option(None, setting.flag, help=setting.flag_help())
+    return Optional[_PYTHON_TYPES[t.name]], typer.Option(None, setting.flag, help=setting.flag_help(),
+                                                         metavar=_METAVARS[t.name])
 
 
 def _signature_of_train() -> inspect.Signature:
@@ -69,8 +75,10 @@ def train(spec: str, student: Optional[str], teacher: Optional[str], model: List
 
     Runs the spec's stages in order, each step its phases. Writes DIR/checkpoint.pt,
     DIR/student.pt and DIR/models/NAME.pt (every trained model) every epoch (atomically),
-    DIR/connectors/STAGE.pt after each stage, metrics.jsonl, metrics.csv, curves.png and
-    summary.json. Under `torchrun --nproc_per_node N` it trains with DistributedDataParallel.
+    DIR/connectors/STAGE.pt after each stage, DIR/best.pt (the best epoch's student),
+    metrics.jsonl, metrics.csv, curves.png, summary.json, spec/ (the spec's files) and
+    environment.json. Ctrl-C prints the --resume command that continues the run. Under
+    `torchrun --nproc_per_node N` it trains with DistributedDataParallel.
     """
     if not os.path.isfile(spec):
         raise CliError(f"no such spec file: {spec}", "KD401")
@@ -82,6 +90,12 @@ def train(spec: str, student: Optional[str], teacher: Optional[str], model: List
     try:
         run_training(spec, student=student, teacher=teacher, models=list(model), teacher_ckpt=teacher_ckpt,
                      resume=resume, eval_only=eval_only, overwrite=overwrite, reporter=reporter, **settings)
+    except RunInterrupted as stop:  # Ctrl-C: which epoch is saved, and the command that continues it
+        reporter.close()
+        from kdsl.cli.train_view import interrupted_text
+
+        echo(interrupted_text(stop, sys.argv[1:]), err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         reporter.close()
 

@@ -10,6 +10,7 @@ from typing import Optional
 from torch import nn
 
 from kdsl.compiler.plan import Plan
+from kdsl.compiler.checkpoint_file import check_checkpoint_path
 from kdsl.compiler.weights import load_into
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.resolve import import_module
@@ -57,9 +58,7 @@ def _model_for(plan: Plan, decl: ir.ModelDecl) -> Optional[nn.Module]:
 
 def _load_checkpoint(plan: Plan, decl: ir.ModelDecl, model: nn.Module) -> bool:
     """Load ``from "FILE"`` (relative to the spec's file); False after a diagnostic."""
-    span = decl.checkpoint_span
-    base = os.path.dirname(span.file) if span and not span.file.startswith("<") else ""
-    path = decl.checkpoint if os.path.isabs(decl.checkpoint) else os.path.join(base, decl.checkpoint)
+    span, path = decl.checkpoint_span, checkpoint_path(decl)
     if decl.name in plan.request.given:
         # a passed-in model gets its own weights back if compiling fails
         saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -74,6 +73,50 @@ def _load_checkpoint(plan: Plan, decl: ir.ModelDecl, model: nn.Module) -> bool:
 
 def build_models(plan: Plan) -> Plan:
     """Every declared model, passed or built, checkpoint loaded; frozen teachers frozen."""
+    return _bind(plan, load=True)
+
+
+def build_models_unloaded(plan: Plan) -> Plan:
+    """:func:`build_models` without reading any checkpoint, for ``kdsl check`` and ``kdsl explain``:
+    shapes do not need weights. Each ``from "FILE"`` is still looked for: one that is missing (or
+    not a regular file) is a KD530 warning at the path in the spec."""
+    return _bind(plan, load=False)
+
+
+def checkpoint_path(decl: ir.ModelDecl) -> str:
+    """The file of ``from "FILE"``, relative to the spec file that wrote it."""
+    span = decl.checkpoint_span
+    base = os.path.dirname(span.file) if span and not span.file.startswith("<") else ""
+    return decl.checkpoint if os.path.isabs(decl.checkpoint) else os.path.join(base, decl.checkpoint)
+
+
+def _look_for_checkpoint(plan: Plan, decl: ir.ModelDecl) -> None:
+    _look_for(plan, checkpoint_path(decl), decl.checkpoint_span)
+
+
+def look_for_connector_weights(plan: Plan) -> Plan:
+    """:func:`~kdsl.compiler.params.load_connector_weights` for inspection: each connector's
+    ``from "FILE"`` looked for (KD530 when missing), nothing read."""
+    from kdsl.compiler.params import spec_relative
+
+    for decl in plan.spec.connectors:
+        if decl.checkpoint is not None:
+            span = decl.checkpoint_span or decl.span
+            _look_for(plan, spec_relative(decl.checkpoint, span), span)
+    return plan
+
+
+def _look_for(plan: Plan, path: str, span) -> None:
+    try:
+        check_checkpoint_path(path, span, code="KD530",
+                              hint="weights are not loaded here, so this is a warning; `kdsl train` "
+                              "needs the file (paths in a spec are relative to the spec file)")
+    except KdslError as exc:
+        for d in exc.diagnostics:
+            plan.diags.add(d.model_copy(update={"severity": "warning"}))
+
+
+def _bind(plan: Plan, load: bool) -> Plan:
     names = [m.name for m in plan.spec.models]
     for extra in sorted(set(plan.request.given) - set(names)):
         plan.diags.error("KD514", f"kdsl.compile got a model '{extra}' that the spec does not declare",
@@ -81,7 +124,9 @@ def build_models(plan: Plan) -> Plan:
                          ", ".join(f"'{n}'" for n in names))
     for decl in plan.spec.models:
         model = _model_for(plan, decl)
-        if model is None or (decl.checkpoint and not _load_checkpoint(plan, decl, model)):
+        if decl.checkpoint and not load:
+            _look_for_checkpoint(plan, decl)
+        if model is None or (decl.checkpoint and load and not _load_checkpoint(plan, decl, model)):
             continue
         if plan.request.device is not None:
             model.to(plan.request.device)

@@ -14,17 +14,25 @@ from kdsl.lang.ir import Spec
 
 @dataclass
 class ModelOptions:
+    """The model options of ``kdsl check``, ``explain`` and ``graph``. ``load_weights``: read the
+    checkpoints (``--load-weights``; by default they are only looked for: shapes do not need
+    them). ``dry_run``: compile against the spec's own models even when no other option is given
+    (``kdsl check --dry-run``)."""
+
     student: Optional[str] = None
     teacher: Optional[str] = None
     models: List[str] = field(default_factory=list)
     teacher_ckpt: Optional[str] = None
     input_shape: Optional[str] = None
     data: Optional[str] = None
+    load_weights: bool = False
+    dry_run: bool = False
 
     @property
     def any(self) -> bool:
         return any(v is not None for v in (self.student, self.teacher, self.input_shape, self.data,
-                                           self.teacher_ckpt)) or bool(self.models)
+                                           self.teacher_ckpt)) or bool(self.models) or self.dry_run \
+            or self.load_weights
 
 
 # The dry run needs one small batch: two rows are enough for norm layers in training mode. These
@@ -59,59 +67,140 @@ def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def example_from(opts: ModelOptions) -> Tuple[Any, Dict[str, Any]]:
-    """(example input, example batch fields) for the dry run, or (None, {})."""
+def example_from(opts: ModelOptions, inputs=None) -> Tuple[Any, Dict[str, Any]]:
+    """(example input, example batch fields) for the dry run, or (None, {}); ``inputs``: the
+    batch fields models are called with (the train block's setting), for data of named fields."""
     import torch
 
     if opts.data:
         from kdsl.compiler.data_example import data_example
 
-        return data_example(opts.data)
+        return data_example(opts.data, inputs)
     if opts.input_shape is not None:
         return torch.zeros(parse_shape(opts.input_shape)), {}
     return None, {}
 
 
-def compile_with(spec: Spec, opts: ModelOptions):
-    """Compile against the models of ``opts``; (distiller, []) or (None, diagnostics)."""
-    from kdsl.compiler.compiler import compile as compile_spec
+@dataclass
+class Inspection:
+    """What compiling against models for inspection gave: the distiller (None when compiling
+    failed), every diagnostic (warnings too), and notes for the output (weights not loaded, where
+    the dry run's example came from)."""
 
+    distiller: Any
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def _passes(opts: ModelOptions, derived: List[Any]):
+    """The compiler's passes, for inspection: without reading weights (unless asked), and with
+    the example derived once the models are built (when the command line gave none)."""
+    from kdsl.compiler.bind_models import build_models, build_models_unloaded, look_for_connector_weights
+    from kdsl.compiler.compiler import PASSES
+    from kdsl.compiler.derive_example import derive
+    from kdsl.compiler.dry_run import dry_run
+    from kdsl.compiler.params import load_connector_weights
+
+    def derive_example(plan):
+        """The dry run's example from the data reader or the student's first layer."""
+        if plan.request.example_input is None and plan.spec.input is None:
+            example = derive(plan)
+            if example is not None:
+                plan.request.example_input, plan.request.example_batch = example.input, example.batch
+                derived.append(example)
+        return plan
+
+    swap = {} if opts.load_weights else {build_models: build_models_unloaded,
+                                         load_connector_weights: look_for_connector_weights}
+    out = []
+    for p in PASSES:
+        if p is dry_run:
+            out.append(derive_example)
+        out.append(swap.get(p, p))
+    return out
+
+
+def _weights_note(spec: Spec, opts: ModelOptions) -> Optional[str]:
+    files = [f"{m.name} from {m.checkpoint}" for m in spec.models if m.checkpoint] + \
+        [f"connector {c.name} from {c.checkpoint}" for c in spec.connectors if c.checkpoint]
+    if not files:
+        return None
+    if opts.load_weights:
+        return "weights loaded: " + ", ".join(files)
+    return ("weights not loaded (shapes do not need them; --load-weights reads them): "
+            + ", ".join(files))
+
+
+_NO_SHAPE = ("kdsl found no input shape to dry-run on (the data reader declares none, and the "
+             "student's first layer does not tell one): pass --input-shape, e.g. 2,3,32,32 "
+             "(N,C,H,W) or 2,16 (token ids), or --data REF")
+
+
+def inspect(spec: Spec, opts: ModelOptions) -> Inspection:
+    """Compile ``spec`` against the models of ``opts`` for ``kdsl check``/``explain``/``graph``.
+    Problems with the command line's own references are usage errors: they raise."""
+    from kdsl.compiler.compiler import finish, run_passes, start
     from kdsl.compiler.models import ModelChoice, apply_model_choice
+    from kdsl.compiler.plan import Request
 
-    # problems with the command line's own references are usage errors: they raise
     choice = ModelChoice(opts.student, opts.teacher, list(opts.models), opts.teacher_ckpt)
     spec2, given = apply_model_choice(spec, choice)
-    x, batch = example_from(opts)
+    from kdsl.compiler.data_example import spec_inputs
+
+    x, batch = example_from(opts, spec_inputs(spec2))  # data of named fields: the train block's inputs
+    derived: List[Any] = []
+    notes = [n for n in [_weights_note(spec2, opts)] if n]
+    plan = start(Request(spec2, given, example_input=x, example_batch=batch))
     try:
-        distiller = compile_spec(spec2, example_input=x, example_batch=batch, **given)
-        return distiller, []
+        plan = run_passes(plan, _passes(opts, derived))
+        warnings = [d for d in plan.diags.items if not d.is_error]
+        distiller = finish(plan)
     except KdslError as exc:
-        return None, list(exc.diagnostics)
+        diags = list(exc.diagnostics)
+        if x is None and spec2.input is None and not derived:
+            diags = [d.model_copy(update={"hints": d.hints + (_NO_SHAPE,)}) if d.code == "KD510" else d
+                     for d in diags]
+        return Inspection(None, diags, notes + _example_notes(derived))
+    return Inspection(distiller, warnings, notes + _example_notes(derived))
+
+
+def _example_notes(derived: List[Any]) -> List[str]:
+    from kdsl.compiler.derive_example import describe
+
+    return [describe(e) for e in derived]
+
+
+def compile_with(spec: Spec, opts: ModelOptions):
+    """Compile against the models of ``opts``; (distiller, warnings) or (None, diagnostics)."""
+    found = inspect(spec, opts)
+    return found.distiller, found.diagnostics
 
 
 @dataclass
 class ModelCheck:
-    """What ``kdsl check`` with models found: diagnostics, and (when compiling worked) the tables
-    of records and connectors for the CLI to show."""
+    """What ``kdsl check`` with models found: diagnostics, notes (weights not loaded, the dry
+    run's example), and (when compiling worked) the tables of records and connectors."""
 
     diagnostics: List[Diagnostic] = field(default_factory=list)
     tables: List[Any] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 def check_with_models(spec: Spec, *, student=None, teacher=None, models=(), input_shape=None,
-                      data=None, teacher_ckpt=None) -> ModelCheck:
+                      data=None, teacher_ckpt=None, load_weights=False, dry_run=False) -> ModelCheck:
     """Compile ``spec`` against the models named (as on the command line) and dry-run it."""
     from kdsl.compiler.explain import connectors_table, records_table
 
-    opts = ModelOptions(student, teacher, list(models), teacher_ckpt, input_shape, data)
-    distiller, diags = compile_with(spec, opts)
-    if distiller is None:
-        return ModelCheck(diags)
-    with distiller:
+    opts = ModelOptions(student, teacher, list(models), teacher_ckpt, input_shape, data,
+                        load_weights, dry_run)
+    found = inspect(spec, opts)
+    if found.distiller is None:
+        return ModelCheck(found.diagnostics, notes=found.notes)
+    diags = list(found.diagnostics)
+    with found.distiller as distiller:
         plan = distiller.plan
         tables = [records_table(plan)] + ([connectors_table(plan)] if plan.connectors else [])
-        if input_shape is None and data is None and spec.input is None:
-            return ModelCheck([make("KD517", "paths resolved; no dry run, so shapes were not checked",
-                                    severity="warning", hint="give --input-shape 2,3,32,32 or --data REF")],
-                              tables)
-    return ModelCheck([], tables)
+        if not plan.request.dry:
+            diags.append(make("KD517", "paths resolved; no dry run, so shapes were not checked",
+                              severity="warning", hint=_NO_SHAPE))
+    return ModelCheck(diags, tables, found.notes)

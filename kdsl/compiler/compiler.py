@@ -21,6 +21,9 @@ Each pass takes the :class:`~kdsl.compiler.plan.Plan` and returns it with its pa
 5. ``load_connector_weights``, ``resolve_inits`` (:mod:`.params`), ``resolve_scopes``
    (:mod:`.procedure`): connector weights ``from`` files, ``init`` modules matched, the scopes of
    ``optimize`` and ``freeze`` found in the models and connectors.
+6. ``compile_models`` (:mod:`.compile_models`): with ``compile_models=``, torch.compile of the
+   student and the frozen teachers, hooks in place; ``plan_truncation`` (:mod:`.truncate`): which
+   passes stop once their records are taken.
 
 All problems found are reported together, located in the spec. If compiling fails, everything
 installed so far is removed again and passed-in models get their weights back.
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 from kdsl.compiler.bind_models import build_models, import_plugins, stop_if_errors
+from kdsl.compiler.compile_models import compile_models
 from kdsl.compiler.dry_run import dry_run
 from kdsl.compiler.functions import build_functions
 from kdsl.compiler.install import install_deliveries, install_recorders
@@ -42,6 +46,7 @@ from kdsl.compiler.loss_graph import build_loss_graph, build_unused_connectors, 
 from kdsl.compiler.params import load_connector_weights, resolve_inits
 from kdsl.compiler.plan import Plan, Request, Undo
 from kdsl.compiler.procedure import build_procedure, resolve_scopes
+from kdsl.compiler.truncate import plan_truncation
 from kdsl.core.diagnostics import Diagnostics
 from kdsl.lang import ir
 from kdsl.runtime.distiller import Distiller
@@ -53,12 +58,13 @@ PASSES: Sequence[Pass] = (
     install_recorders, install_deliveries, dry_run,
     build_loss_graph, check_shapes, build_unused_connectors, stop_if_errors,
     load_connector_weights, resolve_scopes, resolve_inits, stop_if_errors,
+    compile_models, plan_truncation,
 )
 
 
 def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = None,
             example_batch: Optional[Dict[str, Any]] = None, device: Any = None,
-            **models: nn.Module) -> Distiller:
+            truncate: bool = True, compile_models: Any = False, **models: nn.Module) -> Distiller:
     """Bind a spec to models and return a :class:`~kdsl.runtime.distiller.Distiller`.
 
     ``models`` are passed by their names in the spec (``student=..., teacher=...``) and override
@@ -66,13 +72,20 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
     of keyword arguments) enables the dry run: shapes are checked and channel counts inferred
     before any training step; ``example_batch`` supplies ``batch.NAME`` fields to it.
     ``device`` moves every model there once built (before the dry run).
+
+    ``truncate`` (default on): a pass whose remaining forward no loss needs stops once its
+    records are taken (``kdsl explain`` says where; :mod:`kdsl.compiler.truncate`).
+    ``compile_models``: ``True`` (or a dict of ``torch.compile`` options, e.g.
+    ``{"backend": "aot_eager"}``) compiles the student and the frozen teachers with the hooks in
+    place; where compiling is unavailable, KD708 is warned and they run eagerly.
     """
     if not isinstance(spec, ir.Spec):
         from kdsl.lang.loader import load
 
         spec = load(spec)
     request = Request(spec, dict(models), example_input, dict(example_batch or {}),
-                      torch.device(device) if device is not None else None)
+                      torch.device(device) if device is not None else None,
+                      truncate=bool(truncate), compile_models=compile_models)
     return finish(run_passes(start(request)))
 
 

@@ -12,6 +12,7 @@ from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.shapes import TensorInfo
 from kdsl.compiler.install import place_text
 from kdsl.compiler.plan import Plan
+from kdsl.compiler.truncate import truncation_lines
 from kdsl.core.literals import literal_text
 from kdsl.lang.printer import expr_text, weight_text
 
@@ -182,6 +183,12 @@ def explain(distiller) -> List[Any]:
         parts.append(procedure_table(distiller))
     else:
         parts += ["[bold]each step[/bold]", *step_lines(plan), ""]
+    if plan.cuts:
+        parts += ["[bold]where each pass stops[/bold] (teacher truncation; off with truncate=False)",
+                  *truncation_lines(distiller), ""]
+    if plan.compiled or plan.compile_note:
+        parts += [f"torch.compile: {', '.join(plan.compiled) or 'none'}"
+                  + (f" ({plan.compile_note})" if plan.compile_note else ""), ""]
     parts += control_lines(distiller)
     parts.append(records_table(plan))
     if plan.deliveries:

@@ -76,3 +76,36 @@ def apply_model_choice(spec: ir.Spec, flags: ModelChoice) -> Tuple[ir.Spec, Dict
         new._sources.update(spec.sources)
         spec = new
     return spec, given
+
+
+def refuse_random_teachers(spec: ir.Spec, student=None, teacher=None, models=None,
+                           teacher_ckpt: Optional[str] = None) -> None:
+    """KD730 for a frozen teacher that would train from random weights (the rule of
+    :mod:`kdsl.lang.teacher_weights`), with the caller's choices counted: a module passed in keeps
+    its own weights, a ``--teacher``/``--model`` reference is judged by its options, and
+    ``teacher_ckpt`` gives the single teacher weights. Raised before anything is built or written;
+    ``allow_random_teacher`` skips the call."""
+    from kdsl.lang.teacher_weights import HINT, loads_weights, ref_loads_weights
+
+    given = {}  # teacher name -> a module (True) or a reference text
+    teachers = spec.teachers
+    if teacher is not None and len(teachers) == 1:
+        given[teachers[0].name] = teacher
+    items = models.items() if isinstance(models, dict) else \
+        (tuple(s.strip() for s in str(m).partition("=")[::2]) for m in (models or ()))
+    for name, value in items:
+        given[name] = value
+    for decl in teachers:
+        if not decl.frozen or decl.checkpoint is not None or (teacher_ckpt and len(teachers) == 1):
+            continue
+        value = given.get(decl.name)
+        if isinstance(value, nn.Module):
+            continue
+        if isinstance(value, str):
+            ref, _, kwargs = parse_call(value, f"--model {decl.name}")
+            if ref_loads_weights(ref, kwargs):
+                continue
+        elif loads_weights(decl):
+            continue
+        raise error("KD730", f"teacher '{decl.name}' loads no weights: training would distil from a "
+                    "randomly initialised teacher", decl.name_span, hint=HINT)

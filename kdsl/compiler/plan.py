@@ -38,6 +38,8 @@ class Request:
     example_input: Any = None
     example_batch: Dict[str, Any] = field(default_factory=dict)
     device: Optional[torch.device] = None
+    truncate: bool = True  # stop passes once their records are taken (kdsl.compiler.truncate)
+    compile_models: Any = False  # torch.compile the models: False, True or torch.compile's options
 
     @property
     def dry(self) -> bool:
@@ -122,6 +124,23 @@ class LossPlan:
 
 
 @dataclass
+class PassCut:
+    """Whether one model's pass in one phase stops early (:mod:`kdsl.compiler.truncate`):
+    ``needed`` are the records whose entries complete it; ``reason`` says why it runs in full
+    (``None``: it stops as soon as the last of ``needed`` is recorded)."""
+
+    stage: str
+    phase: str
+    model: str
+    needed: List[str] = field(default_factory=list)
+    reason: Optional[str] = None
+
+    @property
+    def stops(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
 class Plan:
     """Everything compiling a spec against models found and built, filled in pass by pass."""
 
@@ -144,6 +163,9 @@ class Plan:
     inits: List[Tuple[ir.InitDecl, nn.Module, nn.Module]] = field(default_factory=list)  # (decl, target, source)
     ran: List[str] = field(default_factory=list)  # models the dry run ran, in order
     reach: Optional[Set[str]] = None  # packages method/function targets may lie in (kdsl.compiler.reach)
+    cuts: Dict[Tuple[str, str, str], PassCut] = field(default_factory=dict)  # (stage, phase, model)
+    compiled: List[str] = field(default_factory=list)  # models torch.compile'd (kdsl.compiler.compile_models)
+    compile_note: Optional[str] = None  # why compiling was not done (KD708), in words
 
     @property
     def spec(self) -> ir.Spec:

@@ -120,6 +120,10 @@ CODES: Dict[str, Code] = {
                   "makes nothing."),
     "KD257": Code("generator never trained", "A generator without weights (`from`) that no "
                   "`optimize` names: it would make the input from random weights."),
+    "KD258": Code("teacher without weights", "A frozen teacher built from its factory with no "
+                  "`from \"FILE\"` and no pretrained option (pretrained=true, weights=...): it would "
+                  "teach from random weights. `kdsl train` refuses it (KD730) unless "
+                  "allow_random_teacher is set (--allow-random-teacher, or in the train block)."),
     # ---------------------------------------------------------------- components
     "KD301": Code("unknown loss", "The loss is not in the registry. `kdsl list losses` shows "
                   "the catalog; plugins register more with `import \"pkg.module\"`."),
@@ -198,6 +202,14 @@ CODES: Dict[str, Code] = {
                   "the models' classes, such as torch or your model package) or in kdsl; anything "
                   "else, such as \"os:system\", is reached only when the spec imports its module "
                   "(`import \"os\"`). A spec is code, like a Python config: the import says so."),
+    "KD530": Code("checkpoint not found", "`kdsl check` and `kdsl explain` do not load weights "
+                  "(shapes do not need them), but they check that each `from \"FILE\"` exists: "
+                  "this one does not. `kdsl train` and `kdsl.compile` need it; paths in a spec are "
+                  "relative to the spec file."),
+    "KD531": Code("no input shape", "A connector's size is inferred from its input's shape, and "
+                  "kdsl found no shape to dry-run on: the spec's data reader declares none, the "
+                  "spec has no `input`, and the student's first layer does not tell one. Give "
+                  "--input-shape or --data."),
     # ---------------------------------------------------------------- runtime
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
@@ -228,6 +240,48 @@ CODES: Dict[str, Code] = {
     "KD705": Code("mixed precision unsupported", "fp16 needs a GPU; bf16 runs on CPU and GPU."),
     "KD706": Code("output problem", "The output directory cannot be written."),
     "KD707": Code("loss is not finite", "A loss became NaN or infinite during training."),
+    "KD730": Code("teacher without weights", "`kdsl train` refuses a frozen teacher that loads "
+                  "no weights (no `from \"FILE\"`, no pretrained option): it would teach from random "
+                  "weights. Add `from \"FILE\"`, pass --teacher-ckpt, or say it is meant: "
+                  "--allow-random-teacher (allow_random_teacher = true in the train block)."),
+    "KD708": Code("torch.compile unavailable", "Compiling the models with torch.compile failed "
+                  "(no C++ compiler, an unsupported platform, or an error from dynamo or inductor): "
+                  "they run eagerly instead, with the same results."),
+    "KD710": Code("teacher store unreadable", "The --teacher-cache directory holds no complete "
+                  "teacher-output store: no manifest (a `kdsl teacher-cache` that did not finish), a "
+                  "damaged manifest, or a data file of the wrong size. Rebuild it with `kdsl teacher-cache`."),
+    "KD711": Code("teacher store is stale", "The teacher-output store was built for other teacher "
+                  "weights, teacher records, data, augmentation, seed or precision than this run's; "
+                  "the message names the part that differs. Rebuild it with the command in the hint."),
+    "KD712": Code("spec cannot use a teacher store", "Only frozen teachers whose passes are read "
+                  "by records can be stored: a trainable teacher, a delivery, a generated input or "
+                  "declared stages and phases need the teacher's pass to run."),
+    "KD713": Code("record cannot be stored", "A stored record must be one tensor per step whose "
+                  "first dimension is the batch and whose per-sample shape is the same in every step."),
+    "KD714": Code("top-k does not apply", "--topk keeps the k largest logits of records whose last "
+                  "dimension is the classes (a logit record); k must be below the number of classes."),
+    "KD715": Code("teacher store too large", "The store would exceed --max-size; nothing was written."),
+    "KD716": Code("teacher store too short", "The run trains more epochs of augmented data than the "
+                  "store holds; augmentations differ per epoch, so each epoch needs its own."),
+    "KD718": Code("data randomness not replayable", "Reading the same sample twice with kdsl's "
+                  "per-sample seed gave different values: the data draws randomness from a generator "
+                  "kdsl does not seed (Python's random, numpy), so a store could not replay it."),
+    "KD720": Code("model forward failed", "`kdsl modules` ran the model once on zeros of "
+                  "--input-shape (and --input-dtype) to find each module's output shape, and the "
+                  "forward raised: the shape or dtype is not what the model takes."),
+    "KD725": Code("best metric unavailable", "The run's rows lack the validation metric that "
+                  "best_metric names (no validation data, or a metric of another kind of model)."),
+    "KD726": Code("logger unavailable", "A logging integration (tensorboard) was asked for but its "
+                  "package is not installed; the hint gives the install command."),
+    "KD740": Code("unknown batch field in inputs", "The train block's `inputs` names a field "
+                  "that the data's items do not have (kdsl.data:text gives input_ids, "
+                  "attention_mask and labels), or leaves the models nothing to be called with."),
+    "KD741": Code("inputs without named fields", "`inputs` chooses the batch fields that models "
+                  "are called with by keyword; the data's items are (input, target) pairs, which "
+                  "have no names, so models are called with the input."),
+    "KD742": Code("no language-model output", "With task = \"lm\" the models evaluated must "
+                  "return next-token logits [batch, tokens, vocabulary] (a tensor, or an output "
+                  "holding `logits` or one first), and the batches must carry `labels`."),
 }
 
 

@@ -14,8 +14,6 @@ Syntax errors say what was expected in the characters a user types (``')'``, not
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple, Union
@@ -23,6 +21,8 @@ from typing import Iterator, List, Optional, Tuple, Union
 from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import SourceText, Span
 from kdsl.core.suggest import did_you_mean
+from kdsl.lang.parse_tables import grammar_path as grammar_path
+from kdsl.lang.parse_tables import lark_parser as lark_parser
 
 # Words that start a statement. Inside open brackets, a line that starts with one of them in
 # column 1 means the bracket above was never closed.
@@ -63,27 +63,6 @@ class Block:
 
 
 Piece = Union[Chunk, Block]
-
-
-# ------------------------------------------------------------------------------ the grammar
-def grammar_path() -> str:
-    """The grammar file: installed as package data (kdsl/grammar), or at the top of a checkout."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the kdsl package
-    for candidate in (os.path.join(here, "grammar", "kd.lark"),
-                      os.path.join(os.path.dirname(here), "grammar", "kd.lark")):
-        if os.path.isfile(candidate):
-            return candidate
-    raise FileNotFoundError("kdsl's grammar file kd.lark is missing from the installation")
-
-
-@functools.lru_cache(maxsize=None)
-def lark_parser():
-    import lark
-
-    with open(grammar_path(), encoding="utf-8") as fh:
-        text = fh.read()
-    return lark.Lark(text, parser="lalr", start=["statement", "train_entry", "ref_call", "value"],
-                     propagate_positions=True, maybe_placeholders=True)
 
 
 # ------------------------------------------------------------------------------ cutting

@@ -86,6 +86,8 @@ def _hub_factory(ref: str):
     if hub == "timm":
         import timm
 
+        if callable(getattr(timm, name, None)):  # timm:create_model("resnet18", pretrained=false)
+            return getattr(timm, name)
         return lambda *a, **k: timm.create_model(name, *a, **k)
     return None
 

@@ -18,6 +18,7 @@ from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import Span
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.lang.teacher_weights import warn_random_teachers
 from kdsl.lang.verify_args import ArgumentChecks
 from kdsl.lang.verify_names import KIND_WORD, NameResolution, Use
 from kdsl.lang.verify_procedure import ProcedureChecks
@@ -186,6 +187,8 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
                 result.append(new)
         self._check_procedure(result)
         self._check_usage(result, self.uses)
+        if not self.diags.has_errors:
+            warn_random_teachers(self.diags, result)
         return result
 
     def verify_statement(self, stmt: ir.Node, position: int) -> Optional[ir.Node]:

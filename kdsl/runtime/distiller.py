@@ -27,7 +27,7 @@ from kdsl.lang import ir
 from kdsl.runtime.deliveries import Delivery
 from kdsl.runtime.interpret import BoundFunction, Interpreter, StepEnv
 from kdsl.runtime.procedure import IMPLICIT_PHASE, IMPLICIT_STAGE, PhasePlan, Procedure, StagePlan
-from kdsl.runtime.recorders import PassState, Recorder
+from kdsl.runtime.recorders import PassComplete, PassState, Recorder
 from kdsl.runtime.staging import Staging
 from kdsl.runtime.terms import LossTerm
 from kdsl.runtime.values import as_call
@@ -41,6 +41,7 @@ class StepResult:
     losses: Dict[str, torch.Tensor]  # weighted terms, in declaration order
     unweighted: Dict[str, torch.Tensor] = field(default_factory=dict)
     weights: Dict[str, float] = field(default_factory=dict)
+    # ``None`` for a model whose pass was truncated (it stopped once its records were taken)
     student_output: Any = None
     teacher_outputs: Dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +108,14 @@ class Distiller(Staging, nn.Module):
         self._generators = [m.name for m in spec.models if m.role == "generator"]
         self._frozen_connectors = [c.name for c in spec.connectors if c.frozen and c.name in self.connectors]
         self.batch_size = batch_size  # rows of noise(...) in a step without data
+        # truncated passes (kdsl.compiler.truncate): (stage, phase) -> model -> the recorders
+        # whose entries complete its pass
+        self._cuts: Dict[Any, Dict[str, frozenset]] = {}
+        for (st, ph, name), cut in getattr(plan, "cuts", {}).items():
+            if cut.stops:
+                self._cuts.setdefault((st, ph), {})[name] = frozenset(recorders[r] for r in cut.needed)
+        self._plain_cuts = {} if self.procedure.declared else \
+            self._cuts.get((IMPLICIT_STAGE, IMPLICIT_PHASE), {})
         self._setup_staging()
         for name in self._frozen_connectors:
             self.connectors[name].eval()
@@ -199,8 +208,44 @@ class Distiller(Staging, nn.Module):
             self._state.active = None
 
     @contextlib.contextmanager
+    def _truncated(self, cut: Optional[frozenset]) -> Iterator[None]:
+        """Arm a truncated pass: the recorder completing ``cut`` raises :class:`PassComplete`,
+        caught here (only this distiller's), so the ``with`` body ends there without error. The
+        calibrating step (the first, without a dry run) runs in full: it finds the records that
+        in-place operations overwrite later in the forward."""
+        if cut is None or self._state.calibrating:
+            yield
+            return
+        state = self._state
+        state.needed, state.remaining = cut, len(cut)
+        try:
+            yield
+        except PassComplete as exc:
+            if exc.state is not state:
+                raise
+        finally:
+            state.needed = None
+
+    def _run_model(self, name: str, model: nn.Module, no_grad: bool, cut: Optional[frozenset],
+                   args: tuple, kwargs: Dict[str, Any]) -> Any:
+        """``model(*args, **kwargs)`` as ``name``'s pass; ``None`` when ``cut`` stopped it early."""
+        self._state.active = name
+        if cut is None or self._state.calibrating:
+            if no_grad:
+                with torch.no_grad():
+                    return model(*args, **kwargs)
+            return model(*args, **kwargs)
+        with self._truncated(cut), (torch.no_grad() if no_grad else contextlib.nullcontext()):
+            return model(*args, **kwargs)  # the set was never completed: a full pass
+        return None
+
+    @contextlib.contextmanager
     def teacher_pass(self, name: Optional[str] = None) -> Iterator[nn.Module]:
-        """Run a teacher's forward inside: ``with distiller.teacher_pass(): teacher(x)``."""
+        """Run a teacher's forward inside: ``with distiller.teacher_pass(): teacher(x)``.
+
+        When the step needs only intermediate records of the teacher (``kdsl explain`` says), the
+        forward stops once they are taken and the ``with`` body ends at that call: the teacher's
+        output is then not computed. Compile with ``truncate=False`` to use it in your own code."""
         if name is None:
             if len(self.teacher_names) != 1:
                 raise error("KD514", "teacher_pass() needs a name when the spec has "
@@ -218,7 +263,7 @@ class Distiller(Staging, nn.Module):
         frozen = name in self._frozen
         if frozen and model.training:
             model.eval()
-        with self._pass(name, frozen):
+        with self._pass(name, frozen), self._truncated(self._plain_cuts.get(name)):
             yield model
 
     @contextlib.contextmanager
@@ -289,18 +334,14 @@ class Distiller(Staging, nn.Module):
             raise error("KD515", f"a pass of '{state.active}' is already running; passes do not nest")
         self._begin_step()
         teacher_outputs: Dict[str, Any] = {}
+        cuts = self._plain_cuts
         try:
             for name, teacher, frozen in self._teacher_runs:
-                state.active = name
-                if frozen:
-                    if teacher.training:
-                        teacher.eval()
-                    with torch.no_grad():
-                        teacher_outputs[name] = teacher(*args, **kwargs)
-                else:
-                    teacher_outputs[name] = teacher(*args, **kwargs)
-            state.active = self.student_name
-            out = self.models[self.student_name](*args, **kwargs)
+                if frozen and teacher.training:
+                    teacher.eval()
+                teacher_outputs[name] = self._run_model(name, teacher, frozen, cuts.get(name), args, kwargs)
+            out = self._run_model(self.student_name, self.models[self.student_name], False,
+                                  cuts.get(self.student_name), args, kwargs)
         except BaseException:
             self._end_step()
             raise
@@ -324,6 +365,7 @@ class Distiller(Staging, nn.Module):
         self._begin_step()
         teacher_outputs: Dict[str, Any] = {}
         out = None
+        cuts = self._cuts.get((st.name, ph.name), {})
         try:
             if ph.needs_input and not args and not kwargs:
                 # gradients reach the input only where a generator of it is trained
@@ -333,17 +375,16 @@ class Distiller(Staging, nn.Module):
                 if name in self._generators:
                     continue  # ran as part of the input
                 model = self.model(name)
-                state.active = name
-                if name in self._frozen:
-                    if model.training:
-                        model.eval()
-                    # a frozen teacher between a trained generator and the losses keeps the graph
-                    with contextlib.nullcontext() if ph.trains_input else torch.no_grad():
-                        teacher_outputs[name] = model(*args, **kwargs)
-                elif name == self.student_name:
-                    out = model(*args, **kwargs)
+                frozen = name in self._frozen
+                if frozen and model.training:
+                    model.eval()
+                # a frozen teacher between a trained generator and the losses keeps the graph
+                value = self._run_model(name, model, frozen and not ph.trains_input, cuts.get(name),
+                                        args, kwargs)
+                if name == self.student_name:
+                    out = value
                 else:
-                    teacher_outputs[name] = model(*args, **kwargs)
+                    teacher_outputs[name] = value
         except BaseException:
             self._interpreter.clear()
             self._end_step()
@@ -395,4 +436,17 @@ class Distiller(Staging, nn.Module):
     def extra_repr(self) -> str:
         return (f"student={self.student_name!r}, teachers={self.teacher_names!r}, "
                 f"records={len(self.recorders)}, losses={[t.name for t in self.terms]!r}")
+
+    def provide_records(self, teacher: str, values: Dict[str, Any]) -> None:
+        """Fill ``teacher``'s records with ``values`` (record name -> value) as if its pass had run
+        (a teacher-output store, :mod:`kdsl.training.teacher_store`, serves a step this way)."""
+        self._check_open()
+        if self._run.phase != "teachers":
+            self._begin_step()
+            self._run.phase = "teachers"
+        for name, value in values.items():
+            recorder = self.recorders.get(name)
+            if recorder is None or recorder.model != teacher:
+                raise error("KD514", f"'{name}' is not a record of teacher '{teacher}'")
+            recorder.provide(value)
 

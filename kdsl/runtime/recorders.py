@@ -6,6 +6,11 @@ A module's output or input is recorded by torch's own forward (pre-)hooks, whose
 own model's pass only (:class:`PassState` says whose pass runs), so a teacher and a student of
 the same class never mix. A recorded tensor that an in-place operation later changes (the version
 counter tells) is detected; such records are copied when recorded from then on.
+
+A pass the distiller *truncates* (:mod:`kdsl.compiler.truncate` decides which) is armed with the
+set of recorders the step needs from it: the store that completes the set raises
+:class:`PassComplete`, which unwinds the rest of the model's forward, and the distiller's pass
+catches exactly that exception.
 """
 
 from __future__ import annotations
@@ -22,13 +27,29 @@ from kdsl.runtime.patches import CallListener
 
 
 class PassState:
-    """Which model's forward pass is running (``active``), shared by a distiller's recorders."""
+    """Which model's forward pass is running (``active``), shared by a distiller's recorders.
+    ``needed``: during a truncated pass, the recorders whose entries complete it (``remaining``
+    of them still to come); ``None`` during a full pass."""
 
-    __slots__ = ("active", "calibrating")
+    __slots__ = ("active", "calibrating", "needed", "remaining")
 
     def __init__(self) -> None:
         self.active: Optional[str] = None
         self.calibrating = True  # until the first complete pass of every model
+        self.needed: Optional[frozenset] = None
+        self.remaining = 0
+
+
+class PassComplete(BaseException):
+    """Raised by the recorder that completes a truncated pass: everything the step needs from the
+    model is recorded, so the rest of its forward is skipped. A ``BaseException`` so that model
+    code catching ``Exception`` does not swallow it (as ``KeyboardInterrupt`` passes through);
+    ``state`` tells the distiller that armed the pass that the exception is its own."""
+
+    def __init__(self, state: PassState, record: str) -> None:
+        super().__init__(record)
+        self.state = state
+        self.record = record
 
 
 def _tensors(value: Any, depth: int = 0):
@@ -59,9 +80,11 @@ class Entry:
 
     __slots__ = ("value", "versions", "backup")
 
-    def __init__(self, value: Any, copy: bool, calibrating: bool) -> None:
+    def __init__(self, value: Any, copy: bool, calibrating: bool, versioned: bool = True) -> None:
         if copy:
             self.value, self.versions, self.backup = _copy(value), None, None
+        elif not versioned:
+            self.value, self.versions, self.backup = value, None, None
         else:
             self.value = value
             # the common case, one tensor, without the generator
@@ -88,6 +111,9 @@ class Recorder:
         self.calls = 0
         self.entries: List[Entry] = []
         self.copy = False  # set once an in-place overwrite was seen
+        # version counters are checked (off for a torch.compile'd model: a compiled graph does not
+        # keep them; its calibrating step runs eagerly, and found overwrites are copied)
+        self.versioned = True
         self.handles: List[Any] = []
 
     # -- recording ---------------------------------------------------------------------------
@@ -98,7 +124,17 @@ class Recorder:
         index = self.calls
         self.calls += 1
         if self.invocation == "all" or index == self.invocation:
-            self.entries.append(Entry(value, self.copy, self.state.calibrating))
+            state = self.state
+            # (a compiled model's calibrating step runs eagerly, with version counters)
+            self.entries.append(Entry(value, self.copy, state.calibrating,
+                                      self.versioned or state.calibrating))
+            needed = state.needed
+            if needed is not None and self in needed:
+                # fixed call indices only (the compiler's rule): each needed recorder counts once
+                state.remaining -= 1
+                if state.remaining <= 0:
+                    state.needed = None
+                    raise PassComplete(state, self.name)
 
     def clear(self) -> None:
         self.calls = 0
@@ -144,6 +180,13 @@ class Recorder:
             h.remove()
         self.handles = []
         self.clear()
+
+    def provide(self, value: Any) -> None:
+        """Take ``value`` as what this pass recorded (a stored teacher output): one entry, or for
+        an ``all`` record one per element of the list ``value``."""
+        values = list(value) if self.invocation == "all" else [value]
+        self.entries = [Entry(v, copy=False, calibrating=False) for v in values]
+        self.calls = len(values) if self.invocation == "all" else self.invocation + 1
 
 
 class InertHook:

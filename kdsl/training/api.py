@@ -8,14 +8,14 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from kdsl.compiler.models import ModelChoice, apply_model_choice
+from kdsl.compiler.models import ModelChoice, apply_model_choice, refuse_random_teachers
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training.config import resolve_config
 from kdsl.training.data import load_data
 from kdsl.training.distributed import check_amp, end_distributed, init_distributed, pick_device
 from kdsl.training.loop import Trainer
-from kdsl.training.report import Reporter, RunResult
+from kdsl.training.report import Reporter, RunInterrupted, RunResult
 from kdsl.training.rng import seed_everything
 from kdsl.training.rundir import RunDir
 
@@ -46,9 +46,11 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
         raise error("KD701", "--resume and --overwrite contradict each other")
     loaded = spec if isinstance(spec, ir.Spec) else load(os.fspath(spec))
     cfg = resolve_config(loaded, dict(settings, out=out))
+    if not cfg.allow_random_teacher:  # KD730 before anything is built or written
+        refuse_random_teachers(loaded, student, teacher, models, teacher_ckpt)
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     check_amp(cfg.amp, device)
-    if cfg.threads:
+    if cfg.threads:  # given: in effect for the data loading and the dry run too
         torch.set_num_threads(cfg.threads)
     dist = init_distributed(device)
     run_dir = RunDir(cfg.out, writer=dist.main)
@@ -57,15 +59,49 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     # a generator's run may have no data at all (it then evaluates nothing)
     data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world)
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
-    distiller = _compile(chosen, given, data, device)
+    distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
+                          truncate=cfg.truncate)
+    _set_threads(cfg, distiller)
     distiller.batch_size = cfg.batch_size  # the rows of a generated input (noise(...)) in each step
     with distiller:
         distiller.to(device)
         trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
                           reporter if reporter is not None and dist.main else Reporter())
-        result = trainer.evaluate_run() if eval_only else trainer.fit(resume=resume)
+        if cfg.teacher_cache and not eval_only:  # checked against this run before any step
+            from kdsl.training.teacher_store import open_for_run
+
+            trainer.teacher_store = open_for_run(chosen, cfg, distiller, data)
+        if eval_only:
+            result = trainer.evaluate_run()
+        else:
+            result = _fit(trainer, resume)
     end_distributed(dist)
     return result
+
+
+def _set_threads(cfg, distiller) -> None:
+    """torch's thread count by :func:`~kdsl.training.threads.choose_threads`, recorded as the
+    ``threads`` setting and its source (summary.json and environment.json show both)."""
+    from kdsl.training.threads import choose_threads, machine_facts
+
+    models = [distiller.student, *distiller.teachers.values()]
+    params = sum(p.numel() for p in {id(p): p for m in models for p in m.parameters()}.values())
+    cores, load, local = machine_facts()
+    choice = choose_threads(cfg.threads, cfg.sources.get("threads", "flag"), os.environ, cores, load,
+                            params, local)
+    torch.set_num_threads(choice.threads)
+    cfg.threads, cfg.sources["threads"] = choice.threads, choice.source
+
+
+def _fit(trainer: Trainer, resume: bool) -> RunResult:
+    """``trainer.fit``; Ctrl-C becomes :class:`RunInterrupted`, which says what the checkpoint
+    holds; the loggers are closed on every path."""
+    try:
+        return trainer.fit(resume=resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(trainer.run_dir.path, trainer.committed, trainer.cfg.epochs) from None
+    finally:
+        trainer.log.close()
 
 
 def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
@@ -93,7 +129,8 @@ def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
     return chosen, given
 
 
-def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device):
+def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,
+             compile_models: bool = False, truncate: bool = True):
     """The distiller, dry-run on one validation batch (its loader draws no global randomness);
     a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
@@ -101,8 +138,11 @@ def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.dev
     for m in given.values():
         m.to(device)
     if spec.input is not None:
-        return compile_spec(spec, device=device, **given)
-    x0, y0, i0 = next(iter(data.val))
-    return compile_spec(spec, example_input=x0.to(device),
-                        example_batch={"target": y0.to(device), "index": i0.to(device)},
-                        device=device, **given)
+        return compile_spec(spec, device=device, compile_models=compile_models, truncate=truncate, **given)
+    from kdsl.training.batches import model_call
+
+    call = model_call(next(iter(data.val)), inputs, device)  # keyword batches: a dict example input
+    example = call.kwargs if call.kwargs else call.args[0]
+    fields = dict(call.fields, target=call.target) if call.target is not None else call.fields
+    return compile_spec(spec, example_input=example, example_batch=fields, device=device,
+                        compile_models=compile_models, truncate=truncate, **given)

@@ -82,7 +82,7 @@ def _apply_spec_setting(cfg, s: ir.TrainSetting) -> None:
             options = {k.name: literal_value(k.value) for k in s.value.kwargs}
         else:
             ref, options = literal_value(s.value), {}
-        _set_data(cfg, ref, options, "spec")
+        _set_data(cfg, ref, spec_relative_paths(options, s.span.file if s.span else ""), "spec")
     elif setting.call is not None:
         name = s.value.func
         args = [literal_value(a) for a in s.value.args]
@@ -91,6 +91,34 @@ def _apply_spec_setting(cfg, s: ir.TrainSetting) -> None:
         _set(cfg, s.key, (name, bind(component, args, list(kwargs.items()), inputs=False).options), "spec")
     else:
         _set(cfg, s.key, literal_value(s.value), "spec")
+
+
+# The one path rule: a path written in a spec (checkpoint, include, or a data option named here)
+# is relative to the spec file that wrote it; a path typed on the command line (--data, --out,
+# --teacher-ckpt) is relative to the working directory, as every command-line tool's is.
+PATH_OPTIONS = ("root", "path")
+PATH_SUFFIXES = ("_root", "_dir", "_path", "_file")
+
+
+def is_path_option(name: str) -> bool:
+    """Whether a data option holds a file or folder path (``root``, ``path``, ``*_dir``, ...)."""
+    return name in PATH_OPTIONS or name.endswith(PATH_SUFFIXES)
+
+
+def spec_relative_paths(options: Dict[str, Any], spec_file: str) -> Dict[str, Any]:
+    """``options`` with each relative path option (text, or a list of texts) joined to the folder
+    of ``spec_file``; absolute paths, ``~`` paths and specs without a file stay as they are."""
+    if not spec_file or spec_file.startswith("<"):
+        return dict(options)
+    base = os.path.dirname(spec_file)
+
+    def join(value: Any) -> Any:
+        if isinstance(value, str) and value and not os.path.isabs(value) and not value.startswith("~"):
+            return os.path.normpath(os.path.join(base, value))
+        return value
+
+    return {k: ([join(x) for x in v] if isinstance(v, list) else join(v)) if is_path_option(k) else v
+            for k, v in options.items()}
 
 
 def _set_data(cfg, ref: str, options: Dict[str, Any], source: str) -> None:
@@ -110,7 +138,10 @@ def _apply_given(cfg, setting: Setting, value: Any) -> None:
     if setting.call == "data":
         ref, args, kwargs = parse_call(_text(setting, value), "data")
         if args:
-            raise error("KD701", "data options are given by keyword: --data 'pkg.module:factory(root=\"...\")'")
+            raise error("KD701", f"--data {_text(setting, value)}: data options are given by keyword, "
+                        f"not by position ({len(args)} positional here)",
+                        hint=f"e.g. --data '{ref}(root={_quoted(args[0])})' (a path typed here is "
+                        "relative to the working directory)")
         _set_data(cfg, ref, kwargs, "flag")
     elif setting.call is not None:
         name, args, kwargs = parse_option_call(_text(setting, value), setting.name)
@@ -118,6 +149,10 @@ def _apply_given(cfg, setting: Setting, value: Any) -> None:
     else:
         _check_value(setting, value, setting.label)
         _set(cfg, setting.name, value, "flag")
+
+
+def _quoted(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 def _text(setting: Setting, value: Any) -> str:

@@ -1,10 +1,93 @@
-"""curves.png: the loss terms and the validation accuracy over the epochs (needs matplotlib), with
-a dotted line where a new stage starts."""
+"""curves.png (needs matplotlib): one panel per group of a run's metrics, over the epochs.
+
+* **losses**, on a log axis (the first epochs' losses would flatten a linear one): ``train_loss``
+  bold, each weighted term with its own line style and marker (a term that equals the total, the
+  ``kd`` of a one-term spec, stays visible on top of it), the validation loss (and perplexity)
+  dashed. A loss that is zero or negative somewhere (some contrastive and NLL terms) makes the
+  axis symmetric-log instead, which shows both signs.
+* **validation metrics** (%): the student's top-1 and top-5 (or a language model's next-token
+  accuracy), each trained peer's, and each teacher's top-1 as a grey dashed line.
+* **learning rate** of each phase (linear: a cosine schedule ends at 0).
+
+Epoch ticks are whole numbers; a dotted line marks where a new stage starts.
+"""
 
 from __future__ import annotations
 
 import io
 from typing import Any, Dict, List, Optional
+
+_STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"), ("-", "v"), ("--", "P"), ("-.", "X"), (":", "*")]
+
+
+def _loss_keys(history: List[Dict[str, Any]]) -> List[str]:
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    terms = [k for k in keys if k.startswith("train/")]
+    return ["train_loss", *terms] + [k for k in ("val_loss", "val_ppl") if k in keys]
+
+
+def _metric_keys(history: List[Dict[str, Any]]) -> List[str]:
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    own = [k for k in ("val_top1", "val_top5", "val_token_acc") if k in keys]
+    return own + [k for k in keys if k.startswith(("val_top1/", "val_token_acc/"))]
+
+
+def _series(history: List[Dict[str, Any]], key: str):
+    pts = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _plot_losses(ax, history: List[Dict[str, Any]]) -> None:
+    values = []
+    for i, key in enumerate(_loss_keys(history)):
+        x, y = _series(history, key)
+        if not x:
+            continue
+        values += y
+        if key == "train_loss":
+            ax.plot(x, y, color="black", linewidth=2.5, label="train_loss (total)", zorder=2)
+        elif key.startswith("val_"):
+            ax.plot(x, y, linestyle="--", color="tab:red", marker="x", markersize=5, label=key, zorder=3)
+        else:
+            style, marker = _STYLES[(i - 1) % len(_STYLES)]
+            ax.plot(x, y, linestyle=style, marker=marker, markersize=5, linewidth=1.5,
+                    label=key[len("train/"):], zorder=4)  # terms above the total, which may equal one
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    if finite and min(finite) > 0:
+        ax.set_yscale("log")
+    elif finite:
+        positive = [abs(v) for v in finite if v != 0]
+        ax.set_yscale("symlog", linthresh=min(positive) if positive else 1.0)
+    ax.set_title("losses (weighted terms)")
+    ax.set_ylabel("loss")
+
+
+def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]) -> None:
+    names = {"val_top1": "student top-1", "val_top5": "student top-5", "val_token_acc": "student token accuracy"}
+    for i, key in enumerate(_metric_keys(history)):
+        x, y = _series(history, key)
+        if x:
+            label = names.get(key) or f"{key.split('/', 1)[1]} {key.split('/', 1)[0][4:]}"
+            style, marker = _STYLES[i % len(_STYLES)]
+            ax.plot(x, y, linestyle=style, marker=marker, markersize=5,
+                    linewidth=2 if key == "val_top1" else 1.2, label=label)
+    for name, m in teachers.items():
+        if isinstance(m.get("top1"), (int, float)):
+            who = "teacher" if name == "teacher" else f"teacher {name}"
+            ax.axhline(m["top1"], linestyle="--", linewidth=1, color="gray", label=f"{who} top-1 {m['top1']:.2f}%")
+    ax.set_title("validation")
+    ax.set_ylabel("%")
+
+
+def _plot_lr(ax, history: List[Dict[str, Any]]) -> None:
+    keys = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("lr/")] or ["lr"]
+    for i, key in enumerate(keys):
+        x, y = _series(history, key)
+        if x:
+            style, marker = _STYLES[i % len(_STYLES)]
+            ax.plot(x, y, linestyle=style, marker=marker, markersize=4, label=key)
+    ax.set_title("learning rate (at the epoch's end)")
+    ax.set_ylabel("lr")
 
 
 def plot_curves(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]) -> Optional[bytes]:
@@ -16,37 +99,35 @@ def plot_curves(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, flo
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    keys = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("train/")]
-    keys += ["train_loss"] + (["val_loss"] if "val_loss" in history[0] else [])
-    for k in keys:
-        ax1.plot(epochs, [r.get(k) for r in history], label=k.replace("train/", ""),
-                 linewidth=2 if k == "train_loss" else 1)
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss (weighted terms)")
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-    if "val_top1" in history[0]:
-        ax2.plot(epochs, [r["val_top1"] for r in history], label="student top-1", linewidth=2)
-        ax2.plot(epochs, [r["val_top5"] for r in history], label="student top-5", linewidth=1)
-    for k in [k for k in history[0] if k.startswith("val_top1/")]:
-        ax2.plot(epochs, [r.get(k) for r in history], label=f"{k[9:]} top-1", linewidth=1)
-    for before, row in zip(history, history[1:]):
-        if row.get("stage") != before.get("stage"):
-            for ax in (ax1, ax2):
-                ax.axvline(before["epoch"] + 0.5, linestyle=":", linewidth=1, color="gray")
-    for name, m in teachers.items():
-        ax2.axhline(m["top1"], linestyle="--", linewidth=1, color="gray")
-        ax2.annotate(f"{name} {m['top1']:.1f}%", (epochs[0], m["top1"]), fontsize=8,
-                     xytext=(0, 3), textcoords="offset points")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation accuracy (%)")
-    if ax2.get_legend_handles_labels()[0]:  # nothing to show in a run without validation data
-        ax2.legend(fontsize=8)
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
+    fig = build_figure(history, teachers)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def build_figure(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]):
+    """The figure of curves.png, its three axes in ``fig.axes`` (matplotlib must be importable)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    _plot_losses(axes[0], history)
+    _plot_metrics(axes[1], history, teachers)
+    _plot_lr(axes[2], history)
+    epochs = [r["epoch"] for r in history]
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # one point: a window around it rather than matplotlib's +-0.05
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:  # a run without validation data has nothing to show
+            ax.legend(fontsize=8)
+        for before, row in zip(history, history[1:]):
+            if row.get("stage") != before.get("stage"):
+                ax.axvline(before["epoch"] + 0.5, linestyle=":", linewidth=1, color="gray")
+    if not _metric_keys(history) and not teachers:
+        axes[1].text(0.5, 0.5, "no validation data", ha="center", va="center", transform=axes[1].transAxes)
+    fig.tight_layout()
+    return fig

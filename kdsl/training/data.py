@@ -3,6 +3,14 @@
 Epoch ``e`` visits the training set in the order
 ``torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))`` (sharded by
 rank under torchrun), so the data order depends only on the seed and the epoch.
+
+Each training sample's augmentation is drawn from torch's generator seeded with
+:func:`sample_seed` ``(seed, epoch, index)`` (the generator's state around the item is saved and
+restored, so the rest of the run draws as if no item had been read): a sample's augmentation at an
+epoch is the same in every run, process and worker, which is what lets a teacher-output store
+(:mod:`kdsl.training.teacher_store`) replay exactly the augmentations it stored. Transforms that
+draw from Python's ``random`` or numpy are not seeded this way; the store notices (its probe draws
+a sample twice) and refuses such data.
 """
 
 from __future__ import annotations
@@ -19,20 +27,56 @@ from kdsl.data import split_result
 from kdsl.training.rng import epoch_seed
 
 
-class _Indexed(Dataset):
-    """Adds each sample's index (``batch.index``, which CRD's memory bank needs)."""
+_MASK64 = (1 << 64) - 1
 
-    def __init__(self, dataset: Dataset) -> None:
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation at ``epoch``: splitmix64 of the epoch's seed
+    and the index, so that neighbouring samples and epochs get unrelated streams."""
+    x = (epoch_seed(seed, epoch) * 0x9E3779B97F4A7C15 + index + 1) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) & ((1 << 63) - 1)
+
+
+class _Indexed(Dataset):
+    """Adds each sample's index (``batch.index``, which CRD's memory bank needs). With a ``seed``
+    (the training set), each item is read with torch's generator seeded by :func:`sample_seed`
+    of (seed, ``epoch``, index); ``epoch`` is set by :meth:`Data.start_epoch` before the epoch's
+    workers start."""
+
+    def __init__(self, dataset: Dataset, seed: Optional[int] = None) -> None:
         self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        item = self.dataset[i]
+        return self.item(i, self.epoch)
+
+    def item(self, i: int, epoch: int):
+        """Sample ``i`` as epoch ``epoch`` draws it."""
+        if self.seed is None:
+            return self._wrap(self.dataset[i], i)
+        gen = torch.default_generator
+        state = gen.get_state()
+        gen.manual_seed(sample_seed(self.seed, epoch, i))
+        try:
+            item = self.dataset[i]
+        finally:
+            gen.set_state(state)
+        return self._wrap(item, i)
+
+    @staticmethod
+    def _wrap(item, i: int):
+        if isinstance(item, dict):  # named fields (kdsl.data:text): the index joins them
+            return {**item, "index": i}
         if isinstance(item, (tuple, list)) and len(item) >= 2:
             return item[0], item[1], i
-        raise TypeError(f"dataset items must be (input, target) pairs, got {type(item).__name__}")
+        raise TypeError(f"dataset items must be (input, target) pairs or dicts of fields, "
+                        f"got {type(item).__name__}")
 
 
 class EpochSampler(Sampler):
@@ -80,6 +124,7 @@ class Data:
     def start_epoch(self, epoch: int) -> None:
         """Put the sampler and the workers' seeds at ``epoch``."""
         self.sampler.set_epoch(epoch)
+        self.train.dataset.epoch = epoch
         self.train.generator.manual_seed(epoch_seed(self.seed, epoch))
 
 
@@ -111,7 +156,7 @@ def load_data(cfg, rank: int, world: int) -> Data:
     # torch's global generator, which would shift the models' initialisation (built after the first
     # validation batch is read) and any dropout/augmentation stream after each evaluation.
     g = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(_Indexed(train), sampler=sampler, drop_last=cfg.drop_last, generator=g, **common)
+    train_loader = DataLoader(_Indexed(train, cfg.seed), sampler=sampler, drop_last=cfg.drop_last, generator=g, **common)
     val_loader = DataLoader(_Indexed(val), sampler=val_sampler,
                             generator=torch.Generator().manual_seed(cfg.seed), **common)
     return Data(train_loader, val_loader, len(train), len(val), sampler, cfg.seed, num_classes)

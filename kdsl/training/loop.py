@@ -25,12 +25,15 @@ from kdsl.lang import ir
 from kdsl.training import distributed
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
-from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows
+from kdsl.training.batches import model_call, run_task
+from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
+from kdsl.training.environment import record_start
+from kdsl.training.loggers import RunLog
 from kdsl.training.metrics import EpochSums
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
-                                  zero_steps_problem)
+                                  run_best, write_best, zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
 from kdsl.training.stages import PhaseRun, StageRun, build_stage, declared_phases, stage_ranges
 
@@ -49,12 +52,16 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.history: List[Dict[str, Any]] = []
         self.global_step = 0
+        self.committed = 0  # epochs in the run directory's checkpoint (what an interrupted run keeps)
+        self.log = RunLog([])  # --tensorboard's writers, opened by fit()
         self.teachers: Optional[Dict[str, Dict[str, float]]] = None
         self.fingerprint = spec_fingerprint(spec)
         # what runs the student's forward in a plain step (DistributedDataParallel under torchrun)
         self.runner: Optional[nn.Module] = None
         self.stage: Optional[StageRun] = None
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
+        self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
+        self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
 
     def _steps_per_epoch(self) -> int:
         """``steps_per_epoch`` when set: a generator's epoch, or a data epoch cut short (for a
@@ -86,7 +93,7 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - a hand-edited generator state
             raise error("KD703", f"{path} is damaged: its 'rng' cannot be restored ({type(exc).__name__}: {exc})",
                         hint="start a new run with --out or --overwrite") from None
-        self.global_step = state["step"]
+        self.global_step, self.committed = state["step"], state["epoch"]
         self.teachers = state.get("teachers")
         self.history = list(state["history"])
         return state
@@ -149,7 +156,8 @@ class Trainer:
             val_size=data.val_size if data else 0, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
             batch_size=cfg.batch_size, optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
             device=self.device.type, amp=cfg.amp, world=self.dist.world, out=self.run_dir.path,
-            start_epoch=start_epoch, resumed=resumed, stages=stages, input=_input_text(self.spec))
+            start_epoch=start_epoch, resumed=resumed, stages=stages, input=_input_text(self.spec),
+            progress_every=cfg.progress_every)
 
     # ---------------------------------------------------------------- the run
     def fit(self, resume: bool = False) -> RunResult:
@@ -157,6 +165,9 @@ class Trainer:
         ranges = stage_ranges(self.spec, self.distiller, self.cfg.epochs)
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
+        if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
+            self.log = RunLog.open(self.cfg, self.run_dir.path, self.global_step)
+            record_start(self.run_dir, self.spec, self.cfg, self.device, resume)
         if state is None:
             self.distiller.apply_inits()  # `init` copies, once, when the run starts (not on resume)
         if self.teachers is None:
@@ -179,7 +190,12 @@ class Trainer:
         if not self.cfg.eval_teachers or self.data is None:
             return {}
         frozen = [n for n in self.distiller.teacher_names if n not in self.peers]
-        return evaluate_models(self.distiller, frozen, self.data.val, self.device, self.cfg.amp, self.dist)
+        return evaluate_models(self.distiller, frozen, *self.eval_args())
+
+    def eval_args(self) -> Tuple[Any, ...]:
+        """What :func:`evaluate` takes after the model: the validation data, device, precision,
+        ranks, task and the batch fields models are called with."""
+        return self.data.val, self.device, self.cfg.amp, self.dist, self.task, self.cfg.inputs
 
     def run_epoch(self, epoch: int) -> None:
         cfg, stage = self.cfg, self.stage
@@ -200,7 +216,9 @@ class Trainer:
         row.update(self.validate())
         row["time_s"] = time.time() - t0
         self.history.append(row)
+        self.log.epoch(self.global_step, row)
         self.reporter.epoch_end(row, cfg.epochs)
+        run_best(self)  # on every rank (the rows agree): KD725 stops them all, before any file
         if self.dist.main:
             self.run_dir.write_metrics(self.history)
             note = self.run_dir.write_curves(self.history, self.teachers)
@@ -213,16 +231,10 @@ class Trainer:
         """The student's (and each trained peer's) validation metrics; none without data."""
         if self.data is None:
             return {}
-        args = (self.data.val, self.device, self.cfg.amp, self.dist)
-        out: Dict[str, float] = {}
-        val = evaluate(self.distiller.student, *args)
-        if val is not None:
-            out.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]})
+        args = self.eval_args()
+        out: Dict[str, float] = val_row(evaluate(self.distiller.student, *args))
         for name in self.peers:
-            m = evaluate(self.distiller.model(name), *args)
-            if m is not None:
-                out.update({f"val_top1/{name}": m["top1"], f"val_top5/{name}": m["top5"],
-                            f"val_loss/{name}": m["loss"]})
+            out.update(val_row(evaluate(self.distiller.model(name), *args), f"/{name}"))
         return out
 
     def batches(self) -> Iterator[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
@@ -250,6 +262,7 @@ class Trainer:
                 for _, result in results:
                     self.check_finite(result, epoch, i)
                 self.reporter.step(epoch, steps, self.steps_per_epoch, sums.means())
+                self.log.step(self.global_step, results, self.stage)
         return sums
 
     def step(self, epoch: int, i: int, batch) -> List[Tuple[str, Any]]:
@@ -258,20 +271,23 @@ class Trainer:
         distiller.set_progress(epoch=epoch + i / self.steps_per_epoch, step=self.global_step,
                                total_epochs=self.cfg.epochs)
         args: Tuple[Any, ...] = ()
+        kwargs: Dict[str, Any] = {}
         target = fields = None
-        if batch is not None:
-            x, y, idx = batch
-            x, target, idx = x.to(d, non_blocking=True), y.to(d, non_blocking=True), idx.to(d, non_blocking=True)
-            args, fields = (x,), {"index": idx}
+        if batch is not None:  # (x, y, index), or named fields some of which the models take
+            call = model_call(batch, self.cfg.inputs, d)
+            args, kwargs, target, fields = call.args, call.kwargs, call.target, call.fields
         results = []
         if self.runner is not None:  # today's step, exactly
             phase = stage.phases[0]
             with autocast(d, self.cfg.amp):
                 for name in distiller.used_teachers:
+                    if self.teacher_store is not None and self.teacher_store.serve(distiller, name, epoch,
+                                                                                   fields["index"]):
+                        continue
                     with distiller.teacher_pass(name) as teacher:
-                        teacher(*args)
+                        teacher(*args, **kwargs)
                 with distiller.student_pass():
-                    self.runner(*args)
+                    self.runner(*args, **kwargs)
                 result = distiller.compute_losses(batch=fields, target=target)
             self.update(result.loss, phase)
             results.append((phase.name, result))
@@ -280,7 +296,7 @@ class Trainer:
                 for _ in range(phase.repeat):
                     with autocast(d, self.cfg.amp):
                         result = distiller.step(*args, target=target, batch=fields, stage=stage.name,
-                                                phase=phase.name)
+                                                phase=phase.name, **kwargs)
                     self.update(result.loss, phase)
                     results.append((phase.name, result))
         self.global_step += 1
@@ -319,8 +335,9 @@ class Trainer:
     # ---------------------------------------------------------------- files, the end
     def save(self, epochs_done: int) -> None:
         """The epoch's files: connectors at a stage's end, the summary, the weights, and last the
-        checkpoint, the commit point (a kill before it redoes the epoch, see :mod:`.resume`)."""
-        stage = self.stage
+        checkpoint, the commit point (a kill before it redoes the epoch, see :mod:`.resume`); then
+        best.pt if this epoch is the best (rebuilt from the checkpoint if a kill comes between)."""
+        stage, best = self.stage, run_best(self)
         if epochs_done == stage.end and len(self.distiller.connectors):
             self.run_dir.write_connectors(stage.name, self.distiller.connectors)
         self.run_dir.write_summary(progress_summary(self, epochs_done))
@@ -329,16 +346,16 @@ class Trainer:
             stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
             teachers=self.teachers, history=self.history, config=self.cfg.describe(),
             models=self.distiller.trainable_models())
+        self.committed = epochs_done
+        write_best(self, epochs_done, best)
 
     def finish(self, seconds: float) -> RunResult:
         history, teachers = self.history, self.teachers or {}
         last = history[-1] if history else None
         student, peers = self.final_metrics(last)
-        scored = [r for r in history if "val_top1" in r]
-        best = max(scored, key=lambda r: r["val_top1"]) if scored else None
-        summary = {"spec": self.spec.file, "epochs_done": last["epoch"] if last else 0,
-                   "teachers": teachers, "peers": peers, "student": student,
-                   "best": {"epoch": best["epoch"], "top1": best["val_top1"]} if best else None,
+        best = run_best(self)
+        summary = {"spec": self.spec.file, "epochs_done": last["epoch"] if last else 0, "task": self.task,
+                   "teachers": teachers, "peers": peers, "student": student, "best": best,
                    "history": history, "config": self.cfg.describe(), "seconds": seconds}
         self.run_dir.write_summary(summary)
         result = RunResult(final=student or {}, history=list(history), teachers=teachers, best=summary["best"],
@@ -352,15 +369,13 @@ class Trainer:
         or evaluated now when no epoch ran in this process."""
         if self.data is None:
             return None, {}
-        args = (self.data.val, self.device, self.cfg.amp, self.dist)
+        args = self.eval_args()
         if last is None:
             return evaluate(self.distiller.student, *args), \
                 evaluate_models(self.distiller, self.peers, *args)
-        student = {"top1": last["val_top1"], "top5": last["val_top5"], "loss": last["val_loss"]} \
-            if "val_top1" in last else None
-        peers = {n: {"top1": last[f"val_top1/{n}"], "top5": last[f"val_top5/{n}"], "loss": last[f"val_loss/{n}"],
-                     "params": param_count(self.distiller.model(n))}
-                 for n in self.peers if f"val_top1/{n}" in last}
+        student = row_metrics(last, self.task)
+        peers = {n: dict(m, params=param_count(self.distiller.model(n)))
+                 for n in self.peers for m in [row_metrics(last, self.task, f"/{n}")] if m is not None}
         return student, peers
 
     def repair_before_eval(self) -> None:
@@ -390,7 +405,7 @@ class Trainer:
         for name in self.peers:
             self.run_dir.read_model_into(self.distiller.model(name), name)
         teachers = self.evaluate_teachers()
-        args = (self.data.val, self.device, self.cfg.amp, self.dist)
+        args = self.eval_args()
         student = evaluate(self.distiller.student, *args)
         peers = evaluate_models(self.distiller, self.peers, *args)
         result = RunResult(final=student or {}, history=[], teachers=teachers, best=None,

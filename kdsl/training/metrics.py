@@ -4,14 +4,18 @@ A term's value for the epoch is the mean of its weighted values over the times i
 repeated 5 times a step runs its terms 5 times). ``train_loss`` is the sum over the stage's
 phases of the mean of each phase's total. In a stage with declared phases the terms are named
 ``PHASE/TERM``; otherwise by the loss's name alone, as a spec without phases always was.
+
+:func:`primary_metric` and :func:`best_epoch` say which epoch of a run is its best (best.pt).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from kdsl.catalog.settings import METRICS
+from kdsl.core.diagnostics import error
 from kdsl.training.distributed import Dist, all_reduce_sum
 
 
@@ -56,3 +60,48 @@ class EpochSums:
         row = {"train_loss": loss}
         row.update({f"train/{k}": s / max(n, 1.0) for k, s, n in zip(keys, sums, counts)})
         return row
+
+
+
+
+def primary_metric(row: Dict[str, Any], task: Optional[str] = None,
+                   name: Optional[str] = None) -> Optional[Tuple[str, float, str]]:
+    """The metric that ranks epochs in ``row`` (a metrics row): ``(name, value, mode)``, mode
+    "max" or "min" (:data:`kdsl.catalog.settings.METRICS`); None when the row has no such metric
+    (a run without validation data). ``name`` is the ``best_metric`` setting; otherwise the
+    task's primary metric (:data:`kdsl.training.evaluate.PRIMARY`: top-1, or perplexity for a
+    language model), and without a task what the row holds: top-1, else the validation loss."""
+    if name is None:
+        from kdsl.training.evaluate import PRIMARY
+
+        name = f"val_{PRIMARY[task][0]}" if task in PRIMARY else \
+            next((m for m in ("val_top1", "val_loss") if m in row), None)
+    if name is None or name not in row:
+        return None
+    return name, float(row[name]), METRICS.get(name, "min" if "loss" in name or "ppl" in name else "max")
+
+
+def best_epoch(history: List[Dict[str, Any]], task: Optional[str] = None,
+               name: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The best row of ``history`` by :func:`primary_metric`: ``{"epoch", "metric", "value",
+    "mode"}`` (plus ``top1`` when the row has it), the earliest on a tie (a later epoch must be
+    strictly better to replace best.pt); None when no row has the metric. KD725 when ``name`` (the
+    ``best_metric`` setting) is missing from a row that holds validation metrics, or when the run
+    validates nothing at all."""
+    best: Optional[Dict[str, Any]] = None
+    for row in history:
+        found = primary_metric(row, task, name)
+        if found is None:
+            if name is not None:
+                have = [k for k in row if k.startswith("val_") and "/" not in k]
+                raise error("KD725", f"best_metric = {name}, but the run's validation gives "
+                            + (", ".join(have) if have else "nothing (it has no validation data)"),
+                            hint=("--best-metric " + " or ".join(have) if have else "leave best_metric unset"))
+            continue
+        metric, value, mode = found
+        better = best is None or (value > best["value"] if mode == "max" else value < best["value"])
+        if better and value == value:  # a NaN metric is never best
+            best = {"epoch": row["epoch"], "metric": metric, "value": value, "mode": mode}
+            if "val_top1" in row:
+                best["top1"] = row["val_top1"]
+    return best

@@ -53,6 +53,7 @@ class RunStart:
     resumed: bool = False
     stages: Tuple[StageInfo, ...] = ()  # every stage of the run, in order
     input: Optional[str] = None  # the spec's `input` expression (a generator's run), as written
+    progress_every: float = 30.0  # seconds between progress lines where the output is not a terminal
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class RunFiles:
     curves: Optional[str] = None
     models: Dict[str, str] = field(default_factory=dict)  # every trained model: name -> models/NAME.pt
     connectors: Dict[str, str] = field(default_factory=dict)  # stage -> connectors/STAGE.pt
+    best: Optional[str] = None  # best.pt: the student at the best epoch (None without validation)
+    environment: Optional[str] = None  # environment.json
+    spec: Optional[str] = None  # spec/: the spec and its includes
+    tensorboard: Optional[str] = None  # tensorboard/: event files (--tensorboard)
 
 
 @dataclass
@@ -76,8 +81,10 @@ class RunResult:
 
     ``final``: the student's last validation metrics (top1, top5, loss); ``history``: one row per
     epoch (as metrics.jsonl holds them); ``teachers``: each frozen teacher's metrics; ``peers``:
-    each trained teacher's final metrics; ``best``: the student's epoch with the best top-1; ``summary``: what summary.json holds; ``rows``: a row per model for a
-    results table; ``files``: the paths written.
+    each trained teacher's final metrics; ``best``: the epoch of best.pt, ``{"epoch", "metric",
+    "value", "mode"}`` (and ``top1`` for a classifier; see
+    :func:`kdsl.training.metrics.best_epoch`); ``summary``: what summary.json holds; ``rows``: a
+    row per model for a results table; ``files``: the paths written.
     """
 
     final: Dict[str, float]
@@ -96,6 +103,20 @@ class RunResult:
     def metrics(self) -> Dict[str, float]:
         """The final metrics (same as ``final``)."""
         return self.final
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (a KeyboardInterrupt, so that whatever stops on one still does):
+    ``saved`` epochs of ``epochs`` are in the checkpoint of ``out`` (0: none, nothing to resume)."""
+
+    def __init__(self, out: str, saved: int, epochs: int) -> None:
+        self.out, self.saved, self.epochs = out, saved, epochs
+        if saved:
+            text = (f"interrupted: epoch {saved} of {epochs} is saved in {out}; "
+                    "kdsl.train(..., resume=True) with the same settings continues from it")
+        else:
+            text = f"interrupted before the first epoch was saved: {out} holds nothing to resume"
+        super().__init__(text)
 
 
 class Reporter:

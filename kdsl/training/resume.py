@@ -4,8 +4,10 @@ files a killed run left ahead of (or behind) its checkpoint.
 A resumed run must continue the run it resumes, bit for bit: the settings that decide what is
 trained (:data:`RUN_SETTINGS`) and the shapes of everything the checkpoint holds must be the
 ones the run started with, or the resumption is refused (KD703) naming the setting and both
-values. Settings that only decide where or how fast it runs (device, threads, workers, out,
-eval_teachers) may change.
+values (``best_metric`` too: best.pt holds the best epoch by the metric the run started with).
+Settings that only decide where or how fast it runs, or what it reports (device, threads,
+num_workers, eval_teachers, tensorboard, progress_every, and compile, truncate and teacher_cache,
+which leave every value the same), may change; environment.json records each session's.
 
 A longer run is not a resumption: ``--epochs 60`` after a 30-epoch run would stretch a schedule
 already spent (the cosine schedule jumps back up), so it is refused with a hint to start a new
@@ -17,14 +19,17 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
+from kdsl.catalog.settings import METRICS
 from kdsl.core.diagnostics import error
+from kdsl.training.metrics import best_epoch
 
 # The settings that decide what a run trains; a resumption must keep every one of them.
 RUN_SETTINGS = ("epochs", "steps_per_epoch", "batch_size", "drop_last", "data", "optimizer", "lr",
-                "lr_schedule", "seed", "amp", "grad_clip")
+                "lr_schedule", "seed", "amp", "grad_clip", "best_metric", "inputs", "task")
 
 _FLAGS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "batch_size": "--batch-size",
-          "data": "--data", "optimizer": "--optimizer", "lr": "--lr", "seed": "--seed", "amp": "--amp"}
+          "data": "--data", "optimizer": "--optimizer", "lr": "--lr", "seed": "--seed", "amp": "--amp",
+          "best_metric": "--best-metric"}
 
 
 def _shown(name: str, value: Any) -> str:
@@ -90,6 +95,7 @@ def repair(trainer, state: Dict[str, Any], ranges) -> List[str]:
         if end > epoch and rd.remove(name):  # written for a stage end the checkpoint never reached
             fixed.append(name)
     history = trainer.history
+    fixed += _repair_best(trainer, epoch, state["config"].get("best_metric"))
     if not rd.metrics_agree(history):
         rd.write_metrics(history)
         if history:
@@ -106,10 +112,45 @@ def repair(trainer, state: Dict[str, Any], ranges) -> List[str]:
     return fixed
 
 
+def run_best(trainer) -> Optional[Dict[str, Any]]:
+    """The run's best epoch so far (:func:`~kdsl.training.metrics.best_epoch` of its history, by
+    the ``best_metric`` setting, else the task's primary metric)."""
+    return best_epoch(trainer.history, getattr(trainer, "task", None), trainer.cfg.best_metric)
+
+
+def write_best(trainer, epochs_done: int, best: Optional[Dict[str, Any]]) -> None:
+    """best.pt, when epoch ``epochs_done`` is the best (called after its checkpoint: see
+    :mod:`kdsl.training.rundir` on why best.pt follows the commit point)."""
+    if best is not None and best["epoch"] == epochs_done:
+        trainer.run_dir.write_weights("best.pt", trainer.distiller.student)
+
+
+def _repair_best(trainer, epoch: int, metric: Optional[str]) -> List[str]:
+    """best.pt against the checkpoint's history, by the checkpoint's ``metric`` (an --eval-only
+    given another --best-metric must not rewrite it): rebuilt from the checkpoint's student when
+    the checkpoint's last epoch is the best (a kill between the checkpoint and best.pt); removed
+    when the history has no best (a best.pt of a run the checkpoint does not hold). A best.pt of an
+    earlier epoch is not in the checkpoint, so it is kept as it is; a missing one is a warning."""
+    if not isinstance(metric, str) or metric not in METRICS:
+        metric = None  # a run of an older kdsl, or a hand-edited config: the default metric
+    rd, best = trainer.run_dir, best_epoch(trainer.history, getattr(trainer, "task", None), metric)
+    if best is None:
+        return ["best.pt"] if rd.remove("best.pt") else []
+    if best["epoch"] == epoch:
+        if rd.weights_agree("best.pt", trainer.distiller.student):
+            return []
+        rd.write_weights("best.pt", trainer.distiller.student)
+        return ["best.pt"]
+    if not os.path.isfile(rd.file("best.pt")):
+        trainer.reporter.warning(f"best.pt (epoch {best['epoch']}) is missing from {rd.path} and cannot be "
+                                 "rebuilt: the checkpoint holds the last epoch's weights only")
+    return []
+
+
 def progress_summary(trainer, epochs_done: int) -> Dict[str, Any]:
     """summary.json of a run after ``epochs_done`` epochs (the end of the run writes the full one)."""
     return {"spec": trainer.spec.file, "epochs_done": epochs_done, "teachers": trainer.teachers,
-            "history": trainer.history, "config": trainer.cfg.describe()}
+            "best": run_best(trainer), "history": trainer.history, "config": trainer.cfg.describe()}
 
 
 def nan_hint(run_dir) -> str:

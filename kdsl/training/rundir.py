@@ -8,16 +8,25 @@ state dict: trained models, connectors, learning losses), ``optimization`` (``{s
 ``history``, ``config`` and ``spec`` (the spec's fingerprint). A ``kdsl-run/1`` checkpoint (one
 optimizer, before stages) reads as stage "main", phase "step".
 
-``student.pt`` is the student's plain state dict; ``models/NAME.pt`` every trained model's
+``student.pt`` is the student's plain state dict (of the last epoch); ``best.pt`` the student's at
+the best epoch by the validation metric (:func:`kdsl.training.metrics.best_epoch`, setting
+``best_metric``); ``models/NAME.pt`` every trained model's
 (the student, trainable teachers, generators); ``connectors/STAGE.pt`` the connectors after stage
 STAGE, ``{NAME: state dict}`` (``connector NAME = ... from "RUN/connectors/STAGE.pt"`` loads
 NAME's); ``metrics.jsonl`` /
-``metrics.csv`` one row per epoch; ``curves.png``; ``summary.json``. Every file is written
-atomically, and only by rank 0.
+``metrics.csv`` one row per epoch; ``curves.png``; ``summary.json``; ``spec/`` the spec and the
+files it includes as they were read (:func:`kdsl.training.environment.spec_files`), written when the
+run starts; ``environment.json`` one entry per process that trained the run (versions, device,
+threads, command line, git commit); ``tensorboard/`` the event files of ``--tensorboard``. Every
+file is written atomically, and only by rank 0.
 
 ``checkpoint.pt`` is the run's one commit point: each epoch writes every other file first and the
 checkpoint last, so a kill at any instant leaves a checkpoint that is whole, and other files that
-belong to it or to the epoch after it. Those are derived from the checkpoint, and ``--resume`` and
+belong to it or to the epoch after it. ``best.pt`` alone is written *after* the checkpoint, and
+only at an epoch that improves the metric: its weights are then the checkpoint's own student, so a
+kill between the two leaves a checkpoint from which best.pt is rebuilt, and a kill before the
+checkpoint leaves the previous best.pt, which the checkpoint's history still names. Those are
+derived from the checkpoint, and ``--resume`` and
 ``--eval-only`` repair any that disagree with it (:meth:`RunDir.weights_agree`,
 :meth:`RunDir.metrics_agree`, :meth:`RunDir.summary_agrees`); temporary files of a killed writer
 (``NAME.tmp-PID``) are removed when a run directory is prepared.
@@ -38,6 +47,7 @@ import io
 import json
 import os
 import re
+import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.diagnostics import error
@@ -120,8 +130,13 @@ class RunDir:
         return RunFiles(out=self.path, checkpoint=self.file("checkpoint.pt"), student=self.file("student.pt"),
                         metrics_jsonl=self.file("metrics.jsonl"), metrics_csv=self.file("metrics.csv"),
                         summary=self.file("summary.json"),
-                        curves=self.file("curves.png") if os.path.isfile(self.file("curves.png")) else None,
-                        models=self._listing("models"), connectors=self._listing("connectors"))
+                        curves=self._present("curves.png"), models=self._listing("models"),
+                        connectors=self._listing("connectors"), best=self._present("best.pt"),
+                        environment=self._present("environment.json"), spec=self._present("spec"),
+                        tensorboard=self._present("tensorboard"))
+
+    def _present(self, name: str) -> Optional[str]:
+        return self.file(name) if os.path.exists(self.file(name)) else None
 
     def _listing(self, folder: str) -> Dict[str, str]:
         """NAME -> path of each FOLDER/NAME.pt present."""
@@ -161,7 +176,8 @@ class RunDir:
         removed: List[str] = []
         if not self.writer:
             return removed
-        for folder in (self.path, self.file("models"), self.file("connectors")):
+        spec_dirs = [d for d, _, _ in os.walk(self.file("spec"))]
+        for folder in (self.path, self.file("models"), self.file("connectors"), *spec_dirs):
             names = os.listdir(folder) if os.path.isdir(folder) else []
             for name in names:
                 m = _TEMPORARY.search(name)
@@ -170,6 +186,33 @@ class RunDir:
                         os.remove(os.path.join(folder, name))
                         removed.append(os.path.join(folder, name))
         return removed
+
+    # ---------------------------------------------------------------- reproduction
+    def write_spec(self, files: Dict[str, bytes], replace: bool) -> None:
+        """spec/: the spec and its includes (``{relative path: bytes}``). A resumed run
+        (``replace`` False) keeps the files that started it (the fingerprint says they agree), and
+        writes them only if they are missing; a new run replaces any that an old one left."""
+        if not self.writer or (os.path.isdir(self.file("spec")) and not replace):
+            return
+        shutil.rmtree(self.file("spec"), ignore_errors=True)
+        for name, data in files.items():
+            path = os.path.join(self.file("spec"), name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write(path, data)
+
+    def record_session(self, facts: Dict[str, Any], fresh: bool) -> None:
+        """environment.json, with ``facts`` (this process's) appended to the sessions already there;
+        ``fresh``: a new run, which starts the list over (an --overwrite leaves no old session)."""
+        if not self.writer:
+            return
+        from kdsl.training.environment import environment_record
+
+        previous = None
+        if not fresh:
+            with contextlib.suppress(OSError, ValueError):
+                previous = json.loads(_read_bytes(self.file("environment.json")) or b"null")
+        record = environment_record(previous, facts)
+        atomic_write(self.file("environment.json"), json.dumps(record, indent=2, default=str).encode())
 
     # ---------------------------------------------------------------- metrics, curves, summary
     def write_metrics(self, history: List[Dict[str, Any]]) -> None:

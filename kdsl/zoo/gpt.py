@@ -2,7 +2,11 @@
 
 ``gpt(vocab_size, seq_len, d_model, n_layers, n_heads)`` maps token ids ``[N, T]`` (``T <=
 seq_len``), with an optional ``attention_mask [N, T]`` (non-zero: a real token, zero: padding), to
-next-token logits ``[N, T, vocab_size]``. The architecture is GPT-2's: token and learned position
+next-token logits ``[N, T, vocab_size]``. Called with ``labels [N, T]`` as well (Hugging Face's
+convention: the input ids, -100 where there is no target), it returns a :class:`GPTOutput`, a
+dict with ``logits`` and ``loss``, the mean cross-entropy of position ``t``'s logits against
+``labels[:, t + 1]`` over the labels that are not -100, as Hugging Face's causal LMs do; a spec
+reads them as ``out.logits`` and ``model_loss(out)``. The architecture is GPT-2's: token and learned position
 embeddings, pre-LN blocks of causal multi-head self-attention and a GELU MLP, a final LayerNorm and
 an LM head (tied to the token embedding by default).
 
@@ -34,12 +38,29 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["GPT", "gpt"]
+__all__ = ["GPT", "GPTOutput", "gpt"]
 
 # What BERT adds to the scores of hidden keys: finite, so that a query row whose every key is
 # hidden (a padded first token) still has a defined softmax, and far below attention_mse's
 # masked_below (-100), so TinyBERT's loss counts these entries as 0.
 MASKED_SCORE = -10000.0
+
+
+class GPTOutput(dict):
+    """The output of a call with ``labels``: ``{"logits", "loss"}``, readable as attributes too
+    (``out.logits``), as Hugging Face's ``ModelOutput`` is."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]``, -100 not counted."""
+    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                       labels[:, 1:].reshape(-1).long(), ignore_index=-100)
 
 
 class Embeddings(nn.Module):
@@ -135,7 +156,8 @@ class GPT(nn.Module):
         if tie_weights:
             self.head.weight = self.embed.tok.weight
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None):
         if input_ids.shape[1] > self.seq_len:
             raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than seq_len "
                              f"({self.seq_len})")
@@ -143,7 +165,10 @@ class GPT(nn.Module):
         x = self.embed(input_ids.long())
         for block in self.blocks:
             x = block(x, attention_mask)
-        return self.head(self.ln_f(x))
+        logits = self.head(self.ln_f(x))
+        if labels is None:
+            return logits
+        return GPTOutput(logits=logits, loss=next_token_loss(logits, labels))
 
 
 def _init_gpt2(module: nn.Module) -> None:
@@ -158,7 +183,7 @@ def gpt(vocab_size: int = 256, seq_len: int = 64, d_model: int = 128, n_layers: 
         n_heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0,
         tie_weights: bool = True) -> GPT:
     """A small GPT-style causal LM: ``input_ids [N, T]`` (and an optional ``attention_mask [N,
-    T]``) to logits ``[N, T, vocab_size]``. Records reach ``blocks.i`` (hidden states) and
+    T]``) to logits ``[N, T, vocab_size]``; with ``labels``, a :class:`GPTOutput` (logits, loss). Records reach ``blocks.i`` (hidden states) and
     ``blocks.i.attn.{scores,probs,values,value_relation}``; see :mod:`kdsl.zoo.gpt`."""
     return GPT(vocab_size, seq_len, d_model, n_layers, n_heads, mlp_ratio, dropout, tie_weights)
 

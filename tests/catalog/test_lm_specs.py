@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LM_SPECS = ["lm/kd.kd", "lm/reverse_kl.kd", "lm/gkd.kd", "lm/tinybert.kd", "lm/minilm.kd"]
 # the losses of each spec, so that a spec that silently lost a term fails here
 LM_TERMS = {
-    "lm/kd.kd": {"kd"},
-    "lm/reverse_kl.kd": {"rkl"},
+    "lm/kd.kd": {"kd", "task"},
+    "lm/reverse_kl.kd": {"rkl", "task"},
     "lm/gkd.kd": {"jsd"},
     "lm/tinybert.kd": {"embd", "hidn0", "hidn1", "attn0", "attn1", "pred"},
     "lm/minilm.kd": {"minilm"},
@@ -27,18 +27,21 @@ LM_TERMS = {
 
 
 def lm_batch(n: int = 3, t: int = 12, vocab: int = 256, seed: int = 0):
-    """Token ids, an attention mask with right padding in two rows, and Hugging Face style labels
-    (the ids, -100 at padding)."""
+    """(the models' keyword input, the batch fields): token ids, an attention mask with right
+    padding in two rows, and Hugging Face style labels (the ids, -100 at padding). The specs call
+    their models with all three (their train blocks' inputs), so the zoo GPT returns {logits, loss}."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (n, t), generator=g)
     mask = torch.ones(n, t, dtype=torch.long)
     mask[1, 9:] = 0
     mask[2, 5:] = 0
-    return ids, {"attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    fields = {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    return fields, fields
 
 
 def assert_step_trains_the_student(distiller, args, batch, terms):
-    result = distiller.step(*args, batch=batch)
+    kwargs = args if isinstance(args, dict) else {}
+    result = distiller.step(*(() if kwargs else args), batch=batch, **kwargs)
     assert set(result.losses) == terms
     assert math.isfinite(float(result.loss.detach())) and float(result.loss.detach()) > 0
     result.loss.backward()
@@ -61,7 +64,7 @@ def test_lm_spec_dry_runs_and_steps(name):
     ids, batch = lm_batch()
     with kdsl.compile(kdsl.load(ROOT / "specs" / name), example_input=ids,
                       example_batch=batch) as distiller:
-        assert_step_trains_the_student(distiller, (ids,), batch, LM_TERMS[name])
+        assert_step_trains_the_student(distiller, ids, batch, LM_TERMS[name])
 
 
 def test_tinybert_connector_maps_the_student_width_to_the_teacher_width():
@@ -71,7 +74,7 @@ def test_tinybert_connector_maps_the_student_width_to_the_teacher_width():
         (w_h,) = [m for name, m in distiller.named_modules() if name.endswith("w_h")]
         linear = [m for m in w_h.modules() if isinstance(m, torch.nn.Linear)][0]
         assert (linear.in_features, linear.out_features) == (64, 128)
-        assert_step_trains_the_student(distiller, (ids,), batch, LM_TERMS["lm/tinybert.kd"])
+        assert_step_trains_the_student(distiller, ids, batch, LM_TERMS["lm/tinybert.kd"])
         assert linear.weight.grad is not None and float(linear.weight.grad.abs().sum()) > 0
 
 
@@ -79,14 +82,14 @@ def test_padding_does_not_change_the_token_kd_loss():
     """Padded positions hold arbitrary ids; with the mask and labels they do not count, and the
     causal models' real tokens never see them (right padding)."""
     ids, batch = lm_batch()
-    other = ids.clone()
-    other[batch["attention_mask"] == 0] = 7
+    other = dict(ids, input_ids=ids["input_ids"].clone())
+    other["input_ids"][batch["attention_mask"] == 0] = 7
     losses = []
     for x in (ids, other):
         torch.manual_seed(0)  # the same initial weights in both compiles
         with kdsl.compile(kdsl.load(ROOT / "specs" / "lm/kd.kd"), example_input=x,
                           example_batch=batch) as distiller:
-            losses.append(float(distiller.step(x, batch=batch).loss.detach()))
+            losses.append(float(distiller.step(batch=batch, **x).loss.detach()))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
@@ -100,13 +103,14 @@ def test_skd_spec_dry_runs_and_steps_on_digits():
                                        {"instance", "direction", "task"})
 
 
-def test_cli_style_dry_run_without_batch_fields_is_clean():
-    """kdsl check --input-shape 2,16 feeds float zeros and has no batch fields: the models still
-    run (token ids of any dtype) and nothing is reported."""
+def test_model_aware_check_on_the_text_data_is_clean():
+    """kdsl check SPEC --data kdsl.data:text(...) dry-runs on one batch of named fields, called
+    as the train block's inputs say: the structured outputs' .logits and .loss resolve."""
     for name in LM_SPECS:
         spec = kdsl.load(ROOT / "specs" / name)
-        result = check_with_models(spec, input_shape="2,16")
+        result = check_with_models(spec, data="kdsl.data:text(seq_len=64, max_bytes=20000)")
         assert [d for d in result.diagnostics if d.severity == "error"] == [], name
+        assert result.tables, name
 
 
 def test_vocabulary_mismatch_is_kd505_at_the_loss_line():
@@ -116,7 +120,8 @@ def test_vocabulary_mismatch_is_kd505_at_the_loss_line():
     assert bad != text
     ids, batch = lm_batch(vocab=128)
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.compile(kdsl.loads(bad, "kd.kd"), example_input=ids, example_batch=batch)
+        kdsl.compile(kdsl.loads(bad, str(ROOT / "specs" / "lm" / "kd.kd")), example_input=ids,
+                     example_batch=batch)
     (problem,) = info.value.errors
     assert problem.code == "KD505"
     assert "same vocabulary size" in problem.message and "128" in problem.message \

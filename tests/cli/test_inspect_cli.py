@@ -41,11 +41,13 @@ def test_check_with_cli_models_overrides_factories(cli, specs_with_checkpoints):
     assert "error[KD505]" in out and "[2, 10] and [2, 100]" in out
 
 
-def test_check_without_input_resolves_paths_and_warns(cli, specs_with_checkpoints):
-    code, out, _ = cli("check", str(specs_with_checkpoints / "fitnets.kd"), "--student",
-                       "kdsl.zoo:resnet8x4(num_classes=100)")
-    assert code == 1  # the regressor's channels cannot be inferred without a dry run
-    assert "KD510" in out and "--input-shape" in out
+def test_check_without_input_derives_it_from_the_data_reader(cli, specs_with_checkpoints):
+    # no --input-shape: kdsl.data:cifar100 declares its inputs' shape, so the regressor's channels
+    # are still inferred (a spec with no shape to derive: tests/cli/test_check_without_weights.py)
+    code, out, err = cli("check", str(specs_with_checkpoints / "fitnets.kd"), "--student",
+                         "kdsl.zoo:resnet8x4(num_classes=100)")
+    assert code == 0, out + err
+    assert "dry run on an example input of shape 2x3x32x32 (declared by the data reader" in out
 
 
 def test_check_with_data_batch(cli, tmp_path):
@@ -63,7 +65,8 @@ def test_check_json_with_models(cli):
     code, out, _ = cli("check", "--format", "json", case, "--input-shape", "2,3,32,32")
     assert code == 1
     diags = json.loads(out)
-    assert diags[0]["code"] == "KD505" and len(diags[0]["notes"]) == 2
+    assert [d["code"] for d in diags] == ["KD258", "KD505"]  # its teacher loads no weights
+    assert len(diags[1]["notes"]) == 2
 
 
 @pytest.mark.parametrize("bad", ["2,a,3", "0,3", ""])

@@ -179,7 +179,8 @@ def test_teacher_ckpt_flag_gets_the_same_messages(tmp_path):
     files, marker = _bad_files(tmp_path)
     spec = str(ROOT / "specs" / "digits" / "kd.kd")
     for name in ("text", "empty", "runs_code", "truncated_zip"):
-        done = _kdsl("check", spec, "--teacher-ckpt", str(files[name]))
+        # check reads no weights unless asked to: --load-weights makes it read the flag's file
+        done = _kdsl("check", spec, "--teacher-ckpt", str(files[name]), "--load-weights")
         assert done.returncode == 1, done.stdout + done.stderr
         assert "KD509" in done.stdout and EXPECTED[name][0] in done.stdout, done.stdout
         assert "internal error" not in done.stdout + done.stderr and "Traceback" not in done.stderr
@@ -187,6 +188,6 @@ def test_teacher_ckpt_flag_gets_the_same_messages(tmp_path):
     if hasattr(os, "mkfifo"):
         fifo = tmp_path / "pipe.pt"
         os.mkfifo(fifo)
-        done = _kdsl("check", spec, "--teacher-ckpt", str(fifo))
+        done = _kdsl("check", spec, "--teacher-ckpt", str(fifo), "--load-weights")
         assert done.returncode == 1 and "is not a regular file" in done.stdout + done.stderr
     assert not marker.exists()

@@ -34,6 +34,7 @@ FLAGS = {"epochs": 2, "steps_per_epoch": 2, "seed": 5, "threads": 1}
 ARGS = ["--epochs", "2", "--steps-per-epoch", "2", "--seed", "5", "--threads", "1"]
 ALL = os.environ.get("KDSL_KILL_TRIALS") == "all"
 # the points of the last epoch (and the run's end) around the files that went out of step before
+# (best.pt's, after the checkpoint: tests/train/test_rundir_files.py; every point: KDSL_KILL_TRIALS=all)
 DEFAULT_POINTS = [("write", "checkpoint.pt"), ("renamed", "checkpoint.pt"), ("renamed", "student.pt"),
                   ("renamed", "metrics.jsonl"), ("rename", "summary.json")]
 
@@ -94,6 +95,12 @@ def _problems(out: Path, full: Path):
                        ("models/student.pt", student, load(out / "models" / "student.pt"))):
         if list(a) != list(b) or not all(torch.equal(a[k], b[k]) for k in a):
             problems.append(f"student.pt differs from the {name}'s")
+    if (out / "best.pt").exists() != (full / "best.pt").exists():
+        problems.append("best.pt is missing" if (full / "best.pt").exists() else "best.pt should not exist")
+    elif (full / "best.pt").exists():
+        best, reference_best = load(out / "best.pt"), load(full / "best.pt")
+        if list(best) != list(reference_best) or not all(torch.equal(best[k], reference_best[k]) for k in best):
+            problems.append("best.pt differs from the uninterrupted run's")
     summary = json.loads((out / "summary.json").read_text())
     history = json.loads(json.dumps(ckpt["history"]))
     if ckpt["epoch"] != FLAGS["epochs"] or summary.get("epochs_done") != ckpt["epoch"]:

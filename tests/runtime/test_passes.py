@@ -58,7 +58,7 @@ def test_the_pass_list_reads_as_the_compiler_order():
         "import_plugins", "build_models", "stop_if_errors", "build_functions", "build_procedure",
         "install_recorders", "install_deliveries", "dry_run", "build_loss_graph", "check_shapes",
         "build_unused_connectors", "stop_if_errors", "load_connector_weights", "resolve_scopes",
-        "resolve_inits", "stop_if_errors"]
+        "resolve_inits", "stop_if_errors", "compile_models", "plan_truncation"]
 
 
 def test_passes_up_to_the_dry_run_give_every_record_shape():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -69,8 +70,11 @@ def test_torchrun_two_processes(tmp_path):
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1]
     assert [r["epoch"] for r in metrics_csv(out)] == ["1"]
     assert metrics_jsonl(out)[0]["step"] == 12
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "student.pt", "metrics.jsonl",
-                                               "metrics.csv", "curves.png", "summary.json", "models"}
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl",
+                                               "metrics.csv", "curves.png", "summary.json", "models", "spec",
+                                               "environment.json"}
+    sessions = json.loads((out / "environment.json").read_text())["sessions"]
+    assert len(sessions) == 1 and sessions[0]["world_size"] == 2  # rank 0's, once
     kdsl.zoo.digits_cnn().load_state_dict(student_weights(out), strict=True)
 
 

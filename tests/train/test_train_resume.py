@@ -122,11 +122,13 @@ def test_resuming_a_finished_run_is_a_no_op(uninterrupted, tmp_path):
 
     out = tmp_path / "done"
     shutil.copytree(uninterrupted, out)
-    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "summary.json"}
+    # summary.json is rewritten as it was; environment.json gains this process's session
+    kept = ("summary.json", "environment.json")
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in kept}
     summary, printed = train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out), resume=True)
     assert "the run is complete (4 epochs); nothing to resume" in printed
     assert not re.search(r"^epoch +\d+/\d+ +loss", printed, re.M)  # no epoch trained
-    after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "summary.json"}
+    after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in kept}
     assert "models/student.pt" in after and after == before  # weights, checkpoint, metrics, curves untouched
     assert summary["epochs_done"] == EPOCHS
     assert summary["student"]["top1"] == metrics_jsonl(uninterrupted)[-1]["val_top1"]

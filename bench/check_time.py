@@ -1,0 +1,76 @@
+"""How long ``kdsl check SPEC`` (no models) takes per process, next to Python's own start-up.
+
+    python bench/check_time.py [--runs 10] [--baseline DIR] [SPEC ...]
+
+Every spec under specs/ (or the ones given) is checked in a fresh process ``--runs`` times, round
+by round interleaved with ``python -c pass`` and ``python -c "import kdsl"``, so that machine noise
+hits all of them alike. The figures are medians of the wall-clock time and of the CPU time
+(user + system, from the child's rusage: steadier than wall time on a machine busy with other
+work). The command is ``python -m kdsl check SPEC`` with this interpreter (a shell shim such as
+pyenv's adds its own start-up, which is not kdsl's).
+
+``--baseline DIR`` also times the kdsl found in DIR (e.g. ``git archive HEAD | tar -x -C DIR``),
+put first on PYTHONPATH, in the same rounds: before/after side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed(cmd: List[str], pythonpath: Optional[str] = None) -> Tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``cmd``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    start = time.perf_counter()
+    # run outside the checkout: `python -m` puts the working directory first on sys.path
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=os.sep, env=env)
+    _, _, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = 0  # reaped by wait4 above
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10, help="processes per command (default 10)")
+    ap.add_argument("--baseline", help="a directory holding another kdsl tree to time alongside")
+    ap.add_argument("specs", nargs="*", help="spec files (default: every spec under specs/)")
+    args = ap.parse_args()
+    specs = [os.path.abspath(s) for s in args.specs] or sorted(
+        glob.glob(os.path.join(ROOT, "specs", "**", "*.kd"), recursive=True))
+    py = sys.executable
+    cases: Dict[str, Tuple[List[List[str]], Optional[str]]] = {
+        "python -c pass": ([[py, "-c", "pass"]], None),
+        "python -c 'import kdsl'": ([[py, "-c", "import kdsl"]], None),
+        "kdsl check (this tree)": ([[py, "-m", "kdsl", "check", s] for s in specs], ROOT),
+    }
+    if args.baseline:
+        cases["kdsl check (baseline)"] = ([[py, "-m", "kdsl", "check", s] for s in specs],
+                                          os.path.abspath(args.baseline))
+    times: Dict[str, List[Tuple[float, float]]] = {name: [] for name in cases}
+    for _ in range(args.runs):
+        for name, (commands, path) in cases.items():
+            for cmd in commands:
+                times[name].append(timed(cmd, path))
+    load = "load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    print(f"{len(specs)} specs, {args.runs} runs each, {os.cpu_count()} CPUs, {load}")
+    print(f"  {'command':<28} {'wall median':>12} {'CPU median':>12}")
+    for name, runs in times.items():
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"  {name:<28} {wall:>10.3f} s {cpu:>10.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Logging integrations: where a run's scalars go besides metrics.jsonl (TensorBoard today).
+
+A :class:`Logger` takes named scalars at a step and is closed at the end; :class:`RunLog` turns
+the trainer's events into scalars and hands them to every logger. Another integration (W&B,
+MLflow) is one class with ``log_scalars`` and ``close``, imported only when its setting asks for
+it, so that kdsl itself depends on none of them.
+
+What is logged, against the global step (the optimizer steps done), so that every tag shares one
+x axis and a resumed run continues it:
+
+* every ``REPORT_EVERY`` steps (:mod:`kdsl.training.loop`): ``loss/total``; each term's weighted
+  value ``loss/TERM`` and unweighted value ``loss_unweighted/TERM``; each term's weight
+  ``weight/TERM`` (constant unless scheduled); each phase's learning rate (``lr`` in a stage
+  without phases, ``lr/PHASE`` in one with them; ``/groupN`` per parameter group past the first).
+  In a stage with declared phases TERM is ``PHASE/TERM``. A phase repeated within a step
+  contributes its last repeat.
+* at the end of each epoch: every number of the epoch's metrics row (train_loss, train/TERM,
+  val_top1, val_loss, lr, ...) under ``epoch/`` + its metrics.jsonl name, and ``epoch/epoch``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Protocol
+
+from kdsl.core.diagnostics import error
+
+TENSORBOARD_FOLDER = "tensorboard"
+
+
+class Logger(Protocol):
+    """Where scalars go: ``log_scalars(step, {tag: value})`` any number of times, then ``close()``."""
+
+    def log_scalars(self, step: int, scalars: Dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TensorBoardLogger:
+    """Event files under ``folder`` (torch.utils.tensorboard's SummaryWriter). ``purge_step``: a
+    resumed run's first step; TensorBoard drops what an earlier process logged from that step on
+    (the steps after the checkpoint it resumes from, which are trained again)."""
+
+    def __init__(self, folder: str, purge_step: Optional[int] = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise error("KD726", "--tensorboard needs the tensorboard package, which is not installed",
+                        hint="pip install tensorboard (or pip install 'kdsl[tensorboard]'), or run "
+                        "without --tensorboard") from None
+        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+
+    def log_scalars(self, step: int, scalars: Dict[str, float]) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, global_step=step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class RunLog:
+    """The run's loggers, fed by the trainer (rank 0 only)."""
+
+    def __init__(self, loggers: List[Logger]) -> None:
+        self.loggers = loggers
+
+    @classmethod
+    def open(cls, cfg, out: str, step: int) -> "RunLog":
+        """The loggers the settings ask for (``tensorboard``); ``step``: where the run starts."""
+        loggers: List[Logger] = []
+        if cfg.tensorboard:
+            # what an earlier process logged after the checkpoint (steps step+1...) is trained again
+            folder = os.path.join(out, TENSORBOARD_FOLDER)
+            loggers.append(TensorBoardLogger(folder, purge_step=step + 1 if step else None))
+        return cls(loggers)
+
+    def step(self, step: int, results, stage) -> None:
+        """The scalars of one step (``results``: the step's ``(phase, StepResult)`` pairs)."""
+        if self.loggers:
+            self._send(step, step_scalars(results, stage))
+
+    def epoch(self, step: int, row: Dict[str, Any]) -> None:
+        """The epoch's metrics row."""
+        if self.loggers:
+            self._send(step, epoch_scalars(row))
+
+    def _send(self, step: int, scalars: Dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.log_scalars(step, scalars)
+
+    def close(self) -> None:
+        loggers, self.loggers = self.loggers, []
+        for logger in loggers:
+            logger.close()
+
+
+def step_scalars(results, stage) -> Dict[str, float]:
+    """The tags of one step (see the module doc) from its ``(phase, StepResult)`` pairs."""
+    last: Dict[str, Any] = dict(results)  # a repeated phase: its last repeat
+    out: Dict[str, float] = {"loss/total": float(sum(r.loss.detach().float().item() for r in last.values()))}
+    for phase, result in last.items():
+        for name, value in result.losses.items():
+            key = stage.key(phase, name)
+            out[f"loss/{key}"] = float(value.detach().float().item())
+            if name in result.unweighted:
+                out[f"loss_unweighted/{key}"] = float(result.unweighted[name].detach().float().item())
+            if name in result.weights:
+                out[f"weight/{key}"] = float(result.weights[name])
+    for phase in stage.phases:
+        base = f"lr/{phase.name}" if stage.phased else "lr"
+        for i, group in enumerate(phase.optimizer.param_groups):
+            out[base if i == 0 else f"{base}/group{i}"] = float(group["lr"])
+    return out
+
+
+def epoch_scalars(row: Dict[str, Any]) -> Dict[str, float]:
+    """Every number of a metrics row, as ``epoch/NAME``."""
+    return {f"epoch/{k}": float(v) for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,0 +1,304 @@
+"""A teacher-output store: the frozen teachers' records over the training data, computed once
+(``kdsl teacher-cache``, :mod:`kdsl.training.teacher_store_build`) and read by any number of
+training runs (``kdsl train --teacher-cache DIR``) instead of running the teachers.
+
+A store is only as good as its fingerprint (torchdistill's index-keyed cache went stale silently
+under augmentation and was removed). The fingerprint (:func:`fingerprint`) covers what decides a
+stored value: each stored teacher's architecture reference and a hash of its weights, the spec's
+teacher records, the training data (reference, options, size and a hash of the samples as epoch 0
+draws them), whether the data's augmentation differs per epoch, the seed (when it does), and the
+mixed precision. A run whose fingerprint differs in any part is refused (KD711) with the part
+named and the command that rebuilds the store.
+
+Per-sample augmentation is seeded from (seed, epoch, index) (:func:`kdsl.training.data.sample_seed`),
+so an augmented store holds one array per epoch and a run replays exactly what was stored; data
+without randomness gives an epoch-independent store of one epoch that serves every epoch and seed.
+Format: :mod:`kdsl.training.teacher_store_format`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from kdsl.core.diagnostics import error
+from kdsl.lang import ir
+from kdsl.runtime.recorders import ParamRecorder, Recorder
+from kdsl.training.teacher_store_format import (RecordLayout, expand_topk, open_part, read_manifest)
+
+SAMPLE_SEEDING = "splitmix64(seed*1000003+epoch, index) v1"  # changes if sample_seed ever does
+HASHED_SAMPLES = 1024  # samples whose content the data fingerprint hashes (evenly spaced)
+PROBED_SAMPLES = 8  # samples drawn twice (replayable?) and at two epochs (augmented?)
+
+
+# ---------------------------------------------------------------------------------- what is stored
+def storable_problem(spec: ir.Spec) -> Optional[str]:
+    """Why ``spec`` cannot use a store (None: it can): only frozen teachers read by records."""
+    if spec.input is not None:
+        return "its models' input is generated (`input = ...`), so there is no training data to store"
+    if spec.deliveries:
+        return "it delivers a teacher's calls to the student (`deliver`), which needs the teacher's pass"
+    if spec.stages or spec.phases:
+        return "it declares stages or phases, whose steps run the teachers themselves"
+    read = {r.model for r in spec.records if r.what != "param"}
+    trained = [t.name for t in spec.teachers if t.trainable and t.name in read]
+    if trained:
+        return f"teacher '{trained[0]}' is trainable: its outputs change as it trains"
+    if not any(t.name in read for t in spec.teachers):
+        return "no record reads a teacher's pass: there is nothing to store"
+    return None
+
+
+def check_storable(spec: ir.Spec, distiller=None) -> None:
+    problem = storable_problem(spec)
+    if problem is None and distiller is not None and distiller.procedure.declared:
+        problem = "it declares stages or phases, whose steps run the teachers themselves"
+    if problem:
+        raise error("KD712", f"{spec.file} cannot use a teacher store: {problem}",
+                    hint="train it without --teacher-cache (the teachers then run in every step)")
+
+
+def stored_records(distiller) -> Dict[str, Recorder]:
+    """The records a store holds: those of frozen teachers' passes (a parameter record reads the
+    weights themselves and needs no pass)."""
+    teachers = set(distiller.used_teachers)
+    return {n: r for n, r in distiller.recorders.items()
+            if r.model in teachers and not isinstance(r, ParamRecorder)}
+
+
+# ---------------------------------------------------------------------------------- fingerprint
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 of a model's state_dict: names, dtypes, shapes and raw bytes."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _hash_value(h, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}|{list(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            h.update(str(k).encode())
+            _hash_value(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _hash_value(h, v)
+    else:
+        h.update(repr(value).encode())
+
+
+def _spaced(n: int, count: int) -> List[int]:
+    if n <= count:
+        return list(range(n))
+    return sorted({(i * (n - 1)) // (count - 1) for i in range(count)})
+
+
+def probe_augmentation(indexed) -> bool:
+    """Whether the training data's samples differ per epoch (augmented). KD718 when a sample read
+    twice at the same (seed, epoch, index) differs: randomness kdsl does not seed."""
+    changed = False
+    for i in _spaced(len(indexed), PROBED_SAMPLES):
+        a, b, c = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
+        _hash_value(a, indexed.item(i, 0))
+        _hash_value(b, indexed.item(i, 0))
+        _hash_value(c, indexed.item(i, 1))
+        if a.digest() != b.digest():
+            raise error("KD718", f"training sample {i} differs between two reads at the same seed and epoch: "
+                        "the data draws randomness that kdsl does not seed (Python's random or numpy?), so "
+                        "a teacher store could not replay it",
+                        hint="draw augmentation from torch's generator (torch.rand, torchvision transforms), "
+                        "which kdsl seeds per sample, or train without a store")
+        changed = changed or a.digest() != c.digest()
+    return changed
+
+
+def data_hash(indexed) -> str:
+    """sha256 of (up to HASHED_SAMPLES evenly spaced) training samples as epoch 0 draws them."""
+    h = hashlib.sha256()
+    for i in _spaced(len(indexed), HASHED_SAMPLES):
+        _hash_value(h, indexed.item(i, 0))
+    return h.hexdigest()
+
+
+def fingerprint(spec: ir.Spec, cfg, distiller, data) -> Dict[str, Any]:
+    """What decides a store's values, part by part (compared part by part by :meth:`TeacherStore.check`)."""
+    records = stored_records(distiller)
+    teachers = sorted({r.model for r in records.values()})
+    decls = {m.name: m for m in spec.models}
+    indexed = data.train.dataset
+    augmented = probe_augmentation(indexed)
+    ref, options = cfg.data
+    return {
+        "teachers": {n: {"model": json.loads(decls[n].factory.canonical_json()) if decls[n].factory else None,
+                         "weights": weights_hash(distiller.model(n))} for n in teachers},
+        "records": {d.name: {"text": d.describe(), "canonical": json.loads(d.canonical_json())}
+                    for d in spec.records if d.name in records},
+        "data": {"ref": ref, "options": json.loads(json.dumps(options, sort_keys=True, default=str)),
+                 "train_size": len(indexed), "content": data_hash(indexed)},
+        "augmentation": {"per_epoch": augmented, "sample_seeding": SAMPLE_SEEDING},
+        "seed": cfg.seed if augmented else None,  # without augmentation no stored value depends on it
+        "precision": cfg.amp or "float32",
+    }
+
+
+def differences(stored: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """What differs between two fingerprints, in words, the most telling part first."""
+    out: List[str] = []
+    for name in sorted(set(stored["teachers"]) | set(now["teachers"])):
+        a, b = stored["teachers"].get(name), now["teachers"].get(name)
+        if a is None or b is None:
+            out.append(f"teachers: the store holds teacher '{name}' and this run does not"
+                       if b is None else f"teachers: this run's teacher '{name}' is not in the store")
+        elif a["model"] != b["model"]:
+            out.append(f"teacher '{name}': its model reference differs")
+        elif a["weights"] != b["weights"]:
+            out.append(f"teacher '{name}': its weights differ (store {a['weights'][:12]}, "
+                       f"this run {b['weights'][:12]})")
+    sr, nr = stored["records"], now["records"]
+    for name in sorted(set(sr) | set(nr)):
+        if name not in nr:
+            out.append(f"records: the store holds record '{name}' ({sr[name]['text']}), which this spec lacks")
+        elif name not in sr:
+            out.append(f"records: record '{name}' ({nr[name]['text']}) is not in the store")
+        elif sr[name]["canonical"] != nr[name]["canonical"]:
+            out.append(f"records: record '{name}' is `{sr[name]['text']}` in the store, "
+                       f"`{nr[name]['text']}` in this spec")
+    sd, nd = stored["data"], now["data"]
+    sa, na = stored["augmentation"], now["augmentation"]
+    before = len(out)
+    if (sd["ref"], sd["options"]) != (nd["ref"], nd["options"]):
+        out.append(f"data: the store was built on {_data_text(sd)}, this run reads {_data_text(nd)}")
+    elif sd["train_size"] != nd["train_size"]:
+        out.append(f"data: the store holds {sd['train_size']} training samples, this run has {nd['train_size']}")
+    if sa["per_epoch"] != na["per_epoch"]:
+        out.append("augmentation: " + ("the store's samples differ per epoch (augmented) and this run's do not"
+                                       if sa["per_epoch"] else "this run's samples differ per epoch (augmented) "
+                                       "and the store's did not"))
+    elif sa != na:
+        out.append("augmentation: the per-sample seeding differs (a store of another kdsl version)")
+    elif stored["seed"] != now["seed"]:
+        out.append(f"seed: the store was built with seed {stored['seed']}, this run's is {now['seed']} "
+                   "(with augmented data the seed picks every augmentation)")
+    if len(out) == before and sd["content"] != nd["content"]:  # otherwise a consequence of the above
+        out.append("data: the training samples' content differs (same reference, size and seed)")
+    if stored["precision"] != now["precision"]:
+        out.append(f"precision: the store was computed in {stored['precision']}, this run uses {now['precision']}")
+    return out
+
+
+def _data_text(d: Dict[str, Any]) -> str:
+    opts = ", ".join(f"{k}={v!r}" for k, v in d["options"].items())
+    return f"{d['ref']}({opts})"
+
+
+def rebuild_command(spec_file: str, directory: str, cfg, manifest: Optional[Dict[str, Any]] = None) -> str:
+    """The ``kdsl teacher-cache`` command that builds a store for the run of ``cfg``."""
+    words = ["kdsl", "teacher-cache", spec_file, "--out", directory, "--epochs", str(cfg.epochs)]
+    if cfg.sources.get("data") == "flag":
+        ref, options = cfg.data
+        opts = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v!r}" for k, v in options.items())
+        words += ["--data", f"{ref}({opts})" if opts else ref]
+    for name, flag in (("batch_size", "--batch-size"), ("seed", "--seed"), ("amp", "--amp"), ("device", "--device")):
+        if cfg.sources.get(name) == "flag":
+            words += [flag, str(getattr(cfg, name))]
+    if manifest is not None:
+        if manifest.get("dtype") != "float32":
+            words += ["--dtype", str(manifest["dtype"])]
+        if manifest.get("topk"):
+            words += ["--topk", str(manifest["topk"])]
+    return " ".join(shlex.quote(w) for w in words) + " --overwrite"
+
+
+# ---------------------------------------------------------------------------------- the reader
+class TeacherStore:
+    """An opened store: memory-mapped arrays, served to a distiller step by step."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.manifest = read_manifest(directory)
+        m = self.manifest
+        self.epochs, self.samples = m["epochs"], m["samples"]
+        self.epoch_dependent = bool(m["epoch_dependent"])
+        self.layouts: Dict[str, RecordLayout] = {lay.name: lay for lay in m["layouts"]}
+        self.arrays = {name: {p: open_part(directory, part, self.epochs, self.samples)
+                              for p, part in lay.parts.items()} for name, lay in self.layouts.items()}
+        self.by_teacher: Dict[str, List[str]] = {}
+        for name, lay in self.layouts.items():
+            self.by_teacher.setdefault(lay.teacher, []).append(name)
+
+    def check(self, now: Dict[str, Any], epochs: int, rebuild: str) -> None:
+        """KD711 when ``now`` (this run's fingerprint) differs; KD716 when the run trains more
+        epochs of augmented data than the store holds."""
+        found = differences(self.manifest["fingerprint"], now)
+        if found:
+            more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
+            raise error("KD711", f"the teacher store {self.directory} does not fit this run: {found[0]}{more}",
+                        hint=f"rebuild it: {rebuild}")
+        if self.epoch_dependent and epochs > self.epochs:
+            raise error("KD716", f"the teacher store {self.directory} holds {self.epochs} epoch(s) of augmented "
+                        f"data; this run trains {epochs}", hint=f"rebuild it: {rebuild}")
+
+    def values(self, teacher: str, epoch: int, index: torch.Tensor, device: torch.device) -> Dict[str, Any]:
+        """The stored records of ``teacher`` for the samples ``index`` at ``epoch``, as the
+        teacher's pass would have recorded them (dtype, device)."""
+        e = epoch if self.epoch_dependent else 0
+        if not 0 <= e < self.epochs:
+            raise error("KD716", f"the teacher store {self.directory} holds {self.epochs} epoch(s); "
+                        f"epoch {epoch + 1} is not among them")
+        idx = index.to("cpu", torch.int64)
+        out: Dict[str, Any] = {}
+        for name in self.by_teacher.get(teacher, ()):
+            lay, arrays = self.layouts[name], self.arrays[name]
+            dtype = getattr(torch, lay.dtype)
+            if lay.form == "topk":
+                value = expand_topk(arrays["values"][e].index_select(0, idx), arrays["indices"][e].index_select(0, idx),
+                                    arrays["rest"][e].index_select(0, idx), lay.shape[-1], dtype=dtype)
+            else:
+                value = arrays["values"][e].index_select(0, idx).to(dtype)
+            out[name] = value.to(device, non_blocking=True)
+        return out
+
+    def serve(self, distiller, teacher: str, epoch: int, index: torch.Tensor) -> bool:
+        """Give ``distiller`` the records of ``teacher`` for this step; False when the store does
+        not hold that teacher (its pass then runs)."""
+        if teacher not in self.by_teacher:
+            return False
+        distiller.provide_records(teacher, self.values(teacher, epoch, index, distiller._device()))
+        return True
+
+
+def open_for_run(spec: ir.Spec, cfg, distiller, data) -> TeacherStore:
+    """The store of ``cfg.teacher_cache``, checked against this run (KD710, KD711, KD712, KD716)."""
+    directory = cfg.teacher_cache
+    check_storable(spec, distiller)
+    store = TeacherStore(directory)
+    rebuild = rebuild_command(spec.file, directory, cfg, store.manifest)
+    if data is None:
+        raise error("KD712", f"{spec.file} has no training data for a teacher store to serve")
+    store.check(fingerprint(spec, cfg, distiller, data), cfg.epochs, rebuild)
+    if store.samples != data.train_size:  # the fingerprint says so too; kept for stores edited by hand
+        raise error("KD711", f"the teacher store {directory} holds {store.samples} training samples; this run "
+                    f"has {data.train_size}", hint=f"rebuild it: {rebuild}")
+    missing = [n for n in stored_records(distiller) if n not in store.layouts]
+    if missing:  # the fingerprint's records say the same; kept for stores edited by hand
+        raise error("KD711", f"the teacher store {directory} lacks record '{missing[0]}'", hint=f"rebuild it: {rebuild}")
+    return store
+
+
+def describe(manifest: Dict[str, Any]) -> Sequence[str]:
+    """Lines that say what a store holds (for the command line)."""
+    lines = []
+    for name, d in manifest["records"].items():
+        form = f"top-{d['k']}" if d["form"] == "topk" else manifest["dtype"]
+        lines.append(f"  {name}: {d['teacher']} {list(d['shape'])} ({form})")
+    return lines

@@ -1,0 +1,34 @@
+"""Data factories for the teacher-store tests: the digits with a random horizontal flip drawn
+from torch's generator (which kdsl seeds per sample), or from Python's ``random`` (which it does
+not). ``AUGMENT`` switches the flip off without changing the data reference or its options, so
+that a test can change the augmentation alone; ``CHANGED`` alters one training image alone."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from kdsl.data import ImageDataset, Splits, digits
+
+AUGMENT = True
+CHANGED = False
+
+
+class _Flip:
+    def __init__(self, python_random: bool) -> None:
+        self.python_random = python_random
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        heads = random.random() < 0.5 if self.python_random else bool(torch.rand(()) < 0.5)
+        return image.flip(-1) if heads else image
+
+
+def flipped_digits(python_random: bool = False) -> Splits:
+    base = digits()
+    images = base.train.images.clone()
+    if CHANGED:
+        images[5] = 1.0 - images[5]
+    transform = _Flip(python_random) if AUGMENT else None
+    return Splits(ImageDataset(images, base.train.labels, transform), base.val, base.num_classes,
+                  base.input_shape)

@@ -1,0 +1,77 @@
+"""`kdsl train --resume` through the command line (issue #14, item 11): what may change on a
+resume (where and how fast it runs, what it reports), what is refused (what it trains, and a
+longer run: the cosine schedule's length is the run's epochs), and that a refusal writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import kdsl
+from train_helpers import KD_SPEC, assert_usage_error, run_kdsl
+
+FLAGS = {"epochs": 2, "steps_per_epoch": 2, "seed": 5, "threads": 1}
+ARGS = ["--epochs", "2", "--steps-per-epoch", "2", "--seed", "5", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("resume_ux") / "run"
+    before = torch.get_num_threads()
+    try:
+        kdsl.train(KD_SPEC, out=str(out), **FLAGS)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def _files(run: Path):
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def _resume(run: Path, *changes: str, switches=()):
+    """``kdsl train ... --resume`` with the run's flags, ``changes`` (FLAG VALUE pairs) replacing or
+    adding to them, and ``switches`` (flags without a value) added."""
+    args = list(ARGS)
+    for flag, value in zip(changes[::2], changes[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return run_kdsl("train", KD_SPEC, *args, *switches, "--out", str(run), "--resume", timeout=300)
+
+
+def test_a_longer_run_is_refused_with_the_way_to_train_longer(finished):
+    before = _files(finished)
+    text = assert_usage_error(_resume(finished, "--epochs", "4"), "KD703", "epochs = 2", "epochs = 4",
+                              "resume with --epochs 2", "start a new run", f'from "{finished}/student.pt"')
+    assert "schedule" in text
+    assert _files(finished) == before  # environment.json included: a refused resume records nothing
+
+
+# (tests/hardening/test_resume_changes.py refuses every other setting of RUN_SETTINGS in-process)
+@pytest.mark.parametrize("flag, value, shown", [("--seed", "9", "seed = 5"),
+                                                ("--best-metric", "val_loss", "best_metric = none")])
+def test_what_the_run_trains_may_not_change(finished, flag, value, shown):
+    before = _files(finished)
+    assert_usage_error(_resume(finished, flag, value), "KD703", shown, "would change the run")
+    assert _files(finished) == before
+
+
+def test_where_and_how_it_runs_may_change(finished, tmp_path):
+    """threads, device, tensorboard and the progress interval may differ; environment.json records
+    the resumed session's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    rc, out, err = _resume(run, "--threads", "2", "--device", "cpu", "--progress-every", "5",
+                           switches=["--tensorboard"])
+    assert rc == 0, err
+    assert "the run is complete (2 epochs); nothing to resume" in out
+    sessions = json.loads((run / "environment.json").read_text())["sessions"]
+    assert [(s["resumed"], s["threads"]) for s in sessions] == [(False, 1), (True, 2)]
+    assert sessions[1]["argv"][-1] == "--resume" and "--tensorboard" in sessions[1]["argv"]
