@@ -23,7 +23,7 @@ _STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"), ("-", "v"), ("--", 
 def _loss_keys(history: List[Dict[str, Any]]) -> List[str]:
     keys = list(dict.fromkeys(k for r in history for k in r))
     terms = [k for k in keys if k.startswith("train/")]
-    return ["train_loss", *terms] + [k for k in ("val_loss", "val_ppl") if k in keys]
+    return ["train_loss", *terms] + [k for k in ("val_loss",) if k in keys]  # perplexity: the validation panel
 
 
 def _metric_keys(history: List[Dict[str, Any]]) -> List[str]:
@@ -45,7 +45,10 @@ def _plot_losses(ax, history: List[Dict[str, Any]]) -> None:
             continue
         values += y
         if key == "train_loss":
-            ax.plot(x, y, color="black", linewidth=2.5, label="train_loss (total)", zorder=2)
+            # no marker (the terms' markers tell them from it), except for one point, which a bare
+            # line does not draw
+            ax.plot(x, y, color="black", linewidth=2.5, marker="o" if len(x) == 1 else None, markersize=3,
+                    label="train_loss (total)", zorder=2)
         elif key.startswith("val_"):
             ax.plot(x, y, linestyle="--", color="tab:red", marker="x", markersize=5, label=key, zorder=3)
         else:
@@ -62,7 +65,8 @@ def _plot_losses(ax, history: List[Dict[str, Any]]) -> None:
     ax.set_ylabel("loss")
 
 
-def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]) -> None:
+def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]):
+    """Accuracies in %, and a language model's perplexity on a right axis (returned, or None)."""
     names = {"val_top1": "student top-1", "val_top5": "student top-5", "val_token_acc": "student token accuracy"}
     for i, key in enumerate(_metric_keys(history)):
         x, y = _series(history, key)
@@ -77,6 +81,24 @@ def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[st
             ax.axhline(m["top1"], linestyle="--", linewidth=1, color="gray", label=f"{who} top-1 {m['top1']:.2f}%")
     ax.set_title("validation")
     ax.set_ylabel("%")
+    return _plot_perplexity(ax, history, teachers)
+
+
+def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]):
+    """A language model's perplexity on its own (log) axis at the right of the validation panel:
+    not a loss, and not a percentage."""
+    x, y = _series(history, "val_ppl")
+    if not x:
+        return None
+    right = ax.twinx()
+    right.plot(x, y, linestyle="--", marker="x", markersize=5, color="tab:red", label="student perplexity")
+    for name, m in teachers.items():
+        if isinstance(m.get("ppl"), (int, float)):
+            who = "teacher" if name == "teacher" else f"teacher {name}"
+            right.axhline(m["ppl"], linestyle=":", linewidth=1, color="gray", label=f"{who} perplexity {m['ppl']:.3f}")
+    right.set_yscale("log")
+    right.set_ylabel("perplexity (log)")
+    return right
 
 
 def _plot_lr(ax, history: List[Dict[str, Any]]) -> None:
@@ -113,21 +135,25 @@ def build_figure(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, fl
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     _plot_losses(axes[0], history)
-    _plot_metrics(axes[1], history, teachers)
+    twins = {1: _plot_metrics(axes[1], history, teachers)}
     _plot_lr(axes[2], history)
     epochs = [r["epoch"] for r in history]
-    for ax in axes:
+    for i, ax in enumerate(axes):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(epochs) == 1:  # one point: a window around it rather than matplotlib's +-0.05
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # a run without validation data has nothing to show
-            ax.legend(fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()
+        if twins.get(i) is not None:
+            more, more_labels = twins[i].get_legend_handles_labels()
+            handles, labels = handles + more, labels + more_labels
+        if handles:  # a run without validation data has nothing to show
+            ax.legend(handles, labels, fontsize=8)
         for before, row in zip(history, history[1:]):
             if row.get("stage") != before.get("stage"):
                 ax.axvline(before["epoch"] + 0.5, linestyle=":", linewidth=1, color="gray")
-    if not _metric_keys(history) and not teachers:
+    if not _metric_keys(history) and twins[1] is None and not teachers:
         axes[1].text(0.5, 0.5, "no validation data", ha="center", va="center", transform=axes[1].transAxes)
     fig.tight_layout()
     return fig

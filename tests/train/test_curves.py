@@ -91,3 +91,19 @@ def test_stage_boundaries_and_no_validation():
 def test_plot_curves_gives_a_png():
     png = plot_curves(_history(), {})
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_language_models_perplexity_is_on_the_validation_panel_not_with_the_losses():
+    import matplotlib.pyplot as plt
+
+    rows = [{"epoch": e, "stage": "main", "lr": 0.003 / e, "train_loss": 3.0 / e, "train/lm": 3.0 / e,
+             "val_loss": 2.5 / e, "val_ppl": 12.0 / e, "val_token_acc": 30.0 + e} for e in (1, 2, 3)]
+    fig = build_figure(rows, {"teacher": {"ppl": 6.5, "token_acc": 51.0}})
+    losses, metrics, ppl = fig.axes[0], fig.axes[1], fig.axes[3]  # the twin axis is added last
+    assert set(_lines(losses)) == {"train_loss (total)", "lm", "val_loss"}
+    assert set(_lines(metrics)) == {"student token accuracy"}
+    assert set(_lines(ppl)) == {"student perplexity", "teacher perplexity 6.500"}
+    assert ppl.get_yscale() == "log" and list(_lines(ppl)["student perplexity"].get_ydata()) == [12.0, 6.0, 4.0]
+    legend = [t.get_text() for t in metrics.get_legend().get_texts()]
+    assert legend == ["student token accuracy", "student perplexity", "teacher perplexity 6.500"]
+    plt.close(fig)
