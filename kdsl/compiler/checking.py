@@ -47,7 +47,10 @@ _SHAPE_HINT = ("e.g. --input-shape 2,3,32,32: positive sizes separated by commas
 def parse_shape(text: str) -> Tuple[int, ...]:
     """The dry run's input shape from ``--input-shape`` text; KD701 when it is not a shape of
     positive sizes small enough for a dry run."""
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    # every part a number ("2,3,32,32", "2x3x32x32", a trailing comma as in a Python tuple): "1,x"
+    # or "2,,3" is a typo, not a shape of [1] or [2, 3]
+    joined = text.strip().replace("x", ",")
+    parts = [p.strip() for p in (joined[:-1] if joined.endswith(",") else joined).split(",")]
     shape: Tuple[int, ...] = ()
     if all(p.isascii() and p.isdigit() and len(p) <= 12 for p in parts):  # no int() of a 10**6-digit number
         shape = tuple(int(p) for p in parts)

@@ -158,3 +158,18 @@ def test_numbers_too_long_for_python_are_usage_errors(flag, value, what):
     assert done.returncode == 2 and "error[KD701]" in text
     assert f"cannot read the {what}: a number in it is too long (Exceeds the limit (4300 digits)" in text
     assert "set_int_max_str_digits" not in text
+
+
+@pytest.mark.parametrize("text", ["1,x", "2,,3", "x", ",", "2,3,,", "2 3", ""])
+def test_a_shape_with_an_empty_or_odd_part_is_refused_not_shortened(text):
+    from kdsl.compiler.checking import parse_shape
+    from kdsl.core.diagnostics import KdslError
+
+    with pytest.raises(KdslError, match="KD701"):
+        parse_shape(text)
+
+
+def test_shapes_take_commas_or_x():
+    from kdsl.compiler.checking import parse_shape
+
+    assert parse_shape("2,3,32,32") == parse_shape("2x3x32x32") == parse_shape(" 2, 3, 32, 32 ") == (2, 3, 32, 32)
