@@ -75,13 +75,18 @@ def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[st
             style, marker = _STYLES[i % len(_STYLES)]
             ax.plot(x, y, linestyle=style, marker=marker, markersize=5,
                     linewidth=2 if key == "val_top1" else 1.2, label=label)
-    for name, m in teachers.items():
-        if isinstance(m.get("top1"), (int, float)):
-            who = "teacher" if name == "teacher" else f"teacher {name}"
-            ax.axhline(m["top1"], linestyle="--", linewidth=1, color="gray", label=f"{who} top-1 {m['top1']:.2f}%")
+    _teacher_lines(ax, teachers, "top1", "--", "top-1 {:.2f}%")
     ax.set_title("validation")
     ax.set_ylabel("%")
     return _plot_perplexity(ax, history, teachers)
+
+
+def _teacher_lines(ax, teachers: Dict[str, Dict[str, float]], metric: str, style: str, text: str) -> None:
+    """A grey reference line at each frozen teacher's ``metric``, labelled with ``text``."""
+    for name, m in teachers.items():
+        if isinstance(m.get(metric), (int, float)):
+            who = "teacher" if name == "teacher" else f"teacher {name}"
+            ax.axhline(m[metric], linestyle=style, linewidth=1, color="gray", label=f"{who} {text.format(m[metric])}")
 
 
 def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]):
@@ -92,10 +97,7 @@ def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict
         return None
     right = ax.twinx()
     right.plot(x, y, linestyle="--", marker="x", markersize=5, color="tab:red", label="student perplexity")
-    for name, m in teachers.items():
-        if isinstance(m.get("ppl"), (int, float)):
-            who = "teacher" if name == "teacher" else f"teacher {name}"
-            right.axhline(m["ppl"], linestyle=":", linewidth=1, color="gray", label=f"{who} perplexity {m['ppl']:.3f}")
+    _teacher_lines(right, teachers, "ppl", ":", "perplexity {:.3f}")
     right.set_yscale("log")
     right.set_ylabel("perplexity (log)")
     return right
