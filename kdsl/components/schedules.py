@@ -63,7 +63,7 @@ class Warmup(Schedule):
     """``warmup(value, epochs)``: from 0 to ``value`` linearly over the first ``epochs`` epochs,
     then ``value`` (DKD's warm-up of its loss weight, Zhao et al. 2022)."""
 
-    def __init__(self, value: float = 1.0, epochs: float = 5) -> None:
+    def __init__(self, value: float = 1.0, epochs: float = 5.0) -> None:
         self.value, self.epochs = float(value), float(epochs)
 
     def __call__(self, progress: Progress) -> float:

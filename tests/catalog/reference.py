@@ -59,32 +59,80 @@ def to_tensor(entry: Dict[str, Any]) -> torch.Tensor:
     return torch.tensor(entry["data"], dtype=dtype).reshape(entry["shape"])
 
 
+# What the trainer or the interpreter passes an implementation besides the declared options and
+# inputs (training/stages.py, runtime/interpret.py): not part of the spec's signature.
+SUPPLIED_FIRST = {"optimizer": ("params",), "lr_schedule": ("optimizer",)}
+SUPPLIED_KEYWORDS = {"lr_schedule": ("epochs", "steps_per_epoch")}
+
+
+def _plain(value: Any) -> Any:
+    # an implementation keeps a list default as a tuple (immutable); a spec writes a list
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _same_default(declared: Any, implemented: Any) -> bool:
+    declared, implemented = _plain(declared), _plain(implemented)
+    return declared is implemented or (type(declared) is type(implemented) and declared == implemented)
+
+
+def _parameters(func: Any, skip: int) -> List[inspect.Parameter]:
+    found = list(inspect.signature(func).parameters.values())[skip:]
+    # nn.Module's own (*args, **kwargs) and the open options of torch_nn are not declared options
+    return [p for p in found if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _compare(what: str, declared: List[Any], implemented: List[inspect.Parameter]) -> List[str]:
+    declared_names = [p.name for p in declared]
+    implemented_names = [p.name for p in implemented]
+    if declared_names != implemented_names:
+        return [f"{what}: declared {declared_names}, implemented {implemented_names}"]
+    problems = []
+    # options are passed by keyword (binding.instantiate), inputs by position (the interpreter)
+    unusable = inspect.Parameter.POSITIONAL_ONLY if what == "option" else inspect.Parameter.KEYWORD_ONLY
+    for decl, impl in zip(declared, implemented):
+        if impl.kind is unusable:
+            problems.append(f"{what} {decl.name}: cannot be passed {impl.kind.description}")
+        default = REQUIRED if impl.default is impl.empty else impl.default
+        if (decl.default is REQUIRED) != (default is REQUIRED) or (
+                decl.default is not REQUIRED and not _same_default(decl.default, default)):
+            problems.append(f"{what} {decl.name}: declared default {decl.default!r}, "
+                            f"implemented {default!r}")
+    return problems
+
+
+def signature_disagreements(component: Component) -> List[str]:
+    """How ``component``'s implementation differs from its declaration: its constructor (or
+    factory) takes exactly the declared options, in order, with equal defaults of the same type,
+    and its ``forward`` exactly the declared inputs; arguments the trainer supplies (an
+    optimizer's parameters, a step's context) come first and are not declared. Empty: they agree."""
+    impl = component.load()
+    is_class = inspect.isclass(impl)
+    supplied = SUPPLIED_FIRST.get(component.kind, ())
+    options = _parameters(impl.__init__ if is_class else impl, int(is_class))
+    if [p.name for p in options[:len(supplied)]] != list(supplied):
+        return [f"options: the first arguments must be {list(supplied)}"]
+    options = [p for p in options[len(supplied):]
+               if p.name not in SUPPLIED_KEYWORDS.get(component.kind, ())]
+    problems = _compare("option", list(component.options), options)
+    if is_class and hasattr(impl, "forward"):
+        inputs = _parameters(impl.forward, 1 + bool(getattr(impl, "needs_context", False)))
+        problems += _compare("input", list(component.inputs), inputs)
+    elif component.inputs:
+        problems.append(f"inputs {[p.name for p in component.inputs]} declared, but no forward")
+    return problems
+
+
 def assert_implements(component: Component) -> None:
-    """The implementation's ``__init__`` takes exactly the declared options (same names, order
-    and defaults) and its ``forward`` exactly the declared inputs, in order."""
-    cls = component.load()
-
-    def params(func):
-        found = list(inspect.signature(func).parameters.values())[1:]  # without self
-        for p in found:
-            assert p.kind is p.POSITIONAL_OR_KEYWORD, f"{cls.__name__}: {p} is not plain"
-        return found
-
-    implemented = [(p.name, REQUIRED if p.default is p.empty else p.default)
-                   for p in params(cls.__init__)]
-    declared = [(p.name, p.default) for p in component.options]
-    assert implemented == declared, f"{component.name}: options {declared}, __init__ {implemented}"
-    implemented = [(p.name, p.default is not p.empty, None if p.default is p.empty else p.default)
-                   for p in params(cls.forward)]
-    declared = [(p.name, not p.required, None if p.required else p.default)
-                for p in component.inputs]
-    assert implemented == declared, f"{component.name}: inputs {declared}, forward {implemented}"
+    """The implementation takes what the entry declares (:func:`signature_disagreements`) and the
+    entry is well formed: defaults fit their types, rules and inferences name real parameters."""
+    problems = signature_disagreements(component)
+    assert not problems, f"{component.name}: " + "; ".join(problems)
     for option in component.options:
         assert option.required or option.type.accepts(option.default), (
             f"{component.name}: default of {option.name} does not fit its type")
     for inferred in component.infer:
         assert component.option(inferred.option) is not None
-        assert component.input(inferred.source) is not None
+        assert inferred.source in ("input", "target") or component.input(inferred.source) is not None
     for rule in component.rules:
         for name in rule.names:
             assert component.input(name) is not None, f"{component.name}: rule on {name}"

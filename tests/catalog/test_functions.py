@@ -4,7 +4,6 @@ float64 against formulas written out here, the catalog's declarations against th
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Annotated
 
@@ -15,7 +14,7 @@ import kdsl
 from kdsl.catalog.binding import instantiate
 from kdsl.catalog.functions import COMPONENTS
 from kdsl.catalog.registry import REGISTRY
-from kdsl.catalog.types import POSITIVE, REQUIRED, at_least
+from kdsl.catalog.types import POSITIVE, at_least
 from kdsl.components.functions import FunctionContext
 from tests.catalog.reference import assert_imports_without_torch, seeded
 
@@ -45,24 +44,6 @@ def test_catalog_names_and_kind():
         assert component.kind == "function"
         assert REGISTRY.get("function", component.name) is component
         assert component.summary and "\n" not in component.summary and component.doc
-
-
-@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
-def test_declaration_matches_the_class(component):
-    """``__init__`` takes exactly the declared options, ``forward`` the declared inputs (after the
-    step's context for a function that needs one)."""
-    cls = component.load()
-    init = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # nn.Module's own (*args, **kwargs)
-    assert [(p.name, REQUIRED if p.default is p.empty else p.default) for p in init] == \
-        [(p.name, p.default) for p in component.options]
-    forward = [p.name for p in list(inspect.signature(cls.forward).parameters.values())[1:]]
-    if getattr(cls, "needs_context", False):
-        assert forward[0] == "context"
-        forward = forward[1:]
-    assert forward == [p.name for p in component.inputs]
-    for option in component.options:
-        assert option.required or option.type.accepts(option.default)
 
 
 def test_declarations_do_not_import_torch():

@@ -279,14 +279,7 @@ def test_loss_entries_match_their_implementations(component):
 
 @pytest.mark.parametrize("component", PAPER_CONNECTORS, ids=lambda c: c.name)
 def test_connector_entries_declare_what_their_classes_take(component):
-    import inspect
-
-    cls = component.load()
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    assert [(p.name, p.default if p.default is not p.empty else None) for p in params] == \
-        [(o.name, None if o.required else o.default) for o in component.options]
-    forward = list(inspect.signature(cls.forward).parameters)[1:]
-    assert forward == [p.name for p in component.inputs]
+    assert_implements(component)
     assert component.paper and component.doc
     for option in component.options:
         if option.type.name in ("float", "int"):
