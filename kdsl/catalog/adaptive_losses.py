@@ -7,11 +7,10 @@ The implementations live in :mod:`kdsl.components.adaptive_losses`.
 
 from __future__ import annotations
 
-from kdsl.catalog.types import (COUNT, FLOAT, INT, POSITIVE, TENSOR, Component, Param, at_least,
-                                choice, each, list_of)
+from kdsl.catalog.types import (COUNT, FLOAT, INT, POSITIVE, TENSOR, Param, at_least, choice,
+                                declarer, each, list_of)
 from kdsl.catalog.shapes import rank, same_batch, same_shape
 
-_IMPL = "kdsl.components.adaptive_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student feature, [N, ...]")
 _T = Param("preds_T", TENSOR, doc="teacher feature, same shape")
@@ -22,9 +21,7 @@ _KTAAD_TITLE = ('He, Shen, Tian, Gong, Sun and Yan, "Knowledge Adaptation for Ef
                 'Segmentation", CVPR 2019.')
 
 
-def _loss(name, impl, summary, doc, paper="", inputs=(_S, _T), options=(), rules=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules))
+_loss = declarer("loss", __name__, inputs=(_S, _T))
 
 
 COMPONENTS = (

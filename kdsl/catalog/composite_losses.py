@@ -9,10 +9,9 @@ second term of the spec (``dist``, ``kd``, ``kl_div``), each entry saying which.
 from __future__ import annotations
 
 from kdsl.catalog.types import (BOOL, FLOAT, LABELS, NON_NEGATIVE, POSITIVE, PROBABILITY, TENSOR,
-                                Component, Param, choice)
+                                Param, choice, declarer)
 from kdsl.catalog.shapes import rank, same_batch, same_shape
 
-_IMPL = "kdsl.components.composite_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student tensor")
 _T = Param("preds_T", TENSOR, doc="teacher tensor")
@@ -25,9 +24,7 @@ _ROTATION_LAYOUT = """The batch is laid out as SSKD's loader gives it, each orig
         i % 4 == 0 are the originals."""
 
 
-def _loss(name, impl, summary, doc, paper="", inputs=(_S, _T), options=(), rules=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules))
+_loss = declarer("loss", __name__, inputs=(_S, _T))
 
 
 COMPONENTS = (

@@ -8,11 +8,10 @@ checking a spec stays fast and works without it.
 
 from __future__ import annotations
 
-from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, STR, TENSOR, Component, Infer,
-                                Param, choice, each, list_of, one_of, one_or_each, optional)
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, STR, TENSOR, Infer, Param,
+                                choice, declarer, each, list_of, one_of, one_or_each, optional)
 from kdsl.catalog.shapes import rank
 
-_MODULES = "kdsl.components.connectors"
 
 # Kept in step with the implementations' accepted values (a test compares them).
 ACT_CHOICES = ("relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "none")
@@ -42,9 +41,12 @@ _OUT_FEATURES = Param("out_features", INT, doc="size of the output's last dimens
 _FITNETS = "Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015"
 
 
+_connector = declarer("connector", __name__)
+
+
 COMPONENTS = (
-    Component(
-        "connector", "conv_bn", impl=f"{_MODULES}:ConvBN",
+    _connector(
+        "conv_bn", "ConvBN",
         summary="Conv2d + normalisation + optional activation (channel and stride adapter).",
         doc=("Applies a 2-D convolution, then a normalisation layer (`norm`: batch norm, layer "
              "norm over the channels at each position, group norm with `num_groups` groups, or "
@@ -71,8 +73,8 @@ COMPONENTS = (
         rules=(rank("x", 4),),
         infer=_CHANNELS_IN_OUT,
     ),
-    Component(
-        "connector", "conv1x1", impl=f"{_MODULES}:Conv1x1",
+    _connector(
+        "conv1x1", "Conv1x1",
         summary="FitNets regressor: a 1x1 convolution, optionally followed by batch norm.",
         doc=("Maps the channels of a student feature map to the teacher's with a 1x1 "
              "convolution (with a bias unless `bn` is true), optionally followed by BatchNorm2d; "
@@ -86,8 +88,8 @@ COMPONENTS = (
         rules=(rank("x", 4),),
         infer=_CHANNELS_IN_OUT,
     ),
-    Component(
-        "connector", "linear", impl=f"{_MODULES}:Linear",
+    _connector(
+        "linear", "Linear",
         summary="A linear map of the last dimension.",
         doc=("Computes x W^T + b over the last dimension of the input (nn.Linear), e.g. to map "
              "a student's embedding or token features to the teacher's width. `in_features` is "
@@ -98,8 +100,8 @@ COMPONENTS = (
                  Param("bias", BOOL, True, "add a learnt bias")),
         infer=(Infer("in_features", "input", dim=-1), Infer("out_features", "target", dim=-1)),
     ),
-    Component(
-        "connector", "mlp", impl=f"{_MODULES}:MLP",
+    _connector(
+        "mlp", "MLP",
         summary="A multi-layer perceptron on the last dimension.",
         doc=("Linear layers over the last dimension, each hidden one followed by `norm` (batch "
              "norm with statistics over all other dimensions, layer norm, or none) and `act`; "
@@ -116,8 +118,8 @@ COMPONENTS = (
                        "normalisation after each hidden layer")),
         infer=(Infer("in_features", "input", dim=-1), Infer("out_features", "target", dim=-1)),
     ),
-    Component(
-        "connector", "norm", impl=f"{_MODULES}:Norm",
+    _connector(
+        "norm", "Norm",
         summary="Batch norm or layer norm over the channels (dimension 1) of the input.",
         doc=("Normalises the input over its channel dimension 1: `kind=\"bn\"` is batch norm "
              "(statistics over the batch and all positions, running averages in eval mode) for "
@@ -132,8 +134,8 @@ COMPONENTS = (
         rules=(rank("x", 2, 3, 4, 5),),
         infer=(Infer("num_features", "input", dim=1),),
     ),
-    Component(
-        "connector", "pool", impl=f"{_MODULES}:Pool",
+    _connector(
+        "pool", "Pool",
         summary="Adaptive average or max pooling to output_size.",
         doc=("Pools the spatial dimensions of an [N, C, L], [N, C, H, W] or [N, C, D, H, W] "
              "input to `output_size` with adaptive average or max pooling, e.g. to compare "
@@ -145,8 +147,8 @@ COMPONENTS = (
                  Param("mode", choice(*POOL_MODE_CHOICES), "avg", "average or max pooling")),
         rules=(rank("x", 3, 4, 5),),
     ),
-    Component(
-        "connector", "interpolate", impl=f"{_MODULES}:Interpolate",
+    _connector(
+        "interpolate", "Interpolate",
         summary="Resize the spatial dimensions to size or by scale_factor.",
         doc=("Resamples the spatial dimensions of the input (torch.nn.functional.interpolate) "
              "to `size` or by `scale_factor`, exactly one of which must be given, with `mode` "
@@ -164,8 +166,8 @@ COMPONENTS = (
                        "align corner pixels (linear modes)")),
         rules=(rank("x", 3, 4, 5),),
     ),
-    Component(
-        "connector", "flatten", impl=f"{_MODULES}:Flatten",
+    _connector(
+        "flatten", "Flatten",
         summary="Flatten dimensions start_dim..end_dim into one.",
         doc=("Reshapes the input so that dimensions `start_dim` to `end_dim` become one "
              "(torch.flatten); with the defaults an [N, C, H, W] feature map becomes "
@@ -174,8 +176,8 @@ COMPONENTS = (
         options=(Param("start_dim", INT, 1, "first dimension flattened"),
                  Param("end_dim", INT, -1, "last dimension flattened")),
     ),
-    Component(
-        "connector", "torch_nn", impl=f"{_MODULES}:TorchNN",
+    _connector(
+        "torch_nn", "TorchNN",
         summary="Any torch.nn module by class name, its options passed through.",
         doc=("Builds torch.nn.<type>(**options) and applies it to the input, for adapters the "
              "other connectors do not cover, e.g. torch_nn(type=\"Conv2d\", in_channels=64, "

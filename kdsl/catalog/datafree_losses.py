@@ -17,9 +17,8 @@ teacher into the generator. The implementations are in :mod:`kdsl.components.dat
 from __future__ import annotations
 
 from kdsl.catalog.shapes import rank
-from kdsl.catalog.types import FLOAT, TENSOR, Component, Param, choice, greater_than
+from kdsl.catalog.types import FLOAT, TENSOR, Param, choice, declarer, greater_than
 
-_IMPL = "kdsl.components.datafree_losses:"
 _DAFL = "Chen et al., Data-Free Learning of Student Networks, ICCV 2019"
 
 _LOGITS = Param("preds_T", TENSOR, doc="teacher logits on generated inputs, [N, C]")
@@ -27,9 +26,7 @@ _FEAT = Param("feat_T", TENSOR, doc="a teacher feature on generated inputs, [N, 
                                     "(DAFL uses the input of the classifier)")
 
 
-def _loss(name, impl, summary, doc, inputs, options=(), rules=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), _DAFL,
-                     tuple(inputs), tuple(options), tuple(rules))
+_loss = declarer("loss", __name__, paper=_DAFL)
 
 
 COMPONENTS = (

@@ -9,11 +9,10 @@ much and why.
 
 from __future__ import annotations
 
-from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, REQUIRED, TENSOR, Component,
-                                Infer, Param, choice, optional)
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, NON_NEGATIVE, POSITIVE, REQUIRED, TENSOR,
+                                Infer, Param, choice, declarer, optional)
 from kdsl.catalog.shapes import rank, same_batch, same_channels, same_shape, same_spatial
 
-_IMPL = "kdsl.components.feature_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student feature, [N, C, ...]")
 _T = Param("preds_T", TENSOR, doc="teacher feature, [N, C, ...]")
@@ -22,9 +21,7 @@ _REDUCTION = Param("reduction", choice("mean", "sum", "batchmean"), "mean",
                    "mean over elements, sum, or sum divided by the batch size")
 
 
-def _loss(name, impl, summary, doc, paper="", inputs=_PAIR, options=(), rules=(), infer=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules), tuple(infer))
+_loss = declarer("loss", __name__, inputs=_PAIR)
 
 
 COMPONENTS = (

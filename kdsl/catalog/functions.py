@@ -6,9 +6,8 @@ connector outputs, other functions); its options are literals. Implementations a
 :mod:`kdsl.components.functions`; plugins add their own with ``@kdsl.register_function``.
 """
 
-from kdsl.catalog.types import COUNT, FLOAT, INT, POSITIVE, TENSOR, Component, Param, optional
+from kdsl.catalog.types import COUNT, FLOAT, INT, POSITIVE, TENSOR, Param, declarer, optional
 
-_IMPL = "kdsl.components.functions:"
 _X = Param("x", TENSOR, doc="the input tensor")
 _DIM = Param("dim", INT, 1, "the dimension (1: classes of [N, C] logits)")
 _TAU = Param("tau", FLOAT, 1.0, "temperature", constraint=POSITIVE)
@@ -17,9 +16,7 @@ _DEIT = ("Touvron et al., Training data-efficient image transformers & distillat
          "attention, ICML 2021")
 
 
-def _function(name, impl, summary, doc, inputs=(_X,), options=(), paper=""):
-    return Component("function", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     inputs=tuple(inputs), options=tuple(options))
+_function = declarer("function", __name__, inputs=(_X,))
 
 
 COMPONENTS = (

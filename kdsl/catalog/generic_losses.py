@@ -1,10 +1,12 @@
 """Losses that take what a model computed itself (no torch here)."""
 
-from kdsl.catalog.types import ANY, STR, Component, Param
+from kdsl.catalog.types import ANY, STR, Param, declarer
+
+_loss = declarer("loss", __name__)
 
 COMPONENTS = (
-    Component(
-        "loss", "model_loss", "kdsl.components.generic_losses:ModelLoss",
+    _loss(
+        "model_loss", "ModelLoss",
         "A loss the model computes itself (a scalar, or a dict of named losses summed).",
         "L = value if value is a tensor (summed if not a scalar); for a dict, the sum of the "
         "entries whose key contains `key` (mmdet returns {'loss_cls': ..., 'loss_bbox': ...}); "

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from kdsl.catalog.shapes import PairRule, ShapeRule, rank, same_shape
-from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Component, Constraint,
-                                Param, interval, optional)
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Constraint,
+                                Param, declarer, interval, optional)
 
-_IMPL = "kdsl.components.lm_losses:"
 
 _HINTON = "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, 2015"
 _GKD = ("Agarwal et al., On-Policy Distillation of Language Models: Learning from Self-Generated "
@@ -159,9 +158,7 @@ _MEAN_OVER_TOKENS = """M is the set of tokens that count (mask non-zero, label n
         predicts token t + 1)."""
 
 
-def _loss(name, impl, summary, doc, paper="", inputs=_TOKEN_INPUTS, options=(), rules=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules))
+_loss = declarer("loss", __name__, inputs=_TOKEN_INPUTS)
 
 
 COMPONENTS = (

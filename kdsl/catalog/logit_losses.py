@@ -10,11 +10,10 @@ differs from MMRazor's implementation of the same loss, the entry says how and w
 
 from __future__ import annotations
 
-from kdsl.catalog.types import (BOOL, FLOAT, INT, LABELS, NON_NEGATIVE, POSITIVE, PROBABILITY, TENSOR,
-                                Component, Param, choice, optional)
+from kdsl.catalog.types import (BOOL, FLOAT, INT, LABELS, NON_NEGATIVE, POSITIVE, PROBABILITY,
+                                TENSOR, Param, choice, declarer, optional)
 from kdsl.catalog.shapes import labels_for, rank, same_shape
 
-_IMPL = "kdsl.components.logit_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student logits, [N, C] (or [N, C, H, W] where allowed)")
 _T = Param("preds_T", TENSOR, doc="teacher logits, same shape as preds_S")
@@ -29,9 +28,7 @@ _CLASSIFICATION_RULES = _PAIR_RULES + (rank("preds_S", 2),)
 _HINTON = "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, 2015"
 
 
-def _loss(name, impl, summary, doc, paper="", inputs=(_S, _T), options=(), rules=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules))
+_loss = declarer("loss", __name__, inputs=(_S, _T))
 
 
 COMPONENTS = (

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from kdsl.catalog.connectors import IN_CHANNELS, X_CHANNELS, X_MAP
 from kdsl.catalog.shapes import rank
-from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, MODULE, POSITIVE, PROBABILITY, TENSOR, Component, Infer,
-                                Param, optional)
-
-_METHODS = "kdsl.components.method_connectors"
+from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, MODULE, POSITIVE, PROBABILITY, TENSOR, Infer, Param,
+                                declarer, optional)
 
 _OFD = "Heo et al., A Comprehensive Overhaul of Feature Distillation, ICCV 2019"
 _FT = "Kim, Park and Kwak, Paraphrasing Complex Network: Network Compression via Factor " \
@@ -21,9 +19,12 @@ _CRD = "Tian, Krishnan and Isola, Contrastive Representation Distillation, ICLR 
 _MGD = "Yang et al., Masked Generative Distillation, ECCV 2022"
 
 
+_connector = declarer("connector", __name__)
+
+
 COMPONENTS = (
-    Component(
-        "connector", "ofd_margin", impl=f"{_METHODS}:OFDMargin",
+    _connector(
+        "ofd_margin", "OFDMargin",
         summary="OFD's teacher-side margin ReLU max(x, m), margins from a teacher BatchNorm.",
         doc=("Computes max(x, m) with a per-channel margin m, the teacher transform of OFD (Heo "
              "et al., ICCV 2019), applied to the teacher's pre-ReLU feature. Modelling the "
@@ -38,8 +39,8 @@ COMPONENTS = (
                        "teacher.layer2.0.bn1"),),
         rules=(rank("x", 2, 3, 4, 5),),
     ),
-    Component(
-        "connector", "paraphraser", impl=f"{_METHODS}:Paraphraser",
+    _connector(
+        "paraphraser", "Paraphraser",
         summary="Factor Transfer's paraphraser: teacher-feature autoencoder returning the factor.",
         doc=("The teacher-side module of Factor Transfer (Kim et al., NeurIPS 2018): a "
              "convolutional autoencoder whose encoder (three 3x3 convolutions with LeakyReLU, "
@@ -66,8 +67,8 @@ COMPONENTS = (
                  ("reconstruct", "decoder(encoder(x)), shaped like x: the paraphraser's "
                                  "pretraining output, compared with x")),
     ),
-    Component(
-        "connector", "translator", impl=f"{_METHODS}:Translator",
+    _connector(
+        "translator", "Translator",
         summary="Factor Transfer's translator: maps student features to the factor space.",
         doc=("The student-side module of Factor Transfer (Kim et al., NeurIPS 2018): three 3x3 "
              "convolutions with LeakyReLU (C_s -> C_s -> F -> F channels, optional batch norm) "
@@ -85,8 +86,8 @@ COMPONENTS = (
         methods=(("encode", "the student factor, [N, F, H, W]; the same as the connector's own "
                             "output"),),
     ),
-    Component(
-        "connector", "crd_embed", impl=f"{_METHODS}:CRDEmbed",
+    _connector(
+        "crd_embed", "CRDEmbed",
         summary="CRD's embedding head: flatten, linear to feat_dim, L2-normalise.",
         doc=("Flattens each sample, maps it linearly to `feat_dim` dimensions and divides by its "
              "L2 norm, the embedding head that Contrastive Representation Distillation (Tian et "
@@ -100,8 +101,8 @@ COMPONENTS = (
                  Param("feat_dim", INT, 128, "embedding size", COUNT)),
         infer=(Infer("in_features", "input", flat=True),),
     ),
-    Component(
-        "connector", "mgd_generator", impl=f"{_METHODS}:MGDGenerator",
+    _connector(
+        "mgd_generator", "MGDGenerator",
         summary="MGD's generator: align channels, random spatial mask, conv-ReLU-conv generation.",
         doc=("The student-side module of Masked Generative Distillation (Yang et al., ECCV "
              "2022): a 1x1 convolution aligns student channels to teacher channels when they "

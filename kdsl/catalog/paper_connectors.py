@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from kdsl.catalog.connectors import IN_CHANNELS, X_MAP
 from kdsl.catalog.shapes import rank
-from kdsl.catalog.types import (BOOL, COUNT, INT, FLOAT, POSITIVE, TENSOR, Component, Infer, Param,
-                                choice, optional)
-
-_IMPL = "kdsl.components.paper_connectors"
+from kdsl.catalog.types import (BOOL, COUNT, INT, FLOAT, POSITIVE, TENSOR, Infer, Param, choice,
+                                declarer, optional)
 
 _FBKD = ("Zhang and Ma, Improve Object Detection with Feature-based Knowledge Distillation: "
          "Towards Accurate and Efficient Detectors, ICLR 2021")
@@ -41,42 +39,45 @@ _FBKD_MASKS = """With a(x) = mean_c |x_c| ([N, H, W]) and c(x) = mean_hw |x| ([N
         "dot_product") or the softmax of the scaled dot product ("embedded_gaussian"), with
         theta, phi, g 1x1 convolutions to in_channels / reduction channels."""
 
+_connector = declarer("connector", __name__)
+
+
 COMPONENTS = (
-    Component(
-        "connector", "fbkd_student", impl=f"{_IMPL}:FBKDStudent",
+    _connector(
+        "fbkd_student", "FBKDStudent",
         summary="FBKD's student module: attention masks, pooled adaptations, non-local relation.",
-        doc=" ".join(f"""The student side of FBKD (Zhang and Ma, ICLR 2021) as MMRazor's
+        doc=f"""The student side of FBKD (Zhang and Ma, ICLR 2021) as MMRazor's
         FBKDStudentConnector computes it. For a student feature x [N, C, H, W] it returns the
         tuple (spatial mask [N, 1, H, W], channel mask [N, C, 1, 1], Linear(mean_hw x) [N, C],
         Conv3x3(mean_c x) [N, 1, H, W], Conv1x1(non_local(x)) [N, C, H, W], Conv1x1(x) [N, C,
         H, W]) that the fbkd loss takes whole. {_FBKD_MASKS} Student and teacher features need
         the same channels and size (put a conv_bn before it otherwise); in_channels is
-        inferred.""".split()),
+        inferred.""",
         paper=_FBKD,
         inputs=(X_MAP,),
         options=(IN_CHANNELS,) + _NON_LOCAL,
         rules=(rank("x", 4),),
         infer=(Infer("in_channels", "input", dim=1),),
     ),
-    Component(
-        "connector", "fbkd_teacher", impl=f"{_IMPL}:FBKDTeacher",
+    _connector(
+        "fbkd_teacher", "FBKDTeacher",
         summary="FBKD's teacher module: attention masks, channel-mean map, non-local relation.",
-        doc=" ".join(f"""The teacher side of FBKD (Zhang and Ma, ICLR 2021) as MMRazor's
+        doc=f"""The teacher side of FBKD (Zhang and Ma, ICLR 2021) as MMRazor's
         FBKDTeacherConnector computes it: for a teacher feature x [N, C, H, W] the tuple
         (spatial mask, channel mask, mean_c x [N, 1, H, W], non_local(x), x), taken whole by
         the fbkd loss. {_FBKD_MASKS} Its non-local block is trained through the loss (it is
         the teacher's relation module, not part of the teacher network); in_channels is
-        inferred.""".split()),
+        inferred.""",
         paper=_FBKD,
         inputs=(X_MAP,),
         options=(IN_CHANNELS,) + _NON_LOCAL,
         rules=(rank("x", 4),),
         infer=(Infer("in_channels", "input", dim=1),),
     ),
-    Component(
-        "connector", "abf", impl=f"{_IMPL}:ABF",
+    _connector(
+        "abf", "ABF",
         summary="Knowledge review's attention-based fusion; returns (output, residual).",
-        doc=" ".join("""Attention-based fusion (Chen et al., CVPR 2021), as torchdistill's
+        doc="""Attention-based fusion (Chen et al., CVPR 2021), as torchdistill's
         ABF: x' = BN(Conv1x1(x)) maps the student feature to mid_channels; with fuse=true, the
         residual r of the next deeper ABF is resized to x's size (nearest), and with [a, b] =
         sigmoid(Conv1x1([x', r])) two attention maps, x' <- a * x' + b * r. x' is resized to
@@ -85,7 +86,7 @@ COMPONENTS = (
         abf3(s3, r)[0], t3)) and x' is the residual of the next shallower ABF (abf2(s2,
         abf3(s3, r)[1])). The deepest stage has nothing to fuse: fuse=false and no residual.
         Convolution weights start kaiming-uniform with a = 1, as in the authors' code.
-        in_channels is inferred.""".split()),
+        in_channels is inferred.""",
         paper=_REVIEW,
         inputs=(Param("x", TENSOR, doc="student feature [N, C, H, W]"),
                 Param("residual", optional(TENSOR), None,
@@ -101,10 +102,10 @@ COMPONENTS = (
         rules=(rank("x", 4), rank("residual", 4)),
         infer=(Infer("in_channels", "input", dim=1),),
     ),
-    Component(
-        "connector", "byot", impl=f"{_IMPL}:BYOT",
+    _connector(
+        "byot", "BYOT",
         summary="BYOT's shallow classifier: elementwise attention gate, SepConv stages, linear.",
-        doc=" ".join("""A shallow classifier of Be Your Own Teacher (Zhang et al., ICCV 2019)
+        doc="""A shallow classifier of Be Your Own Teacher (Zhang et al., ICCV 2019)
         as MMRazor's BYOTConnector builds it, for a feature x [N, C, H, W] of a middle stage:
         the gate g = sigmoid(up2(ReLU(BN(SepConv_2(x))))) (SepConv_2 a DARTS separable
         convolution at stride 2, up2 bilinear upsampling by 2, so H and W must be even) is
@@ -114,7 +115,7 @@ COMPONENTS = (
         layer gives logits [N, num_classes]. It returns (f, logits): the features are
         compared with the deepest stage's (l2) and the logits with the final output (kl_div)
         and the labels. in_channels and out_channels are the actual channel counts (MMRazor's
-        in_channel and out_channel times its expansion); in_channels is inferred.""".split()),
+        in_channel and out_channel times its expansion); in_channels is inferred.""",
         paper=_BYOT,
         inputs=(X_MAP,),
         options=(IN_CHANNELS,

@@ -9,9 +9,7 @@ as MMRazor's FBKDLoss does.
 from __future__ import annotations
 
 from kdsl.catalog.shapes import rank, same_batch, same_spatial
-from kdsl.catalog.types import NON_NEGATIVE, FLOAT, TENSOR, Component, Param, choice
-
-_IMPL = "kdsl.components.paper_losses:"
+from kdsl.catalog.types import FLOAT, NON_NEGATIVE, TENSOR, Param, choice, declarer
 
 _FBKD = ("Zhang and Ma, Improve Object Detection with Feature-based Knowledge Distillation: "
          "Towards Accurate and Efficient Detectors, ICLR 2021")
@@ -19,9 +17,7 @@ _ZSKT = ("Micaelli and Storkey, Zero-shot Knowledge Transfer via Adversarial Bel
          "NeurIPS 2019")
 
 
-def _loss(name, impl, summary, doc, paper, inputs, options=(), rules=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules))
+_loss = declarer("loss", __name__)
 
 
 COMPONENTS = (

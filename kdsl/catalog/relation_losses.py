@@ -10,10 +10,9 @@ trained too. Every loss returns a scalar that the spec multiplies by the term's 
 from __future__ import annotations
 
 from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, NON_NEGATIVE, POSITIVE, TENSOR,
-                                Component, Infer, Param, at_least, choice, interval, optional)
+                                Infer, Param, at_least, choice, declarer, interval, optional)
 from kdsl.catalog.shapes import rank, same_batch, same_shape
 
-_IMPL = "kdsl.components.relation_losses:"
 
 _S = Param("preds_S", TENSOR, doc="student feature or embedding, [N, ...] (flattened per sample)")
 _T = Param("preds_T", TENSOR, doc="teacher feature or embedding, [N, ...] (flattened per sample)")
@@ -28,10 +27,7 @@ _RKD = "Park et al., Relational Knowledge Distillation, CVPR 2019"
 _RKD_TITLE = 'Park, Kim, Lu and Cho, "Relational Knowledge Distillation", CVPR 2019.'
 
 
-def _loss(name, impl, summary, doc, paper="", inputs=(_S, _T), options=(), rules=_BATCH,
-          infer=()):
-    return Component("loss", name, _IMPL + impl, summary, " ".join(doc.split()), paper,
-                     tuple(inputs), tuple(options), tuple(rules), tuple(infer))
+_loss = declarer("loss", __name__, inputs=(_S, _T), rules=_BATCH)
 
 
 COMPONENTS = (

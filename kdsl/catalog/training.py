@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules for ``kdsl train`` (``train { optimizer = sgd(...) }``)."""
 
-from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, POSITIVE, PROBABILITY, Component, Param, each,
+from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, POSITIVE, PROBABILITY, Param, declarer, each,
                                 interval, list_of)
 
 _WARMUP = Param("warmup_epochs", FLOAT, 0.0, "linear warm-up from 0 over this many epochs", NON_NEGATIVE)
@@ -9,33 +9,36 @@ _DECAY = "L2 penalty (decoupled for AdamW)"
 # torch.optim's Adam and AdamW check 0 <= beta < 1 for both of exactly two betas
 _BETAS = each(interval(0, 1, hi_open=True), min_items=2, max_items=2)
 
+_optimizer = declarer("optimizer", __name__)
+_lr_schedule = declarer("lr_schedule", __name__)
+
 COMPONENTS = (
-    Component("optimizer", "sgd", "kdsl.components.training:sgd", "stochastic gradient descent with momentum",
+    _optimizer("sgd", "sgd", "stochastic gradient descent with momentum",
               "torch.optim.SGD; weight decay is not applied to norm layers' and biases' parameters "
               "when decay_norm_and_bias is false.",
               options=(Param("lr", FLOAT, 0.05, _LR, POSITIVE),
                        Param("momentum", FLOAT, 0.9, "momentum factor", PROBABILITY),
                        Param("weight_decay", FLOAT, 5e-4, _DECAY, NON_NEGATIVE), Param("nesterov", BOOL, False),
                        Param("decay_norm_and_bias", BOOL, True))),
-    Component("optimizer", "adam", "kdsl.components.training:adam", "Adam (Kingma & Ba, ICLR 2015)",
+    _optimizer("adam", "adam", "Adam (Kingma & Ba, ICLR 2015)",
               "torch.optim.Adam.",
               options=(Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
                        Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
                        Param("weight_decay", FLOAT, 0.0, _DECAY, NON_NEGATIVE),
                        Param("decay_norm_and_bias", BOOL, True))),
-    Component("optimizer", "adamw", "kdsl.components.training:adamw", "AdamW (Loshchilov & Hutter, ICLR 2019)",
+    _optimizer("adamw", "adamw", "AdamW (Loshchilov & Hutter, ICLR 2019)",
               "torch.optim.AdamW with decoupled weight decay.",
               options=(Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
                        Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
                        Param("weight_decay", FLOAT, 0.01, _DECAY, NON_NEGATIVE),
                        Param("decay_norm_and_bias", BOOL, False))),
-    Component("lr_schedule", "constant", "kdsl.components.training:constant_lr", "keep the learning rate",
+    _lr_schedule("constant", "constant_lr", "keep the learning rate",
               "lr(t) = lr, after an optional linear warm-up.", options=(_WARMUP,)),
-    Component("lr_schedule", "cosine", "kdsl.components.training:cosine_lr", "cosine annealing to min_lr",
+    _lr_schedule("cosine", "cosine_lr", "cosine annealing to min_lr",
               "lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2, updated every step "
               "(Loshchilov & Hutter, SGDR, ICLR 2017), after an optional linear warm-up.",
               options=(Param("min_lr", FLOAT, 0.0, "learning rate at the end", NON_NEGATIVE), _WARMUP)),
-    Component("lr_schedule", "step", "kdsl.components.training:step_lr", "multiply by gamma at milestone epochs",
+    _lr_schedule("step", "step_lr", "multiply by gamma at milestone epochs",
               "lr(t) = lr * gamma ** (number of milestones passed); the CIFAR distillation recipe "
               "is step(milestones=[150, 180, 210], gamma=0.1) over 240 epochs.",
               options=(Param("milestones", list_of(INT), [150, 180, 210], "epochs at which to multiply",

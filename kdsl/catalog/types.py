@@ -10,7 +10,7 @@ signature without importing torch; the implementation is imported only when a co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from kdsl.catalog.shapes import ShapeRule
 from kdsl.core.literals import literal_text
@@ -341,3 +341,32 @@ class Component:
 
             return import_ref(self.impl, f"{self.kind} '{self.name}'")
         return self.impl
+
+
+# --------------------------------------------------------------------------------------------
+# Declaring the built-in entries
+# --------------------------------------------------------------------------------------------
+IMPLEMENTATIONS = "kdsl.components"
+_SEQUENCE_FIELDS = ("inputs", "options", "rules", "infer", "methods")
+
+
+def implementation_module(family: str) -> str:
+    """Where the entries declared in the catalog module ``family`` are implemented: the torch
+    module of the same name (``kdsl.catalog.logit_losses`` -> ``kdsl.components.logit_losses``)."""
+    return f"{IMPLEMENTATIONS}.{family.rpartition('.')[2]}"
+
+
+def declarer(kind: str, family: str, **shared: Any) -> Callable[..., Component]:
+    """The function a catalog module (``family``, its ``__name__``) declares its ``kind`` entries
+    with: ``declare(name, impl, summary, doc, paper="", inputs=..., options=..., rules=...)``,
+    ``impl`` the class name in :func:`implementation_module`. ``shared`` holds the fields
+    (inputs, rules, paper) an entry leaves out; the doc's line breaks are folded."""
+    module = implementation_module(family)
+
+    def declare(name: str, impl: str, summary: str, doc: str, paper: str = "",
+                **fields: Any) -> Component:
+        given = {**shared, **({"paper": paper} if paper else {}), **fields}
+        given.update({k: tuple(v) for k, v in given.items() if k in _SEQUENCE_FIELDS})
+        return Component(kind, name, f"{module}:{impl}", summary, " ".join(doc.split()), **given)
+
+    return declare
