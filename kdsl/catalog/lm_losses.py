@@ -12,7 +12,7 @@ Neither reference framework (torchdistill, MMRazor) covers language models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdsl.catalog.shapes import PairRule, ShapeRule, rank, same_shape
+from kdsl.catalog.shapes import PairRule, ShapeRule, rank, same_shape, shape_text
 from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Constraint,
                                 Param, declarer, interval, optional)
 
@@ -29,10 +29,6 @@ _MINILM = "Wang et al., MiniLM: Deep Self-Attention Distillation for Task-Agnost
 # --------------------------------------------------------------------------------------------
 # Shape rules of token tensors (the words "vocabulary" and "sequence" in their messages)
 # --------------------------------------------------------------------------------------------
-def _text(shape) -> str:
-    return f"[{', '.join(str(d) for d in shape)}]"
-
-
 @dataclass(frozen=True)
 class SameTokens(PairRule):
     """Student and teacher logits have the same vocabulary size (last dimension) and the same
@@ -40,15 +36,16 @@ class SameTokens(PairRule):
 
     def check(self, infos):
         sa, sb = infos[self.a].shape, infos[self.b].shape
+        got = f"got {shape_text(sa)} and {shape_text(sb)}"
         if not sa or not sb:
-            return f"'{self.a}' and '{self.b}' must be logits [N, T, V], got {_text(sa)} and {_text(sb)}"
+            return f"'{self.a}' and '{self.b}' must be logits [N, T, V], {got}"
         if sa[-1] != sb[-1]:
             return (f"'{self.a}' and '{self.b}' must have the same vocabulary size (last "
-                    f"dimension), got {_text(sa)} and {_text(sb)}")
+                    f"dimension), {got}")
         if sa[:-1] != sb[:-1]:
             what = "batch size and sequence length" if len(sa) == len(sb) == 3 else "token positions"
             return (f"'{self.a}' and '{self.b}' must have the same {what} (all dimensions but the "
-                    f"last), got {_text(sa)} and {_text(sb)}")
+                    f"last), {got}")
         return None
 
     def describe(self):
@@ -64,10 +61,6 @@ class PerToken(ShapeRule):
     tokens: str
     integer: bool = False
 
-    @property
-    def names(self):
-        return (self.per_token, self.tokens)
-
     def check(self, infos):
         mine, theirs = infos[self.per_token], infos[self.tokens]
         want = tuple(theirs.shape[:-1])
@@ -75,7 +68,7 @@ class PerToken(ShapeRule):
             return (f"'{self.per_token}' must hold integer token labels, got dtype {mine.dtype} "
                     f"with shape {mine.describe()}")
         if tuple(mine.shape) != want:
-            return (f"'{self.per_token}' must have shape {_text(want)}, one value per token of "
+            return (f"'{self.per_token}' must have shape {shape_text(want)}, one value per token of "
                     f"'{self.tokens}' {theirs.describe()}, got {mine.describe()}")
         return None
 
@@ -90,15 +83,11 @@ class AttentionMask(ShapeRule):
     mask: str
     maps: str
 
-    @property
-    def names(self):
-        return (self.mask, self.maps)
-
     def check(self, infos):
         mask, maps = infos[self.mask], infos[self.maps]
         want = (maps.shape[0], maps.shape[-1]) if len(maps.shape) == 4 else None
         if want is not None and tuple(mask.shape) != want:
-            return (f"'{self.mask}' must have shape {_text(want)} (batch size and sequence length "
+            return (f"'{self.mask}' must have shape {shape_text(want)} (batch size and sequence length "
                     f"of '{self.maps}' {maps.describe()}), got {mask.describe()}")
         return None
 
@@ -112,14 +101,10 @@ class SquareMaps(ShapeRule):
 
     a: str
 
-    @property
-    def names(self):
-        return (self.a,)
-
     def check(self, infos):
         shape = infos[self.a].shape
         if len(shape) != 4 or shape[2] != shape[3]:
-            return f"'{self.a}' must be attention maps [N, H, T, T], got {_text(shape)}"
+            return f"'{self.a}' must be attention maps [N, H, T, T], got {shape_text(shape)}"
         return None
 
     def describe(self):

@@ -7,7 +7,7 @@ locates it in the spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Mapping, Optional, Sequence, Tuple
 
 Shape = Tuple[int, ...]
@@ -25,11 +25,16 @@ class TensorInfo:
         return self.dtype.startswith(("int", "uint")) or self.dtype == "bool"
 
     def describe(self) -> str:
-        return f"[{', '.join(str(d) for d in self.shape)}]"
+        return shape_text(self.shape)
 
 
 def _dims_text(dims: Sequence[int]) -> str:
     return ", ".join(str(d) for d in dims)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``[2, 3, 4]``: a shape as the messages write it."""
+    return f"[{_dims_text(shape)}]"
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,9 @@ class ShapeRule:
     """Base class. ``names`` are the inputs the rule looks at."""
 
     @property
-    def names(self) -> Tuple[str, ...]:  # pragma: no cover - overridden
-        return ()
+    def names(self) -> Tuple[str, ...]:
+        """The inputs the rule looks at: the values of its ``str`` fields, in order."""
+        return tuple(getattr(self, f.name) for f in fields(self) if f.type in ("str", str))
 
     def check(self, infos: Mapping[str, TensorInfo]) -> Optional[str]:  # pragma: no cover
         raise NotImplementedError
@@ -59,10 +65,6 @@ class PairRule(ShapeRule):
 
     a: str
     b: str
-
-    @property
-    def names(self):
-        return (self.a, self.b)
 
     def ties(self, dim: int) -> bool:
         return True
@@ -135,10 +137,6 @@ class Rank(ShapeRule):
     a: str
     ranks: Tuple[int, ...]
 
-    @property
-    def names(self):
-        return (self.a,)
-
     def _ranks_text(self):
         if len(self.ranks) == 1:
             return f"{self.ranks[0]} dimensions"
@@ -161,10 +159,6 @@ class LabelsFor(ShapeRule):
 
     labels: str
     logits: str
-
-    @property
-    def names(self):
-        return (self.labels, self.logits)
 
     def check(self, infos):
         lab, log = infos[self.labels], infos[self.logits]
