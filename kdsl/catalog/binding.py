@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from kdsl.catalog.types import Component, Param
+from kdsl.catalog.types import ANY_NUMBER, Component, Param
 from kdsl.core.literals import literal_text
 
 # --------------------------------------------------------------------------------------------
@@ -115,14 +115,15 @@ def value_problem(component: Component, param: Param, value: Any) -> Optional[Va
     if not param.type.accepts(value):
         return ValueProblem("KD309", f"{subject} must be {param.type.describe()}, got "
                             f"{literal_text(value)}", hint=_choice_hint(param, value))
-    if param.constraint is None or value is None:
+    if value is None:
         return None
-    violation = param.constraint.violation(value)
+    violation = (param.constraint or ANY_NUMBER).violation(value)
     if violation is None:
         return None
     where = "" if violation.item is None else f" (item {violation.item + 1})"
     return ValueProblem("KD312", f"{subject} {violation.requirement}, got "
-                        f"{literal_text(violation.value)}{where}", item=violation.item)
+                        f"{literal_text(violation.value)}{where}", item=violation.item,
+                        hint=violation.hint)
 
 
 def _choice_hint(param: Param, value: Any) -> Optional[str]:

@@ -24,5 +24,5 @@ COMPONENTS = (
               "w(t) = value * gamma ** (number of milestones m with t >= m).",
               options=(Param("value", FLOAT, 1.0),
                        Param("milestones", list_of(FLOAT), [], constraint=each(NON_NEGATIVE)),
-                       Param("gamma", FLOAT, 0.1))),
+                       Param("gamma", FLOAT, 0.1, constraint=NON_NEGATIVE))),
 )

@@ -9,6 +9,7 @@ signature without importing torch; the implementation is imported only when a co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
@@ -133,6 +134,7 @@ class Violation:
     requirement: str
     value: Any
     item: Optional[int] = None
+    hint: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -202,27 +204,48 @@ class Constraint:
 
     # ---- checking -------------------------------------------------------------------------
     def _in_bounds(self, x: float) -> bool:
-        if x != x:  # NaN compares false with everything, so it would pass every bound
-            return self.lo is None and self.hi is None
         if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
             return False
         return self.hi is None or (x < self.hi if self.hi_open else x <= self.hi)
 
     def violation(self, value: Any) -> Optional[Violation]:
-        """None if ``value`` (a literal of the right type) satisfies the constraint."""
+        """None if ``value`` (a literal of the right type) satisfies the constraint; a number
+        no tensor can hold (:func:`unrepresentable`) never does."""
         if _is_number(value):
-            if self._in_bounds(value):
+            requirement = unrepresentable(value)
+            if requirement is None and self._in_bounds(value):
                 return None
-            return Violation(f"must be {self.bounds_text()}", value)
+            return Violation(requirement or f"must be {self.bounds_text()}", value,
+                             hint=_UNREPRESENTABLE_HINTS.get(requirement))
         if not isinstance(value, (list, tuple)):
             return None
         if len(value) < self.min_items or (self.max_items is not None and len(value) > self.max_items):
             return Violation(f"must {self._length_text()}", list(value))
-        if self.each is not None:
-            for i, item in enumerate(value):
-                if self.each.violation(item) is not None:
-                    return Violation(f"must have every item {self.each._as_item()}", item, i)
+        for i, item in enumerate(value):
+            requirement = unrepresentable(item) if _is_number(item) else None
+            if requirement is not None:
+                return Violation(requirement, item, i, _UNREPRESENTABLE_HINTS[requirement])
+            if self.each is not None and self.each.violation(item) is not None:
+                return Violation(f"must have every item {self.each._as_item()}", item, i)
         return None
+
+
+_INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1
+_UNREPRESENTABLE_HINTS = {
+    "must be finite": "a number beyond about 1.8e308 reads as infinity; write a smaller one",
+    "must fit in 64 bits": f"integers range from {_INT64_MIN} to {_INT64_MAX}",
+}
+
+
+def unrepresentable(x: float) -> Optional[str]:
+    """What every numeric option requires whatever its declared range, or None: a float must be
+    finite (a literal such as 1e400 reads as inf, and inf passes "> 0") and an int must fit in
+    the 64 bits torch converts it to."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "must be finite"
+    if isinstance(x, int) and not _INT64_MIN <= x <= _INT64_MAX:
+        return "must fit in 64 bits"
+    return None
 
 
 def at_least(lo: float) -> Constraint:
@@ -254,6 +277,7 @@ NON_NEGATIVE = at_least(0)
 PROBABILITY = interval(0, 1)
 COUNT = at_least(1)  # channel counts, sizes, kernel sizes: integers >= 1
 NON_EMPTY = Constraint(min_items=1)
+ANY_NUMBER = Constraint()  # no declared range: only what :func:`unrepresentable` refuses
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def test_constraints_describe_themselves(constraint, words):
 
 
 @pytest.mark.parametrize("constraint, good, bad", [
-    (POSITIVE, [1e-12, 1, 3.5, math.inf], [0, 0.0, -1, -math.inf, math.nan]),
+    (POSITIVE, [1e-12, 1, 3.5, 1e308], [0, 0.0, -1, -1e308]),
     (NON_NEGATIVE, [0, 0.0, 2], [-1e-12, -3]),
     (PROBABILITY, [0, 0.5, 1, 1.0], [-0.01, 1.01, 2]),
     (interval(0, 1, hi_open=True), [0, 0.999], [1, 1.0, -0.1]),
@@ -73,6 +73,21 @@ def test_list_constraints_name_the_offending_item():
     assert POSITIVE.violation("x") is None and POSITIVE.violation(None) is None
 
 
+@pytest.mark.parametrize("value, words", [
+    (math.inf, "must be finite"), (-math.inf, "must be finite"), (math.nan, "must be finite"),
+    (2 ** 63, "must fit in 64 bits"), (-(2 ** 63) - 1, "must fit in 64 bits"),
+])
+def test_no_range_admits_a_number_a_tensor_cannot_hold(value, words):
+    # inf passes "> 0" and NaN compares false with every bound; a 20-digit integer overflows torch
+    for constraint in (POSITIVE, COUNT, Constraint(), one_or_each(COUNT)):
+        found = constraint.violation(value)
+        assert found is not None and found.requirement == words, (constraint, value)
+        assert found.hint and ("1.8e308" in found.hint or str(2 ** 63 - 1) in found.hint)
+        item = constraint.violation([1, value])
+        assert item is not None and (item.requirement, item.item) == (words, 1), (constraint, value)
+    assert Constraint().violation(2 ** 63 - 1) is None and Constraint().violation(-1e308) is None
+
+
 # --------------------------------------------------------------------------------------------
 # Every built-in declaration
 # --------------------------------------------------------------------------------------------
@@ -100,6 +115,55 @@ def test_counts_and_temperatures_are_constrained(component):
                 and p.constraint.lo >= 1, (component.name, p.name)
         if p.name in ("tau", "nce_t", "eps", "lr", "gamma") and component.kind == "loss":
             assert p.constraint == POSITIVE, (component.name, p.name)
+
+
+def _is_numeric(t) -> bool:
+    return t.name in ("float", "int") or (t.item is not None and _is_numeric(t.item)) \
+        or any(_is_numeric(a) for a in t.alternatives)
+
+
+# Numeric options any finite value of which means something; every other one declares its range.
+UNBOUNDED = {
+    "ignore_index": "any label value may mark the positions left out (torch's default is -100)",
+    "dim": "a dimension: negative counts from the end",
+    "start_dim": "a dimension: negative counts from the end",
+    "end_dim": "a dimension: negative counts from the end",
+    "mult": "l2's scale of the normalized features: its sign and size are the user's",
+    "coef0": "nst's kernel constant c of (x.y + c)^d: any real",
+    "value": "a schedule's weight: any real",
+    "start": "a schedule's weight at the start: any real",
+    "end": "a schedule's weight at the end: any real",
+}
+
+
+@pytest.mark.parametrize("component", [c for c in ALL if c.origin == "kdsl"],
+                         ids=lambda c: f"{c.kind}:{c.name}")
+def test_every_numeric_option_declares_its_range(component):
+    for p in component.options:
+        if _is_numeric(p.type) and p.name not in UNBOUNDED:
+            assert p.constraint is not None, f"{component.kind} {component.name}: {p.name}"
+
+
+@pytest.mark.parametrize("kind, name, option, value, words", [
+    ("loss", "kl_div", "tau", math.inf, "'tau' of 'kl_div' must be finite, got inf"),
+    ("loss", "l2", "mult", -math.inf, "'mult' of 'l2' must be finite, got -inf"),
+    ("schedule", "linear", "end", math.inf, "'end' of 'linear' must be finite"),
+    ("schedule", "step", "milestones", [1.0, math.inf], "must be finite, got inf (item 2)"),
+    ("connector", "flatten", "start_dim", 10 ** 20, "must fit in 64 bits, got 100000000000000000000"),
+    ("loss", "cross_entropy", "ignore_index", -(10 ** 20), "must fit in 64 bits"),
+    ("optimizer", "sgd", "lr", math.inf, "'lr' of 'sgd' must be finite"),
+])
+def test_unbounded_options_are_still_finite(kind, name, option, value, words):
+    component = REGISTRY.get(kind, name)
+    problem = value_problem(component, component.option(option), value)
+    assert problem is not None and problem.code == "KD312" and words in problem.message
+
+
+def test_a_literal_beyond_float_range_is_located():
+    found = check_codes("loss kd = kl_div(zs, zt, tau=1e400)\n")
+    assert found == [("KD312", 7, 30, "'tau' of 'kl_div' must be finite, got inf")]
+    found = check_codes("loss kd = kl_div(zs, zt) * linear(0.0, 1e400)\n")
+    assert [(code, line, col) for code, line, col, _ in found] == [("KD312", 7, 40)]
 
 
 # (kind, name, options that build, the option set out of range, what the message says)
@@ -142,6 +206,7 @@ OUT_OF_RANGE = [
     ("connector", "interpolate", {}, {"scale_factor": [2.0, 0.0]}, "every item > 0, got 0.0 (item 2)"),
     ("schedule", "warmup", {}, {"epochs": -1.0}, "must be >= 0"),
     ("schedule", "step", {}, {"milestones": [1.0, -2.0]}, "every item >= 0"),
+    ("schedule", "step", {}, {"gamma": -0.5}, "'gamma' of 'step' must be >= 0"),
     ("optimizer", "sgd", {}, {"momentum": 1.5}, "must be in [0, 1]"),
     ("optimizer", "sgd", {}, {"lr": 0.0}, "'lr' of 'sgd' must be > 0"),
     ("optimizer", "adamw", {}, {"weight_decay": -0.1}, "must be >= 0"),
