@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kdsl.catalog.types import (COUNT, FLOAT, INT, POSITIVE, TENSOR, Param, at_least, choice,
                                 declarer, each, list_of)
-from kdsl.catalog.shapes import rank, same_batch, same_shape
+from kdsl.catalog.shapes import rank, same_shape
 
 
 _S = Param("preds_S", TENSOR, doc="student feature, [N, ...]")

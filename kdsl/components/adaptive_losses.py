@@ -7,13 +7,11 @@ entries; the options' types and ranges are declared, and checked, there.
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import flat, upcast
+from kdsl.components._common import Declared, flat, upcast
 from kdsl.components.feature_losses import factor_distance
 
 __all__ = ["HCLLoss", "KTALoss", "AffinityLoss", "PADL2Loss", "RegularizationLoss"]
@@ -23,15 +21,8 @@ def _batch_reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
-class HCLLoss(nn.Module):
+class HCLLoss(Declared):
     """Hierarchical context loss: MSE at full resolution and at pooled sizes, halving weights."""
-
-    # a list default (copied below, never mutated) so that it equals the catalog's default
-    def __init__(self, output_sizes: List[int] = [4, 2, 1],  # noqa: B006
-                 reduction: str = "mean") -> None:
-        super().__init__()
-        self.output_sizes = [int(k) for k in output_sizes]
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -49,14 +40,8 @@ class HCLLoss(nn.Module):
         return loss / total
 
 
-class KTALoss(nn.Module):
+class KTALoss(Declared):
     """Knowledge translation and adaptation: distance of l_q-normalized flattened features."""
-
-    def __init__(self, p: int = 1, q: float = 2.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.p = p
-        self.q = float(q)
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -64,12 +49,8 @@ class KTALoss(nn.Module):
         return factor_distance(s, t, self.p, self.q, self.reduction, distance)
 
 
-class AffinityLoss(nn.Module):
+class AffinityLoss(Declared):
     """Affinity distillation: distance of each channel's spatial self-affinity matrix."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -83,13 +64,8 @@ class AffinityLoss(nn.Module):
         return _batch_reduce(per_channel.sum(dim=1), self.reduction)
 
 
-class PADL2Loss(nn.Module):
+class PADL2Loss(Declared):
     """Prime-aware adaptive distillation: L2 weighted by a predicted per-dimension variance."""
-
-    def __init__(self, eps: float = 1e-6, reduction: str = "mean") -> None:
-        super().__init__()
-        self.eps = float(eps)
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 log_variance: torch.Tensor) -> torch.Tensor:
@@ -99,12 +75,8 @@ class PADL2Loss(nn.Module):
         return _batch_reduce(per_sample, self.reduction)
 
 
-class RegularizationLoss(nn.Module):
+class RegularizationLoss(Declared):
     """The p-norm of a whole tensor, a penalty on its size."""
-
-    def __init__(self, p: float = 1.0) -> None:
-        super().__init__()
-        self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (x,) = upcast(x)

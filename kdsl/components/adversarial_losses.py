@@ -7,18 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import upcast
+from kdsl.components._common import Declared, upcast
 
 __all__ = ["ZSKTAdversarial"]
 
 
-class ZSKTAdversarial(nn.Module):
+class ZSKTAdversarial(Declared):
     """-KL(softmax(T / tau) || softmax(S / tau)), batch mean: the generator maximises the
     student-teacher divergence."""
-
-    def __init__(self, tau: float = 1.0) -> None:
-        super().__init__()
-        self.tau = float(tau)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)

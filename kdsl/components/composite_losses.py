@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import flat, reduce, upcast
+from kdsl.components._common import Declared, flat, reduce, student_teacher, upcast
 
 __all__ = ["DISTPlusLoss", "SRDLoss", "SKDInstanceLoss", "SKDDirectionLoss", "SSKDLoss",
            "SSKDAuxLoss"]
@@ -25,15 +25,8 @@ def _centred_correlation(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Te
     return (a * b).sum(dim=dim) / (norms + 1e-8)
 
 
-class DISTPlusLoss(nn.Module):
+class DISTPlusLoss(Declared):
     """DIST+'s feature term: channel and spatial Pearson-correlation relations of feature maps."""
-
-    def __init__(self, channel_weight: float = 1.0, spatial_weight: float = 1.0,
-                 form: str = "paper") -> None:
-        super().__init__()
-        self.channel_weight = float(channel_weight)
-        self.spatial_weight = float(spatial_weight)
-        self.form = form
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -50,42 +43,26 @@ class DISTPlusLoss(nn.Module):
         return self.channel_weight * channel_term + self.spatial_weight * (1.0 - spatial)
 
 
-class SRDLoss(nn.Module):
+class SRDLoss(Declared):
     """SRD's feature term: 2 log of the summed |S - T|^exponent."""
-
-    def __init__(self, exponent: float = 2.0) -> None:
-        super().__init__()
-        self.exponent = float(exponent)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
         return 2.0 * torch.log((s - t).abs().pow(self.exponent).sum())
 
 
-class SKDInstanceLoss(nn.Module):
+class SKDInstanceLoss(Declared):
     """SKD's instance term: KL(softmax(T / tau) || softmax(S / tau)) / N, without tau^2."""
 
-    def __init__(self, tau: float = 4.0, detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.detach_teacher = bool(detach_teacher)
-
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        s, t = upcast(preds_S, preds_T)
+        s, t = student_teacher(preds_S, preds_T, self.detach_teacher)
         log_p_s = F.log_softmax(s / self.tau, dim=1)
         log_p_t = F.log_softmax(t / self.tau, dim=1)
         return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
 
 
-class SKDDirectionLoss(nn.Module):
+class SKDDirectionLoss(Declared):
     """SKD's direction term: Mahalanobis length of the rows of the similarity difference."""
-
-    def __init__(self, tikhonov: float = 0.1, detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tikhonov = float(tikhonov)
-        self.detach_teacher = bool(detach_teacher)
 
     @staticmethod
     def _similarity(x: torch.Tensor) -> torch.Tensor:
@@ -93,9 +70,7 @@ class SKDDirectionLoss(nn.Module):
         return x @ x.t()
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        s, t = upcast(preds_S, preds_T)
+        s, t = student_teacher(preds_S, preds_T, self.detach_teacher)
         diff = self._similarity(s) - self._similarity(t)
         n = diff.shape[0]
         # the Tikhonov term keeps the N x N covariance of the rows invertible for any batch
@@ -143,9 +118,7 @@ class SSKDLoss(nn.Module):
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor, ss_S: torch.Tensor,
                 ss_T: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        s, t, ss_s, ss_t = upcast(preds_S, preds_T, ss_S, ss_T)
+        s, t, ss_s, ss_t = student_teacher(preds_S, preds_T, self.detach_teacher, ss_S, ss_T)
         kl_tau, ss_tau, tf_tau = self.taus
         index = torch.arange(s.shape[0], device=s.device)
         normal, aug = index % 4 == 0, index % 4 != 0
@@ -165,12 +138,8 @@ class SSKDLoss(nn.Module):
         return w_ce * ce + w_kl * kl + w_ss * ss + w_tf * tf
 
 
-class SSKDAuxLoss(nn.Module):
+class SSKDAuxLoss(Declared):
     """SSKD's first stage: each rotated sample must recognise its original by cosine similarity."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
 
     def forward(self, preds: torch.Tensor) -> torch.Tensor:
         (x,) = upcast(preds)

@@ -13,16 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import flat, upcast
+from kdsl.components._common import Declared, flat, upcast
 
 __all__ = ["DAFLOneHot", "DAFLActivation", "DAFLEntropy"]
 
 
-class DAFLOneHot(nn.Module):
+class DAFLOneHot(Declared):
     """DAFL's one-hot loss: mean cross-entropy of ``preds_T`` against its own argmax."""
-
-    def __init__(self) -> None:  # no options; spelled out so that the signature is explicit
-        super().__init__()
 
     def forward(self, preds_T: torch.Tensor) -> torch.Tensor:
         (preds_T,) = upcast(preds_T)
@@ -31,12 +28,8 @@ class DAFLOneHot(nn.Module):
         return F.cross_entropy(preds_T, pseudo_labels)
 
 
-class DAFLActivation(nn.Module):
+class DAFLActivation(Declared):
     """DAFL's activation loss: ``-mean(|f|)`` (or ``-sum(|f|) / N`` with ``batchmean``)."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
 
     def forward(self, feat_T: torch.Tensor) -> torch.Tensor:
         (feat_T,) = upcast(feat_T)
@@ -46,12 +39,8 @@ class DAFLActivation(nn.Module):
         return -magnitude.mean()
 
 
-class DAFLEntropy(nn.Module):
+class DAFLEntropy(Declared):
     """DAFL's information-entropy loss: ``sum_c p_c log_b p_c`` for the batch-mean softmax ``p``."""
-
-    def __init__(self, base: float = 10.0) -> None:
-        super().__init__()
-        self.base = float(base)
 
     def forward(self, preds_T: torch.Tensor) -> torch.Tensor:
         (preds_T,) = upcast(preds_T)

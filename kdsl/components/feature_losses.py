@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import compute_dtype, flat, upcast
+from kdsl.components._common import Declared, compute_dtype, flat, upcast
 
 __all__ = [
     "L2Loss", "L1Loss", "MSELoss", "SmoothL1Loss", "CosineLoss", "ATLoss", "OFDLoss", "ABLoss",
@@ -37,16 +37,8 @@ def _pool_to_common_size(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor
 # --------------------------------------------------------------------------------------------
 # Element-wise distances
 # --------------------------------------------------------------------------------------------
-class L2Loss(nn.Module):
+class L2Loss(Declared):
     """FitNets hint loss with MMRazor's L2Loss options."""
-
-    def __init__(self, normalize: bool = True, mult: float = 1.0, div_element: bool = False,
-                 dist: bool = False) -> None:
-        super().__init__()
-        self.normalize = normalize
-        self.mult = mult
-        self.div_element = div_element
-        self.dist = dist
 
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(flat(x), p=2.0, dim=1) * self.mult
@@ -72,46 +64,29 @@ def _fused(loss_fn, pair, reduction: str, **kwargs) -> torch.Tensor:
     return loss_fn(s, t, reduction=reduction, **kwargs)
 
 
-class L1Loss(nn.Module):
+class L1Loss(Declared):
     """Absolute difference, reduced."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         return _fused(F.l1_loss, upcast(preds_S, preds_T), self.reduction)
 
 
-class MSELoss(nn.Module):
+class MSELoss(Declared):
     """Squared difference, reduced."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         return _fused(F.mse_loss, upcast(preds_S, preds_T), self.reduction)
 
 
-class SmoothL1Loss(nn.Module):
+class SmoothL1Loss(Declared):
     """Huber-style smooth L1 difference, reduced."""
-
-    def __init__(self, beta: float = 1.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.beta = beta
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         return _fused(F.smooth_l1_loss, upcast(preds_S, preds_T), self.reduction, beta=self.beta)
 
 
-class CosineLoss(nn.Module):
+class CosineLoss(Declared):
     """One minus the cosine similarity of per-sample flattened features, averaged over the batch."""
-
-    def __init__(self, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.eps = eps
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -125,13 +100,8 @@ class CosineLoss(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Maps and masks derived from a feature
 # --------------------------------------------------------------------------------------------
-class ATLoss(nn.Module):
+class ATLoss(Declared):
     """Attention transfer: squared distance of normalized spatial attention maps."""
-
-    def __init__(self, p: float = 2.0, form: str = "code") -> None:
-        super().__init__()
-        self.p = p
-        self.form = form
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         # |x|^p rather than x^p: the paper's map is of absolute values, which only matters for
@@ -147,12 +117,8 @@ class ATLoss(nn.Module):
         return diff.pow(2).mean()
 
 
-class OFDLoss(nn.Module):
+class OFDLoss(Declared):
     """Overhaul of feature distillation: partial L2 that skips where S <= T <= 0."""
-
-    def __init__(self, mul_factor: float = 1000.0) -> None:
-        super().__init__()
-        self.mul_factor = mul_factor
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -162,13 +128,8 @@ class OFDLoss(nn.Module):
         return ((s - t).pow(2) * counted).sum() / s.shape[0] / self.mul_factor
 
 
-class ABLoss(nn.Module):
+class ABLoss(Declared):
     """Activation boundaries: squared hinge pushing the student to the teacher's side of zero."""
-
-    def __init__(self, margin: float = 1.0, reduction: str = "batchmean") -> None:
-        super().__init__()
-        self.margin = margin
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -179,14 +140,8 @@ class ABLoss(nn.Module):
         return per_neuron.sum() / (1 if self.reduction == "sum" else s.shape[0])
 
 
-class FTLoss(nn.Module):
+class FTLoss(Declared):
     """Factor transfer: p-distance of per-sample l2-normalized factors."""
-
-    def __init__(self, p: int = 1, reduction: str = "mean", distance: str = "elementwise") -> None:
-        super().__init__()
-        self.p = p
-        self.reduction = reduction
-        self.distance = distance
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -205,12 +160,8 @@ def factor_distance(s: torch.Tensor, t: torch.Tensor, p: float, q: float, reduct
     return elementwise.sum() if reduction == "sum" else elementwise.mean()
 
 
-class ChannelWiseDivergence(nn.Module):
+class ChannelWiseDivergence(Declared):
     """Channel-wise distillation: KL between per-channel spatial softmax distributions."""
-
-    def __init__(self, tau: float = 1.0) -> None:
-        super().__init__()
-        self.tau = tau
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -221,12 +172,8 @@ class ChannelWiseDivergence(nn.Module):
         return kl * (self.tau ** 2) / (n * c)
 
 
-class PKDLoss(nn.Module):
+class PKDLoss(Declared):
     """Pearson-correlation distillation: MSE of per-channel standardized features, halved."""
-
-    def __init__(self, resize_stu: bool = True) -> None:
-        super().__init__()
-        self.resize_stu = resize_stu
 
     @staticmethod
     def _standardize(x: torch.Tensor) -> torch.Tensor:
@@ -248,12 +195,8 @@ class PKDLoss(nn.Module):
         return F.mse_loss(self._standardize(s), self._standardize(t)) / 2
 
 
-class MGDLoss(nn.Module):
+class MGDLoss(Declared):
     """Masked generative distillation: summed squared error of the generated feature, per sample."""
-
-    def __init__(self, alpha_mgd: float = 2e-5) -> None:
-        super().__init__()
-        self.alpha_mgd = alpha_mgd
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
@@ -274,12 +217,8 @@ def _fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b.transpose(1, 2)) / a.shape[2]
 
 
-class FSPLoss(nn.Module):
+class FSPLoss(Declared):
     """Flow of solution procedure: squared distance of the student's and teacher's FSP matrices."""
-
-    def __init__(self, norm: str = "squared") -> None:
-        super().__init__()
-        self.norm = norm
 
     def forward(self, s_first: torch.Tensor, s_second: torch.Tensor, t_first: torch.Tensor,
                 t_second: torch.Tensor) -> torch.Tensor:
@@ -294,13 +233,8 @@ class FSPLoss(nn.Module):
         return diff.pow(2).sum() / diff.shape[0]
 
 
-class NSTLoss(nn.Module):
+class NSTLoss(Declared):
     """Neuron selectivity transfer: polynomial-kernel MMD between the channels' spatial maps."""
-
-    def __init__(self, degree: int = 2, coef0: float = 0.0) -> None:
-        super().__init__()
-        self.degree = degree
-        self.coef0 = coef0
 
     def _kernel_mean(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         gram = torch.bmm(a, b.transpose(1, 2))
@@ -369,12 +303,9 @@ class VIDLoss(nn.Module):
         return (0.5 * ((mean - t).pow(2) / var + var.log())).mean()
 
 
-class VIDNLLLoss(nn.Module):
+class VIDNLLLoss(Declared):
     """VID's Gaussian negative log-likelihood of the teacher given a predicted mean and variance
     (torchdistill's VIDLoss, fed by a regressor that returns both)."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def forward(self, mean: torch.Tensor, preds_T: torch.Tensor,
                 variance: torch.Tensor) -> torch.Tensor:
@@ -382,12 +313,8 @@ class VIDNLLLoss(nn.Module):
         return (0.5 * ((mean - preds_T).pow(2) / variance + variance.log())).mean()
 
 
-class ICKDLoss(nn.Module):
+class ICKDLoss(Declared):
     """Inter-channel correlation: squared distance of row-normalized channel Gram matrices."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
 
     @staticmethod
     def _correlation(x: torch.Tensor) -> torch.Tensor:

@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+
+from kdsl.components._common import Declared
 
 
-class ModelLoss(nn.Module):
+class ModelLoss(Declared):
     """A loss the model computed itself: a scalar tensor, or the sum of the entries of a dict
     (or of an object's ``loss`` attribute) whose key contains ``key`` (mmdet's ``loss_cls``,
     ``loss_bbox``; Hugging Face's ``outputs.loss``). Lists of tensors are summed too."""
-
-    def __init__(self, key: str = "loss") -> None:
-        super().__init__()
-        self.key = key
 
     def forward(self, value: Any) -> torch.Tensor:
         total = self._total(value)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import upcast
+from kdsl.components._common import Declared, student_teacher, upcast
 
 __all__ = ["TokenKL", "TokenReverseKL", "TokenJSD", "TokenTopKKL", "HiddenMSE", "AttentionMSE",
            "MiniLMLoss"]
@@ -44,14 +44,9 @@ def _shifted(shift: bool, x: Optional[torch.Tensor], *, logits: bool) -> Optiona
     return x[..., :-1, :] if logits else x[..., 1:]
 
 
-class _TokenLoss(nn.Module):
-    """A per-token divergence of student and teacher logits, averaged over the tokens that count."""
-
-    def __init__(self, ignore_index: int, shift: bool, detach_teacher: bool) -> None:
-        super().__init__()
-        self.ignore_index = int(ignore_index)
-        self.shift = bool(shift)
-        self.detach_teacher = bool(detach_teacher)
+class _TokenLoss(Declared):
+    """A per-token divergence of student and teacher logits, averaged over the tokens that count
+    (options ``ignore_index``, ``shift`` and ``detach_teacher`` besides the divergence's own)."""
 
     def per_token(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -59,9 +54,7 @@ class _TokenLoss(nn.Module):
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        s, t = upcast(preds_S, preds_T)
+        s, t = student_teacher(preds_S, preds_T, self.detach_teacher)
         s, t = _shifted(self.shift, s, logits=True), _shifted(self.shift, t, logits=True)
         mask = _shifted(self.shift, mask, logits=False)
         labels = _shifted(self.shift, labels, logits=False)
@@ -76,11 +69,6 @@ def _kl_last(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 class TokenKL(_TokenLoss):
     """tau^2 * KL(softmax(z_T / tau) || softmax(z_S / tau)) per token."""
-
-    def __init__(self, tau: float = 1.0, ignore_index: int = -100, shift: bool = False,
-                 detach_teacher: bool = True) -> None:
-        super().__init__(ignore_index, shift, detach_teacher)
-        self.tau = float(tau)
 
     def per_token(self, s, t):
         tau = self.tau
@@ -98,12 +86,6 @@ class TokenReverseKL(TokenKL):
 class TokenJSD(_TokenLoss):
     """Generalized Jensen-Shannon divergence beta KL(P || M) + (1 - beta) KL(Q || M) per token."""
 
-    def __init__(self, beta: float = 0.5, tau: float = 1.0, ignore_index: int = -100,
-                 shift: bool = False, detach_teacher: bool = True) -> None:
-        super().__init__(ignore_index, shift, detach_teacher)
-        self.beta = float(beta)
-        self.tau = float(tau)
-
     def per_token(self, s, t):
         log_q = F.log_softmax(s / self.tau, -1)
         log_p = F.log_softmax(t / self.tau, -1)
@@ -117,12 +99,6 @@ class TokenJSD(_TokenLoss):
 class TokenTopKKL(_TokenLoss):
     """tau^2 * KL over the teacher's top-k tokens, both distributions renormalized there."""
 
-    def __init__(self, k: int = 50, tau: float = 1.0, ignore_index: int = -100,
-                 shift: bool = False, detach_teacher: bool = True) -> None:
-        super().__init__(ignore_index, shift, detach_teacher)
-        self.k = int(k)
-        self.tau = float(tau)
-
     def per_token(self, s, t):
         vocab = t.shape[-1]
         if self.k > vocab:
@@ -134,11 +110,8 @@ class TokenTopKKL(_TokenLoss):
         return tau ** 2 * _kl_last(F.log_softmax(t_k / tau, -1), F.log_softmax(s_k / tau, -1))
 
 
-class HiddenMSE(nn.Module):
+class HiddenMSE(Declared):
     """Mean squared error of token features over the tokens that count."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -148,12 +121,8 @@ class HiddenMSE(nn.Module):
         return masked_mean(per_token, weights)
 
 
-class AttentionMSE(nn.Module):
+class AttentionMSE(Declared):
     """Mean squared error of [N, h, T, T] attention scores over the (query, key) pairs that count."""
-
-    def __init__(self, masked_below: Optional[float] = -100.0) -> None:
-        super().__init__()
-        self.masked_below = None if masked_below is None else float(masked_below)
 
     def _cleaned(self, x: torch.Tensor) -> torch.Tensor:
         if self.masked_below is None:
@@ -172,13 +141,8 @@ class AttentionMSE(nn.Module):
         return (squared * pairs).sum() / total.clamp_min(1.0)
 
 
-class MiniLMLoss(nn.Module):
+class MiniLMLoss(Declared):
     """KL of the teacher's to the student's attention and value-relation rows, per query."""
-
-    def __init__(self, scores: bool = False, detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.scores = bool(scores)
-        self.detach_teacher = bool(detach_teacher)
 
     def _rows(self, s: torch.Tensor, t: torch.Tensor, keys: Optional[torch.Tensor]) -> torch.Tensor:
         """KL(t_row || s_row) for every query row, [N, h, T]."""

@@ -10,13 +10,13 @@ work wherever the catalog allows them.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import reduce, upcast
+from kdsl.components._common import Declared, reduce, student_teacher, upcast
 
 __all__ = [
     "KLDivergence", "SoftCrossEntropy", "CrossEntropy", "KDLoss", "DKDLoss", "DISTLoss", "WSLDLoss",
@@ -41,51 +41,26 @@ def _tempered_kl(preds_S: torch.Tensor, preds_T: torch.Tensor, tau: float,
 # --------------------------------------------------------------------------------------------
 # Soft targets
 # --------------------------------------------------------------------------------------------
-class KLDivergence(nn.Module):
+class KLDivergence(Declared):
     """Hinton's KD: tau^2 * KL(softmax(T / tau) || softmax(S / tau)) over dimension 1."""
 
-    def __init__(self, tau: float = 1.0, reduction: str = "batchmean",
-                 detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.reduction = reduction
-        self.detach_teacher = bool(detach_teacher)
-
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         return _tempered_kl(preds_S, preds_T, self.tau, self.reduction)
 
 
-class SoftCrossEntropy(nn.Module):
+class SoftCrossEntropy(Declared):
     """Cross-entropy of the student against the teacher's softened distribution, times tau^2."""
 
-    def __init__(self, tau: float = 1.0, reduction: str = "mean",
-                 detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.reduction = reduction
-        self.detach_teacher = bool(detach_teacher)
-
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         p_t = F.softmax(preds_T / self.tau, dim=1)
         per_position = -(p_t * F.log_softmax(preds_S / self.tau, dim=1)).sum(dim=1)
         return self.tau ** 2 * reduce(per_position, self.reduction)
 
 
-class CrossEntropy(nn.Module):
+class CrossEntropy(Declared):
     """Cross-entropy with hard labels (the task loss), with label smoothing and ignore_index."""
-
-    def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100,
-                 reduction: str = "mean") -> None:
-        super().__init__()
-        self.label_smoothing = float(label_smoothing)
-        self.ignore_index = int(ignore_index)
-        self.reduction = reduction
 
     def forward(self, preds_S: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
         (preds_S,) = upcast(preds_S)
@@ -93,26 +68,17 @@ class CrossEntropy(nn.Module):
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
-class KDLoss(nn.Module):
+class KDLoss(Declared):
     """Hinton's KD with the hard-label term: alpha * CE(S, y) + beta * tau^2 * KL."""
 
-    def __init__(self, tau: float = 4.0, alpha: float = 0.5, beta: Optional[float] = None,
-                 label_smoothing: float = 0.0, reduction: str = "batchmean", form: str = "paper",
-                 detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.alpha = float(alpha)
-        self.beta = 1.0 - self.alpha if beta is None else float(beta)
-        self.label_smoothing = float(label_smoothing)
-        self.reduction = reduction
-        self.form = form
-        self.detach_teacher = bool(detach_teacher)
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        if self.beta is None:
+            self.beta = 1.0 - self.alpha
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 gt_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         log_p_s = F.log_softmax(preds_S / self.tau, dim=1)
         log_p_t = F.log_softmax(preds_T / self.tau, dim=1)
         soft = reduce(_kl_elementwise(log_p_t, log_p_s), self.reduction)
@@ -133,17 +99,8 @@ class KDLoss(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Variants of KD
 # --------------------------------------------------------------------------------------------
-class DKDLoss(nn.Module):
+class DKDLoss(Declared):
     """Decoupled KD: alpha * TCKD + beta * NCKD (Zhao et al., CVPR 2022)."""
-
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, tau: float = 4.0,
-                 form: str = "log_space", detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.tau = float(tau)
-        self.form = form
-        self.detach_teacher = bool(detach_teacher)
 
     def _mmrazor(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
@@ -176,9 +133,7 @@ class DKDLoss(nn.Module):
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 gt_labels: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         target = gt_labels.long().view(-1, 1)
         if self.form == "mmrazor":
             return self._mmrazor(preds_S, preds_T, target)
@@ -207,22 +162,11 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor, form: str = "paper") -> torch
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
 
 
-class DISTLoss(nn.Module):
+class DISTLoss(Declared):
     """DIST: Pearson-correlation relations between and within classes (Huang et al., 2022)."""
 
-    def __init__(self, tau: float = 1.0, inter_weight: float = 1.0, intra_weight: float = 1.0,
-                 form: str = "paper", detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.inter_weight = float(inter_weight)
-        self.intra_weight = float(intra_weight)
-        self.form = form
-        self.detach_teacher = bool(detach_teacher)
-
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         y_s = F.softmax(preds_S / self.tau, dim=1)
         y_t = F.softmax(preds_T / self.tau, dim=1)
         inter = 1.0 - pearson_rows(y_s, y_t, self.form).mean()
@@ -230,23 +174,16 @@ class DISTLoss(nn.Module):
         return self.tau ** 2 * (self.inter_weight * inter + self.intra_weight * intra)
 
 
-class WSLDLoss(nn.Module):
+class WSLDLoss(Declared):
     """Weighted soft labels: KD per sample weighted by 1 - exp(-CE_student / CE_teacher)."""
 
     # Keeps the weight finite when the teacher is certain of the right class (CE_teacher = 0,
     # weight 1); the same constant as the authors' and MMRazor's code.
     EPS = 1e-7
 
-    def __init__(self, tau: float = 2.0, detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.detach_teacher = bool(detach_teacher)
-
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 gt_labels: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         p_t = F.softmax(preds_T / self.tau, dim=1)
         soft_ce = -(p_t * F.log_softmax(preds_S / self.tau, dim=1)).sum(dim=1)
         with torch.no_grad():
@@ -257,21 +194,12 @@ class WSLDLoss(nn.Module):
         return self.tau ** 2 * (weight * soft_ce).mean()
 
 
-class LogitStdKDLoss(nn.Module):
+class LogitStdKDLoss(Declared):
     """KD on z-scored logits (Sun et al., CVPR 2024)."""
 
     # eps floors a row's standard deviation: a constant row (std 0) standardizes to zeros
     # instead of NaN. A floor rather than the authors' `std + eps` keeps the loss exactly
     # invariant to scaling a row.
-
-    def __init__(self, tau: float = 2.0, reduction: str = "batchmean", form: str = "paper",
-                 eps: float = 1e-7, detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.tau = float(tau)
-        self.reduction = reduction
-        self.form = form
-        self.eps = float(eps)
-        self.detach_teacher = bool(detach_teacher)
 
     def standardize(self, logits: torch.Tensor) -> torch.Tensor:
         centered = logits - logits.mean(dim=1, keepdim=True)
@@ -283,8 +211,6 @@ class LogitStdKDLoss(nn.Module):
         return centered / variance.sqrt()
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        if self.detach_teacher:
-            preds_T = preds_T.detach()
-        preds_S, preds_T = upcast(preds_S, preds_T)
+        preds_S, preds_T = student_teacher(preds_S, preds_T, self.detach_teacher)
         return _tempered_kl(self.standardize(preds_S), self.standardize(preds_T), self.tau,
                             self.reduction)

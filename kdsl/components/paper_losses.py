@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
-from kdsl.components._common import upcast
+from kdsl.components._common import Declared, upcast
 from kdsl.components.feature_losses import ATLoss
 
 __all__ = ["FBKDLoss", "ZSKTAttention"]
@@ -23,16 +22,8 @@ def _parts(value, count: int, side: str, connector: str):
     return upcast(*value)
 
 
-class FBKDLoss(nn.Module):
+class FBKDLoss(Declared):
     """Masked feature L2 + pooled channel and spatial terms + non-local relation term."""
-
-    def __init__(self, mask_l2_weight: float = 7e-5, channel_weight: float = 4e-3,
-                 spatial_weight: float = 4e-3, nonlocal_weight: float = 7e-5) -> None:
-        super().__init__()
-        self.mask_l2_weight = float(mask_l2_weight)
-        self.channel_weight = float(channel_weight)
-        self.spatial_weight = float(spatial_weight)
-        self.nonlocal_weight = float(nonlocal_weight)
 
     def forward(self, preds_S: Sequence[torch.Tensor],
                 preds_T: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -57,5 +48,4 @@ class FBKDLoss(nn.Module):
 class ZSKTAttention(ATLoss):
     """ZSKT's attention term: attention transfer with the squared map (p = 2), paper form."""
 
-    def __init__(self, form: str = "paper") -> None:
-        super().__init__(p=2.0, form=form)
+    p = 2.0  # the paper's squared map, not an option of zskt_attention

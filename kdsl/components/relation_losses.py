@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsl.components._common import compute_dtype, flat, upcast
+from kdsl.components._common import Declared, compute_dtype, flat, upcast
 
 __all__ = ["DistanceWiseRKD", "AngleWiseRKD", "PKTLoss", "SPLoss", "CCLoss", "CRDLoss"]
 
@@ -51,16 +51,11 @@ def _squared_distances(gram: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Relational KD
 # --------------------------------------------------------------------------------------------
-class DistanceWiseRKD(nn.Module):
+class DistanceWiseRKD(Declared):
     """RKD distance loss: Huber distance of mean-normalized pairwise distances."""
 
     # Floor on squared distances: sqrt has an infinite gradient at 0 (MMRazor's value).
     MIN_SQUARED = 1e-12
-
-    def __init__(self, with_l2_norm: bool = True, reduction: str = "mean") -> None:
-        super().__init__()
-        self.with_l2_norm = bool(with_l2_norm)
-        self.reduction = reduction
 
     def _normalized_distances(self, x: torch.Tensor) -> torch.Tensor:
         x = flat(x)
@@ -77,16 +72,11 @@ class DistanceWiseRKD(nn.Module):
                                 self._normalized_distances(preds_T), reduction=self.reduction)
 
 
-class AngleWiseRKD(nn.Module):
+class AngleWiseRKD(Declared):
     """RKD angle loss: Huber distance of the cosines of all angles formed by sample triplets."""
 
     # Floor on a difference vector's squared norm, as F.normalize's 1e-12 on the norm.
     MIN_SQUARED = 1e-24
-
-    def __init__(self, with_l2_norm: bool = True, reduction: str = "mean") -> None:
-        super().__init__()
-        self.with_l2_norm = bool(with_l2_norm)
-        self.reduction = reduction
 
     def _angles(self, x: torch.Tensor) -> torch.Tensor:
         """cos[a, b, c]: cosine of the angle at x_a between x_b - x_a and x_c - x_a, 0 where
@@ -115,16 +105,11 @@ class AngleWiseRKD(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Similarity-based
 # --------------------------------------------------------------------------------------------
-class PKTLoss(nn.Module):
+class PKTLoss(Declared):
     """Probabilistic knowledge transfer: KL between cosine-kernel conditional distributions."""
 
     # eps floors the norms and guards the log ratio (the authors' 1e-7 by default): the cosine
     # kernel is exactly 0 for opposite samples.
-
-    def __init__(self, form: str = "paper", eps: float = 1e-7) -> None:
-        super().__init__()
-        self.form = form
-        self.eps = float(eps)
 
     def _conditional(self, x: torch.Tensor) -> torch.Tensor:
         x = flat(x)
@@ -147,13 +132,8 @@ class PKTLoss(nn.Module):
         return kl.mean() if self.form == "torchdistill" else kl.sum() / p_t.shape[0]
 
 
-class SPLoss(nn.Module):
+class SPLoss(Declared):
     """Similarity-preserving KD: squared distance of row-normalized batch Gram matrices."""
-
-    def __init__(self, normalize: str = "l2", reduction: str = "mean") -> None:
-        super().__init__()
-        self.normalize = normalize
-        self.reduction = reduction
 
     def _similarity(self, x: torch.Tensor) -> torch.Tensor:
         x = flat(x)
@@ -165,23 +145,16 @@ class SPLoss(nn.Module):
                           reduction=self.reduction)
 
 
-class CCLoss(nn.Module):
+class CCLoss(Declared):
     """Correlation congruence: squared distance of Taylor-expanded RBF correlation matrices."""
 
-    def __init__(self, gamma: float = 0.4, p: int = 2, kernel: str = "gaussian",
-                 normalize: bool = True, distance: str = "squared",
-                 reduction: str = "mean") -> None:
-        super().__init__()
-        self.gamma = float(gamma)
-        self.p = p
-        self.kernel = kernel
-        self.normalize = bool(normalize)
-        self.distance = distance
-        self.reduction = reduction
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        gamma = self.gamma
         # exp(-gamma * ||a - b||^2) = exp(-2 gamma) * exp(2 gamma <a, b>) for unit vectors;
         # these are the first p + 1 coefficients of its series in <a, b>.
         self.coefficients = tuple(math.exp(-2.0 * gamma) * (2.0 * gamma) ** k / math.factorial(k)
-                                  for k in range(p + 1))
+                                  for k in range(self.p + 1))
 
     def _correlation(self, x: torch.Tensor) -> torch.Tensor:
         x = F.normalize(flat(x), p=2.0, dim=1) if self.normalize else flat(x)
@@ -205,7 +178,7 @@ class CCLoss(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Contrastive representation distillation
 # --------------------------------------------------------------------------------------------
-class CRDLoss(nn.Module):
+class CRDLoss(Declared):
     """Contrastive representation distillation with momentum memory banks (Tian et al., 2020).
 
     ``memory_s`` and ``memory_t`` hold one unit vector per dataset sample, for the student's and
@@ -218,19 +191,13 @@ class CRDLoss(nn.Module):
     # In the NCE posterior, as in the authors' code: keeps log() finite for a zero score.
     EPS = 1e-7
 
-    def __init__(self, num_data: int, feat_dim: int, nce_k: int = 16384, nce_t: float = 0.07,
-                 nce_m: float = 0.5, negatives: str = "uniform") -> None:
-        super().__init__()
-        self.negatives = negatives
-        if negatives == "exact":
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        num_data, feat_dim = self.num_data, self.feat_dim
+        if self.negatives == "exact":
             # each dataset sample's class as seen in the batches so far, -1 while unseen; only
             # this form has the buffer, so uniform-form checkpoints keep their keys
             self.register_buffer("labels", torch.full((num_data,), -1, dtype=torch.long))
-        self.num_data = num_data
-        self.feat_dim = feat_dim
-        self.nce_k = nce_k
-        self.nce_t = float(nce_t)
-        self.nce_m = float(nce_m)
         # Uniform in [-b, b] with b = sqrt(3 / feat_dim) has variance 1 / feat_dim per
         # coordinate, so the initial rows have unit norm in expectation like the embeddings.
         bound = math.sqrt(3.0 / feat_dim)

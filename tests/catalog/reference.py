@@ -104,11 +104,13 @@ def signature_disagreements(component: Component) -> List[str]:
     """How ``component``'s implementation differs from its declaration: its constructor (or
     factory) takes exactly the declared options, in order, with equal defaults of the same type,
     and its ``forward`` exactly the declared inputs; arguments the trainer supplies (an
-    optimizer's parameters, a step's context) come first and are not declared. Empty: they agree."""
+    optimizer's parameters, a step's context) come first and are not declared. Empty: they agree.
+    A :class:`~kdsl.components._common.Declared` class agrees by construction (its signature is
+    made from its entry); its ``forward`` is still compared."""
     impl = component.load()
     is_class = inspect.isclass(impl)
     supplied = SUPPLIED_FIRST.get(component.kind, ())
-    options = _parameters(impl.__init__ if is_class else impl, int(is_class))
+    options = _parameters(impl, 0)  # a class's signature is its constructor's, without self
     if [p.name for p in options[:len(supplied)]] != list(supplied):
         return [f"options: the first arguments must be {list(supplied)}"]
     options = [p for p in options[len(supplied):]
