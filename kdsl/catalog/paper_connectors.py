@@ -40,10 +40,14 @@ _FBKD_MASKS = """With a(x) = mean_c |x_c| ([N, H, W]) and c(x) = mean_hw |x| ([N
         theta, phi, g 1x1 convolutions to in_channels / reduction channels."""
 
 _connector = declarer("connector", __name__)
+# FBKD's student and teacher modules: the same input, options and rules
+_fbkd_side = declarer("connector", __name__, paper=_FBKD, inputs=(X_MAP,),
+                      options=(IN_CHANNELS,) + _NON_LOCAL, rules=(rank("x", 4),),
+                      infer=(Infer("in_channels", "input", dim=1),))
 
 
 COMPONENTS = (
-    _connector(
+    _fbkd_side(
         "fbkd_student", "FBKDStudent",
         summary="FBKD's student module: attention masks, pooled adaptations, non-local relation.",
         doc=f"""The student side of FBKD (Zhang and Ma, ICLR 2021) as MMRazor's
@@ -53,13 +57,8 @@ COMPONENTS = (
         H, W]) that the fbkd loss takes whole. {_FBKD_MASKS} Student and teacher features need
         the same channels and size (put a conv_bn before it otherwise); in_channels is
         inferred.""",
-        paper=_FBKD,
-        inputs=(X_MAP,),
-        options=(IN_CHANNELS,) + _NON_LOCAL,
-        rules=(rank("x", 4),),
-        infer=(Infer("in_channels", "input", dim=1),),
     ),
-    _connector(
+    _fbkd_side(
         "fbkd_teacher", "FBKDTeacher",
         summary="FBKD's teacher module: attention masks, channel-mean map, non-local relation.",
         doc=f"""The teacher side of FBKD (Zhang and Ma, ICLR 2021) as MMRazor's
@@ -68,11 +67,6 @@ COMPONENTS = (
         the fbkd loss. {_FBKD_MASKS} Its non-local block is trained through the loss (it is
         the teacher's relation module, not part of the teacher network); in_channels is
         inferred.""",
-        paper=_FBKD,
-        inputs=(X_MAP,),
-        options=(IN_CHANNELS,) + _NON_LOCAL,
-        rules=(rank("x", 4),),
-        infer=(Infer("in_channels", "input", dim=1),),
     ),
     _connector(
         "abf", "ABF",

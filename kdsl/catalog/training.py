@@ -12,37 +12,37 @@ _BETAS = each(interval(0, 1, hi_open=True), min_items=2, max_items=2)
 _optimizer = declarer("optimizer", __name__)
 _lr_schedule = declarer("lr_schedule", __name__)
 
+
+def _adam(name: str, summary: str, doc: str, weight_decay: float, decay_norm_and_bias: bool):
+    return _optimizer(name, name, summary, doc, options=(
+        Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
+        Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
+        Param("weight_decay", FLOAT, weight_decay, _DECAY, NON_NEGATIVE),
+        Param("decay_norm_and_bias", BOOL, decay_norm_and_bias)))
+
+
 COMPONENTS = (
     _optimizer("sgd", "sgd", "stochastic gradient descent with momentum",
-              "torch.optim.SGD; weight decay is not applied to norm layers' and biases' parameters "
-              "when decay_norm_and_bias is false.",
-              options=(Param("lr", FLOAT, 0.05, _LR, POSITIVE),
-                       Param("momentum", FLOAT, 0.9, "momentum factor", PROBABILITY),
-                       Param("weight_decay", FLOAT, 5e-4, _DECAY, NON_NEGATIVE), Param("nesterov", BOOL, False),
-                       Param("decay_norm_and_bias", BOOL, True))),
-    _optimizer("adam", "adam", "Adam (Kingma & Ba, ICLR 2015)",
-              "torch.optim.Adam.",
-              options=(Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
-                       Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
-                       Param("weight_decay", FLOAT, 0.0, _DECAY, NON_NEGATIVE),
-                       Param("decay_norm_and_bias", BOOL, True))),
-    _optimizer("adamw", "adamw", "AdamW (Loshchilov & Hutter, ICLR 2019)",
-              "torch.optim.AdamW with decoupled weight decay.",
-              options=(Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
-                       Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
-                       Param("weight_decay", FLOAT, 0.01, _DECAY, NON_NEGATIVE),
-                       Param("decay_norm_and_bias", BOOL, False))),
+               "torch.optim.SGD; weight decay is not applied to norm layers' and biases' parameters "
+               "when decay_norm_and_bias is false.",
+               options=(Param("lr", FLOAT, 0.05, _LR, POSITIVE),
+                        Param("momentum", FLOAT, 0.9, "momentum factor", PROBABILITY),
+                        Param("weight_decay", FLOAT, 5e-4, _DECAY, NON_NEGATIVE),
+                        Param("nesterov", BOOL, False), Param("decay_norm_and_bias", BOOL, True))),
+    _adam("adam", "Adam (Kingma & Ba, ICLR 2015)", "torch.optim.Adam.", 0.0, True),
+    _adam("adamw", "AdamW (Loshchilov & Hutter, ICLR 2019)",
+          "torch.optim.AdamW with decoupled weight decay.", 0.01, False),
     _lr_schedule("constant", "constant_lr", "keep the learning rate",
-              "lr(t) = lr, after an optional linear warm-up.", options=(_WARMUP,)),
+                 "lr(t) = lr, after an optional linear warm-up.", options=(_WARMUP,)),
     _lr_schedule("cosine", "cosine_lr", "cosine annealing to min_lr",
-              "lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2, updated every step "
-              "(Loshchilov & Hutter, SGDR, ICLR 2017), after an optional linear warm-up.",
-              options=(Param("min_lr", FLOAT, 0.0, "learning rate at the end", NON_NEGATIVE), _WARMUP)),
+                 "lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2, updated every step "
+                 "(Loshchilov & Hutter, SGDR, ICLR 2017), after an optional linear warm-up.",
+                 options=(Param("min_lr", FLOAT, 0.0, "learning rate at the end", NON_NEGATIVE), _WARMUP)),
     _lr_schedule("step", "step_lr", "multiply by gamma at milestone epochs",
-              "lr(t) = lr * gamma ** (number of milestones passed); the CIFAR distillation recipe "
-              "is step(milestones=[150, 180, 210], gamma=0.1) over 240 epochs.",
-              options=(Param("milestones", list_of(INT), [150, 180, 210], "epochs at which to multiply",
-                             each(NON_NEGATIVE)),
-                       Param("gamma", FLOAT, 0.1, "factor applied at each milestone", NON_NEGATIVE),
-                       _WARMUP)),
+                 "lr(t) = lr * gamma ** (number of milestones passed); the CIFAR distillation recipe "
+                 "is step(milestones=[150, 180, 210], gamma=0.1) over 240 epochs.",
+                 options=(Param("milestones", list_of(INT), [150, 180, 210], "epochs at which to multiply",
+                                each(NON_NEGATIVE)),
+                          Param("gamma", FLOAT, 0.1, "factor applied at each milestone", NON_NEGATIVE),
+                          _WARMUP)),
 )
