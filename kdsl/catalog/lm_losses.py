@@ -12,7 +12,7 @@ Neither reference framework (torchdistill, MMRazor) covers language models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdsl.catalog.shapes import PairRule, ShapeRule, rank, same_shape, shape_text
+from kdsl.catalog.shapes import PairRule, ShapeRule, not_integer, rank, same_shape, shape_text
 from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Constraint,
                                 Param, declarer, interval, optional)
 
@@ -64,9 +64,9 @@ class PerToken(ShapeRule):
     def check(self, infos):
         mine, theirs = infos[self.per_token], infos[self.tokens]
         want = tuple(theirs.shape[:-1])
-        if self.integer and not mine.is_integer:
-            return (f"'{self.per_token}' must hold integer token labels, got dtype {mine.dtype} "
-                    f"with shape {mine.describe()}")
+        wrong_dtype = not_integer(self.per_token, mine, "token labels") if self.integer else None
+        if wrong_dtype:
+            return wrong_dtype
         if tuple(mine.shape) != want:
             return (f"'{self.per_token}' must have shape {shape_text(want)}, one value per token of "
                     f"'{self.tokens}' {theirs.describe()}, got {mine.describe()}")

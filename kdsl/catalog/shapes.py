@@ -37,6 +37,14 @@ def shape_text(shape: Sequence[int]) -> str:
     return f"[{_dims_text(shape)}]"
 
 
+def not_integer(name: str, info: TensorInfo, what: str) -> Optional[str]:
+    """The message for input ``name`` that must hold integer ``what`` (class indices, token
+    labels) but does not; None when it does."""
+    if info.is_integer:
+        return None
+    return f"'{name}' must hold integer {what}, got dtype {info.dtype} with shape {info.describe()}"
+
+
 @dataclass(frozen=True)
 class ShapeRule:
     """Base class. ``names`` are the inputs the rule looks at."""
@@ -162,12 +170,12 @@ class LabelsFor(ShapeRule):
 
     def check(self, infos):
         lab, log = infos[self.labels], infos[self.logits]
+        wrong_dtype = not_integer(self.labels, lab, "class indices")
+        if wrong_dtype:
+            return wrong_dtype
         dense = tuple(log.shape[:1]) + tuple(log.shape[2:])
-        if not lab.is_integer:
-            return (f"'{self.labels}' must hold integer class indices, got dtype {lab.dtype} "
-                    f"with shape {lab.describe()}")
         if tuple(lab.shape) != dense:
-            return (f"'{self.labels}' must have shape [{_dims_text(dense)}] to label "
+            return (f"'{self.labels}' must have shape {shape_text(dense)} to label "
                     f"'{self.logits}' of shape {log.describe()}, got {lab.describe()}")
         return None
 

@@ -318,6 +318,10 @@ class Infer:
     flat: bool = False
 
 
+def _named(params: Tuple[Param, ...], name: str) -> Optional[Param]:
+    return next((p for p in params if p.name == name), None)
+
+
 @dataclass(frozen=True)
 class Component:
     kind: str
@@ -342,10 +346,10 @@ class Component:
         return self.kind in ("schedule", "optimizer", "lr_schedule")
 
     def option(self, name: str) -> Optional[Param]:
-        return next((p for p in self.options if p.name == name), None)
+        return _named(self.options, name)
 
     def input(self, name: str) -> Optional[Param]:
-        return next((p for p in self.inputs if p.name == name), None)
+        return _named(self.inputs, name)
 
     def inferable(self, option: str) -> Optional[Infer]:
         return next((i for i in self.infer if i.option == option), None)
