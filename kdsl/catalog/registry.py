@@ -114,6 +114,15 @@ def _params_of(func: Callable, *, skip_first: bool, runtime: bool) -> Tuple[Para
     return tuple(params)
 
 
+def _declared_options(cls: Any) -> Tuple[Param, ...]:
+    """The options of ``cls``: read from ``__init__``, or those of the built-in entry it extends
+    (a subclass of a loss that takes its options from its entry, with their types and ranges)."""
+    inherited = getattr(cls, "declaration", None)
+    if isinstance(inherited, Component) and getattr(cls, "__signature__", None) is not None:
+        return inherited.options
+    return _params_of(cls.__init__, skip_first=True, runtime=False)
+
+
 def _constrained(kind: str, name: str, options: Tuple[Param, ...],
                  constraints: Mapping[str, Constraint]) -> Tuple[Param, ...]:
     unknown = sorted(set(constraints) - {p.name for p in options})
@@ -137,8 +146,7 @@ def component_from_class(kind: str, name: str, cls: Any, *, rules: Sequence[Shap
     ``cls.forward`` (both without ``self``); ``constraints`` maps option names to their
     :class:`~kdsl.catalog.types.Constraint` (besides ``Annotated[float, POSITIVE]`` options)."""
     summary, doc = _doc_of(cls)
-    options = _constrained(kind, name, _params_of(cls.__init__, skip_first=True, runtime=False),
-                           constraints or {})
+    options = _constrained(kind, name, _declared_options(cls), constraints or {})
     inputs = _params_of(cls.forward, skip_first=True, runtime=True) if hasattr(cls, "forward") else ()
     if getattr(cls, "needs_context", False):
         # a context-needing function receives the step's context first; it is not a spec input

@@ -52,15 +52,18 @@ class Declared(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found = _declarations().get(f"{cls.__module__}:{cls.__qualname__}")
-        if found is not None:  # else a helper base, or a user's subclass: it inherits
+        if found is not None:
             cls.declaration, cls.__signature__ = found, _signature(found)
+        elif "__init__" in vars(cls):  # a user's subclass with a constructor of its own
+            cls.__signature__ = None
+        # else a helper base, or a user's subclass that inherits the entry's options
 
     def __init__(self, *args: Any, **options: Any) -> None:
         super().__init__()
         declaration = type(self).declaration
         if declaration is None:
             raise TypeError(f"{type(self).__name__} has no catalog entry to take its options from")
-        bound = type(self).__signature__.bind(*args, **options)
+        bound = _signature(declaration).bind(*args, **options)
         bound.apply_defaults()
         for param in declaration.options:
             setattr(self, param.name, _as_declared(param.type, bound.arguments[param.name]))

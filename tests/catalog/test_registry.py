@@ -131,6 +131,44 @@ def test_plugin_registration_reads_signatures():
         REGISTRY.remove("loss", "plugin_test_scaled_l1")
 
 
+def test_a_plugin_extending_a_builtin_loss_takes_its_options():
+    from kdsl.components.logit_losses import KLDivergence
+
+    @kdsl.register_loss("plugin_test_halved_kl")
+    class HalvedKL(KLDivergence):
+        """Half of kl_div."""
+
+        def forward(self, preds_S, preds_T):
+            return super().forward(preds_S, preds_T) / 2
+
+    try:
+        c = REGISTRY.get("loss", "plugin_test_halved_kl")
+        assert [(p.name, p.default) for p in c.options] == [
+            ("tau", 1.0), ("reduction", "batchmean"), ("detach_teacher", True)]
+        loss = kdsl.build_loss("plugin_test_halved_kl", tau=2)
+        assert isinstance(loss, HalvedKL) and loss.tau == 2.0
+        s, t = torch.randn(3, 5), torch.randn(3, 5)
+        assert torch.allclose(loss(s, t), kdsl.build_loss("kl_div", tau=2)(s, t) / 2)
+    finally:
+        REGISTRY.remove("loss", "plugin_test_halved_kl")
+
+    @kdsl.register_loss("plugin_test_scaled_kl")
+    class ScaledKL(KLDivergence):
+        """kl_div at tau 2, scaled."""
+
+        def __init__(self, scale: float = 3.0):
+            super().__init__(tau=2.0)
+            self.scale = scale
+
+    try:
+        c = REGISTRY.get("loss", "plugin_test_scaled_kl")
+        assert [(p.name, p.default) for p in c.options] == [("scale", 3.0)]
+        loss = kdsl.build_loss("plugin_test_scaled_kl")
+        assert (loss.tau, loss.scale) == (2.0, 3.0)
+    finally:
+        REGISTRY.remove("loss", "plugin_test_scaled_kl")
+
+
 def test_plugin_package_seen_by_check_and_compile(cli):
     code, out, err = cli("check", "examples/plugin/plugin_demo.kd")
     assert code == 0, out + err
