@@ -1,7 +1,8 @@
 """Feature distillation losses: torch implementations of :mod:`kdsl.catalog.feature_losses`.
 
-Each class takes the catalog's options as keyword arguments and the catalog's inputs positionally,
-and returns a scalar. The options' types and ranges are declared, and checked, in the catalog
+Each class takes the catalog's options (its constructor is made from its entry:
+:class:`~kdsl.components._common.Declared`) and the catalog's inputs positionally, and returns a
+scalar. The options' types and ranges are declared, and checked, in the catalog
 (:func:`kdsl.catalog.binding.instantiate`); only checks relating several options stay here.
 The formulas, papers and the relation to MMRazor's implementations are documented on the catalog
 entries.

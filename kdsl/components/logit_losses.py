@@ -1,6 +1,7 @@
 """Logit distillation losses: torch implementations of :mod:`kdsl.catalog.logit_losses`.
 
-Each class takes the catalog's options as keyword arguments and the catalog's inputs positionally;
+Each class takes the catalog's options (its constructor is made from its entry:
+:class:`~kdsl.components._common.Declared`) and the catalog's inputs positionally;
 the options' types and ranges are declared, and checked, in the catalog
 (:func:`kdsl.catalog.binding.instantiate`), so the classes do not repeat those checks.
 Formulas, papers and the relation to MMRazor's implementations are documented on the catalog

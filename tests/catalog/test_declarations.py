@@ -58,3 +58,24 @@ def test_an_optimizer_takes_its_parameters_first():
     assert signature_disagreements(sgd) == []
     as_loss = dataclasses.replace(sgd, kind="loss")  # params would then be an undeclared option
     assert signature_disagreements(as_loss)[0].startswith("option: declared ['lr'")
+
+
+# ---- implementations built from their entries ----------------------------------------------------
+def test_a_declared_class_has_its_entrys_signature():
+    import inspect
+
+    from kdsl.components.logit_losses import KLDivergence
+
+    assert str(inspect.signature(KLDivergence)) == "(tau=1.0, reduction='batchmean', detach_teacher=True)"
+    loss = KLDivergence(4)  # in the declared order, as a float
+    assert loss.tau == 4.0 and type(loss.tau) is float and loss.reduction == "batchmean"
+    with pytest.raises(TypeError, match="temperature"):
+        KLDivergence(temperature=2.0)
+
+
+def test_a_declared_list_default_is_never_shared():
+    from kdsl.components.adaptive_losses import HCLLoss
+
+    first, second = HCLLoss(), HCLLoss()
+    first.output_sizes.append(8)
+    assert second.output_sizes == [4, 2, 1] == HCLLoss.declaration.option("output_sizes").default
