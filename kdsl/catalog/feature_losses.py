@@ -17,6 +17,7 @@ from kdsl.catalog.shapes import rank, same_batch, same_channels, same_shape, sam
 _S = Param("preds_S", TENSOR, doc="student feature, [N, C, ...]")
 _T = Param("preds_T", TENSOR, doc="teacher feature, [N, C, ...]")
 _PAIR = (_S, _T)
+_SAME_SHAPE = (same_shape("preds_S", "preds_T"),)
 _REDUCTION = Param("reduction", choice("mean", "sum", "batchmean"), "mean",
                    "mean over elements, sum, or sum divided by the batch size")
 
@@ -41,7 +42,7 @@ COMPONENTS = (
             Param("div_element", BOOL, False, "divide by the number of elements, not N"),
             Param("dist", BOOL, False, "return the Euclidean distance (square root of the sum)"),
         ),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "l1", "L1Loss",
@@ -50,7 +51,7 @@ COMPONENTS = (
         the sum divided by the batch size N (batchmean). Same as MMRazor's L1Loss with the same
         reduction.""",
         options=(_REDUCTION,),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "mse", "MSELoss",
@@ -58,7 +59,7 @@ COMPONENTS = (
         """L = reduce((S - T)^2) over all elements, reduce being the mean (default), the sum, or
         the sum divided by the batch size N (batchmean).""",
         options=(_REDUCTION,),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "smooth_l1", "SmoothL1Loss",
@@ -72,7 +73,7 @@ COMPONENTS = (
             Param("beta", FLOAT, 1.0, "where the quadratic part turns linear", NON_NEGATIVE),
             _REDUCTION,
         ),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "cosine", "CosineLoss",
@@ -81,7 +82,7 @@ COMPONENTS = (
         (max(||s_n||, eps) * max(||t_n||, eps))). Invariant to a positive rescaling of either
         feature; 0 when they point the same way, 2 when opposite.""",
         options=(Param("eps", FLOAT, 1e-8, "lower bound on each norm", POSITIVE),),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "at", "ATLoss",
@@ -115,7 +116,7 @@ COMPONENTS = (
         "Heo et al., Overhaul of Feature Distillation, ICCV 2019",
         options=(Param("mul_factor", FLOAT, 1000.0, "the sum is divided by N and by this",
                        POSITIVE),),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "ab", "ABLoss",
@@ -132,7 +133,7 @@ COMPONENTS = (
         options=(Param("margin", FLOAT, 1.0, "margin m of the hinge", NON_NEGATIVE),
                  Param("reduction", choice("batchmean", "sum"), "batchmean",
                        "sum / N, or the sum (torchdistill reduction='sum')")),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "ft", "FTLoss",
@@ -151,7 +152,7 @@ COMPONENTS = (
                        "mean or sum (over elements, or over samples with distance=norm)"),
                  Param("distance", choice("elementwise", "norm"), "elementwise",
                        '"norm": per-sample p-norm (paper Eq. 3, torchdistill FTLoss p=2)')),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "cwd", "ChannelWiseDivergence",
@@ -188,7 +189,7 @@ COMPONENTS = (
         "Yang et al., Masked Generative Distillation, ECCV 2022",
         options=(Param("alpha_mgd", FLOAT, 2e-5, "scale of the summed squared error",
                        NON_NEGATIVE),),
-        rules=(same_shape("preds_S", "preds_T"),),
+        rules=_SAME_SHAPE,
     ),
     _loss(
         "fsp", "FSPLoss",

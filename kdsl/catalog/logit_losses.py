@@ -24,6 +24,7 @@ _DETACH = Param("detach_teacher", BOOL, True,
 _PAIR_RULES = (same_shape("preds_S", "preds_T"),)
 _DENSE_RULES = _PAIR_RULES + (rank("preds_S", 2, 4),)
 _CLASSIFICATION_RULES = _PAIR_RULES + (rank("preds_S", 2),)
+_LABELLED_RULES = _CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),)
 
 _HINTON = "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, 2015"
 
@@ -113,7 +114,7 @@ COMPONENTS = (
                        '"torchdistill": torchdistill KDLoss - the soft-only path (alpha 0 or no '
                        'labels) drops beta and tau^2'),
                  _DETACH),
-        rules=_CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),),
+        rules=_LABELLED_RULES,
     ),
     _loss(
         "dkd", "DKDLoss",
@@ -139,7 +140,7 @@ COMPONENTS = (
                        '"mmrazor": MMRazor DKDLoss - target masked by a -1000 logit, NaN teacher '
                        'gradients'),
                  _DETACH),
-        rules=_CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),),
+        rules=_LABELLED_RULES,
     ),
     _loss(
         "dist", "DISTLoss",
@@ -183,7 +184,7 @@ COMPONENTS = (
         inputs=(_S, _T, _LABELS),
         options=(Param("tau", FLOAT, 2.0, "softmax temperature of the soft term", POSITIVE),
                  _DETACH),
-        rules=_CLASSIFICATION_RULES + (labels_for("gt_labels", "preds_S"),),
+        rules=_LABELLED_RULES,
     ),
     _loss(
         "logit_std_kd", "LogitStdKDLoss",
