@@ -7,9 +7,10 @@ entries; the options' types and ranges are declared, and checked, there.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kdsl.components._common import Declared, flat, reduce, student_teacher, upcast
 
@@ -97,20 +98,14 @@ def _kept_by_rank(scores: torch.Tensor, targets: torch.Tensor, ratio: float) -> 
     return torch.sort(torch.argsort(ranks, stable=True)[:keep])[0]
 
 
-class SSKDLoss(nn.Module):
+class SSKDLoss(Declared):
     """SSKD: CE + KD on the originals, KD of the self-supervised similarities and of the
     rotated samples, each on the rows the teacher ranks well."""
 
-    def __init__(self, kl_tau: float = 4.0, ss_tau: float = 0.5, tf_tau: float = 4.0,
-                 ss_ratio: float = 0.75, tf_ratio: float = 1.0, ce_weight: float = 1.0,
-                 kl_weight: float = 0.9, ss_weight: float = 10.0, tf_weight: float = 2.7,
-                 reduction: str = "batchmean", detach_teacher: bool = True) -> None:
-        super().__init__()
-        self.taus = (float(kl_tau), float(ss_tau), float(tf_tau))
-        self.ss_ratio, self.tf_ratio = float(ss_ratio), float(tf_ratio)
-        self.weights = (float(ce_weight), float(kl_weight), float(ss_weight), float(tf_weight))
-        self.reduction = reduction
-        self.detach_teacher = bool(detach_teacher)
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.taus = (self.kl_tau, self.ss_tau, self.tf_tau)
+        self.weights = (self.ce_weight, self.kl_weight, self.ss_weight, self.tf_weight)
 
     def _kd(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
         kl = F.kl_div(F.log_softmax(s / tau, dim=1), F.softmax(t / tau, dim=1), reduction="none")

@@ -11,7 +11,7 @@ entries.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -251,21 +251,23 @@ class NSTLoss(Declared):
         return mmd.mean()
 
 
-class VIDLoss(nn.Module):
+class VIDLoss(Declared):
     """Variational information distillation: Gaussian negative log-likelihood of the teacher
     feature under a mean regressed from the student and a learned per-channel variance."""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: Optional[int] = None,
-                 init_pred_var: float = 5.0, eps: float = 1e-5, regressor: str = "conv") -> None:
-        super().__init__()
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        in_channels, out_channels = self.in_channels, self.out_channels
+        init_pred_var, eps = self.init_pred_var, self.eps
         # relates two options, which a per-option constraint of the catalog cannot say
         if init_pred_var <= eps:
             raise ValueError(f"init_pred_var must exceed eps ({eps}), got {init_pred_var}")
-        if regressor == "none" and in_channels != out_channels:
+        if self.regressor == "none" and in_channels != out_channels:
             raise ValueError(f"regressor='none' needs in_channels == out_channels, got "
                              f"{in_channels} and {out_channels}")
-        mid = out_channels if mid_channels is None else mid_channels
-        self.regressor = nn.Sequential() if regressor == "none" else nn.Sequential(
+        mid = out_channels if self.mid_channels is None else self.mid_channels
+        # the option's word is replaced by the module it names
+        self.regressor = nn.Sequential() if self.regressor == "none" else nn.Sequential(
             nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
             nn.ReLU(),
             nn.Conv2d(mid, mid, kernel_size=1, bias=False),
@@ -276,7 +278,6 @@ class VIDLoss(nn.Module):
         # keeps the first steps from being dominated by a badly regressed mean.
         self.log_scale = nn.Parameter(
             torch.full((out_channels,), math.log(math.expm1(init_pred_var - eps))))
-        self.eps = eps
 
     def variance(self) -> torch.Tensor:
         return F.softplus(self.log_scale) + self.eps
