@@ -58,6 +58,8 @@ class RecordEntry(BaseModel):
     def _parts_fit_the_form(self) -> "RecordEntry":
         shape, parts = list(self.shape), self.parts
         if self.form == "full":
+            if self.k is not None:
+                raise ValueError(f"a full record has no k (got {self.k}); top-k records have form \"topk\"")
             expected = {"values": shape}
         else:
             if self.k is None or not shape or self.k >= shape[-1]:
