@@ -29,7 +29,7 @@ from kdsl.training.distributed import autocast, check_amp, pick_device
 from kdsl.training.rng import seed_everything
 from kdsl.training.teacher_store import check_storable, fingerprint, rebuild_command, stored_records
 from kdsl.training.teacher_store_format import (DTYPES, FORMAT, MANIFEST, MARKER, VERSION, Part, RecordLayout,
-                                                compress_topk, create_part, format_size, input_digests,
+                                                compress_topk, create_part, digest_bytes, format_size, input_digests,
                                                 inputs_part, is_store, record_layout, remove_store, seal_part,
                                                 store_bytes, store_files, write_manifest, write_marker)
 
@@ -77,7 +77,8 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
         stored_epochs = cfg.epochs if fp["augmentation"]["per_epoch"] else 1
         size = store_bytes(layouts, stored_epochs, data.train_size)
         say(f"teacher store {out}: {len(layouts)} record(s), {stored_epochs} epoch(s) x {data.train_size} "
-            f"samples = {format_size(size)}" + ("" if stored_epochs > 1 or not cfg.epochs > 1 else
+            f"samples = {format_size(size)} ({format_size(digest_bytes(stored_epochs, data.train_size))} of it the "
+            "inputs' digests)" + ("" if stored_epochs > 1 or not cfg.epochs > 1 else
                                                   " (the data has no randomness: one epoch serves every epoch)"))
         for lay in layouts:
             form = f"top-{lay.k} of {lay.shape[-1]}" if lay.form == "topk" else dtype

@@ -165,7 +165,12 @@ def inputs_part() -> Part:
 
 
 def store_bytes(layouts: List[RecordLayout], epochs: int, samples: int) -> int:
-    return sum(p.sample_bytes() for lay in layouts for p in lay.parts.values()) * epochs * samples
+    """The bytes of a store's arrays: its records' and its inputs' digests."""
+    return (sum(p.sample_bytes() for lay in layouts for p in lay.parts.values()) + digest_bytes(1, 1)) * epochs * samples
+
+
+def digest_bytes(epochs: int, samples: int) -> int:
+    return inputs_part().sample_bytes() * epochs * samples
 
 
 # ---------------------------------------------------------------------------------- sizes
