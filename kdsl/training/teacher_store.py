@@ -5,10 +5,16 @@ training runs (``kdsl train --teacher-cache DIR``) instead of running the teache
 A store is only as good as its fingerprint (torchdistill's index-keyed cache went stale silently
 under augmentation and was removed). The fingerprint (:func:`fingerprint`) covers what decides a
 stored value: each stored teacher's architecture reference and a hash of its weights, the spec's
-teacher records, the training data (reference, options, size and a hash of the samples as epoch 0
-draws them), whether the data's augmentation differs per epoch, the seed (when it does), and the
-mixed precision. A run whose fingerprint differs in any part is refused (KD711) with the part
-named and the command that rebuilds the store.
+teacher records, the training data (reference, options, size), whether the data's augmentation
+differs per epoch, the seed (when it does), and the mixed precision. A run whose fingerprint
+differs in any part is refused (KD711) with the part named and the command that rebuilds the store.
+
+The data's content is checked sample by sample: the store holds a digest of every sample's model
+inputs at every stored epoch (taken while building, from the batches the teachers ran on). A run
+checks 1,024 evenly spaced samples before its first step, and every batch it serves from the store
+(KD711 for the first sample whose input differs). A served value is thus always the teacher's
+output on the very input the student gets, and the store's bytes are checked per chunk against
+the manifest's sha256 (KD710), so nothing altered is ever served.
 
 Per-sample augmentation is seeded from (seed, epoch, index) (:func:`kdsl.training.data.sample_seed`),
 so an augmented store holds one array per epoch and a run replays exactly what was stored; data
