@@ -76,10 +76,11 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
         fp = fingerprint(chosen, cfg, distiller, data)
         stored_epochs = cfg.epochs if fp["augmentation"]["per_epoch"] else 1
         size = store_bytes(layouts, stored_epochs, data.train_size)
+        digests = format_size(digest_bytes(stored_epochs, data.train_size))
         say(f"teacher store {out}: {len(layouts)} record(s), {stored_epochs} epoch(s) x {data.train_size} "
-            f"samples = {format_size(size)} ({format_size(digest_bytes(stored_epochs, data.train_size))} of it the "
-            "inputs' digests)" + ("" if stored_epochs > 1 or not cfg.epochs > 1 else
-                                                  " (the data has no randomness: one epoch serves every epoch)"))
+            f"samples = {format_size(size)}, {digests} of it the inputs' digests"
+            + ("" if stored_epochs > 1 or not cfg.epochs > 1 else
+               " (the data has no randomness: one epoch serves every epoch)"))
         for lay in layouts:
             form = f"top-{lay.k} of {lay.shape[-1]}" if lay.form == "topk" else dtype
             say(f"  {lay.name}: {lay.teacher} {list(lay.shape)} ({form})")
@@ -101,6 +102,7 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
                 "seconds": round(time.time() - t0, 3),
             }
             write_manifest(staging, manifest)
+            replaced = _check_out(out, overwrite)  # again: what --out holds now is what the swap removes
         except BaseException:
             remove_store(staging, _own_files(layouts))
             raise

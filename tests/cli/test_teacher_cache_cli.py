@@ -33,7 +33,7 @@ def store(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "store"
     code, stdout, stderr = kdsl("teacher-cache", KD, "--out", str(out), "--threads", "1")
     assert code == 0, stdout + stderr
-    assert "1 record(s), 1 epoch(s) x 1438 samples = 78.6 KiB (22.5 KiB of it the inputs' digests)" in stdout
+    assert "1 record(s), 1 epoch(s) x 1438 samples = 78.6 KiB, 22.5 KiB of it the inputs' digests" in stdout
     assert "t_logits: teacher [10] (float32)" in stdout and f"wrote {out}" in stdout
     return out
 

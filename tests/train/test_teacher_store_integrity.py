@@ -252,6 +252,22 @@ def test_overwrite_replaces_only_what_the_store_wrote(tmp_path, copy):
     assert sorted(os.listdir(copy)) == files and sorted(os.listdir(copy.parent)) == ["copy"]
 
 
+def test_a_file_added_during_a_rebuild_is_kept(tmp_path, copy, monkeypatch):
+    from kdsl.training import teacher_store_build
+
+    put = teacher_store_build._put
+
+    def put_and_add_a_note(*args):
+        (copy / "notes.txt").write_text("written while the store was rebuilt")
+        put(*args)
+
+    monkeypatch.setattr(teacher_store_build, "_put", put_and_add_a_note)
+    diag = _diagnostic(lambda: build_store(KD_SPEC, out=str(copy), threads=1, overwrite=True), "KD706")
+    assert "(notes.txt)" in diag.message and (copy / "notes.txt").exists()
+    assert sorted(os.listdir(copy.parent)) == ["copy"]  # the rebuild's directory is gone, the store kept
+    assert TeacherStore(str(copy)).values("teacher", 0, torch.arange(3), torch.device("cpu"))["t_logits"].shape == (3, 10)
+
+
 def test_fp16_on_a_cpu_is_refused_before_writing(tmp_path):
     diag = _diagnostic(lambda: build_store(KD_SPEC, out=str(tmp_path / "s"), threads=1, amp="fp16"), "KD705")
     assert "--amp fp16 needs a GPU" in diag.message
