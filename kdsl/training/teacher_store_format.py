@@ -30,6 +30,7 @@ import mmap
 import os
 import re
 import stat
+import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -295,7 +296,7 @@ def _open_regular(directory: str, name: str, dir_fd: Optional[int]) -> int:
     """A read-only descriptor of the regular file ``name`` (never blocking on a FIFO); KD710 for
     anything else (a device, a FIFO, a directory, or a symbolic link to one)."""
     path = os.path.join(directory, name)
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(name if dir_fd is not None else path, flags, dir_fd=dir_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -352,6 +353,7 @@ class MappedPart:
             raise error("KD710", f"{self.path} holds {st.st_size} bytes; the manifest says {expected} "
                         f"({epochs} epoch(s) x {samples} samples x {list(part.shape)} {part.dtype}): "
                         "the file is truncated or not this store's", hint="rebuild it with `kdsl teacher-cache`")
+        weakref.finalize(self, os.close, self.fd)
         self.stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         self.map = mmap.mmap(self.fd, expected, access=mmap.ACCESS_COPY) if expected else None
         flat = (torch.frombuffer(self.map, dtype=_dtype(part.dtype), count=numel) if expected
