@@ -220,7 +220,7 @@ def store_files(directory: str) -> Optional[List[str]]:
         parts += [manifest["inputs"]["file"]] if "inputs" in manifest else []
     except (OSError, KdslError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
-    if not all(isinstance(f, str) and f == os.path.basename(f) and f not in ("", ".", "..") for f in parts):
+    if not all(isinstance(f, str) and f == os.path.basename(f) and f.endswith(".bin") for f in parts):
         return None
     return [MARKER, MANIFEST, *parts]
 
