@@ -89,7 +89,7 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
                         f"--max-size {format_size(max_size)}; nothing was written",
                         hint="store fewer epochs, --dtype float16, or --topk K for logits")
         t0 = time.time()
-        staging = _staging_dir(out)
+        staging = _staging_dir(os.path.abspath(out))  # absolute: `--out .` has a parent too
         try:
             sealed, inputs, content = _write(staging, distiller, data, cfg, device, layouts, stored_epochs, say)
             fp["data"]["content"] = content
@@ -106,7 +106,7 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
         except BaseException:
             remove_store(staging, _own_files(layouts))
             raise
-        _swap_in(staging, out, replaced)
+        _swap_in(staging, os.path.abspath(out), replaced)
     say(f"wrote {out} ({format_size(size)}) in {time.time() - t0:.1f} s")
     return manifest
 
