@@ -154,6 +154,21 @@ def test_a_reader_keeps_the_store_it_opened(tmp_path, copy):
     assert torch.equal(kept[:10], old) and torch.allclose(new, kept + 1.0, atol=1e-4)
 
 
+def test_a_reader_opening_during_a_swap_refuses_rather_than_mixing_stores(tmp_path, copy, monkeypatch):
+    other = _other_teacher(tmp_path)
+    parse = teacher_store_format.parse_manifest
+
+    def parse_then_rebuild(path, raw):  # the old manifest is read; the swap happens before the files are
+        manifest = parse(path, raw)
+        monkeypatch.setattr(teacher_store_format, "parse_manifest", parse)
+        build_store(KD_SPEC, out=str(copy), threads=1, overwrite=True, teacher_ckpt=other)
+        return manifest
+
+    monkeypatch.setattr(teacher_store_format, "parse_manifest", parse_then_rebuild)
+    diag = _diagnostic(lambda: TeacherStore(str(copy)), "KD710")
+    assert "lacks t_logits.bin" in diag.message  # the old store's files, never the new one's under the old manifest
+
+
 # ---------------------------------------------------------------------------------- data (#26.3)
 def test_data_changed_beyond_the_samples_checked_up_front_is_refused(tmp_path, monkeypatch):
     out = tmp_path / "flipped"
