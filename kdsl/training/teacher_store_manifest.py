@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import math
 from json.decoder import scanstring
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from typing_extensions import Annotated
 
 from kdsl.core.diagnostics import error
 from kdsl.core.span import SourceText
