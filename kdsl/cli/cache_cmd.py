@@ -31,7 +31,8 @@ def teacher_cache(
                                        help="keep the K largest logits of logit records (the rest: one shared value)"),
     max_size: Optional[str] = typer.Option(None, "--max-size", help="refuse a larger store before writing, "
                                            "e.g. 500M, 2G"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store already in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the store in --out (built beside it and "
+                                   "swapped in; only the store's own files are removed)"),
     data: Optional[str] = typer.Option(None, "--data", help="the data, as kdsl train --data"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="as kdsl train --batch-size"),
     seed: Optional[int] = typer.Option(None, "--seed", help="as kdsl train --seed (it picks the augmentations)"),
@@ -45,7 +46,8 @@ def teacher_cache(
     from them, for `kdsl train SPEC --teacher-cache DIR` (which then skips the teachers' passes).
 
     The store holds a fingerprint of the teachers' weights, the spec's teacher records, the data,
-    its augmentation and the seed; a run that differs in any of them refuses the store.
+    its augmentation and the seed, a digest of every sample's input and a checksum of every chunk
+    of its files; a run that differs in any of them, or a store altered since, is refused.
     """
     if not os.path.isfile(spec):
         raise CliError(f"no such spec file: {spec}", "KD401")

@@ -281,8 +281,7 @@ class Trainer:
             phase = stage.phases[0]
             with autocast(d, self.cfg.amp):
                 for name in distiller.used_teachers:
-                    if self.teacher_store is not None and self.teacher_store.serve(distiller, name, epoch,
-                                                                                   fields["index"]):
+                    if self.teacher_store is not None and self.teacher_store.serve(distiller, name, epoch, batch):
                         continue
                     with distiller.teacher_pass(name) as teacher:
                         teacher(*args, **kwargs)

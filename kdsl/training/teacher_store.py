@@ -5,10 +5,16 @@ training runs (``kdsl train --teacher-cache DIR``) instead of running the teache
 A store is only as good as its fingerprint (torchdistill's index-keyed cache went stale silently
 under augmentation and was removed). The fingerprint (:func:`fingerprint`) covers what decides a
 stored value: each stored teacher's architecture reference and a hash of its weights, the spec's
-teacher records, the training data (reference, options, size and a hash of the samples as epoch 0
-draws them), whether the data's augmentation differs per epoch, the seed (when it does), and the
-mixed precision. A run whose fingerprint differs in any part is refused (KD711) with the part
-named and the command that rebuilds the store.
+teacher records, the training data (reference, options, size), whether the data's augmentation
+differs per epoch, the seed (when it does), and the mixed precision. A run whose fingerprint
+differs in any part is refused (KD711) with the part named and the command that rebuilds the store.
+
+The data's content is checked sample by sample: the store holds a digest of every sample's model
+inputs at every stored epoch (taken while building, from the batches the teachers ran on). A run
+checks 1,024 evenly spaced samples before its first step, and every batch it serves from the store
+(KD711 for the first sample whose input differs). A served value is thus always the teacher's
+output on the very input the student gets, and the store's bytes are checked per chunk against
+the manifest's sha256 (KD710), so nothing altered is ever served.
 
 Per-sample augmentation is seeded from (seed, epoch, index) (:func:`kdsl.training.data.sample_seed`),
 so an augmented store holds one array per epoch and a run replays exactly what was stored; data
@@ -21,44 +27,54 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from typing import Any, Dict, List, Optional, Sequence
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.runtime.recorders import ParamRecorder, Recorder
-from kdsl.training.teacher_store_format import (RecordLayout, expand_topk, open_part, read_manifest)
+from kdsl.training.batches import model_call
+from kdsl.training.teacher_store_format import (MappedPart, RecordLayout, expand_topk, input_digests,
+                                                read_manifest)
 
 SAMPLE_SEEDING = "splitmix64(seed*1000003+epoch, index) v1"  # changes if sample_seed ever does
-HASHED_SAMPLES = 1024  # samples whose content the data fingerprint hashes (evenly spaced)
+CHECKED_AT_OPEN = 1024  # samples whose inputs a run checks before its first step (evenly spaced)
 PROBED_SAMPLES = 8  # samples drawn twice (replayable?) and at two epochs (augmented?)
 
 
 # ---------------------------------------------------------------------------------- what is stored
-def storable_problem(spec: ir.Spec) -> Optional[str]:
-    """Why ``spec`` cannot use a store (None: it can): only frozen teachers read by records."""
+def storable_problem(spec: ir.Spec) -> Optional[Tuple[str, Any]]:
+    """Why ``spec`` cannot use a store, and where (None: it can): only frozen teachers read by
+    records, unchanged by the spec."""
     if spec.input is not None:
-        return "its models' input is generated (`input = ...`), so there is no training data to store"
+        return "its models' input is generated (`input = ...`), so there is no training data to store", None
     if spec.deliveries:
-        return "it delivers a teacher's calls to the student (`deliver`), which needs the teacher's pass"
+        return "it delivers a teacher's calls to the student (`deliver`), which needs the teacher's pass", None
     if spec.stages or spec.phases:
-        return "it declares stages or phases, whose steps run the teachers themselves"
+        return "it declares stages or phases, whose steps run the teachers themselves", None
     read = {r.model for r in spec.records if r.what != "param"}
     trained = [t.name for t in spec.teachers if t.trainable and t.name in read]
     if trained:
-        return f"teacher '{trained[0]}' is trainable: its outputs change as it trains"
+        return f"teacher '{trained[0]}' is trainable: its outputs change as it trains", None
     if not any(t.name in read for t in spec.teachers):
-        return "no record reads a teacher's pass: there is nothing to store"
+        return "no record reads a teacher's pass: there is nothing to store", None
+    for init in (s for s in spec.statements if isinstance(s, ir.InitDecl)):
+        if init.target.model in read and init.target.model in {t.name for t in spec.teachers}:
+            # the run copies the weights when it starts, after the store's weights were hashed
+            return (f"`init {init.target} from {init.source}` changes teacher '{init.target.model}' when the run "
+                    "starts, so a store would hold the teacher before the init", init.span)
     return None
 
 
 def check_storable(spec: ir.Spec, distiller=None) -> None:
     problem = storable_problem(spec)
     if problem is None and distiller is not None and distiller.procedure.declared:
-        problem = "it declares stages or phases, whose steps run the teachers themselves"
+        problem = "it declares stages or phases, whose steps run the teachers themselves", None
     if problem:
-        raise error("KD712", f"{spec.file} cannot use a teacher store: {problem}",
+        message, span = problem
+        raise error("KD712", f"{spec.file} cannot use a teacher store: {message}", span,
                     hint="train it without --teacher-cache (the teachers then run in every step)")
 
 
@@ -122,16 +138,11 @@ def probe_augmentation(indexed) -> bool:
     return changed
 
 
-def data_hash(indexed) -> str:
-    """sha256 of (up to HASHED_SAMPLES evenly spaced) training samples as epoch 0 draws them."""
-    h = hashlib.sha256()
-    for i in _spaced(len(indexed), HASHED_SAMPLES):
-        _hash_value(h, indexed.item(i, 0))
-    return h.hexdigest()
-
-
 def fingerprint(spec: ir.Spec, cfg, distiller, data) -> Dict[str, Any]:
-    """What decides a store's values, part by part (compared part by part by :meth:`TeacherStore.check`)."""
+    """What decides a store's values, part by part (compared part by part by :meth:`TeacherStore.check`).
+    The data's ``content`` (the sha256 of every sample's input digest) is filled in by the build,
+    which streams every sample; a run checks its samples' inputs one by one instead
+    (:meth:`TeacherStore.check_samples`, :meth:`TeacherStore.serve`)."""
     records = stored_records(distiller)
     teachers = sorted({r.model for r in records.values()})
     decls = {m.name: m for m in spec.models}
@@ -144,7 +155,7 @@ def fingerprint(spec: ir.Spec, cfg, distiller, data) -> Dict[str, Any]:
         "records": {d.name: {"text": d.describe(), "canonical": json.loads(d.canonical_json())}
                     for d in spec.records if d.name in records},
         "data": {"ref": ref, "options": json.loads(json.dumps(options, sort_keys=True, default=str)),
-                 "train_size": len(indexed), "content": data_hash(indexed)},
+                 "train_size": len(indexed), "content": None},
         "augmentation": {"per_epoch": augmented, "sample_seeding": SAMPLE_SEEDING},
         "seed": cfg.seed if augmented else None,  # without augmentation no stored value depends on it
         "precision": cfg.amp or "float32",
@@ -175,7 +186,6 @@ def differences(stored: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
                        f"`{nr[name]['text']}` in this spec")
     sd, nd = stored["data"], now["data"]
     sa, na = stored["augmentation"], now["augmentation"]
-    before = len(out)
     if (sd["ref"], sd["options"]) != (nd["ref"], nd["options"]):
         out.append(f"data: the store was built on {_data_text(sd)}, this run reads {_data_text(nd)}")
     elif sd["train_size"] != nd["train_size"]:
@@ -189,8 +199,6 @@ def differences(stored: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
     elif stored["seed"] != now["seed"]:
         out.append(f"seed: the store was built with seed {stored['seed']}, this run's is {now['seed']} "
                    "(with augmented data the seed picks every augmentation)")
-    if len(out) == before and sd["content"] != nd["content"]:  # otherwise a consequence of the above
-        out.append("data: the training samples' content differs (same reference, size and seed)")
     if stored["precision"] != now["precision"]:
         out.append(f"precision: the store was computed in {stored['precision']}, this run uses {now['precision']}")
     return out
@@ -221,20 +229,33 @@ def rebuild_command(spec_file: str, directory: str, cfg, manifest: Optional[Dict
 
 # ---------------------------------------------------------------------------------- the reader
 class TeacherStore:
-    """An opened store: memory-mapped arrays, served to a distiller step by step."""
+    """An opened store: memory-mapped arrays, verified as they are read, served to a distiller
+    step by step for batches whose inputs are the ones the store was built from."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.manifest = read_manifest(directory)
-        m = self.manifest
-        self.epochs, self.samples = m["epochs"], m["samples"]
-        self.epoch_dependent = bool(m["epoch_dependent"])
-        self.layouts: Dict[str, RecordLayout] = {lay.name: lay for lay in m["layouts"]}
-        self.arrays = {name: {p: open_part(directory, part, self.epochs, self.samples)
-                              for p, part in lay.parts.items()} for name, lay in self.layouts.items()}
+        self.inputs: Optional[Sequence[str]] = None  # the train block's `inputs` (which batch fields)
+        try:  # the manifest and every file through one descriptor: all of the same store
+            dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            dir_fd = None  # read_manifest says what is missing
+        try:
+            self.manifest = read_manifest(directory, dir_fd)
+            m = self.manifest
+            self.epochs, self.samples = m["epochs"], m["samples"]
+            self.epoch_dependent = bool(m["epoch_dependent"])
+            self.layouts: Dict[str, RecordLayout] = {lay.name: lay for lay in m["layouts"]}
+            self.arrays = {name: {p: MappedPart(directory, dir_fd, part, self.epochs, self.samples)
+                                  for p, part in lay.parts.items()} for name, lay in self.layouts.items()}
+            self.digests = MappedPart(directory, dir_fd, m["inputs_part"], self.epochs, self.samples)
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
         self.by_teacher: Dict[str, List[str]] = {}
         for name, lay in self.layouts.items():
             self.by_teacher.setdefault(lay.teacher, []).append(name)
+        self._checked_batch: Any = None
+        self.rebuild = f"kdsl teacher-cache SPEC --out {directory} --overwrite"  # open_for_run: the exact one
 
     def check(self, now: Dict[str, Any], epochs: int, rebuild: str) -> None:
         """KD711 when ``now`` (this run's fingerprint) differs; KD716 when the run trains more
@@ -247,6 +268,24 @@ class TeacherStore:
         if self.epoch_dependent and epochs > self.epochs:
             raise error("KD716", f"the teacher store {self.directory} holds {self.epochs} epoch(s) of augmented "
                         f"data; this run trains {epochs}", hint=f"rebuild it: {rebuild}")
+
+    def check_samples(self, data, rebuild: str) -> None:
+        """KD711 unless CHECKED_AT_OPEN evenly spaced training samples, as epoch 0 draws them, are
+        the inputs the store was built from (every other sample is checked when it is served)."""
+        indexed, collate = data.train.dataset, data.train.collate_fn
+        for i in _spaced(len(indexed), CHECKED_AT_OPEN):
+            call = model_call(collate([indexed.item(i, 0)]), self.inputs, torch.device("cpu"))
+            self._check_inputs(0, torch.tensor([i]), call, rebuild)
+
+    def _check_inputs(self, epoch: int, index: torch.Tensor, call, rebuild: str) -> None:
+        stored = self.digests.rows(epoch if self.epoch_dependent else 0, index)
+        differ = (stored != input_digests(call.args, call.kwargs)).any(-1)
+        if bool(differ.any()):
+            sample = int(index[differ.nonzero()[0, 0]])
+            raise error("KD711", f"the teacher store {self.directory} does not fit this run: data: the training "
+                        f"samples' content differs (same reference, size and seed): sample {sample}'s input "
+                        f"(epoch {epoch + 1}) is not the one the store's teacher outputs were computed from",
+                        hint=f"rebuild it: {rebuild}")
 
     def values(self, teacher: str, epoch: int, index: torch.Tensor, device: torch.device) -> Dict[str, Any]:
         """The stored records of ``teacher`` for the samples ``index`` at ``epoch``, as the
@@ -261,18 +300,24 @@ class TeacherStore:
             lay, arrays = self.layouts[name], self.arrays[name]
             dtype = getattr(torch, lay.dtype)
             if lay.form == "topk":
-                value = expand_topk(arrays["values"][e].index_select(0, idx), arrays["indices"][e].index_select(0, idx),
-                                    arrays["rest"][e].index_select(0, idx), lay.shape[-1], dtype=dtype)
+                value = expand_topk(arrays["values"].rows(e, idx), arrays["indices"].rows(e, idx),
+                                    arrays["rest"].rows(e, idx), lay.shape[-1], dtype=dtype)
             else:
-                value = arrays["values"][e].index_select(0, idx).to(dtype)
+                value = arrays["values"].rows(e, idx).to(dtype)
             out[name] = value.to(device, non_blocking=True)
         return out
 
-    def serve(self, distiller, teacher: str, epoch: int, index: torch.Tensor) -> bool:
-        """Give ``distiller`` the records of ``teacher`` for this step; False when the store does
-        not hold that teacher (its pass then runs)."""
+    def serve(self, distiller, teacher: str, epoch: int, batch: Any) -> bool:
+        """Give ``distiller`` the records of ``teacher`` for this step's ``batch``; False when the
+        store does not hold that teacher (its pass then runs). KD711 when a sample of the batch is
+        not the input the store was built from."""
         if teacher not in self.by_teacher:
             return False
+        call = model_call(batch, self.inputs, torch.device("cpu"))
+        index = call.fields["index"].to("cpu", torch.int64)
+        if batch is not self._checked_batch:  # once a step, whatever the number of teachers
+            self._check_inputs(epoch, index, call, self.rebuild)
+            self._checked_batch = batch
         distiller.provide_records(teacher, self.values(teacher, epoch, index, distiller._device()))
         return True
 
@@ -282,16 +327,16 @@ def open_for_run(spec: ir.Spec, cfg, distiller, data) -> TeacherStore:
     directory = cfg.teacher_cache
     check_storable(spec, distiller)
     store = TeacherStore(directory)
+    store.inputs = cfg.inputs
     rebuild = rebuild_command(spec.file, directory, cfg, store.manifest)
     if data is None:
         raise error("KD712", f"{spec.file} has no training data for a teacher store to serve")
     store.check(fingerprint(spec, cfg, distiller, data), cfg.epochs, rebuild)
-    if store.samples != data.train_size:  # the fingerprint says so too; kept for stores edited by hand
-        raise error("KD711", f"the teacher store {directory} holds {store.samples} training samples; this run "
-                    f"has {data.train_size}", hint=f"rebuild it: {rebuild}")
     missing = [n for n in stored_records(distiller) if n not in store.layouts]
     if missing:  # the fingerprint's records say the same; kept for stores edited by hand
         raise error("KD711", f"the teacher store {directory} lacks record '{missing[0]}'", hint=f"rebuild it: {rebuild}")
+    store.check_samples(data, rebuild)
+    store.rebuild = rebuild
     return store
 
 

@@ -33,7 +33,7 @@ def store(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "store"
     code, stdout, stderr = kdsl("teacher-cache", KD, "--out", str(out), "--threads", "1")
     assert code == 0, stdout + stderr
-    assert "1 record(s), 1 epoch(s) x 1438 samples = 56.2 KiB" in stdout
+    assert "1 record(s), 1 epoch(s) x 1438 samples = 78.6 KiB, 22.5 KiB of it the inputs' digests" in stdout
     assert "t_logits: teacher [10] (float32)" in stdout and f"wrote {out}" in stdout
     return out
 
@@ -50,8 +50,8 @@ def test_max_size_refuses_before_writing(tmp_path):
     out = tmp_path / "big"
     code, stdout, stderr = kdsl("teacher-cache", KD, "--out", str(out), "--max-size", "10K", "--threads", "1")
     assert code == 1 and "KD715" in stderr, stdout + stderr
-    assert "56.2 KiB (57520 bytes), more than --max-size 10.0 KiB; nothing was written" in stderr
-    assert "56.2 KiB" in stdout  # the size is printed before the refusal
+    assert "78.6 KiB (80528 bytes), more than --max-size 10.0 KiB; nothing was written" in stderr
+    assert "78.6 KiB" in stdout  # the size is printed before the refusal
     assert not out.exists() and "Traceback" not in stderr
 
 
@@ -90,3 +90,26 @@ def test_missing_store_refuses(tmp_path):
     code, _, stderr = kdsl("train", KD, "--teacher-cache", str(tmp_path / "none"), "--epochs", "1", "--threads",
                            "1", "--out", str(tmp_path / "run"))
     assert code == 1 and "KD710" in stderr and "no such directory" in stderr
+
+
+def test_edited_manifest_is_shown_where_it_was_edited(tmp_path, store):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["records"]["t_logits"]["dtype"] = "int64"  # the logits would be cast
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    (copy / "manifest.json").write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if '"dtype": "int64"' in row)
+    code, stdout, stderr = kdsl("train", KD, "--teacher-cache", str(copy), "--epochs", "1", "--threads", "1",
+                                "--out", str(tmp_path / "run"))
+    assert code == 1 and "KD710" in stderr and f"manifest.json:{line}:" in stderr, stdout + stderr
+    assert '"dtype": "int64"' in stderr and "^" in stderr and "Traceback" not in stdout + stderr
+    assert not (tmp_path / "run").exists() or not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_fp16_on_a_cpu_is_refused_before_writing(tmp_path):
+    code, _, stderr = kdsl("teacher-cache", KD, "--out", str(tmp_path / "s"), "--amp", "fp16", "--threads", "1")
+    assert "KD705" in stderr and "--amp fp16 needs a GPU" in stderr and code != 0
+    assert not (tmp_path / "s").exists() and not list(tmp_path.iterdir())

@@ -225,13 +225,14 @@ def test_per_sample_seed_depends_on_seed_epoch_and_index():
     assert math.isfinite(float(sample_seed(2 ** 32 - 1, 10 ** 6, 10 ** 9)))
 
 
-def test_interrupted_rebuild_never_leaves_a_complete_looking_store(tmp_path, store, monkeypatch):
+def test_interrupted_rebuild_keeps_the_previous_store(tmp_path, store, monkeypatch):
     import shutil
 
     from kdsl.training import teacher_store_build
 
     copy = tmp_path / "copy"
     shutil.copytree(store, copy)
+    before = sorted(os.listdir(copy))
     calls = []
 
     def killed(*args):
@@ -242,6 +243,9 @@ def test_interrupted_rebuild_never_leaves_a_complete_looking_store(tmp_path, sto
     monkeypatch.setattr(teacher_store_build, "_put", killed)
     with pytest.raises(KeyboardInterrupt):
         build_store(KD_SPEC, out=str(copy), threads=1, overwrite=True)
-    assert not (copy / "manifest.json").exists()
-    text = _refusal(tmp_path, "KD710", epochs=1, teacher_cache=str(copy))
-    assert "its writing did not finish" in text
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        build_store(KD_SPEC, out=str(tmp_path / "fresh"), threads=1)
+    # the rebuild was written beside the store and removed when it stopped: the old store is whole
+    assert sorted(os.listdir(tmp_path)) == ["copy"] and sorted(os.listdir(copy)) == before
+    assert _train(tmp_path, "run", epochs=1, teacher_cache=str(copy)).history
