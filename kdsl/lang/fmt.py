@@ -32,9 +32,10 @@ from kdsl.lang import ir
 from kdsl.lang.lower import Lowered, lower_file
 from kdsl.lang.parser import Block, comments
 from kdsl.lang.printer import BLOCK_CLOSE, INDENT, Spelling, block_header, statement_text
+from kdsl.lang.statements import ALIGNED
 
 COMMENT_GAP = "  "  # between a statement and its trailing comment
-_ALIGNED = (ir.RecordDecl, ir.ConnectorDecl, ir.LossDecl)  # ``KEYWORD NAME = ...`` statements
+_ALIGNED = ALIGNED  # ``KEYWORD NAME = ...`` statements
 
 
 class FormatError(Exception):

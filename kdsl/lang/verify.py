@@ -18,6 +18,7 @@ from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import Span
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.lang.statements import NAMED, PROCEDURE_BLOCKS, statement_kind
 from kdsl.lang.teacher_weights import warn_random_teachers
 from kdsl.lang.verify_args import ArgumentChecks
 from kdsl.lang.verify_names import KIND_WORD, NameResolution, Use
@@ -26,8 +27,8 @@ from kdsl.lang.verify_train import TrainBlockChecks
 from kdsl.lang.verify_usage import UsageWarnings
 
 RESERVED = ("batch", "true", "false", "none")
-_NAMED = (ir.ModelDecl, ir.RecordDecl, ir.ConnectorDecl, ir.LossDecl)
-_BLOCKS = (ir.StageDecl, ir.PhaseDecl)
+_NAMED = NAMED
+_BLOCKS = PROCEDURE_BLOCKS
 
 
 @dataclass
@@ -193,9 +194,9 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
 
     def verify_statement(self, stmt: ir.Node, position: int) -> Optional[ir.Node]:
         """One statement checked and resolved, reading names declared up to ``position``."""
-        method = getattr(self, f"_verify_{stmt.kind}", None)
+        check = getattr(self, statement_kind(stmt).check)
         use = Use(position, input=isinstance(stmt, ir.InputDecl))
-        new = method(stmt, use) if method else stmt
+        new = check(stmt, use)
         if isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl)):
             self.uses[stmt.name] = use
         return new
@@ -231,7 +232,13 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
             seen.setdefault(k.name, k)
 
     def _verify_model(self, stmt: ir.ModelDecl, use: Use):
-        return stmt
+        return stmt  # checked with the other models (_check_models): one student, literal options
+
+    def _verify_include(self, stmt: ir.IncludeDecl, use: Use):
+        return stmt  # the loader spliced the file in; its path was checked there
+
+    def _verify_import(self, stmt: ir.ImportDecl, use: Use):
+        return stmt  # the loader imported the module, or reported why it could not
 
     # ================================================================ records
     def _verify_record(self, stmt: ir.RecordDecl, use: Use):

@@ -18,10 +18,9 @@ from kdsl.core.diagnostics import Note
 from kdsl.core.span import Span
 from kdsl.core.suggest import did_you_mean, rank_candidates
 from kdsl.lang import ir
+from kdsl.lang.statements import KIND_WORD as KIND_WORD
 from kdsl.lang.visit import Visitor
 
-KIND_WORD = {ir.ModelDecl: "model", ir.RecordDecl: "record", ir.ConnectorDecl: "connector",
-             ir.LossDecl: "loss"}
 
 
 @dataclass
