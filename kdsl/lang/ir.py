@@ -16,9 +16,9 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 from pydantic import Field, PrivateAttr
 
 from kdsl.core.span import Span
-from kdsl.lang.ir_expr import (Attr, BatchRef, Call, ConnectorApply, Const, Expr, FunctionApply,  # noqa: F401
+from kdsl.lang.ir_expr import (Attr, BatchRef, Bound, Call, ConnectorApply, Const, Expr, FunctionApply,  # noqa: F401
                                Item, Keyword, ListExpr, ModelApply, ModuleRef, Name, Node, RecordRef,
-                               Scalar, Select)
+                               Scalar, Select, bound)
 
 # ------------------------------------------------------------------------------ record targets
 class ModulePath(Node):
