@@ -327,6 +327,41 @@ ALIGNED: Tuple[type, ...] = tuple(e.node for e in STATEMENTS.values() if e.align
 KIND_WORD: Dict[type, str] = {e.node: e.declares for e in STATEMENTS.values() if e.declares}
 
 
+# ------------------------------------------------------------------------------ recorder kinds
+@dataclass(frozen=True)
+class RecorderKind:
+    """One kind of ``record``: what it reads (``what``) of which kind of target (``target``: the
+    record target node's kind). ``during_pass``: it listens to a model's pass (a ``param`` record
+    reads a tensor of the model directly, so the pass need not run for it). The compiler installs
+    each kind with the installer of the same name (``INSTALLERS`` in kdsl/compiler/install.py)."""
+
+    name: str
+    what: str
+    target: str
+    example: str
+    during_pass: bool = True
+
+
+RECORDER_KINDS: Dict[str, RecorderKind] = {k.name: k for k in (
+    RecorderKind("module output", "output", "module", "output of student.layer1"),
+    RecorderKind("module input", "input", "module", 'input "mask" of student.head'),
+    RecorderKind("param", "param", "module", "param student.fc.weight", during_pass=False),
+    RecorderKind("method output", "output", "method", 'output of method "pkg.heads:Head.assign" in student'),
+    RecorderKind("method input", "input", "method", 'input 1 of method "pkg.heads:Head.assign" in student'),
+    RecorderKind("function output", "output", "function", 'output of function "pkg.ops:resize" in student'),
+    RecorderKind("function input", "input", "function", 'input "size" of function "pkg.ops:resize" in student'),
+)}
+_RECORDER_BY_FORM = {(k.what, k.target): k for k in RECORDER_KINDS.values()}
+
+
+def recorder_kind(record: ir.RecordDecl) -> RecorderKind:
+    """The kind of a record; raises on a form the table does not know."""
+    found = _RECORDER_BY_FORM.get((record.what, record.target.kind))
+    if found is None:
+        raise UnhandledStatement(f"no recorder kind records {record.what} of a {record.target.kind}")
+    return found
+
+
 def statement_kind(node: Any) -> StatementKind:
     """The table entry of a statement node; raises on a node the table does not know."""
     entry = BY_NODE.get(type(node))

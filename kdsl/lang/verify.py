@@ -18,7 +18,7 @@ from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import Span
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
-from kdsl.lang.statements import NAMED, PROCEDURE_BLOCKS, statement_kind
+from kdsl.lang.statements import NAMED, PROCEDURE_BLOCKS, recorder_kind, statement_kind
 from kdsl.lang.teacher_weights import warn_random_teachers
 from kdsl.lang.verify_args import ArgumentChecks
 from kdsl.lang.verify_names import KIND_WORD, NameResolution, Use
@@ -242,6 +242,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
 
     # ================================================================ records
     def _verify_record(self, stmt: ir.RecordDecl, use: Use):
+        recorder_kind(stmt)  # a form the recorder table lacks is kdsl's bug, not the spec's
         target = stmt.target
         span = target.model_span if target.model_span else target.span
         if not self._model_ref(target.model, span, use.position):

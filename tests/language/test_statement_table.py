@@ -93,3 +93,25 @@ def test_a_grammar_rule_without_an_entry_is_an_error_not_a_syntax_message(monkey
 def test_blocks_are_walked_through_the_table():
     nodes, _ = lowered_statements("stage s {\n  phase p {\n    loss a = mse(x, y)\n  }\n}\n")
     assert [n.kind for n in walk_statements(nodes)] == ["stage", "phase", "loss"]
+
+
+# ------------------------------------------------------------------------------ recorder kinds
+def test_every_recorder_kind_parses_prints_and_is_installed():
+    from kdsl.compiler.install import INSTALLERS
+    from kdsl.lang.statements import RECORDER_KINDS, recorder_kind
+
+    assert set(INSTALLERS) == set(RECORDER_KINDS)
+    whats = set(typing.get_args(ir.RecordDecl.model_fields["what"].annotation))
+    assert whats == {k.what for k in RECORDER_KINDS.values()}
+    for kind in RECORDER_KINDS.values():
+        line = f"record r = {kind.example}"
+        (node,), problems = lowered_statements(line + "\n")
+        assert problems == [] and recorder_kind(node) is kind and statement_text(node) == line
+
+
+def test_a_record_form_without_a_recorder_kind_is_an_error():
+    from kdsl.lang.statements import recorder_kind
+
+    odd = ir.RecordDecl(name="r", what="param", target=ir.MethodRef(ref="a.b:C.d", model="student"))
+    with pytest.raises(UnhandledStatement):
+        recorder_kind(odd)
