@@ -14,8 +14,10 @@ A new statement is its grammar rule, its IR node, one entry here (lowering, prin
 check beside it), and the compiler pass or runtime piece that gives it effect.
 
 Lowering functions take the :class:`~kdsl.lang.lower.Builder` (spans, strings, expressions),
-printing functions the :class:`~kdsl.lang.printer.StatementPrinter` (expressions, parts); a check
-names the :class:`~kdsl.lang.verify.Verifier` method that checks and resolves the statement.
+printing functions the :class:`~kdsl.lang.printer.StatementPrinter` (expressions, parts), checks
+the :class:`~kdsl.lang.verify.Verifier` (its name resolution, argument checks and diagnostics)
+and return the resolved statement; a check that lives in a verifier module is named with
+:func:`verifier_method`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kdsl.lang import ir
 
 Lower = Callable[[Any, Any, Any], Optional[ir.Node]]  # (builder, parse tree, span) -> node
 Text = Callable[[Any, Any], str]  # (printer, node) -> spec text
+Check = Callable[[Any, Any, Any], Optional[ir.Node]]  # (verifier, node, use) -> the resolved node
 
 
 class UnhandledStatement(AssertionError):
@@ -45,7 +48,7 @@ class StatementKind:
     ``inside``: the blocks it may stand in (``stage``, ``phase``). ``holds_statements``: a block
     whose entries are statements (stage, phase; a train block holds settings).
     ``aligned``: ``KEYWORD NAME = ...`` lines whose ``=`` ``kdsl fmt`` lines up.
-    ``check``: the name of the Verifier method that checks it and returns the resolved node.
+    ``check``: checks it and returns the resolved node (see :func:`verifier_method`).
     """
 
     kind: str
@@ -55,12 +58,21 @@ class StatementKind:
     word: str
     lower: Lower
     text: Text
-    check: str
+    check: Check
     declares: Optional[str] = None
     inside: Tuple[str, ...] = ()
     block: bool = False
     holds_statements: bool = False
     aligned: bool = False
+
+
+def verifier_method(name: str) -> Check:
+    """A check that is a method of the Verifier (its mixins hold the checks that share its state)."""
+    def check(verifier, node, use):
+        return getattr(verifier, name)(node, use)
+
+    check.method = name  # type: ignore[attr-defined] - for the table's completeness test
+    return check
 
 
 # ------------------------------------------------------------------------------ lowering and printing
@@ -272,39 +284,42 @@ def block_header(node) -> str:
 # ------------------------------------------------------------------------------ the table
 _IN_BLOCKS = ("stage", "phase")
 
+_check = verifier_method
+
 STATEMENTS: Dict[str, StatementKind] = {e.kind: e for e in (
     StatementKind("model", ir.ModelDecl, ("student", "teacher", "generator"), "model_stmt", "a model",
-                  _lower_model, _text_model, "_verify_model", declares="model"),
+                  _lower_model, _text_model, _check("_verify_model"), declares="model"),
     StatementKind("record", ir.RecordDecl, ("record",), "record_stmt", "a record",
-                  _lower_record, _text_record, "_verify_record", declares="record", aligned=True),
+                  _lower_record, _text_record, _check("_verify_record"), declares="record",
+                  aligned=True),
     StatementKind("deliver", ir.DeliverDecl, ("deliver",), "deliver_stmt", "a delivery",
-                  _lower_deliver, _text_deliver, "_verify_deliver"),
+                  _lower_deliver, _text_deliver, _check("_verify_deliver")),
     StatementKind("connector", ir.ConnectorDecl, ("connector",), "connector_stmt", "a connector",
-                  _lower_connector, _text_connector, "_verify_connector", declares="connector",
+                  _lower_connector, _text_connector, _check("_verify_connector"), declares="connector",
                   aligned=True),
     StatementKind("loss", ir.LossDecl, ("loss",), "loss_stmt", "a loss",
-                  _lower_loss, _text_loss, "_verify_loss", declares="loss", inside=_IN_BLOCKS,
+                  _lower_loss, _text_loss, _check("_verify_loss"), declares="loss", inside=_IN_BLOCKS,
                   aligned=True),
     StatementKind("train", ir.TrainDecl, ("train",), "train_open", "a train block",
-                  _lower_train, _text_train, "_verify_train", block=True),
+                  _lower_train, _text_train, _check("_verify_train"), block=True),
     StatementKind("stage", ir.StageDecl, ("stage",), "stage_open", "a stage",
-                  _lower_stage, _text_procedure_block, "_verify_stage", block=True,
+                  _lower_stage, _text_procedure_block, _check("_verify_stage"), block=True,
                   holds_statements=True),
     StatementKind("phase", ir.PhaseDecl, ("phase",), "phase_open", "a phase",
-                  _lower_phase, _text_procedure_block, "_verify_phase", inside=("stage",), block=True,
-                  holds_statements=True),
+                  _lower_phase, _text_procedure_block, _check("_verify_phase"), inside=("stage",),
+                  block=True, holds_statements=True),
     StatementKind("optimize", ir.OptimizeDecl, ("optimize",), "optimize_stmt", "'optimize'",
-                  _lower_optimize, _text_optimize, "_verify_optimize", inside=_IN_BLOCKS),
+                  _lower_optimize, _text_optimize, _check("_verify_optimize"), inside=_IN_BLOCKS),
     StatementKind("freeze", ir.FreezeDecl, ("freeze",), "freeze_stmt", "'freeze'",
-                  _lower_freeze, _text_freeze, "_verify_freeze", inside=_IN_BLOCKS),
+                  _lower_freeze, _text_freeze, _check("_verify_freeze"), inside=_IN_BLOCKS),
     StatementKind("init", ir.InitDecl, ("init",), "init_stmt", "'init'",
-                  _lower_init, _text_init, "_verify_init"),
+                  _lower_init, _text_init, _check("_verify_init")),
     StatementKind("input", ir.InputDecl, ("input",), "input_stmt", "'input'",
-                  _lower_input, _text_input, "_verify_input"),
+                  _lower_input, _text_input, _check("_verify_input")),
     StatementKind("include", ir.IncludeDecl, ("include",), "include_stmt", "an include",
-                  _lower_include, _text_include, "_verify_include"),
+                  _lower_include, _text_include, _check("_verify_include")),
     StatementKind("import", ir.ImportDecl, ("import",), "import_stmt", "an import",
-                  _lower_import, _text_import, "_verify_import"),
+                  _lower_import, _text_import, _check("_verify_import")),
 )}
 
 # ``override`` prefixes a declaration (grammar: override_stmt) and replaces it.

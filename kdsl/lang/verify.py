@@ -194,9 +194,8 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
 
     def verify_statement(self, stmt: ir.Node, position: int) -> Optional[ir.Node]:
         """One statement checked and resolved, reading names declared up to ``position``."""
-        check = getattr(self, statement_kind(stmt).check)
         use = Use(position, input=isinstance(stmt, ir.InputDecl))
-        new = check(stmt, use)
+        new = statement_kind(stmt).check(self, stmt, use)
         if isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl)):
             self.uses[stmt.name] = use
         return new
