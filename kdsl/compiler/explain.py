@@ -179,6 +179,8 @@ def explain(distiller) -> List[Any]:
     plan: Plan = distiller.plan
     parts: List[Any] = [f"[bold]{plan.spec.file}[/bold]: what kdsl does with these models\n",
                         models_table(plan)]
+    if plan.spec.params:  # their values stand in the tables below where the spec names them
+        parts.append("params: " + ", ".join(f"{p.name} = {expr_text(p.value)}" for p in plan.spec.params))
     if distiller.procedure.declared:
         parts.append(procedure_table(distiller))
     else:

@@ -25,8 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from kdsl.core.diagnostics import Note
 from kdsl.core.literals import literal_text
 from kdsl.lang import ir
+from kdsl.lang.literal import try_literal
 
 Lower = Callable[[Any, Any, Any], Optional[ir.Node]]  # (builder, parse tree, span) -> node
 Text = Callable[[Any, Any], str]  # (printer, node) -> spec text
@@ -268,6 +270,66 @@ def _text_input(p, i: ir.InputDecl) -> str:
     return f"input = {p.visit(i.value)}"
 
 
+def _lower_param(b, t, span):
+    name_t, value_t = t.children
+    return ir.ParamDecl(name=str(name_t), value=b.expr(value_t), span=span, name_span=b.span(name_t))
+
+
+def _text_param(p, d: ir.ParamDecl) -> str:
+    return f"{_override(d)}param {d.name} = {p.visit(d.value)}"
+
+
+def _check_param(v, d: ir.ParamDecl, use) -> ir.ParamDecl:
+    ok, _ = try_literal(d.value)
+    if not ok:
+        v.diags.error("KD213", f"param '{d.name}' takes a literal value", d.value.span,
+                      hint="a number, a string, true/false/none or a list of them (or an earlier param)")
+    return d
+
+
+class ParamSubstitution:
+    """Puts each param's value where its name is used (before the other checks, so that a param
+    stands wherever a literal may). ``declared``: param name -> (position, declaration) of every
+    param of the spec; a use above its declaration is reported (KD204)."""
+
+    def __init__(self, declared: Dict[str, Tuple[int, ir.ParamDecl]], diags) -> None:
+        self.declared, self.diags = declared, diags
+        self.values: Dict[str, ir.Node] = {}  # the values of the params substituted so far
+
+    def statement(self, stmt: ir.Node, position: int) -> ir.Node:
+        new = self._node(stmt, position)
+        if isinstance(new, ir.ParamDecl):
+            self.values[new.name] = new.value
+        return new
+
+    def _node(self, node: ir.Node, position: int) -> ir.Node:
+        if isinstance(node, ir.Name) and node.name in self.declared:
+            return self._use(node, position)
+        updates = {}
+        for field in type(node).model_fields:
+            if field in ir.META_FIELDS:
+                continue
+            value = getattr(node, field)
+            if isinstance(value, ir.Node):
+                new = self._node(value, position)
+            elif isinstance(value, tuple) and any(isinstance(v, ir.Node) for v in value):
+                new = tuple(self._node(v, position) if isinstance(v, ir.Node) else v for v in value)
+                new = value if all(a is b for a, b in zip(new, value)) else new
+            else:
+                continue
+            if new is not value:
+                updates[field] = new
+        return node.model_copy(update=updates) if updates else node
+
+    def _use(self, name: ir.Name, position: int) -> ir.Node:
+        at, decl = self.declared[name.name]
+        if at > position:
+            self.diags.error("KD204", f"param '{name.name}' is used before its declaration", name.span,
+                             notes=[Note(message=f"'{name.name}' declared", span=decl.name_span)])
+        value = self.values.get(name.name, decl.value)
+        return value.model_copy(update={"span": name.span})  # errors point at the use
+
+
 TRAIN_OPEN, BLOCK_CLOSE = "train {", "}"
 
 
@@ -316,6 +378,8 @@ STATEMENTS: Dict[str, StatementKind] = {e.kind: e for e in (
                   _lower_init, _text_init, _check("_verify_init")),
     StatementKind("input", ir.InputDecl, ("input",), "input_stmt", "'input'",
                   _lower_input, _text_input, _check("_verify_input")),
+    StatementKind("param", ir.ParamDecl, ("param",), "param_stmt", "a param",
+                  _lower_param, _text_param, _check_param, declares="param", aligned=True),
     StatementKind("include", ir.IncludeDecl, ("include",), "include_stmt", "an include",
                   _lower_include, _text_include, _check("_verify_include")),
     StatementKind("import", ir.ImportDecl, ("import",), "import_stmt", "an import",

@@ -18,7 +18,7 @@ from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import Span
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
-from kdsl.lang.statements import NAMED, PROCEDURE_BLOCKS, recorder_kind, statement_kind
+from kdsl.lang.statements import NAMED, PROCEDURE_BLOCKS, ParamSubstitution, recorder_kind, statement_kind
 from kdsl.lang.teacher_weights import warn_random_teachers
 from kdsl.lang.verify_args import ArgumentChecks
 from kdsl.lang.verify_names import KIND_WORD, NameResolution, Use
@@ -109,7 +109,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
 
     def _duplicate(self, stmt, prev, in_block: bool = False) -> None:
         name = stmt.name
-        can_override = isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl, ir.RecordDecl)) and \
+        can_override = isinstance(stmt, (ir.LossDecl, ir.ConnectorDecl, ir.RecordDecl, ir.ParamDecl)) and \
             not in_block and prev.name not in self.block_of
         self.diags.error(
             "KD203", f"'{name}' is already declared", stmt.name_span,
@@ -168,7 +168,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
 
     # ================================================================ the whole program
     def run(self, statements: Sequence[ir.Node]) -> List[ir.Node]:
-        placed = self.effective(statements)
+        placed = self._with_params(self.effective(statements))
         for p in placed:
             stmt = p.stmt
             if isinstance(stmt, _NAMED):
@@ -191,6 +191,14 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         if not self.diags.has_errors:
             warn_random_teachers(self.diags, result)
         return result
+
+    def _with_params(self, placed: List[_Placed]) -> List[_Placed]:
+        """Each param's value put where its name is used."""
+        declared = {p.stmt.name: (p.decl, p.stmt) for p in placed if isinstance(p.stmt, ir.ParamDecl)}
+        if not declared:
+            return placed
+        substitution = ParamSubstitution(declared, self.diags)
+        return [_Placed(p.decl, p.use, substitution.statement(p.stmt, p.use)) for p in placed]
 
     def verify_statement(self, stmt: ir.Node, position: int) -> Optional[ir.Node]:
         """One statement checked and resolved, reading names declared up to ``position``."""
@@ -298,5 +306,6 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
             if component is None:
                 return weight
             return self._bind_call(component, weight, use, inputs=False, resolve=False) or weight
-        self.diags.error("KD213", "a weight is a number or a schedule call", weight.span)
+        hint = f"'{weight.name}' is not a param" if isinstance(weight, ir.Name) else None
+        self.diags.error("KD213", "a weight is a number, a param or a schedule call", weight.span, hint=hint)
         return weight

@@ -33,6 +33,7 @@ EXAMPLES = {
     "freeze": "freeze student.layer1",
     "init": "init student.layer2 from teacher.layer2",
     "input": "input = gen(noise(100))",
+    "param": 'param sizes = [1, -2.5, "x"]',
     "include": 'include "base.kd"',
     "import": 'import "pkg.losses"',
 }
