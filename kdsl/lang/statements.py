@@ -295,6 +295,7 @@ class ParamSubstitution:
     def __init__(self, declared: Dict[str, Tuple[int, ir.ParamDecl]], diags) -> None:
         self.declared, self.diags = declared, diags
         self.values: Dict[str, ir.Node] = {}  # the values of the params substituted so far
+        self.uses: Dict[Any, ir.ParamDecl] = {}  # span of a use -> the param whose value it holds
 
     def statement(self, stmt: ir.Node, position: int) -> ir.Node:
         new = self._node(stmt, position)
@@ -327,7 +328,19 @@ class ParamSubstitution:
             self.diags.error("KD204", f"param '{name.name}' is used before its declaration", name.span,
                              notes=[Note(message=f"'{name.name}' declared", span=decl.name_span)])
         value = self.values.get(name.name, decl.value)
+        if name.span is not None:
+            self.uses[name.span] = decl
         return value.model_copy(update={"span": name.span})  # errors point at the use
+
+    def point_at_params(self, diags, since: int) -> None:
+        """Give each diagnostic found at a use (from ``diags.items[since]`` on) a note that
+        points at the param whose value it is."""
+        for i in range(since, len(diags.items)):
+            found = diags.items[i]
+            decl = self.uses.get(found.span)
+            if decl is not None and found.code != "KD204":
+                note = Note(message=f"the value of param '{decl.name}' declared", span=decl.name_span)
+                diags.items[i] = found.model_copy(update={"notes": found.notes + (note,)})
 
 
 TRAIN_OPEN, BLOCK_CLOSE = "train {", "}"

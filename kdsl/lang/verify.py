@@ -60,6 +60,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         self.connectors: Dict[str, ir.ConnectorDecl] = {}
         self.uses: Dict[str, Use] = {}  # loss or connector name -> what it reads
         self.block_of: Dict[str, ir.Node] = {}  # loss name -> the stage or phase holding it
+        self.substitution: Optional[ParamSubstitution] = None  # when the spec declares params
 
     # ================================================================ declarations
     def effective(self, statements: Sequence[ir.Node]) -> List[_Placed]:
@@ -169,6 +170,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
     # ================================================================ the whole program
     def run(self, statements: Sequence[ir.Node]) -> List[ir.Node]:
         placed = self._with_params(self.effective(statements))
+        checked_from = len(self.diags.items)
         for p in placed:
             stmt = p.stmt
             if isinstance(stmt, _NAMED):
@@ -188,6 +190,8 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
                 result.append(new)
         self._check_procedure(result)
         self._check_usage(result, self.uses)
+        if self.substitution is not None:
+            self.substitution.point_at_params(self.diags, checked_from)
         if not self.diags.has_errors:
             warn_random_teachers(self.diags, result)
         return result
@@ -197,8 +201,8 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         declared = {p.stmt.name: (p.decl, p.stmt) for p in placed if isinstance(p.stmt, ir.ParamDecl)}
         if not declared:
             return placed
-        substitution = ParamSubstitution(declared, self.diags)
-        return [_Placed(p.decl, p.use, substitution.statement(p.stmt, p.use)) for p in placed]
+        self.substitution = ParamSubstitution(declared, self.diags)
+        return [_Placed(p.decl, p.use, self.substitution.statement(p.stmt, p.use)) for p in placed]
 
     def verify_statement(self, stmt: ir.Node, position: int) -> Optional[ir.Node]:
         """One statement checked and resolved, reading names declared up to ``position``."""

@@ -75,6 +75,15 @@ def test_bad_params_are_located_errors(text, code, where):
     assert (code, where) in found
 
 
+def test_an_error_at_a_use_points_at_the_param():
+    with pytest.raises(KdslError) as info:
+        load("param cold = 0\n" + MODELS + "loss kd = kl_div(s, t, tau=cold)\n")
+    (error,) = info.value.errors
+    assert error.code == "KD312" and (error.span.line, error.span.column) == (6, 28)
+    assert [(n.message, n.span.line, n.span.column) for n in error.notes] == [
+        ("the value of param 'cold' declared", 1, 7)]
+
+
 def test_explain_lists_the_params_and_shows_their_values_in_place():
     torch = pytest.importorskip("torch")
     from kdsl.compiler.explain import explain, losses_table
