@@ -11,7 +11,9 @@ never silently passed through; ``tests/language/test_statement_table.py`` checks
 statement has a complete entry.
 
 A new statement is its grammar rule, its IR node, one entry here (lowering, printing and its
-check beside it), and the compiler pass or runtime piece that gives it effect.
+check beside it), and the compiler pass or runtime piece that gives it effect. The kinds of
+``record`` (:data:`RECORDER_KINDS`) are declared here too, beside the record statement; the
+compiler installs each with the installer of the same name.
 
 Lowering functions take the :class:`~kdsl.lang.lower.Builder` (spans, strings, expressions),
 printing functions the :class:`~kdsl.lang.printer.StatementPrinter` (expressions, parts), checks

@@ -27,8 +27,6 @@ from kdsl.lang.verify_train import TrainBlockChecks
 from kdsl.lang.verify_usage import UsageWarnings
 
 RESERVED = ("batch", "true", "false", "none")
-_NAMED = NAMED
-_BLOCKS = PROCEDURE_BLOCKS
 
 
 @dataclass
@@ -82,11 +80,11 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
                     out[train_at].stmt = out[train_at].stmt.model_copy(
                         update={"settings": tuple(merged.values())})
                 continue
-            if isinstance(stmt, _BLOCKS):
+            if isinstance(stmt, PROCEDURE_BLOCKS):
                 out.append(_Placed(index, index, self._block_declarations(stmt, stmt, first, index)))
                 continue
-            if not isinstance(stmt, _NAMED) or not self._reserved_ok(stmt):
-                if not isinstance(stmt, _NAMED):
+            if not isinstance(stmt, NAMED) or not self._reserved_ok(stmt):
+                if not isinstance(stmt, NAMED):
                     out.append(_Placed(index, index, stmt))
                 continue
             name = stmt.name
@@ -173,7 +171,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         checked_from = len(self.diags.items)
         for p in placed:
             stmt = p.stmt
-            if isinstance(stmt, _NAMED):
+            if isinstance(stmt, NAMED):
                 self.decls[stmt.name] = stmt
                 self.position[stmt.name] = p.decl
                 if isinstance(stmt, ir.ModelDecl):
