@@ -45,17 +45,9 @@ def size_of(info: Optional[TensorInfo], inf) -> Optional[int]:
     return None
 
 
-def options_of(plan: Plan, component: Component, call: ir.Call) -> Dict[str, Any]:
-    """Literal and module options of a call as Python values (positional ones by order)."""
-    options: Dict[str, Any] = {}
-    names = [p.name for p in component.options]
-    for i, a in enumerate(call.args if component.kind != "loss" else ()):
-        options[names[i]] = _option_value(plan, a)
-    for k in call.kwargs:
-        if component.kind == "loss" and component.input(k.name) is not None:
-            continue
-        options[k.name] = _option_value(plan, k.value)
-    return options
+def options_of(plan: Plan, call: ir.Call) -> Dict[str, Any]:
+    """Literal and module options of a call as Python values, as the verifier bound them."""
+    return {name: _option_value(plan, value) for name, value in ir.bound(call).option_values.items()}
 
 
 def _option_value(plan: Plan, expr) -> Any:

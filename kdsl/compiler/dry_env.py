@@ -113,7 +113,7 @@ def build_connector(plan: Plan, decl: ir.ConnectorDecl, target: Target,
     """Build ``decl``'s connector, inferring left-out sizes from ``args``' shapes; record it in
     the plan (a connector that fails to build is marked broken and reported once)."""
     component = REGISTRY.get("connector", decl.component)
-    options = options_of(plan, component, decl.call)
+    options = options_of(plan, decl.call)
     infos = {p.name: info_of(v) for p, v in zip(component.inputs, args)}
     given = set(options)
     what = f"connector '{decl.name}'"

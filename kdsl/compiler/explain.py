@@ -14,6 +14,7 @@ from kdsl.compiler.install import place_text
 from kdsl.compiler.plan import Plan
 from kdsl.compiler.truncate import truncation_lines
 from kdsl.core.literals import literal_text
+from kdsl.lang import ir
 from kdsl.lang.printer import expr_text, weight_text
 
 
@@ -70,7 +71,7 @@ def losses_table(plan: Plan) -> Table:
         inputs = "\n".join(f"{name} = {expr_text(e)}" +
                            (f"  {shape_text(lp.inputs[name])}" if lp.inputs.get(name) else "")
                            for name, e in lp.bound.items())
-        options = [f"{k.name}={expr_text(k.value)}" for k in decl.call.kwargs if component.option(k.name)]
+        options = [f"{k.name}={expr_text(k.value)}" for k in ir.bound(decl.call).options]
         opts = _options_text(lp.options, lp.inferred) if lp.inferred else ""
         table.add_row(str(i), decl.name, decl.component + (f"({', '.join(options)})" if options else "")
                       + (f"\ninferred: {opts}" if opts else ""), inputs, weight_text(decl.weight),
@@ -179,6 +180,8 @@ def explain(distiller) -> List[Any]:
     plan: Plan = distiller.plan
     parts: List[Any] = [f"[bold]{plan.spec.file}[/bold]: what kdsl does with these models\n",
                         models_table(plan)]
+    if plan.spec.params:  # their values stand in the tables below where the spec names them
+        parts.append("params: " + ", ".join(f"{p.name} = {expr_text(p.value)}" for p in plan.spec.params))
     if distiller.procedure.declared:
         parts.append(procedure_table(distiller))
     else:

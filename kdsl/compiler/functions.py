@@ -51,23 +51,10 @@ def bind_function(app: ir.FunctionApply) -> BoundFunction:
 
         raise error("KD519", f"there is no function '{app.function}'", app.span,
                     hint=did_you_mean(app.function, REGISTRY.names("function")))
-    inputs: Dict[str, Any] = {}
-    options: Dict[str, Any] = {}
+    binding = ir.bound(app)  # the verifier's binding of its arguments
+    inputs: Dict[str, Any] = binding.input_values
+    options = {name: _literal(app, name, value) for name, value in binding.option_values.items()}
     names = [p.name for p in component.inputs]
-    option_names = [p.name for p in component.options]
-    for i, arg in enumerate(app.args):
-        if i < len(names):
-            inputs[names[i]] = arg
-        elif i - len(names) < len(option_names):
-            options[option_names[i - len(names)]] = _literal(app, option_names[i - len(names)], arg)
-        else:
-            raise error("KD519", f"{app.function}() takes {len(names) + len(option_names)} "
-                        f"arguments, got {len(app.args)}", app.span)
-    for k in app.kwargs:
-        if k.name in names:
-            inputs[k.name] = k.value
-        else:
-            options[k.name] = _literal(app, k.name, k.value)
     missing = [n for n in names if n not in inputs]
     if missing:
         raise error("KD519", f"{app.function}() needs its input '{missing[0]}'", app.span)

@@ -16,6 +16,7 @@ from kdsl.compiler.reach import outside_reach
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
+from kdsl.lang.statements import recorder_kind
 from kdsl.runtime.deliveries import Delivery
 from kdsl.runtime.patches import PATCHES, CallListener, function_aliases, resolve_callable, signature_of
 from kdsl.runtime.recorders import (CallRecorder, ModuleInputRecorder, ModuleOutputRecorder,
@@ -44,35 +45,42 @@ def place_text(owner: Any, name: str) -> str:
 
 
 def _recorder(plan: Plan, rec: ir.RecordDecl) -> Optional[RecordPlan]:
-    target = rec.target
     common = dict(name=rec.name, model=rec.model, span=rec.span, state=plan.state,
                   invocation=rec.invocation, description=rec.describe())
-    if rec.what == "param":
-        model = plan.models[rec.model]
-        tensors = dict(model.named_parameters())
-        tensors.update(dict(model.named_buffers()))
-        if target.dotted not in tensors:
-            best, _ = suggest_path(target.dotted, list(tensors))
-            plan.diags.error("KD502", f"{rec.model} ({type(model).__name__}) has no parameter "
-                             f"'{target.dotted}'", target.span,
-                             hints=[f"did you mean '{best}'?"] if best else [])
-            return None
-        return RecordPlan(rec, ParamRecorder(tensor=tensors[target.dotted], **common), "by reference")
-    if isinstance(target, ir.ModulePath):
-        try:
-            module = find_module(rec.model, plan.models[rec.model], target.path, target.span)
-        except KdslError as exc:
-            plan.diags.extend(exc.diagnostics)
-            return None
-        if rec.what == "output":
-            recorder = ModuleOutputRecorder(**common)
-            how = f"forward hook on {target}"
-        else:
-            recorder = ModuleInputRecorder(selector=rec.input, **common)
-            how = f"forward pre-hook on {target}"
-        recorder.install(module)
-        return RecordPlan(rec, recorder, how)
-    return _call_recorder(plan, rec, common)
+    return INSTALLERS[recorder_kind(rec).name](plan, rec, common)
+
+
+def _param_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[RecordPlan]:
+    target = rec.target
+    model = plan.models[rec.model]
+    tensors = dict(model.named_parameters())
+    tensors.update(dict(model.named_buffers()))
+    if target.dotted not in tensors:
+        best, _ = suggest_path(target.dotted, list(tensors))
+        plan.diags.error("KD502", f"{rec.model} ({type(model).__name__}) has no parameter "
+                         f"'{target.dotted}'", target.span,
+                         hints=[f"did you mean '{best}'?"] if best else [])
+        return None
+    return RecordPlan(rec, ParamRecorder(tensor=tensors[target.dotted], **common), "by reference")
+
+
+def _module_output_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[RecordPlan]:
+    return _hook_module(plan, rec, ModuleOutputRecorder(**common), "forward hook")
+
+
+def _module_input_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[RecordPlan]:
+    return _hook_module(plan, rec, ModuleInputRecorder(selector=rec.input, **common), "forward pre-hook")
+
+
+def _hook_module(plan: Plan, rec: ir.RecordDecl, recorder, hook: str) -> Optional[RecordPlan]:
+    target = rec.target
+    try:
+        module = find_module(rec.model, plan.models[rec.model], target.path, target.span)
+    except KdslError as exc:
+        plan.diags.extend(exc.diagnostics)
+        return None
+    recorder.install(module)
+    return RecordPlan(rec, recorder, f"{hook} on {target}")
 
 
 def _call_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[RecordPlan]:
@@ -95,6 +103,13 @@ def _call_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[Rec
                             signature=sig, skip_self=skip_self, **common)
     places = _patch(plan, owner, name, kind, recorder)
     return RecordPlan(rec, recorder, "patched " + ", ".join(place_text(o, n) for o, n in places))
+
+
+# How each recorder kind of the language (RECORDER_KINDS in kdsl/lang/statements.py) is installed.
+INSTALLERS = {"param": _param_recorder, "module output": _module_output_recorder,
+              "module input": _module_input_recorder, "method output": _call_recorder,
+              "method input": _call_recorder, "function output": _call_recorder,
+              "function input": _call_recorder}
 
 
 def _patch(plan: Plan, owner: Any, name: str, kind: str, listener: CallListener) -> List[Tuple[Any, str]]:

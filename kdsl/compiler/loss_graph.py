@@ -66,15 +66,6 @@ def build_loss_graph(plan: Plan) -> Plan:
     return plan
 
 
-def bound_inputs(component: Component, call: ir.Call) -> Dict[str, Any]:
-    """Input name -> expression, positional inputs first."""
-    bound: Dict[str, Any] = {p.name: a for p, a in zip(component.inputs, call.args)}
-    for k in call.kwargs:
-        if component.input(k.name) is not None:
-            bound[k.name] = k.value
-    return bound
-
-
 def evaluation_order(plan: Plan, bound: Dict[str, Any]) -> List[str]:
     """Plain inputs first, then connector applications, those whose output size is inferred
     from another input last (the partner's shape must be known by then)."""
@@ -86,7 +77,7 @@ def evaluation_order(plan: Plan, bound: Dict[str, Any]) -> List[str]:
             return 1
         decl = plan.spec.connector(expr.connector)
         component = REGISTRY.get("connector", decl.component)
-        given = {k.name for k in decl.call.kwargs} | {p.name for p, _ in zip(component.options, decl.call.args)}
+        given = set(ir.bound(decl.call).option_values)
         needs_target = any(i.source == "target" and i.option not in given for i in component.infer)
         return 2 if needs_target else 1
     return sorted(bound, key=rank)
@@ -109,7 +100,7 @@ def _build_loss(plan: Plan, loss: ir.LossDecl, env: DryRunEnv, interpreter: Inte
     component = REGISTRY.get("loss", loss.component)
     if any(r.record not in plan.records or r.record in plan.broken for r in find(loss.call, ir.RecordRef)):
         raise Skip()  # a record it reads failed to resolve or to run: reported already
-    bound = bound_inputs(component, loss.call)
+    bound = ir.bound(loss.call).input_values  # input name -> expression, positional ones first
     lp = plan.losses[loss.name] = LossPlan(loss, bound, evaluation_order(plan, bound))
     lp.complete = True
     for name in lp.order:
@@ -121,7 +112,7 @@ def _build_loss(plan: Plan, loss: ir.LossDecl, env: DryRunEnv, interpreter: Inte
             lp.complete = False
         finally:
             env.top = (None, no_target)
-    options = options_of(plan, component, loss.call)
+    options = options_of(plan, loss.call)
     given = set(options)
     infer_options(plan, component, options, lp.inputs, no_target, loss.span, f"loss '{loss.name}'")
     lp.options = {k: v for k, v in options.items() if not hasattr(v, "forward")}
@@ -142,7 +133,7 @@ def _weight(plan: Plan, loss: ir.LossDecl) -> Any:
     if isinstance(w, ir.Const):
         return float(w.value)
     component = REGISTRY.get("schedule", w.func)
-    return component.load()(**options_of(plan, component, w))
+    return component.load()(**options_of(plan, w))
 
 
 def check_shapes(plan: Plan) -> Plan:

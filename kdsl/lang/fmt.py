@@ -5,8 +5,11 @@ line in canonical spacing, calls on one line, the entries of a block (``train { 
 ``phase``) one per line and indented two spaces per level. Around the statements:
 
 - comments stay with their statement: a comment line above it stays above it, a trailing
-  ``# ...`` stays at the end of its line; a comment inside a statement that spanned several
-  lines moves above the statement (the statement is printed on one line);
+  ``# ...`` stays at the end of its line; a statement that spanned several lines with comments
+  inside keeps them where they were: the call (or list) holding them is printed one argument per
+  line, indented two levels, with a trailing comma, each comment after the argument it followed
+  (a comment on a line of its own above the argument it preceded). Only where no one call holds
+  them all do they move above the statement (printed on one line);
 - blank lines between statements are kept, at most one in a row, none at the start or end of
   the file, nor just inside a block's braces;
 - in a run of ``record``, ``connector`` or ``loss`` statements on consecutive lines (at the same
@@ -31,10 +34,13 @@ from kdsl.core.span import SourceText
 from kdsl.lang import ir
 from kdsl.lang.lower import Lowered, lower_file
 from kdsl.lang.parser import Block, comments
-from kdsl.lang.printer import BLOCK_CLOSE, INDENT, Spelling, block_header, statement_text
+from kdsl.lang.printer import (BLOCK_CLOSE, INDENT, Spelling, StatementPrinter, block_header,
+                               statement_text)
+from kdsl.lang.statements import ALIGNED
+from kdsl.lang.visit import walk
 
 COMMENT_GAP = "  "  # between a statement and its trailing comment
-_ALIGNED = (ir.RecordDecl, ir.ConnectorDecl, ir.LossDecl)  # ``KEYWORD NAME = ...`` statements
+_ALIGNED = ALIGNED  # ``KEYWORD NAME = ...`` statements
 
 
 class FormatError(Exception):
@@ -79,8 +85,9 @@ def format_text(text: str, name: str = "<string>") -> Formatted:
     found = sorted_diagnostics(diags.items)
     if diags.has_errors:
         return Formatted(name, text, None, found)
-    blocks = _attach_comments(source, _code_items(pieces, _spelling(source)))
-    formatted = _render(_lay_out(source, blocks))
+    spelling = _spelling(source)
+    blocks = _attach_comments(source, _code_items(pieces, spelling))
+    formatted = _render(_lay_out(source, blocks, spelling))
     before = [p.node for p in pieces if p.node is not None]
     after, problems = lowered_statements(formatted, name)
     if problems or after != before:
@@ -99,8 +106,9 @@ class _Code:
     depth: int = 0
     role: str = "statement"  # or "open", "setting", "close"
     align: Optional[Tuple[str, bool]] = None  # neighbours with the same key line up their '='
-    inner: List[str] = field(default_factory=list)  # comments from inside the statement
+    inner: List["_Comment"] = field(default_factory=list)  # comments from inside the statement
     trailing: Optional[str] = None
+    node: Optional[ir.Node] = None  # the statement or setting printed
 
 
 @dataclass
@@ -134,7 +142,7 @@ def _code_items(pieces: List[Lowered], spelling: Spelling, depth: int = 0) -> Li
             align = (node.kind, node.override, depth) if isinstance(node, _ALIGNED) else None
             items.append(_Code(piece.start, piece.end, statement_text(node, spelling), depth=depth,
                                role="setting" if piece.rule == "train_entry" else "statement",
-                               align=align))
+                               align=align, node=node))
             continue
         items.append(_Code(piece.header.start, piece.header.end, block_header(node), depth=depth,
                            role="open"))
@@ -146,7 +154,7 @@ def _code_items(pieces: List[Lowered], spelling: Spelling, depth: int = 0) -> Li
 
 def _attach_comments(source: SourceText, items: List[_Code]) -> List[_Block]:
     """Code and comment lines in file order; a comment after code on its line becomes that
-    code's trailing comment, and one inside a statement moves above it."""
+    code's trailing comment, and one inside a statement goes with it (see :func:`_spread`)."""
     found = [_Comment(start, end, source.text[start:end].rstrip()) for start, end in comments(source.text)]
     merged = sorted(items + found, key=lambda b: b.start)
     out: List[_Block] = []
@@ -156,7 +164,7 @@ def _attach_comments(source: SourceText, items: List[_Code]) -> List[_Block]:
             last = block
             out.append(block)
         elif last is not None and block.start < last.end:
-            last.inner.append(block.text)
+            last.inner.append(block)
         elif last is not None and source.position(block.start)[0] == _last_line(source, last):
             last.trailing = block.text
         else:
@@ -177,7 +185,7 @@ class _Line:
     align: Optional[Tuple[str, bool]] = None
 
 
-def _lay_out(source: SourceText, blocks: List[_Block]) -> List[_Line]:
+def _lay_out(source: SourceText, blocks: List[_Block], spelling: Spelling) -> List[_Line]:
     lines: List[_Line] = []
     depth = 0  # of a comment line: inside the innermost open block
     previous: Optional[_Block] = None
@@ -188,14 +196,84 @@ def _lay_out(source: SourceText, blocks: List[_Block]) -> List[_Line]:
                 and source.position(block.start)[0] > _last_line(source, previous) + 1:
             lines.append(_Line())  # the blank lines between two statements, as one
         if is_code:
-            lines += [_Line(block.depth, comment=c) for c in block.inner]
-            lines.append(_Line(block.depth, block.text, block.trailing, block.align))
+            lines += _code_lines(source, block, spelling)
             depth = block.depth + 1 if block.role == "open" else block.depth
         else:
             lines.append(_Line(depth, comment=block.text))
         previous = block
     _align_equals(lines)
     return lines
+
+
+def _code_lines(source: SourceText, code: _Code, spelling: Spelling) -> List[_Line]:
+    """The lines of one statement: one, or several where comments inside it keep their place."""
+    if code.inner:
+        spread = _spread(source, code, spelling)
+        if spread is not None:
+            return spread
+    above = [_Line(code.depth, comment=c.text) for c in code.inner]  # no one call holds them
+    return above + [_Line(code.depth, code.text, code.trailing, code.align)]
+
+
+def _parts(holder: ir.Node) -> Tuple[str, List[ir.Node], str]:
+    """A call's, a factory's or a list's opening, the nodes between its brackets, its closing."""
+    if isinstance(holder, ir.ListExpr):
+        return "[", list(holder.items), "]"
+    if isinstance(holder, ir.Factory):
+        ref = ir.Const(value=holder.ref, span=holder.ref_span)
+        return "model(", [ref, *holder.args, *holder.kwargs], ")"
+    func = holder.func if holder.method is None else f"{holder.func}.{holder.method}"
+    return func + "(", [*holder.args, *holder.kwargs], ")"
+
+
+def _holder(node: ir.Node, places: List[Tuple[int, int]]) -> Optional[ir.Node]:
+    """The outermost call, factory or list of ``node`` whose brackets hold every place."""
+    for found in walk(node):
+        span = found.span
+        if isinstance(found, (ir.Call, ir.Factory, ir.ListExpr)) and span is not None and all(
+                (span.line, span.column) <= at < (span.end_line, span.end_column) for at in places):
+            return found
+    return None
+
+
+def _spread(source: SourceText, code: _Code, spelling: Spelling) -> Optional[List[_Line]]:
+    """``code`` with the call holding its inner comments printed one argument per line and
+    each comment where it was: after the argument ending on its line (on the opening line when
+    none does), or, on a line of its own, above the argument it preceded. None where no call
+    holds them all or the call cannot be found in the printed statement."""
+    places = [source.position(c.start) for c in code.inner]
+    holder = _holder(code.node, places)
+    if holder is None:
+        return None
+    printer = StatementPrinter(spelling)
+    whole = printer.visit(holder)
+    if code.text.count(whole) != 1:
+        return None
+    before, after = code.text.split(whole)
+    opening, parts, closing = _parts(holder)
+    trailing: Dict[int, List[str]] = {}  # part index (-1: the opening line) -> comments after it
+    above: Dict[int, List[str]] = {}  # part index (len(parts): the closing line) -> comment lines
+    for comment, (line, column) in zip(code.inner, places):
+        if not source.line(line)[:column - 1].strip():
+            at = next((i for i, p in enumerate(parts) if p.span is not None
+                       and (p.span.line, p.span.column) > (line, column)), len(parts))
+            above.setdefault(at, []).append(comment.text)
+            continue
+        ends = [i for i, p in enumerate(parts) if p.span is not None and p.span.end_line == line]
+        holds = [i for i, p in enumerate(parts) if p.span is not None
+                 and p.span.line <= line <= p.span.end_line]
+        trailing.setdefault((ends or holds or [-1])[-1], []).append(comment.text)
+    inner = code.depth + 2
+    lines = [_Line(code.depth, before + opening, _joined(trailing.get(-1)), code.align)]
+    for i, part in enumerate(parts):
+        lines += [_Line(inner, comment=text) for text in above.get(i, [])]
+        lines.append(_Line(inner, printer.visit(part) + ",", _joined(trailing.get(i))))
+    lines += [_Line(inner, comment=text) for text in above.get(len(parts), [])]
+    return lines + [_Line(code.depth, closing + after, code.trailing)]
+
+
+def _joined(comments: Optional[List[str]]) -> Optional[str]:
+    return COMMENT_GAP.join(comments) if comments else None
 
 
 def _runs(lines: List[_Line], key) -> List[List[_Line]]:

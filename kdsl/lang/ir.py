@@ -16,9 +16,10 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 from pydantic import Field, PrivateAttr
 
 from kdsl.core.span import Span
-from kdsl.lang.ir_expr import (Attr, BatchRef, Call, ConnectorApply, Const, Expr, FunctionApply,  # noqa: F401
+from kdsl.lang.ir_expr import (Attr, BatchRef, Bound, Call, ConnectorApply, Const, Expr, FunctionApply,  # noqa: F401
                                Item, Keyword, ListExpr, ModelApply, ModuleRef, Name, Node, RecordRef,
-                               Scalar, Select)
+                               Scalar, Select, bound)
+from kdsl.lang.ir_expr import META_FIELDS as META_FIELDS
 
 # ------------------------------------------------------------------------------ record targets
 class ModulePath(Node):
@@ -225,6 +226,18 @@ class InputDecl(Node):
     value: Expr
 
 
+class ParamDecl(Node):
+    """``param tau = 4``: a named literal of the spec. Its name stands wherever a literal may
+    (``tau=tau``, ``* alpha``, ``epochs = n``, a model option); the verifier puts the value in its
+    place, so the verified spec's expressions hold the literal."""
+
+    kind: Literal["param"] = "param"
+    name: str
+    value: Expr
+    override: bool = False
+    name_span: Optional[Span] = Field(default=None, repr=False)
+
+
 class PhaseDecl(Node):
     """``phase NAME [repeat N] { ... }``: phases run in order inside every step, each ``repeat``
     times, each with its own losses, ``optimize`` and optimizer state."""
@@ -267,11 +280,11 @@ class ImportDecl(Node):
 
 Statement = Annotated[
     Union[ModelDecl, RecordDecl, DeliverDecl, ConnectorDecl, LossDecl, TrainDecl, IncludeDecl,
-          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, PhaseDecl, StageDecl],
+          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, ParamDecl, PhaseDecl, StageDecl],
     Field(discriminator="kind"),
 ]
 
-NamedDecl = Union[ModelDecl, RecordDecl, ConnectorDecl, LossDecl, PhaseDecl, StageDecl]
+NamedDecl = Union[ModelDecl, RecordDecl, ConnectorDecl, LossDecl, ParamDecl, PhaseDecl, StageDecl]
 
 
 class Spec(Node):
@@ -353,6 +366,10 @@ class Spec(Node):
         return found[0] if found else None
 
     @property
+    def params(self) -> List[ParamDecl]:
+        return self._of(ParamDecl)
+
+    @property
     def imports(self) -> List[ImportDecl]:
         return self._of(ImportDecl)
 
@@ -381,6 +398,7 @@ class Spec(Node):
         return self._sources
 
 
-for _cls in (Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, PhaseDecl, StageDecl,
+for _cls in (Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, ParamDecl, PhaseDecl,
+             StageDecl,
              Spec):
     _cls.model_rebuild()

@@ -8,15 +8,24 @@ compiler consumes (``record_ref``, ``module_ref``, ``batch_ref``, ``connector_ap
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl.core.span import Span
 
 
+# Fields that carry what a later stage learned about a node (torch.fx's ``node.meta``): serialized
+# with it, but never compared, hashed, fingerprinted or walked, like its spans.
+META_FIELDS = ("bound",)
+
+
+def _carried_only(key: str) -> bool:
+    return key == "span" or key.endswith("_span") or key in META_FIELDS
+
+
 def _compared_fields(node: "Node"):
-    return [k for k in type(node).model_fields if k != "span" and not k.endswith("_span")]
+    return [k for k in type(node).model_fields if not _carried_only(k)]
 
 
 class Node(BaseModel):
@@ -40,7 +49,7 @@ class Node(BaseModel):
 
         def strip(v: Any) -> Any:
             if isinstance(v, dict):
-                return {k: strip(x) for k, x in v.items() if k != "span" and not k.endswith("_span")}
+                return {k: strip(x) for k, x in v.items() if not _carried_only(k)}
             if isinstance(v, list):
                 return [strip(x) for x in v]
             return v
@@ -100,6 +109,41 @@ class Keyword(Node):
     value: "Expr"
 
 
+class Bound(Node):
+    """A call's arguments bound by name to its component's parameters, as the verifier bound them
+    (:func:`kdsl.catalog.binding.bind`): ``inputs`` and ``options`` in the order they were given,
+    positional ones first. The verified IR carries one on every call of a catalog component (loss,
+    connector, schedule, optimizer and train-setting calls, connector and function applications)
+    so that later stages read the binding instead of binding again."""
+
+    inputs: Tuple[Keyword, ...] = ()
+    options: Tuple[Keyword, ...] = ()
+
+    @property
+    def input_values(self) -> Dict[str, Any]:
+        return {k.name: k.value for k in self.inputs}
+
+    @property
+    def option_values(self) -> Dict[str, Any]:
+        return {k.name: k.value for k in self.options}
+
+    @classmethod
+    def of(cls, inputs: Dict[str, Any], options: Dict[str, Any]) -> "Bound":
+        """From a binding's name -> expression maps."""
+        return cls(inputs=tuple(Keyword(name=n, value=v) for n, v in inputs.items()),
+                   options=tuple(Keyword(name=n, value=v) for n, v in options.items()))
+
+
+def bound(node: "Node") -> Bound:
+    """The verifier's binding of a call's arguments (see :class:`Bound`); a node that did not
+    come out of the verifier has none, which is a bug in its caller."""
+    found = getattr(node, "bound", None)
+    if found is None:
+        raise ValueError(f"{node!r} carries no binding: only a verified spec (kdsl.load, kdsl.loads) "
+                         "can be compiled")
+    return found
+
+
 class Call(Node):
     """``func(args, k=v)``: a loss, connector, schedule, function or connector application, by
     context. ``para.encode(x)`` is a call with ``func="para"`` and ``method="encode"`` (only a
@@ -110,6 +154,7 @@ class Call(Node):
     args: Tuple["Expr", ...] = ()
     kwargs: Tuple[Keyword, ...] = ()
     method: Optional[str] = None
+    bound: Optional[Bound] = Field(default=None, repr=False)  # set by the verifier
     func_span: Optional[Span] = Field(default=None, repr=False)
     method_span: Optional[Span] = Field(default=None, repr=False)
 
@@ -152,6 +197,7 @@ class ConnectorApply(Node):
     args: Tuple["Expr", ...] = ()
     kwargs: Tuple[Keyword, ...] = ()
     method: Optional[str] = None
+    bound: Optional[Bound] = Field(default=None, repr=False)  # set by the verifier (not for a method)
 
 
 class FunctionApply(Node):
@@ -162,6 +208,7 @@ class FunctionApply(Node):
     function: str
     args: Tuple["Expr", ...] = ()
     kwargs: Tuple[Keyword, ...] = ()
+    bound: Optional[Bound] = Field(default=None, repr=False)  # set by the verifier
 
 
 class ModelApply(Node):
@@ -189,5 +236,5 @@ Expr = Annotated[
 ]
 
 
-for _cls in (ListExpr, Attr, Item, Keyword, Call, ConnectorApply, FunctionApply, ModelApply, Select):
+for _cls in (ListExpr, Attr, Item, Keyword, Bound, Call, ConnectorApply, FunctionApply, ModelApply, Select):
     _cls.model_rebuild()

@@ -23,17 +23,12 @@ from kdsl.core.span import SourceText, Span
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang.parse_tables import grammar_path as grammar_path
 from kdsl.lang.parse_tables import lark_parser as lark_parser
+from kdsl.lang.statements import BLOCK_CONTENTS, BLOCK_KEYWORDS, STATEMENT_KEYWORDS
 
-# Words that start a statement. Inside open brackets, a line that starts with one of them in
-# column 1 means the bracket above was never closed.
-STATEMENT_KEYWORDS = ("student", "teacher", "generator", "record", "deliver", "connector", "loss",
-                      "train", "stage", "phase", "optimize", "freeze", "init", "input", "include",
-                      "import", "override")
-# Blocks, and the statements that may stand inside each (the words they start with). A line in
-# column 1 that starts another statement ends the block: its '}' was forgotten.
-BLOCK_KEYWORDS = ("train", "stage", "phase")
-BLOCK_CONTENTS = {"train": (), "stage": ("loss", "optimize", "freeze", "phase"),
-                  "phase": ("loss", "optimize", "freeze")}
+# From the statement table: the words that start a statement (inside open brackets, a line that
+# starts with one of them in column 1 means the bracket above was never closed), and the blocks
+# with the words of the statements that may stand inside each (a line in column 1 that starts
+# another statement ends the block: its '}' was forgotten).
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _OPENERS = {v: k for k, v in _CLOSERS.items()}
 _WORD = re.compile(r"[A-Za-z_]\w*")

@@ -15,6 +15,10 @@ from typing import Callable, Optional
 
 from kdsl.core.literals import literal_text
 from kdsl.lang import ir
+from kdsl.lang.statements import BLOCK_CLOSE as BLOCK_CLOSE
+from kdsl.lang.statements import TRAIN_OPEN as TRAIN_OPEN
+from kdsl.lang.statements import block_header as block_header
+from kdsl.lang.statements import is_statement, statement_kind
 from kdsl.lang.visit import Visitor
 
 # How the source spelt a constant (None: print it from its value).
@@ -111,105 +115,20 @@ class StatementPrinter(ExprPrinter):
     def visit_train_setting(self, s: ir.TrainSetting) -> str:
         return f"{s.key} = {self.visit(s.value)}"
 
-    # ------------------------------------------------------------ statements
-    @staticmethod
-    def _override(stmt) -> str:
-        return "override " if stmt.override else ""
-
-    def visit_model(self, m: ir.ModelDecl) -> str:
-        words = [self._override(m) + m.role]
-        if m.name != m.role:
-            words.append(m.name)
-        if m.factory is not None:
-            words.append("= " + self.visit(m.factory))
-        if m.checkpoint is not None:
-            words.append("from " + literal_text(m.checkpoint))
-        if m.trainable:
-            words.append("trainable")
-        return " ".join(words)
-
-    def record_source(self, r: ir.RecordDecl) -> str:
-        """What a record reads, as written after ``record NAME =``."""
-        target = self.visit(r.target)
-        if r.what == "param":
-            return f"param {target}"
-        text = "output"
-        if r.what == "input":
-            text = "input" if r.input in (0, None) else f"input {literal_text(r.input)}"
-        text += f" of {target}"
-        if r.invocation == "all":
-            text += " all calls"
-        elif r.invocation != 0:
-            text += f" call {r.invocation}"
-        return text
-
-    def visit_record(self, r: ir.RecordDecl) -> str:
-        return f"{self._override(r)}record {r.name} = {self.record_source(r)}"
-
-    def visit_deliver(self, d: ir.DeliverDecl) -> str:
-        text = f"deliver output of {self.visit(d.target)} from {d.source} to {d.dest}"
-        return text if d.keep is None else f"{text} keep {d.keep}"
-
-    def visit_connector(self, c: ir.ConnectorDecl) -> str:
-        text = f"{self._override(c)}connector {c.name} = {self.visit(c.call)}"
-        if c.checkpoint is not None:
-            text += " from " + literal_text(c.checkpoint)
-        return text + " frozen" if c.frozen else text
-
-    def visit_loss(self, loss: ir.LossDecl) -> str:
-        text = f"{self._override(loss)}loss {loss.name} = {self.visit(loss.call)}"
-        return text if loss.weight is None else f"{text} * {self.visit(loss.weight)}"
-
-    def visit_train(self, t: ir.TrainDecl) -> str:
-        lines = [TRAIN_OPEN] + [INDENT + self.visit(s) for s in t.settings] + [TRAIN_CLOSE]
-        return "\n".join(lines)
-
     def visit_param_scope(self, p: ir.ParamScope) -> str:
         return str(p)
 
-    def visit_optimize(self, o: ir.OptimizeDecl) -> str:
-        text = "optimize " + ", ".join(self.visit(t) for t in o.targets)
-        return text if o.optimizer is None else f"{text} with {self.visit(o.optimizer)}"
+    # ------------------------------------------------------------ statements
+    def visit(self, node):
+        if is_statement(node):
+            return statement_kind(node).text(self, node)  # the statement table prints statements
+        return super().visit(node)
 
-    def visit_freeze(self, f: ir.FreezeDecl) -> str:
-        return f"freeze {self.visit(f.target)}"
-
-    def visit_init(self, i: ir.InitDecl) -> str:
-        return f"init {self.visit(i.target)} from {self.visit(i.source)}"
-
-    def visit_input(self, i: ir.InputDecl) -> str:
-        return f"input = {self.visit(i.value)}"
-
-    def _block(self, node) -> str:
-        inner = [self.visit(s) for s in node.statements]
-        lines = [block_header(node)] + [INDENT + line for text in inner for line in text.split("\n")]
+    def block(self, entries, header: str) -> str:
+        """A block: its header, its entries' lines indented one level, and its ``}``."""
+        lines = [header] + [INDENT + line for text in entries for line in text.split("\n")]
         return "\n".join(lines + [BLOCK_CLOSE])
 
-    def visit_stage(self, s: ir.StageDecl) -> str:
-        return self._block(s)
-
-    def visit_phase(self, p: ir.PhaseDecl) -> str:
-        return self._block(p)
-
-    def visit_include(self, i: ir.IncludeDecl) -> str:
-        return f"include {literal_text(i.path)}"
-
-    def visit_import(self, i: ir.ImportDecl) -> str:
-        return f"import {literal_text(i.module)}"
-
-
-TRAIN_OPEN, TRAIN_CLOSE = "train {", "}"
-BLOCK_CLOSE = "}"
-
-
-def block_header(node) -> str:
-    """The opening line of a block: ``train {``, ``stage NAME [epochs N] {``,
-    ``phase NAME [repeat N] {`` (``repeat 1``, the default, is not written)."""
-    if isinstance(node, ir.StageDecl):
-        return f"stage {node.name}" + ("" if node.epochs is None else f" epochs {node.epochs}") + " {"
-    if isinstance(node, ir.PhaseDecl):
-        return f"phase {node.name}" + ("" if node.repeat == 1 else f" repeat {node.repeat}") + " {"
-    return TRAIN_OPEN
 
 _PRINTER = StatementPrinter()
 

@@ -132,7 +132,7 @@ class ArgumentChecks:
             return None
         return ir.FunctionApply(function=call.func, args=tuple(args[:n_in]),
                                 kwargs=tuple(ir.Keyword(name=k, value=v, span=sp) for k, v, sp in named),
-                                span=call.span)
+                                bound=ir.Bound.of(binding.inputs, binding.options), span=call.span)
 
     def _runtime_list(self, value) -> bool:
         return isinstance(value, ir.ListExpr) and bool(value.items) and all(
@@ -158,7 +158,8 @@ class ArgumentChecks:
 
     def _bind_call(self, component: Component, call: ir.Call, use: Use, *, inputs: bool,
                    resolve: bool = True):
-        """Bind and check a call's arguments; returns the resolved call or None."""
+        """Bind and check a call's arguments; returns the resolved call, carrying its binding
+        (:class:`~kdsl.lang.ir.Bound`), or None."""
         args = [self.resolve(a, use) if resolve else a for a in call.args]
         kwargs = [(k, self.resolve(k.value, use) if resolve else k.value) for k in call.kwargs]
         failed = any(a is None for a in args) or any(v is None for _, v in kwargs)
@@ -182,7 +183,8 @@ class ArgumentChecks:
             return None
         return call.model_copy(update={
             "args": tuple(args),
-            "kwargs": tuple(ir.Keyword(name=k.name, value=v, span=k.span) for k, v in kwargs)})
+            "kwargs": tuple(ir.Keyword(name=k.name, value=v, span=k.span) for k, v in kwargs),
+            "bound": ir.Bound.of(binding.inputs, binding.options)})
 
     def _component(self, kind: str, call: ir.Call, code: str, what: str) -> Optional[Component]:
         component = REGISTRY.get(kind, call.func)

@@ -18,10 +18,9 @@ from kdsl.core.diagnostics import Note
 from kdsl.core.span import Span
 from kdsl.core.suggest import did_you_mean, rank_candidates
 from kdsl.lang import ir
+from kdsl.lang.statements import KIND_WORD as KIND_WORD
 from kdsl.lang.visit import Visitor
 
-KIND_WORD = {ir.ModelDecl: "model", ir.RecordDecl: "record", ir.ConnectorDecl: "connector",
-             ir.LossDecl: "loss"}
 
 
 @dataclass
@@ -241,8 +240,10 @@ class NameResolution:
         if resolved is None:
             return None
         args, kwargs = resolved
+        bound = None
         if component is not None:
             binding = bind(component, args, [(k.name, v) for k, v in kwargs], inputs=True)
+            bound = ir.Bound.of(binding.inputs, {})
             for problem in binding.problems:
                 span = self._problem_span(call, problem)
                 self.diags.error(problem.code, problem.message, span, hint=problem.hint)
@@ -255,7 +256,7 @@ class NameResolution:
                 self._check_input(component, component.input(pname), value)
         return ir.ConnectorApply(connector=name, args=tuple(args),
                                  kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
-                                              for k, v in kwargs), span=call.span)
+                                              for k, v in kwargs), bound=bound, span=call.span)
 
     def _resolve_method(self, call: ir.Call, use: Use):
         """``para.encode(x)``: a method the connector's component declares."""

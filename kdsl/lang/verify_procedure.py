@@ -92,8 +92,9 @@ class ProcedureChecks:
                 self._trainable(t)
         if stmt.optimizer is not None:
             component = self._component("optimizer", stmt.optimizer, "KD304", "optimizer")
-            if component is not None:
-                self._bind_call(component, stmt.optimizer, use, inputs=False, resolve=False)
+            if component is not None:  # the binding is kept on the call
+                bound_call = self._bind_call(component, stmt.optimizer, use, inputs=False, resolve=False)
+                stmt = stmt.model_copy(update={"optimizer": bound_call or stmt.optimizer})
         if any(t is None for t in targets):
             return stmt
         return stmt.model_copy(update={"targets": tuple(targets)})

@@ -4,7 +4,7 @@ data options given in ``dataset(...)``, optimizer and lr-schedule calls checked 
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from kdsl.catalog.settings import DATA_OPTIONS, SPEC_SETTINGS, Setting
 from kdsl.core.diagnostics import Note
@@ -30,6 +30,7 @@ class TrainBlockChecks:
 
     # ================================================================ train block
     def _verify_train(self, stmt: ir.TrainDecl, use):
+        settings = []
         for s in stmt.settings:
             setting = SPEC_SETTINGS.get(s.key)
             if setting is None:
@@ -39,20 +40,24 @@ class TrainBlockChecks:
             elif setting.call == "data":
                 self._verify_data(s.value)
             elif setting.call is not None:
-                self._verify_call_setting(setting, s.value, use)
+                bound_call = self._verify_call_setting(setting, s.value, use)
+                s = s if bound_call is None else s.model_copy(update={"value": bound_call})
             else:
                 self._verify_value(setting, s.key, s.value)
-        return stmt
+            settings.append(s)
+        return stmt.model_copy(update={"settings": tuple(settings)})
 
-    def _verify_call_setting(self, setting: Setting, value, use) -> None:
+    def _verify_call_setting(self, setting: Setting, value, use) -> Optional[ir.Call]:
+        """An optimizer or schedule call checked; the call carrying its binding, or None."""
         if not isinstance(value, ir.Call):
             self.diags.error("KD214", f"'{setting.name}' takes a call, e.g. {setting.help.split('e.g. ')[-1]}",
                              value.span)
-            return
+            return None
         kind = setting.call
         component = self._component(kind, value, _UNKNOWN_CODE[kind], kind.replace("_", " "))
-        if component is not None:
-            self._bind_call(component, value, use, inputs=False, resolve=False)
+        if component is None:
+            return None
+        return self._bind_call(component, value, use, inputs=False, resolve=False)
 
     def _verify_value(self, setting: Setting, key: str, value) -> None:
         """A literal setting (or data option) against its type and range in the table."""

@@ -6,20 +6,13 @@ that read no record, a spec without a loss.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Set
+from typing import Dict, List, Set
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.span import Span
 from kdsl.lang import ir
+from kdsl.lang.statements import walk_statements
 from kdsl.lang.verify_names import Use
-
-
-def walk_statements(statements) -> Iterator[ir.Node]:
-    """Every statement, those inside stages and phases included, in source order."""
-    for s in statements:
-        yield s
-        if isinstance(s, (ir.StageDecl, ir.PhaseDecl)):
-            yield from walk_statements(s.statements)
 
 
 class UsageWarnings:

@@ -12,6 +12,7 @@ import re
 from typing import Any, Generic, Iterator, Type, TypeVar
 
 from kdsl.lang.ir import Node
+from kdsl.lang.ir_expr import META_FIELDS
 
 T = TypeVar("T")
 N = TypeVar("N", bound=Node)
@@ -33,6 +34,8 @@ def kind_of(node: Node) -> str:
 def children(node: Node) -> Iterator[Node]:
     """The nodes directly below ``node``, in field order (tuples of nodes flattened)."""
     for name in type(node).model_fields:
+        if name in META_FIELDS:
+            continue  # what a stage learned about the node, not a part of it
         value = getattr(node, name)
         if isinstance(value, Node):
             yield value

@@ -119,8 +119,62 @@ def test_comments_and_blank_lines():
             "loss a = f(x,  # inner\n  y)  # tail\n"
             "loss bbb = g()\n# between\nloss c = h()\n\n\n")
     assert format_text(text).text == (
-        "# head\n\nstudent  # me\n# inner\nloss a   = f(x, y)  # tail\nloss bbb = g()\n"
+        "# head\n\nstudent  # me\nloss a = f(\n    x,  # inner\n    y,\n)  # tail\nloss bbb = g()\n"
         "# between\nloss c = h()\n")
+
+
+# ------------------------------------------------------------------------------ comments inside a statement
+def test_trailing_comments_inside_a_call_stay_after_their_argument():
+    text = ("loss kd = kl_div(s,     # the student's logits\n"
+            "                 t,  # the teacher's\n"
+            "                 tau=4) * 0.9   # most of the weight\n")
+    assert format_text(text).text == (
+        "loss kd = kl_div(\n"
+        "    s,  # the student's logits\n"
+        "    t,  # the teacher's\n"
+        "    tau=4,\n"
+        ") * 0.9  # most of the weight\n")
+
+
+def test_comment_lines_inside_a_call_stay_above_their_argument():
+    text = ('student = model("kdsl.zoo:mlp",  # the factory\n'
+            "  # how wide\n"
+            "  hidden=8,\n"
+            "  # nothing after this\n"
+            ")\n")
+    assert format_text(text).text == (
+        "student = model(\n"
+        '    "kdsl.zoo:mlp",  # the factory\n'
+        "    # how wide\n"
+        "    hidden=8,\n"
+        "    # nothing after this\n"
+        ")\n")
+
+
+def test_comments_in_a_nested_call_go_with_the_outer_argument_holding_them():
+    text = "loss a = f(g(x,  # inner\n  y), z)\n"
+    assert format_text(text).text == "loss a = f(\n    g(x, y),  # inner\n    z,\n)\n"
+
+
+def test_comments_inside_a_block_setting_and_a_list_keep_their_place():
+    text = ("train {\n  data = dataset(\"kdsl.data:digits\",  # the data\n"
+            "    batch_size=64)\n}\nloss a = f([x,  # first\n  y])\n")
+    assert format_text(text).text == (
+        "train {\n"
+        "  data = dataset(\n"
+        '      "kdsl.data:digits",  # the data\n'
+        "      batch_size=64,\n"
+        "  )\n"
+        "}\n"
+        "loss a = f(\n"
+        "    [x, y],  # first\n"
+        ")\n")
+
+
+def test_formatting_comments_inside_a_statement_is_stable():
+    text = "loss kd = kl_div(s,  # a\n  # b\n  t)  # c\n"
+    once = format_text(text).text
+    assert format_text(once).text == once
 
 
 def test_trailing_comments_line_up_on_consecutive_lines():
