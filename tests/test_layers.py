@@ -25,9 +25,11 @@ RANKS = {
     "data": 3,
     "text_data": 3,
     "hub": 3,
+    "io": 3,
     "runtime": 4,
     "compiler": 5,
     "training": 6,
+    "reports": 6,
     "cli": 7,
 }
 FACADE = 8  # kdsl/__init__.py and kdsl/__main__.py

@@ -191,7 +191,7 @@ def show_modules(ref: str, input_shape: Optional[str], input_dtype: str, depth: 
     import torch
     from rich.table import Table
 
-    from kdsl.compiler.checking import parse_shape
+    from kdsl.reports.checking import parse_shape
     from kdsl.compiler.models import model_from_ref
     from kdsl.core.diagnostics import error
 

@@ -1,0 +1,2 @@
+"""Reading files the spec or a flag names: checkpoints and model weights, defensively and
+``weights_only``."""
