@@ -20,7 +20,7 @@ from kdsl.core.diagnostics import Diagnostics
 from kdsl.lang import ir
 from kdsl.runtime.deliveries import Delivery
 from kdsl.runtime.interpret import BoundFunction
-from kdsl.runtime.procedure import Procedure
+from kdsl.lang.procedure import Procedure
 from kdsl.runtime.recorders import PassState, Recorder
 from kdsl.runtime.terms import LossTerm
 

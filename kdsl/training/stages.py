@@ -1,8 +1,8 @@
 """A run's stages and phases as the loop drives them: each (stage, phase) with its own optimizer,
 lr schedule and grad scaler, built when its stage starts, saved and restored with the run.
 
-The procedure comes from the compiled distiller (``distiller.procedure``, ``stage_ranges``,
-``trainable_parameters``). A spec without stages or phases is one stage ("main") of one phase
+The procedure comes from the compiled distiller (``distiller.procedure``, ``stage_ranges`` by the
+one epoch rule of :mod:`kdsl.lang.procedure`, ``trainable_parameters``). A spec without stages or phases is one stage ("main") of one phase
 ("step") over the whole run, with the train block's optimizer over what the distiller trains:
 exactly today's single optimizer and schedule.
 """
@@ -18,7 +18,6 @@ from torch import nn
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
-from kdsl.lang.procedure import StageEpochsError, stage_epochs
 
 
 @dataclass
@@ -86,23 +85,6 @@ def declared_phases(spec: ir.Spec, stage: str) -> bool:
         return True
     decl = next((s for s in spec.stages if s.name == stage), None)
     return decl is not None and any(isinstance(s, ir.PhaseDecl) for s in decl.statements)
-
-
-def stage_ranges(spec: ir.Spec, distiller, epochs: int) -> List[Tuple[Any, int, int]]:
-    """``(StagePlan, first epoch, end epoch)`` of every stage. The stages' epochs are checked
-    against the run's again here, by the verifier's rule (:func:`kdsl.lang.procedure.stage_epochs`):
-    a flag may have changed the run's epochs since ``kdsl check`` saw the train block."""
-    if spec.stages:
-        try:
-            stage_epochs([s.epochs for s in spec.stages], epochs)
-        except StageEpochsError as exc:
-            # located where the verifier locates it: the stage that runs the rest, else the last
-            open_stages = [s for s in spec.stages if s.epochs is None]
-            at = open_stages[0] if open_stages else spec.stages[-1]
-            raise error("KD220", f"{exc} (the run has {epochs} epochs)", at.epochs_span or at.name_span,
-                        hint="give the run other epochs (--epochs, or epochs in the train block), "
-                        "or its stages other ones") from None
-    return list(distiller.stage_ranges(epochs))
 
 
 def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps_per_epoch: int) -> StageRun:
