@@ -192,7 +192,7 @@ def show_modules(ref: str, input_shape: Optional[str], input_dtype: str, depth: 
     from rich.table import Table
 
     from kdsl.reports.checking import parse_shape
-    from kdsl.compiler.models import model_from_ref
+    from kdsl.io.models import model_from_ref
     from kdsl.core.diagnostics import error
 
     shape = parse_shape(input_shape) if input_shape is not None else None

@@ -1,2 +1,3 @@
-"""Reading files the spec or a flag names: checkpoints and model weights, defensively and
-``weights_only``."""
+"""What a spec or a flag names outside it, read defensively: checkpoint files, model weights
+(always ``weights_only``), and models given on the command line (``--student``, ``--model``,
+``--teacher-ckpt``)."""

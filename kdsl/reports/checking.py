@@ -143,7 +143,7 @@ def inspect(spec: Spec, opts: ModelOptions) -> Inspection:
     """Compile ``spec`` against the models of ``opts`` for ``kdsl check``/``explain``/``graph``.
     Problems with the command line's own references are usage errors: they raise."""
     from kdsl.compiler.compiler import finish, run_passes, start
-    from kdsl.compiler.models import ModelChoice, apply_model_choice
+    from kdsl.io.models import ModelChoice, apply_model_choice
     from kdsl.compiler.plan import Request
 
     choice = ModelChoice(opts.student, opts.teacher, list(opts.models), opts.teacher_ckpt)

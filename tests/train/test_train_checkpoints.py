@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import kdsl.zoo
-from kdsl.io.weights import load_into, read_state_dict
 from kdsl.core.diagnostics import KdslError
+from kdsl.io.weights import load_into, read_state_dict
 from train_helpers import student_weights
 
 
