@@ -126,7 +126,8 @@ def hand_off(plan: Plan) -> Compiled:
     cuts: Cuts = {}
     for (stage, phase, model), cut in plan.cuts.items():
         if cut.stops:
-            cuts.setdefault((stage, phase), {})[model] = frozenset(plan.records[r].recorder for r in cut.needed)
+            needed = frozenset(plan.records[r].recorder for r in cut.needed)
+            cuts.setdefault((stage, phase), {})[model] = needed
     return Compiled(
         spec=plan.spec, models=plan.models, used_teachers=plan.used_teachers, recorders=plan.recorders,
         deliveries=[d.delivery for d in plan.deliveries], connectors=plan.connector_modules,

@@ -189,7 +189,8 @@ def _optimizer_call(*scopes: Sequence[ir.Node]) -> Optional[ir.Call]:
     return None
 
 
-def _phases(outer: Sequence[ir.Node], stage: Optional[ir.StageDecl], stage_freeze: List[str]) -> List[Phase]:
+def _phases(outer: Sequence[ir.Node], stage: Optional[ir.StageDecl],
+            stage_freeze: List[str]) -> List[Phase]:
     top_losses, top_opt, top_freezes = _split(outer)
     inner = stage.statements if stage is not None else ()
     st_losses, st_opt, st_freezes = _split(inner)
@@ -216,7 +217,8 @@ def _stage_freeze(statements: Sequence[ir.Node], stage: Optional[ir.StageDecl]) 
     for s in list(statements) + list(inner):
         if isinstance(s, ir.FreezeDecl) and str(s.target) not in freeze:
             freeze.append(str(s.target))
-    freeze += [c.name for c in statements if isinstance(c, ir.ConnectorDecl) and c.frozen and c.name not in freeze]
+    freeze += [c.name for c in statements
+               if isinstance(c, ir.ConnectorDecl) and c.frozen and c.name not in freeze]
     return freeze
 
 

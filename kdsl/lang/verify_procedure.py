@@ -219,7 +219,8 @@ class ProcedureChecks:
             return False
         if phase.optimize_decl is not None:
             return any(t.name == name for t in phase.optimize_decl.targets)
-        return any(name in self.uses[loss.name].connectors for loss in phase.loss_decls if loss.name in self.uses)
+        return any(name in self.uses[loss.name].connectors
+                   for loss in phase.loss_decls if loss.name in self.uses)
 
     def _check_frozen_connectors(self, stages) -> None:
         """A connector frozen in a stage keeps the weights it has: a checkpoint's, or an earlier

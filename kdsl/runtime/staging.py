@@ -55,7 +55,8 @@ class Staging:
         return self._stage
 
     def stage_ranges(self, total_epochs: int) -> List[Tuple[Stage, int, int]]:
-        """``(stage, first epoch, end epoch)`` per stage, end exclusive (KD220 where they break the epoch rule)."""
+        """``(stage, first epoch, end epoch)`` per stage, end exclusive (KD220 where the stages
+        break the epoch rule of :mod:`kdsl.lang.procedure`)."""
         return self.procedure.ranges(total_epochs)
 
     def begin_stage(self, name: str) -> None:

@@ -1,10 +1,10 @@
 """A run's stages and phases as the loop drives them: each (stage, phase) with its own optimizer,
 lr schedule and grad scaler, built when its stage starts, saved and restored with the run.
 
-The procedure comes from the compiled distiller (``distiller.procedure``, ``stage_ranges`` by the
-one epoch rule of :mod:`kdsl.lang.procedure`, ``trainable_parameters``). A spec without stages or phases is one stage ("main") of one phase
-("step") over the whole run, with the train block's optimizer over what the distiller trains:
-exactly today's single optimizer and schedule.
+The procedure comes from the compiled distiller (``distiller.procedure``; ``stage_ranges``, by the
+one epoch rule of :mod:`kdsl.lang.procedure`; ``trainable_parameters``). A spec without stages or
+phases is one stage ("main") of one phase ("step") over the whole run, with the train block's
+optimizer over what the distiller trains: exactly today's single optimizer and schedule.
 """
 
 from __future__ import annotations

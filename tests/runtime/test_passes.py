@@ -140,7 +140,8 @@ def test_the_distiller_keeps_the_finished_plan_read_only():
 def test_the_runtime_is_built_from_one_typed_hand_off():
     assert list(inspect.signature(Distiller.__init__).parameters) == ["self", "compiled", "plan"]
     student, teacher = nets(1)
-    plan = run_passes(start(Request(kdsl.loads(FITNETS, "t.kd"), {"student": student, "teacher": teacher}, X)))
+    request = Request(kdsl.loads(FITNETS, "t.kd"), {"student": student, "teacher": teacher}, X)
+    plan = run_passes(start(request))
     handed = hand_off(plan)
     assert isinstance(handed, Compiled) and handed.procedure is plan.procedure
     with Distiller(handed) as d:  # without the plan: the runtime never reads it

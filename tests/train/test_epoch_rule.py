@@ -61,7 +61,8 @@ def test_check_train_and_the_distiller_give_one_answer(tmp_path, epochs):
 
     code, out, _ = run_cli("check", "--format", "json", str(spec))
     (found,) = json.loads(out)
-    assert code == 1 and (found["code"], found["message"], found["span"]["line"], found["span"]["column"]) == expected
+    span = found["span"]
+    assert code == 1 and (found["code"], found["message"], span["line"], span["column"]) == expected
 
     code, _, err = run_cli("train", str(spec), "--out", str(tmp_path / "cli_run"), "--threads", "1")
     assert code == 1 and f"{spec}:{line}:{col}: error[KD220]: {message}" in err
