@@ -87,6 +87,11 @@ class Stage:
     freeze: List[str] = field(default_factory=list)
     decl: Optional[ir.StageDecl] = None  # None: the implicit stage of a spec without stages
 
+    @property
+    def phased(self) -> bool:
+        """Whether phases are declared for it (at the top level, or inside it)."""
+        return any(p.decl is not None for p in self.phases)
+
     def phase(self, name: str) -> Phase:
         found = next((p for p in self.phases if p.name == name), None)
         if found is None:

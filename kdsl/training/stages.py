@@ -17,7 +17,7 @@ from torch import nn
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
-from kdsl.lang import ir
+from kdsl.lang.procedure import Stage
 
 
 @dataclass
@@ -79,22 +79,15 @@ def _grad_scaler():
     return torch.cuda.amp.GradScaler()
 
 
-def declared_phases(spec: ir.Spec, stage: str) -> bool:
-    """Whether phases were declared for ``stage`` (at the top level, or inside the stage)."""
-    if spec.phases:
-        return True
-    decl = next((s for s in spec.stages if s.name == stage), None)
-    return decl is not None and any(isinstance(s, ir.PhaseDecl) for s in decl.statements)
-
-
-def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps_per_epoch: int) -> StageRun:
+def build_stage(distiller, cfg, plan: Stage, first: int, end: int, steps_per_epoch: int) -> StageRun:
     """Start a stage: its freezes applied, then a fresh optimizer and lr schedule per phase."""
     distiller.begin_stage(plan.name)
     phases = []
     for phase in plan.phases:
         params = list(distiller.trainable_parameters(plan.name, phase.name))
         if not params:
-            freeze = _first_freeze(spec, plan.name)
+            # shown at the first freeze that holds in the phase
+            freeze = phase.freezes[0] if phase.freezes else None
             raise error("KD219", f"phase '{phase.name}' of stage '{plan.name}' has nothing to train: every "
                         "parameter it would update is frozen", freeze.span if freeze else None,
                         hint="optimize something its losses reach, or freeze less")
@@ -105,15 +98,7 @@ def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps
             optimizer, epochs=end - first, steps_per_epoch=steps_per_epoch * phase.repeat, **sched_options)
         scaler = _grad_scaler() if cfg.amp == "fp16" else None
         phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params))
-    declared = any(s.name == plan.name for s in spec.stages)
-    return StageRun(plan.name, first, end, phases, declared, declared_phases(spec, plan.name))
-
-
-def _first_freeze(spec: ir.Spec, stage: str) -> Optional[ir.FreezeDecl]:
-    """The first ``freeze`` that holds in ``stage`` (where a phase that trains nothing is shown)."""
-    decl = next((s for s in spec.stages if s.name == stage), None)
-    scopes = list(spec.statements) + list(decl.statements if decl else ())
-    return next((s for s in scopes if isinstance(s, ir.FreezeDecl)), None)
+    return StageRun(plan.name, first, end, phases, plan.decl is not None, plan.phased)
 
 
 def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.Parameter]):
