@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import Diagnostic, KdslError, Note, error, make
+from kdsl.core.span import Span
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
@@ -136,7 +137,7 @@ class Procedure:
 
 # ------------------------------------------------------------------------------ the epoch rule
 def check_stage_epochs(stages: Sequence[ir.StageDecl], total: Optional[int],
-                       total_span=None) -> List[Diagnostic]:
+                       total_span: Optional[Span] = None) -> List[Diagnostic]:
     """KD220 for each way the stages' declared epochs break the rule (see the module's doc),
     against the run's ``total`` when it is known (None: only what the stages say alone).
     ``total_span``: where the run's epochs are set, shown as a note."""
