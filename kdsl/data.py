@@ -357,7 +357,7 @@ def _zeros_example(shape: Tuple[int, ...]) -> Callable[..., Tuple[torch.Tensor, 
     return example_input
 
 
-# A reader's declared example shape (kdsl.compiler.derive_example reads it): one input's shape.
+# A reader's declared example shape (kdsl.reports.derive_example reads it): one input's shape.
 digits.example_input = _zeros_example((1, 8, 8))  # type: ignore[attr-defined]
 cifar10.example_input = _zeros_example((3, 32, 32))  # type: ignore[attr-defined]
 cifar100.example_input = _zeros_example((3, 32, 32))  # type: ignore[attr-defined]

@@ -25,9 +25,11 @@ RANKS = {
     "data": 3,
     "text_data": 3,
     "hub": 3,
+    "io": 3,
     "runtime": 4,
     "compiler": 5,
     "training": 6,
+    "reports": 6,
     "cli": 7,
 }
 FACADE = 8  # kdsl/__init__.py and kdsl/__main__.py
@@ -133,3 +135,17 @@ def test_modules_and_functions_stay_small():
                 if length > FUNCTION_LIMIT:
                     too_big.append(f"{module}.{node.name}: {length} lines")
     assert not too_big, "\n".join(too_big)
+
+
+def test_the_compiler_package_holds_only_the_passes_and_what_they_use():
+    """Every module of ``kdsl/compiler/`` is reached from the pass list (``compiler.py``); reports
+    (check, explain, graph) live in ``kdsl/reports/``, file reading in ``kdsl/io/``."""
+    graph = _graph()
+    reached, todo = set(), ["kdsl.compiler.compiler"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo += [t for t in graph.get(module, []) if t.startswith("kdsl.compiler.")]
+    stray = sorted(m for m in graph if m.startswith("kdsl.compiler.") and m not in reached)
+    assert not stray, "not used by any pass: " + ", ".join(stray)

@@ -85,7 +85,7 @@ def check(
         spec, diags, sources = check_file(path)
         all_sources.update(sources)
         if spec is not None and with_models:
-            from kdsl.compiler.checking import check_with_models
+            from kdsl.reports.checking import check_with_models
 
             found = check_with_models(spec, student=student, teacher=teacher, models=model,
                                       input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt,
@@ -140,8 +140,8 @@ def explain(
 ) -> None:
     """Show the compiled plan: hooks, patched attributes, connectors, losses and their order.
     Weights are not read unless --load-weights: a missing checkpoint is a warning."""
-    from kdsl.compiler.checking import ModelOptions, inspect
-    from kdsl.compiler.explain import explain as show
+    from kdsl.reports.checking import ModelOptions, inspect
+    from kdsl.reports.explain import explain as show
 
     loaded = _load_or_exit(spec)
     found = inspect(loaded, ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape,
@@ -174,8 +174,8 @@ def graph(
     data: Optional[str] = _DATA,
 ) -> None:
     """Print the loss graph (model -> record -> connector -> loss -> total) as Mermaid or DOT."""
-    from kdsl.compiler import graph as graphs
-    from kdsl.compiler.checking import ModelOptions, compile_with
+    from kdsl.reports import graph as graphs
+    from kdsl.reports.checking import ModelOptions, compile_with
 
     loaded = _load_or_exit(spec)
     opts = ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape, data)

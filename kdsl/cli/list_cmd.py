@@ -191,8 +191,8 @@ def show_modules(ref: str, input_shape: Optional[str], input_dtype: str, depth: 
     import torch
     from rich.table import Table
 
-    from kdsl.compiler.checking import parse_shape
-    from kdsl.compiler.models import model_from_ref
+    from kdsl.reports.checking import parse_shape
+    from kdsl.io.models import model_from_ref
     from kdsl.core.diagnostics import error
 
     shape = parse_shape(input_shape) if input_shape is not None else None

@@ -10,11 +10,11 @@ from typing import Optional
 from torch import nn
 
 from kdsl.compiler.plan import Plan
-from kdsl.compiler.checkpoint_file import check_checkpoint_path
-from kdsl.compiler.weights import load_into
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.resolve import import_module
 from kdsl.core.suggest import did_you_mean
+from kdsl.io.checkpoint_file import check_checkpoint_path
+from kdsl.io.weights import load_into
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
 from kdsl.lang.refs import call_factory

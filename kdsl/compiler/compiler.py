@@ -49,6 +49,7 @@ from kdsl.compiler.procedure import build_procedure, resolve_scopes
 from kdsl.compiler.truncate import plan_truncation
 from kdsl.core.diagnostics import Diagnostics
 from kdsl.lang import ir
+from kdsl.runtime.compiled import Compiled, Cuts
 from kdsl.runtime.distiller import Distiller
 
 Pass = Callable[[Plan], Plan]
@@ -112,21 +113,28 @@ def finish(plan: Plan) -> Distiller:
         plan.values = {}  # the dry run's tensors are not kept alive by the plan
         for lp in plan.losses.values():
             lp.values = {}
-        spec = plan.spec
-        distiller = Distiller(
-            spec=spec, models=plan.models, frozen=[m.name for m in spec.teachers if m.frozen],
-            recorders=plan.recorders, deliveries=[d.delivery for d in plan.deliveries],
-            connectors=plan.connector_modules, terms=plan.terms, state=plan.state,
-            used_teachers=plan.used_teachers, cleanups=list(plan.undo.on_close),
-            modules=plan.modules, plan=plan, procedure=plan.procedure, scopes=plan.scopes,
-            functions=plan.functions, inits=[(t, s) for _, t, s in plan.inits],
-            input=spec.input.value if spec.input is not None else None,
-            batch_size=_batch_size(spec))
+        distiller = Distiller(hand_off(plan), plan=plan)
     except BaseException:
         plan.undo.fail()
         raise
     plan.undo = Undo()  # the distiller's close() undoes it all now
     return distiller
+
+
+def hand_off(plan: Plan) -> Compiled:
+    """What the runtime gets of a finished plan (:class:`~kdsl.runtime.compiled.Compiled`)."""
+    cuts: Cuts = {}
+    for (stage, phase, model), cut in plan.cuts.items():
+        if cut.stops:
+            needed = frozenset(plan.records[r].recorder for r in cut.needed)
+            cuts.setdefault((stage, phase), {})[model] = needed
+    return Compiled(
+        spec=plan.spec, models=plan.models, used_teachers=plan.used_teachers, recorders=plan.recorders,
+        deliveries=[d.delivery for d in plan.deliveries], connectors=plan.connector_modules,
+        terms=plan.terms, state=plan.state, procedure=plan.procedure, batch_size=_batch_size(plan.spec),
+        modules=plan.modules, functions=plan.functions, scopes=plan.scopes,
+        inits=[(target, source) for _, target, source in plan.inits], cuts=cuts,
+        cleanups=list(plan.undo.on_close))
 
 
 def _batch_size(spec: ir.Spec) -> int:

@@ -12,9 +12,9 @@ from torch import nn
 
 from kdsl.compiler.paths import find_module
 from kdsl.compiler.plan import Plan
-from kdsl.compiler.weights import load_into
 from kdsl.core.diagnostics import KdslError, Note
 from kdsl.core.span import Span
+from kdsl.io.weights import load_into
 from kdsl.lang import ir
 
 

@@ -2,9 +2,10 @@
 
 A :class:`Plan` starts from a :class:`Request` (the verified spec, the models given, the example
 input) and is filled in pass by pass: models, then recorders and deliveries, then what the dry run
-saw, then connectors and loss terms. The :class:`~kdsl.runtime.distiller.Distiller` is built from
-the finished plan and keeps it (``distiller.plan``) for ``kdsl explain``, ``kdsl graph`` and
-``kdsl check``.
+saw, then connectors and loss terms. The runtime gets only what it runs of the finished plan
+(:class:`~kdsl.runtime.compiled.Compiled`, made by :func:`kdsl.compiler.compiler.hand_off`); the
+:class:`~kdsl.runtime.distiller.Distiller` keeps the plan itself, unread, for the reports
+(``distiller.plan``: ``kdsl explain``, ``kdsl graph``, ``kdsl check``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kdsl.core.diagnostics import Diagnostics
 from kdsl.lang import ir
 from kdsl.runtime.deliveries import Delivery
 from kdsl.runtime.interpret import BoundFunction
-from kdsl.runtime.procedure import Procedure
+from kdsl.lang.procedure import Procedure
 from kdsl.runtime.recorders import PassState, Recorder
 from kdsl.runtime.terms import LossTerm
 

@@ -1,40 +1,22 @@
-"""The pass that builds the spec's training procedure (:class:`~kdsl.runtime.procedure.Procedure`):
-its stages, the phases of each, what each phase computes, runs and trains, and the parameter
-scopes (``student.layer1``, ``regressor``) that ``optimize`` and ``freeze`` name, resolved against
-the real models and connectors (KD501 with a suggestion when a path is wrong).
-
-Statements outside any stage hold in every stage; a spec without stages has one, ``main``. The
-losses and ``optimize`` of a stage outside any phase form the phase ``step``, after the declared
-phases (top-level phases first). A phase trains its ``optimize`` targets, else its stage's, else
-the top level's, else the default (:meth:`kdsl.runtime.distiller.Distiller.trainable_parameters`).
+"""The pass that builds the spec's training procedure (:class:`~kdsl.lang.procedure.Procedure`,
+read by the language's one reading of the scoping rules) and adds what only the compiler knows:
+which models each phase runs; and the pass that resolves the parameter scopes
+(``student.layer1``, ``regressor``) that ``optimize`` and ``freeze`` name against the real models
+and connectors (KD501 with a suggestion when a path is wrong).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import dataclasses
+from typing import List, Sequence
 
-from kdsl.catalog.registry import REGISTRY
 from kdsl.compiler.paths import find_module
 from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError, make
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
-from kdsl.lang import procedure as scoping
-from kdsl.lang.literal import try_literal
+from kdsl.lang.procedure import Phase, read_procedure
 from kdsl.lang.visit import find
-from kdsl.runtime.procedure import IMPLICIT_PHASE, IMPLICIT_STAGE, PhasePlan, Procedure, StagePlan
-
-
-def optimizer_of(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
-    """``adam(lr=0.1)`` as ``("adam", {"lr": 0.1})`` (positional options named by the catalog)."""
-    component = REGISTRY.get("optimizer", call.func)
-    names = [p.name for p in component.options] if component is not None else []
-    options: Dict[str, Any] = {}
-    for name, arg in zip(names, call.args):
-        options[name] = try_literal(arg)[1]
-    for k in call.kwargs:
-        options[k.name] = try_literal(k.value)[1]
-    return call.func, options
 
 
 def _models_of(spec: ir.Spec, losses: Sequence[ir.LossDecl]) -> List[str]:
@@ -58,54 +40,28 @@ def _run_order(spec: ir.Spec, models: Sequence[str]) -> List[str]:
     return teachers + [m for m in models if spec.model(m).role == "student"]
 
 
-def _optimizer(*scopes: Sequence[Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """The optimizer of a phase: the first ``optimize ... with`` of the phase, its stage, the top
-    level (None: the train block's)."""
-    for statements in scopes:
-        for s in statements:
-            if isinstance(s, ir.OptimizeDecl) and s.optimizer is not None:
-                return optimizer_of(s.optimizer)
-    return None
-
-
-def _phase(plan: Plan, stage_freezes: List[str], read: scoping.PhasePlan,
-           outer: Sequence[Sequence[Any]]) -> PhasePlan:
-    """The runtime's view of one phase of :func:`kdsl.lang.procedure.plan`: what it computes, which
-    models it runs (in the order of a plain step), what it trains and with which optimizer."""
+def _runs(plan: Plan, phase: Phase, declared: bool) -> Phase:
+    """``phase`` with the models its step runs (in the order of a plain step, the input's
+    generators first) and whether it trains the input."""
     spec = plan.spec
-    targets = list(read.optimize.targets) if read.optimize is not None else []
     generators = [a.model for a in find(spec.input.value, ir.ModelApply)] if spec.input else []
-    if plan.procedure.declared:
-        models = _run_order(spec, _models_of(spec, read.losses))
+    if declared:
+        models = _run_order(spec, _models_of(spec, phase.loss_decls))
     else:
         models = plan.used_teachers + [spec.student.name]
     needs_input = spec.input is not None and bool(models)
-    trained = {t.name for t in targets}
-    optimizer = _optimizer(read.decl.statements if read.decl else (), *outer)
-    return PhasePlan(
-        name=read.name or IMPLICIT_PHASE, repeat=read.repeat, losses=[loss.name for loss in read.losses],
-        optimize=[str(t) for t in targets], optimizer=optimizer,
-        models_run=(list(dict.fromkeys(generators)) if needs_input else []) + models,
-        needs_input=needs_input, trains_input=needs_input and bool(trained & set(generators)),
-        freeze=[str(f.target) for f in read.freezes if str(f.target) not in stage_freezes])
+    trained = {t.name for t in phase.optimize_decl.targets} if phase.optimize_decl is not None else set()
+    return dataclasses.replace(
+        phase, models_run=(list(dict.fromkeys(generators)) if needs_input else []) + models,
+        needs_input=needs_input, trains_input=needs_input and bool(trained & set(generators)))
 
 
 def build_procedure(plan: Plan) -> Plan:
-    """The procedure of the spec (before the dry run, which runs what its phases run), read with
-    the language's one reading of the scoping rules (:func:`kdsl.lang.procedure.plan`)."""
-    spec = plan.spec
-    plan.procedure = Procedure(declared=bool(spec.stages or spec.phases or spec.input is not None))
-    top_freezes = [str(s.target) for s in spec.statements if isinstance(s, ir.FreezeDecl)]
-    stages = []
-    for read in scoping.plan(spec.statements):
-        stage_statements = read.decl.statements if read.decl else ()
-        outer = (stage_statements, spec.statements) if read.decl else (spec.statements,)
-        own = [str(s.target) for s in stage_statements if isinstance(s, ir.FreezeDecl)]
-        freeze = top_freezes + [f for f in own if f not in top_freezes]
-        freeze += [c.name for c in spec.connectors if c.frozen and c.name not in freeze]
-        stages.append(StagePlan(name=read.name or IMPLICIT_STAGE, epochs=read.epochs,
-                                phases=[_phase(plan, freeze, p, outer) for p in read.phases], freeze=freeze))
-    plan.procedure.stages = stages
+    """The procedure of the spec (before the dry run, which runs what its phases run)."""
+    procedure = read_procedure(plan.spec.statements)
+    for stage in procedure.stages:
+        stage.phases = [_runs(plan, p, procedure.declared) for p in stage.phases]
+    plan.procedure = procedure
     return plan
 
 

@@ -86,8 +86,9 @@ CODES: Dict[str, Code] = {
                   "input a generator makes), so optimizing it would train nothing. `detach` and "
                   "`argmax` stop gradients."),
     "KD220": Code("invalid stage or phase", "A stage runs at least 1 epoch and a phase at least "
-                  "once; only one stage may leave out `epochs` (it runs the rest of the run); the "
-                  "stages' epochs must fit the train block's `epochs`."),
+                  "once; only one stage may leave out `epochs` (it runs the rest of the run, at least one "
+                  "epoch); when every stage declares its epochs they add up to the run's (the train "
+                  "block's `epochs`, or `--epochs`)."),
     "KD221": Code("frozen connector without weights", "A connector that is frozen keeps the "
                   "weights it has: load them with `from \"FILE.pt\"`, or train it in an earlier "
                   "stage and `freeze` it in the later ones. Frozen with random weights, it "

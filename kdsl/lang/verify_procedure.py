@@ -15,7 +15,7 @@ from kdsl.core.diagnostics import Note
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
-from kdsl.lang.procedure import PhasePlan, StageEpochsError, plan, stage_epochs
+from kdsl.lang.procedure import Phase, check_stage_epochs, read_procedure
 from kdsl.lang.verify_names import KIND_WORD, Use
 from kdsl.lang.verify_reach import gradient_reach, input_reads
 from kdsl.lang.visit import find
@@ -45,10 +45,7 @@ class ProcedureChecks:
             seen.setdefault(b.name, b)
 
     def _verify_stage(self, stmt: ir.StageDecl, use: Use):
-        if stmt.epochs is not None and stmt.epochs < 1:
-            self.diags.error("KD220", f"stage '{stmt.name}' runs {stmt.epochs} epochs", stmt.epochs_span,
-                             hint="a stage runs at least 1 epoch; leave 'epochs' out to run the rest")
-        return self._verify_block(stmt, use)
+        return self._verify_block(stmt, use)  # its epochs: _check_stage_epochs
 
     def _verify_phase(self, stmt: ir.PhaseDecl, use: Use):
         if stmt.repeat < 1:
@@ -164,14 +161,14 @@ class ProcedureChecks:
                                  "frozen; or train it in an earlier stage and 'freeze' it in the later ones")
         if self.diags.has_errors:
             return  # what losses reach is unknown where they failed to resolve
-        stages = plan(result)
+        stages = read_procedure(result).stages
         source = next((s.value for s in result if isinstance(s, ir.InputDecl)), None)
         # what the models' input depends on: a loss that reads any model's record reaches it
         fed = gradient_reach(source, self.models, self.records) if source is not None else set()
         reported: Set[int] = set()
         for stage in stages:
             for phase in stage.phases:
-                self._check_reach(stage.name, phase, fed, reported)
+                self._check_reach(stage.name if stage.decl else None, phase, fed, reported)
         self._check_frozen_connectors(stages)
         self._check_generators(result)
 
@@ -189,53 +186,42 @@ class ProcedureChecks:
         scan(result, "at the top level")
 
     def _check_stage_epochs(self, result: Sequence[ir.Node]) -> None:
-        stages = [s for s in result if isinstance(s, ir.StageDecl)]
-        open_stages = [s for s in stages if s.epochs is None]
-        for extra in open_stages[1:]:
-            self.diags.error("KD220", f"stage '{extra.name}' also leaves out its epochs", extra.name_span,
-                             hint="only one stage runs the rest of the run; give the others 'epochs N'",
-                             notes=[Note(message=f"stage '{open_stages[0].name}' runs the rest",
-                                         span=open_stages[0].name_span)])
+        """The stages' epochs by the one epoch rule, against the train block's when it sets them
+        (the trainer checks them again against the run's, which a flag may change)."""
         train = next((s for s in result if isinstance(s, ir.TrainDecl)), ir.TrainDecl())
         setting = train.get("epochs")
         ok, total = try_literal(setting.value) if setting is not None else (False, None)
-        if not stages or len(open_stages) > 1 or not ok or not isinstance(total, int) or \
-                any(s.epochs is not None and s.epochs < 1 for s in stages):
-            return
-        try:
-            stage_epochs([s.epochs for s in stages], total)
-        except StageEpochsError as exc:
-            last = open_stages[0] if open_stages else stages[-1]
-            self.diags.error("KD220", f"{exc}", last.epochs_span or last.name_span,
-                             hint="leave 'epochs' out of one stage so that it runs the rest"
-                             if not open_stages else "lower the stages' epochs or raise the run's",
-                             notes=[Note(message=f"the run's epochs are set to {total}", span=setting.value.span)])
+        known = ok and isinstance(total, int) and not isinstance(total, bool)
+        stages = [s for s in result if isinstance(s, ir.StageDecl)]
+        self.diags.extend(check_stage_epochs(stages, total if known else None,
+                                             setting.value.span if known else None))
 
-    def _check_reach(self, stage: Optional[str], phase: PhasePlan, fed: Set[str], reported: Set[int]) -> None:
+    def _check_reach(self, stage: Optional[str], phase: Phase, fed: Set[str], reported: Set[int]) -> None:
         """Every ``optimize`` target must get gradients from a loss of each phase it holds in."""
-        if phase.optimize is None:
+        if phase.optimize_decl is None:
             return
         reached: Set[str] = set()
-        for loss in phase.losses:
+        for loss in phase.loss_decls:
             reached |= gradient_reach(loss.call, self.models, self.records, fed)
-        for target in phase.optimize.targets:
+        for target in phase.optimize_decl.targets:
             if target.name in reached or id(target) in reported:
                 continue
             reported.add(id(target))
             where = " and ".join(w for w in (f"stage '{stage}'" if stage else "",
-                                             f"phase '{phase.name}'" if phase.name else "") if w)
+                                             f"phase '{phase.name}'" if phase.decl else "") if w)
             self.diags.error("KD219", f"no loss{' of ' + where if where else ''} reaches '{target}': "
                              "optimizing it would train nothing", target.span,
                              hint=f"add a loss that reads a record of '{target.name}'" if target.what != "connector"
                              else f"add a loss that applies '{target.name}'")
 
-    def _trained(self, phase: PhasePlan, name: str) -> bool:
+    def _trained(self, phase: Phase, name: str) -> bool:
         """Whether ``phase`` trains the connector ``name``."""
         if self.connectors[name].frozen or any(f.target.name == name for f in phase.freezes):
             return False
-        if phase.optimize is not None:
-            return any(t.name == name for t in phase.optimize.targets)
-        return any(name in self.uses[loss.name].connectors for loss in phase.losses if loss.name in self.uses)
+        if phase.optimize_decl is not None:
+            return any(t.name == name for t in phase.optimize_decl.targets)
+        return any(name in self.uses[loss.name].connectors
+                   for loss in phase.loss_decls if loss.name in self.uses)
 
     def _check_frozen_connectors(self, stages) -> None:
         """A connector frozen in a stage keeps the weights it has: a checkpoint's, or an earlier
@@ -250,7 +236,7 @@ class ProcedureChecks:
                             or id(f) in reported:
                         continue
                     reported.add(id(f))
-                    where = f" in stage '{stage.name}'" if stage.name else ""
+                    where = f" in stage '{stage.name}'" if stage.decl else ""
                     self.diags.error(
                         "KD221", f"connector '{con.name}' is frozen{where} but nothing loads or trains "
                         "it before", f.target.span,

@@ -5,7 +5,7 @@ pass, then the loss graph: each loss term, in declaration order, reads its input
 connector outputs, batch fields) through the one expression interpreter, runs its loss module
 and multiplies by its weight; the total is their sum. Recorded values live for one step only.
 
-With stages and phases (:mod:`kdsl.runtime.procedure`), ``step(stage=..., phase=...)`` runs one
+With stages and phases (:mod:`kdsl.lang.procedure`), ``step(stage=..., phase=...)`` runs one
 phase: the spec's ``input`` first when it has one (a generator's output), then only the models
 whose records the phase's losses read, then only its losses (:mod:`kdsl.runtime.staging` says
 what it trains).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -23,11 +23,10 @@ from torch import nn
 from kdsl.components.functions import FunctionContext
 from kdsl.components.schedules import Progress
 from kdsl.core.diagnostics import error
-from kdsl.lang import ir
-from kdsl.runtime.deliveries import Delivery
-from kdsl.runtime.interpret import BoundFunction, Interpreter, StepEnv
-from kdsl.runtime.procedure import IMPLICIT_PHASE, IMPLICIT_STAGE, PhasePlan, Procedure, StagePlan
-from kdsl.runtime.recorders import PassComplete, PassState, Recorder
+from kdsl.lang.procedure import IMPLICIT_PHASE, IMPLICIT_STAGE, Phase, Stage
+from kdsl.runtime.compiled import Compiled
+from kdsl.runtime.interpret import Interpreter, StepEnv
+from kdsl.runtime.recorders import PassComplete
 from kdsl.runtime.staging import Staging
 from kdsl.runtime.terms import LossTerm
 from kdsl.runtime.values import as_call
@@ -65,55 +64,44 @@ class Distiller(Staging, nn.Module):
     phase trains is :meth:`trainable_parameters`.
     """
 
-    def __init__(self, *, spec: ir.Spec, models: Dict[str, nn.Module], frozen: Sequence[str],
-                 recorders: Dict[str, Recorder], deliveries: List[Delivery],
-                 connectors: Dict[str, nn.Module], terms: List[LossTerm], state: PassState,
-                 used_teachers: Sequence[str], cleanups: List[Callable[[], None]],
-                 modules: Optional[Dict[ir.ModuleRef, nn.Module]] = None, plan: Any = None,
-                 procedure: Optional[Procedure] = None, scopes: Optional[Dict[str, nn.Module]] = None,
-                 functions: Optional[Dict[ir.FunctionApply, BoundFunction]] = None,
-                 inits: Sequence[Any] = (), input: Optional[ir.Node] = None,
-                 batch_size: int = 64) -> None:
+    def __init__(self, compiled: Compiled, plan: object = None) -> None:
+        """``compiled``: what the compiler built (:class:`~kdsl.runtime.compiled.Compiled`).
+        ``plan``: the compiler's record of how (:class:`kdsl.compiler.plan.Plan`), kept for
+        ``kdsl explain``, ``kdsl graph`` and ``kdsl check``; the runtime never reads it."""
         super().__init__()
+        spec = compiled.spec
         self.spec = spec
-        student = spec.student
-        self.student_name = student.name
+        self.student_name = spec.student.name
         self.teacher_names = [t.name for t in spec.teachers]
-        self._used_teachers = [t for t in self.teacher_names if t in used_teachers]
-        self.models = nn.ModuleDict({n: m for n, m in models.items() if n not in frozen})
-        self._frozen: Dict[str, nn.Module] = {n: models[n] for n in frozen}
-        self.connectors = nn.ModuleDict(connectors)
-        self.loss_modules = nn.ModuleDict({t.name: t.module for t in terms})
-        self.recorders = recorders
-        self.deliveries = deliveries
-        self.terms = terms
-        self._state = state
-        self._cleanups = cleanups
+        self._used_teachers = [t for t in self.teacher_names if t in compiled.used_teachers]
+        frozen = {m.name for m in spec.teachers if m.frozen}
+        self.models = nn.ModuleDict({n: m for n, m in compiled.models.items() if n not in frozen})
+        self._frozen: Dict[str, nn.Module] = {n: compiled.models[n] for n in frozen}
+        self.connectors = nn.ModuleDict(compiled.connectors)
+        self.loss_modules = nn.ModuleDict({t.name: t.module for t in compiled.terms})
+        self.recorders = compiled.recorders
+        self.deliveries = compiled.deliveries
+        self.terms = compiled.terms
+        self._state = compiled.state
+        self._cleanups = list(compiled.cleanups)
         # mutated every step: kept off nn.Module.__setattr__, which is slow
         self._run = _RunState()
         # (name, model, frozen) of the teachers step() runs, in spec order
         self._teacher_runs = [(n, self.model(n), n in self._frozen) for n in self._used_teachers]
         self.progress = Progress()
         # the loss graph's expressions, evaluated by the same interpreter as the dry run's
-        self._env = StepEnv(recorders, self.connectors, dict(modules or {}), functions,
-                            models=self.model, state=state, context=self._function_context)
+        self._env = StepEnv(compiled.recorders, self.connectors, dict(compiled.modules), compiled.functions,
+                            models=self.model, state=compiled.state, context=self._function_context)
         self._interpreter = Interpreter(self._env)
         self._plan = plan
-        self.procedure = procedure or Procedure([StagePlan(IMPLICIT_STAGE, None, [PhasePlan(
-            IMPLICIT_PHASE, losses=[t.name for t in terms],
-            models_run=self._used_teachers + [self.student_name])])])
-        self._scopes = dict(scopes or {})
-        self._inits = list(inits)
-        self._input = input
+        self.procedure = compiled.procedure
+        self._scopes = dict(compiled.scopes)
+        self._inits = list(compiled.inits)
+        self._input = spec.input.value if spec.input is not None else None
         self._generators = [m.name for m in spec.models if m.role == "generator"]
         self._frozen_connectors = [c.name for c in spec.connectors if c.frozen and c.name in self.connectors]
-        self.batch_size = batch_size  # rows of noise(...) in a step without data
-        # truncated passes (kdsl.compiler.truncate): (stage, phase) -> model -> the recorders
-        # whose entries complete its pass
-        self._cuts: Dict[Any, Dict[str, frozenset]] = {}
-        for (st, ph, name), cut in getattr(plan, "cuts", {}).items():
-            if cut.stops:
-                self._cuts.setdefault((st, ph), {})[name] = frozenset(recorders[r] for r in cut.needed)
+        self.batch_size = compiled.batch_size  # rows of noise(...) in a step without data
+        self._cuts = compiled.cuts  # truncated passes (kdsl.compiler.truncate)
         self._plain_cuts = {} if self.procedure.declared else \
             self._cuts.get((IMPLICIT_STAGE, IMPLICIT_PHASE), {})
         self._setup_staging()
@@ -121,7 +109,7 @@ class Distiller(Staging, nn.Module):
             self.connectors[name].eval()
 
     @property
-    def plan(self) -> Any:
+    def plan(self) -> object:
         """What the compiler found and built (:class:`kdsl.compiler.plan.Plan`): record shapes,
         connector and loss options (inferred ones marked), where hooks and patches went."""
         return self._plan
@@ -353,7 +341,7 @@ class Distiller(Staging, nn.Module):
         result.teacher_outputs = teacher_outputs
         return result
 
-    def _phase_step(self, st: StagePlan, ph: PhasePlan, args: tuple, kwargs: Dict[str, Any],
+    def _phase_step(self, st: Stage, ph: Phase, args: tuple, kwargs: Dict[str, Any],
                     target: Any, batch: Optional[Dict[str, Any]]) -> StepResult:
         """One repeat of a phase: the input, the phase's models, the phase's losses."""
         self._check_open()

@@ -1,7 +1,7 @@
 """The distiller's side of a training procedure: which stage is running and what it freezes, what
 each phase trains, the epochs of each stage, the ``init`` copies. The trainer asks; the
 :class:`~kdsl.runtime.distiller.Distiller` (which mixes this in) answers from its
-:class:`~kdsl.runtime.procedure.Procedure` and the modules the compiler resolved.
+:class:`~kdsl.lang.procedure.Procedure` and the modules the compiler resolved.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.visit import find
-from kdsl.runtime.procedure import PhasePlan, Procedure, StagePlan
+from kdsl.lang.procedure import Phase, Procedure, Stage
 
 
 class Staging:
@@ -54,8 +54,9 @@ class Staging:
         """The stage running now (the first until :meth:`begin_stage` says otherwise)."""
         return self._stage
 
-    def stage_ranges(self, total_epochs: int) -> List[Tuple[StagePlan, int, int]]:
-        """``(stage, first epoch, end epoch)`` per stage, end exclusive (KD214 if they do not fit)."""
+    def stage_ranges(self, total_epochs: int) -> List[Tuple[Stage, int, int]]:
+        """``(stage, first epoch, end epoch)`` per stage, end exclusive (KD220 where the stages
+        break the epoch rule of :mod:`kdsl.lang.procedure`)."""
         return self.procedure.ranges(total_epochs)
 
     def begin_stage(self, name: str) -> None:
@@ -102,7 +103,7 @@ class Staging:
                     out.append(p)
         return out
 
-    def _resolve(self, stage: Optional[str], phase: Optional[str]) -> Tuple[StagePlan, PhasePlan]:
+    def _resolve(self, stage: Optional[str], phase: Optional[str]) -> Tuple[Stage, Phase]:
         """The stage (``None``: the one running) and phase (``None``: its only one) named."""
         st = self.procedure.stage(stage if stage is not None else self._stage)
         if phase is not None:

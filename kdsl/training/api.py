@@ -8,8 +8,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from kdsl.compiler.models import ModelChoice, apply_model_choice, refuse_random_teachers
 from kdsl.core.diagnostics import error
+from kdsl.io.models import ModelChoice, apply_model_choice, refuse_random_teachers
 from kdsl.lang import ir
 from kdsl.training.config import resolve_config
 from kdsl.training.data import load_data

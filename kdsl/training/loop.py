@@ -35,7 +35,7 @@ from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
                                   run_best, write_best, zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
-from kdsl.training.stages import PhaseRun, StageRun, build_stage, declared_phases, stage_ranges
+from kdsl.training.stages import PhaseRun, StageRun, build_stage
 
 REPORT_EVERY = 10  # steps between progress events (and loss finiteness checks)
 
@@ -112,7 +112,7 @@ class Trainer:
     def start_stage(self, plan, first: int, end: int, state: Optional[Dict[str, Any]]) -> StageRun:
         """Begin a stage: its freezes, fresh optimizers and schedules for its phases, restored from
         ``state`` when the run resumes inside this stage."""
-        stage = build_stage(self.spec, self.distiller, self.cfg, plan, first, end, self.steps_per_epoch)
+        stage = build_stage(self.distiller, self.cfg, plan, first, end, self.steps_per_epoch)
         if state is not None:
             if state["stage"] != plan.name:
                 raise error("KD703", f"the checkpoint ends in stage '{state['stage']}', but epoch "
@@ -145,8 +145,7 @@ class Trainer:
         opt, opt_options = cfg.optimizer
         lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", _default_lr(opt))
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
-                                 declared=any(s.name == p.name for s in self.spec.stages),
-                                 phased=declared_phases(self.spec, p.name))
+                                 declared=p.decl is not None, phased=p.phased)
                        for p, a, b in ranges)
         data = self.data
         return RunStart(
@@ -162,7 +161,7 @@ class Trainer:
     # ---------------------------------------------------------------- the run
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
-        ranges = stage_ranges(self.spec, self.distiller, self.cfg.epochs)
+        ranges = self.distiller.stage_ranges(self.cfg.epochs)
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
@@ -389,7 +388,7 @@ class Trainer:
         self.teachers, self.history = state.get("teachers"), list(state["history"])
         saved = state["config"].get("epochs")
         epochs = saved if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1 else self.cfg.epochs
-        repair(self, state, stage_ranges(self.spec, self.distiller, epochs))
+        repair(self, state, self.distiller.stage_ranges(epochs))
 
     def evaluate_run(self) -> RunResult:
         """``eval_only``: the run's saved models (student.pt, models/NAME.pt of the trained

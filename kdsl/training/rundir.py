@@ -318,7 +318,7 @@ class RunDir:
 
     def load_run_checkpoint(self, device) -> Dict[str, Any]:
         """checkpoint.pt, checked to be a well-formed kdsl run checkpoint (of any spec)."""
-        from kdsl.compiler.checkpoint_file import load_checkpoint
+        from kdsl.io.checkpoint_file import load_checkpoint
 
         path = self.file("checkpoint.pt")
         if not os.path.isfile(path):
@@ -341,7 +341,7 @@ class RunDir:
 
     def read_student_into(self, student) -> None:
         """The trained student.pt into ``student`` (for ``--eval-only``)."""
-        from kdsl.compiler.weights import load_into
+        from kdsl.io.weights import load_into
 
         path = self.file("student.pt")
         if not os.path.isfile(path):
@@ -351,7 +351,7 @@ class RunDir:
 
     def read_model_into(self, model, name: str) -> None:
         """models/NAME.pt into ``model`` (for ``--eval-only``)."""
-        from kdsl.compiler.weights import load_into
+        from kdsl.io.weights import load_into
 
         path = os.path.join(self.file("models"), f"{name}.pt")
         if not os.path.isfile(path):

@@ -1,10 +1,10 @@
 """A run's stages and phases as the loop drives them: each (stage, phase) with its own optimizer,
 lr schedule and grad scaler, built when its stage starts, saved and restored with the run.
 
-The procedure comes from the compiled distiller (``distiller.procedure``, ``stage_ranges``,
-``trainable_parameters``). A spec without stages or phases is one stage ("main") of one phase
-("step") over the whole run, with the train block's optimizer over what the distiller trains:
-exactly today's single optimizer and schedule.
+The procedure comes from the compiled distiller (``distiller.procedure``; ``stage_ranges``, by the
+one epoch rule of :mod:`kdsl.lang.procedure`; ``trainable_parameters``). A spec without stages or
+phases is one stage ("main") of one phase ("step") over the whole run, with the train block's
+optimizer over what the distiller trains: exactly today's single optimizer and schedule.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from torch import nn
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
-from kdsl.lang import ir
-from kdsl.lang.procedure import StageEpochsError, stage_epochs
+from kdsl.lang.procedure import Stage
 
 
 @dataclass
@@ -80,39 +79,15 @@ def _grad_scaler():
     return torch.cuda.amp.GradScaler()
 
 
-def declared_phases(spec: ir.Spec, stage: str) -> bool:
-    """Whether phases were declared for ``stage`` (at the top level, or inside the stage)."""
-    if spec.phases:
-        return True
-    decl = next((s for s in spec.stages if s.name == stage), None)
-    return decl is not None and any(isinstance(s, ir.PhaseDecl) for s in decl.statements)
-
-
-def stage_ranges(spec: ir.Spec, distiller, epochs: int) -> List[Tuple[Any, int, int]]:
-    """``(StagePlan, first epoch, end epoch)`` of every stage. The stages' epochs are checked
-    against the run's again here, by the verifier's rule (:func:`kdsl.lang.procedure.stage_epochs`):
-    a flag may have changed the run's epochs since ``kdsl check`` saw the train block."""
-    if spec.stages:
-        try:
-            stage_epochs([s.epochs for s in spec.stages], epochs)
-        except StageEpochsError as exc:
-            # located where the verifier locates it: the stage that runs the rest, else the last
-            open_stages = [s for s in spec.stages if s.epochs is None]
-            at = open_stages[0] if open_stages else spec.stages[-1]
-            raise error("KD220", f"{exc} (the run has {epochs} epochs)", at.epochs_span or at.name_span,
-                        hint="give the run other epochs (--epochs, or epochs in the train block), "
-                        "or its stages other ones") from None
-    return list(distiller.stage_ranges(epochs))
-
-
-def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps_per_epoch: int) -> StageRun:
+def build_stage(distiller, cfg, plan: Stage, first: int, end: int, steps_per_epoch: int) -> StageRun:
     """Start a stage: its freezes applied, then a fresh optimizer and lr schedule per phase."""
     distiller.begin_stage(plan.name)
     phases = []
     for phase in plan.phases:
         params = list(distiller.trainable_parameters(plan.name, phase.name))
         if not params:
-            freeze = _first_freeze(spec, plan.name)
+            # shown at the first freeze that holds in the phase
+            freeze = phase.freezes[0] if phase.freezes else None
             raise error("KD219", f"phase '{phase.name}' of stage '{plan.name}' has nothing to train: every "
                         "parameter it would update is frozen", freeze.span if freeze else None,
                         hint="optimize something its losses reach, or freeze less")
@@ -123,15 +98,7 @@ def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps
             optimizer, epochs=end - first, steps_per_epoch=steps_per_epoch * phase.repeat, **sched_options)
         scaler = _grad_scaler() if cfg.amp == "fp16" else None
         phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params))
-    declared = any(s.name == plan.name for s in spec.stages)
-    return StageRun(plan.name, first, end, phases, declared, declared_phases(spec, plan.name))
-
-
-def _first_freeze(spec: ir.Spec, stage: str) -> Optional[ir.FreezeDecl]:
-    """The first ``freeze`` that holds in ``stage`` (where a phase that trains nothing is shown)."""
-    decl = next((s for s in spec.stages if s.name == stage), None)
-    scopes = list(spec.statements) + list(decl.statements if decl else ())
-    return next((s for s in scopes if isinstance(s, ir.FreezeDecl)), None)
+    return StageRun(plan.name, first, end, phases, plan.decl is not None, plan.phased)
 
 
 def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.Parameter]):

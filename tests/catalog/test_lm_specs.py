@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.compiler.checking import check_with_models
+from kdsl.reports.checking import check_with_models
 
 ROOT = Path(__file__).resolve().parents[2]
 LM_SPECS = ["lm/kd.kd", "lm/reverse_kl.kd", "lm/gkd.kd", "lm/tinybert.kd", "lm/minilm.kd"]

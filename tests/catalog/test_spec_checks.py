@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import kdsl
-from kdsl.compiler.checking import check_with_models
+from kdsl.reports.checking import check_with_models
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.compiler import checkpoint_file
-from kdsl.compiler.weights import load_into, read_state_dict
+from kdsl.io import checkpoint_file
+from kdsl.io.weights import load_into, read_state_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS_TEACHER = ROOT / "specs" / "digits" / "teacher.pt"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import kdsl
-from kdsl.compiler.checking import MAX_DRY_ELEMENTS, check_with_models, parse_shape
+from kdsl.reports.checking import MAX_DRY_ELEMENTS, check_with_models, parse_shape
 
 ROOT = Path(__file__).resolve().parents[2]
 KD = str(ROOT / "specs" / "digits" / "kd.kd")
@@ -69,7 +69,7 @@ class _Hungry(nn.Module):
 def test_a_model_out_of_memory_on_the_example_is_a_located_kd516():
     spec = kdsl.loads('student\nrecord s = output of student\nloss ce = cross_entropy(s, batch.target)\n',
                       "s.kd")
-    from kdsl.compiler.checking import ModelOptions, compile_with
+    from kdsl.reports.checking import ModelOptions, compile_with
 
     distiller, diags = compile_with(spec, ModelOptions(input_shape="2,4"))  # no student: KD507
     assert distiller is None and [d.code for d in diags] == ["KD507"]
@@ -162,7 +162,7 @@ def test_numbers_too_long_for_python_are_usage_errors(flag, value, what):
 
 @pytest.mark.parametrize("text", ["1,x", "2,,3", "x", ",", "2,3,,", "2 3", ""])
 def test_a_shape_with_an_empty_or_odd_part_is_refused_not_shortened(text):
-    from kdsl.compiler.checking import parse_shape
+    from kdsl.reports.checking import parse_shape
     from kdsl.core.diagnostics import KdslError
 
     with pytest.raises(KdslError, match="KD701"):
@@ -170,6 +170,6 @@ def test_a_shape_with_an_empty_or_odd_part_is_refused_not_shortened(text):
 
 
 def test_shapes_take_commas_or_x():
-    from kdsl.compiler.checking import parse_shape
+    from kdsl.reports.checking import parse_shape
 
     assert parse_shape("2,3,32,32") == parse_shape("2x3x32x32") == parse_shape(" 2, 3, 32, 32 ") == (2, 3, 32, 32)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import kdsl
 from kdsl.cli.app import app
-from kdsl.compiler.checking import check_with_models
+from kdsl.reports.checking import check_with_models
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ["teacher.kd", "baseline.kd", "kd.kd", "reverse_kl.kd", "gkd.kd", "tinybert.kd", "minilm.kd"]

@@ -7,6 +7,8 @@ raise the same diagnostic for the same failing expression."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -14,11 +16,13 @@ from torch import nn
 import kdsl
 from kdrt_models import ConvNet
 from kdsl.catalog.shapes import TensorInfo
-from kdsl.compiler.compiler import PASSES, compile, run_passes, start
+from kdsl.compiler.compiler import PASSES, compile, hand_off, run_passes, start
 from kdsl.compiler.dry_run import dry_run
 from kdsl.compiler.install import install_recorders
 from kdsl.compiler.plan import Request
 from kdsl.lang import ir
+from kdsl.runtime.compiled import Compiled
+from kdsl.runtime.distiller import Distiller
 from kdsl.runtime.interpret import Env, Interpreter, StepEnv, Unavailable
 from kdsl.runtime.recorders import hook_counts
 
@@ -131,6 +135,19 @@ def test_the_distiller_keeps_the_finished_plan_read_only():
             d.plan = None
         r = d.step(X)
         assert set(r.losses) == {"hint", "kd"}
+
+
+def test_the_runtime_is_built_from_one_typed_hand_off():
+    assert list(inspect.signature(Distiller.__init__).parameters) == ["self", "compiled", "plan"]
+    student, teacher = nets(1)
+    request = Request(kdsl.loads(FITNETS, "t.kd"), {"student": student, "teacher": teacher}, X)
+    plan = run_passes(start(request))
+    handed = hand_off(plan)
+    assert isinstance(handed, Compiled) and handed.procedure is plan.procedure
+    with Distiller(handed) as d:  # without the plan: the runtime never reads it
+        assert d.plan is None and d.batch_size == 64  # the settings table's default
+        assert set(d.step(X).losses) == {"hint", "kd"}
+    assert all(counts == (0, 0) for m in (student, teacher) for counts in hook_counts(m).values())
 
 
 # ----------------------------------------------------------------------------- the interpreter

@@ -174,7 +174,7 @@ stage two { loss kd2 = kl_div(s, t) }
     assert student.fc.weight.requires_grad and not student.conv1.weight.requires_grad
     assert "fc.weight" in [names[id(p)] for p in d.trainable_parameters("two")]
     assert [(s.name, a, b) for s, a, b in d.stage_ranges(10)] == [("one", 0, 2), ("two", 2, 10)]
-    with pytest.raises(KdslError, match="KD214"):
+    with pytest.raises(KdslError, match="KD220"):
         d.stage_ranges(1)
     d.close()
     assert all(p.requires_grad for p in student.parameters())

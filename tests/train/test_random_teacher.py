@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kdsl.compiler.models import refuse_random_teachers
 from kdsl.core.diagnostics import KdslError
+from kdsl.io.models import refuse_random_teachers
 from kdsl.lang.loader import check_file, load
 from kdsl.lang.teacher_weights import random_teachers
 

@@ -1,4 +1,4 @@
-"""`kdsl.compiler.weights.load_into`: the checkpoint layouts people actually have, always weights_only."""
+"""`kdsl.io.weights.load_into`: the checkpoint layouts people actually have, always weights_only."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import kdsl.zoo
-from kdsl.compiler.weights import load_into, read_state_dict
 from kdsl.core.diagnostics import KdslError
+from kdsl.io.weights import load_into, read_state_dict
 from train_helpers import student_weights
 
 

@@ -140,7 +140,7 @@ def test_stages_that_need_more_epochs_than_the_run_are_refused_where_declared(tm
     with pytest.raises(KdslError) as info:
         run(SPECS / "two_stage.kd", tmp_path / "run", epochs=2)
     d = info.value.diagnostics[0]
-    assert d.code == "KD220" and "the run has 2 epochs" in d.message
+    assert d.code == "KD220" and "of the run's 2 epochs" in d.message
     assert d.span is not None and d.span.line == 19  # `stage distil`, which would run the rest
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 

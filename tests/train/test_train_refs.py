@@ -15,7 +15,7 @@ import kdsl.zoo
 from kdsl.zoo.digits import DigitsCNN
 from kdsl.lang import refs
 from kdsl.core.diagnostics import KdslError
-from kdsl.compiler.models import model_from_ref
+from kdsl.io.models import model_from_ref
 from train_helpers import BASELINE_SPEC, ROOT, metrics_jsonl
 from train_helpers import train_in_process as train
 

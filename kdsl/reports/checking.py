@@ -76,7 +76,7 @@ def example_from(opts: ModelOptions, inputs=None) -> Tuple[Any, Dict[str, Any]]:
     import torch
 
     if opts.data:
-        from kdsl.compiler.data_example import data_example
+        from kdsl.reports.data_example import data_example
 
         return data_example(opts.data, inputs)
     if opts.input_shape is not None:
@@ -100,7 +100,7 @@ def _passes(opts: ModelOptions, derived: List[Any]):
     the example derived once the models are built (when the command line gave none)."""
     from kdsl.compiler.bind_models import build_models, build_models_unloaded, look_for_connector_weights
     from kdsl.compiler.compiler import PASSES
-    from kdsl.compiler.derive_example import derive
+    from kdsl.reports.derive_example import derive
     from kdsl.compiler.dry_run import dry_run
     from kdsl.compiler.params import load_connector_weights
 
@@ -143,12 +143,12 @@ def inspect(spec: Spec, opts: ModelOptions) -> Inspection:
     """Compile ``spec`` against the models of ``opts`` for ``kdsl check``/``explain``/``graph``.
     Problems with the command line's own references are usage errors: they raise."""
     from kdsl.compiler.compiler import finish, run_passes, start
-    from kdsl.compiler.models import ModelChoice, apply_model_choice
+    from kdsl.io.models import ModelChoice, apply_model_choice
     from kdsl.compiler.plan import Request
 
     choice = ModelChoice(opts.student, opts.teacher, list(opts.models), opts.teacher_ckpt)
     spec2, given = apply_model_choice(spec, choice)
-    from kdsl.compiler.data_example import spec_inputs
+    from kdsl.reports.data_example import spec_inputs
 
     x, batch = example_from(opts, spec_inputs(spec2))  # data of named fields: the train block's inputs
     derived: List[Any] = []
@@ -168,7 +168,7 @@ def inspect(spec: Spec, opts: ModelOptions) -> Inspection:
 
 
 def _example_notes(derived: List[Any]) -> List[str]:
-    from kdsl.compiler.derive_example import describe
+    from kdsl.reports.derive_example import describe
 
     return [describe(e) for e in derived]
 
@@ -192,7 +192,7 @@ class ModelCheck:
 def check_with_models(spec: Spec, *, student=None, teacher=None, models=(), input_shape=None,
                       data=None, teacher_ckpt=None, load_weights=False, dry_run=False) -> ModelCheck:
     """Compile ``spec`` against the models named (as on the command line) and dry-run it."""
-    from kdsl.compiler.explain import connectors_table, records_table
+    from kdsl.reports.explain import connectors_table, records_table
 
     opts = ModelOptions(student, teacher, list(models), teacher_ckpt, input_shape, data,
                         load_weights, dry_run)

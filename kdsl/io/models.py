@@ -9,8 +9,8 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
-from kdsl.compiler.checkpoint_file import check_checkpoint_path
 from kdsl.core.diagnostics import error
+from kdsl.io.checkpoint_file import check_checkpoint_path
 from kdsl.lang import ir
 from kdsl.lang.refs import call_factory, parse_call
 

@@ -13,9 +13,9 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from kdsl.compiler.checkpoint_file import check_checkpoint_path, load_checkpoint, load_error_text
 from kdsl.core.diagnostics import error
 from kdsl.core.span import Span
+from kdsl.io.checkpoint_file import check_checkpoint_path, load_checkpoint, load_error_text
 
 _WRAPPERS = ("state_dict", "model", "student", "model_state_dict", "module")
 
