@@ -161,6 +161,12 @@ CODES: Dict[str, Code] = {
     "KD405": Code("malformed reference", "A reference to Python code is written "
                   "\"package.module:attribute\", e.g. \"kdsl.zoo:resnet8x4\" or "
                   "\"pkg.heads:Head.assign\"."),
+    "KD406": Code("refused reference", "A model, data, method or function reference leads into a "
+                  "module that runs commands, touches files or sockets, or loads code (os, "
+                  "subprocess, shutil, sys, builtins, importlib, pickle, socket, ctypes and their "
+                  "like; kdsl.core.resolve.REFUSED_MODULES lists them). It is refused before "
+                  "anything is imported: a spec names models, data sets and functions of your own "
+                  "code or of a model library."),
     # ---------------------------------------------------------------- compile
     "KD501": Code("module not found", "A module path does not name a submodule of the model. "
                   "The hint lists the closest real names from `named_modules()`."),

@@ -12,7 +12,7 @@ from kdsl.lang.parser import Chunk, Piece, Positions, cut, parse_chunk
 from kdsl.core.span import SourceText, Span
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
-from kdsl.core.resolve import REF_PATTERN  # noqa: E402 - one definition of a reference
+from kdsl.core.resolve import REF_PATTERN, refusal  # noqa: E402 - one definition of a reference
 
 
 class Builder:
@@ -157,6 +157,8 @@ class Builder:
         elif what == "method" and "." not in value.partition(":")[2]:
             self.diags.error("KD405", f"a method reference names a class and a method, got \"{value}\"",
                              self.span(tok), hint='write it as "pkg.module:Class.method"')
+        elif refused := refusal(value, what, self.span(tok)):
+            self.diags.add(refused)
         return value
 
     # ---------------------------------------------------------------- statements
@@ -183,6 +185,8 @@ class Builder:
                 if not REF_PATTERN.match(ref):
                     self.diags.error("KD405", f"malformed model reference \"{ref}\"", args[0].span,
                                      hint='write it as "pkg.module:factory"')
+                elif refused := refusal(ref, "model", args[0].span):
+                    self.diags.add(refused)
                 factory = ir.Factory(ref=ref, args=args[1:], kwargs=kwargs, span=self.span(factory_t),
                                      ref_span=args[0].span)
         name = str(name_t) if name_t is not None else role
