@@ -34,6 +34,10 @@ CODES: Dict[str, Code] = {
     "KD107": Code("statement too large", "A statement is longer than 64 KiB or nests brackets "
                   "more than 32 deep. No real spec comes near either; the limits keep checking "
                   "fast and bounded on any input."),
+    "KD108": Code("too many problems", "The last line of a long list: the first 50 problems are "
+                  "shown in full and this line counts the rest (past 1,000 they are only counted, "
+                  "never built), so any input is answered in time and memory proportional to what "
+                  "is shown. Fix the problems shown and check again."),
     # ---------------------------------------------------------------- names
     "KD201": Code("unknown record", "An expression names a record that is not declared. "
                   "Declare it with `record NAME = output of MODEL.PATH`."),

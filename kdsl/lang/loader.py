@@ -16,6 +16,7 @@ from kdsl.lang.lower import build_statements
 from kdsl.core.diagnostics import Diagnostic, Diagnostics, KdslError, Note, sorted_diagnostics
 from kdsl.core.files import SpecFileError, read_spec_text
 from kdsl.core.resolve import MODULE_PATTERN, import_module
+from kdsl.core.suggest import suggestion_budget
 from kdsl.core.span import SourceText
 from kdsl.lang.verify import Verifier
 
@@ -98,7 +99,8 @@ class _Loader:
 def check_text(text: str, filename: str = "<string>") -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
     """Every diagnostic for a spec's text, and the spec when there are no errors."""
     loader = _Loader()
-    spec = loader.spec(filename, text)
+    with suggestion_budget():  # all the check's did-you-means together are bounded
+        spec = loader.spec(filename, text)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
@@ -107,7 +109,8 @@ def check_file(path: str) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str
     text = loader.read(path)
     if text is None:
         return None, loader.diags.items, loader.sources
-    spec = loader.spec(path, text)
+    with suggestion_budget():
+        spec = loader.spec(path, text)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
