@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 
 from kdsl.cli import cache_cmd, train_cmd
-from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
+from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, exit_code_for, guarded
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
 from kdsl.cli.options import TEACHER as _TEACHER
@@ -80,7 +80,7 @@ def check(
     all_diags: List[Diagnostic] = []
     all_sources = {}
     for path in specs:
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):  # anything else there (a device, a folder) check_file names
             raise CliError(f"no such spec file: {path}", "KD401")
         spec, diags, sources = check_file(path)
         all_sources.update(sources)
@@ -103,7 +103,7 @@ def check(
             echo(f"{path}: {summary_line(diags) if diags else 'ok'}")
     if format is OutputFormat.json:
         echo(to_json(all_diags))
-    raise typer.Exit(EXIT_ERRORS if any(d.is_error for d in all_diags) else EXIT_OK)
+    raise typer.Exit(exit_code_for(all_diags))  # the one rule: an unreadable file is 2, as in fmt
 
 
 # ---------------------------------------------------------------------------- train

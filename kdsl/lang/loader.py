@@ -14,10 +14,10 @@ from typing import Dict, List, Optional, Tuple
 from kdsl.lang import ir
 from kdsl.lang.lower import build_statements
 from kdsl.core.diagnostics import Diagnostic, Diagnostics, KdslError, Note, sorted_diagnostics
-from kdsl.core.files import SpecFileError, read_spec_text
+from kdsl.core.files import MAX_SPEC_BYTES, SpecFileError, read_spec_text
 from kdsl.core.resolve import MODULE_PATTERN, import_module
 from kdsl.core.suggest import suggestion_budget
-from kdsl.core.span import SourceText
+from kdsl.core.span import SourceText, Span
 from kdsl.lang.verify import Verifier
 
 
@@ -28,13 +28,18 @@ class _Loader:
         self.diags = Diagnostics(self.sources)
         self.includes: List[str] = []
         self.broken: List[Tuple[str, str]] = []
+        self.size = 0  # bytes read so far: a spec and its includes share MAX_SPEC_BYTES
 
     def read(self, path: str, span=None, chain: Tuple[str, ...] = ()) -> Optional[str]:
         try:
-            return read_spec_text(path, included=span is not None)
+            text = read_spec_text(path, included=span is not None, limit=MAX_SPEC_BYTES - self.size)
         except SpecFileError as exc:
+            if span is None and exc.position is not None:  # where reading stopped
+                span = Span.point(path, *exc.position)
             self.diags.error("KD401", exc.message, span, hint=exc.hint)
             return None
+        self.size += len(text)
+        return text
 
     def statements(self, name: str, text: str, chain: Tuple[str, ...]) -> List[ir.Node]:
         self.sources[name] = text

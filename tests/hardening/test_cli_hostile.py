@@ -54,3 +54,19 @@ def test_closed_stdout_on_a_long_listing_exits_141():
                           timeout=120)
     assert done.stdout.strip() in ("0", "141"), done.stderr
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+
+
+# ------------------------------------------------------------------ #26.15: files that are no spec
+def test_check_names_a_device_for_what_it_is():
+    done = _kdsl("check", "/dev/zero")
+    assert done.returncode == 2 and "not a regular file" in done.stdout + done.stderr
+    assert "no such spec file" not in done.stdout + done.stderr
+
+
+def test_a_binary_file_gets_one_exit_code_from_check_and_fmt(tmp_path):
+    binary = tmp_path / "blob.kd"
+    binary.write_bytes(b"student\n\x00\x01\x02")
+    checked = _kdsl("check", str(binary))
+    formatted = _kdsl("fmt", "--check", str(binary))
+    assert checked.returncode == formatted.returncode == 2, (checked.stdout, formatted.stderr)
+    assert "binary data" in checked.stdout and "binary data" in formatted.stderr
