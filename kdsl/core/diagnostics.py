@@ -211,6 +211,14 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def exception_summary(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception raised by a model's or a library's
+    code, for a diagnostic: torch's C++ errors carry their stack after the message ("Exception
+    raised from ... frame #0: c10::Error..."), which tells a user nothing."""
+    lines = str(exc).split("Exception raised from", 1)[0].strip().splitlines()
+    return clip(f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__)
+
+
 def _window(line: str, start: int, width: int) -> tuple:
     """(shown text, caret start, caret width): at most LINE_WINDOW characters around the caret."""
     if len(line) <= LINE_WINDOW:
