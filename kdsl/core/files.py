@@ -100,6 +100,16 @@ def read_spec_text(path: str, *, included: bool = False, limit: int = MAX_SPEC_B
     return text.replace("\r\n", "\n")
 
 
+def check_spec_size(name: str, text: str) -> None:
+    """:class:`SpecFileError`, located where the limit falls, for a spec given as text (``kdsl.loads``)
+    that is larger than a spec file may be."""
+    if len(text) * 4 <= MAX_SPEC_BYTES:  # no character takes more than 4 bytes
+        return
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) > MAX_SPEC_BYTES:
+        raise _too_large(name, data, MAX_SPEC_BYTES, False)
+
+
 def _too_large(path: str, data: bytes, limit: int, included: bool) -> SpecFileError:
     whole = _size(MAX_SPEC_BYTES)
     if included and limit < MAX_SPEC_BYTES:
