@@ -33,7 +33,7 @@ REF_PATTERN = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
 # refused before its module is imported; so is a resolved object defined in one (a function
 # imported under another name).
 REFUSED_MODULES = frozenset({
-    "builtins", "__builtin__", "__main__", "os", "posix", "nt", "sys", "subprocess", "shutil",
+    "builtins", "__builtin__", "os", "posix", "nt", "sys", "subprocess", "shutil",
     "importlib", "pkgutil", "zipimport", "runpy", "code", "codeop", "site", "pickle", "_pickle",
     "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib", "socket", "_socket", "ssl",
     "socketserver", "http", "urllib", "ftplib", "smtplib", "telnetlib", "xmlrpc", "webbrowser",
