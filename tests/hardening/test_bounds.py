@@ -4,7 +4,6 @@ thousands of diagnostics, enormous lines)."""
 from __future__ import annotations
 
 import json
-import time
 import tracemalloc
 
 from kdsl.core.diagnostics import (MAX_KEPT, MAX_SHOWN, Diagnostics, make, render, summary_line,
@@ -47,13 +46,14 @@ def test_number_of_diagnostics_shown_is_capped():
                         "  hint: fix the problems shown and check again")
 
 
-def test_suggestions_skip_huge_names_and_stay_fast():
-    start = time.perf_counter()
+def test_suggestions_skip_huge_names_and_do_bounded_work(monkeypatch):
+    cells = _count_cells(monkeypatch)
     assert rank_candidates("q" * 1_000_000, ["q"]) == []
     assert did_you_mean("x" * (MAX_NAME + 1), ["x" * MAX_NAME]) is None
+    assert not cells  # no distance computed for a name no typo could be
     many = [f"layer{i}.conv" for i in range(50_000)]
     did_you_mean("layer7.cnv", many)
-    assert time.perf_counter() - start < 10  # generous: the point is "not a minute"
+    assert sum(cells) <= CALL_BUDGET
     assert did_you_mean("s_logit", ["s_logits", "t_logits"]) == "did you mean 's_logits'?"
 
 
