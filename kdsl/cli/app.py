@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 
 from kdsl.cli import cache_cmd, train_cmd
-from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
+from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, CliError, guarded
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
 from kdsl.cli.options import TEACHER as _TEACHER
@@ -78,11 +78,13 @@ def check(
     with_models = any(v is not None for v in (student, teacher, input_shape, data, teacher_ckpt)) \
         or bool(model) or dry_run or load_weights
     all_diags: List[Diagnostic] = []
+    unreadable = 0  # spec files that are no spec at all (binary, a device): 2, as `kdsl fmt` says
     all_sources = {}
     for path in specs:
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):  # anything else there (a device, a folder) check_file names
             raise CliError(f"no such spec file: {path}", "KD401")
         spec, diags, sources = check_file(path)
+        unreadable += path not in sources
         all_sources.update(sources)
         if spec is not None and with_models:
             from kdsl.reports.checking import check_with_models
@@ -103,7 +105,8 @@ def check(
             echo(f"{path}: {summary_line(diags) if diags else 'ok'}")
     if format is OutputFormat.json:
         echo(to_json(all_diags))
-    raise typer.Exit(EXIT_ERRORS if any(d.is_error for d in all_diags) else EXIT_OK)
+    errors = sum(1 for d in all_diags if d.is_error)
+    raise typer.Exit(EXIT_OK if not errors else EXIT_USAGE if errors == unreadable else EXIT_ERRORS)
 
 
 # ---------------------------------------------------------------------------- train

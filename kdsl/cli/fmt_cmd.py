@@ -82,8 +82,11 @@ def _show_diff(result: Formatted) -> Optional[Diagnostic]:
 
 
 def _write(path: str, text: str) -> Optional[Diagnostic]:
-    """Replace ``path`` with ``text`` atomically, keeping its permissions."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Replace ``path`` with ``text`` atomically, keeping its permissions. A symlink stays a
+    symlink: the file it points to is the one rewritten (replacing the link with a copy left the
+    target unformatted)."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")

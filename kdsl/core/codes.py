@@ -34,6 +34,10 @@ CODES: Dict[str, Code] = {
     "KD107": Code("statement too large", "A statement is longer than 64 KiB or nests brackets "
                   "more than 32 deep. No real spec comes near either; the limits keep checking "
                   "fast and bounded on any input."),
+    "KD108": Code("too many problems", "The last line of a long list: the first 50 problems are "
+                  "shown in full and this line counts the rest (past 1,000 they are only counted, "
+                  "never built), so any input is answered in time and memory proportional to what "
+                  "is shown. Fix the problems shown and check again."),
     # ---------------------------------------------------------------- names
     "KD201": Code("unknown record", "An expression names a record that is not declared. "
                   "Declare it with `record NAME = output of MODEL.PATH`."),
@@ -162,6 +166,12 @@ CODES: Dict[str, Code] = {
     "KD405": Code("malformed reference", "A reference to Python code is written "
                   "\"package.module:attribute\", e.g. \"kdsl.zoo:resnet8x4\" or "
                   "\"pkg.heads:Head.assign\"."),
+    "KD406": Code("refused reference", "A model, data, method or function reference leads into a "
+                  "module that runs commands, touches files or sockets, or loads code (os, "
+                  "subprocess, shutil, sys, builtins, importlib, pickle, socket, ctypes and their "
+                  "like; kdsl.core.resolve.REFUSED_MODULES lists them). It is refused before "
+                  "anything is imported: a spec names models, data sets and functions of your own "
+                  "code or of a model library."),
     # ---------------------------------------------------------------- compile
     "KD501": Code("module not found", "A module path does not name a submodule of the model. "
                   "The hint lists the closest real names from `named_modules()`."),

@@ -36,6 +36,9 @@ class Diagnostic(BaseModel):
     span: Optional[Span] = None
     hints: Tuple[str, ...] = ()
     notes: Tuple[Note, ...] = ()
+    # how many further problems this diagnostic stands for: only KD108, the line that ends a list
+    # cut at a cap (a file with a million errors keeps and prints a few, and counts the rest)
+    omitted: int = 0
 
     @property
     def is_error(self) -> bool:
@@ -64,32 +67,71 @@ class KdslError(Exception):
         return render(self.diagnostics, self.sources)
 
 
+# Memory and time stay proportional to what is shown, whatever the input: past MAX_KEPT problems
+# a collector only counts (1 MB of ')' once built a million diagnostics, 2.3 GB, in 68 s), and a
+# renderer shows MAX_SHOWN in full, then one KD108 line with the count of the rest.
+MAX_KEPT = 1000
+MAX_SHOWN = 50
+OMITTED_CODE = "KD108"
+
+
 class Diagnostics:
-    """A collector that passes append to; ``raise_if_errors`` turns it into a :class:`KdslError`."""
+    """A collector that passes append to; ``raise_if_errors`` turns it into a :class:`KdslError`.
+
+    It keeps the first :data:`MAX_KEPT` problems; ``items`` ends with KD108 lines counting the
+    errors and the warnings past them, which were never built.
+    """
 
     def __init__(self, sources: Optional[Dict[str, str]] = None) -> None:
-        self.items: List[Diagnostic] = []
+        self.kept: List[Diagnostic] = []
         self.sources: Dict[str, str] = sources if sources is not None else {}
+        self.omitted_errors = 0
+        self.omitted_warnings = 0
+
+    @property
+    def full(self) -> bool:
+        """True once further problems are only counted (a producer may stop looking)."""
+        return len(self.kept) >= MAX_KEPT
+
+    @property
+    def items(self) -> List[Diagnostic]:
+        counted = [omission(n, severity) for n, severity in
+                   ((self.omitted_errors, "error"), (self.omitted_warnings, "warning")) if n]
+        return self.kept + counted
+
+    def _count(self, severity: Severity) -> None:
+        if severity == "error":
+            self.omitted_errors += 1
+        else:
+            self.omitted_warnings += 1
 
     def add(self, diagnostic: Diagnostic) -> Diagnostic:
-        self.items.append(diagnostic)
+        if self.full:
+            self._count(diagnostic.severity)
+        else:
+            self.kept.append(diagnostic)
         return diagnostic
 
     def error(self, code: str, message: str, span: Optional[Span] = None, *,
               hint: Optional[str] = None, hints: Iterable[str] = (),
-              notes: Iterable[Note] = ()) -> Diagnostic:
+              notes: Iterable[Note] = ()) -> Optional[Diagnostic]:
+        if self.full:  # counted, never built
+            return self._count("error")
         return self.add(make(code, message, span, hint=hint, hints=hints, notes=notes))
 
     def warning(self, code: str, message: str, span: Optional[Span] = None, *,
-                hint: Optional[str] = None, notes: Iterable[Note] = ()) -> Diagnostic:
+                hint: Optional[str] = None, notes: Iterable[Note] = ()) -> Optional[Diagnostic]:
+        if self.full:
+            return self._count("warning")
         return self.add(make(code, message, span, hint=hint, notes=notes, severity="warning"))
 
     def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
-        self.items.extend(diagnostics)
+        for diagnostic in diagnostics:
+            self.add(diagnostic)
 
     @property
     def has_errors(self) -> bool:
-        return any(d.is_error for d in self.items)
+        return self.omitted_errors > 0 or any(d.is_error for d in self.kept)
 
     def raise_if_errors(self) -> None:
         if self.has_errors:
@@ -108,6 +150,25 @@ def error(code: str, message: str, span: Optional[Span] = None, **kwargs) -> Kds
     """A :class:`KdslError` holding one diagnostic (for raising)."""
     sources = kwargs.pop("sources", None)
     return KdslError([make(code, message, span, **kwargs)], sources)
+
+
+def omission(count: int, severity: Severity) -> Diagnostic:
+    """The KD108 line standing for ``count`` problems that are not shown."""
+    return Diagnostic(code=OMITTED_CODE, severity=severity, omitted=count,
+                      message=f"{count:,} more problem{'s' if count != 1 else ''} not shown",
+                      hints=("fix the problems shown and check again",))
+
+
+def capped(diagnostics: Iterable[Diagnostic], limit: int = MAX_SHOWN) -> List[Diagnostic]:
+    """What every renderer shows: the first ``limit`` diagnostics, then one KD108 line counting
+    the rest (and those a collector counted without keeping)."""
+    diagnostics = list(diagnostics)
+    listed = [d for d in diagnostics if not d.omitted]
+    count = sum(d.omitted for d in diagnostics) + max(0, len(listed) - limit)
+    if not count:
+        return diagnostics
+    rest = listed[limit:] + [d for d in diagnostics if d.omitted]
+    return listed[:limit] + [omission(count, "error" if any(d.is_error for d in rest) else "warning")]
 
 
 def sorted_diagnostics(items: Iterable[Diagnostic]) -> List[Diagnostic]:
@@ -141,7 +202,6 @@ def _source_for(file: str, sources: Dict[str, str], cache: Dict[str, Optional[So
 # is printed (10,000 unclosed brackets once printed 150 MB).
 LINE_WINDOW = 100
 MAX_TEXT = 400
-MAX_SHOWN = 50
 _CONTROL = {c: "?" for c in range(32) if c != 9}
 _CONTROL[127] = "?"
 
@@ -149,6 +209,14 @@ _CONTROL[127] = "?"
 def clip(text: str, limit: int = MAX_TEXT) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis (messages may quote huge names)."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def exception_summary(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception raised by a model's or a library's
+    code, for a diagnostic: torch's C++ errors carry their stack after the message ("Exception
+    raised from ... frame #0: c10::Error..."), which tells a user nothing."""
+    lines = str(exc).split("Exception raised from", 1)[0].strip().splitlines()
+    return clip(f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__)
 
 
 def _window(line: str, start: int, width: int) -> tuple:
@@ -196,8 +264,7 @@ def render(diagnostics: Iterable[Diagnostic], sources: Optional[Dict[str, str]] 
         return f"{_STYLE[style]}{text}{_STYLE['reset']}" if color else text
 
     blocks = []
-    diagnostics = list(diagnostics)
-    for d in diagnostics[:MAX_SHOWN]:
+    for d in capped(diagnostics):
         head = f"{paint(d.severity, d.severity)}[{d.code}]: {paint('bold', clip(d.message))}"
         lines = [f"{d.span}: {head}" if d.span else head]
         if d.span:
@@ -212,14 +279,12 @@ def render(diagnostics: Iterable[Diagnostic], sources: Optional[Dict[str, str]] 
             else:
                 lines.append(f"  {paint('note', 'note')}: {clip(n.message)}{where}")
         blocks.append("\n".join(lines))
-    if len(diagnostics) > MAX_SHOWN:
-        blocks.append(f"... and {len(diagnostics) - MAX_SHOWN} more (not shown)")
     return "\n".join(blocks)
 
 
 def summary_line(diagnostics: Sequence[Diagnostic]) -> str:
-    errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
+    errors = sum(d.omitted or 1 for d in diagnostics if d.is_error)
+    warnings = sum(d.omitted or 1 for d in diagnostics if not d.is_error)
     parts = []
     if errors:
         parts.append(f"{errors} error{'s' if errors != 1 else ''}")
@@ -229,4 +294,17 @@ def summary_line(diagnostics: Sequence[Diagnostic]) -> str:
 
 
 def to_json(diagnostics: Iterable[Diagnostic]) -> str:
-    return json.dumps([d.model_dump(mode="json") for d in diagnostics], indent=2)
+    """The diagnostics :func:`render` shows, as a JSON list; ``omitted`` appears only on the final
+    KD108 entry, with the count of those not listed."""
+    return json.dumps([_json_entry(d) for d in capped(diagnostics)], indent=2)
+
+
+def _json_entry(diagnostic: Diagnostic) -> dict:
+    entry = diagnostic.model_dump(mode="json")
+    if not diagnostic.omitted:
+        del entry["omitted"]
+    for note, dumped in zip(diagnostic.notes, entry["notes"]):
+        dumped["message"] = clip(note.message)
+    entry["message"] = clip(diagnostic.message)
+    entry["hints"] = [clip(h) for h in diagnostic.hints]
+    return entry

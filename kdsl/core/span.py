@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -33,6 +35,9 @@ class Span(BaseModel):
                     end_line=other.end_line, end_column=other.end_column)
 
 
+_NEWLINE = re.compile("\n")
+
+
 class SourceText:
     """The text of one source file, with line lookup by number and offset."""
 
@@ -41,11 +46,7 @@ class SourceText:
     def __init__(self, name: str, text: str) -> None:
         self.name = name
         self.text = text
-        starts = [0]
-        for i, ch in enumerate(text):
-            if ch == "\n":
-                starts.append(i + 1)
-        self._starts = starts
+        self._starts = [0] + [m.end() for m in _NEWLINE.finditer(text)]
 
     def line(self, number: int) -> str:
         """Line ``number`` (1-based) without its newline; empty if out of range."""

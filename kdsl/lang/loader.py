@@ -14,9 +14,10 @@ from typing import Dict, List, Optional, Tuple
 from kdsl.lang import ir
 from kdsl.lang.lower import build_statements
 from kdsl.core.diagnostics import Diagnostic, Diagnostics, KdslError, Note, sorted_diagnostics
-from kdsl.core.files import SpecFileError, read_spec_text
+from kdsl.core.files import MAX_SPEC_BYTES, SpecFileError, check_spec_size, read_spec_text
 from kdsl.core.resolve import MODULE_PATTERN, import_module
-from kdsl.core.span import SourceText
+from kdsl.core.suggest import suggestion_budget
+from kdsl.core.span import SourceText, Span
 from kdsl.lang.verify import Verifier
 
 
@@ -27,13 +28,23 @@ class _Loader:
         self.diags = Diagnostics(self.sources)
         self.includes: List[str] = []
         self.broken: List[Tuple[str, str]] = []
+        self.size = 0  # bytes read so far: a spec and its includes share MAX_SPEC_BYTES
 
-    def read(self, path: str, span=None, chain: Tuple[str, ...] = ()) -> Optional[str]:
+    def read(self, path: str, span=None, text: Optional[str] = None) -> Optional[str]:
+        """The text of spec file ``path`` (or ``text``, a spec given as text), within the size
+        limit; None after reporting why it cannot be read."""
         try:
-            return read_spec_text(path, included=span is not None)
+            if text is None:
+                text = read_spec_text(path, included=span is not None, limit=MAX_SPEC_BYTES - self.size)
+            else:
+                check_spec_size(path, text)
         except SpecFileError as exc:
+            if span is None and exc.position is not None:  # where reading stopped
+                span = Span.point(path, *exc.position)
             self.diags.error("KD401", exc.message, span, hint=exc.hint)
             return None
+        self.size += len(text)
+        return text
 
     def statements(self, name: str, text: str, chain: Tuple[str, ...]) -> List[ir.Node]:
         self.sources[name] = text
@@ -98,7 +109,10 @@ class _Loader:
 def check_text(text: str, filename: str = "<string>") -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
     """Every diagnostic for a spec's text, and the spec when there are no errors."""
     loader = _Loader()
-    spec = loader.spec(filename, text)
+    if loader.read(filename, text=text) is None:
+        return None, loader.diags.items, loader.sources
+    with suggestion_budget():  # all the check's did-you-means together are bounded
+        spec = loader.spec(filename, text)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
@@ -107,7 +121,8 @@ def check_file(path: str) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str
     text = loader.read(path)
     if text is None:
         return None, loader.diags.items, loader.sources
-    spec = loader.spec(path, text)
+    with suggestion_budget():
+        spec = loader.spec(path, text)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 

@@ -14,7 +14,7 @@ from kdsl.lang.statements import (BY_RULE, INSIDE, OVERRIDE, STATEMENTS, Unhandl
 from kdsl.core.span import SourceText, Span
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
-from kdsl.core.resolve import REF_PATTERN  # noqa: E402 - one definition of a reference
+from kdsl.core.resolve import REF_PATTERN, refusal  # noqa: E402 - one definition of a reference
 
 
 class Builder:
@@ -159,6 +159,8 @@ class Builder:
         elif what == "method" and "." not in value.partition(":")[2]:
             self.diags.error("KD405", f"a method reference names a class and a method, got \"{value}\"",
                              self.span(tok), hint='write it as "pkg.module:Class.method"')
+        elif refused := refusal(value, what, self.span(tok)):
+            self.diags.add(refused)
         return value
 
     # ---------------------------------------------------------------- statements
@@ -190,6 +192,8 @@ class Builder:
         if not REF_PATTERN.match(ref):
             self.diags.error("KD405", f"malformed model reference \"{ref}\"", args[0].span,
                              hint='write it as "pkg.module:factory"')
+        elif refused := refusal(ref, "model", args[0].span):
+            self.diags.add(refused)
         return ir.Factory(ref=ref, args=args[1:], kwargs=kwargs, span=self.span(t), ref_span=args[0].span)
 
     def target(self, t):

@@ -255,9 +255,12 @@ class _Cutter:
                 return self.end_of_block(i)
             else:
                 what = f"'{ch}' does not match '{stack[-1][0]}'" if stack else f"unmatched '{ch}'"
-                notes = [Note(message=f"'{stack[-1][0]}' opened",
-                              span=self.source.span(stack[-1][1], stack[-1][1] + 1))] if stack else []
-                self.diags.error("KD102", what, self.source.span(i, i + 1), notes=notes)
+                if self.diags.full:  # past the cap a problem is only counted: build no location
+                    self.diags.error("KD102", what)
+                else:
+                    notes = [Note(message=f"'{stack[-1][0]}' opened",
+                                  span=self.source.span(stack[-1][1], stack[-1][1] + 1))] if stack else []
+                    self.diags.error("KD102", what, self.source.span(i, i + 1), notes=notes)
                 self.broken = True
                 if stack:
                     stack.pop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.resolve import import_ref
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import error, exception_summary
 from kdsl.core.span import Span
 
 
@@ -108,4 +108,4 @@ def call_factory(ref: str, args, kwargs, what: str, span: Optional[Span] = None)
     try:
         return factory(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the factory's own error, shown in one line
-        raise error("KD508", f"{what} factory \"{ref}\" failed: {type(exc).__name__}: {exc}", span) from None
+        raise error("KD508", f"{what} factory \"{ref}\" failed: {exception_summary(exc)}", span) from None

@@ -335,14 +335,14 @@ class ParamSubstitution:
         return value.model_copy(update={"span": name.span})  # errors point at the use
 
     def point_at_params(self, diags, since: int) -> None:
-        """Give each diagnostic found at a use (from ``diags.items[since]`` on) a note that
+        """Give each diagnostic found at a use (from ``diags.kept[since]`` on) a note that
         points at the param whose value it is."""
-        for i in range(since, len(diags.items)):
-            found = diags.items[i]
+        for i in range(since, len(diags.kept)):
+            found = diags.kept[i]
             decl = self.uses.get(found.span)
             if decl is not None and found.code != "KD204":
                 note = Note(message=f"the value of param '{decl.name}' declared", span=decl.name_span)
-                diags.items[i] = found.model_copy(update={"notes": found.notes + (note,)})
+                diags.kept[i] = found.model_copy(update={"notes": found.notes + (note,)})
 
 
 TRAIN_OPEN, BLOCK_CLOSE = "train {", "}"

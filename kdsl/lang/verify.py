@@ -168,7 +168,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
     # ================================================================ the whole program
     def run(self, statements: Sequence[ir.Node]) -> List[ir.Node]:
         placed = self._with_params(self.effective(statements))
-        checked_from = len(self.diags.items)
+        checked_from = len(self.diags.kept)
         for p in placed:
             stmt = p.stmt
             if isinstance(stmt, NAMED):

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Set
 
 from kdsl.catalog.binding import bind
 from kdsl.catalog.registry import REGISTRY
-from kdsl.core.diagnostics import Note
+from kdsl.core.diagnostics import Note, clip
 from kdsl.core.span import Span
 from kdsl.core.suggest import did_you_mean, rank_candidates
 from kdsl.lang import ir
@@ -34,6 +34,8 @@ class Use:
     connectors: Set[str] = field(default_factory=set)
     models: Set[str] = field(default_factory=set)
     input: bool = False
+
+MAX_INDEX = 2**31 - 1  # no value a spec selects from has more elements
 
 
 class _Resolver(Visitor[Optional[ir.Node]]):
@@ -187,6 +189,11 @@ class NameResolution:
                                      link.span, hint=f"select element {link.attr} with [{link.attr}]")
                     return None
                 value = ir.Select(value=value, key=link.attr, by="attr", span=link.span)
+            elif isinstance(link.key, int) and abs(link.key) > MAX_INDEX:
+                # a value's elements are counted in int64: a 20-digit index overflowed mid-run
+                self.diags.error("KD213", f"index {clip(str(link.key), 40)} is out of range",
+                                 link.span, hint=f"an index lies between -{MAX_INDEX} and {MAX_INDEX}")
+                return None
             else:
                 value = ir.Select(value=value, key=link.key, by="item", span=link.span)
         return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Set
 
-from kdsl.core.diagnostics import Note
+from kdsl.core.diagnostics import Note, clip
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
@@ -19,6 +19,10 @@ from kdsl.lang.procedure import Phase, check_stage_epochs, read_procedure
 from kdsl.lang.verify_names import KIND_WORD, Use
 from kdsl.lang.verify_reach import gradient_reach, input_reads
 from kdsl.lang.visit import find
+
+# Like every other count (epochs, steps per epoch), a phase's repeat has an upper bound; the
+# data-free methods repeat a phase 5 times.
+MAX_PHASE_REPEAT = 1_000
 
 
 class ProcedureChecks:
@@ -48,9 +52,9 @@ class ProcedureChecks:
         return self._verify_block(stmt, use)  # its epochs: _check_stage_epochs
 
     def _verify_phase(self, stmt: ir.PhaseDecl, use: Use):
-        if stmt.repeat < 1:
-            self.diags.error("KD220", f"phase '{stmt.name}' repeats {stmt.repeat} times", stmt.repeat_span,
-                             hint="a phase runs at least once per step: repeat 1 or more")
+        if not 1 <= stmt.repeat <= MAX_PHASE_REPEAT:
+            self.diags.error("KD220", f"phase '{stmt.name}' repeats {clip(str(stmt.repeat), 40)} times",
+                             stmt.repeat_span, hint=f"a phase runs 1 to {MAX_PHASE_REPEAT:,} times per step")
         return self._verify_block(stmt, use)
 
     def _verify_block(self, block, use: Use):
@@ -166,9 +170,12 @@ class ProcedureChecks:
         # what the models' input depends on: a loss that reads any model's record reaches it
         fed = gradient_reach(source, self.models, self.records) if source is not None else set()
         reported: Set[int] = set()
+        any_loss = any(phase.losses for stage in stages for phase in stage.phases)
         for stage in stages:
             for phase in stage.phases:
-                self._check_reach(stage.name if stage.decl else None, phase, fed, reported)
+                if any_loss and self._check_has_losses(stage, phase):
+                    self._check_reach(stage.name if stage.decl else None, phase, fed, reported)
+                    self._check_default_reach(stage, phase, fed)
         self._check_frozen_connectors(stages)
         self._check_generators(result)
 
@@ -213,6 +220,42 @@ class ProcedureChecks:
                              "optimizing it would train nothing", target.span,
                              hint=f"add a loss that reads a record of '{target.name}'" if target.what != "connector"
                              else f"add a loss that applies '{target.name}'")
+
+    def _check_has_losses(self, stage, phase: Phase) -> bool:
+        """A stage's step, or a declared phase, computes at least one loss: an empty one once
+        crashed the run after its earlier stages had trained (a spec with no loss at all is
+        KD255's)."""
+        if phase.losses:
+            return True
+        block = phase.decl or stage.decl
+        what = f"phase '{phase.name}'" if phase.decl is not None else f"stage '{stage.name}'"
+        self.diags.error("KD220", f"{what} has no loss: its steps would train nothing",
+                         block.name_span if block is not None else None,
+                         hint="declare its losses inside it, or at the top level to hold in every stage")
+        return False
+
+    def _check_default_reach(self, stage, phase: Phase, fed: Set[str]) -> None:
+        """A phase without ``optimize`` trains the student, the trainable teachers and the
+        connectors its losses use: some loss must reach one of them (a generator's phase that
+        forgot ``optimize gen`` once crashed on its first step)."""
+        if phase.optimize_decl is not None or phase.decl is None:
+            return
+        reached: Set[str] = set()
+        for loss in phase.loss_decls:
+            reached |= gradient_reach(loss.call, self.models, self.records, fed)
+        default = {n for n, m in self.models.items() if m.role == "student" or m.trainable}
+        default |= {c for n in self._loss_names(phase) for c in self.uses[n].connectors}
+        if reached & default:
+            return
+        where = f"phase '{phase.name}'" + (f" of stage '{stage.name}'" if stage.decl is not None else "")
+        others = sorted(reached - default)
+        self.diags.error("KD219", f"no loss of {where} reaches what a phase without 'optimize' "
+                         "trains (the student, trainable teachers, connectors)", phase.decl.name_span,
+                         hint=f"say what it trains: optimize {others[0]}" if others else
+                         "add a loss that reads a record of the student")
+
+    def _loss_names(self, phase: Phase) -> List[str]:
+        return [name for name in phase.losses if name in self.uses]
 
     def _trained(self, phase: Phase, name: str) -> bool:
         """Whether ``phase`` trains the connector ``name``."""

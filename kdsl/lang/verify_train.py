@@ -8,7 +8,7 @@ from typing import Dict, Optional
 
 from kdsl.catalog.settings import DATA_OPTIONS, SPEC_SETTINGS, Setting
 from kdsl.core.diagnostics import Note
-from kdsl.core.resolve import REF_PATTERN
+from kdsl.core.resolve import REF_PATTERN, refusal
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
@@ -86,6 +86,8 @@ class TrainBlockChecks:
         if not REF_PATTERN.match(ref):
             self.diags.error("KD405", f"malformed data reference \"{ref}\"", span,
                              hint='write it as "pkg.module:factory"')
+        elif refused := refusal(ref, "data", span):
+            self.diags.add(refused)
 
     def _verify_dataset_options(self, call: ir.Call) -> None:
         """Options of ``dataset(...)`` are literals; the data-loader ones (batch_size, ...) are

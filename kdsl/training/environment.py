@@ -5,7 +5,8 @@ the spec's git commit). :class:`~kdsl.training.rundir.RunDir` writes them as ``s
 
 The git commit is read from the ``.git`` directory next to the spec (HEAD, a loose ref or
 packed-refs), without running git: a spec outside a repository, or a repository this cannot read
-(a worktree, a submodule), records ``null``, silently.
+(a worktree, a submodule), records ``null``, silently. Only regular files are read there, each
+with a size bound: a FIFO or a device named ``HEAD`` never blocks a run.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from kdsl.core.files import read_regular_file
 from kdsl.lang import ir
 
 ENVIRONMENT_FORMAT = "kdsl-environment/1"
+PACKED_REFS_LIMIT = 16 * 1024 * 1024  # a large repository's packed-refs runs to a few MB
 
 
 def spec_files(spec: ir.Spec) -> Dict[str, bytes]:
@@ -110,19 +113,18 @@ def _head(git: str):
     loose = _read(os.path.join(git, *ref.split("/")))
     if loose is not None and _is_sha(loose):
         return loose, branch
-    for line in (_read(os.path.join(git, "packed-refs")) or "").splitlines():
+    for line in (_read(os.path.join(git, "packed-refs"), PACKED_REFS_LIMIT) or "").splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1] == ref and _is_sha(parts[0]):
             return parts[0], branch
     return None, branch
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(4096).strip()
-    except OSError:
-        return None
+def _read(path: str, limit: int = 4096) -> Optional[str]:
+    """A git file's text: only a regular file, and at most ``limit`` bytes (anyone can make
+    ``/tmp/.git/HEAD`` a FIFO, which a plain open would wait on forever)."""
+    data = read_regular_file(path, limit)
+    return None if data is None else data.decode("utf-8", errors="replace").strip()
 
 
 def _is_sha(text: str) -> bool:

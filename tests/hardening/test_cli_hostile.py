@@ -54,3 +54,37 @@ def test_closed_stdout_on_a_long_listing_exits_141():
                           timeout=120)
     assert done.stdout.strip() in ("0", "141"), done.stderr
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+
+
+# ------------------------------------------------------------------ #26.15: files that are no spec
+def test_check_names_a_device_for_what_it_is():
+    done = _kdsl("check", "/dev/zero")
+    assert done.returncode == 2 and "not a regular file" in done.stdout + done.stderr
+    assert "no such spec file" not in done.stdout + done.stderr
+
+
+def test_a_binary_file_gets_one_exit_code_from_check_and_fmt(tmp_path):
+    binary = tmp_path / "blob.kd"
+    binary.write_bytes(b"student\n\x00\x01\x02")
+    checked = _kdsl("check", str(binary))
+    formatted = _kdsl("fmt", "--check", str(binary))
+    assert checked.returncode == formatted.returncode == 2, (checked.stdout, formatted.stderr)
+    assert "binary data" in checked.stdout and "binary data" in formatted.stderr
+
+
+def test_fmt_on_a_symlink_formats_its_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.kd"
+    target.write_text("student\nrecord  s   =   output of student\n")
+    link = tmp_path / "link.kd"
+    link.symlink_to(target.name)
+    done = _kdsl("fmt", str(link))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and os.readlink(link) == "real.kd"
+    assert target.read_text() == "student\nrecord s = output of student\n"
+
+
+def test_a_failing_factory_shows_no_cpp_stack():
+    done = _kdsl("modules", "kdsl.zoo:digits_cnn(width=99999999999999999999)")
+    assert done.returncode == 1 and "KD508" in done.stderr and "Overflow" in done.stderr
+    assert "frame #" not in done.stderr and "Exception raised from" not in done.stderr
+    assert len(done.stderr.splitlines()) <= 3

@@ -53,7 +53,7 @@ def test_stdin_is_refused(tmp_path):
 
 
 def test_binary_file_is_not_echoed(tmp_path):
-    secret = tmp_path / "environ"
+    secret = tmp_path / "environ.kd"
     secret.write_bytes(b"SECRET_TOKEN=hunter2\x00PATH=/bin\x00")
     diags, out = _check_include(tmp_path, str(secret))
     assert [d.code for d in diags] == ["KD401"]
@@ -96,3 +96,39 @@ def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
     loaded = kdsl.load(spec)
     assert [r.name for r in loaded.records] == ["s"]
     assert loaded.losses[0].span.line == 3 and loaded.losses[0].span.column == 1
+
+
+# ------------------------------------------------------------------ #26.11: nothing else echoed
+@pytest.mark.parametrize("name", [".env", "keys.txt", "shadow", "maps"])
+def test_an_included_text_file_that_is_not_a_spec_is_never_quoted(tmp_path, name):
+    secret = tmp_path / name
+    secret.write_text("AWS_SECRET_ACCESS_KEY = hunter2\nrecord (( leaked\n", encoding="utf-8")
+    diags, out = _check_include(tmp_path, str(secret))
+    assert [d.code for d in diags] == ["KD401"] and "not a spec file" in diags[0].message
+    assert diags[0].span.file.endswith("main.kd") and diags[0].span.line == 2
+    assert "hunter2" not in out and "AWS_SECRET" not in out and "leaked" not in out
+
+
+# ------------------------------------------------------------------ #26.8/#27.18: the size limit
+def test_an_oversized_spec_is_refused_where_reading_stopped(tmp_path):
+    spec = tmp_path / "huge.kd"
+    line = "record r = output of student.conv1\n"  # 36 bytes
+    spec.write_text("student\n" + line * (MAX_SPEC_BYTES // len(line) + 10), encoding="utf-8")
+    _, diags, sources = check_file(str(spec))
+    (d,) = diags
+    assert d.code == "KD401" and "larger than 512 KiB" in d.message
+    offset_line = (MAX_SPEC_BYTES - 8) // len(line) + 2
+    assert d.span.file == str(spec) and d.span.line == offset_line
+    assert "record r" not in render(diags, sources)  # nothing of an oversized file is quoted
+
+
+def test_includes_share_the_size_limit(tmp_path):
+    # a diamond of includes: each file includes the next twice, 2**20 copies if unbounded
+    part = "record r{n} = output of student.conv1\n" * 200
+    for level in range(20):
+        nxt = f'include "l{level + 1}.kd"\n' * 2 if level < 19 else ""
+        (tmp_path / f"l{level}.kd").write_text(part.format(n=level) + nxt, encoding="utf-8")
+    (tmp_path / "main.kd").write_text('student\ninclude "l0.kd"\n', encoding="utf-8")
+    _, diags, _ = check_file(str(tmp_path / "main.kd"))
+    too_large = [d for d in diags if d.code == "KD401"]
+    assert too_large and "with its includes" in too_large[0].message

@@ -51,10 +51,10 @@ def _compile(text: str, dry: bool = True):
 
 
 @pytest.mark.parametrize("line, what", [
-    ('record x = output of function "os:system" in student\n', 'function "os:system"'),
-    ('record x = input 0 of function "builtins:open" in student\n', 'function "builtins:open"'),
-    ('deliver output of method "subprocess:Popen.__init__" from teacher to student\n',
-     'method "subprocess:Popen.__init__"'),
+    ('record x = output of function "json:dumps" in student\n', 'function "json:dumps"'),
+    ('record x = input 0 of function "textwrap:dedent" in student\n', 'function "textwrap:dedent"'),
+    ('deliver output of method "json:JSONEncoder.encode" from teacher to student\n',
+     'method "json:JSONEncoder.encode"'),
 ])
 def test_targets_outside_the_models_code_are_refused(line, what):
     text = BASE + line
@@ -67,6 +67,20 @@ def test_targets_outside_the_models_code_are_refused(line, what):
     assert diag.span.line == 6 and text.splitlines()[5][diag.span.column - 1:].startswith(f'"{module}:')
     assert diag.hints[0] == f'if the spec means to reach it, import its module: import "{module}"'
     assert diag.hints[1] == "the models' code: the packages kdsl, torch"
+
+
+@pytest.mark.parametrize("line", [
+    'record x = output of function "os:system" in student\n',
+    'record x = input 0 of function "builtins:open" in student\n',
+    'deliver output of method "subprocess:Popen.__init__" from teacher to student\n',
+])
+def test_targets_in_system_modules_are_refused_even_when_imported(line):
+    # os, builtins, subprocess: KD406 when the spec is read, whatever it imports (no KD520 hint
+    # to `import "os"`, which is refused too)
+    module = line.split('"')[1].split(":")[0]
+    with pytest.raises(kdsl.KdslError) as info:
+        kdsl.loads(f'import "{module}"\n' + BASE + line, "s.kd")
+    assert {d.code for d in info.value.errors} == {"KD406"}
 
 
 def test_a_refused_target_is_never_imported(probe):

@@ -86,7 +86,7 @@ def test_an_error_at_a_use_points_at_the_param():
 
 def test_explain_lists_the_params_and_shows_their_values_in_place():
     torch = pytest.importorskip("torch")
-    from kdsl.compiler.explain import explain, losses_table
+    from kdsl.reports.explain import explain, losses_table
 
     spec = load("param tau = 4\nparam w = 0.5\n" + MODELS + "loss kd = kl_div(s, t, tau=tau) * w\n")
     student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
