@@ -22,6 +22,39 @@ def test_readme_has_no_placeholders_left():
     assert not re.search(r"\b[A-Z]+(?:_[A-Z]+)*_(?:TABLE|SECONDS|MINUTES|DELTA|TIME)\b", README)
 
 
+def _ci_readme_commands():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / ".ci" / "readme_commands.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.readme_commands(README)
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    """#27.1: `.ci/run` runs the README's two commands as they are written, and installs nothing
+    before the tests that the README's install line does not."""
+    assert _ci_readme_commands() == ['pip install torch==2.13.0 ".[test]" && kdsl train specs/digits/kd.kd',
+                                     "python -m pytest"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    before_tests = ci.split('eval "$test_command"')[0]
+    assert 'eval "$install_and_main_job"' in before_tests
+    assert "pip install" not in before_tests.replace("$install_and_main_job", "")
+
+
+def test_test_extra_holds_every_optional_package_the_suite_uses():
+    """#27.1: after the README's install (`.[test]`) the suite needs nothing more: each optional
+    extra is part of `[test]`, except the Hugging Face one, which .ci/run installs after the README's
+    commands for tests/hubs (whose tests skip without it, saying so)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    test_extra = set(extras["test"])
+    for name, requirements in extras.items():
+        if name not in ("test", "hf"):
+            assert set(requirements) <= test_extra, (name, set(requirements) - test_extra)
+
+
 def test_quick_start_main_job(tmp_path):
     """`kdsl train specs/digits/kd.kd`, from a fresh directory holding the specs."""
     assert "pip install torch==2.13.0 \".[test]\" && kdsl train specs/digits/kd.kd" in README
