@@ -83,3 +83,12 @@ def test_train_reports_the_reference_at_its_spec_position(digits, cli):
     assert code == 1
     assert f"{digits}:15:18: error[KD503]: 'kdsl.data' has no attribute 'digitz'" in out + err
     assert not (digits.parent / "run").exists()
+
+
+def test_train_locates_a_data_factory_it_cannot_import(digits, cli):
+    """Outside kdsl a reference is imported only by `train`: what fails there is located too."""
+    _edit(digits, '"kdsl.data:digits"', '"nosuchpkg_for_kdsl.data:digits"')
+    code, out, err = cli("train", str(digits), "--epochs", "1", "--out", str(digits.parent / "run"))
+    assert code == 1
+    assert f"{digits}:15:18: error[KD404]: cannot import \"nosuchpkg_for_kdsl.data\"" in out + err
+    assert "^^^^^^^^^^^^^^^^^^" in out + err
