@@ -153,3 +153,27 @@ def test_the_published_checksums_are_the_releases():
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5:c58f30108f718f92721af3b95e74349a", 170_498_071)
     assert kdsl.data.CIFAR_ARCHIVES["CIFAR-100"] == Remote(
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "md5:eb9058c3a382ffc7106e4002c42a8d85", 169_001_437)
+
+
+def test_every_cifar_spec_says_how_to_get_its_teacher_and_data():
+    """Each spec whose teacher loads CIFAR weights names the teacher spec that trains them (which
+    exists, downloads its data and passes `kdsl check`) and how to get the data."""
+    import re
+
+    from kdsl.lang.loader import check_file
+
+    root = Path(__file__).resolve().parents[2]
+    teachers = set()
+    for spec in sorted((root / "specs").glob("*.kd")):
+        text = spec.read_text()
+        for name in set(re.findall(r'from "checkpoints/(\w+_cifar\d+)\.pt"', text)):
+            assert f"`kdsl train specs/teachers/{name}.kd`" in text, (spec.name, name)
+            assert f"runs/{name}/student.pt to specs/checkpoints/{name}.pt" in text, (spec.name, name)
+            assert "download=true" in text, spec.name
+            teachers.add(name)
+    assert teachers == {"resnet32x4_cifar100", "wrn_40_2_cifar100", "wrn_40_2_cifar10"}
+    for name in teachers:
+        path = root / "specs" / "teachers" / f"{name}.kd"
+        loaded, diags, _ = check_file(str(path))
+        assert loaded is not None and not diags, [d.message for d in diags]
+        assert "download=true" in path.read_text()
