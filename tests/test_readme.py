@@ -298,3 +298,23 @@ def test_codes_table_lists_every_code():
 
     for code, entry in CODES.items():
         assert f"| {code} | {entry.title} |" in DOCS["diagnostics.md"], code
+
+
+# Commands of other tools that the pages show next to kdsl's (installing and viewing TensorBoard).
+OTHER_TOOLS = ("pip install tensorboard", "tensorboard --logdir ")
+RUN_HERE = ("kdsl check specs/*.kd specs/digits/*.kd specs/lm/*.kd",
+            "kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss")
+
+
+def test_every_command_in_a_code_block_is_tested():
+    """Each command line in a code block of the README or a docs page is one the tests here run
+    (or CI runs: the README's two), or a template COVERED names with the tests that exercise it."""
+    known = [*_ci_readme_commands(), *RUN_HERE, *LITERAL,
+             *(text for text, _, _ in COVERED if text.startswith(("kdsl ", "python ")))]
+    for path, text in PAGES.items():
+        for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            for line in block.splitlines():
+                command = line.split("  #")[0].strip()
+                if not re.match(r"(kdsl|python|pip|tensorboard|torchrun)\b", command):
+                    continue
+                assert command in known or command.startswith(OTHER_TOOLS), (path, command)
