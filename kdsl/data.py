@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdsl.core.diagnostics import error
-from kdsl.core.download import Remote, extract_folder, fetch
+from kdsl.core.download import Remote, exclusive, extract_folder, fetch
 from kdsl.text_data import text  # noqa: F401 - kdsl.data:text, the token-window reader
 
 __all__ = [
@@ -298,8 +298,11 @@ def _located(root: PathLike, folder: str, files: Sequence[str], name: str, downl
     if os.environ.get(MIRROR_ENV):
         remote = dataclasses.replace(remote, url=os.environ[MIRROR_ENV].rstrip("/") + "/" + remote.name)
     root = Path(root).expanduser()
-    archive = fetch(remote, root / remote.name)
-    extract_folder(archive, folder, root)
+    with exclusive(root / f".{remote.name}.lock"):
+        try:  # another process may have finished it while this one waited
+            return _locate(root, folder, files, name)
+        except FileNotFoundError:
+            extract_folder(fetch(remote, root / remote.name), folder, root)
     return _locate(root, folder, files, name)
 
 

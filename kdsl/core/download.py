@@ -16,9 +16,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
 CHUNK = 1 << 20
 
@@ -39,6 +40,24 @@ class Remote:
     @property
     def name(self) -> str:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed): processes that download the same
+    file at once (the ranks of a ``torchrun``) take turns, and the later ones find it done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def file_checksum(path: Path, algorithm: str) -> str:

@@ -92,7 +92,8 @@ def test_download_fetches_verifies_and_extracts_once(server, tmp_path):
     splits = kdsl.data.cifar10(root=str(tmp_path / "c10"), download=True)
     assert len(splits.train) == 15 and len(splits.val) == 3 and splits.num_classes == 10
     assert sorted(p.name for p in (tmp_path / "c10" / "cifar-10-batches-py").iterdir()) == sorted(FILES)
-    assert sorted(p.name for p in (tmp_path / "c10").iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+    assert sorted(p.name for p in (tmp_path / "c10").iterdir()) == [".cifar-10-python.tar.gz.lock", "cifar-10-batches-py",
+                                                                   "cifar-10-python.tar.gz"]
     kdsl.data.cifar10(root=str(tmp_path / "c10"), download=True)
     assert len(server.requests) == 1  # found the second time: nothing fetched
 
@@ -123,7 +124,7 @@ def test_a_checksum_mismatch_keeps_nothing(server, tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match="do not match the published checksum") as caught:
         kdsl.data.cifar10(root=str(tmp_path), download=True)
     assert "runs again" not in str(caught.value) and "afresh" in str(caught.value)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".cifar-10-python.tar.gz.lock"]
 
 
 def test_without_download_nothing_is_fetched_and_the_message_offers_it(server, tmp_path):
@@ -177,3 +178,12 @@ def test_every_cifar_spec_says_how_to_get_its_teacher_and_data():
         loaded, diags, _ = check_file(str(path))
         assert loaded is not None and not diags, [d.message for d in diags]
         assert "download=true" in path.read_text()
+
+
+def test_processes_downloading_at_once_take_turns(server, tmp_path):
+    """The ranks of a torchrun all call the reader: one downloads, the others wait and find it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        sizes = list(pool.map(lambda _: len(kdsl.data.cifar10(root=str(tmp_path), download=True).train), range(3)))
+    assert sizes == [15, 15, 15] and len(server.requests) == 1
