@@ -9,7 +9,6 @@ that import them: importing user code is what ``kdsl check`` without models neve
 
 from __future__ import annotations
 
-import ast
 import functools
 import os
 import re
@@ -61,6 +60,8 @@ def _written_in(name: str, path: str) -> bool:
 def _top_level_names(path: str) -> Optional[FrozenSet[str]]:
     """The names a module file binds at its top level; None when they cannot be known statically
     (a module ``__getattr__`` or a star import)."""
+    import ast  # only for a name the word search did not find: most checks never parse
+
     tree = ast.parse(_source(path), path)
     names = set()
     for node in tree.body:
