@@ -3,8 +3,9 @@
     python bench/check_time.py [--runs 10] [--baseline DIR] [SPEC ...]
 
 Every spec under specs/ (or the ones given) is checked in a fresh process ``--runs`` times, round
-by round interleaved with ``python -c pass`` and ``python -c "import kdsl"``, so that machine noise
-hits all of them alike. The figures are medians of the wall-clock time and of the CPU time
+by round interleaved with ``python -c pass``, ``python -c "import pydantic, lark"`` (the floor: the
+libraries a check cannot do without) and ``python -c "import kdsl"``, so that machine noise hits all
+of them alike. The last line gives ``kdsl check`` over that floor (issue #27, item 5b: at most 2x). The figures are medians of the wall-clock time and of the CPU time
 (user + system, from the child's rusage: steadier than wall time on a machine busy with other
 work). The command is ``python -m kdsl check SPEC`` with this interpreter (a shell shim such as
 pyenv's adds its own start-up, which is not kdsl's).
@@ -25,6 +26,8 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOOR = "import pydantic, lark"
+CHECK = "kdsl check (this tree)"
 
 
 def timed(cmd: List[str], pythonpath: Optional[str] = None) -> Tuple[float, float]:
@@ -52,8 +55,9 @@ def main() -> None:
     py = sys.executable
     cases: Dict[str, Tuple[List[List[str]], Optional[str]]] = {
         "python -c pass": ([[py, "-c", "pass"]], None),
+        FLOOR: ([[py, "-c", "import pydantic, lark"]], None),
         "python -c 'import kdsl'": ([[py, "-c", "import kdsl"]], None),
-        "kdsl check (this tree)": ([[py, "-m", "kdsl", "check", s] for s in specs], ROOT),
+        CHECK: ([[py, "-m", "kdsl", "check", s] for s in specs], ROOT),
     }
     if args.baseline:
         cases["kdsl check (baseline)"] = ([[py, "-m", "kdsl", "check", s] for s in specs],
@@ -66,10 +70,12 @@ def main() -> None:
     load = "load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
     print(f"{len(specs)} specs, {args.runs} runs each, {os.cpu_count()} CPUs, {load}")
     print(f"  {'command':<28} {'wall median':>12} {'CPU median':>12}")
+    medians: Dict[str, Tuple[float, float]] = {}
     for name, runs in times.items():
-        wall = statistics.median(w for w, _ in runs)
-        cpu = statistics.median(c for _, c in runs)
-        print(f"  {name:<28} {wall:>10.3f} s {cpu:>10.3f} s")
+        medians[name] = (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+        print(f"  {name:<28} {medians[name][0]:>10.3f} s {medians[name][1]:>10.3f} s")
+    (wall, cpu), (floor_wall, floor_cpu) = medians[CHECK], medians[FLOOR]
+    print(f"kdsl check over `python -c \"{FLOOR}\"`: {wall / floor_wall:.2f}x wall, {cpu / floor_cpu:.2f}x CPU")
 
 
 if __name__ == "__main__":

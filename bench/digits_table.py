@@ -1,4 +1,4 @@
-"""The README's results table: each digits spec trained with `kdsl train` over several seeds.
+"""The results table of docs/results.md: each digits spec trained with `kdsl train` over several seeds.
 
     python bench/digits_table.py [--seeds 5] [--out runs/table] [--epochs N]
 

@@ -1,5 +1,5 @@
-"""The README's language-model table: validation perplexity of the teacher (specs/lm/teacher.pt,
-trained by specs/lm/teacher.kd) and of the student trained on labels only (baseline.kd), with
+"""The language-model table of docs/language-models.md: validation perplexity of the teacher
+(specs/lm/teacher.pt, trained by specs/lm/teacher.kd) and of the student trained on labels only (baseline.kd), with
 token-level KD (kd.kd) and with token-level reverse KL (reverse_kl.kd), over three seeds.
 
     python bench/lm_table.py                 # the table (about 15 min of one CPU thread)

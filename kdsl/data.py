@@ -11,7 +11,10 @@ so that models and shape checks can be set up before any data is read.
   largest pixel value and class count), then ``n * height * width`` uint8 pixels (image-major,
   row-major), then ``n`` uint8 labels.
 * :func:`cifar10` / :func:`cifar100`: the python-pickle releases from
-  https://www.cs.toronto.edu/~kriz/cifar.html, read from a local folder (nothing is downloaded).
+  https://www.cs.toronto.edu/~kriz/cifar.html, read from a local folder; with ``download=True`` a
+  missing release is downloaded there first (resumable, checked against the published MD5,
+  extracted atomically: :mod:`kdsl.core.download`). ``KDSL_CIFAR_MIRROR=URL`` fetches the same
+  archives from a mirror (the checksums still apply).
 
 Datasets are tensor-backed; ``dataset[i]`` returns ``(image, label)`` with a float image tensor and
 an int64 label. Random augmentation draws from torch's global generator; kdsl's training loader
@@ -21,7 +24,9 @@ so a sample's augmentation at an epoch is the same in every run, process and dat
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import os
 import pickle
 import struct
 from functools import lru_cache
@@ -33,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdsl.core.diagnostics import error
+from kdsl.core.download import Remote, exclusive, extract_folder, fetch
 from kdsl.text_data import text  # noqa: F401 - kdsl.data:text, the token-window reader
 
 __all__ = [
@@ -266,8 +272,38 @@ def _locate(root: PathLike, folder: str, files: Sequence[str], name: str) -> Pat
         f"Name the folder: --data 'kdsl.data:{reader}(root=\"PATH\")' (relative to the working "
         f"directory), or root=\"PATH\" in the spec's dataset(...) (relative to the spec file). "
         f"It holds the files {', '.join(files)} (the python version of {name}, from {_CIFAR_URL}, "
-        f"extracted)."
+        f"extracted); download=true in dataset(...) or --data downloads it there."
     )
+
+
+# The python releases, with the checksums their publisher gives (MD5; torchvision checks the same).
+CIFAR_ARCHIVES = {
+    "CIFAR-10": Remote("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                       "md5:c58f30108f718f92721af3b95e74349a", 170_498_071),
+    "CIFAR-100": Remote("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                        "md5:eb9058c3a382ffc7106e4002c42a8d85", 169_001_437),
+}
+MIRROR_ENV = "KDSL_CIFAR_MIRROR"
+
+
+def _located(root: PathLike, folder: str, files: Sequence[str], name: str, download: bool) -> Path:
+    """The folder holding ``files``; with ``download``, a release not found under ``root`` is
+    downloaded to ``root`` and extracted there first."""
+    try:
+        return _locate(root, folder, files, name)
+    except FileNotFoundError:
+        if not download:
+            raise
+    remote = CIFAR_ARCHIVES[name]
+    if os.environ.get(MIRROR_ENV):
+        remote = dataclasses.replace(remote, url=os.environ[MIRROR_ENV].rstrip("/") + "/" + remote.name)
+    root = Path(root).expanduser()
+    with exclusive(root / f".{remote.name}.lock"):
+        try:  # another process may have finished it while this one waited
+            return _locate(root, folder, files, name)
+        except FileNotFoundError:
+            extract_folder(fetch(remote, root / remote.name), folder, root)
+    return _locate(root, folder, files, name)
 
 
 def _batch_arrays(path: Path, label_key: str, num_classes: int, numpy: Any) -> Tuple[torch.Tensor, List[int]]:
@@ -318,33 +354,38 @@ def _cifar(folder: Path, train_files: Sequence[str], val_files: Sequence[str], l
     )
 
 
-def cifar10(root: PathLike = "data/cifar10", augment: bool = True) -> Splits:
+def cifar10(root: PathLike = "data/cifar10", augment: bool = True, download: bool = False) -> Splits:
     """CIFAR-10 from the python release: 50000 training and 10000 test (validation) images.
 
     ``root`` may be the folder that contains ``cifar-10-batches-py`` or that folder itself. Images
     are kept as uint8 and normalised on access with :data:`CIFAR10_MEAN`/:data:`CIFAR10_STD`; the
     training set is augmented (random 4-pixel-padded crop and horizontal flip) when ``augment``.
+    ``download``: when the files are in neither place, download the release (170 MB) to ``root``
+    and extract it there (see :data:`CIFAR_ARCHIVES`).
 
     Raises:
         FileNotFoundError: the batch files are in neither place; the message lists both paths.
+        kdsl.core.download.DownloadError: the download failed or its checksum did not match.
         ImportError: numpy is not installed.
     """
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    folder = _locate(root, "cifar-10-batches-py", train_files + ["test_batch"], "CIFAR-10")
+    folder = _located(root, "cifar-10-batches-py", train_files + ["test_batch"], "CIFAR-10", download)
     return _cifar(folder, train_files, ["test_batch"], "labels", 10, CIFAR10_MEAN, CIFAR10_STD, augment)
 
 
-def cifar100(root: PathLike = "data/cifar100", augment: bool = True) -> Splits:
+def cifar100(root: PathLike = "data/cifar100", augment: bool = True, download: bool = False) -> Splits:
     """CIFAR-100 (fine labels) from the python release: 50000 training and 10000 test images.
 
     ``root`` may be the folder that contains ``cifar-100-python`` or that folder itself; otherwise
-    as :func:`cifar10`, normalising with :data:`CIFAR100_MEAN`/:data:`CIFAR100_STD`.
+    as :func:`cifar10` (``download`` included: 169 MB), normalising with
+    :data:`CIFAR100_MEAN`/:data:`CIFAR100_STD`.
 
     Raises:
         FileNotFoundError: ``train``/``test`` are in neither place; the message lists both paths.
+        kdsl.core.download.DownloadError: the download failed or its checksum did not match.
         ImportError: numpy is not installed.
     """
-    folder = _locate(root, "cifar-100-python", ["train", "test"], "CIFAR-100")
+    folder = _located(root, "cifar-100-python", ["train", "test"], "CIFAR-100", download)
     return _cifar(folder, ["train"], ["test"], "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD, augment)
 
 

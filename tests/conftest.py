@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -41,22 +43,35 @@ def cli():
 REFERENCE_SKIP = "reference vectors not found"
 
 
+def _skip_reason(report) -> str:
+    longrepr = getattr(report, "longrepr", None)
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _tests(count: int) -> str:
+    return f"{count} test{'s' if count != 1 else ''}"
+
+
 def reference_skip_line(reports) -> str:
     """The summary line for the reference-vector tests skipped among ``reports`` ('' for none)."""
-    count = 0
-    for rep in reports:
-        longrepr = getattr(rep, "longrepr", None)
-        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
-        if REFERENCE_SKIP in reason:
-            count += 1
+    count = sum(REFERENCE_SKIP in _skip_reason(rep) for rep in reports)
     if not count:
         return ""
-    return (f"{count} test{'s' if count != 1 else ''} skipped: ../shared/reference not found "
+    return (f"{_tests(count)} skipped: ../shared/reference not found "
             "(MMRazor/torchdistill reference vectors; set KDSL_SHARED or KDSL_REFERENCE_DIR, "
             "CI sets KDSL_REQUIRE_SHARED=1)")
 
 
+def skip_summary_lines(reports) -> List[str]:
+    """Why tests skipped, one line per reason with its count (the reference vectors' line first):
+    pytest's own quiet summary only counts them, and a skip must say why (an optional package that
+    is not installed, a tool that is missing)."""
+    reasons = Counter(_skip_reason(rep) for rep in reports if REFERENCE_SKIP not in _skip_reason(rep))
+    lines = [reference_skip_line(reports)] + [f"{_tests(n)} skipped: {reason}" for reason, n in sorted(reasons.items())]
+    return [line for line in lines if line]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    line = reference_skip_line(terminalreporter.stats.get("skipped", []))
-    if line:
+    for line in skip_summary_lines(terminalreporter.stats.get("skipped", [])):
         terminalreporter.write_line(line, yellow=True)

@@ -22,3 +22,24 @@ def test_summary_names_the_missing_reference_vectors(tmp_path):
     line = next((l for l in proc.stdout.splitlines() if "../shared/reference not found" in l), "")
     assert line.startswith(f"{skipped.group(1)} test"), proc.stdout[-2000:]
     assert "MMRazor/torchdistill reference vectors" in line
+
+
+def test_every_skip_says_why_in_the_summary():
+    """#27.1: a test that needs an optional package skips saying why, and the default (quiet)
+    summary shows each reason with its count, not only "N skipped"."""
+    from types import SimpleNamespace
+
+    from conftest import REFERENCE_SKIP, skip_summary_lines
+
+    def skipped(reason):
+        return SimpleNamespace(longrepr=("tests/x.py", 3, f"Skipped: {reason}"))
+
+    reports = [skipped("could not import 'timm': No module named 'timm'"),
+               skipped(f"{REFERENCE_SKIP}: loss_vectors.json"),
+               skipped("could not import 'timm': No module named 'timm'"),
+               skipped("graphviz's dot is not installed")]
+    lines = skip_summary_lines(reports)
+    assert lines[0].startswith("1 test skipped: ../shared/reference not found")
+    assert lines[1:] == ["2 tests skipped: could not import 'timm': No module named 'timm'",
+                         "1 test skipped: graphviz's dot is not installed"]
+    assert skip_summary_lines([]) == []

@@ -13,7 +13,7 @@ from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.resolve import import_module
 from kdsl.core.suggest import did_you_mean
-from kdsl.io.checkpoint_file import check_checkpoint_path
+from kdsl.io.checkpoint_file import missing_weights, spec_relative
 from kdsl.io.weights import load_into
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
@@ -97,8 +97,6 @@ def _look_for_checkpoint(plan: Plan, decl: ir.ModelDecl) -> None:
 def look_for_connector_weights(plan: Plan) -> Plan:
     """:func:`~kdsl.compiler.params.load_connector_weights` for inspection: each connector's
     ``from "FILE"`` looked for (KD530 when missing), nothing read."""
-    from kdsl.compiler.params import spec_relative
-
     for decl in plan.spec.connectors:
         if decl.checkpoint is not None:
             span = decl.checkpoint_span or decl.span
@@ -107,13 +105,8 @@ def look_for_connector_weights(plan: Plan) -> Plan:
 
 
 def _look_for(plan: Plan, path: str, span) -> None:
-    try:
-        check_checkpoint_path(path, span, code="KD530",
-                              hint="weights are not loaded here, so this is a warning; `kdsl train` "
-                              "needs the file (paths in a spec are relative to the spec file)")
-    except KdslError as exc:
-        for d in exc.diagnostics:
-            plan.diags.add(d.model_copy(update={"severity": "warning"}))
+    for warning in missing_weights(path, span):
+        plan.diags.add(warning)
 
 
 def _bind(plan: Plan, load: bool) -> Plan:

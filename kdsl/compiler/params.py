@@ -5,25 +5,16 @@ itself is :meth:`kdsl.runtime.distiller.Distiller.apply_inits`, once when a run 
 
 from __future__ import annotations
 
-import os
-from typing import List, Optional
+from typing import List
 
 from torch import nn
 
 from kdsl.compiler.paths import find_module
 from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError, Note
-from kdsl.core.span import Span
+from kdsl.io.checkpoint_file import spec_relative
 from kdsl.io.weights import load_into
 from kdsl.lang import ir
-
-
-def spec_relative(path: str, span: Optional[Span]) -> str:
-    """``path`` as a spec means it: relative to the spec file that wrote it."""
-    if os.path.isabs(path):
-        return path
-    base = os.path.dirname(span.file) if span and not span.file.startswith("<") else ""
-    return os.path.join(base, path)
 
 
 def load_connector_weights(plan: Plan) -> Plan:

@@ -14,9 +14,9 @@ import os
 import re
 import stat
 import warnings
-from typing import Any, BinaryIO, Optional, Tuple
+from typing import Any, BinaryIO, List, Optional, Tuple
 
-from kdsl.core.diagnostics import KdslError, error
+from kdsl.core.diagnostics import Diagnostic, KdslError, error
 from kdsl.core.span import Span
 
 # Far above any model kdsl distils; what it stops is a sparse or runaway file read into memory.
@@ -52,6 +52,28 @@ def check_checkpoint_path(path: str, span: Optional[Span] = None, code: str = "K
         raise error(code, f"{path} is larger than {MAX_CHECKPOINT_BYTES // 1024 ** 3} GiB "
                     f"({info.st_size:,} bytes): not read as a checkpoint", span)
     return info
+
+
+def spec_relative(path: str, span: Optional[Span]) -> str:
+    """``path`` as a spec means it: relative to the spec file that wrote it."""
+    if os.path.isabs(path):
+        return path
+    base = os.path.dirname(span.file) if span and not span.file.startswith("<") else ""
+    return os.path.join(base, path)
+
+
+NOT_LOADED_HINT = ("weights are not loaded here, so this is a warning; `kdsl train` needs the file "
+                   "(paths in a spec are relative to the spec file)")
+
+
+def missing_weights(path: str, span: Optional[Span]) -> List[Diagnostic]:
+    """A KD530 warning when ``path`` is not a readable regular file (one ``stat``, nothing
+    opened): what inspection without weights says where ``kdsl train`` would fail."""
+    try:
+        check_checkpoint_path(path, span, code="KD530", hint=NOT_LOADED_HINT)
+    except KdslError as exc:
+        return [d.model_copy(update={"severity": "warning"}) for d in exc.diagnostics]
+    return []
 
 
 def open_checkpoint(path: str, span: Optional[Span] = None, code: str = "KD509") -> BinaryIO:

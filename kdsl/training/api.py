@@ -57,7 +57,7 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     run_dir.prepare(resume=resume, eval_only=eval_only, overwrite=overwrite)
     seed_everything(cfg.seed)
     # a generator's run may have no data at all (it then evaluates nothing)
-    data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world)
+    data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world, _data_span(loaded, cfg))
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
                           truncate=cfg.truncate)
@@ -77,6 +77,15 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
             result = _fit(trainer, resume)
     end_distributed(dist)
     return result
+
+
+def _data_span(spec: ir.Spec, cfg):
+    """Where the spec names the run's data (its reference), when the data is the spec's."""
+    setting = spec.train.get("data") if cfg.sources.get("data") == "spec" else None
+    if setting is None:
+        return None
+    value = setting.value
+    return (value.args[0].span if isinstance(value, ir.Call) and value.args else value.span) or setting.span
 
 
 def _set_threads(cfg, distiller) -> None:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kdsl.core.diagnostics import error
 from kdsl.core.resolve import import_ref
+from kdsl.core.span import Span
 from kdsl.data import split_result
 from kdsl.training.rng import epoch_seed
 
@@ -128,19 +129,20 @@ class Data:
         self.train.generator.manual_seed(epoch_seed(self.seed, epoch))
 
 
-def load_data(cfg, rank: int, world: int) -> Data:
-    """Call the data factory of ``cfg.data`` and wrap its datasets in kdsl's loaders."""
+def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
+    """Call the data factory of ``cfg.data`` and wrap its datasets in kdsl's loaders; ``span``, where
+    the spec names the data, locates what goes wrong."""
     if cfg.data is None:
         raise error("KD702", "no data: the spec's train block names none and --data was not given",
                     hint='add data = dataset("kdsl.data:digits") to the train block, or pass --data kdsl.data:digits')
     ref, options = cfg.data
-    factory = import_ref(ref, "data")
+    factory = import_ref(ref, "data", span)
     try:
         result = factory(**options)
     except FileNotFoundError as exc:
-        raise error("KD702", f"data '{ref}': {exc}") from None
+        raise error("KD702", f"data '{ref}': {exc}", span) from None
     except Exception as exc:  # noqa: BLE001
-        raise error("KD702", f"data factory '{ref}' failed: {type(exc).__name__}: {exc}") from None
+        raise error("KD702", f"data factory '{ref}' failed: {type(exc).__name__}: {exc}", span) from None
     train, val, num_classes = split_result(result, ref)
     if isinstance(train, DataLoader) or isinstance(val, DataLoader):
         raise error("KD702", f"data factory '{ref}' returned DataLoaders; return datasets so that "

@@ -66,6 +66,8 @@ def test_where_and_how_it_runs_may_change(finished, tmp_path):
     the resumed session's."""
     import shutil
 
+    pytest.importorskip("tensorboard", reason="--tensorboard needs the tensorboard package (the [test] extra has it)")
+
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     rc, out, err = _resume(run, "--threads", "2", "--device", "cpu", "--progress-every", "5",
