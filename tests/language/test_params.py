@@ -34,7 +34,7 @@ def test_fmt_lines_params_up_like_other_declarations():
 
 def test_a_param_stands_wherever_a_literal_may():
     spec = load('param tau = 4\nparam alpha = 0.5\nparam w = alpha\nparam n = 3\nparam hidden = 8\n'
-                'student = model("kdsl.zoo:mlp", hidden=hidden)\nteacher\n'
+                'student = model("kdsl.zoo:digits_mlp", width=hidden)\nteacher\n'
                 "record s = output of student\nrecord t = output of teacher\n"
                 "loss kd = kl_div(s, argmax(t, dim=n), tau=tau) * w\n"
                 "loss ramp = mse(s, t) * linear(0.0, end=alpha, epochs=n)\n"
