@@ -42,13 +42,7 @@ class TensorBoardLogger:
     (the steps after the checkpoint it resumes from, which are trained again)."""
 
     def __init__(self, folder: str, purge_step: Optional[int] = None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise error("KD726", "--tensorboard needs the tensorboard package, which is not installed",
-                        hint="pip install tensorboard (or pip install 'kdsl[tensorboard]'), or run "
-                        "without --tensorboard") from None
-        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self.writer = _summary_writer()(log_dir=folder, purge_step=purge_step)
 
     def log_scalars(self, step: int, scalars: Dict[str, float]) -> None:
         for tag, value in scalars.items():
@@ -57,6 +51,24 @@ class TensorBoardLogger:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+def _summary_writer():
+    """torch's SummaryWriter class; KD726 when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise error("KD726", "--tensorboard needs the tensorboard package, which is not installed",
+                    hint="pip install tensorboard (or pip install 'kdsl[tensorboard]'), or run "
+                    "without --tensorboard") from None
+    return SummaryWriter
+
+
+def check_loggers(cfg) -> None:
+    """KD726 when a logger the settings ask for cannot be imported: checked before the run
+    writes anything."""
+    if cfg.tensorboard:
+        _summary_writer()
 
 
 class RunLog:

@@ -23,12 +23,13 @@ from torch import nn
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
 from kdsl.training import distributed
+from kdsl.training.curves import CurvesPacer
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
-from kdsl.training.loggers import RunLog
+from kdsl.training.loggers import TENSORBOARD_FOLDER, RunLog, check_loggers
 from kdsl.training.metrics import EpochSums
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
@@ -62,6 +63,8 @@ class Trainer:
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
+        self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
+        self.start_lr: Optional[float] = None  # the first step's learning rate (curves.png's lr at epoch 0)
 
     def _steps_per_epoch(self) -> int:
         """``steps_per_epoch`` when set: a generator's epoch, or a data epoch cut short (for a
@@ -166,6 +169,10 @@ class Trainer:
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
+            check_loggers(self.cfg)  # before begin(): a run refused here leaves an old run as it was
+            self.run_dir.begin(fresh=state is None)
+            if self.cfg.tensorboard:
+                self.run_dir.claim(TENSORBOARD_FOLDER + "/")
             self.log = RunLog.open(self.cfg, self.run_dir.path, self.global_step)
             record_start(self.run_dir, self.spec, self.cfg, self.device, resume)
         if state is None:
@@ -203,6 +210,8 @@ class Trainer:
         if self.data is not None:
             self.data.start_epoch(epoch)
         self.distiller.train()
+        if epoch == 0:
+            self.start_lr = stage.phases[0].optimizer.param_groups[0]["lr"]
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
         sums = self.train_epoch(epoch)
         if self.dist.enabled:
@@ -221,8 +230,10 @@ class Trainer:
         run_best(self)  # on every rank (the rows agree): KD725 stops them all, before any file
         if self.dist.main:
             self.run_dir.write_metrics(self.history)
-            note = self.run_dir.write_curves(self.history, self.teachers)
-            if note and epoch + 1 == cfg.epochs:
+            final = epoch + 1 == cfg.epochs
+            note = self.curves.draw(lambda: self.run_dir.write_curves(self.history, self.teachers, self.start_lr),
+                                    final)
+            if note and final:
                 self.reporter.warning(note)
             self.save(epoch + 1)  # the checkpoint last: the epoch's commit point
         barrier(self.dist)

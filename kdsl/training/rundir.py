@@ -57,7 +57,13 @@ from kdsl.training.report import RunFiles
 CHECKPOINT_FORMAT = "kdsl-run/2"
 KILL_AT_ENV = "KDSL_KILL_AT"
 KILL_TRACE_ENV = "KDSL_KILL_TRACE"
+MANIFEST = "kdsl-run.json"
+MANIFEST_FORMAT = "kdsl-run-files/1"
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
+# what a run directory of a kdsl from before the manifest holds (adopted when it is resumed)
+_RUN_FILES = ("checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png",
+              "summary.json", "environment.json")
+_RUN_FOLDERS = ("models", "connectors", "spec", "tensorboard")
 _points_passed = 0  # write points passed by this process (only counted while the kill test asks)
 
 
@@ -97,11 +103,16 @@ def atomic_write(path: str, data: bytes) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
+    atomic_write(path, _torch_bytes(obj))
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj``, as bytes."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def spec_fingerprint(spec: ir.Spec) -> str:
@@ -121,7 +132,9 @@ class RunDir:
     def __init__(self, path: str, writer: bool = True) -> None:
         self.path = path
         self.writer = writer
-        self.curves_written = False
+        self.written: Optional[set] = None  # the manifest's paths (None: no manifest yet)
+        self.made: List[str] = []  # the folders prepare() made (abandon() removes them if empty)
+        self.fresh = False  # begin() started a new run here
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -147,44 +160,163 @@ class RunDir:
 
     # ---------------------------------------------------------------- set-up
     def prepare(self, *, resume: bool, eval_only: bool, overwrite: bool) -> None:
-        """Refuse to start over an existing run (unless ``overwrite``), or to resume or evaluate
-        nothing; check that the directory can be written."""
-        if resume or eval_only:
+        """Refuse a directory that is not kdsl's (a non-empty one without a manifest), to start over
+        an existing run (unless ``overwrite``), or to evaluate nothing; check that the directory can
+        be written. Writes nothing but the directory itself: the old run of ``overwrite`` is removed
+        by :meth:`begin`, once the new run is known to start. A ``resume`` without a checkpoint
+        prepares a fresh run (the caller then starts one: see :meth:`has_checkpoint`)."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise error("KD706", f"--out {self.path} is a file, not a directory", hint="pass a directory")
+        self.written = self._read_manifest()
+        if eval_only:
             if not os.path.isdir(self.path):
-                raise error("KD703", f"no run to {'resume' if resume else 'evaluate'} in {self.path}",
+                raise error("KD703", f"no run to evaluate in {self.path}",
                             hint="train first, or point --out at the run's directory")
             self.remove_leftovers()
             return
-        if os.path.exists(self.file("checkpoint.pt")) and not overwrite:
+        if resume and self.has_checkpoint():
+            self.remove_leftovers()
+            return
+        if self.has_checkpoint() and not overwrite and not resume:
             raise error("KD706", f"{self.path} already holds a run",
                         hint="--resume continues it, --out DIR starts a new one elsewhere, "
                         "--overwrite replaces it")
         if self.writer:
-            try:
-                os.makedirs(self.path, exist_ok=True)
-                probe = self.file(f".write-test-{os.getpid()}")
-                with open(probe, "w") as fh:
-                    fh.write("")
-                os.remove(probe)
-            except OSError as exc:
-                raise error("KD706", f"cannot write to {self.path}: {exc.strerror or exc}") from None
+            self._make_writable()
             self.remove_leftovers()
 
-    def remove_leftovers(self) -> List[str]:
-        """Remove the temporary files (``NAME.tmp-PID``) that a writer killed mid-write left in the
-        run directory, models/ and connectors/; the paths removed. A live process's are kept."""
-        removed: List[str] = []
+    def _read_manifest(self) -> Optional[set]:
+        """The paths the manifest lists (None: the directory is missing or empty); KD706 for a
+        non-empty directory that kdsl did not make, or a manifest that is not kdsl's."""
+        names = os.listdir(self.path) if os.path.isdir(self.path) else []
+        if MANIFEST not in names:
+            if not names:
+                return None
+            if "checkpoint.pt" in names:  # a run of a kdsl from before the manifest
+                return self._legacy_files(names)
+            raise error("KD706", f"--out {self.path} is not empty and is not a kdsl run directory "
+                        f"(it has no {MANIFEST}); refusing to write into it",
+                        hint="kdsl writes only into a new or empty directory or one of its own runs: "
+                        "pass another --out")
+        try:
+            record = json.loads(_read_bytes(self.file(MANIFEST)) or b"")
+            written = record["written"] if record.get("format") == MANIFEST_FORMAT else None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            written = None
+        if not isinstance(written, list) or not all(isinstance(w, str) and _inside(w) for w in written):
+            raise error("KD706", f"{self.file(MANIFEST)} is not a kdsl run manifest; refusing to write into "
+                        f"{self.path}", hint="it is written by kdsl train, not by hand: pass another --out")
+        return set(written)
+
+    def _legacy_files(self, names: List[str]) -> set:
+        """What a kdsl from before the manifest wrote in its run directory: its fixed names."""
+        owned = {n for n in names if n in _RUN_FILES}
+        for folder in _RUN_FOLDERS:
+            for root, _, files in os.walk(self.file(folder)):
+                rel = os.path.relpath(root, self.path)
+                owned |= {_relative(os.path.join(rel, f)) for f in files}
+        return owned
+
+    def _make_writable(self) -> None:
+        """Make the directory (and its missing parents, which :meth:`abandon` removes again)
+        and check that a file can be written in it."""
+        missing, here = [], os.path.abspath(self.path)
+        while not os.path.exists(here) and os.path.dirname(here) != here:
+            missing.append(here)
+            here = os.path.dirname(here)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self.made = missing
+            probe = self.file(f".write-test-{os.getpid()}")
+            with open(probe, "w") as fh:
+                fh.write("")
+            os.remove(probe)
+        except OSError as exc:
+            raise error("KD706", f"cannot write to {self.path}: {exc.strerror or exc}") from None
+
+    def begin(self, fresh: bool) -> None:
+        """The run starts writing: a ``fresh`` one first removes every file the manifest lists
+        (an old run replaced with --overwrite, or one killed before its first checkpoint), so that
+        nothing of it survives; files kdsl did not write stay. Then the manifest is written."""
         if not self.writer:
+            return
+        if fresh:
+            self._clear()
+            self.written = set()
+            self.fresh = True
+        elif self.written is None:
+            self.written = set()
+        self._write_manifest()
+
+    def claim(self, name: str) -> str:
+        """The path of the run file ``name`` (``a/b.pt``; a folder ``tensorboard/``), listed in the
+        manifest before it is written. KD706 when a file kdsl did not write is in its place: kdsl
+        never replaces one."""
+        name = _relative(name)
+        if self.written is None:
+            self.written = set()
+        if name in self.written:
+            return self.file(name)
+        if os.path.lexists(self.file(name)):
+            raise error("KD706", f"{self.file(name)} was not written by kdsl; refusing to replace it",
+                        hint="move it out of the run directory, or pass another --out")
+        self.written.add(name)
+        self._write_manifest()
+        return self.file(name)
+
+    def _write_manifest(self) -> None:
+        record = {"format": MANIFEST_FORMAT, "written": sorted(self.written or ())}
+        atomic_write(self.file(MANIFEST), json.dumps(record, indent=1).encode())
+
+    def _clear(self) -> None:
+        """Remove every path the manifest lists, and the folders that held only them."""
+        folders = set()
+        for name in sorted(self.written or ()):
+            path = self.file(name)
+            if name.endswith("/"):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            parts = name.rstrip("/").split("/")[:-1]
+            folders |= {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        for folder in sorted(folders, key=len, reverse=True):  # innermost first; a non-empty one stays
+            with contextlib.suppress(OSError):
+                os.rmdir(self.file(folder))
+
+    def abandon(self) -> None:
+        """After a run that failed (or was interrupted) before saving its first epoch: remove what
+        it wrote, and the folders it made, so that a failure leaves nothing behind."""
+        if not self.writer or self.has_checkpoint():
+            return
+        if self.fresh:
+            self._clear()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(MANIFEST))
+            self.written = None
+        for folder in self.made:  # innermost first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only an empty one
+
+    def remove_leftovers(self) -> List[str]:
+        """Remove the temporary files (``NAME.tmp-PID``) that a writer killed mid-write left, for
+        the NAMEs the manifest lists (a file named so that kdsl did not write is not touched);
+        the paths removed. A live process's are kept."""
+        removed: List[str] = []
+        if not self.writer or not os.path.isdir(self.path):
             return removed
-        spec_dirs = [d for d, _, _ in os.walk(self.file("spec"))]
-        for folder in (self.path, self.file("models"), self.file("connectors"), *spec_dirs):
-            names = os.listdir(folder) if os.path.isdir(folder) else []
+        owned = (self.written or set()) | {MANIFEST}
+        folders = {os.path.dirname(n) for n in owned}
+        for folder in sorted(folders):
+            where = self.file(folder) if folder else self.path
+            names = os.listdir(where) if os.path.isdir(where) else []
             for name in names:
                 m = _TEMPORARY.search(name)
-                if m and not _alive(int(m.group(1))):
-                    with contextlib.suppress(OSError):
-                        os.remove(os.path.join(folder, name))
-                        removed.append(os.path.join(folder, name))
+                if not m or _relative(os.path.join(folder, name[:m.start()])) not in owned or _alive(int(m.group(1))):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(where, name))
+                    removed.append(os.path.join(where, name))
         return removed
 
     # ---------------------------------------------------------------- reproduction
@@ -194,11 +326,8 @@ class RunDir:
         writes them only if they are missing; a new run replaces any that an old one left."""
         if not self.writer or (os.path.isdir(self.file("spec")) and not replace):
             return
-        shutil.rmtree(self.file("spec"), ignore_errors=True)
         for name, data in files.items():
-            path = os.path.join(self.file("spec"), name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_write(path, data)
+            self.write_file(os.path.join("spec", name), data)
 
     def record_session(self, facts: Dict[str, Any], fresh: bool) -> None:
         """environment.json, with ``facts`` (this process's) appended to the sessions already there;
@@ -212,7 +341,7 @@ class RunDir:
             with contextlib.suppress(OSError, ValueError):
                 previous = json.loads(_read_bytes(self.file("environment.json")) or b"null")
         record = environment_record(previous, facts)
-        atomic_write(self.file("environment.json"), json.dumps(record, indent=2, default=str).encode())
+        self.write_file("environment.json", json.dumps(record, indent=2, default=str).encode())
 
     # ---------------------------------------------------------------- metrics, curves, summary
     def write_metrics(self, history: List[Dict[str, Any]]) -> None:
@@ -220,29 +349,30 @@ class RunDir:
         if not self.writer:
             return
         jsonl, csv_text = _metrics_texts(history)
-        atomic_write(self.file("metrics.jsonl"), jsonl)
-        atomic_write(self.file("metrics.csv"), csv_text)
+        self.write_file("metrics.jsonl", jsonl)
+        self.write_file("metrics.csv", csv_text)
 
     def metrics_agree(self, history: List[Dict[str, Any]]) -> bool:
         """Whether metrics.jsonl and metrics.csv hold exactly ``history`` (a checkpoint's)."""
         return all(_read_bytes(self.file(n)) == text
                    for n, text in zip(("metrics.jsonl", "metrics.csv"), _metrics_texts(history)))
 
-    def write_curves(self, history: List[Dict[str, Any]], teachers) -> Optional[str]:
-        """curves.png; None, or why it was skipped (matplotlib not installed)."""
+    def write_curves(self, history: List[Dict[str, Any]], teachers, start_lr: Optional[float] = None) -> Optional[str]:
+        """curves.png (``start_lr``: the learning rate of the run's first step, when known); None,
+        or why it was skipped (matplotlib not installed)."""
         if not self.writer or not history:
             return None
         from kdsl.training.curves import plot_curves
 
-        png = plot_curves(history, teachers)
+        png = plot_curves(history, teachers, start_lr)
         if png is None:
             return "matplotlib is not installed: skipped curves.png (pip install 'kdsl[plot]')"
-        atomic_write(self.file("curves.png"), png)
+        self.write_file("curves.png", png)
         return None
 
     def write_summary(self, summary: Dict[str, Any]) -> None:
         if self.writer:
-            atomic_write(self.file("summary.json"), json.dumps(summary, indent=2).encode())
+            self.write_file("summary.json", json.dumps(summary, indent=2).encode())
 
     def summary_agrees(self, epoch: int, history: List[Dict[str, Any]]) -> bool:
         """Whether summary.json is of ``epoch`` epochs done, with ``history`` (a checkpoint's)."""
@@ -271,15 +401,23 @@ class RunDir:
     def write_weights(self, name: str, module) -> None:
         """``module``'s plain state dict to the weights file ``name`` (under the run directory)."""
         if self.writer:
-            os.makedirs(os.path.dirname(self.file(name)), exist_ok=True)
-            atomic_torch_save(_plain(module), self.file(name))
+            self.write_file(name, _torch_bytes(_plain(module)))
 
     def remove(self, name: str) -> bool:
         """Remove the file ``name`` of the run directory; whether there was one."""
-        if not self.writer or not os.path.isfile(self.file(name)):
+        if not self.writer or not os.path.isfile(self.file(name)) or _relative(name) not in (self.written or ()):
             return False
         os.remove(self.file(name))
+        self.written.discard(_relative(name))
+        self._write_manifest()
         return True
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """The run file ``name`` (``a/b.pt``), listed in the manifest first, written atomically:
+        the one way anything is written into a run directory."""
+        path = self.claim(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, data)
 
     # ---------------------------------------------------------------- checkpoint, student
     def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
@@ -297,15 +435,14 @@ class RunDir:
             "distiller": distiller.state_dict(), "optimization": optimization,
             "rng": rng, "teachers": teachers, "history": history, "config": config,
         }
-        atomic_torch_save(state, self.file("checkpoint.pt"))
+        self.write_file("checkpoint.pt", _torch_bytes(state))
 
     def write_connectors(self, stage: str, connectors) -> None:
         """connectors/STAGE.pt: every connector's state dict at the end of ``stage``."""
         if not self.writer:
             return
-        os.makedirs(self.file("connectors"), exist_ok=True)
         state = {name: _plain(c) for name, c in connectors.items()}
-        atomic_torch_save(state, os.path.join(self.file("connectors"), f"{stage}.pt"))
+        self.write_file(os.path.join("connectors", f"{stage}.pt"), _torch_bytes(state))
 
     def read_checkpoint(self, fingerprint: str, device) -> Dict[str, Any]:
         """checkpoint.pt, checked to be a well-formed kdsl run checkpoint of the same spec (KD703
@@ -420,6 +557,18 @@ def _alive(pid: int) -> bool:
     except OSError:  # another user's process
         return True
     return True
+
+
+def _relative(name: str) -> str:
+    """A run file's name in the manifest: '/'-separated, relative to the run directory."""
+    folder = name.endswith(("/", os.sep))
+    return os.path.normpath(name).replace(os.sep, "/") + ("/" if folder else "")
+
+
+def _inside(name: str) -> bool:
+    """Whether a manifest entry names a path inside the run directory (a hand-edited '../x' or
+    '/etc/x' is never removed)."""
+    return bool(name) and not os.path.isabs(name) and ".." not in name.split("/") and name != MANIFEST
 
 
 def _read_bytes(path: str) -> Optional[bytes]:
