@@ -88,6 +88,7 @@ def _plot_losses(ax, history: List[Dict[str, Any]]) -> None:
     finite = [v for v in values if v == v and abs(v) != float("inf")]
     if finite and min(finite) > 0:
         ax.set_yscale("log")
+        _plain_log_labels(ax)
     elif finite:
         positive = [abs(v) for v in finite if v != 0]
         ax.set_yscale("symlog", linthresh=min(positive) if positive else 1.0)
@@ -103,8 +104,10 @@ def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[st
         if x:
             label = names.get(key) or f"{key.split('/', 1)[1]} {key.split('/', 1)[0][4:]}"
             style, marker = _STYLES[i % len(_STYLES)]
-            ax.plot(x, y, linestyle=style, marker=marker, markersize=5,
-                    linewidth=2 if key == "val_top1" else 1.2, label=label)
+            line, = ax.plot(x, y, linestyle=style, marker=marker, markersize=5,
+                            linewidth=2 if key == "val_top1" else 1.2, label=label)
+            if key in ("val_top1", "val_token_acc"):
+                _label_last(ax, x, y, "{:.2f}%", line.get_color())
     _teacher_lines(ax, teachers, "top1", "--", "top-1 {:.2f}%")
     ax.set_title("validation")
     ax.set_ylabel("%")
@@ -129,8 +132,28 @@ def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict
     right.plot(x, y, linestyle="--", marker="x", markersize=5, color="tab:red", label="student perplexity")
     _teacher_lines(right, teachers, "ppl", ":", "perplexity {:.3f}")
     right.set_yscale("log")
+    _plain_log_labels(right)
     right.set_ylabel("perplexity (log)")
+    shown = y + [m["ppl"] for m in teachers.values() if isinstance(m.get("ppl"), (int, float))]
+    if all(v > 0 for v in shown):  # room above and below: no point on the frame
+        right.set_ylim(min(shown) / 1.15, max(shown) * 1.15)
+    _label_last(right, x, y, "{:.3f}", "tab:red")
     return right
+
+
+def _plain_log_labels(ax) -> None:
+    """A log axis labelled with plain numbers (12, 9, 0.4), not powers (1.2x10^1)."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+
+
+def _label_last(ax, x: List[Any], y: List[float], text: str, color: str) -> None:
+    """The last point's value written next to it: the run's main number, readable at a glance."""
+    ax.annotate(text.format(y[-1]), (x[-1], y[-1]), textcoords="offset points", xytext=(6, 4), fontsize=8,
+                color=color)
 
 
 def _plot_lr(ax, history: List[Dict[str, Any]], start_lr: Optional[float]) -> None:
@@ -186,6 +209,7 @@ def build_figure(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, fl
         elif i == 2 and start_lr is not None and epochs[0] == 1:
             ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
+        ax.margins(y=0.08)  # no point on the frame
         handles, labels = ax.get_legend_handles_labels()
         if twins.get(i) is not None:
             more, more_labels = twins[i].get_legend_handles_labels()
