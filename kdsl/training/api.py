@@ -119,7 +119,8 @@ def _fit(trainer: Trainer, resume: bool) -> RunResult:
     try:
         return trainer.fit(resume=resume)
     except KeyboardInterrupt:
-        raise RunInterrupted(trainer.run_dir.path, trainer.committed, trainer.cfg.epochs) from None
+        raise RunInterrupted(trainer.run_dir.path, trainer.committed, trainer.cfg.epochs,
+                             trainer.committed_steps) from None
     finally:
         trainer.log.close()
 

@@ -54,6 +54,7 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
         self.global_step = 0
         self.committed = 0  # epochs in the run directory's checkpoint (what an interrupted run keeps)
+        self.committed_steps = 0  # and steps of the epoch after them (a checkpoint within it)
         self.log = RunLog([])  # --tensorboard's writers, opened by fit()
         self.teachers: Optional[Dict[str, Dict[str, float]]] = None
         self.fingerprint = spec_fingerprint(spec)
@@ -63,6 +64,7 @@ class Trainer:
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
+        self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
         self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
         self.start_lr: Optional[float] = None  # the first step's learning rate (curves.png's lr at epoch 0)
 
@@ -97,6 +99,8 @@ class Trainer:
             raise error("KD703", f"{path} is damaged: its 'rng' cannot be restored ({type(exc).__name__}: {exc})",
                         hint="start a new run with --out or --overwrite") from None
         self.global_step, self.committed = state["step"], state["epoch"]
+        self.within = state.get("within")  # a checkpoint written within the epoch after them
+        self.committed_steps = self.within["steps"] if self.within else 0
         self.teachers = state.get("teachers")
         self.history = list(state["history"])
         return state
@@ -183,10 +187,13 @@ class Trainer:
         if state is not None and self.dist.main:
             repair(self, state, ranges)
         for plan, first, end in ranges:
-            if end <= start_epoch or end == first:
+            if end <= start_epoch or end == first or self.stopped_early():
                 continue
-            self.start_stage(plan, first, end, state if first < start_epoch else None)
+            restore = first < start_epoch or (self.within is not None and first == start_epoch)
+            self.start_stage(plan, first, end, state if restore else None)
             for epoch in range(max(first, start_epoch), end):
+                if self.stopped_early():
+                    break
                 self.run_epoch(epoch)
         if self.dist.enabled:
             distributed.check_ranks_agree(self.distiller.student, self.dist, self.device)
@@ -207,13 +214,14 @@ class Trainer:
     def run_epoch(self, epoch: int) -> None:
         cfg, stage = self.cfg, self.stage
         t0 = time.time()
+        first_step, sums = self.resumed_steps()
         if self.data is not None:
-            self.data.start_epoch(epoch)
+            self.data.start_epoch(epoch, skip_batches=first_step)
         self.distiller.train()
-        if epoch == 0:
+        if epoch == 0 and first_step == 0:
             self.start_lr = stage.phases[0].optimizer.param_groups[0]["lr"]
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
-        sums = self.train_epoch(epoch)
+        self.train_epoch(epoch, sums, first_step)
         if self.dist.enabled:
             for model in self.distiller.trainable_models().values():
                 broadcast_buffers(model)
@@ -238,6 +246,32 @@ class Trainer:
             self.save(epoch + 1)  # the checkpoint last: the epoch's commit point
         barrier(self.dist)
 
+    def resumed_steps(self) -> Tuple[int, EpochSums]:
+        """(the steps of this epoch already done, their sums): those of a checkpoint written
+        within the epoch, once; else (0, empty sums)."""
+        sums = EpochSums(self.device)
+        within, self.within = self.within, None
+        if within is None:
+            return 0, sums
+        sums.load_state_dict(within["sums"])
+        return within["steps"], sums
+
+    def stopped_early(self) -> bool:
+        """Early stopping (``patience``): whether the last ``patience`` epochs brought no better
+        ``best_metric`` than the best before them (decided from the history alone, so a resumed
+        run decides the same)."""
+        best, patience = run_best(self), self.cfg.patience
+        if not (patience and best and self.history):
+            return False
+        waited = self.history[-1]["epoch"] - best["epoch"]
+        if waited < patience:
+            return False
+        if not getattr(self, "_told_stop", False):
+            self._told_stop = True
+            self.reporter.warning(f"early stop after epoch {self.history[-1]['epoch']}: {best['metric']} has not "
+                                  f"improved for {waited} epochs (patience {patience}); best epoch {best['epoch']}")
+        return True
+
     def validate(self) -> Dict[str, float]:
         """The student's (and each trained peer's) validation metrics; none without data."""
         if self.data is None:
@@ -248,32 +282,37 @@ class Trainer:
             out.update(val_row(evaluate(self.distiller.model(name), *args), f"/{name}"))
         return out
 
-    def batches(self) -> Iterator[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """The epoch's training batches; None for each step of a run whose input is generated
-        (the training loader is then never touched)."""
+    def batches(self, first: int = 0) -> Iterator[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """The epoch's training batches from step ``first`` on (the loader's sampler skips the
+        ones before); None for each step of a run whose input is generated (the training loader
+        is then never touched)."""
         if self.generated:
-            for _ in range(self.steps_per_epoch):
+            for _ in range(first, self.steps_per_epoch):
                 yield None
             return
-        for i, batch in enumerate(self.data.train):
+        for i, batch in enumerate(self.data.train, start=first):
             if i == self.steps_per_epoch:
                 break
             yield batch
 
-    def train_epoch(self, epoch: int) -> EpochSums:
-        """The steps of one epoch; the sums of their loss terms."""
-        sums = EpochSums(self.device)
-        steps = 0
-        for i, batch in enumerate(self.batches()):
+    def train_epoch(self, epoch: int, sums: EpochSums, first: int = 0) -> EpochSums:
+        """The steps of one epoch from step ``first`` on, added to ``sums``; a checkpoint every
+        ``checkpoint_every`` steps within it."""
+        for i, batch in enumerate(self.batches(first), start=first):
             results = self.step(epoch, i, batch)
-            steps += 1
+            steps = i + 1
             for phase, result in results:
                 sums.add(phase, result, self.stage)
-            if steps % REPORT_EVERY == 0 or i + 1 == self.steps_per_epoch:
+            if steps % REPORT_EVERY == 0 or steps == self.steps_per_epoch:
                 for _, result in results:
                     self.check_finite(result, epoch, i)
                 self.reporter.step(epoch, steps, self.steps_per_epoch, sums.means())
                 self.log.step(self.global_step, results, self.stage)
+            every = self.cfg.checkpoint_every
+            if every and self.global_step % every == 0 and steps < self.steps_per_epoch and not self.dist.enabled:
+                for _, result in results:  # never a checkpoint of a diverged model
+                    self.check_finite(result, epoch, i)
+                self.save(epoch, within={"steps": steps, "sums": sums.state_dict()})
         return sums
 
     def step(self, epoch: int, i: int, batch) -> List[Tuple[str, Any]]:
@@ -344,10 +383,22 @@ class Trainer:
                     hint=nan_hint(self.run_dir))
 
     # ---------------------------------------------------------------- files, the end
-    def save(self, epochs_done: int) -> None:
+    def save(self, epochs_done: int, within: Optional[Dict[str, Any]] = None) -> None:
         """The epoch's files: connectors at a stage's end, the summary, the weights, and last the
         checkpoint, the commit point (a kill before it redoes the epoch, see :mod:`.resume`); then
-        best.pt if this epoch is the best (rebuilt from the checkpoint if a kill comes between)."""
+        best.pt if this epoch is the best (rebuilt from the checkpoint if a kill comes between).
+        ``within`` (``{"steps", "sums"}``): a checkpoint alone, ``steps`` into the epoch after
+        ``epochs_done``, which a resumed run continues from (the other files stay the last epoch's)."""
+        if within is not None:
+            if self.dist.main:
+                self.run_dir.write_checkpoint(
+                    fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step,
+                    distiller=self.distiller, stage=self.stage.name,
+                    optimization={self.stage.name: self.stage.state_dict()}, rng=rng_state(self.device),
+                    teachers=self.teachers, history=self.history, config=self.cfg.describe(), models={},
+                    within=within)
+            self.committed_steps = within["steps"]
+            return
         stage, best = self.stage, run_best(self)
         if epochs_done == stage.end and len(self.distiller.connectors):
             self.run_dir.write_connectors(stage.name, self.distiller.connectors)
@@ -357,7 +408,7 @@ class Trainer:
             stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
             teachers=self.teachers, history=self.history, config=self.cfg.describe(),
             models=self.distiller.trainable_models())
-        self.committed = epochs_done
+        self.committed, self.committed_steps = epochs_done, 0
         write_best(self, epochs_done, best)
 
     def finish(self, seconds: float) -> RunResult:

@@ -107,11 +107,15 @@ class RunResult:
 
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C (a KeyboardInterrupt, so that whatever stops on one still does):
-    ``saved`` epochs of ``epochs`` are in the checkpoint of ``out`` (0: none, nothing to resume)."""
+    ``saved`` epochs of ``epochs`` are in the checkpoint of ``out``, and ``steps`` steps of the
+    epoch after them (checkpoint_every; both 0: nothing to resume)."""
 
-    def __init__(self, out: str, saved: int, epochs: int) -> None:
-        self.out, self.saved, self.epochs = out, saved, epochs
-        if saved:
+    def __init__(self, out: str, saved: int, epochs: int, steps: int = 0) -> None:
+        self.out, self.saved, self.epochs, self.steps = out, saved, epochs, steps
+        if steps:
+            text = (f"interrupted: step {steps} of epoch {saved + 1} of {epochs} is saved in {out}; "
+                    "kdsl.train(..., resume=True) with the same settings continues from it")
+        elif saved:
             text = (f"interrupted: epoch {saved} of {epochs} is saved in {out}; "
                     "kdsl.train(..., resume=True) with the same settings continues from it")
         else:

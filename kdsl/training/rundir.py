@@ -422,19 +422,25 @@ class RunDir:
     # ---------------------------------------------------------------- checkpoint, student
     def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
                          optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
-                         config: Dict[str, Any], models: Dict[str, Any]) -> None:
+                         config: Dict[str, Any], models: Dict[str, Any],
+                         within: Optional[Dict[str, Any]] = None) -> None:
         """student.pt, models/NAME.pt of every trained model, then checkpoint.pt (everything to
-        resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point."""
+        resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point.
+        ``within`` (``{"steps", "sums"}``, checkpoint_every): the checkpoint alone, ``steps`` into
+        the epoch after ``epoch``, with the loss sums of those steps."""
         if not self.writer:
             return
-        self.write_weights("student.pt", distiller.student)
-        for name, model in models.items():
-            self.write_weights(os.path.join("models", f"{name}.pt"), model)
+        if within is None:
+            self.write_weights("student.pt", distiller.student)
+            for name, model in models.items():
+                self.write_weights(os.path.join("models", f"{name}.pt"), model)
         state = {
             "format": CHECKPOINT_FORMAT, "spec": fingerprint, "epoch": epoch, "step": step, "stage": stage,
             "distiller": distiller.state_dict(), "optimization": optimization,
             "rng": rng, "teachers": teachers, "history": history, "config": config,
         }
+        if within is not None:
+            state["within"] = within
         self.write_file("checkpoint.pt", _torch_bytes(state))
 
     def write_connectors(self, stage: str, connectors) -> None:
@@ -531,6 +537,13 @@ def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
     phases = [p for ph in state["optimization"].values() for p in (ph.values() if isinstance(ph, dict) else [None])]
     if not all(isinstance(p, dict) and _optimizer_state(p.get("optimizer")) for p in phases):
         return "its 'optimization' should map each stage to its phases' optimizer states"
+    from kdsl.training.metrics import EpochSumsState
+
+    within = state.get("within")
+    if within is not None and not (isinstance(within, dict) and isinstance(within.get("steps"), int)
+                                   and not isinstance(within["steps"], bool) and within["steps"] >= 1
+                                   and EpochSumsState.fits(within.get("sums"))):
+        return "its 'within' should hold the steps done within an epoch and their loss sums"
     rng = state["rng"]
     if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (list, tuple)) \
             or len(rng["python"]) != 3:
