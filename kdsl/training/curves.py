@@ -88,7 +88,7 @@ def _plot_losses(ax, history: List[Dict[str, Any]]) -> None:
     finite = [v for v in values if v == v and abs(v) != float("inf")]
     if finite and min(finite) > 0:
         ax.set_yscale("log")
-        _plain_log_labels(ax)
+        _plain_log_labels(ax, finite)
     elif finite:
         positive = [abs(v) for v in finite if v != 0]
         ax.set_yscale("symlog", linthresh=min(positive) if positive else 1.0)
@@ -132,7 +132,7 @@ def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict
     right.plot(x, y, linestyle="--", marker="x", markersize=5, color="tab:red", label="student perplexity")
     _teacher_lines(right, teachers, "ppl", ":", "perplexity {:.3f}")
     right.set_yscale("log")
-    _plain_log_labels(right)
+    _plain_log_labels(right, y)
     right.set_ylabel("perplexity (log)")
     shown = y + [m["ppl"] for m in teachers.values() if isinstance(m.get("ppl"), (int, float))]
     if all(v > 0 for v in shown):  # room above and below: no point on the frame
@@ -141,19 +141,24 @@ def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict
     return right
 
 
-def _plain_log_labels(ax) -> None:
-    """A log axis labelled with plain numbers (12, 9, 0.4), not powers (1.2x10^1)."""
-    from matplotlib.ticker import FuncFormatter
+def _plain_log_labels(ax, values: List[float]) -> None:
+    """A log axis labelled with plain numbers (12, 9, 0.4), not powers (1.2x10^1); the ticks
+    between powers of ten labelled only when ``values`` span less than one (else they collide)."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    positive = [v for v in values if v > 0]
+    narrow = positive and math.log10(max(positive) / min(positive)) < 1
+    ax.yaxis.set_minor_formatter(plain if narrow else NullFormatter())
 
 
 def _label_last(ax, x: List[Any], y: List[float], text: str, color: str) -> None:
     """The last point's value written next to it: the run's main number, readable at a glance."""
-    ax.annotate(text.format(y[-1]), (x[-1], y[-1]), textcoords="offset points", xytext=(6, 4), fontsize=8,
-                color=color)
+    ax.annotate(text.format(y[-1]), (x[-1], y[-1]), textcoords="offset points", xytext=(-4, -13), fontsize=8,
+                color=color, ha="right", fontweight="bold")  # inside the panel, under the point
 
 
 def _plot_lr(ax, history: List[Dict[str, Any]], start_lr: Optional[float]) -> None:
