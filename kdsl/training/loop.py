@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import KdslError, error
+from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training import distributed
 from kdsl.training.curves import CurvesPacer
@@ -36,7 +36,8 @@ from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
                                   run_best, write_best, zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
-from kdsl.training.stages import PhaseRun, StageRun, build_stage, declared_phases, stage_ranges
+from kdsl.training.stages import (PhaseRun, StageRun, build_stage, declared_phases, restore_optimization,
+                                  stage_ranges)
 
 REPORT_EVERY = 10  # steps between progress events (and loss finiteness checks)
 
@@ -125,7 +126,7 @@ class Trainer:
                 raise error("KD703", f"the checkpoint ends in stage '{state['stage']}', but epoch "
                             f"{state['epoch'] + 1} of this run is in stage '{plan.name}'",
                             hint="resume with the epochs that started the run")
-            _restore_optimization(stage, state["optimization"], self.run_dir.file("checkpoint.pt"))
+            restore_optimization(stage, state["optimization"], self.run_dir.file("checkpoint.pt"))
         self.runner = None
         if self.plain(plan):
             phase = stage.phases[0]
@@ -476,30 +477,6 @@ class Trainer:
                            seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
-
-
-def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: str) -> None:
-    """The checkpoint's optimizer, schedule and scaler states of ``stage`` (KD703 when they do not
-    fit this run's optimizers: another optimizer, other parameters, a hand-edited state)."""
-    if stage.name not in optimization:
-        raise error("KD703", f"{path} holds no optimizer state for stage '{stage.name}'",
-                    hint="resume with the spec that started the run")
-    try:
-        stage.load_state_dict(optimization[stage.name])
-        for phase in stage.phases:  # torch loads buffers of any shape; a step would then fail
-            for param, buffers in phase.optimizer.state.items():
-                wrong = [k for k, v in buffers.items() if isinstance(v, torch.Tensor) and v.dim()
-                         and v.shape != param.shape]
-                if wrong:
-                    raise ValueError(f"its '{wrong[0]}' is {list(buffers[wrong[0]].shape)} for a "
-                                     f"parameter of {list(param.shape)}")
-    except KdslError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch's own checks of a foreign optimizer state
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
-                    f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
-                    hint="resume with the optimizer that started the run") from None
 
 
 def _default_lr(optimizer: str) -> float:

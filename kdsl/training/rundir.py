@@ -20,6 +20,20 @@ run starts; ``environment.json`` one entry per process that trained the run (ver
 threads, command line, git commit); ``tensorboard/`` the event files of ``--tensorboard``. Every
 file is written atomically, and only by rank 0.
 
+``kdsl-run.json`` (the manifest) lists every path kdsl wrote in the directory (a folder whose
+whole content is kdsl's, ``tensorboard/``, ends with ``/``); a path is listed before it is first
+written. It is what makes a directory kdsl's: a non-empty directory without one is refused
+(KD706), a file in the place of a run file that the manifest does not list is never replaced,
+and a fresh run (``--overwrite``, or after a run killed before its first checkpoint) removes
+exactly what the manifest lists, nothing else. A run that fails or is interrupted before its
+first checkpoint removes what it wrote, and the directory if it made it. A directory of a kdsl
+from before the manifest (``checkpoint.pt``, no manifest) is adopted with its fixed names.
+
+With ``checkpoint_every = N``, ``checkpoint.pt`` is also written every N steps within an epoch,
+alone, with ``"within": {"steps", "sums"}`` (the steps of the epoch after ``epoch`` done, and their
+loss sums): a resumed run skips those steps' batches and continues bit for bit; the other files
+stay the last epoch's.
+
 ``checkpoint.pt`` is the run's one commit point: each epoch writes every other file first and the
 checkpoint last, so a kill at any instant leaves a checkpoint that is whole, and other files that
 belong to it or to the epoch after it. ``best.pt`` alone is written *after* the checkpoint, and
@@ -47,23 +61,18 @@ import io
 import json
 import os
 import re
-import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
+from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, from_format_1,
+                                            checkpoint_problem)
 from kdsl.training.report import RunFiles
+from kdsl.training.run_manifest import MANIFEST, RunManifest, relative
 
-CHECKPOINT_FORMAT = "kdsl-run/2"
 KILL_AT_ENV = "KDSL_KILL_AT"
 KILL_TRACE_ENV = "KDSL_KILL_TRACE"
-MANIFEST = "kdsl-run.json"
-MANIFEST_FORMAT = "kdsl-run-files/1"
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
-# what a run directory of a kdsl from before the manifest holds (adopted when it is resumed)
-_RUN_FILES = ("checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png",
-              "summary.json", "environment.json")
-_RUN_FOLDERS = ("models", "connectors", "spec", "tensorboard")
 _points_passed = 0  # write points passed by this process (only counted while the kill test asks)
 
 
@@ -132,7 +141,7 @@ class RunDir:
     def __init__(self, path: str, writer: bool = True) -> None:
         self.path = path
         self.writer = writer
-        self.written: Optional[set] = None  # the manifest's paths (None: no manifest yet)
+        self.manifest = RunManifest(path, atomic_write)  # what kdsl wrote here (kdsl-run.json)
         self.made: List[str] = []  # the folders prepare() made (abandon() removes them if empty)
         self.fresh = False  # begin() started a new run here
 
@@ -167,7 +176,7 @@ class RunDir:
         prepares a fresh run (the caller then starts one: see :meth:`has_checkpoint`)."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise error("KD706", f"--out {self.path} is a file, not a directory", hint="pass a directory")
-        self.written = self._read_manifest()
+        self.manifest.read()
         if eval_only:
             if not os.path.isdir(self.path):
                 raise error("KD703", f"no run to evaluate in {self.path}",
@@ -184,38 +193,6 @@ class RunDir:
         if self.writer:
             self._make_writable()
             self.remove_leftovers()
-
-    def _read_manifest(self) -> Optional[set]:
-        """The paths the manifest lists (None: the directory is missing or empty); KD706 for a
-        non-empty directory that kdsl did not make, or a manifest that is not kdsl's."""
-        names = os.listdir(self.path) if os.path.isdir(self.path) else []
-        if MANIFEST not in names:
-            if not names:
-                return None
-            if "checkpoint.pt" in names:  # a run of a kdsl from before the manifest
-                return self._legacy_files(names)
-            raise error("KD706", f"--out {self.path} is not empty and is not a kdsl run directory "
-                        f"(it has no {MANIFEST}); refusing to write into it",
-                        hint="kdsl writes only into a new or empty directory or one of its own runs: "
-                        "pass another --out")
-        try:
-            record = json.loads(_read_bytes(self.file(MANIFEST)) or b"")
-            written = record["written"] if record.get("format") == MANIFEST_FORMAT else None
-        except (ValueError, TypeError, KeyError, AttributeError):
-            written = None
-        if not isinstance(written, list) or not all(isinstance(w, str) and _inside(w) for w in written):
-            raise error("KD706", f"{self.file(MANIFEST)} is not a kdsl run manifest; refusing to write into "
-                        f"{self.path}", hint="it is written by kdsl train, not by hand: pass another --out")
-        return set(written)
-
-    def _legacy_files(self, names: List[str]) -> set:
-        """What a kdsl from before the manifest wrote in its run directory: its fixed names."""
-        owned = {n for n in names if n in _RUN_FILES}
-        for folder in _RUN_FOLDERS:
-            for root, _, files in os.walk(self.file(folder)):
-                rel = os.path.relpath(root, self.path)
-                owned |= {_relative(os.path.join(rel, f)) for f in files}
-        return owned
 
     def _make_writable(self) -> None:
         """Make the directory (and its missing parents, which :meth:`abandon` removes again)
@@ -241,48 +218,16 @@ class RunDir:
         if not self.writer:
             return
         if fresh:
-            self._clear()
-            self.written = set()
+            self.manifest.clear()
             self.fresh = True
-        elif self.written is None:
-            self.written = set()
-        self._write_manifest()
+        self.manifest.paths = self.manifest.paths or set()
+        self.manifest.save()
 
     def claim(self, name: str) -> str:
         """The path of the run file ``name`` (``a/b.pt``; a folder ``tensorboard/``), listed in the
         manifest before it is written. KD706 when a file kdsl did not write is in its place: kdsl
         never replaces one."""
-        name = _relative(name)
-        if self.written is None:
-            self.written = set()
-        if name in self.written:
-            return self.file(name)
-        if os.path.lexists(self.file(name)):
-            raise error("KD706", f"{self.file(name)} was not written by kdsl; refusing to replace it",
-                        hint="move it out of the run directory, or pass another --out")
-        self.written.add(name)
-        self._write_manifest()
-        return self.file(name)
-
-    def _write_manifest(self) -> None:
-        record = {"format": MANIFEST_FORMAT, "written": sorted(self.written or ())}
-        atomic_write(self.file(MANIFEST), json.dumps(record, indent=1).encode())
-
-    def _clear(self) -> None:
-        """Remove every path the manifest lists, and the folders that held only them."""
-        folders = set()
-        for name in sorted(self.written or ()):
-            path = self.file(name)
-            if name.endswith("/"):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-            parts = name.rstrip("/").split("/")[:-1]
-            folders |= {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
-        for folder in sorted(folders, key=len, reverse=True):  # innermost first; a non-empty one stays
-            with contextlib.suppress(OSError):
-                os.rmdir(self.file(folder))
+        return self.manifest.add(name)
 
     def abandon(self) -> None:
         """After a run that failed (or was interrupted) before saving its first epoch: remove what
@@ -290,10 +235,8 @@ class RunDir:
         if not self.writer or self.has_checkpoint():
             return
         if self.fresh:
-            self._clear()
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.file(MANIFEST))
-            self.written = None
+            self.manifest.clear()
+            self.manifest.delete()
         for folder in self.made:  # innermost first
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # only an empty one
@@ -305,14 +248,14 @@ class RunDir:
         removed: List[str] = []
         if not self.writer or not os.path.isdir(self.path):
             return removed
-        owned = (self.written or set()) | {MANIFEST}
+        owned = (self.manifest.paths or set()) | {MANIFEST}
         folders = {os.path.dirname(n) for n in owned}
         for folder in sorted(folders):
             where = self.file(folder) if folder else self.path
             names = os.listdir(where) if os.path.isdir(where) else []
             for name in names:
                 m = _TEMPORARY.search(name)
-                if not m or _relative(os.path.join(folder, name[:m.start()])) not in owned or _alive(int(m.group(1))):
+                if not m or relative(os.path.join(folder, name[:m.start()])) not in owned or _alive(int(m.group(1))):
                     continue
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(where, name))
@@ -405,11 +348,10 @@ class RunDir:
 
     def remove(self, name: str) -> bool:
         """Remove the file ``name`` of the run directory; whether there was one."""
-        if not self.writer or not os.path.isfile(self.file(name)) or _relative(name) not in (self.written or ()):
+        if not self.writer or not os.path.isfile(self.file(name)) or not self.manifest.owns(name):
             return False
         os.remove(self.file(name))
-        self.written.discard(_relative(name))
-        self._write_manifest()
+        self.manifest.discard(name)
         return True
 
     def write_file(self, name: str, data: bytes) -> None:
@@ -469,14 +411,14 @@ class RunDir:
                         hint="a run writes it at the end of its first epoch")
         state = load_checkpoint(path, code="KD703", map_location=device)
         if isinstance(state, dict) and state.get("format") == "kdsl-run/1":
-            state = _from_format_1(state)
+            state = from_format_1(state)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise error("KD703", f"{path} is not a kdsl run checkpoint (format {found!r}, "
-                        f"expected {CHECKPOINT_FORMAT!r})", hint=_DAMAGED_HINT)
+                        f"expected {CHECKPOINT_FORMAT!r})", hint=DAMAGED_HINT)
         problem = checkpoint_problem(state)
         if problem:
-            raise error("KD703", f"{path} is damaged: {problem}", hint=_DAMAGED_HINT)
+            raise error("KD703", f"{path} is damaged: {problem}", hint=DAMAGED_HINT)
         return state
 
     def has_checkpoint(self) -> bool:
@@ -503,62 +445,6 @@ class RunDir:
         load_into(model, path, what=f"model '{name}'")
 
 
-_DAMAGED_HINT = "a run checkpoint is written by kdsl train, not by hand; start a new run with --out or --overwrite"
-
-# What a run checkpoint holds: key -> (accepted types, what it is)
-_FIELDS: Tuple[Tuple[str, tuple, str], ...] = (
-    ("spec", (str,), "text"), ("epoch", (int,), "a whole number"), ("step", (int,), "a whole number"),
-    ("stage", (str,), "text"), ("distiller", (dict,), "a state dict"),
-    ("optimization", (dict,), "a table of optimizer states"), ("rng", (dict,), "generator states"),
-    ("teachers", (dict, type(None)), "a table of metrics"), ("history", (list,), "a list of metrics rows"),
-    ("config", (dict,), "a table of settings"),
-)
-
-
-def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
-    """What is wrong with a run checkpoint's content (missing keys, wrong types, impossible
-    counts), or None: checked before anything of it is used."""
-    import torch
-
-    for key, types, what in _FIELDS:
-        if key not in state:
-            return f"it has no '{key}'"
-        value = state[key]
-        if not isinstance(value, types) or isinstance(value, bool):
-            return f"its '{key}' should be {what}, not {type(value).__name__}"
-    epoch, step, history = state["epoch"], state["step"], state["history"]
-    if epoch < 0 or step < 0:
-        return f"its 'epoch' ({epoch}) and 'step' ({step}) must not be negative"
-    if len(history) != epoch or not all(isinstance(r, dict) for r in history):
-        return f"its 'history' should hold one metrics row per epoch done ({epoch}), it holds {len(history)}"
-    bad = next((k for k, v in state["distiller"].items() if not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        return f"its 'distiller' entry '{bad}' is not a tensor"
-    phases = [p for ph in state["optimization"].values() for p in (ph.values() if isinstance(ph, dict) else [None])]
-    if not all(isinstance(p, dict) and _optimizer_state(p.get("optimizer")) for p in phases):
-        return "its 'optimization' should map each stage to its phases' optimizer states"
-    from kdsl.training.metrics import EpochSumsState
-
-    within = state.get("within")
-    if within is not None and not (isinstance(within, dict) and isinstance(within.get("steps"), int)
-                                   and not isinstance(within["steps"], bool) and within["steps"] >= 1
-                                   and EpochSumsState.fits(within.get("sums"))):
-        return "its 'within' should hold the steps done within an epoch and their loss sums"
-    rng = state["rng"]
-    if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (list, tuple)) \
-            or len(rng["python"]) != 3:
-        return "its 'rng' should hold torch's and Python's generator states"
-    return None
-
-
-def _optimizer_state(state: Any) -> bool:
-    """Whether ``state`` has the form of a torch optimizer's state dict (its values are checked by
-    the optimizer that loads it)."""
-    groups = state.get("param_groups") if isinstance(state, dict) else None
-    return (isinstance(state.get("state") if isinstance(state, dict) else None, dict) and isinstance(groups, list)
-            and bool(groups) and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups))
-
-
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists (a temporary file of a live writer is not a leftover)."""
     if pid == os.getpid():
@@ -570,18 +456,6 @@ def _alive(pid: int) -> bool:
     except OSError:  # another user's process
         return True
     return True
-
-
-def _relative(name: str) -> str:
-    """A run file's name in the manifest: '/'-separated, relative to the run directory."""
-    folder = name.endswith(("/", os.sep))
-    return os.path.normpath(name).replace(os.sep, "/") + ("/" if folder else "")
-
-
-def _inside(name: str) -> bool:
-    """Whether a manifest entry names a path inside the run directory (a hand-edited '../x' or
-    '/etc/x' is never removed)."""
-    return bool(name) and not os.path.isabs(name) and ".." not in name.split("/") and name != MANIFEST
 
 
 def _read_bytes(path: str) -> Optional[bytes]:
@@ -609,12 +483,3 @@ def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
 def _plain(module) -> Dict[str, Any]:
     """A module's state dict as plain CPU tensors (loadable without kdsl)."""
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
-def _from_format_1(state: Dict[str, Any]) -> Dict[str, Any]:
-    """A checkpoint of the single-optimizer format: its optimizer is that of stage "main", phase
-    "step" (what a spec without stages or phases runs)."""
-    phase = {k: state.get(k) for k in ("optimizer", "scheduler", "scaler")}
-    out = {k: v for k, v in state.items() if k not in phase}
-    out.update(format=CHECKPOINT_FORMAT, stage="main", optimization={"main": {"step": phase}})
-    return out
