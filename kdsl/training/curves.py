@@ -18,7 +18,7 @@ import io
 import time
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
-CURVES_EVERY_S = 30.0  # the least time between two drawings of curves.png during a run
+CURVES_EVERY_S = 60.0  # the least time between two drawings of curves.png during a run
 CURVES_SHARE = 0.05  # the most of a run's time that drawing curves.png may take
 _clock = time.monotonic
 T = TypeVar("T")
