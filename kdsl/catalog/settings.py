@@ -151,6 +151,10 @@ SETTINGS: Tuple[Setting, ...] = (
             "also write checkpoint.pt every N training steps within an epoch, which --resume "
             "continues bit for bit (default: at each epoch's end only)",
             flag="--checkpoint-every", minimum=1, maximum=1_000_000_000),
+    Setting("val_every", optional(INT), None,
+            "also validate the student every N training steps within an epoch (validation.jsonl, "
+            "TensorBoard's val/ tags; default: at each epoch's end only)",
+            flag="--val-every", minimum=1, maximum=1_000_000_000),
     Setting("patience", optional(INT), None,
             "early stopping: end the run after this many epochs without a better best_metric "
             "(default: train every epoch)", flag="--patience", minimum=1, maximum=1_000_000),

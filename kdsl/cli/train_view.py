@@ -237,6 +237,11 @@ class RichReporter(Reporter):
         stage = row.get("stage")
         self.console.print(epoch_line(row, total_epochs, stage if stage in self._declared else None))
 
+    def validation(self, row: Dict[str, Any]) -> None:
+        self.close()
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k.startswith("val_"))
+        self.console.print(f"step {row['step']} (epoch {row['epoch']:.2f})  {shown}", highlight=False)
+
     def warning(self, message: str) -> None:
         self.console.print(f"note: {message}")
 

@@ -48,6 +48,9 @@ def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
                                    and not isinstance(within["steps"], bool) and within["steps"] >= 1
                                    and EpochSumsState.fits(within.get("sums"))):
         return "its 'within' should hold the steps done within an epoch and their loss sums"
+    validations = state.get("validations")
+    if validations is not None and not (isinstance(validations, list) and all(isinstance(r, dict) for r in validations)):
+        return "its 'validations' should be a list of metrics rows"
     rng = state["rng"]
     if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (list, tuple)) \
             or len(rng["python"]) != 3:

@@ -97,6 +97,11 @@ class RunLog:
         if self.loggers:
             self._send(step, epoch_scalars(row))
 
+    def validation(self, step: int, row: Dict[str, Any]) -> None:
+        """A validation within an epoch (``val_every``): its metrics as ``val/NAME``."""
+        if self.loggers:
+            self._send(step, {f"val/{k[4:]}": float(v) for k, v in row.items() if k.startswith("val_")})
+
     def _send(self, step: int, scalars: Dict[str, float]) -> None:
         for logger in self.loggers:
             logger.log_scalars(step, scalars)

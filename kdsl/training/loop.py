@@ -30,14 +30,14 @@ from kdsl.training.batches import model_call, run_task
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
 from kdsl.training.loggers import TENSORBOARD_FOLDER, RunLog, check_loggers
-from kdsl.training.metrics import EpochSums
+from kdsl.training.metrics import EpochSums, early_stop
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
                                   run_best, write_best, zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
-from kdsl.training.stages import (PhaseRun, StageRun, build_stage, declared_phases, restore_optimization,
-                                  stage_ranges)
+from kdsl.training.stages import (PhaseRun, StageRun, build_stage, declared_phases, default_lr, input_text,
+                                  restore_optimization, stage_ranges)
 
 REPORT_EVERY = 10  # steps between progress events (and loss finiteness checks)
 
@@ -53,6 +53,8 @@ class Trainer:
         self.generated = spec.input is not None  # the models' input comes from `input`, not data
         self.steps_per_epoch = self._steps_per_epoch()
         self.history: List[Dict[str, Any]] = []
+        self.validations: List[Dict[str, Any]] = []  # val_every's rows (validation.jsonl)
+        self.told_stop = False  # early stopping was reported
         self.global_step = 0
         self.committed = 0  # epochs in the run directory's checkpoint (what an interrupted run keeps)
         self.committed_steps = 0  # and steps of the epoch after them (a checkpoint within it)
@@ -104,6 +106,7 @@ class Trainer:
         self.committed_steps = self.within["steps"] if self.within else 0
         self.teachers = state.get("teachers")
         self.history = list(state["history"])
+        self.validations = list(state.get("validations") or [])
         return state
 
     def restore_models(self, state: Dict[str, Any]) -> None:
@@ -151,7 +154,7 @@ class Trainer:
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
         opt, opt_options = cfg.optimizer
-        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", _default_lr(opt))
+        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", default_lr(opt))
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=any(s.name == p.name for s in self.spec.stages),
                                  phased=declared_phases(self.spec, p.name))
@@ -164,7 +167,7 @@ class Trainer:
             val_size=data.val_size if data else 0, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
             batch_size=cfg.batch_size, optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
             device=self.device.type, amp=cfg.amp, world=self.dist.world, out=self.run_dir.path,
-            start_epoch=start_epoch, resumed=resumed, stages=stages, input=_input_text(self.spec),
+            start_epoch=start_epoch, resumed=resumed, stages=stages, input=input_text(self.spec),
             progress_every=cfg.progress_every)
 
     # ---------------------------------------------------------------- the run
@@ -261,17 +264,24 @@ class Trainer:
         """Early stopping (``patience``): whether the last ``patience`` epochs brought no better
         ``best_metric`` than the best before them (decided from the history alone, so a resumed
         run decides the same)."""
-        best, patience = run_best(self), self.cfg.patience
-        if not (patience and best and self.history):
-            return False
-        waited = self.history[-1]["epoch"] - best["epoch"]
-        if waited < patience:
-            return False
-        if not getattr(self, "_told_stop", False):
-            self._told_stop = True
-            self.reporter.warning(f"early stop after epoch {self.history[-1]['epoch']}: {best['metric']} has not "
-                                  f"improved for {waited} epochs (patience {patience}); best epoch {best['epoch']}")
-        return True
+        why = early_stop(self.history, run_best(self), self.cfg.patience)
+        if why and not self.told_stop:
+            self.told_stop = True
+            self.reporter.warning(why)
+        return why is not None
+
+    def validate_within(self, epoch: int, steps: int) -> None:
+        """``val_every``: the student's validation ``steps`` into an epoch, to validation.jsonl,
+        TensorBoard and the reporter (evaluation draws no randomness: training goes on unchanged)."""
+        metrics = self.validate()
+        if not metrics:
+            return
+        row = {"epoch": round(epoch + steps / self.steps_per_epoch, 6), "step": self.global_step, **metrics}
+        self.validations.append(row)
+        self.reporter.validation(row)
+        self.log.validation(self.global_step, row)
+        if self.dist.main:
+            self.run_dir.write_validations(self.validations)
 
     def validate(self) -> Dict[str, float]:
         """The student's (and each trained peer's) validation metrics; none without data."""
@@ -309,6 +319,8 @@ class Trainer:
                     self.check_finite(result, epoch, i)
                 self.reporter.step(epoch, steps, self.steps_per_epoch, sums.means())
                 self.log.step(self.global_step, results, self.stage)
+            if self.cfg.val_every and self.global_step % self.cfg.val_every == 0 and steps < self.steps_per_epoch:
+                self.validate_within(epoch, steps)
             every = self.cfg.checkpoint_every
             if every and self.global_step % every == 0 and steps < self.steps_per_epoch and not self.dist.enabled:
                 for _, result in results:  # never a checkpoint of a diverged model
@@ -397,7 +409,7 @@ class Trainer:
                     distiller=self.distiller, stage=self.stage.name,
                     optimization={self.stage.name: self.stage.state_dict()}, rng=rng_state(self.device),
                     teachers=self.teachers, history=self.history, config=self.cfg.describe(), models={},
-                    within=within)
+                    within=within, validations=self.validations)
             self.committed_steps = within["steps"]
             return
         stage, best = self.stage, run_best(self)
@@ -408,7 +420,7 @@ class Trainer:
             fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
             stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
             teachers=self.teachers, history=self.history, config=self.cfg.describe(),
-            models=self.distiller.trainable_models())
+            models=self.distiller.trainable_models(), validations=self.validations)
         self.committed, self.committed_steps = epochs_done, 0
         write_best(self, epochs_done, best)
 
@@ -477,17 +489,3 @@ class Trainer:
                            seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
-
-
-def _default_lr(optimizer: str) -> float:
-    from kdsl.catalog.registry import REGISTRY
-
-    return REGISTRY.get("optimizer", optimizer).option("lr").default
-
-
-def _input_text(spec: ir.Spec) -> Optional[str]:
-    if spec.input is None:
-        return None
-    from kdsl.lang.printer import expr_text
-
-    return expr_text(spec.input.value)

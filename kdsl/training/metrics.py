@@ -89,6 +89,19 @@ class EpochSumsState:
             and set(state["sums"]) == set(state["counts"])
 
 
+def early_stop(history: List[Dict[str, Any]], best: Optional[Dict[str, Any]],
+               patience: Optional[int]) -> Optional[str]:
+    """Why the run stops early (``patience`` epochs after its ``best`` epoch, :func:`best_epoch`),
+    or None: decided from the history alone, so that a resumed run decides the same."""
+    if not (patience and best and history):
+        return None
+    waited = history[-1]["epoch"] - best["epoch"]
+    if waited < patience:
+        return None
+    return (f"early stop after epoch {history[-1]['epoch']}: {best['metric']} has not improved for {waited} "
+            f"epochs (patience {patience}); best epoch {best['epoch']}")
+
+
 def primary_metric(row: Dict[str, Any], task: Optional[str] = None,
                    name: Optional[str] = None) -> Optional[Tuple[str, float, str]]:
     """The metric that ranks epochs in ``row`` (a metrics row): ``(name, value, mode)``, mode

@@ -141,6 +141,10 @@ class Reporter:
     def epoch_end(self, row: Dict[str, Any], total_epochs: int) -> None:
         """The epoch's metrics row (epoch is 1-based here, as in metrics.jsonl)."""
 
+    def validation(self, row: Dict[str, Any]) -> None:
+        """A validation within an epoch (``val_every``): ``epoch`` (fractional), ``step`` and the
+        student's ``val_*`` metrics, as in validation.jsonl."""
+
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the run."""
 
@@ -168,6 +172,9 @@ class EventLog(Reporter):
 
     def epoch_end(self, row: Dict[str, Any], total_epochs: int) -> None:
         self.events.append(("epoch_end", row))
+
+    def validation(self, row: Dict[str, Any]) -> None:
+        self.events.append(("validation", row))
 
     def warning(self, message: str) -> None:
         self.events.append(("warning", message))

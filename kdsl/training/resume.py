@@ -106,6 +106,13 @@ def repair(trainer, state: Dict[str, Any], ranges) -> List[str]:
         else:  # no epoch in the checkpoint: a curve of epoch 1 belongs to no run
             rd.remove("curves.png")
         fixed += ["metrics.jsonl", "metrics.csv", "curves.png"]
+    validations = list(state.get("validations") or [])
+    if not rd.validations_agree(validations):  # rows of validations after the checkpoint: redone
+        if validations:
+            rd.write_validations(validations)
+        else:
+            rd.remove("validation.jsonl")
+        fixed.append("validation.jsonl")
     if not rd.summary_agrees(epoch, history):
         rd.write_summary(progress_summary(trainer, epoch))
         fixed.append("summary.json")

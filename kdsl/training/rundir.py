@@ -130,9 +130,7 @@ def spec_fingerprint(spec: ir.Spec) -> str:
 
 
 def _csv_value(v: Any) -> Any:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return "" if v is None else v
+    return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
 
 
 class RunDir:
@@ -300,6 +298,15 @@ class RunDir:
         return all(_read_bytes(self.file(n)) == text
                    for n, text in zip(("metrics.jsonl", "metrics.csv"), _metrics_texts(history)))
 
+    def write_validations(self, rows: List[Dict[str, Any]]) -> None:
+        """validation.jsonl: one row per validation within an epoch (``val_every``)."""
+        if self.writer:
+            self.write_file("validation.jsonl", _jsonl(rows))
+
+    def validations_agree(self, rows: List[Dict[str, Any]]) -> bool:
+        """Whether validation.jsonl holds exactly ``rows`` (a checkpoint's; none: no file)."""
+        return _read_bytes(self.file("validation.jsonl")) == (_jsonl(rows) if rows else None)
+
     def write_curves(self, history: List[Dict[str, Any]], teachers, start_lr: Optional[float] = None) -> Optional[str]:
         """curves.png (``start_lr``: the learning rate of the run's first step, when known); None,
         or why it was skipped (matplotlib not installed)."""
@@ -365,7 +372,8 @@ class RunDir:
     def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
                          optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
                          config: Dict[str, Any], models: Dict[str, Any],
-                         within: Optional[Dict[str, Any]] = None) -> None:
+                         within: Optional[Dict[str, Any]] = None,
+                         validations: Optional[List[Dict[str, Any]]] = None) -> None:
         """student.pt, models/NAME.pt of every trained model, then checkpoint.pt (everything to
         resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point.
         ``within`` (``{"steps", "sums"}``, checkpoint_every): the checkpoint alone, ``steps`` into
@@ -383,6 +391,8 @@ class RunDir:
         }
         if within is not None:
             state["within"] = within
+        if validations:
+            state["validations"] = validations  # val_every's rows so far (validation.jsonl)
         self.write_file("checkpoint.pt", _torch_bytes(state))
 
     def write_connectors(self, stage: str, connectors) -> None:
@@ -468,7 +478,7 @@ def _read_bytes(path: str) -> Optional[bytes]:
 
 def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
     """(metrics.jsonl, metrics.csv) of ``history``: one row per epoch, columns in first-seen order."""
-    lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in history)
+    lines = _jsonl(history).decode()
     columns: List[str] = []
     for r in history:
         columns += [k for k in r if k not in columns]
@@ -478,6 +488,10 @@ def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
     for r in history:
         writer.writerow({k: _csv_value(r.get(k)) for k in columns})
     return lines.encode(), buffer.getvalue().encode()
+
+
+def _jsonl(rows: List[Dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows).encode()
 
 
 def _plain(module) -> Dict[str, Any]:

@@ -170,3 +170,16 @@ def restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: st
         raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
                     f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
                     hint="resume with the optimizer that started the run") from None
+
+
+def default_lr(optimizer: str) -> float:
+    """The optimizer's own default learning rate (the catalog's)."""
+    return REGISTRY.get("optimizer", optimizer).option("lr").default
+
+
+def input_text(spec: ir.Spec) -> Optional[str]:
+    if spec.input is None:
+        return None
+    from kdsl.lang.printer import expr_text
+
+    return expr_text(spec.input.value)

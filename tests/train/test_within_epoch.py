@@ -91,3 +91,31 @@ def test_patience_must_stay_the_same_on_resume(tmp_path):
     with pytest.raises(kdsl.KdslError, match="patience"):
         kdsl.train(BASELINE_SPEC, out=str(out), resume=True, epochs=2, steps_per_epoch=2, threads=1,
                    eval_teachers=False, patience=1)
+
+
+def test_validation_every_n_steps_changes_nothing_else(uninterrupted, tmp_path):
+    from kdsl.training.report import EventLog
+
+    out, events = tmp_path / "run", EventLog()
+    kdsl.train(KD_SPEC, out=str(out), checkpoint_every=4, val_every=10, reporter=events, **RUN)
+    rows = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    # every 10 global steps (epochs of 23 steps; an epoch's end validates anyway)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert rows[0]["epoch"] == pytest.approx(10 / 23) and 0 <= rows[0]["val_top1"] <= 100
+    assert [e[1]["step"] for e in events.events if e[0] == "validation"] == [10, 20, 30, 40]
+    # evaluation draws no randomness and leaves the models training: the run is the same run
+    assert_same_weights(student_weights(out), student_weights(uninterrupted))
+    assert _rows(out) == _rows(uninterrupted)
+
+
+def test_a_resumed_run_redoes_the_validations_after_its_checkpoint(tmp_path):
+    out, flags = tmp_path / "run", dict(checkpoint_every=12, val_every=10, **RUN)
+    # stopped at global step 43 (step 20 of epoch 2): checkpoint at step 36, validations at 10, 20, 30, 40
+    with pytest.raises(RunInterrupted):
+        kdsl.train(BASELINE_SPEC, out=str(out), reporter=_StopAt(5), **flags)
+    steps = lambda: [json.loads(r)["step"] for r in (out / "validation.jsonl").read_text().splitlines()]  # noqa: E731
+    assert steps() == [10, 20, 30, 40]
+    kdsl.train(BASELINE_SPEC, out=str(out), eval_only=True, **flags)
+    assert steps() == [10, 20, 30]  # the checkpoint's: step 40's validation came after it
+    kdsl.train(BASELINE_SPEC, out=str(out), resume=True, **flags)
+    assert steps() == [10, 20, 30, 40]
