@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -76,9 +76,7 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
     seed_everything(cfg.seed)
     # a generator's run may have no data at all (it then evaluates nothing)
     data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world)
-    chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
-    # a model passed in keeps its weights; teacher_ckpt asks for the file's in the passed teacher
-    load = [t.name for t in chosen.teachers if teacher_ckpt and t.name in given and len(chosen.teachers) == 1]
+    chosen, given, load = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
                           truncate=cfg.truncate, load_weights=load)
     _set_threads(cfg, distiller)
@@ -126,9 +124,11 @@ def _fit(trainer: Trainer, resume: bool) -> RunResult:
 
 
 def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
-            teacher_ckpt: Optional[str]) -> Tuple[ir.Spec, Dict[str, nn.Module]]:
-    """The spec (with ``teacher_ckpt`` swapped in) and the models given by the caller: references
-    are built as the command line builds them, modules are taken as they are."""
+            teacher_ckpt: Optional[str]) -> Tuple[ir.Spec, Dict[str, nn.Module], List[str]]:
+    """The spec (with ``teacher_ckpt`` swapped in), the models given by the caller (references
+    are built as the command line builds them, modules are taken as they are), and the names of
+    those that get the spec's ``from`` weights: the ones built from references, and a passed
+    teacher when ``teacher_ckpt`` asks for it (a passed module otherwise keeps its own)."""
     modules: Dict[str, nn.Module] = {}
     if isinstance(student, nn.Module):
         modules[spec.student.name] = student
@@ -146,8 +146,9 @@ def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
         else:
             refs.append(f"{name}={value}")
     chosen, given = apply_model_choice(spec, ModelChoice(student, teacher, refs, teacher_ckpt))
+    load = list(given) + [t.name for t in chosen.teachers if teacher_ckpt and t.name in modules]
     given.update(modules)
-    return chosen, given
+    return chosen, given, load
 
 
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,

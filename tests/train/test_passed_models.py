@@ -49,3 +49,10 @@ def test_train_loads_teacher_ckpt_into_a_passed_teacher(tmp_path):
     kdsl.train(KD_SPEC, teacher=teacher, teacher_ckpt=TEACHER_PT, out=str(tmp_path / "run"), epochs=1,
                steps_per_epoch=1, threads=1, eval_teachers=False)
     assert_same_weights(_weights(teacher), torch.load(TEACHER_PT, weights_only=True))
+
+
+def test_a_teacher_built_from_a_reference_still_gets_the_spec_checkpoint(tmp_path):
+    """--teacher REF (or teacher="REF") replaces the spec's factory, not its weights."""
+    result = kdsl.train(KD_SPEC, teacher="kdsl.zoo:digits_teacher", out=str(tmp_path / "run"), epochs=1,
+                        steps_per_epoch=1, threads=1)
+    assert result.teachers["teacher"]["top1"] > 95  # teacher.pt, loaded into the built teacher
