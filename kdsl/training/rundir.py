@@ -14,7 +14,8 @@ the best epoch by the validation metric (:func:`kdsl.training.metrics.best_epoch
 (the student, trainable teachers, generators); ``connectors/STAGE.pt`` the connectors after stage
 STAGE, ``{NAME: state dict}`` (``connector NAME = ... from "RUN/connectors/STAGE.pt"`` loads
 NAME's); ``metrics.jsonl`` /
-``metrics.csv`` one row per epoch; ``curves.png``; ``summary.json``; ``spec/`` the spec and the
+``metrics.csv`` one row per epoch; ``validation.jsonl`` one row per validation within an epoch
+(``val_every``); ``curves.png``; ``summary.json``; ``spec/`` the spec and the
 files it includes as they were read (:func:`kdsl.training.environment.spec_files`), written when the
 run starts; ``environment.json`` one entry per process that trained the run (versions, device,
 threads, command line, git commit); ``tensorboard/`` the event files of ``--tensorboard``. Every
@@ -43,7 +44,7 @@ checkpoint leaves the previous best.pt, which the checkpoint's history still nam
 derived from the checkpoint, and ``--resume`` and
 ``--eval-only`` repair any that disagree with it (:meth:`RunDir.weights_agree`,
 :meth:`RunDir.metrics_agree`, :meth:`RunDir.summary_agrees`); temporary files of a killed writer
-(``NAME.tmp-PID``) are removed when a run directory is prepared.
+(``NAME.tmp-PID``, NAME listed in the manifest) are removed when a run directory is prepared.
 
 For the kill test (tests/hardening/test_kill.py) every atomic write passes three *write points*
 (half of the temporary file written, the temporary file complete, the file renamed into place):
