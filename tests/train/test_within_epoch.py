@@ -119,3 +119,11 @@ def test_a_resumed_run_redoes_the_validations_after_its_checkpoint(tmp_path):
     assert steps() == [10, 20, 30]  # the checkpoint's: step 40's validation came after it
     kdsl.train(BASELINE_SPEC, out=str(out), resume=True, **flags)
     assert steps() == [10, 20, 30, 40]
+
+
+def test_kdsl_train_says_which_step_an_interrupted_run_kept():
+    from kdsl.cli.train_view import interrupted_text
+
+    text = interrupted_text(RunInterrupted("runs/lm", 0, 1, 120), ["train", "specs/lm/kd.kd", "--checkpoint-every", "40"])
+    assert "step 120 of epoch 1 of 1 is saved in runs/lm" in text and "nothing is saved" not in text
+    assert "--resume" in text
