@@ -76,7 +76,8 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
     seed_everything(cfg.seed)
     # a generator's run may have no data at all (it then evaluates nothing)
     data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world)
-    chosen, given, load = _models(loaded, student, teacher, models or {}, teacher_ckpt)
+    chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
+    load = _weights_to_load(chosen, given, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
                           truncate=cfg.truncate, load_weights=load)
     _set_threads(cfg, distiller)
@@ -124,11 +125,9 @@ def _fit(trainer: Trainer, resume: bool) -> RunResult:
 
 
 def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
-            teacher_ckpt: Optional[str]) -> Tuple[ir.Spec, Dict[str, nn.Module], List[str]]:
-    """The spec (with ``teacher_ckpt`` swapped in), the models given by the caller (references
-    are built as the command line builds them, modules are taken as they are), and the names of
-    those that get the spec's ``from`` weights: the ones built from references, and a passed
-    teacher when ``teacher_ckpt`` asks for it (a passed module otherwise keeps its own)."""
+            teacher_ckpt: Optional[str]) -> Tuple[ir.Spec, Dict[str, nn.Module]]:
+    """The spec (with ``teacher_ckpt`` swapped in) and the models given by the caller: references
+    are built as the command line builds them, modules are taken as they are."""
     modules: Dict[str, nn.Module] = {}
     if isinstance(student, nn.Module):
         modules[spec.student.name] = student
@@ -146,17 +145,30 @@ def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
         else:
             refs.append(f"{name}={value}")
     chosen, given = apply_model_choice(spec, ModelChoice(student, teacher, refs, teacher_ckpt))
-    load = list(given) + [t.name for t in chosen.teachers if teacher_ckpt and t.name in modules]
     given.update(modules)
-    return chosen, given, load
+    return chosen, given
+
+
+def _weights_to_load(spec: ir.Spec, given: Dict[str, nn.Module], student: ModelArg, teacher: ModelArg, models,
+                     teacher_ckpt: Optional[str]) -> List[str]:
+    """The given models that get the spec's ``from`` weights: those built from references (as the
+    spec's own are), and a passed teacher when ``teacher_ckpt`` asks for it; a module passed in
+    otherwise keeps its own weights."""
+    passed = {n for n, v in (models.items() if isinstance(models, Mapping) else ()) if isinstance(v, nn.Module)}
+    passed |= {spec.student.name} if isinstance(student, nn.Module) else set()
+    passed |= {spec.teachers[0].name} if isinstance(teacher, nn.Module) else set()
+    return [n for n in given if n not in passed or (teacher_ckpt and len(spec.teachers) == 1
+                                                     and n == spec.teachers[0].name)]
 
 
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,
-             compile_models: bool = False, truncate: bool = True, load_weights=()):
+             compile_models: bool = False, truncate: bool = True, load_weights: Optional[List[str]] = None):
     """The distiller, dry-run on one validation batch (its loader draws no global randomness);
     a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
 
+    if load_weights is None:  # every model built from a reference (the command line's)
+        load_weights = list(given)
     for m in given.values():
         m.to(device)
     if spec.input is not None:
