@@ -147,6 +147,17 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("truncate", BOOL, True,
             "stop a pass once it has recorded all the step needs (kdsl explain says where); "
             "--no-truncate runs every pass in full", flag="--truncate"),
+    Setting("checkpoint_every", optional(INT), None,
+            "also write checkpoint.pt every N training steps within an epoch, which --resume "
+            "continues bit for bit (default: at each epoch's end only)",
+            flag="--checkpoint-every", minimum=1, maximum=1_000_000_000),
+    Setting("val_every", optional(INT), None,
+            "also validate the student every N training steps within an epoch (validation.jsonl, "
+            "TensorBoard's val/ tags; default: at each epoch's end only)",
+            flag="--val-every", minimum=1, maximum=1_000_000_000),
+    Setting("patience", optional(INT), None,
+            "early stopping: end the run after this many epochs without a better best_metric "
+            "(default: train every epoch)", flag="--patience", minimum=1, maximum=1_000_000),
     Setting("progress_every", FLOAT, 30.0,
             "seconds between progress lines when the output is not a terminal (a log file, CI)",
             flag="--progress-every", positive=True, maximum=86_400),

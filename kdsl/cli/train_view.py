@@ -49,10 +49,14 @@ def resume_command(argv: Sequence[str], out: str) -> str:
 
 def interrupted_text(stop: RunInterrupted, argv: Sequence[str]) -> str:
     """What ``kdsl train`` says on Ctrl-C: the epoch saved and the command that continues it."""
-    if not stop.saved:
+    steps = getattr(stop, "steps", 0)
+    if not stop.saved and not steps:
         return (f"interrupted before the end of epoch 1: nothing is saved in {stop.out}; "
                 "run the same command again to start over")
     command = resume_command(argv, stop.out) or f"kdsl train SPEC --resume --out {shlex.quote(stop.out)}"
+    if steps:
+        return (f"interrupted: step {steps} of epoch {stop.saved + 1} of {stop.epochs} is saved in {stop.out} "
+                f"(the steps after it are lost); continue with:\n  {command}")
     return (f"interrupted: epoch {stop.saved} of {stop.epochs} is saved in {stop.out} (the epoch "
             f"that was running is lost); continue with:\n  {command}")
 
@@ -232,6 +236,11 @@ class RichReporter(Reporter):
         self.close()
         stage = row.get("stage")
         self.console.print(epoch_line(row, total_epochs, stage if stage in self._declared else None))
+
+    def validation(self, row: Dict[str, Any]) -> None:
+        self.close()
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k.startswith("val_"))
+        self.console.print(f"step {row['step']} (epoch {row['epoch']:.2f})  {shown}", highlight=False)
 
     def warning(self, message: str) -> None:
         self.console.print(f"note: {message}")

@@ -117,9 +117,11 @@ def _bind(plan: Plan, load: bool) -> Plan:
                          ", ".join(f"'{n}'" for n in names))
     for decl in plan.spec.models:
         model = _model_for(plan, decl)
-        if decl.checkpoint and not load:
+        # a model passed in keeps its own weights, unless the caller asks for the spec's
+        weights = decl.checkpoint and (decl.name not in plan.request.given or decl.name in plan.request.load_given)
+        if weights and not load:
             _look_for_checkpoint(plan, decl)
-        if model is None or (decl.checkpoint and load and not _load_checkpoint(plan, decl, model)):
+        if model is None or (weights and load and not _load_checkpoint(plan, decl, model)):
             continue
         if plan.request.device is not None:
             model.to(plan.request.device)

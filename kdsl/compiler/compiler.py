@@ -65,11 +65,13 @@ PASSES: Sequence[Pass] = (
 
 def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = None,
             example_batch: Optional[Dict[str, Any]] = None, device: Any = None,
-            truncate: bool = True, compile_models: Any = False, **models: nn.Module) -> Distiller:
+            truncate: bool = True, compile_models: Any = False, load_weights: Sequence[str] = (),
+            **models: nn.Module) -> Distiller:
     """Bind a spec to models and return a :class:`~kdsl.runtime.distiller.Distiller`.
 
     ``models`` are passed by their names in the spec (``student=..., teacher=...``) and override
-    the spec's factories. ``example_input`` (a tensor, a tuple of positional arguments, or a dict
+    the spec's factories; a passed model keeps its own weights (the spec's ``from "FILE"`` is
+    not read for it) unless its name is in ``load_weights``. ``example_input`` (a tensor, a tuple of positional arguments, or a dict
     of keyword arguments) enables the dry run: shapes are checked and channel counts inferred
     before any training step; ``example_batch`` supplies ``batch.NAME`` fields to it.
     ``device`` moves every model there once built (before the dry run).
@@ -86,7 +88,8 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
         spec = load(spec)
     request = Request(spec, dict(models), example_input, dict(example_batch or {}),
                       torch.device(device) if device is not None else None,
-                      truncate=bool(truncate), compile_models=compile_models)
+                      truncate=bool(truncate), compile_models=compile_models,
+                      load_given=frozenset(load_weights))
     return finish(run_passes(start(request)))
 
 

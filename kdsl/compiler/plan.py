@@ -41,6 +41,7 @@ class Request:
     device: Optional[torch.device] = None
     truncate: bool = True  # stop passes once their records are taken (kdsl.compiler.truncate)
     compile_models: Any = False  # torch.compile the models: False, True or torch.compile's options
+    load_given: frozenset = frozenset()  # passed models that still get the spec's `from` weights
 
     @property
     def dry(self) -> bool:

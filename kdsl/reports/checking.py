@@ -153,7 +153,8 @@ def inspect(spec: Spec, opts: ModelOptions) -> Inspection:
     x, batch = example_from(opts, spec_inputs(spec2))  # data of named fields: the train block's inputs
     derived: List[Any] = []
     notes = [n for n in [_weights_note(spec2, opts)] if n]
-    plan = start(Request(spec2, given, example_input=x, example_batch=batch))
+    # models built from the command line's references get the spec's weights, as the spec's own do
+    plan = start(Request(spec2, given, example_input=x, example_batch=batch, load_given=frozenset(given)))
     try:
         plan = run_passes(plan, _passes(opts, derived))
         warnings = [d for d in plan.diags.items if not d.is_error]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -30,8 +30,9 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
 
     ``student``, ``teacher`` (a spec with one teacher) and ``models`` (by spec name, or
     ``"NAME=REF"`` texts as ``--model`` takes them) replace the spec's models: a reference
-    ``"pkg.module:factory(k=v)"`` or a built ``nn.Module``;
-    ``teacher_ckpt`` replaces the teacher's checkpoint. ``settings`` are the training settings of
+    ``"pkg.module:factory(k=v)"`` or a built ``nn.Module``, which keeps its own weights (the
+    spec's ``from "FILE"`` is not loaded into it); ``teacher_ckpt`` replaces the teacher's
+    checkpoint, and is loaded into a passed teacher too. ``settings`` are the training settings of
     :data:`kdsl.catalog.settings.SETTINGS` (``epochs=1``, ``threads=1``,
     ``optimizer="adam(lr=1e-3)"``, ``data="kdsl.data:digits(batch_size=32)"``, ...): they
     override the spec's train block, as command-line flags do. ``out`` is the run directory
@@ -55,12 +56,30 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     dist = init_distributed(device)
     run_dir = RunDir(cfg.out, writer=dist.main)
     run_dir.prepare(resume=resume, eval_only=eval_only, overwrite=overwrite)
+    if resume and not run_dir.has_checkpoint():  # killed before its first checkpoint: one rule
+        if reporter is not None and dist.main:
+            reporter.warning(f"nothing to resume in {run_dir.path}: no epoch was saved; starting the run "
+                             "from its first epoch")
+        resume = False
+    try:
+        return _run(loaded, cfg, run_dir, device, dist, reporter, student, teacher, models, teacher_ckpt,
+                    resume, eval_only)
+    except BaseException:  # a run that failed before saving an epoch leaves nothing behind
+        run_dir.abandon()
+        raise
+
+
+def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student, teacher, models,
+         teacher_ckpt, resume: bool, eval_only: bool) -> RunResult:
+    """The run in a prepared run directory: data, models, the distiller, then training (or
+    evaluation)."""
     seed_everything(cfg.seed)
     # a generator's run may have no data at all (it then evaluates nothing)
     data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world, _data_span(loaded, cfg))
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
+    load = _weights_to_load(chosen, given, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
-                          truncate=cfg.truncate)
+                          truncate=cfg.truncate, load_weights=load)
     _set_threads(cfg, distiller)
     distiller.batch_size = cfg.batch_size  # the rows of a generated input (noise(...)) in each step
     with distiller:
@@ -108,7 +127,8 @@ def _fit(trainer: Trainer, resume: bool) -> RunResult:
     try:
         return trainer.fit(resume=resume)
     except KeyboardInterrupt:
-        raise RunInterrupted(trainer.run_dir.path, trainer.committed, trainer.cfg.epochs) from None
+        raise RunInterrupted(trainer.run_dir.path, trainer.committed, trainer.cfg.epochs,
+                             trainer.committed_steps) from None
     finally:
         trainer.log.close()
 
@@ -138,20 +158,35 @@ def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
     return chosen, given
 
 
+def _weights_to_load(spec: ir.Spec, given: Dict[str, nn.Module], student: ModelArg, teacher: ModelArg, models,
+                     teacher_ckpt: Optional[str]) -> List[str]:
+    """The given models that get the spec's ``from`` weights: those built from references (as the
+    spec's own are), and a passed teacher when ``teacher_ckpt`` asks for it; a module passed in
+    otherwise keeps its own weights."""
+    passed = {n for n, v in (models.items() if isinstance(models, Mapping) else ()) if isinstance(v, nn.Module)}
+    passed |= {spec.student.name} if isinstance(student, nn.Module) else set()
+    passed |= {spec.teachers[0].name} if isinstance(teacher, nn.Module) else set()
+    return [n for n in given if n not in passed or (teacher_ckpt and len(spec.teachers) == 1
+                                                     and n == spec.teachers[0].name)]
+
+
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,
-             compile_models: bool = False, truncate: bool = True):
+             compile_models: bool = False, truncate: bool = True, load_weights: Optional[List[str]] = None):
     """The distiller, dry-run on one validation batch (its loader draws no global randomness);
     a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
 
+    if load_weights is None:  # every model built from a reference (the command line's)
+        load_weights = list(given)
     for m in given.values():
         m.to(device)
     if spec.input is not None:
-        return compile_spec(spec, device=device, compile_models=compile_models, truncate=truncate, **given)
+        return compile_spec(spec, device=device, compile_models=compile_models, truncate=truncate,
+                            load_weights=load_weights, **given)
     from kdsl.training.batches import model_call
 
     call = model_call(next(iter(data.val)), inputs, device)  # keyword batches: a dict example input
     example = call.kwargs if call.kwargs else call.args[0]
     fields = dict(call.fields, target=call.target) if call.target is not None else call.fields
     return compile_spec(spec, example_input=example, example_batch=fields, device=device,
-                        compile_models=compile_models, truncate=truncate, **given)
+                        compile_models=compile_models, truncate=truncate, load_weights=load_weights, **given)

@@ -15,7 +15,37 @@ Epoch ticks are whole numbers; a dotted line marks where a new stage starts.
 from __future__ import annotations
 
 import io
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+CURVES_EVERY_S = 60.0  # the least time between two drawings of curves.png during a run
+CURVES_SHARE = 0.05  # the most of a run's time that drawing curves.png may take
+_clock = time.monotonic
+T = TypeVar("T")
+
+
+class CurvesPacer:
+    """When a run redraws curves.png: at its last epoch always, otherwise only once CURVES_EVERY_S
+    seconds have passed since the last drawing and drawing has taken at most CURVES_SHARE of the
+    time (a drawing costs about two seconds, an epoch of the digits job about one)."""
+
+    def __init__(self) -> None:
+        self.last = _clock()  # the run's start counts as a drawing: the first comes after a while
+        self.cost = 0.0  # seconds the last drawing took
+
+    def due(self, final: bool) -> bool:
+        return final or _clock() - self.last >= max(CURVES_EVERY_S, self.cost / CURVES_SHARE)
+
+    def draw(self, draw: Callable[[], T], final: bool) -> Optional[T]:
+        """``draw()`` if it is due (its result), else None."""
+        if not self.due(final):
+            return None
+        start = _clock()
+        try:
+            return draw()
+        finally:
+            self.last = _clock()
+            self.cost = self.last - start
 
 _STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"), ("-", "v"), ("--", "P"), ("-.", "X"), (":", "*")]
 
@@ -58,6 +88,7 @@ def _plot_losses(ax, history: List[Dict[str, Any]]) -> None:
     finite = [v for v in values if v == v and abs(v) != float("inf")]
     if finite and min(finite) > 0:
         ax.set_yscale("log")
+        _plain_log_labels(ax, finite)
     elif finite:
         positive = [abs(v) for v in finite if v != 0]
         ax.set_yscale("symlog", linthresh=min(positive) if positive else 1.0)
@@ -73,8 +104,10 @@ def _plot_metrics(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict[st
         if x:
             label = names.get(key) or f"{key.split('/', 1)[1]} {key.split('/', 1)[0][4:]}"
             style, marker = _STYLES[i % len(_STYLES)]
-            ax.plot(x, y, linestyle=style, marker=marker, markersize=5,
-                    linewidth=2 if key == "val_top1" else 1.2, label=label)
+            line, = ax.plot(x, y, linestyle=style, marker=marker, markersize=5,
+                            linewidth=2 if key == "val_top1" else 1.2, label=label)
+            if key in ("val_top1", "val_token_acc"):
+                _label_last(ax, x, y, "{:.2f}%", line.get_color())
     _teacher_lines(ax, teachers, "top1", "--", "top-1 {:.2f}%")
     ax.set_title("validation")
     ax.set_ylabel("%")
@@ -99,22 +132,53 @@ def _plot_perplexity(ax, history: List[Dict[str, Any]], teachers: Dict[str, Dict
     right.plot(x, y, linestyle="--", marker="x", markersize=5, color="tab:red", label="student perplexity")
     _teacher_lines(right, teachers, "ppl", ":", "perplexity {:.3f}")
     right.set_yscale("log")
+    _plain_log_labels(right, y)
     right.set_ylabel("perplexity (log)")
+    shown = y + [m["ppl"] for m in teachers.values() if isinstance(m.get("ppl"), (int, float))]
+    if all(v > 0 for v in shown):  # room above and below: no point on the frame
+        right.set_ylim(min(shown) / 1.15, max(shown) * 1.15)
+    _label_last(right, x, y, "{:.3f}", "tab:red")
     return right
 
 
-def _plot_lr(ax, history: List[Dict[str, Any]]) -> None:
+def _plain_log_labels(ax, values: List[float]) -> None:
+    """A log axis labelled with plain numbers (12, 9, 0.4), not powers (1.2x10^1); the ticks
+    between powers of ten labelled only when ``values`` span less than one (else they collide)."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    positive = [v for v in values if v > 0]
+    narrow = positive and math.log10(max(positive) / min(positive)) < 1
+    ax.yaxis.set_minor_formatter(plain if narrow else NullFormatter())
+
+
+def _label_last(ax, x: List[Any], y: List[float], text: str, color: str) -> None:
+    """The last point's value written next to it: the run's main number, readable at a glance."""
+    ax.annotate(text.format(y[-1]), (x[-1], y[-1]), textcoords="offset points", xytext=(-4, -13), fontsize=8,
+                color=color, ha="right", fontweight="bold")  # inside the panel, under the point
+
+
+def _plot_lr(ax, history: List[Dict[str, Any]], start_lr: Optional[float]) -> None:
+    """Each phase's learning rate at each epoch's end, and ``start_lr`` (the run's first step's,
+    when known) at epoch 0: a one-epoch run's cosine schedule ends at 0, its start tells the lr."""
     keys = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("lr/")] or ["lr"]
     for i, key in enumerate(keys):
         x, y = _series(history, key)
+        if x and key == "lr" and start_lr is not None and history[0].get("epoch") == 1:
+            x, y = [0, *x], [start_lr, *y]
         if x:
             style, marker = _STYLES[i % len(_STYLES)]
             ax.plot(x, y, linestyle=style, marker=marker, markersize=4, label=key)
     ax.set_title("learning rate (at the epoch's end)")
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("lr")
 
 
-def plot_curves(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]) -> Optional[bytes]:
+def plot_curves(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]],
+                start_lr: Optional[float] = None) -> Optional[bytes]:
     """The PNG's bytes, or None when matplotlib is not installed."""
     try:
         import matplotlib
@@ -123,35 +187,41 @@ def plot_curves(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, flo
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig = build_figure(history, teachers)
+    fig = build_figure(history, teachers, start_lr)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # every label whole, none cut
     plt.close(fig)
     return buffer.getvalue()
 
 
-def build_figure(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]]):
-    """The figure of curves.png, its three axes in ``fig.axes`` (matplotlib must be importable)."""
+def build_figure(history: List[Dict[str, Any]], teachers: Dict[str, Dict[str, float]],
+                 start_lr: Optional[float] = None):
+    """The figure of curves.png, its three axes in ``fig.axes`` (matplotlib must be importable);
+    each panel's legend under it, where it hides no point."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     _plot_losses(axes[0], history)
     twins = {1: _plot_metrics(axes[1], history, teachers)}
-    _plot_lr(axes[2], history)
+    _plot_lr(axes[2], history, start_lr)
     epochs = [r["epoch"] for r in history]
     for i, ax in enumerate(axes):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(epochs) == 1:  # one point: a window around it rather than matplotlib's +-0.05
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        elif i == 2 and start_lr is not None and epochs[0] == 1:
+            ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
+        ax.margins(y=0.08)  # no point on the frame
         handles, labels = ax.get_legend_handles_labels()
         if twins.get(i) is not None:
             more, more_labels = twins[i].get_legend_handles_labels()
             handles, labels = handles + more, labels + more_labels
         if handles:  # a run without validation data has nothing to show
-            ax.legend(handles, labels, fontsize=8)
+            ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      ncol=2, frameon=False)
         for before, row in zip(history, history[1:]):
             if row.get("stage") != before.get("stage"):
                 ax.axvline(before["epoch"] + 0.5, linestyle=":", linewidth=1, color="gray")

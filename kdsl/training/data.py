@@ -87,6 +87,7 @@ class EpochSampler(Sampler):
     def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
         self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
         self.epoch = 0
+        self.skip = 0  # samples of the epoch's order already trained on (a resumption within it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -104,7 +105,7 @@ class EpochSampler(Sampler):
         return order
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order())
+        return iter(self.order()[self.skip:])
 
     def __len__(self) -> int:
         if self.world > 1 and self.shuffle:
@@ -122,9 +123,11 @@ class Data:
     seed: int
     num_classes: Optional[int] = None
 
-    def start_epoch(self, epoch: int) -> None:
-        """Put the sampler and the workers' seeds at ``epoch``."""
+    def start_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Put the sampler and the workers' seeds at ``epoch``, past its first ``skip_batches``
+        batches (trained before a checkpoint within the epoch)."""
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = skip_batches * (self.train.batch_size or 1)
         self.train.dataset.epoch = epoch
         self.train.generator.manual_seed(epoch_seed(self.seed, epoch))
 

@@ -42,13 +42,7 @@ class TensorBoardLogger:
     (the steps after the checkpoint it resumes from, which are trained again)."""
 
     def __init__(self, folder: str, purge_step: Optional[int] = None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise error("KD726", "--tensorboard needs the tensorboard package, which is not installed",
-                        hint="pip install tensorboard (or pip install 'kdsl[tensorboard]'), or run "
-                        "without --tensorboard") from None
-        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self.writer = _summary_writer()(log_dir=folder, purge_step=purge_step)
 
     def log_scalars(self, step: int, scalars: Dict[str, float]) -> None:
         for tag, value in scalars.items():
@@ -57,6 +51,24 @@ class TensorBoardLogger:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+def _summary_writer():
+    """torch's SummaryWriter class; KD726 when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise error("KD726", "--tensorboard needs the tensorboard package, which is not installed",
+                    hint="pip install tensorboard (or pip install 'kdsl[tensorboard]'), or run "
+                    "without --tensorboard") from None
+    return SummaryWriter
+
+
+def check_loggers(cfg) -> None:
+    """KD726 when a logger the settings ask for cannot be imported: checked before the run
+    writes anything."""
+    if cfg.tensorboard:
+        _summary_writer()
 
 
 class RunLog:
@@ -84,6 +96,11 @@ class RunLog:
         """The epoch's metrics row."""
         if self.loggers:
             self._send(step, epoch_scalars(row))
+
+    def validation(self, step: int, row: Dict[str, Any]) -> None:
+        """A validation within an epoch (``val_every``): its metrics as ``val/NAME``."""
+        if self.loggers:
+            self._send(step, {f"val/{k[4:]}": float(v) for k, v in row.items() if k.startswith("val_")})
 
     def _send(self, step: int, scalars: Dict[str, float]) -> None:
         for logger in self.loggers:

@@ -20,22 +20,24 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import KdslError, error
+from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training import distributed
+from kdsl.training.curves import CurvesPacer
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
-from kdsl.training.loggers import RunLog
-from kdsl.training.metrics import EpochSums
+from kdsl.training.loggers import TENSORBOARD_FOLDER, RunLog, check_loggers
+from kdsl.training.metrics import EpochSums, early_stop
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
                                   run_best, write_best, zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
-from kdsl.training.stages import PhaseRun, StageRun, build_stage
+from kdsl.training.stages import (PhaseRun, StageRun, build_stage, default_lr, input_text,
+                                  restore_optimization)
 
 REPORT_EVERY = 10  # steps between progress events (and loss finiteness checks)
 
@@ -51,8 +53,11 @@ class Trainer:
         self.generated = spec.input is not None  # the models' input comes from `input`, not data
         self.steps_per_epoch = self._steps_per_epoch()
         self.history: List[Dict[str, Any]] = []
+        self.validations: List[Dict[str, Any]] = []  # val_every's rows (validation.jsonl)
+        self.told_stop = False  # early stopping was reported
         self.global_step = 0
         self.committed = 0  # epochs in the run directory's checkpoint (what an interrupted run keeps)
+        self.committed_steps = 0  # and steps of the epoch after them (a checkpoint within it)
         self.log = RunLog([])  # --tensorboard's writers, opened by fit()
         self.teachers: Optional[Dict[str, Dict[str, float]]] = None
         self.fingerprint = spec_fingerprint(spec)
@@ -62,6 +67,9 @@ class Trainer:
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
+        self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
+        self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
+        self.start_lr: Optional[float] = None  # the first step's learning rate (curves.png's lr at epoch 0)
 
     def _steps_per_epoch(self) -> int:
         """``steps_per_epoch`` when set: a generator's epoch, or a data epoch cut short (for a
@@ -94,8 +102,11 @@ class Trainer:
             raise error("KD703", f"{path} is damaged: its 'rng' cannot be restored ({type(exc).__name__}: {exc})",
                         hint="start a new run with --out or --overwrite") from None
         self.global_step, self.committed = state["step"], state["epoch"]
+        self.within = state.get("within")  # a checkpoint written within the epoch after them
+        self.committed_steps = self.within["steps"] if self.within else 0
         self.teachers = state.get("teachers")
         self.history = list(state["history"])
+        self.validations = list(state.get("validations") or [])
         return state
 
     def restore_models(self, state: Dict[str, Any]) -> None:
@@ -118,7 +129,7 @@ class Trainer:
                 raise error("KD703", f"the checkpoint ends in stage '{state['stage']}', but epoch "
                             f"{state['epoch'] + 1} of this run is in stage '{plan.name}'",
                             hint="resume with the epochs that started the run")
-            _restore_optimization(stage, state["optimization"], self.run_dir.file("checkpoint.pt"))
+            restore_optimization(stage, state["optimization"], self.run_dir.file("checkpoint.pt"))
         self.runner = None
         if self.plain(plan):
             phase = stage.phases[0]
@@ -143,7 +154,7 @@ class Trainer:
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
         opt, opt_options = cfg.optimizer
-        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", _default_lr(opt))
+        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", default_lr(opt))
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=p.decl is not None, phased=p.phased)
                        for p, a, b in ranges)
@@ -155,7 +166,7 @@ class Trainer:
             val_size=data.val_size if data else 0, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
             batch_size=cfg.batch_size, optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
             device=self.device.type, amp=cfg.amp, world=self.dist.world, out=self.run_dir.path,
-            start_epoch=start_epoch, resumed=resumed, stages=stages, input=_input_text(self.spec),
+            start_epoch=start_epoch, resumed=resumed, stages=stages, input=input_text(self.spec),
             progress_every=cfg.progress_every)
 
     # ---------------------------------------------------------------- the run
@@ -165,6 +176,10 @@ class Trainer:
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
+            check_loggers(self.cfg)  # before begin(): a run refused here leaves an old run as it was
+            self.run_dir.begin(fresh=state is None)
+            if self.cfg.tensorboard:
+                self.run_dir.claim(TENSORBOARD_FOLDER + "/")
             self.log = RunLog.open(self.cfg, self.run_dir.path, self.global_step)
             record_start(self.run_dir, self.spec, self.cfg, self.device, resume)
         if state is None:
@@ -175,10 +190,13 @@ class Trainer:
         if state is not None and self.dist.main:
             repair(self, state, ranges)
         for plan, first, end in ranges:
-            if end <= start_epoch or end == first:
+            if end <= start_epoch or end == first or self.stopped_early():
                 continue
-            self.start_stage(plan, first, end, state if first < start_epoch else None)
+            restore = first < start_epoch or (self.within is not None and first == start_epoch)
+            self.start_stage(plan, first, end, state if restore else None)
             for epoch in range(max(first, start_epoch), end):
+                if self.stopped_early():
+                    break
                 self.run_epoch(epoch)
         if self.dist.enabled:
             distributed.check_ranks_agree(self.distiller.student, self.dist, self.device)
@@ -199,11 +217,14 @@ class Trainer:
     def run_epoch(self, epoch: int) -> None:
         cfg, stage = self.cfg, self.stage
         t0 = time.time()
+        first_step, sums = self.resumed_steps()
         if self.data is not None:
-            self.data.start_epoch(epoch)
+            self.data.start_epoch(epoch, skip_batches=first_step)
         self.distiller.train()
+        if epoch == 0 and first_step == 0:
+            self.start_lr = stage.phases[0].optimizer.param_groups[0]["lr"]
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
-        sums = self.train_epoch(epoch)
+        self.train_epoch(epoch, sums, first_step)
         if self.dist.enabled:
             for model in self.distiller.trainable_models().values():
                 broadcast_buffers(model)
@@ -220,11 +241,46 @@ class Trainer:
         run_best(self)  # on every rank (the rows agree): KD725 stops them all, before any file
         if self.dist.main:
             self.run_dir.write_metrics(self.history)
-            note = self.run_dir.write_curves(self.history, self.teachers)
-            if note and epoch + 1 == cfg.epochs:
+            final = epoch + 1 == cfg.epochs
+            note = self.curves.draw(lambda: self.run_dir.write_curves(self.history, self.teachers, self.start_lr),
+                                    final)
+            if note and final:
                 self.reporter.warning(note)
             self.save(epoch + 1)  # the checkpoint last: the epoch's commit point
         barrier(self.dist)
+
+    def resumed_steps(self) -> Tuple[int, EpochSums]:
+        """(the steps of this epoch already done, their sums): those of a checkpoint written
+        within the epoch, once; else (0, empty sums)."""
+        sums = EpochSums(self.device)
+        within, self.within = self.within, None
+        if within is None:
+            return 0, sums
+        sums.load_state_dict(within["sums"])
+        return within["steps"], sums
+
+    def stopped_early(self) -> bool:
+        """Early stopping (``patience``): whether the last ``patience`` epochs brought no better
+        ``best_metric`` than the best before them (decided from the history alone, so a resumed
+        run decides the same)."""
+        why = early_stop(self.history, run_best(self), self.cfg.patience)
+        if why and not self.told_stop:
+            self.told_stop = True
+            self.reporter.warning(why)
+        return why is not None
+
+    def validate_within(self, epoch: int, steps: int) -> None:
+        """``val_every``: the student's validation ``steps`` into an epoch, to validation.jsonl,
+        TensorBoard and the reporter (evaluation draws no randomness: training goes on unchanged)."""
+        metrics = self.validate()
+        if not metrics:
+            return
+        row = {"epoch": round(epoch + steps / self.steps_per_epoch, 6), "step": self.global_step, **metrics}
+        self.validations.append(row)
+        self.reporter.validation(row)
+        self.log.validation(self.global_step, row)
+        if self.dist.main:
+            self.run_dir.write_validations(self.validations)
 
     def validate(self) -> Dict[str, float]:
         """The student's (and each trained peer's) validation metrics; none without data."""
@@ -236,32 +292,39 @@ class Trainer:
             out.update(val_row(evaluate(self.distiller.model(name), *args), f"/{name}"))
         return out
 
-    def batches(self) -> Iterator[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """The epoch's training batches; None for each step of a run whose input is generated
-        (the training loader is then never touched)."""
+    def batches(self, first: int = 0) -> Iterator[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """The epoch's training batches from step ``first`` on (the loader's sampler skips the
+        ones before); None for each step of a run whose input is generated (the training loader
+        is then never touched)."""
         if self.generated:
-            for _ in range(self.steps_per_epoch):
+            for _ in range(first, self.steps_per_epoch):
                 yield None
             return
-        for i, batch in enumerate(self.data.train):
+        for i, batch in enumerate(self.data.train, start=first):
             if i == self.steps_per_epoch:
                 break
             yield batch
 
-    def train_epoch(self, epoch: int) -> EpochSums:
-        """The steps of one epoch; the sums of their loss terms."""
-        sums = EpochSums(self.device)
-        steps = 0
-        for i, batch in enumerate(self.batches()):
+    def train_epoch(self, epoch: int, sums: EpochSums, first: int = 0) -> EpochSums:
+        """The steps of one epoch from step ``first`` on, added to ``sums``; a checkpoint every
+        ``checkpoint_every`` steps within it."""
+        for i, batch in enumerate(self.batches(first), start=first):
             results = self.step(epoch, i, batch)
-            steps += 1
+            steps = i + 1
             for phase, result in results:
                 sums.add(phase, result, self.stage)
-            if steps % REPORT_EVERY == 0 or i + 1 == self.steps_per_epoch:
+            if steps % REPORT_EVERY == 0 or steps == self.steps_per_epoch:
                 for _, result in results:
                     self.check_finite(result, epoch, i)
                 self.reporter.step(epoch, steps, self.steps_per_epoch, sums.means())
                 self.log.step(self.global_step, results, self.stage)
+            if self.cfg.val_every and self.global_step % self.cfg.val_every == 0 and steps < self.steps_per_epoch:
+                self.validate_within(epoch, steps)
+            every = self.cfg.checkpoint_every
+            if every and self.global_step % every == 0 and steps < self.steps_per_epoch and not self.dist.enabled:
+                for _, result in results:  # never a checkpoint of a diverged model
+                    self.check_finite(result, epoch, i)
+                self.save(epoch, within={"steps": steps, "sums": sums.state_dict()})
         return sums
 
     def step(self, epoch: int, i: int, batch) -> List[Tuple[str, Any]]:
@@ -331,10 +394,22 @@ class Trainer:
                     hint=nan_hint(self.run_dir))
 
     # ---------------------------------------------------------------- files, the end
-    def save(self, epochs_done: int) -> None:
+    def save(self, epochs_done: int, within: Optional[Dict[str, Any]] = None) -> None:
         """The epoch's files: connectors at a stage's end, the summary, the weights, and last the
         checkpoint, the commit point (a kill before it redoes the epoch, see :mod:`.resume`); then
-        best.pt if this epoch is the best (rebuilt from the checkpoint if a kill comes between)."""
+        best.pt if this epoch is the best (rebuilt from the checkpoint if a kill comes between).
+        ``within`` (``{"steps", "sums"}``): a checkpoint alone, ``steps`` into the epoch after
+        ``epochs_done``, which a resumed run continues from (the other files stay the last epoch's)."""
+        if within is not None:
+            if self.dist.main:
+                self.run_dir.write_checkpoint(
+                    fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step,
+                    distiller=self.distiller, stage=self.stage.name,
+                    optimization={self.stage.name: self.stage.state_dict()}, rng=rng_state(self.device),
+                    teachers=self.teachers, history=self.history, config=self.cfg.describe(), models={},
+                    within=within, validations=self.validations)
+            self.committed_steps = within["steps"]
+            return
         stage, best = self.stage, run_best(self)
         if epochs_done == stage.end and len(self.distiller.connectors):
             self.run_dir.write_connectors(stage.name, self.distiller.connectors)
@@ -343,8 +418,8 @@ class Trainer:
             fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
             stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
             teachers=self.teachers, history=self.history, config=self.cfg.describe(),
-            models=self.distiller.trainable_models())
-        self.committed = epochs_done
+            models=self.distiller.trainable_models(), validations=self.validations)
+        self.committed, self.committed_steps = epochs_done, 0
         write_best(self, epochs_done, best)
 
     def finish(self, seconds: float) -> RunResult:
@@ -412,41 +487,3 @@ class Trainer:
                            seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
-
-
-def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: str) -> None:
-    """The checkpoint's optimizer, schedule and scaler states of ``stage`` (KD703 when they do not
-    fit this run's optimizers: another optimizer, other parameters, a hand-edited state)."""
-    if stage.name not in optimization:
-        raise error("KD703", f"{path} holds no optimizer state for stage '{stage.name}'",
-                    hint="resume with the spec that started the run")
-    try:
-        stage.load_state_dict(optimization[stage.name])
-        for phase in stage.phases:  # torch loads buffers of any shape; a step would then fail
-            for param, buffers in phase.optimizer.state.items():
-                wrong = [k for k, v in buffers.items() if isinstance(v, torch.Tensor) and v.dim()
-                         and v.shape != param.shape]
-                if wrong:
-                    raise ValueError(f"its '{wrong[0]}' is {list(buffers[wrong[0]].shape)} for a "
-                                     f"parameter of {list(param.shape)}")
-    except KdslError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch's own checks of a foreign optimizer state
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
-                    f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
-                    hint="resume with the optimizer that started the run") from None
-
-
-def _default_lr(optimizer: str) -> float:
-    from kdsl.catalog.registry import REGISTRY
-
-    return REGISTRY.get("optimizer", optimizer).option("lr").default
-
-
-def _input_text(spec: ir.Spec) -> Optional[str]:
-    if spec.input is None:
-        return None
-    from kdsl.lang.printer import expr_text
-
-    return expr_text(spec.input.value)

@@ -41,6 +41,16 @@ class EpochSums:
             self.sums[k] = self.sums[k] + v.detach().double() if k in self.sums else v.detach().double()
             self.counts[k] = self.counts.get(k, 0) + 1
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The sums so far as plain data (a checkpoint within an epoch keeps them)."""
+        return {"totals": {k: v.cpu() for k, v in self.totals.items()}, "runs": dict(self.runs),
+                "sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.totals = {k: v.to(self.device) for k, v in state["totals"].items()}
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.runs, self.counts = dict(state["runs"]), dict(state["counts"])
+
     def means(self) -> Dict[str, float]:
         """Each term's mean so far (on this rank): for progress events."""
         return {k: (v / self.counts[k]).item() for k, v in self.sums.items()}
@@ -62,6 +72,34 @@ class EpochSums:
         return row
 
 
+
+
+class EpochSumsState:
+    """The form of :meth:`EpochSums.state_dict`, checked before a checkpoint's is used."""
+
+    @staticmethod
+    def fits(state: Any) -> bool:
+        if not isinstance(state, dict) or set(state) != {"totals", "runs", "sums", "counts"}:
+            return False
+        tensors = all(isinstance(d, dict) and all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in d.values())
+                      for d in (state["totals"], state["sums"]))
+        counts = all(isinstance(d, dict) and all(isinstance(v, int) and v >= 0 for v in d.values())
+                     for d in (state["runs"], state["counts"]))
+        return tensors and counts and set(state["totals"]) == set(state["runs"]) \
+            and set(state["sums"]) == set(state["counts"])
+
+
+def early_stop(history: List[Dict[str, Any]], best: Optional[Dict[str, Any]],
+               patience: Optional[int]) -> Optional[str]:
+    """Why the run stops early (``patience`` epochs after its ``best`` epoch, :func:`best_epoch`),
+    or None: decided from the history alone, so that a resumed run decides the same."""
+    if not (patience and best and history):
+        return None
+    waited = history[-1]["epoch"] - best["epoch"]
+    if waited < patience:
+        return None
+    return (f"early stop after epoch {history[-1]['epoch']}: {best['metric']} has not improved for {waited} "
+            f"epochs (patience {patience}); best epoch {best['epoch']}")
 
 
 def primary_metric(row: Dict[str, Any], task: Optional[str] = None,

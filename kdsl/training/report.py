@@ -107,11 +107,15 @@ class RunResult:
 
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C (a KeyboardInterrupt, so that whatever stops on one still does):
-    ``saved`` epochs of ``epochs`` are in the checkpoint of ``out`` (0: none, nothing to resume)."""
+    ``saved`` epochs of ``epochs`` are in the checkpoint of ``out``, and ``steps`` steps of the
+    epoch after them (checkpoint_every; both 0: nothing to resume)."""
 
-    def __init__(self, out: str, saved: int, epochs: int) -> None:
-        self.out, self.saved, self.epochs = out, saved, epochs
-        if saved:
+    def __init__(self, out: str, saved: int, epochs: int, steps: int = 0) -> None:
+        self.out, self.saved, self.epochs, self.steps = out, saved, epochs, steps
+        if steps:
+            text = (f"interrupted: step {steps} of epoch {saved + 1} of {epochs} is saved in {out}; "
+                    "kdsl.train(..., resume=True) with the same settings continues from it")
+        elif saved:
             text = (f"interrupted: epoch {saved} of {epochs} is saved in {out}; "
                     "kdsl.train(..., resume=True) with the same settings continues from it")
         else:
@@ -136,6 +140,10 @@ class Reporter:
 
     def epoch_end(self, row: Dict[str, Any], total_epochs: int) -> None:
         """The epoch's metrics row (epoch is 1-based here, as in metrics.jsonl)."""
+
+    def validation(self, row: Dict[str, Any]) -> None:
+        """A validation within an epoch (``val_every``): ``epoch`` (fractional), ``step`` and the
+        student's ``val_*`` metrics, as in validation.jsonl."""
 
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the run."""
@@ -164,6 +172,9 @@ class EventLog(Reporter):
 
     def epoch_end(self, row: Dict[str, Any], total_epochs: int) -> None:
         self.events.append(("epoch_end", row))
+
+    def validation(self, row: Dict[str, Any]) -> None:
+        self.events.append(("validation", row))
 
     def warning(self, message: str) -> None:
         self.events.append(("warning", message))

@@ -25,11 +25,11 @@ from kdsl.training.metrics import best_epoch
 
 # The settings that decide what a run trains; a resumption must keep every one of them.
 RUN_SETTINGS = ("epochs", "steps_per_epoch", "batch_size", "drop_last", "data", "optimizer", "lr",
-                "lr_schedule", "seed", "amp", "grad_clip", "best_metric", "inputs", "task")
+                "lr_schedule", "seed", "amp", "grad_clip", "best_metric", "inputs", "task", "patience")
 
 _FLAGS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "batch_size": "--batch-size",
           "data": "--data", "optimizer": "--optimizer", "lr": "--lr", "seed": "--seed", "amp": "--amp",
-          "best_metric": "--best-metric"}
+          "best_metric": "--best-metric", "patience": "--patience"}
 
 
 def _shown(name: str, value: Any) -> str:
@@ -84,8 +84,10 @@ def repair(trainer, state: Dict[str, Any], ranges) -> List[str]:
     if not rd.writer:
         return []
     fixed: List[str] = []
-    weights = [("student.pt", distiller.student)]
-    weights += [(os.path.join("models", f"{n}.pt"), m) for n, m in distiller.trainable_models().items()]
+    within = state.get("within") is not None  # the models are mid-epoch: the weights files are the last epoch's
+    weights = [] if within else [("student.pt", distiller.student)]
+    weights += [] if within else [(os.path.join("models", f"{n}.pt"), m)
+                                  for n, m in distiller.trainable_models().items()]
     for name, module in weights:
         if not rd.weights_agree(name, module):
             rd.write_weights(name, module)
@@ -95,7 +97,8 @@ def repair(trainer, state: Dict[str, Any], ranges) -> List[str]:
         if end > epoch and rd.remove(name):  # written for a stage end the checkpoint never reached
             fixed.append(name)
     history = trainer.history
-    fixed += _repair_best(trainer, epoch, state["config"].get("best_metric"))
+    if not within:
+        fixed += _repair_best(trainer, epoch, state["config"].get("best_metric"))
     if not rd.metrics_agree(history):
         rd.write_metrics(history)
         if history:
@@ -103,6 +106,13 @@ def repair(trainer, state: Dict[str, Any], ranges) -> List[str]:
         else:  # no epoch in the checkpoint: a curve of epoch 1 belongs to no run
             rd.remove("curves.png")
         fixed += ["metrics.jsonl", "metrics.csv", "curves.png"]
+    validations = list(state.get("validations") or [])
+    if not rd.validations_agree(validations):  # rows of validations after the checkpoint: redone
+        if validations:
+            rd.write_validations(validations)
+        else:
+            rd.remove("validation.jsonl")
+        fixed.append("validation.jsonl")
     if not rd.summary_agrees(epoch, history):
         rd.write_summary(progress_summary(trainer, epoch))
         fixed.append("summary.json")

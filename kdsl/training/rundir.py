@@ -14,11 +14,26 @@ the best epoch by the validation metric (:func:`kdsl.training.metrics.best_epoch
 (the student, trainable teachers, generators); ``connectors/STAGE.pt`` the connectors after stage
 STAGE, ``{NAME: state dict}`` (``connector NAME = ... from "RUN/connectors/STAGE.pt"`` loads
 NAME's); ``metrics.jsonl`` /
-``metrics.csv`` one row per epoch; ``curves.png``; ``summary.json``; ``spec/`` the spec and the
+``metrics.csv`` one row per epoch; ``validation.jsonl`` one row per validation within an epoch
+(``val_every``); ``curves.png``; ``summary.json``; ``spec/`` the spec and the
 files it includes as they were read (:func:`kdsl.training.environment.spec_files`), written when the
 run starts; ``environment.json`` one entry per process that trained the run (versions, device,
 threads, command line, git commit); ``tensorboard/`` the event files of ``--tensorboard``. Every
 file is written atomically, and only by rank 0.
+
+``kdsl-run.json`` (the manifest) lists every path kdsl wrote in the directory (a folder whose
+whole content is kdsl's, ``tensorboard/``, ends with ``/``); a path is listed before it is first
+written. It is what makes a directory kdsl's: a non-empty directory without one is refused
+(KD706), a file in the place of a run file that the manifest does not list is never replaced,
+and a fresh run (``--overwrite``, or after a run killed before its first checkpoint) removes
+exactly what the manifest lists, nothing else. A run that fails or is interrupted before its
+first checkpoint removes what it wrote, and the directory if it made it. A directory of a kdsl
+from before the manifest (``checkpoint.pt``, no manifest) is adopted with its fixed names.
+
+With ``checkpoint_every = N``, ``checkpoint.pt`` is also written every N steps within an epoch,
+alone, with ``"within": {"steps", "sums"}`` (the steps of the epoch after ``epoch`` done, and their
+loss sums): a resumed run skips those steps' batches and continues bit for bit; the other files
+stay the last epoch's.
 
 ``checkpoint.pt`` is the run's one commit point: each epoch writes every other file first and the
 checkpoint last, so a kill at any instant leaves a checkpoint that is whole, and other files that
@@ -29,7 +44,7 @@ checkpoint leaves the previous best.pt, which the checkpoint's history still nam
 derived from the checkpoint, and ``--resume`` and
 ``--eval-only`` repair any that disagree with it (:meth:`RunDir.weights_agree`,
 :meth:`RunDir.metrics_agree`, :meth:`RunDir.summary_agrees`); temporary files of a killed writer
-(``NAME.tmp-PID``) are removed when a run directory is prepared.
+(``NAME.tmp-PID``, NAME listed in the manifest) are removed when a run directory is prepared.
 
 For the kill test (tests/hardening/test_kill.py) every atomic write passes three *write points*
 (half of the temporary file written, the temporary file complete, the file renamed into place):
@@ -47,14 +62,15 @@ import io
 import json
 import os
 import re
-import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
+from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, from_format_1,
+                                            checkpoint_problem)
 from kdsl.training.report import RunFiles
+from kdsl.training.run_manifest import MANIFEST, RunManifest, relative
 
-CHECKPOINT_FORMAT = "kdsl-run/2"
 KILL_AT_ENV = "KDSL_KILL_AT"
 KILL_TRACE_ENV = "KDSL_KILL_TRACE"
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
@@ -97,11 +113,16 @@ def atomic_write(path: str, data: bytes) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
+    atomic_write(path, _torch_bytes(obj))
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj``, as bytes."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def spec_fingerprint(spec: ir.Spec) -> str:
@@ -110,9 +131,7 @@ def spec_fingerprint(spec: ir.Spec) -> str:
 
 
 def _csv_value(v: Any) -> Any:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return "" if v is None else v
+    return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
 
 
 class RunDir:
@@ -121,7 +140,9 @@ class RunDir:
     def __init__(self, path: str, writer: bool = True) -> None:
         self.path = path
         self.writer = writer
-        self.curves_written = False
+        self.manifest = RunManifest(path, atomic_write)  # what kdsl wrote here (kdsl-run.json)
+        self.made: List[str] = []  # the folders prepare() made (abandon() removes them if empty)
+        self.fresh = False  # begin() started a new run here
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -147,44 +168,97 @@ class RunDir:
 
     # ---------------------------------------------------------------- set-up
     def prepare(self, *, resume: bool, eval_only: bool, overwrite: bool) -> None:
-        """Refuse to start over an existing run (unless ``overwrite``), or to resume or evaluate
-        nothing; check that the directory can be written."""
-        if resume or eval_only:
+        """Refuse a directory that is not kdsl's (a non-empty one without a manifest), to start over
+        an existing run (unless ``overwrite``), or to evaluate nothing; check that the directory can
+        be written. Writes nothing but the directory itself: the old run of ``overwrite`` is removed
+        by :meth:`begin`, once the new run is known to start. A ``resume`` without a checkpoint
+        prepares a fresh run (the caller then starts one: see :meth:`has_checkpoint`)."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise error("KD706", f"--out {self.path} is a file, not a directory", hint="pass a directory")
+        self.manifest.read()
+        if eval_only:
             if not os.path.isdir(self.path):
-                raise error("KD703", f"no run to {'resume' if resume else 'evaluate'} in {self.path}",
+                raise error("KD703", f"no run to evaluate in {self.path}",
                             hint="train first, or point --out at the run's directory")
             self.remove_leftovers()
             return
-        if os.path.exists(self.file("checkpoint.pt")) and not overwrite:
+        if resume and self.has_checkpoint():
+            self.remove_leftovers()
+            return
+        if self.has_checkpoint() and not overwrite and not resume:
             raise error("KD706", f"{self.path} already holds a run",
                         hint="--resume continues it, --out DIR starts a new one elsewhere, "
                         "--overwrite replaces it")
         if self.writer:
-            try:
-                os.makedirs(self.path, exist_ok=True)
-                probe = self.file(f".write-test-{os.getpid()}")
-                with open(probe, "w") as fh:
-                    fh.write("")
-                os.remove(probe)
-            except OSError as exc:
-                raise error("KD706", f"cannot write to {self.path}: {exc.strerror or exc}") from None
+            self._make_writable()
             self.remove_leftovers()
 
-    def remove_leftovers(self) -> List[str]:
-        """Remove the temporary files (``NAME.tmp-PID``) that a writer killed mid-write left in the
-        run directory, models/ and connectors/; the paths removed. A live process's are kept."""
-        removed: List[str] = []
+    def _make_writable(self) -> None:
+        """Make the directory (and its missing parents, which :meth:`abandon` removes again)
+        and check that a file can be written in it."""
+        missing, here = [], os.path.abspath(self.path)
+        while not os.path.exists(here) and os.path.dirname(here) != here:
+            missing.append(here)
+            here = os.path.dirname(here)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self.made = missing
+            probe = self.file(f".write-test-{os.getpid()}")
+            with open(probe, "w") as fh:
+                fh.write("")
+            os.remove(probe)
+        except OSError as exc:
+            raise error("KD706", f"cannot write to {self.path}: {exc.strerror or exc}") from None
+
+    def begin(self, fresh: bool) -> None:
+        """The run starts writing: a ``fresh`` one first removes every file the manifest lists
+        (an old run replaced with --overwrite, or one killed before its first checkpoint), so that
+        nothing of it survives; files kdsl did not write stay. Then the manifest is written."""
         if not self.writer:
+            return
+        if fresh:
+            self.manifest.clear()
+            self.fresh = True
+        self.manifest.paths = self.manifest.paths or set()
+        self.manifest.save()
+
+    def claim(self, name: str) -> str:
+        """The path of the run file ``name`` (``a/b.pt``; a folder ``tensorboard/``), listed in the
+        manifest before it is written. KD706 when a file kdsl did not write is in its place: kdsl
+        never replaces one."""
+        return self.manifest.add(name)
+
+    def abandon(self) -> None:
+        """After a run that failed (or was interrupted) before saving its first epoch: remove what
+        it wrote, and the folders it made, so that a failure leaves nothing behind."""
+        if not self.writer or self.has_checkpoint():
+            return
+        if self.fresh:
+            self.manifest.clear()
+            self.manifest.delete()
+        for folder in self.made:  # innermost first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only an empty one
+
+    def remove_leftovers(self) -> List[str]:
+        """Remove the temporary files (``NAME.tmp-PID``) that a writer killed mid-write left, for
+        the NAMEs the manifest lists (a file named so that kdsl did not write is not touched);
+        the paths removed. A live process's are kept."""
+        removed: List[str] = []
+        if not self.writer or not os.path.isdir(self.path):
             return removed
-        spec_dirs = [d for d, _, _ in os.walk(self.file("spec"))]
-        for folder in (self.path, self.file("models"), self.file("connectors"), *spec_dirs):
-            names = os.listdir(folder) if os.path.isdir(folder) else []
+        owned = (self.manifest.paths or set()) | {MANIFEST}
+        folders = {os.path.dirname(n) for n in owned}
+        for folder in sorted(folders):
+            where = self.file(folder) if folder else self.path
+            names = os.listdir(where) if os.path.isdir(where) else []
             for name in names:
                 m = _TEMPORARY.search(name)
-                if m and not _alive(int(m.group(1))):
-                    with contextlib.suppress(OSError):
-                        os.remove(os.path.join(folder, name))
-                        removed.append(os.path.join(folder, name))
+                if not m or relative(os.path.join(folder, name[:m.start()])) not in owned or _alive(int(m.group(1))):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(where, name))
+                    removed.append(os.path.join(where, name))
         return removed
 
     # ---------------------------------------------------------------- reproduction
@@ -194,11 +268,8 @@ class RunDir:
         writes them only if they are missing; a new run replaces any that an old one left."""
         if not self.writer or (os.path.isdir(self.file("spec")) and not replace):
             return
-        shutil.rmtree(self.file("spec"), ignore_errors=True)
         for name, data in files.items():
-            path = os.path.join(self.file("spec"), name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_write(path, data)
+            self.write_file(os.path.join("spec", name), data)
 
     def record_session(self, facts: Dict[str, Any], fresh: bool) -> None:
         """environment.json, with ``facts`` (this process's) appended to the sessions already there;
@@ -212,7 +283,7 @@ class RunDir:
             with contextlib.suppress(OSError, ValueError):
                 previous = json.loads(_read_bytes(self.file("environment.json")) or b"null")
         record = environment_record(previous, facts)
-        atomic_write(self.file("environment.json"), json.dumps(record, indent=2, default=str).encode())
+        self.write_file("environment.json", json.dumps(record, indent=2, default=str).encode())
 
     # ---------------------------------------------------------------- metrics, curves, summary
     def write_metrics(self, history: List[Dict[str, Any]]) -> None:
@@ -220,29 +291,39 @@ class RunDir:
         if not self.writer:
             return
         jsonl, csv_text = _metrics_texts(history)
-        atomic_write(self.file("metrics.jsonl"), jsonl)
-        atomic_write(self.file("metrics.csv"), csv_text)
+        self.write_file("metrics.jsonl", jsonl)
+        self.write_file("metrics.csv", csv_text)
 
     def metrics_agree(self, history: List[Dict[str, Any]]) -> bool:
         """Whether metrics.jsonl and metrics.csv hold exactly ``history`` (a checkpoint's)."""
         return all(_read_bytes(self.file(n)) == text
                    for n, text in zip(("metrics.jsonl", "metrics.csv"), _metrics_texts(history)))
 
-    def write_curves(self, history: List[Dict[str, Any]], teachers) -> Optional[str]:
-        """curves.png; None, or why it was skipped (matplotlib not installed)."""
+    def write_validations(self, rows: List[Dict[str, Any]]) -> None:
+        """validation.jsonl: one row per validation within an epoch (``val_every``)."""
+        if self.writer:
+            self.write_file("validation.jsonl", _jsonl(rows))
+
+    def validations_agree(self, rows: List[Dict[str, Any]]) -> bool:
+        """Whether validation.jsonl holds exactly ``rows`` (a checkpoint's; none: no file)."""
+        return _read_bytes(self.file("validation.jsonl")) == (_jsonl(rows) if rows else None)
+
+    def write_curves(self, history: List[Dict[str, Any]], teachers, start_lr: Optional[float] = None) -> Optional[str]:
+        """curves.png (``start_lr``: the learning rate of the run's first step, when known); None,
+        or why it was skipped (matplotlib not installed)."""
         if not self.writer or not history:
             return None
         from kdsl.training.curves import plot_curves
 
-        png = plot_curves(history, teachers)
+        png = plot_curves(history, teachers, start_lr)
         if png is None:
             return "matplotlib is not installed: skipped curves.png (pip install 'kdsl[plot]')"
-        atomic_write(self.file("curves.png"), png)
+        self.write_file("curves.png", png)
         return None
 
     def write_summary(self, summary: Dict[str, Any]) -> None:
         if self.writer:
-            atomic_write(self.file("summary.json"), json.dumps(summary, indent=2).encode())
+            self.write_file("summary.json", json.dumps(summary, indent=2).encode())
 
     def summary_agrees(self, epoch: int, history: List[Dict[str, Any]]) -> bool:
         """Whether summary.json is of ``epoch`` epochs done, with ``history`` (a checkpoint's)."""
@@ -271,41 +352,56 @@ class RunDir:
     def write_weights(self, name: str, module) -> None:
         """``module``'s plain state dict to the weights file ``name`` (under the run directory)."""
         if self.writer:
-            os.makedirs(os.path.dirname(self.file(name)), exist_ok=True)
-            atomic_torch_save(_plain(module), self.file(name))
+            self.write_file(name, _torch_bytes(_plain(module)))
 
     def remove(self, name: str) -> bool:
         """Remove the file ``name`` of the run directory; whether there was one."""
-        if not self.writer or not os.path.isfile(self.file(name)):
+        if not self.writer or not os.path.isfile(self.file(name)) or not self.manifest.owns(name):
             return False
         os.remove(self.file(name))
+        self.manifest.discard(name)
         return True
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """The run file ``name`` (``a/b.pt``), listed in the manifest first, written atomically:
+        the one way anything is written into a run directory."""
+        path = self.claim(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, data)
 
     # ---------------------------------------------------------------- checkpoint, student
     def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
                          optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
-                         config: Dict[str, Any], models: Dict[str, Any]) -> None:
+                         config: Dict[str, Any], models: Dict[str, Any],
+                         within: Optional[Dict[str, Any]] = None,
+                         validations: Optional[List[Dict[str, Any]]] = None) -> None:
         """student.pt, models/NAME.pt of every trained model, then checkpoint.pt (everything to
-        resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point."""
+        resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point.
+        ``within`` (``{"steps", "sums"}``, checkpoint_every): the checkpoint alone, ``steps`` into
+        the epoch after ``epoch``, with the loss sums of those steps."""
         if not self.writer:
             return
-        self.write_weights("student.pt", distiller.student)
-        for name, model in models.items():
-            self.write_weights(os.path.join("models", f"{name}.pt"), model)
+        if within is None:
+            self.write_weights("student.pt", distiller.student)
+            for name, model in models.items():
+                self.write_weights(os.path.join("models", f"{name}.pt"), model)
         state = {
             "format": CHECKPOINT_FORMAT, "spec": fingerprint, "epoch": epoch, "step": step, "stage": stage,
             "distiller": distiller.state_dict(), "optimization": optimization,
             "rng": rng, "teachers": teachers, "history": history, "config": config,
         }
-        atomic_torch_save(state, self.file("checkpoint.pt"))
+        if within is not None:
+            state["within"] = within
+        if validations:
+            state["validations"] = validations  # val_every's rows so far (validation.jsonl)
+        self.write_file("checkpoint.pt", _torch_bytes(state))
 
     def write_connectors(self, stage: str, connectors) -> None:
         """connectors/STAGE.pt: every connector's state dict at the end of ``stage``."""
         if not self.writer:
             return
-        os.makedirs(self.file("connectors"), exist_ok=True)
         state = {name: _plain(c) for name, c in connectors.items()}
-        atomic_torch_save(state, os.path.join(self.file("connectors"), f"{stage}.pt"))
+        self.write_file(os.path.join("connectors", f"{stage}.pt"), _torch_bytes(state))
 
     def read_checkpoint(self, fingerprint: str, device) -> Dict[str, Any]:
         """checkpoint.pt, checked to be a well-formed kdsl run checkpoint of the same spec (KD703
@@ -326,14 +422,14 @@ class RunDir:
                         hint="a run writes it at the end of its first epoch")
         state = load_checkpoint(path, code="KD703", map_location=device)
         if isinstance(state, dict) and state.get("format") == "kdsl-run/1":
-            state = _from_format_1(state)
+            state = from_format_1(state)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise error("KD703", f"{path} is not a kdsl run checkpoint (format {found!r}, "
-                        f"expected {CHECKPOINT_FORMAT!r})", hint=_DAMAGED_HINT)
+                        f"expected {CHECKPOINT_FORMAT!r})", hint=DAMAGED_HINT)
         problem = checkpoint_problem(state)
         if problem:
-            raise error("KD703", f"{path} is damaged: {problem}", hint=_DAMAGED_HINT)
+            raise error("KD703", f"{path} is damaged: {problem}", hint=DAMAGED_HINT)
         return state
 
     def has_checkpoint(self) -> bool:
@@ -360,55 +456,6 @@ class RunDir:
         load_into(model, path, what=f"model '{name}'")
 
 
-_DAMAGED_HINT = "a run checkpoint is written by kdsl train, not by hand; start a new run with --out or --overwrite"
-
-# What a run checkpoint holds: key -> (accepted types, what it is)
-_FIELDS: Tuple[Tuple[str, tuple, str], ...] = (
-    ("spec", (str,), "text"), ("epoch", (int,), "a whole number"), ("step", (int,), "a whole number"),
-    ("stage", (str,), "text"), ("distiller", (dict,), "a state dict"),
-    ("optimization", (dict,), "a table of optimizer states"), ("rng", (dict,), "generator states"),
-    ("teachers", (dict, type(None)), "a table of metrics"), ("history", (list,), "a list of metrics rows"),
-    ("config", (dict,), "a table of settings"),
-)
-
-
-def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
-    """What is wrong with a run checkpoint's content (missing keys, wrong types, impossible
-    counts), or None: checked before anything of it is used."""
-    import torch
-
-    for key, types, what in _FIELDS:
-        if key not in state:
-            return f"it has no '{key}'"
-        value = state[key]
-        if not isinstance(value, types) or isinstance(value, bool):
-            return f"its '{key}' should be {what}, not {type(value).__name__}"
-    epoch, step, history = state["epoch"], state["step"], state["history"]
-    if epoch < 0 or step < 0:
-        return f"its 'epoch' ({epoch}) and 'step' ({step}) must not be negative"
-    if len(history) != epoch or not all(isinstance(r, dict) for r in history):
-        return f"its 'history' should hold one metrics row per epoch done ({epoch}), it holds {len(history)}"
-    bad = next((k for k, v in state["distiller"].items() if not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        return f"its 'distiller' entry '{bad}' is not a tensor"
-    phases = [p for ph in state["optimization"].values() for p in (ph.values() if isinstance(ph, dict) else [None])]
-    if not all(isinstance(p, dict) and _optimizer_state(p.get("optimizer")) for p in phases):
-        return "its 'optimization' should map each stage to its phases' optimizer states"
-    rng = state["rng"]
-    if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (list, tuple)) \
-            or len(rng["python"]) != 3:
-        return "its 'rng' should hold torch's and Python's generator states"
-    return None
-
-
-def _optimizer_state(state: Any) -> bool:
-    """Whether ``state`` has the form of a torch optimizer's state dict (its values are checked by
-    the optimizer that loads it)."""
-    groups = state.get("param_groups") if isinstance(state, dict) else None
-    return (isinstance(state.get("state") if isinstance(state, dict) else None, dict) and isinstance(groups, list)
-            and bool(groups) and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups))
-
-
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists (a temporary file of a live writer is not a leftover)."""
     if pid == os.getpid():
@@ -432,7 +479,7 @@ def _read_bytes(path: str) -> Optional[bytes]:
 
 def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
     """(metrics.jsonl, metrics.csv) of ``history``: one row per epoch, columns in first-seen order."""
-    lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in history)
+    lines = _jsonl(history).decode()
     columns: List[str] = []
     for r in history:
         columns += [k for k in r if k not in columns]
@@ -444,15 +491,10 @@ def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
     return lines.encode(), buffer.getvalue().encode()
 
 
+def _jsonl(rows: List[Dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows).encode()
+
+
 def _plain(module) -> Dict[str, Any]:
     """A module's state dict as plain CPU tensors (loadable without kdsl)."""
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
-def _from_format_1(state: Dict[str, Any]) -> Dict[str, Any]:
-    """A checkpoint of the single-optimizer format: its optimizer is that of stage "main", phase
-    "step" (what a spec without stages or phases runs)."""
-    phase = {k: state.get(k) for k in ("optimizer", "scheduler", "scaler")}
-    out = {k: v for k, v in state.items() if k not in phase}
-    out.update(format=CHECKPOINT_FORMAT, stage="main", optimization={"main": {"step": phase}})
-    return out

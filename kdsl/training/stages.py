@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from kdsl.catalog.registry import REGISTRY
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import KdslError, error
+from kdsl.lang import ir
 from kdsl.lang.procedure import Stage
 
 
@@ -113,3 +114,40 @@ def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.P
         if cfg.lr is not None:
             options["lr"] = cfg.lr
     return REGISTRY.get("optimizer", name).load()(params, **options)
+
+
+def restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: str) -> None:
+    """The checkpoint's optimizer, schedule and scaler states of ``stage`` (KD703 when they do not
+    fit this run's optimizers: another optimizer, other parameters, a hand-edited state)."""
+    if stage.name not in optimization:
+        raise error("KD703", f"{path} holds no optimizer state for stage '{stage.name}'",
+                    hint="resume with the spec that started the run")
+    try:
+        stage.load_state_dict(optimization[stage.name])
+        for phase in stage.phases:  # torch loads buffers of any shape; a step would then fail
+            for param, buffers in phase.optimizer.state.items():
+                wrong = [k for k, v in buffers.items() if isinstance(v, torch.Tensor) and v.dim()
+                         and v.shape != param.shape]
+                if wrong:
+                    raise ValueError(f"its '{wrong[0]}' is {list(buffers[wrong[0]].shape)} for a "
+                                     f"parameter of {list(param.shape)}")
+    except KdslError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch's own checks of a foreign optimizer state
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
+                    f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
+                    hint="resume with the optimizer that started the run") from None
+
+
+def default_lr(optimizer: str) -> float:
+    """The optimizer's own default learning rate (the catalog's)."""
+    return REGISTRY.get("optimizer", optimizer).option("lr").default
+
+
+def input_text(spec: ir.Spec) -> Optional[str]:
+    if spec.input is None:
+        return None
+    from kdsl.lang.printer import expr_text
+
+    return expr_text(spec.input.value)

@@ -53,7 +53,8 @@ def test_checkpoint_is_loaded_relative_to_the_spec(tmp_path):
     torch.save(trained.state_dict(), tmp_path / "teacher.pt")
     spec_path = tmp_path / "kd.kd"
     spec_path.write_text(KD.format(source=' from "teacher.pt"'))
-    with kdsl.compile(kdsl.load(spec_path), student=student, teacher=teacher, example_input=X) as d:
+    with kdsl.compile(kdsl.load(spec_path), student=student, teacher=teacher, load_weights=["teacher"],
+                      example_input=X) as d:
         for k, v in trained.state_dict().items():
             assert torch.equal(teacher.state_dict()[k], v), k
         r = d.step(X)
@@ -67,7 +68,7 @@ def test_checkpoint_in_a_wrapper_and_with_module_prefix(tmp_path):
     state = {"module." + k: v for k, v in trained.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "wrapped.pt")
     (tmp_path / "kd.kd").write_text(KD.format(source=' from "wrapped.pt"'))
-    with kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher):
+    with kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher, load_weights=["teacher"]):
         assert torch.equal(teacher.fc.weight, trained.fc.weight)
 
 
@@ -80,7 +81,7 @@ def test_checkpoint_missing_and_unexpected_keys_are_kd509(tmp_path):
     (tmp_path / "kd.kd").write_text(KD.format(source=' from "bad.pt"'))
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
+        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher, load_weights=["teacher"])
     assert errors(info) == ["KD509"]
     err = info.value.errors[0]
     assert "missing keys: fc.bias" in err.hints
@@ -95,7 +96,7 @@ def test_checkpoint_with_wrong_shapes_is_kd509(tmp_path):
     torch.save(ConvNet(6).state_dict(), tmp_path / "narrow.pt")
     (tmp_path / "kd.kd").write_text(KD.format(source=' from "narrow.pt"'))
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
+        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher, load_weights=["teacher"])
     assert errors(info) == ["KD509"]
     assert any("conv1.weight: checkpoint (6, 3, 3, 3) vs model (8, 3, 3, 3)" in h
                for h in info.value.errors[0].hints)
@@ -114,7 +115,7 @@ def test_checkpoint_is_read_weights_only(tmp_path):
     torch.save({"state_dict": state, "payload": Payload()}, tmp_path / "pickle.pt")
     (tmp_path / "kd.kd").write_text(KD.format(source=' from "pickle.pt"'))
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
+        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher, load_weights=["teacher"])
     assert errors(info) == ["KD509"]
     assert "tries to run code when loaded, and is refused" in info.value.errors[0].message
     assert "GLOBAL test_compile_errors.Payload" in info.value.errors[0].message
@@ -125,7 +126,7 @@ def test_missing_checkpoint_is_kd509(tmp_path):
     student, teacher = nets(6)
     (tmp_path / "kd.kd").write_text(KD.format(source=' from "nowhere.pt"'))
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
+        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher, load_weights=["teacher"])
     assert errors(info) == ["KD509"]
     assert os.path.join(str(tmp_path), "nowhere.pt") in info.value.errors[0].message
 
@@ -212,7 +213,7 @@ def test_a_failed_compile_gives_a_passed_model_its_weights_back(tmp_path):
     (tmp_path / "kd.kd").write_text(spec)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher)
+        kdsl.compile(kdsl.load(tmp_path / "kd.kd"), student=student, teacher=teacher, load_weights=["teacher"])
     assert "KD501" in errors(info)
     # the checkpoint had been loaded before the bad path was found; the teacher is as it came in
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())

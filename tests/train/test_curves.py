@@ -107,3 +107,107 @@ def test_a_language_models_perplexity_is_on_the_validation_panel_not_with_the_lo
     legend = [t.get_text() for t in metrics.get_legend().get_texts()]
     assert legend == ["student token accuracy", "student perplexity", "teacher perplexity 6.500"]
     plt.close(fig)
+
+
+class _Clock:
+    """A clock the test moves by hand (curves' pacing is about time, the test must not wait)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_curves_are_drawn_at_the_end_and_at_most_every_few_seconds(monkeypatch):
+    """Issue #27.3: drawing curves.png after every epoch was most of the digits job's time."""
+    from kdsl.training import curves
+
+    clock = _Clock()
+    monkeypatch.setattr(curves, "_clock", clock)
+    pacer, drawn = curves.CurvesPacer(), []
+
+    def draw():
+        clock.now += 2.0  # a drawing takes two seconds
+        drawn.append(clock.now)
+        return "drawn"
+
+    for epoch in range(1, 101):  # 100 epochs of one second each
+        clock.now += 1.0
+        assert pacer.draw(draw, final=epoch == 100) in (None, "drawn")
+    assert drawn[-1] == clock.now  # the last epoch is always drawn
+    assert 2 <= len(drawn) <= 100 / curves.CURVES_EVERY_S + 2
+    spent = 2.0 * len(drawn)
+    assert spent <= 0.1 * (clock.now - 1000.0)  # a small fraction of the run
+
+    slow, start = curves.CurvesPacer(), clock.now
+    drawn.clear()
+
+    def slow_draw():
+        clock.now += 10.0  # ten seconds a drawing: drawn less often, still a small share
+        drawn.append(clock.now)
+
+    for epoch in range(1, 101):
+        clock.now += 1.0
+        slow.draw(slow_draw, final=False)
+    assert 1 <= len(drawn) and 10.0 * (len(drawn) - 1) <= curves.CURVES_SHARE * (clock.now - start)
+
+
+def test_a_short_run_draws_curves_once(tmp_path, monkeypatch):
+    from kdsl.training import curves
+    from train_helpers import BASELINE_SPEC, train_in_process
+
+    monkeypatch.setattr(curves, "_clock", _Clock())  # time stands still: no drawing is due before the end
+    calls = []
+    real = curves.plot_curves
+    monkeypatch.setattr(curves, "plot_curves", lambda *a: calls.append(1) or real(*a))
+    train_in_process(BASELINE_SPEC, out=str(tmp_path / "run"), epochs=3, steps_per_epoch=2, threads=1,
+                     eval_teachers=False)
+    assert len(calls) == 1 and (tmp_path / "run" / "curves.png").is_file()
+
+
+def _lm_history(n):
+    """A language model's rows (perplexity on the right axis of the validation panel)."""
+    return [{"epoch": e, "stage": "main", "lr": 0.0 if e == n else 0.003 / e, "train_loss": 2.0 / e,
+             "train/kd": 0.5 / e, "train/task": 1.5 / e, "val_loss": 1.8 / e, "val_ppl": 6.0 + 1 / e,
+             "val_token_acc": 40.0 + e} for e in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("history", [_lm_history(1), _lm_history(30), _history(30)], ids=["lm1", "lm30", "digits30"])
+def test_no_legend_hides_a_point_and_no_label_is_cut(history):
+    """Issue #27.12: the language model's perplexity point lay under the legend, and the right
+    axis's labels were cut at the picture's edge."""
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(history, {"teacher": {"top1": 99.0, "ppl": 6.567}}, start_lr=0.003)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for other in fig.axes:  # the points of every axis, the twin's too
+            for line in other.get_lines():
+                points = other.transData.transform(list(zip(*line.get_data()))) if len(line.get_xdata()) else []
+                assert not any(box.contains(px, py) for px, py in points), (legend.texts[0].get_text(), line.get_label())
+    png = plot_curves(history, {"teacher": {"top1": 99.0, "ppl": 6.567}}, start_lr=0.003)
+    import io
+
+    image = plt.imread(io.BytesIO(png))
+    width = image.shape[1]
+    for ax in fig.axes:  # every label inside the saved picture: a margin of background at each edge
+        assert ax.get_tightbbox(renderer) is not None
+    assert (image[:, -2:, :3] == 1.0).all() and (image[:, :2, :3] == 1.0).all(), "something is cut at an edge"
+    assert width > 1000
+    plt.close(fig)
+
+
+def test_a_one_epoch_runs_learning_rate_shows_where_it_started():
+    """Issue #27.12: a one-epoch cosine run's lr panel showed a single 0."""
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(_lm_history(1), {}, start_lr=0.003)
+    x, y = _lines(fig.axes[2])["lr"].get_data()
+    assert list(x) == [0, 1] and list(y) == [0.003, 0.0]
+    plt.close(fig)

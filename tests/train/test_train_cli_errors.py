@@ -45,6 +45,8 @@ def _cases(tmp):
 
     torch.save({"fc.weight": NotWeights()}, tmp / "object.pt")
     (tmp / "empty_run").mkdir()
+    (tmp / "foreign").mkdir()
+    (tmp / "foreign" / "notes.txt").write_text("the user's")
     out = str(tmp / "out")
     kd = ("train", KD_SPEC, "--out", out)
     return {
@@ -63,7 +65,6 @@ def _cases(tmp):
         "optimizer_unreadable": kd + ("--optimizer", "sgd(lr="),
         "epochs_zero": kd + ("--epochs", "0"),
         "lr_negative": kd + ("--lr", "-1"),
-        "resume_no_dir": ("train", KD_SPEC, "--out", str(tmp / "never"), "--resume"),
     }
 
 
@@ -82,7 +83,7 @@ def _in_process_cases(tmp):
         "optimizer_bad_option": kd + ("--optimizer", "sgd(mometum=0.9)"),
         "optimizer_bad_type": kd + ("--optimizer", 'sgd(lr="fast")'),
         "batch_size_zero": kd + ("--batch-size", "0"),
-        "resume_no_checkpoint": ("train", KD_SPEC, "--out", str(tmp / "empty_run"), "--resume"),
+        "resume_foreign": ("train", KD_SPEC, "--out", str(tmp / "foreign"), "--resume"),
         "eval_only_no_run": ("train", KD_SPEC, "--out", str(tmp / "empty_run"), "--eval-only"),
         "resume_and_overwrite": kd + ("--resume", "--overwrite"),
         "device_unknown": kd + ("--device", "tpu"),
@@ -207,10 +208,9 @@ def test_bad_numbers(results, in_process):
     assert_usage_error(in_process("batch_size_zero"), "KD701", "--batch-size must be at least 1")
 
 
-def test_nothing_to_resume(results, in_process):
-    assert_usage_error(results["resume_no_dir"], "KD703", "no run to resume", "never")
-    assert_usage_error(in_process("resume_no_checkpoint"), "KD703", "nothing to resume",
-                       "checkpoint.pt does not exist")
+def test_nothing_to_resume(in_process):
+    """(--resume where no epoch was saved starts a fresh run: tests/train/test_run_manifest.py)"""
+    assert_usage_error(in_process("resume_foreign"), "KD706", "not a kdsl run directory", "another --out")
     assert_usage_error(in_process("eval_only_no_run"), "KD703", "no trained student", "student.pt")
 
 
@@ -224,7 +224,7 @@ def test_unknown_device_is_a_usage_error(in_process):
 
 
 def test_refused_runs_write_nothing(results):
-    assert not (results["_tmp"] / "never").exists()
+    assert [p.name for p in (results["_tmp"] / "foreign").iterdir()] == ["notes.txt"]
     assert list((results["_tmp"] / "empty_run").iterdir()) == []
     out = results["_tmp"] / "out"  # shared by the refusals: at most an empty directory
     assert not out.exists() or list(out.rglob("*")) == []

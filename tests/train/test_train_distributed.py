@@ -72,7 +72,7 @@ def test_torchrun_two_processes(tmp_path):
     assert metrics_jsonl(out)[0]["step"] == 12
     assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl",
                                                "metrics.csv", "curves.png", "summary.json", "models", "spec",
-                                               "environment.json"}
+                                               "environment.json", "kdsl-run.json"}
     sessions = json.loads((out / "environment.json").read_text())["sessions"]
     assert len(sessions) == 1 and sessions[0]["world_size"] == 2  # rank 0's, once
     kdsl.zoo.digits_cnn().load_state_dict(student_weights(out), strict=True)

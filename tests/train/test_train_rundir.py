@@ -16,7 +16,7 @@ from kdsl.training import rundir
 from train_helpers import KD_SEED, KD_SPEC, metrics_csv, metrics_jsonl, student_weights
 
 FILES = {"checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json",
-         "models", "spec", "environment.json"}
+         "models", "spec", "environment.json", "kdsl-run.json"}
 
 
 def test_files_and_nothing_else(kd_run):
