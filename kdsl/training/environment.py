@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.files import read_regular_file
 from kdsl.lang import ir
@@ -91,9 +91,9 @@ def git_commit(path: str) -> Optional[Dict[str, Any]]:
         return None
     here = os.path.dirname(os.path.abspath(path))
     while True:
-        git = os.path.join(here, ".git")
-        if os.path.isdir(git):
-            commit, branch = _head(git)
+        git = _git_dirs(os.path.join(here, ".git"))
+        if git is not None:
+            commit, branch = _head(*git)
             return {"commit": commit, "branch": branch, "root": here} if commit else None
         parent = os.path.dirname(here)
         if parent == here:
@@ -101,9 +101,26 @@ def git_commit(path: str) -> Optional[Dict[str, Any]]:
         here = parent
 
 
-def _head(git: str):
-    """(commit, branch) of a ``.git`` folder's HEAD; (None, None) when it cannot be read."""
-    head = _read(os.path.join(git, "HEAD"))
+def _git_dirs(dot_git: str) -> Optional[Tuple[str, str]]:
+    """(folder holding HEAD, folder holding the refs) of a repository's ``.git``: the same folder,
+    or, for a linked worktree or a submodule, where its ``.git`` file's ``gitdir:`` line points
+    (and that folder's ``commondir``); None when ``dot_git`` is neither."""
+    if os.path.isdir(dot_git):
+        return dot_git, dot_git
+    pointer = _read(dot_git)
+    if pointer is None or not pointer.startswith("gitdir: "):
+        return None
+    head_dir = os.path.join(os.path.dirname(dot_git), pointer[len("gitdir: "):].strip())
+    if not os.path.isdir(head_dir):
+        return None
+    common = _read(os.path.join(head_dir, "commondir"))
+    return head_dir, os.path.normpath(os.path.join(head_dir, common)) if common else head_dir
+
+
+def _head(head_dir: str, git: str):
+    """(commit, branch) of a repository's HEAD (in ``head_dir``; refs in ``git``); (None, None)
+    when it cannot be read."""
+    head = _read(os.path.join(head_dir, "HEAD"))
     if head is None:
         return None, None
     if not head.startswith("ref: "):

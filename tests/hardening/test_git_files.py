@@ -55,3 +55,27 @@ def test_a_device_as_head_is_not_read(tmp_path):
     git, spec = _repo(tmp_path)
     os.symlink("/dev/zero", git / "HEAD")
     assert _commit_of(spec) is None
+
+
+def test_a_linked_worktree_records_its_own_branch_and_commit(tmp_path):
+    """A `git worktree` checkout has a `.git` file pointing at its folder under the main
+    repository (HEAD there, refs in the common folder): its commit is recorded too."""
+    git, _ = _repo(tmp_path)
+    (git / "refs" / "heads" / "feature").write_text(SHA + "\n")
+    head_dir = git / "worktrees" / "wt"
+    head_dir.mkdir(parents=True)
+    (head_dir / "HEAD").write_text("ref: refs/heads/feature\n")
+    (head_dir / "commondir").write_text("../..\n")
+    tree = tmp_path / "wt"
+    tree.mkdir()
+    (tree / ".git").write_text(f"gitdir: {head_dir}\n")
+    spec = tree / "kd.kd"
+    spec.write_text("student\n")
+    assert _commit_of(spec) == {"commit": SHA, "branch": "feature", "root": str(tree)}
+
+
+def test_a_git_file_that_points_nowhere_records_nothing(tmp_path):
+    (tmp_path / ".git").write_text("gitdir: /no/such/folder\n")
+    spec = tmp_path / "kd.kd"
+    spec.write_text("student\n")
+    assert _commit_of(spec) is None
