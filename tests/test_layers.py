@@ -28,6 +28,7 @@ RANKS = {
     "runtime": 4,
     "compiler": 5,
     "training": 6,
+    "convert": 6,  # torch-free: reads configs, prints specs through lang's printer
     "cli": 7,
 }
 FACADE = 8  # kdsl/__init__.py and kdsl/__main__.py

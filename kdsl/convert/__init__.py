@@ -1,0 +1,66 @@
+"""``kdsl convert``: MMRazor Python configs and torchdistill YAML to kdsl specs.
+
+:func:`convert` is pure and torch-free: it reads the config's text (and, for MMRazor ``_base_``
+files, the files it names, through ``read_text``) without executing anything, and returns the
+spec's text with a :class:`~kdsl.convert.report.ConversionReport` of every key it translated
+approximately or not at all. The spec is printed by the language's one printer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Tuple
+
+from kdsl.convert.report import ConversionReport, Finding, config_error
+
+FORMATS = ("mmrazor", "torchdistill")
+
+
+def _read_file(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def detect_format(text: str, path: Optional[str] = None) -> str:
+    """``mmrazor`` for a Python config, ``torchdistill`` for YAML (by extension, else by content)."""
+    ext = os.path.splitext(path or "")[1].lower()
+    if ext == ".py":
+        return "mmrazor"
+    if ext in (".yaml", ".yml"):
+        return "torchdistill"
+    if "dict(" in text or "_base_" in text:
+        return "mmrazor"
+    if "models:" in text or "train:" in text:
+        return "torchdistill"
+    raise config_error("KD765", "cannot tell the config's format", (path or "<string>", 1),
+                       hint="give --from mmrazor or --from torchdistill")
+
+
+def convert(text: str, fmt: Optional[str] = None, path: Optional[str] = None, *,
+            read_text: Callable[[str], Optional[str]] = _read_file) -> Tuple[str, ConversionReport]:
+    """The kdsl spec for an MMRazor (``fmt="mmrazor"``) or torchdistill (``"torchdistill"``)
+    config's ``text``, and the report of what was not translated exactly. ``path`` names the
+    config in messages and locates its ``_base_`` files. Raises :class:`kdsl.KdslError` (located)
+    for a config that cannot be read."""
+    name = path or "<string>"
+    fmt = fmt or detect_format(text, path)
+    report = ConversionReport(fmt)
+    title = f"Converted from the {fmt} config {os.path.basename(name)}."
+    if fmt == "mmrazor":
+        from kdsl.convert.mmrazor import convert_mmrazor
+        from kdsl.convert.pyconfig import ConfigReader
+
+        cfg = ConfigReader(report, read_text).read(text, name)
+        return convert_mmrazor(cfg, report, title), report
+    if fmt == "torchdistill":
+        from kdsl.convert.torchdistill import convert_torchdistill
+        from kdsl.convert.yamlconfig import load_yaml
+
+        return convert_torchdistill(load_yaml(text, name), report, title), report
+    raise config_error("KD765", f"unknown format '{fmt}'", hint="use mmrazor or torchdistill")
+
+
+__all__ = ["FORMATS", "ConversionReport", "Finding", "convert", "detect_format"]

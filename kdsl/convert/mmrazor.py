@@ -1,0 +1,154 @@
+"""MMRazor configs (already read, bases merged) to a kdsl spec.
+
+``model.type`` names the algorithm: SingleTeacherDistill, FpnTeacherDistill and
+OverhaulFeatureDistillation become plain loss terms; SelfDistill reads its "teacher" recorders from
+the student; DAFLDataFreeDistillation and DataFreeDistillation become a generator, ``input =``,
+and two phases (the generator's and the student's, ``student_iter`` times). The
+ConfigurableDistiller's recorders become records, its connectors connectors, its distill_losses
+and loss_forward_mappings loss terms, its distill_deliveries deliveries.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from kdsl.convert.mmrazor_parts import Distiller, convert_train, model_from
+from kdsl.convert.pyconfig import Located
+from kdsl.convert.report import ConversionReport, config_error
+from kdsl.convert.spec import SpecWriter, call, identifier
+from kdsl.lang import ir
+
+SINGLE_TEACHER = ("SingleTeacherDistill", "FpnTeacherDistill", "OverhaulFeatureDistillation")
+DATA_FREE = ("DAFLDataFreeDistillation", "DataFreeDistillation")
+ALGORITHMS = SINGLE_TEACHER + DATA_FREE + ("SelfDistill",)
+# top-level keys of runtime and evaluation that have no effect on what is distilled
+RUNTIME_KEYS = ("default_scope", "default_hooks", "env_cfg", "log_processor", "log_level",
+                "visualizer", "vis_backends", "val_cfg", "test_cfg", "val_dataloader",
+                "test_dataloader", "val_evaluator", "test_evaluator", "find_unused_parameters",
+                "resume", "auto_scale_lr", "custom_hooks", "launcher", "work_dir")
+
+
+def convert_mmrazor(cfg: Located, report: ConversionReport, title: str) -> str:
+    model = cfg.get("model")
+    if not isinstance(model, dict):
+        raise config_error("KD765", "the config has no `model` dict: not an MMRazor "
+                           "distillation config", cfg.where)
+    algorithm = str(model.get("type", "")).split(".")[-1]
+    if algorithm not in ALGORITHMS:
+        raise config_error("KD764", f"unknown algorithm '{model.get('type')}'",
+                           model.at("type"), hint="the converter knows " + ", ".join(ALGORITHMS))
+    writer = SpecWriter(title)
+    teachers = _models(model, algorithm, writer, report)
+    distiller = Distiller(writer, report, teachers)
+    if algorithm in DATA_FREE:
+        _data_free(model, distiller, cfg, writer, report)
+    else:
+        for decl, findings in _distiller_terms(model, "model.distiller", distiller):
+            writer.add("losses", decl, findings)
+        _task_term(model, distiller, writer, report)
+        convert_train(cfg, writer, report, phase_optimizers=False)
+    _runtime_keys(cfg, writer, report)
+    return writer.text()
+
+
+def _models(model: Located, algorithm: str, writer: SpecWriter,
+            report: ConversionReport) -> Dict[str, str]:
+    """Declares the student and the teachers; returns {name a source may start with: model}."""
+    decl, finding = model_from(model.get("architecture"), "student", "student",
+                               None, report, "model.architecture", model.at("architecture"))
+    writer.add("models", decl, [finding])
+    writer.unique("student")
+    if algorithm == "SelfDistill":
+        return {}
+    if algorithm in DATA_FREE and isinstance(model.get("teachers"), dict):
+        found = {}
+        teachers = model["teachers"]
+        for name, entry in teachers.items():
+            entry = entry if isinstance(entry, dict) else {}
+            ident = writer.unique(identifier(name))
+            decl, finding = model_from(entry.get("build_cfg"), "teacher", ident,
+                                       entry.get("ckpt_path"), report, f"model.teachers.{name}",
+                                       teachers.at(name))
+            writer.add("models", decl, [finding])
+            found[name] = ident
+        return found
+    decl, finding = model_from(model.get("teacher"), "teacher", "teacher",
+                               model.get("teacher_ckpt"), report, "model.teacher",
+                               model.at("teacher"))
+    if model.get("teacher_trainable"):
+        decl = decl.model_copy(update={"trainable": True})
+    writer.add("models", decl, [finding])
+    writer.unique("teacher")
+    return {}
+
+
+def _distiller_terms(model: Located, key: str, distiller: Distiller,
+                     name: str = "distiller") -> List[Tuple[ir.LossDecl, list]]:
+    config = model.get(name)
+    if not isinstance(config, dict):
+        raise config_error("KD765", f"the algorithm has no `{name}` dict", model.at("type"))
+    kind = str(config.get("type", "ConfigurableDistiller")).split(".")[-1]
+    if kind != "ConfigurableDistiller":
+        raise config_error("KD764", f"unknown distiller '{kind}'", config.at("type"),
+                           hint="the converter knows ConfigurableDistiller")
+    return distiller.convert(config, key)
+
+
+def _task_term(model: Located, distiller: Distiller, writer: SpecWriter,
+               report: ConversionReport) -> None:
+    """MMRazor adds the student's own losses (its head's loss config) unless
+    ``calculate_student_loss=False``; kdsl writes them as cross-entropy on the student's output."""
+    if model.get("calculate_student_loss", True) is False:
+        return
+    logits = distiller.record_of("student", "output", "")
+    finding = report.add("model.calculate_student_loss", "approximated", "MMRazor adds the "
+                         "student architecture's own loss; written as cross-entropy of the "
+                         "student's output with the labels", model.where)
+    loss = ir.LossDecl(name=writer.unique("task"), call=call(
+        "cross_entropy", (ir.Name(name=logits), ir.Attr(value=ir.Name(name="batch"), attr="target"))))
+    writer.add("losses", loss, [finding])
+
+
+def _data_free(model: Located, distiller: Distiller, cfg: Located, writer: SpecWriter,
+               report: ConversionReport) -> None:
+    generator = model.get("generator") if isinstance(model.get("generator"), dict) else Located()
+    latent = generator.get("latent_dim", 100)
+    options = {k: generator[k] for k in ("latent_dim",) if k in generator}
+    decl = ir.ModelDecl(role="generator", name=writer.unique("gen"),
+                        factory=ir.Factory(ref="kdsl.zoo:dafl_generator", kwargs=tuple(
+                            ir.Keyword(name=k, value=ir.Const(value=v)) for k, v in options.items())))
+    left = sorted(set(generator) - {"type", "latent_dim"})
+    finding = report.add("model.generator", "approximated", f"{generator.get('type')} becomes "
+                         f"kdsl.zoo:dafl_generator; options {', '.join(left)} left out",
+                         model.at("generator")) if left else None
+    writer.add("models", decl, [finding])
+    noise = call("noise", (ir.Const(value=latent),))
+    writer.add("input", ir.InputDecl(value=ir.Call(func=decl.name, args=(noise,))))
+    optimizers = convert_train(cfg, writer, report, phase_optimizers=True)
+    student_losses = _distiller_terms(model, "model.distiller", distiller)
+    generator_losses = _distiller_terms(model, "model.generator_distiller", distiller,
+                                        name="generator_distiller")
+    repeat = int(model.get("student_iter", 1))
+    phases = [_phase("generate", 1, generator_losses, decl.name, optimizers.get("generator")),
+              _phase("learn", repeat, student_losses, "student", optimizers.get("architecture"))]
+    if model.get("student_train_first"):
+        phases.reverse()
+    for phase, findings in phases:
+        writer.add("procedure", phase, findings)
+
+
+def _phase(name: str, repeat: int, losses: List[Tuple[ir.LossDecl, list]], target: str,
+           optimizer: Optional[ir.Call]) -> Tuple[ir.PhaseDecl, list]:
+    optimize = ir.OptimizeDecl(targets=(ir.ParamScope(name=target),), optimizer=optimizer)
+    statements = tuple(decl for decl, _ in losses) + (optimize,)
+    findings = [f for _, found in losses for f in found]
+    return ir.PhaseDecl(name=name, repeat=max(1, repeat), statements=statements), findings
+
+
+def _runtime_keys(cfg: Located, writer: SpecWriter, report: ConversionReport) -> None:
+    present = [k for k in RUNTIME_KEYS if k in cfg]
+    if present:
+        writer.note(report.add(", ".join(present), "dropped", "runtime and evaluation settings "
+                               "kdsl sets itself (kdsl train's flags and defaults)",
+                               cfg.at(present[0])))
+

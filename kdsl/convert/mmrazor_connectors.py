@@ -1,0 +1,68 @@
+"""MMRazor connector types as kdsl connectors (kdsl infers the input sizes it is not given)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from kdsl.convert.report import ConversionReport, Where
+from kdsl.convert.spec import SpecWriter, call, identifier
+from kdsl.lang import ir
+
+
+def _conv_module(c: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    norm = (c.get("norm_cfg") or {}).get("type")
+    act = (c.get("act_cfg") or {}).get("type")
+    return "conv_bn", dict(in_channels=c.get("in_channel"), out_channels=c.get("out_channel"),
+                           kernel_size=c.get("kernel_size"), stride=c.get("stride"),
+                           padding=c.get("padding"), norm="bn" if norm else "none",
+                           act=act.lower() if act else "none")
+
+
+# MMRazor connector type -> its kdsl connector and options
+CONNECTORS: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, Dict[str, Any]]]] = {
+    "ConvModuleConnector": _conv_module,
+    "Translator": lambda c: ("translator", dict(in_channels=c.get("in_channel"),
+                                                factor_channels=c.get("out_channel"))),
+    "Paraphraser": lambda c: ("paraphraser", dict(in_channels=c.get("in_channel"),
+                                                  factor_channels=c.get("out_channel"),
+                                                  use_bn=c.get("use_bn"))),
+    "MGDConnector": lambda c: ("mgd_generator", dict(student_channels=c.get("student_channels"),
+                                                     teacher_channels=c.get("teacher_channels"),
+                                                     lambda_mgd=c.get("lambda_mgd"))),
+    "CRDConnector": lambda c: ("crd_embed", dict(in_features=c.get("dim_in"),
+                                                 feat_dim=c.get("dim_out"))),
+    "TorchFunctionalConnector": lambda c: (c.get("function_name", "interpolate"),
+                                           dict(c.get("func_args") or {})),
+    "TorchNNConnector": lambda c: ("torch_nn", dict(type=c.get("module_name"),
+                                                    **(c.get("module_args") or {}))),
+    "FBKDStudentConnector": lambda c: ("fbkd_student", dict(in_channels=c.get("in_channels"),
+                                                            reduction=c.get("reduction"),
+                                                            mode=c.get("mode"),
+                                                            sub_sample=c.get("sub_sample"))),
+    "FBKDTeacherConnector": lambda c: ("fbkd_teacher", dict(in_channels=c.get("in_channels"),
+                                                            reduction=c.get("reduction"),
+                                                            mode=c.get("mode"),
+                                                            sub_sample=c.get("sub_sample"))),
+}
+_EXACT_KEYS = {"ConvModuleConnector": {"in_channel", "out_channel", "kernel_size", "stride",
+                                       "padding", "norm_cfg", "act_cfg"}}
+
+
+def connector_decl(name: str, entry: Any, writer: SpecWriter, report: ConversionReport,
+                   key: str, where: Where) -> Tuple[Optional[ir.ConnectorDecl], Any]:
+    entry = entry if isinstance(entry, dict) else {}
+    kind = str(entry.get("type", "")).split(".")[-1]
+    build = CONNECTORS.get(kind)
+    if build is None:
+        return None, report.add(key, "dropped", f"connector '{kind}' has no kdsl equivalent",
+                                where)
+    func, options = build(entry)
+    decl = ir.ConnectorDecl(name=writer.unique(identifier(name)), call=call(func, **options))
+    known = _EXACT_KEYS.get(kind)
+    left = sorted(set(entry) - {"type"} - known) if known is not None else []
+    if known is None:
+        return decl, report.add(key, "approximated", f"{kind} becomes kdsl's {func} (its "
+                                "layers' initialisation may differ)", where)
+    finding = report.add(key, "approximated", f"options {', '.join(left)} of {kind} left out",
+                         where) if left else None
+    return decl, finding

@@ -1,0 +1,282 @@
+"""The parts of an MMRazor config: models, the ConfigurableDistiller (recorders, connectors,
+losses and their forward mappings, deliveries), and the training schedule."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from kdsl.convert.losses import MMRAZOR
+from kdsl.convert.pyconfig import Located
+from kdsl.convert.report import ConversionReport, Where
+from kdsl.convert.spec import SpecWriter, call, expr, identifier, module_path
+from kdsl.convert.training import model_decl, optimizer_call, schedule_call, setting
+from kdsl.lang import ir
+
+# MMRazor recorder type -> (what is recorded, what kind of target)
+RECORDERS = {
+    "ModuleOutputs": ("output", "module"), "ModuleInputs": ("input", "module"),
+    "MethodOutputs": ("output", "method"), "MethodInputs": ("input", "method"),
+    "FunctionOutputs": ("output", "function"), "FunctionInputs": ("input", "function"),
+    "Parameter": ("param", "module"),
+}
+
+
+def model_from(config: Any, role: str, name: str, checkpoint: Optional[str],
+               report: ConversionReport, key: str, where: Where):
+    """A model declaration for an MMRazor model dict (``cfg_path=...`` or a built config)."""
+    config = config if isinstance(config, dict) else {}
+    arch = None
+    if isinstance(config.get("cfg_path"), str):
+        # 'mmcls::resnet/resnet18_8xb32_in1k.py' -> 'resnet18'
+        arch = os.path.basename(config["cfg_path"].split("::")[-1]).split("_")[0].split(".")[0]
+    elif isinstance(config.get("backbone"), dict):
+        backbone = config["backbone"]
+        arch = f"{backbone.get('type', '')}{backbone.get('depth', '')}".lower().replace("_cifar", "")
+    elif isinstance(config.get("type"), str):
+        arch = config["type"]
+    head = config.get("head") if isinstance(config.get("head"), dict) else {}
+    options = {"num_classes": head["num_classes"]} if "num_classes" in head else {}
+    return model_decl(role, name, arch, options, checkpoint, report, key, where)
+
+
+def _dotted_ref(source: str, kind: str) -> str:
+    """'pkg.mod.Class.method' -> 'pkg.mod:Class.method'; 'pkg.mod.func' -> 'pkg.mod:func'."""
+    parts = source.split(".")
+    cut = len(parts) - (2 if kind == "method" else 1)
+    return ".".join(parts[:cut]) + ":" + ".".join(parts[cut:]) if cut > 0 else source
+
+
+class Distiller:
+    """Converts ConfigurableDistiller dicts; records are shared between distillers (a data-free
+    algorithm's two distillers read the same layers)."""
+
+    def __init__(self, writer: SpecWriter, report: ConversionReport, teachers: Dict[str, str]):
+        self.writer, self.report, self.teachers = writer, report, teachers
+        self.records: Dict[Tuple, str] = {}
+        self.connectors: Dict[str, Optional[str]] = {}
+
+    # ---------------------------------------------------------------- records
+    def record_of(self, model: str, what: str, path: str, kind: str = "module",
+                  invocation: int = 0, data_idx: Optional[int] = None, label: str = "") -> str:
+        key = (model, what, path, kind, invocation, data_idx if what == "input" else None)
+        if key in self.records:
+            return self.records[key]
+        prefix = {"student": "s_"}.get(model, "t_" if model == "teacher" else model + "_")
+        name = self.writer.unique(identifier(label or path.split(".")[-1] or "logits", prefix))
+        if kind == "module":
+            target = module_path(model, path)
+        else:
+            ref = _dotted_ref(path, kind)
+            target = (ir.MethodRef if kind == "method" else ir.FunctionRef)(ref=ref, model=model)
+        selector = (data_idx or 0) if what == "input" else None
+        self.writer.add("records", ir.RecordDecl(name=name, what=what, target=target,
+                                                 input=selector, invocation=invocation))
+        self.records[key] = name
+        return name
+
+    def _recorded(self, mapping: Mapping[str, Any], recorders: Mapping[str, Any], from_student: bool,
+                  key: str, where: Where) -> Optional[ir.Node]:
+        """The expression a loss_forward_mapping entry reads, or None (reported)."""
+        name = mapping.get("recorder")
+        recorder = recorders.get(name) if isinstance(recorders, dict) else None
+        kind = RECORDERS.get(str((recorder or {}).get("type", "")).replace("Recorder", ""))
+        if recorder is None or kind is None:
+            self.report.add(key, "dropped", f"recorder '{name}' is not declared or of an "
+                            f"unknown type", where)
+            return None
+        what, target = kind
+        source = str(recorder.get("source", ""))
+        model, path = self._model_and_path(source, from_student, target)
+        data_idx = mapping.get("data_idx")
+        record = self.record_of(model, what, path, target, int(mapping.get("record_idx", 0) or 0),
+                                data_idx, label=name)
+        value: ir.Node = ir.Name(name=record)
+        if data_idx is not None and what == "output":
+            value = ir.Item(value=value, key=int(data_idx))
+        return value
+
+    def _model_and_path(self, source: str, from_student: bool, target: str) -> Tuple[str, str]:
+        if from_student:
+            return "student", source
+        if not self.teachers:
+            return ("teacher", source) if "teacher" in self.writer.names else ("student", source)
+        head, _, rest = source.partition(".")
+        if target == "module" and head in self.teachers:
+            return self.teachers[head], rest
+        return next(iter(self.teachers.values())), source
+
+    # ---------------------------------------------------------------- connectors, losses
+    def convert(self, config: Located, key: str) -> List[Tuple[ir.LossDecl, list]]:
+        """The distiller's loss terms, each with its findings (records, connectors and
+        deliveries are written as they are met)."""
+        from kdsl.convert.mmrazor_connectors import connector_decl
+
+        for name, entry in (config.get("connectors") or {}).items():
+            decl, finding = connector_decl(name, entry, self.writer, self.report,
+                                           f"{key}.connectors.{name}", config["connectors"].at(name))
+            self.connectors[name] = decl.name if decl is not None else None
+            if decl is not None:
+                self.writer.add("connectors", decl, [finding])
+        self._deliveries(config, key)
+        losses = []
+        mappings = config.get("loss_forward_mappings") or Located()
+        for name, entry in (config.get("distill_losses") or {}).items():
+            decl = self._loss(name, entry, mappings.get(name) or {}, config, f"{key}.distill_losses"
+                              f".{name}", config["distill_losses"].at(name))
+            if decl is not None:
+                losses.append(decl)
+        return losses
+
+    def _loss(self, name: str, entry: Mapping[str, Any], mapping: Mapping[str, Any],
+              config: Located, key: str, where: Where) -> Optional[Tuple[ir.LossDecl, list]]:
+        kind = str(entry.get("type", "")).split(".")[-1]
+        form = MMRAZOR.get(kind)
+        if form is None:
+            self.report.add(key, "dropped", f"loss '{kind}' has no kdsl form in the converter's "
+                            "table", where)
+            return None
+        options, unknown = form.options(entry)
+        findings = [self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} "
+                                    f"have no kdsl equivalent", where) if unknown else None]
+        if form.note:
+            findings.append(self.report.add(key, "approximated", form.note, where))
+        args = [self._argument(arg, mapping, config, f"{key}.{arg}", where) for arg in form.inputs]
+        weight = entry.get("loss_weight", form.default_weight)
+        weight = weight * form.scale if form.scale != 1 else weight
+        decl = ir.LossDecl(name=self.writer.unique(identifier(name)),
+                           call=call(form.loss, [a for a in args if a is not None], **options),
+                           weight=None if weight == 1 else ir.Const(value=weight))
+        return (decl, findings) if all(a is not None for a in args) else None
+
+    def _argument(self, arg: str, mapping: Mapping[str, Any], config: Located, key: str,
+                  where: Where) -> Optional[ir.Node]:
+        entry = mapping.get(arg)
+        if not isinstance(entry, dict):
+            if arg in ("gt_labels", "label"):
+                return ir.Attr(value=ir.Name(name="batch"), attr="target")
+            self.report.add(key, "dropped", f"no loss_forward_mapping for '{arg}'", where)
+            return None
+        from_student = bool(entry.get("from_student", True))
+        recorders = config.get("student_recorders" if from_student else "teacher_recorders") or {}
+        value = self._recorded(entry, recorders, from_student, key, where)
+        connector = entry.get("connector")
+        if value is not None and connector:
+            applied = self.connectors.get(connector)
+            if applied is None:
+                self.report.add(key, "dropped", f"connector '{connector}' was not converted; "
+                                "the record is used as it is", where)
+            else:
+                value = ir.Call(func=applied, args=(value,))
+        return value
+
+    def _deliveries(self, config: Located, key: str) -> None:
+        entries = config.get("distill_deliveries") or []
+        entries = list(entries.values()) if isinstance(entries, dict) else entries
+        for entry in entries:
+            kind = str(entry.get("type", "")).replace("Delivery", "")
+            path = entry.get("method_path") or entry.get("func_path") or ""
+            where = getattr(entry, "where", None)
+            if kind not in ("MethodOutputs", "FunctionOutputs") or not path:
+                self.report.add(f"{key}.distill_deliveries", "dropped",
+                                f"delivery '{entry.get('type')}' has no kdsl equivalent", where)
+                continue
+            target_kind = "method" if kind == "MethodOutputs" else "function"
+            ref = _dotted_ref(path, target_kind)
+            target = (ir.MethodRef if target_kind == "method" else ir.FunctionRef)(ref=ref)
+            teacher = "teacher" if "teacher" in self.writer.names else "student"
+            self.writer.add("deliveries", ir.DeliverDecl(target=target, source=teacher,
+                                                         dest="student",
+                                                         keep=entry.get("max_keep_data")))
+
+
+# ---------------------------------------------------------------------------- training
+def convert_train(cfg: Located, writer: SpecWriter, report: ConversionReport, *,
+                  phase_optimizers: bool) -> Dict[str, ir.Call]:
+    """The train block from ``train_cfg``, ``optim_wrapper``, ``param_scheduler``,
+    ``train_dataloader`` and ``randomness``; with ``phase_optimizers`` an OptimWrapperDict's
+    optimizers are returned by name (for the phases) instead."""
+    settings: List[ir.TrainSetting] = []
+    epochs = _epochs(cfg, report)
+    if epochs is not None:
+        settings.append(setting("epochs", expr(epochs)))
+    per_phase = _optimizers(cfg, settings, report, phase_optimizers)
+    _schedules(cfg, epochs, settings, report)
+    loader = cfg.get("train_dataloader")
+    if isinstance(loader, dict):
+        if "batch_size" in loader:
+            settings.append(setting("batch_size", expr(loader["batch_size"])))
+        if "dataset" in loader:
+            writer.note(report.add("train_dataloader.dataset", "dropped", "datasets are not "
+                                   "converted: set `data = dataset(...)` or --data",
+                                   loader.at("dataset")))
+    seed = (cfg.get("randomness") or {}).get("seed") if isinstance(cfg.get("randomness"), dict) else None
+    if seed is not None:
+        settings.append(setting("seed", expr(seed)))
+    if settings:
+        writer.add("train", ir.TrainDecl(settings=tuple(settings)))
+    return per_phase
+
+
+def _epochs(cfg: Located, report: ConversionReport) -> Optional[int]:
+    loop = cfg.get("train_cfg")
+    if not isinstance(loop, dict):
+        return None
+    if "max_epochs" in loop:
+        return int(loop["max_epochs"])
+    if "max_iters" in loop:
+        report.add("train_cfg.max_iters", "dropped", "an iteration-based loop: kdsl counts "
+                   "epochs (set epochs and steps_per_epoch)", loop.at("max_iters"))
+    return None
+
+
+def _optimizers(cfg: Located, settings: List[ir.TrainSetting], report: ConversionReport,
+                per_phase: bool) -> Dict[str, ir.Call]:
+    wrapper = cfg.get("optim_wrapper")
+    if not isinstance(wrapper, dict):
+        return {}
+    if per_phase:
+        found = {}
+        for name, sub in wrapper.items():
+            if isinstance(sub, dict) and isinstance(sub.get("optimizer"), dict):
+                optimizer = sub["optimizer"]
+                made, _ = optimizer_call(str(optimizer.get("type")), optimizer, report,
+                                         f"optim_wrapper.{name}.optimizer", sub.at("optimizer"))
+                if made is not None:
+                    found[name] = made
+        return found
+    optimizer = wrapper.get("optimizer")
+    if isinstance(optimizer, dict):
+        made, _ = optimizer_call(str(optimizer.get("type")), optimizer, report,
+                                 "optim_wrapper.optimizer", wrapper.at("optimizer"))
+        if made is not None:
+            settings.append(setting("optimizer", made))
+    clip = wrapper.get("clip_grad")
+    if isinstance(clip, dict) and "max_norm" in clip:
+        settings.append(setting("grad_clip", expr(float(clip["max_norm"]))))
+    if "paramwise_cfg" in wrapper:
+        report.add("optim_wrapper.paramwise_cfg", "dropped", "per-parameter options: kdsl "
+                   "has decay_norm_and_bias on the optimizer", wrapper.at("paramwise_cfg"))
+    return {}
+
+
+def _schedules(cfg: Located, epochs: Optional[int], settings: List[ir.TrainSetting],
+               report: ConversionReport) -> None:
+    schedulers = cfg.get("param_scheduler")
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers or [])
+    warmup = 0
+    for entry in schedulers:
+        kind = str(entry.get("type", "")).split(".")[-1]
+        where = getattr(entry, "where", None)
+        if kind == "LinearLR" and entry.get("by_epoch", True) and len(schedulers) > 1:
+            warmup = entry.get("end", 0)  # a warmup before the main schedule
+            continue
+        if not entry.get("by_epoch", True):
+            report.add("param_scheduler", "approximated", f"{kind} steps per iteration in "
+                       "MMRazor; kdsl's schedules step per epoch", where)
+        made, _ = schedule_call(kind, entry, epochs, report, "param_scheduler", where)
+        if made is not None:
+            if warmup:
+                made = made.model_copy(update={"kwargs": made.kwargs + (
+                    ir.Keyword(name="warmup_epochs", value=expr(warmup)),)})
+            settings.append(setting("lr_schedule", made))
