@@ -63,6 +63,7 @@ class Distiller:
         if key in self.records:
             return self.records[key]
         prefix = {"student": "s_"}.get(model, "t_" if model == "teacher" else model + "_")
+        prefix = "" if (label or "").startswith(prefix) else prefix
         name = self.writer.unique(identifier(label or path.split(".")[-1] or "logits", prefix))
         if kind == "module":
             target = module_path(model, path)
@@ -200,6 +201,8 @@ def convert_train(cfg: Located, writer: SpecWriter, report: ConversionReport, *,
     epochs = _epochs(cfg, report)
     if epochs is not None:
         settings.append(setting("epochs", expr(epochs)))
+    if phase_optimizers:
+        settings += _steps(cfg, report)
     per_phase = _optimizers(cfg, settings, report, phase_optimizers)
     _schedules(cfg, epochs, settings, report)
     loader = cfg.get("train_dataloader")
@@ -224,10 +227,18 @@ def _epochs(cfg: Located, report: ConversionReport) -> Optional[int]:
         return None
     if "max_epochs" in loop:
         return int(loop["max_epochs"])
-    if "max_iters" in loop:
-        report.add("train_cfg.max_iters", "dropped", "an iteration-based loop: kdsl counts "
-                   "epochs (set epochs and steps_per_epoch)", loop.at("max_iters"))
     return None
+
+
+def _steps(cfg: Located, report: ConversionReport) -> List[ir.TrainSetting]:
+    """A generated input has no data to count epochs by: MMRazor's ``max_iters`` become one
+    epoch of that many steps."""
+    loop = cfg.get("train_cfg") if isinstance(cfg.get("train_cfg"), dict) else Located()
+    if "max_iters" in loop:
+        return [setting("epochs", expr(1)), setting("steps_per_epoch", expr(int(loop["max_iters"])))]
+    report.add("train_cfg", "approximated", "no max_iters: steps_per_epoch = 100 is assumed "
+               "for the generated input", loop.where)
+    return [setting("steps_per_epoch", expr(100))]
 
 
 def _optimizers(cfg: Located, settings: List[ir.TrainSetting], report: ConversionReport,

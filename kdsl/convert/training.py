@@ -68,8 +68,8 @@ def optimizer_call(kind: str, options: Mapping[str, Any], report: ConversionRepo
         return None, report.add(key, "dropped", f"optimizer '{kind}' has no kdsl equivalent "
                                 "(kdsl has sgd, adam, adamw)", where)
     name, rename = entry
-    values = dict(_TORCH_DEFAULTS[name])
-    values.update({rename[k]: v for k, v in options.items() if k in rename})
+    values = {rename[k]: v for k, v in options.items() if k in rename}
+    values.update({k: v for k, v in _TORCH_DEFAULTS[name].items() if k not in values})
     left = sorted(k for k in options if k not in rename and k != "type")
     finding = None
     if left:

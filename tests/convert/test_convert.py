@@ -1,0 +1,133 @@
+"""kdsl convert: MMRazor and torchdistill configs written here (never the projects' own) become
+specs that pass `kdsl check`, with every difference reported and located; bad configs give
+located errors; nothing of a config is executed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import kdsl
+from kdsl.convert import convert
+from kdsl.core.diagnostics import KdslError
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def convert_file(name: str, fmt=None):
+    path = CONFIGS / name
+    return convert(path.read_text(encoding="utf-8"), fmt, str(path))
+
+
+def statements(spec_text: str):
+    return [line for line in spec_text.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("name", ["kd_logits.py", "all_parts.py", "delete_child.py", "dafl.py",
+                                  "kd_cifar.yaml", "stages.yaml"])
+def test_converted_specs_pass_check(name):
+    text, _ = convert_file(name)
+    spec = kdsl.loads(text, f"{name}.kd")
+    assert not [w for w in spec.warnings if w.code.startswith("KD2") and w.code != "KD258"]
+
+
+def test_bases_merge_and_references_are_evaluated_without_running_anything():
+    text, report = convert_file("kd_logits.py")
+    lines = statements(text)
+    # tau = 2 * 2 (arithmetic), lr = {{_base_.base_lr}} * 2 merged into the base's optimizer dict
+    assert "loss loss_kl = kl_div(s_fc, t_fc, tau=4) * 5" in lines
+    assert "  optimizer = sgd(lr=0.1, momentum=0.9, weight_decay=0.0005)" in lines
+    assert "  lr_schedule = step(milestones=[150, 180, 210], gamma=0.1)" in lines
+    assert 'teacher = model("kdsl.zoo:resnet32x4") from "checkpoints/resnet32x4.pth"' in lines
+    assert not report.exact
+    # each finding is located and written as a comment in the spec
+    for finding in report.findings:
+        assert finding.where is not None and finding.where[0].endswith("kd_logits.py")
+        assert finding.comment() in text
+
+
+def test_delete_replaces_the_base_dict_and_warmup_joins_the_schedule():
+    text, report = convert_file("delete_child.py")
+    lines = statements(text)
+    assert "  optimizer = adam(lr=0.001)" in lines  # no momentum/weight_decay from the base
+    assert "  lr_schedule = cosine(min_lr=1e-05, warmup_epochs=5)" in lines
+    assert report.exact
+
+
+def test_every_recorder_kind_connector_and_delivery():
+    text, report = convert_file("all_parts.py")
+    lines = statements(text)
+    for expected in [
+        "record s_feat = output of student.layer3",
+        "record s_pre = input of student.layer3.0.relu call 1",
+        'record s_head = output of method "kdsl.zoo.resnet:ResNet.forward" in student',
+        'record s_head_in = input of method "kdsl.zoo.resnet:ResNet.forward" in student',
+        'record s_fn = output of function "torch.nn.functional:relu" in student',
+        'record s_fn_in = input of function "torch.nn.functional:relu" in student',
+        "record s_w = param student.conv1.weight",
+        'deliver output of method "kdsl.zoo.resnet:ResNet.forward" from teacher to student keep 1',
+        'connector align = conv_bn(in_channels=256, out_channels=256, norm="bn", act="none")',
+        "loss loss_at = at(align(s_feat), t_feat) * 1000",
+        "loss loss_l2 = l2(s_pre, s_head[1], normalize=false)",
+        "loss loss_ab = ab(s_fn, s_fn_in, margin=0.5) * 0.003",
+    ]:
+        assert expected in lines, expected
+    assert report.exact
+
+
+def test_data_free_algorithm_becomes_generator_input_and_phases():
+    text, _ = convert_file("dafl.py")
+    spec = kdsl.loads(text)
+    assert [p.name for p in spec.phases] == ["generate", "learn"]
+    assert spec.phases[1].repeat == 5
+    lines = statements(text)
+    assert "input = gen(noise(256))" in lines
+    assert "  optimize gen with adam(lr=0.001)" in lines
+    assert "  steps_per_epoch = 2000" in lines
+
+
+def test_torchdistill_weighted_sum_loss_and_training():
+    text, report = convert_file("kd_cifar.yaml")
+    lines = statements(text)
+    assert "loss ce = cross_entropy(s_logits, batch.target, reduction=\"mean\") * 0.5" in lines
+    assert ('loss kd = kd(s_logits, t_logits, batch.target, tau=4.0, alpha=0.0, '
+            'reduction="batchmean", form="torchdistill") * 0.5') in lines
+    assert "  batch_size = 128" in lines and "  epochs = 182" in lines
+    assert {f.key for f in report.findings} == {"models.student_model", "models.teacher_model",
+                                                 "datasets"}
+
+
+def test_torchdistill_stages_and_frozen_modules():
+    text, _ = convert_file("stages.yaml")
+    spec = kdsl.loads(text)
+    assert [(s.name, s.epochs) for s in spec.stages] == [("stage1", 10), ("stage2", 20)]
+    assert "  freeze student.layer1" in text.splitlines()
+    assert "  loss hint = mse(s_layer2, t_layer2)" in text.splitlines()
+
+
+def test_unsupported_statements_are_reported_and_never_executed(tmp_path):
+    marker = tmp_path / "executed"
+    config = (f"import os\nos.system('touch {marker}')\nlr = open('{marker}', 'w')\n"
+              "model = dict(type='SelfDistill', architecture=dict(type='kdsl.zoo:resnet8x4'),\n"
+              "    calculate_student_loss=False, distiller=dict(distill_losses=dict()))\n")
+    text, report = convert(config, "mmrazor", str(tmp_path / "c.py"))
+    assert not marker.exists()
+    dropped = {(f.key, f.where[1]) for f in report.findings}
+    assert ("import os", 1) in dropped and ("lr", 3) in dropped
+    assert "a call to 'open'" in str(report.findings[-1])
+
+
+@pytest.mark.parametrize("name,code,line", [
+    ("cycle_a.py", "KD762", 2),
+    ("missing_base.py", "KD761", 3),
+    ("bad_tag.yaml", "KD763", 4),
+    ("unknown_algorithm.py", "KD764", 2),
+    ("syntax_error.py", "KD760", 2),
+])
+def test_bad_configs_are_located_errors(name, code, line):
+    with pytest.raises(KdslError) as info:
+        convert_file(name)
+    diagnostic = info.value.diagnostics[0]
+    assert diagnostic.code == code
+    assert diagnostic.span is not None and diagnostic.span.line == line
