@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kdsl.convert.losses import TORCHDISTILL
+from kdsl.convert.torchdistill_losses import EXPANDED
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, Where, config_error
 from kdsl.convert.spec import SpecWriter, call, expr, identifier, module_path
@@ -116,6 +117,12 @@ class _Converter:
     def term(self, name: str, term: Any, key: str, where: Where) -> None:
         criterion = term.get("criterion") if isinstance(term, dict) else None
         kind = _get(criterion or {}, "key", "type")
+        weight = _get(term, "weight", "factor") if isinstance(term, dict) else None
+        weight = 1 if weight is None else weight
+        if kind in EXPANDED:
+            self._expanded(name, kind, dict(_get(criterion, "kwargs", "params") or {}), weight,
+                           key, where)
+            return
         form = TORCHDISTILL.get(kind) if isinstance(kind, str) else None
         if form is None:
             self.report.add(key, "dropped", f"loss '{kind}' has no kdsl form in the converter's "
@@ -130,12 +137,26 @@ class _Converter:
         options, unknown = form.options(kwargs)
         findings = [self.report.add(key, "approximated", f"options {', '.join(unknown)} of "
                                     f"{kind} have no kdsl equivalent", where) if unknown else None]
-        weight = _get(term, "weight", "factor")
-        weight = 1 if weight is None else weight
         decl = ir.LossDecl(name=self.writer.unique(identifier(name)),
                            call=call(form.loss, args[:len(form.inputs)], **options),
                            weight=None if weight == 1 else ir.Const(value=weight))
         self.pending.append((decl, findings))
+
+    def _expanded(self, name: str, kind: str, kwargs: Mapping[str, Any], weight: float, key: str,
+                  where: Where) -> None:
+        """A loss that is several kdsl terms (layer pairs, RKD's two factors)."""
+        expand, known = EXPANDED[kind]
+        unknown = sorted(set(kwargs) - set(known))
+        finding = self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} "
+                                  "have no kdsl equivalent", where) if unknown else None
+        for suffix, loss, student, teacher, options, factor in expand(kwargs):
+            args = [self.record("student", *student), self.record("teacher", *teacher)]
+            total = weight * factor
+            decl = ir.LossDecl(name=self.writer.unique(identifier(name + suffix)),
+                               call=call(loss, args, **options),
+                               weight=None if total == 1 else ir.Const(value=total))
+            self.pending.append((decl, [finding]))
+            finding = None
 
     def _path_args(self, kwargs: Mapping[str, Any]) -> List[ir.Node]:
         student = self.record("student", kwargs.get("student_module_path", "."),

@@ -11,6 +11,7 @@ import kdsl
 from kdsl.catalog.binding import instantiate
 from kdsl.catalog.registry import REGISTRY
 from kdsl.convert import convert
+from kdsl.lang.printer import expr_text
 from tests.catalog.reference import to_tensor
 from tests.catalog.test_reference_parity import cases_of
 
@@ -58,14 +59,19 @@ def _torchdistill_config(case) -> str:
 
 
 def _value_of_converted(spec_text: str, case) -> torch.Tensor:
+    """The sum of the spec's weighted terms; the terms' distinct arguments, in the order they are
+    first used, read the case's inputs in the framework's order."""
     spec = kdsl.loads(spec_text)
-    (term,) = spec.losses
-    options = {k.name: k.value.value for k in term.call.kwargs}
-    loss = instantiate(REGISTRY.get("loss", term.call.func), **options).double()
-    # the term's arguments, in order, read the case's inputs in the framework's order
-    tensors = [to_tensor(case["inputs"][name]) for name in case["inputs"]]
-    weight = 1.0 if term.weight is None else term.weight.value
-    return weight * loss(*tensors[:len(term.call.args)]).reshape(())
+    arguments = list(dict.fromkeys(expr_text(a) for t in spec.losses for a in t.call.args))
+    assert len(arguments) <= len(case["inputs"]), arguments
+    tensors = {a: to_tensor(case["inputs"][n]) for a, n in zip(arguments, case["inputs"])}
+    total = torch.zeros((), dtype=torch.float64)
+    for term in spec.losses:
+        options = {k.name: k.value.value for k in term.call.kwargs}
+        loss = instantiate(REGISTRY.get("loss", term.call.func), **options).double()
+        weight = 1.0 if term.weight is None else term.weight.value
+        total = total + weight * loss(*(tensors[expr_text(a)] for a in term.call.args)).reshape(())
+    return total
 
 
 @pytest.mark.parametrize("file,case_id,fmt", [
@@ -78,6 +84,11 @@ def _value_of_converted(spec_text: str, case) -> torch.Tensor:
     ("torchdistill_vectors.json", "kd/t2_a0.3_b2", "torchdistill"),
     ("torchdistill_vectors.json", "dist/b1_g1_t1", "torchdistill"),
     ("torchdistill_vectors.json", "spkd/batchmean_4d", "torchdistill"),
+    ("torchdistill_vectors.json", "pkt/eps1e-3_same_dims", "torchdistill"),
+    ("torchdistill_vectors.json", "at/paper_two_pairs", "torchdistill"),
+    ("torchdistill_vectors.json", "ab/margin0.5_sum_two_pairs", "torchdistill"),
+    ("torchdistill_vectors.json", "rkd/d25_a50_sum", "torchdistill"),
+    ("torchdistill_vectors.json", "rkd/d1_a0_distance_only", "torchdistill"),
 ])
 def test_converted_loss_reproduces_the_reference_value(file, case_id, fmt):
     case = {c["id"]: c for c in cases_of(file)}[case_id]
