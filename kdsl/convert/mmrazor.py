@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from kdsl.convert.mmrazor_parts import Distiller, convert_train, model_from
+from kdsl.convert.mmrazor_parts import Distiller, model_from
+from kdsl.convert.mmrazor_train import convert_train
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, config_error
 from kdsl.convert.spec import SpecWriter, call, identifier

@@ -1,5 +1,5 @@
-"""The parts of an MMRazor config: models, the ConfigurableDistiller (recorders, connectors,
-losses and their forward mappings, deliveries), and the training schedule."""
+"""The parts of an MMRazor config: models and the ConfigurableDistiller (recorders, connectors,
+losses and their forward mappings, deliveries)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kdsl.convert.losses import MMRAZOR
+from kdsl.convert.mmrazor_connectors import connector_decl
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, Where
-from kdsl.convert.spec import SpecWriter, call, expr, identifier, module_path
-from kdsl.convert.training import model_decl, optimizer_call, schedule_call, setting
+from kdsl.convert.spec import SpecWriter, call, identifier, module_path
+from kdsl.convert.training import model_decl
 from kdsl.lang import ir
 
 # MMRazor recorder type -> (what is recorded, what kind of target)
@@ -111,8 +112,6 @@ class Distiller:
     def convert(self, config: Located, key: str) -> List[Tuple[ir.LossDecl, list]]:
         """The distiller's loss terms, each with its findings (records, connectors and
         deliveries are written as they are met)."""
-        from kdsl.convert.mmrazor_connectors import connector_decl
-
         for name, entry in (config.get("connectors") or {}).items():
             decl, finding = connector_decl(name, entry, self.writer, self.report,
                                            f"{key}.connectors.{name}", config["connectors"].at(name))
@@ -189,105 +188,3 @@ class Distiller:
             self.writer.add("deliveries", ir.DeliverDecl(target=target, source=teacher,
                                                          dest="student",
                                                          keep=entry.get("max_keep_data")))
-
-
-# ---------------------------------------------------------------------------- training
-def convert_train(cfg: Located, writer: SpecWriter, report: ConversionReport, *,
-                  phase_optimizers: bool) -> Dict[str, ir.Call]:
-    """The train block from ``train_cfg``, ``optim_wrapper``, ``param_scheduler``,
-    ``train_dataloader`` and ``randomness``; with ``phase_optimizers`` an OptimWrapperDict's
-    optimizers are returned by name (for the phases) instead."""
-    settings: List[ir.TrainSetting] = []
-    epochs = _epochs(cfg, report)
-    if epochs is not None:
-        settings.append(setting("epochs", expr(epochs)))
-    if phase_optimizers:
-        settings += _steps(cfg, report)
-    per_phase = _optimizers(cfg, settings, report, phase_optimizers)
-    _schedules(cfg, epochs, settings, report)
-    loader = cfg.get("train_dataloader")
-    if isinstance(loader, dict):
-        if "batch_size" in loader:
-            settings.append(setting("batch_size", expr(loader["batch_size"])))
-        if "dataset" in loader:
-            writer.note(report.add("train_dataloader.dataset", "dropped", "datasets are not "
-                                   "converted: set `data = dataset(...)` or --data",
-                                   loader.at("dataset")))
-    seed = (cfg.get("randomness") or {}).get("seed") if isinstance(cfg.get("randomness"), dict) else None
-    if seed is not None:
-        settings.append(setting("seed", expr(seed)))
-    if settings:
-        writer.add("train", ir.TrainDecl(settings=tuple(settings)))
-    return per_phase
-
-
-def _epochs(cfg: Located, report: ConversionReport) -> Optional[int]:
-    loop = cfg.get("train_cfg")
-    if not isinstance(loop, dict):
-        return None
-    if "max_epochs" in loop:
-        return int(loop["max_epochs"])
-    return None
-
-
-def _steps(cfg: Located, report: ConversionReport) -> List[ir.TrainSetting]:
-    """A generated input has no data to count epochs by: MMRazor's ``max_iters`` become one
-    epoch of that many steps."""
-    loop = cfg.get("train_cfg") if isinstance(cfg.get("train_cfg"), dict) else Located()
-    if "max_iters" in loop:
-        return [setting("epochs", expr(1)), setting("steps_per_epoch", expr(int(loop["max_iters"])))]
-    report.add("train_cfg", "approximated", "no max_iters: steps_per_epoch = 100 is assumed "
-               "for the generated input", loop.where)
-    return [setting("steps_per_epoch", expr(100))]
-
-
-def _optimizers(cfg: Located, settings: List[ir.TrainSetting], report: ConversionReport,
-                per_phase: bool) -> Dict[str, ir.Call]:
-    wrapper = cfg.get("optim_wrapper")
-    if not isinstance(wrapper, dict):
-        return {}
-    if per_phase:
-        found = {}
-        for name, sub in wrapper.items():
-            if isinstance(sub, dict) and isinstance(sub.get("optimizer"), dict):
-                optimizer = sub["optimizer"]
-                made, _ = optimizer_call(str(optimizer.get("type")), optimizer, report,
-                                         f"optim_wrapper.{name}.optimizer", sub.at("optimizer"))
-                if made is not None:
-                    found[name] = made
-        return found
-    optimizer = wrapper.get("optimizer")
-    if isinstance(optimizer, dict):
-        made, _ = optimizer_call(str(optimizer.get("type")), optimizer, report,
-                                 "optim_wrapper.optimizer", wrapper.at("optimizer"))
-        if made is not None:
-            settings.append(setting("optimizer", made))
-    clip = wrapper.get("clip_grad")
-    if isinstance(clip, dict) and "max_norm" in clip:
-        settings.append(setting("grad_clip", expr(float(clip["max_norm"]))))
-    if "paramwise_cfg" in wrapper:
-        report.add("optim_wrapper.paramwise_cfg", "dropped", "per-parameter options: kdsl "
-                   "has decay_norm_and_bias on the optimizer", wrapper.at("paramwise_cfg"))
-    return {}
-
-
-def _schedules(cfg: Located, epochs: Optional[int], settings: List[ir.TrainSetting],
-               report: ConversionReport) -> None:
-    schedulers = cfg.get("param_scheduler")
-    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers or [])
-    warmup = 0
-    for entry in schedulers:
-        kind = str(entry.get("type", "")).split(".")[-1]
-        where = getattr(entry, "where", None)
-        if kind == "LinearLR" and entry.get("by_epoch", True) and len(schedulers) > 1:
-            warmup = entry.get("end", 0)  # a warmup before the main schedule
-            continue
-        if not entry.get("by_epoch", True):
-            report.add("param_scheduler", "approximated", f"{kind} steps per iteration in "
-                       "MMRazor; kdsl's schedules step per epoch", where)
-        made, _ = schedule_call(kind, entry, epochs, report, "param_scheduler", where)
-        if made is not None:
-            if warmup:
-                made = made.model_copy(update={"kwargs": made.kwargs + (
-                    ir.Keyword(name="warmup_epochs", value=expr(warmup)),)})
-            settings.append(setting("lr_schedule", made))
