@@ -27,6 +27,12 @@ RUNTIME_KEYS = ("default_scope", "default_hooks", "env_cfg", "log_processor", "l
                 "visualizer", "vis_backends", "val_cfg", "test_cfg", "val_dataloader",
                 "test_dataloader", "val_evaluator", "test_evaluator", "find_unused_parameters",
                 "resume", "auto_scale_lr", "custom_hooks", "launcher", "work_dir")
+# what the converter reads of the algorithm's and the distiller's dicts
+ALGORITHM_KEYS = ("type", "_scope_", "architecture", "teacher", "teachers", "teacher_ckpt",
+                  "teacher_trainable", "calculate_student_loss", "distiller", "generator",
+                  "generator_distiller", "student_iter", "student_train_first")
+DISTILLER_KEYS = ("type", "student_recorders", "teacher_recorders", "distill_losses",
+                  "loss_forward_mappings", "connectors", "distill_deliveries")
 
 
 def convert_mmrazor(cfg: Located, report: ConversionReport, title: str) -> str:
@@ -39,6 +45,7 @@ def convert_mmrazor(cfg: Located, report: ConversionReport, title: str) -> str:
         raise config_error("KD764", f"unknown algorithm '{model.get('type')}'",
                            model.at("type"), hint="the converter knows " + ", ".join(ALGORITHMS))
     writer = SpecWriter(title)
+    _unread_keys(model, ALGORITHM_KEYS, "model", writer, report)
     teachers = _models(model, algorithm, writer, report)
     distiller = Distiller(writer, report, teachers)
     if algorithm in DATA_FREE:
@@ -92,6 +99,7 @@ def _distiller_terms(model: Located, key: str, distiller: Distiller,
     if kind != "ConfigurableDistiller":
         raise config_error("KD764", f"unknown distiller '{kind}'", config.at("type"),
                            hint="the converter knows ConfigurableDistiller")
+    _unread_keys(config, DISTILLER_KEYS, key, distiller.writer, distiller.report)
     return distiller.convert(config, key)
 
 
@@ -144,6 +152,19 @@ def _phase(name: str, repeat: int, losses: List[Tuple[ir.LossDecl, list]], targe
     statements = tuple(decl for decl, _ in losses) + (optimize,)
     findings = [f for _, found in losses for f in found]
     return ir.PhaseDecl(name=name, repeat=max(1, repeat), statements=statements), findings
+
+
+def _unread_keys(config: Located, known: Tuple[str, ...], key: str, writer: SpecWriter,
+                 report: ConversionReport) -> None:
+    """Keys of the algorithm's or distiller's dict the converter does not translate (a
+    teacher_norm_eval left at its default changes nothing: kdsl's frozen teacher is in eval)."""
+    for name in config:
+        if name in known or (name == "teacher_norm_eval" and config[name] is True):
+            continue
+        reason = {"data_preprocessor": "input normalisation belongs to the data in kdsl",
+                  "teacher_norm_eval": "kdsl keeps a frozen teacher in eval mode"}.get(
+                      name, "the converter does not translate it")
+        writer.note(report.add(f"{key}.{name}", "dropped", reason, config.at(name)))
 
 
 def _runtime_keys(cfg: Located, writer: SpecWriter, report: ConversionReport) -> None:

@@ -70,8 +70,10 @@ class SpecWriter:
             self.header.append(finding)
 
     def text(self) -> str:
+        marked = self.header or any(f for part in self.parts.values() for _, f in part)
         lines = [f"# {self.title}", "# Written by `kdsl convert`; each comment below marks a key "
-                 "that was translated approximately or not at all."]
+                 "that was translated approximately or not at all." if marked else
+                 "# Written by `kdsl convert`: an exact translation."]
         lines += [f.comment() for f in self.header]
         for section in self.SECTIONS:
             if not self.parts[section]:

@@ -18,7 +18,6 @@ from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, Where, config_error
 from kdsl.convert.spec import SpecWriter, call, expr, identifier, module_path
 from kdsl.convert.training import model_decl, optimizer_call, schedule_call, setting
-from kdsl.convert.yamlconfig import Tagged
 from kdsl.lang import ir
 
 _BATCH_TARGET = ir.Attr(value=ir.Name(name="batch"), attr="target")
@@ -46,12 +45,13 @@ def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> 
         for name, stage in stages:
             converter.pending = []
             converter.stage_terms(stage, f"train.{name}", train.at(name))
-            body = [d for d, _ in converter.pending] + converter.stage_extras(stage, name)
-            findings = [f for _, found in converter.pending for f in found]
+            extras, findings = converter.stage_extras(stage, name, later=name != stages[0][0])
+            body = [d for d, _ in converter.pending] + extras
+            findings += [f for _, found in converter.pending for f in found]
             epochs = stage.get("num_epochs")
             writer.add("procedure", ir.StageDecl(name=identifier(name), epochs=epochs,
                                                  statements=tuple(body)), findings)
-    converter.train_block(train, stages[0][1] if stages else train)
+    converter.train_block(train, stages)
     if "datasets" in cfg:
         writer.note(report.add("datasets", "dropped", "datasets are not converted: set "
                                "`data = dataset(...)` or --data", cfg.at("datasets")))
@@ -176,58 +176,79 @@ class _Converter:
         model = "teacher" if entry.get("is_from_teacher") else "student"
         return self.record(model, entry.get("module_path", "."), entry.get("io", "output"))
 
-    def stage_extras(self, stage: Located, name: str) -> List[ir.Node]:
-        """``freeze`` for the student's frozen_modules, ``optimize ... with`` for the stage's
-        optimizer when it differs from the run's."""
+    def stage_extras(self, stage: Located, name: str, later: bool) -> Tuple[List[ir.Node], list]:
+        """``freeze`` for the student's frozen_modules, and for a stage after the first
+        ``optimize student with ...`` for its own optimizer (the first stage's is the run's)."""
         out: List[ir.Node] = []
-        student = stage.get("student") if isinstance(stage.get("student"), dict) else {}
+        findings: List[Any] = []
+        student = stage.get("student") if isinstance(stage.get("student"), dict) else Located()
         for path in student.get("frozen_modules") or []:
             out.append(ir.FreezeDecl(target=ir.ParamScope(name="student", path=tuple(
                 p for p in str(path).split(".") if p))))
         for part in ("sequential", "auxiliary_model_wrapper", "adaptations"):
             if student.get(part):
-                self.report.add(f"train.{name}.student.{part}", "dropped", "student-side "
-                                "modules (connectors, paraphrasers, regressors): declare them "
-                                "as kdsl connectors by hand", student.at(part))
-        return out
+                findings.append(self.report.add(
+                    f"train.{name}.student.{part}", "dropped", "student-side modules "
+                    "(connectors, paraphrasers, regressors) change the student's module paths: "
+                    "declare them as kdsl connectors by hand", student.at(part)))
+        made = self.optimizer(stage, f"train.{name}.optimizer", findings) if later else None
+        if made is not None:
+            out.append(ir.OptimizeDecl(targets=(ir.ParamScope(name="student"),), optimizer=made))
+        if later and isinstance(stage.get("scheduler"), dict):
+            findings.append(self.report.add(f"train.{name}.scheduler", "approximated", "kdsl has "
+                                            "one lr schedule per run: the first stage's",
+                                            stage.at("scheduler")))
+        return out, findings
 
     # ---------------------------------------------------------------- train block
-    def train_block(self, train: Located, first: Located) -> None:
+    def train_block(self, train: Located, stages: List[Tuple[str, Located]]) -> None:
+        """The run's settings from the first stage (or ``train`` itself); the run's epochs are
+        the stages' sum."""
+        first = stages[0][1] if stages else train
         settings: List[ir.TrainSetting] = []
-        epochs = train.get("num_epochs", first.get("num_epochs"))
-        if epochs is not None and first is train:
+        findings: List[Any] = []
+        counts = [stage.get("num_epochs") for _, stage in stages]
+        epochs = sum(counts) if stages and all(isinstance(n, int) for n in counts) else \
+            train.get("num_epochs")
+        if isinstance(epochs, int):
             settings.append(setting("epochs", expr(epochs)))
-        optimizer = first.get("optimizer")
-        if isinstance(optimizer, dict):
-            made, _ = optimizer_call(str(_get(optimizer, "key", "type")),
-                                     _get(optimizer, "kwargs", "params") or {}, self.report,
-                                     "train.optimizer", first.at("optimizer"))
-            if made is not None:
-                settings.append(setting("optimizer", made))
-        scheduler = first.get("scheduler")
-        if isinstance(scheduler, dict):
-            self._scheduler(scheduler, epochs, settings, first.at("scheduler"))
-        loader = first.get("train_data_loader")
-        size = (_get(loader, "kwargs", "params") or {}).get("batch_size") if isinstance(loader, dict) else None
-        if size is None and isinstance(loader, dict):
-            size = loader.get("batch_size")
+        made = self.optimizer(first, "train.optimizer" if first is train else
+                              f"train.{stages[0][0]}.optimizer", findings)
+        if made is not None:
+            settings.append(setting("optimizer", made))
+        if isinstance(first.get("scheduler"), dict):
+            schedule = self._scheduler(first["scheduler"], epochs, first.at("scheduler"), findings)
+            if schedule is not None:
+                settings.append(setting("lr_schedule", schedule))
+        if first.get("max_grad_norm") is not None:
+            settings.append(setting("grad_clip", expr(float(first["max_grad_norm"]))))
+        loader = first.get("train_data_loader") if isinstance(first.get("train_data_loader"), dict) else {}
+        size = (_get(loader, "kwargs", "params") or {}).get("batch_size", loader.get("batch_size"))
         if size is not None:
             settings.append(setting("batch_size", expr(size)))
         if settings:
-            self.writer.add("train", ir.TrainDecl(settings=tuple(settings)))
+            self.writer.add("train", ir.TrainDecl(settings=tuple(settings)), findings)
 
-    def _scheduler(self, scheduler: Located, epochs: Optional[int],
-                   settings: List[ir.TrainSetting], where: Where) -> None:
+    def optimizer(self, stage: Located, key: str, findings: List[Any]) -> Optional[ir.Call]:
+        optimizer = stage.get("optimizer")
+        if not isinstance(optimizer, dict):
+            return None
+        made, finding = optimizer_call(str(_get(optimizer, "key", "type")),
+                                       _get(optimizer, "kwargs", "params") or {}, self.report,
+                                       key, stage.at("optimizer"))
+        findings.append(finding)
+        return made
+
+    def _scheduler(self, scheduler: Located, epochs: Optional[int], where: Where,
+                   findings: List[Any]) -> Optional[ir.Call]:
         kind = str(_get(scheduler, "key", "type"))
         if scheduler.get("scheduling_step", 0) not in (0, 1, None):
-            self.report.add("train.scheduler.scheduling_step", "approximated", "torchdistill "
-                            "steps this scheduler every few iterations; kdsl per epoch", where)
-        made, _ = schedule_call(kind, _get(scheduler, "kwargs", "params") or {}, epochs,
-                                self.report, "train.scheduler", where)
-        if made is not None:
-            settings.append(setting("lr_schedule", made))
+            findings.append(self.report.add("train.scheduler.scheduling_step", "approximated",
+                                            "torchdistill steps this scheduler every few "
+                                            "iterations; kdsl per epoch", where))
+        made, finding = schedule_call(kind, _get(scheduler, "kwargs", "params") or {}, epochs,
+                                      self.report, "train.scheduler", where)
+        findings.append(finding)
+        return made
 
 
-def tag_name(value: Any) -> Optional[str]:
-    """The dotted name an import tag refers to (for messages)."""
-    return value.key if isinstance(value, Tagged) else None

@@ -103,7 +103,53 @@ def test_torchdistill_stages_and_frozen_modules():
     spec = kdsl.loads(text)
     assert [(s.name, s.epochs) for s in spec.stages] == [("stage1", 10), ("stage2", 20)]
     assert "  freeze student.layer1" in text.splitlines()
-    assert "  loss hint = mse(s_layer2, t_layer2)" in text.splitlines()
+    lines = text.splitlines()
+    assert "  loss hint = mse(s_layer2, t_layer2)" in lines
+    assert "  optimize student with adam(lr=0.001)" in lines  # stage2's own optimizer
+    assert "  epochs = 30" in lines  # the stages' sum
+    assert "  optimizer = sgd(lr=0.05, momentum=0.9, weight_decay=0.0)" in lines
+
+
+def test_self_distillation_reads_its_teacher_records_from_the_student():
+    config = ("model = dict(type='SelfDistill', architecture=dict(type='kdsl.zoo:resnet8x4'),\n"
+              "    calculate_student_loss=False, distiller=dict(\n"
+              "        student_recorders=dict(s=dict(type='ModuleOutputs', source='layer1')),\n"
+              "        teacher_recorders=dict(t=dict(type='ModuleOutputs', source='layer3')),\n"
+              "        distill_losses=dict(loss_l2=dict(type='L2Loss')),\n"
+              "        loss_forward_mappings=dict(loss_l2=dict(\n"
+              "            s_feature=dict(recorder='s', from_student=True),\n"
+              "            t_feature=dict(recorder='t', from_student=False)))))\n")
+    text, report = convert(config, "mmrazor", "self.py")
+    lines = statements(text)
+    assert "record s_t = output of student.layer3" in lines
+    assert "loss loss_l2 = l2(s_s, s_t)" in lines
+    assert report.exact and "an exact translation" in text
+    kdsl.loads(text)
+
+
+def test_keys_the_converter_does_not_translate_are_reported():
+    config = ("model = dict(type='SingleTeacherDistill', architecture=dict(type='kdsl.zoo:wrn_16_2'),\n"
+              "    teacher=dict(type='kdsl.zoo:wrn_40_2'), data_preprocessor=dict(type='X'),\n"
+              "    calculate_student_loss=False,\n"
+              "    distiller=dict(type='ConfigurableDistiller', mystery=1))\n"
+              "default_hooks = dict()\n")
+    text, report = convert(config, "mmrazor", "keys.py")
+    found = {(f.key, f.where[1]) for f in report.findings}
+    assert found == {("model.data_preprocessor", 2), ("model.distiller.mystery", 4),
+                     ("default_hooks", 5)}
+    assert "# dropped: model.distiller.mystery (line 4): the converter does not translate it" in text
+
+
+def test_known_tags_are_read_as_data_and_unknown_tags_rejected():
+    from kdsl.convert.yamlconfig import Tagged, load_yaml
+
+    data = load_yaml("a: !import_call {key: os.system, init: {args: [rm]}}\n"
+                     "b: !join [x, '/', y]\n", "t.yaml")
+    assert data["a"] == Tagged("!import_call", {"key": "os.system", "init": {"args": ["rm"]}})
+    assert data["b"] == "x/y"
+    with pytest.raises(KdslError) as info:
+        load_yaml("a: 1\nb: !python/name:os.system\n", "t.yaml")
+    assert info.value.diagnostics[0].code == "KD763" and info.value.diagnostics[0].span.line == 2
 
 
 def test_unsupported_statements_are_reported_and_never_executed(tmp_path):
