@@ -54,13 +54,30 @@ def convert(text: str, fmt: Optional[str] = None, path: Optional[str] = None, *,
         from kdsl.convert.pyconfig import ConfigReader
 
         cfg = ConfigReader(report, read_text).read(text, name)
-        return convert_mmrazor(cfg, report, title), report
+        return _checked(convert_mmrazor(cfg, report, title), name), report
     if fmt == "torchdistill":
         from kdsl.convert.torchdistill import convert_torchdistill
         from kdsl.convert.yamlconfig import load_yaml
 
-        return convert_torchdistill(load_yaml(text, name), report, title), report
+        return _checked(convert_torchdistill(load_yaml(text, name), report, title), name), report
     raise config_error("KD765", f"unknown format '{fmt}'", hint="use mmrazor or torchdistill")
+
+
+def _checked(spec_text: str, name: str) -> str:
+    """The converted spec, verified as `kdsl check` verifies a file: a config value that no
+    component takes is an error here, with the spec's diagnostics, not a surprise later."""
+    from kdsl.core.diagnostics import KdslError, make
+    from kdsl.lang.loader import check_text
+
+    spec_name = f"{name} (converted)"
+    _, diagnostics, sources = check_text(spec_text, spec_name)
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        head = make("KD767", f"the spec converted from {name} does not pass check: "
+                    f"{errors[0].message}", hint="fix the config's value, or convert and edit "
+                    "the spec by hand")
+        raise KdslError([head] + errors, {spec_name: spec_text, **sources})
+    return spec_text
 
 
 __all__ = ["FORMATS", "ConversionReport", "Finding", "convert", "detect_format"]

@@ -17,6 +17,7 @@ from kdsl.convert.mmrazor_train import convert_train
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, config_error
 from kdsl.convert.spec import SpecWriter, call, identifier
+from kdsl.convert import values
 from kdsl.lang import ir
 
 SINGLE_TEACHER = ("SingleTeacherDistill", "FpnTeacherDistill", "OverhaulFeatureDistillation")
@@ -68,22 +69,20 @@ def _models(model: Located, algorithm: str, writer: SpecWriter,
     writer.unique("student")
     if algorithm == "SelfDistill":
         return {}
-    if algorithm in DATA_FREE and isinstance(model.get("teachers"), dict):
+    if algorithm in DATA_FREE and model.get("teachers") is not None:
         found = {}
-        teachers = model["teachers"]
-        for name, entry in teachers.items():
-            entry = entry if isinstance(entry, dict) else {}
+        for name, entry, where in values.items(model, "teachers", "model.teachers"):
             ident = writer.unique(identifier(name))
             decl, finding = model_from(entry.get("build_cfg"), "teacher", ident,
-                                       entry.get("ckpt_path"), report, f"model.teachers.{name}",
-                                       teachers.at(name))
+                                       values.string(entry, "ckpt_path"), report,
+                                       f"model.teachers.{name}", where)
             writer.add("models", decl, [finding])
             found[name] = ident
         return found
     decl, finding = model_from(model.get("teacher"), "teacher", "teacher",
-                               model.get("teacher_ckpt"), report, "model.teacher",
-                               model.at("teacher"))
-    if model.get("teacher_trainable"):
+                               values.string(model, "teacher_ckpt", "model.teacher_ckpt"), report,
+                               "model.teacher", model.at("teacher"))
+    if model.get("teacher_trainable") is True:
         decl = decl.model_copy(update={"trainable": True})
     writer.add("models", decl, [finding])
     writer.unique("teacher")
@@ -92,9 +91,9 @@ def _models(model: Located, algorithm: str, writer: SpecWriter,
 
 def _distiller_terms(model: Located, key: str, distiller: Distiller,
                      name: str = "distiller") -> List[Tuple[ir.LossDecl, list]]:
-    config = model.get(name)
-    if not isinstance(config, dict):
+    if model.get(name) is None:
         raise config_error("KD765", f"the algorithm has no `{name}` dict", model.at("type"))
+    config = values.mapping(model, name, key)
     kind = str(config.get("type", "ConfigurableDistiller")).split(".")[-1]
     if kind != "ConfigurableDistiller":
         raise config_error("KD764", f"unknown distiller '{kind}'", config.at("type"),
@@ -120,8 +119,8 @@ def _task_term(model: Located, distiller: Distiller, writer: SpecWriter,
 
 def _data_free(model: Located, distiller: Distiller, cfg: Located, writer: SpecWriter,
                report: ConversionReport) -> None:
-    generator = model.get("generator") if isinstance(model.get("generator"), dict) else Located()
-    latent = generator.get("latent_dim", 100)
+    generator = values.mapping(model, "generator", "model.generator")
+    latent = values.integer(generator, "latent_dim", 100, "model.generator.latent_dim")
     options = {k: generator[k] for k in ("latent_dim",) if k in generator}
     decl = ir.ModelDecl(role="generator", name=writer.unique("gen"),
                         factory=ir.Factory(ref="kdsl.zoo:dafl_generator", kwargs=tuple(
@@ -137,7 +136,7 @@ def _data_free(model: Located, distiller: Distiller, cfg: Located, writer: SpecW
     student_losses = _distiller_terms(model, "model.distiller", distiller)
     generator_losses = _distiller_terms(model, "model.generator_distiller", distiller,
                                         name="generator_distiller")
-    repeat = int(model.get("student_iter", 1))
+    repeat = values.integer(model, "student_iter", 1, "model.student_iter")
     phases = [_phase("generate", 1, generator_losses, decl.name, optimizers.get("generator")),
               _phase("learn", repeat, student_losses, "student", optimizers.get("architecture"))]
     if model.get("student_train_first"):

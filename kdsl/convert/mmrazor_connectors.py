@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from kdsl.convert import values
 from kdsl.convert.report import ConversionReport, Where
 from kdsl.convert.spec import SpecWriter, call, identifier
 from kdsl.lang import ir
 
 
 def _conv_module(c: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
-    norm = (c.get("norm_cfg") or {}).get("type")
-    act = (c.get("act_cfg") or {}).get("type")
+    norm = values.mapping(c, "norm_cfg").get("type")
+    act = values.string(values.mapping(c, "act_cfg"), "type", "act_cfg.type")
     return "conv_bn", dict(in_channels=c.get("in_channel"), out_channels=c.get("out_channel"),
                            kernel_size=c.get("kernel_size"), stride=c.get("stride"),
                            padding=c.get("padding"), norm="bn" if norm else "none",
@@ -32,9 +33,9 @@ CONNECTORS: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, Dict[str, Any]]]]
     "CRDConnector": lambda c: ("crd_embed", dict(in_features=c.get("dim_in"),
                                                  feat_dim=c.get("dim_out"))),
     "TorchFunctionalConnector": lambda c: (c.get("function_name", "interpolate"),
-                                           dict(c.get("func_args") or {})),
+                                           dict(values.mapping(c, "func_args"))),
     "TorchNNConnector": lambda c: ("torch_nn", dict(type=c.get("module_name"),
-                                                    **(c.get("module_args") or {}))),
+                                                    **values.mapping(c, "module_args"))),
     "FBKDStudentConnector": lambda c: ("fbkd_student", dict(in_channels=c.get("in_channels"),
                                                             reduction=c.get("reduction"),
                                                             mode=c.get("mode"),

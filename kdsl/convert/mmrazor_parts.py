@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from kdsl.convert.losses import MMRAZOR
 from kdsl.convert.mmrazor_connectors import connector_decl
 from kdsl.convert.pyconfig import Located
-from kdsl.convert.report import ConversionReport, Where
+from kdsl.convert import values
+from kdsl.convert.report import ConversionReport, Where, config_error
 from kdsl.convert.spec import SpecWriter, call, identifier, module_path
 from kdsl.convert.training import model_decl
 from kdsl.lang import ir
@@ -56,6 +57,7 @@ class Distiller:
         self.writer, self.report, self.teachers = writer, report, teachers
         self.records: Dict[Tuple, str] = {}
         self.connectors: Dict[str, Optional[str]] = {}
+        self.key = "model.distiller"  # the distiller being converted (for messages)
 
     # ---------------------------------------------------------------- records
     def record_of(self, model: str, what: str, path: str, kind: str = "module",
@@ -80,22 +82,23 @@ class Distiller:
     def _recorded(self, mapping: Mapping[str, Any], recorders: Mapping[str, Any], from_student: bool,
                   key: str, where: Where) -> Optional[ir.Node]:
         """The expression a loss_forward_mapping entry reads, or None (reported)."""
-        name = mapping.get("recorder")
-        recorder = recorders.get(name) if isinstance(recorders, dict) else None
+        name = values.string(mapping, "recorder", f"{key}.recorder")
+        side = "student_recorders" if from_student else "teacher_recorders"
+        recorder = values.mapping(recorders, name, f"{self.key}.{side}.{name}") if name else None
         kind = RECORDERS.get(str((recorder or {}).get("type", "")).replace("Recorder", ""))
-        if recorder is None or kind is None:
+        if not recorder or kind is None:
             self.report.add(key, "dropped", f"recorder '{name}' is not declared or of an "
                             f"unknown type", where)
             return None
         what, target = kind
-        source = str(recorder.get("source", ""))
+        source = values.string(recorder, "source", f"recorder {name}.source") or ""
         model, path = self._model_and_path(source, from_student, target)
-        data_idx = mapping.get("data_idx")
-        record = self.record_of(model, what, path, target, int(mapping.get("record_idx", 0) or 0),
-                                data_idx, label=name)
+        data_idx = values.integer(mapping, "data_idx", None, f"{key}.data_idx")
+        invocation = values.integer(mapping, "record_idx", 0, f"{key}.record_idx") or 0
+        record = self.record_of(model, what, path, target, invocation, data_idx, label=name)
         value: ir.Node = ir.Name(name=record)
         if data_idx is not None and what == "output":
-            value = ir.Item(value=value, key=int(data_idx))
+            value = ir.Item(value=value, key=data_idx)
         return value
 
     def _model_and_path(self, source: str, from_student: bool, target: str) -> Tuple[str, str]:
@@ -112,24 +115,32 @@ class Distiller:
     def convert(self, config: Located, key: str) -> List[Tuple[ir.LossDecl, list]]:
         """The distiller's loss terms, each with its findings (records, connectors and
         deliveries are written as they are met)."""
-        for name, entry in (config.get("connectors") or {}).items():
+        self.key = key
+        for name, entry, where in values.items(config, "connectors", f"{key}.connectors"):
             decl, finding = connector_decl(name, entry, self.writer, self.report,
-                                           f"{key}.connectors.{name}", config["connectors"].at(name))
+                                           f"{key}.connectors.{name}", where)
             self.connectors[name] = decl.name if decl is not None else None
             if decl is not None:
                 self.writer.add("connectors", decl, [finding])
+            else:
+                self.writer.note(finding)
         self._deliveries(config, key)
         losses = []
-        mappings = config.get("loss_forward_mappings") or Located()
-        for name, entry in (config.get("distill_losses") or {}).items():
-            decl = self._loss(name, entry, mappings.get(name) or {}, config, f"{key}.distill_losses"
-                              f".{name}", config["distill_losses"].at(name))
+        mappings = values.mapping(config, "loss_forward_mappings", f"{key}.loss_forward_mappings")
+        for name, entry, where in values.items(config, "distill_losses", f"{key}.distill_losses"):
+            start = len(self.report.findings)
+            mapping = values.mapping(mappings, name, f"{key}.loss_forward_mappings.{name}")
+            decl = self._loss(name, entry, mapping, config, f"{key}.distill_losses.{name}", where)
+            found = self.report.findings[start:]  # the term's, its records' and connectors'
             if decl is not None:
-                losses.append(decl)
+                losses.append((decl, found))
+            else:
+                for finding in found:
+                    self.writer.note(finding)
         return losses
 
     def _loss(self, name: str, entry: Mapping[str, Any], mapping: Mapping[str, Any],
-              config: Located, key: str, where: Where) -> Optional[Tuple[ir.LossDecl, list]]:
+              config: Located, key: str, where: Where) -> Optional[ir.LossDecl]:
         kind = str(entry.get("type", "")).split(".")[-1]
         form = MMRAZOR.get(kind)
         if form is None:
@@ -137,30 +148,34 @@ class Distiller:
                             "table", where)
             return None
         options, unknown = form.options(entry)
-        findings = [self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} "
-                                    f"have no kdsl equivalent", where) if unknown else None]
+        if unknown:
+            self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} have no "
+                            "kdsl equivalent", where)
         if form.note:
-            findings.append(self.report.add(key, "approximated", form.note, where))
+            self.report.add(key, "approximated", form.note, where)
         args = [self._argument(arg, mapping, config, f"{key}.{arg}", where) for arg in form.inputs]
         weight = entry.get("loss_weight", form.default_weight)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise config_error("KD760", f"'{key}.loss_weight' must be a number", where)
         weight = weight * form.scale if form.scale != 1 else weight
         decl = ir.LossDecl(name=self.writer.unique(identifier(name)),
                            call=call(form.loss, [a for a in args if a is not None], **options),
                            weight=None if weight == 1 else ir.Const(value=weight))
-        return (decl, findings) if all(a is not None for a in args) else None
+        return decl if all(a is not None for a in args) else None
 
     def _argument(self, arg: str, mapping: Mapping[str, Any], config: Located, key: str,
                   where: Where) -> Optional[ir.Node]:
-        entry = mapping.get(arg)
-        if not isinstance(entry, dict):
+        if mapping.get(arg) is None:
             if arg in ("gt_labels", "label"):
                 return ir.Attr(value=ir.Name(name="batch"), attr="target")
             self.report.add(key, "dropped", f"no loss_forward_mapping for '{arg}'", where)
             return None
-        from_student = bool(entry.get("from_student", True))
-        recorders = config.get("student_recorders" if from_student else "teacher_recorders") or {}
-        value = self._recorded(entry, recorders, from_student, key, where)
-        connector = entry.get("connector")
+        entry = values.mapping(mapping, arg, key)
+        from_student = entry.get("from_student", True) is not False
+        side = "student_recorders" if from_student else "teacher_recorders"
+        value = self._recorded(entry, values.mapping(config, side, f"{self.key}.{side}"),
+                               from_student, key, where)
+        connector = values.string(entry, "connector", f"{key}.connector")
         if value is not None and connector:
             applied = self.connectors.get(connector)
             if applied is None:
@@ -171,15 +186,21 @@ class Distiller:
         return value
 
     def _deliveries(self, config: Located, key: str) -> None:
-        entries = config.get("distill_deliveries") or []
-        entries = list(entries.values()) if isinstance(entries, dict) else entries
+        entries = config.get("distill_deliveries")
+        if isinstance(entries, dict) and "type" not in entries:  # a dict of named deliveries
+            entries = list(entries.values())
+        entries = values.as_list(entries, f"{key}.distill_deliveries",
+                                 config.at("distill_deliveries"))
         for entry in entries:
+            where = getattr(entry, "where", None) or config.at("distill_deliveries")
+            entry = entry if isinstance(entry, dict) else {}
             kind = str(entry.get("type", "")).replace("Delivery", "")
             path = entry.get("method_path") or entry.get("func_path") or ""
-            where = getattr(entry, "where", None)
-            if kind not in ("MethodOutputs", "FunctionOutputs") or not path:
-                self.report.add(f"{key}.distill_deliveries", "dropped",
-                                f"delivery '{entry.get('type')}' has no kdsl equivalent", where)
+            keep = values.integer(entry, "max_keep_data", None, f"{key}.distill_deliveries")
+            if kind not in ("MethodOutputs", "FunctionOutputs") or not isinstance(path, str) or not path:
+                self.writer.note(self.report.add(f"{key}.distill_deliveries", "dropped",
+                                                 f"delivery '{entry.get('type')}' has no kdsl "
+                                                 "equivalent", where))
                 continue
             target_kind = "method" if kind == "MethodOutputs" else "function"
             ref = _dotted_ref(path, target_kind)
@@ -187,4 +208,4 @@ class Distiller:
             teacher = "teacher" if "teacher" in self.writer.names else "student"
             self.writer.add("deliveries", ir.DeliverDecl(target=target, source=teacher,
                                                          dest="student",
-                                                         keep=entry.get("max_keep_data")))
+                                                         keep=keep))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from kdsl.convert import values
 from kdsl.convert.pyconfig import Located
-from kdsl.convert.report import ConversionReport
+from kdsl.convert.report import ConversionReport, config_error
 from kdsl.convert.spec import SpecWriter, expr
 from kdsl.convert.training import optimizer_call, schedule_call, setting
 from kdsl.lang import ir
@@ -28,16 +29,18 @@ class TrainBlock:
             self.findings.append(finding)
 
     def epochs(self, generated_input: bool) -> Optional[int]:
-        loop = self.cfg.get("train_cfg") if isinstance(self.cfg.get("train_cfg"), dict) else Located()
-        if "max_epochs" in loop:
-            self.set("epochs", expr(int(loop["max_epochs"])))
-            return int(loop["max_epochs"])
-        if "max_iters" in loop and generated_input:
+        loop = values.mapping(self.cfg, "train_cfg")
+        epochs = values.integer(loop, "max_epochs", None, "train_cfg.max_epochs")
+        iterations = values.integer(loop, "max_iters", None, "train_cfg.max_iters")
+        if epochs is not None:
+            self.set("epochs", expr(epochs))
+            return epochs
+        if iterations is not None and generated_input:
             # a generated input has no data to count epochs by: one epoch of max_iters steps
             self.set("epochs", expr(1))
-            self.set("steps_per_epoch", expr(int(loop["max_iters"])))
+            self.set("steps_per_epoch", expr(iterations))
             return 1
-        if "max_iters" in loop:
+        if iterations is not None:
             self.note(self.report.add("train_cfg.max_iters", "dropped", "an iteration-based "
                                       "loop: kdsl counts epochs (set epochs and steps_per_epoch)",
                                       loop.at("max_iters")))
@@ -49,18 +52,16 @@ class TrainBlock:
         return None
 
     def optimizer(self) -> None:
-        wrapper = self.cfg.get("optim_wrapper")
-        if not isinstance(wrapper, dict):
-            return
-        optimizer = wrapper.get("optimizer")
-        if isinstance(optimizer, dict):
+        wrapper = values.mapping(self.cfg, "optim_wrapper")
+        optimizer = values.mapping(wrapper, "optimizer", "optim_wrapper.optimizer")
+        if optimizer:
             made, finding = optimizer_call(str(optimizer.get("type")), optimizer, self.report,
                                            "optim_wrapper.optimizer", wrapper.at("optimizer"))
             self.note(finding)
             if made is not None:
                 self.set("optimizer", made)
-        clip = wrapper.get("clip_grad")
-        if isinstance(clip, dict) and "max_norm" in clip:
+        clip = values.mapping(wrapper, "clip_grad", "optim_wrapper.clip_grad")
+        if isinstance(clip.get("max_norm"), (int, float)):
             self.set("grad_clip", expr(float(clip["max_norm"])))
         if "paramwise_cfg" in wrapper:
             self.note(self.report.add("optim_wrapper.paramwise_cfg", "dropped", "per-parameter "
@@ -69,11 +70,10 @@ class TrainBlock:
 
     def phase_optimizers(self) -> Dict[str, ir.Call]:
         """An OptimWrapperDict's optimizers by name (``architecture``, ``generator``)."""
-        wrapper = self.cfg.get("optim_wrapper")
         found: Dict[str, ir.Call] = {}
-        for name, sub in (wrapper.items() if isinstance(wrapper, dict) else ()):
-            if isinstance(sub, dict) and isinstance(sub.get("optimizer"), dict):
-                optimizer = sub["optimizer"]
+        for name, sub, _ in values.items(self.cfg, "optim_wrapper"):
+            optimizer = values.mapping(sub, "optimizer", f"optim_wrapper.{name}.optimizer")
+            if optimizer:
                 made, finding = optimizer_call(str(optimizer.get("type")), optimizer, self.report,
                                                f"optim_wrapper.{name}.optimizer",
                                                sub.at("optimizer"))
@@ -83,14 +83,16 @@ class TrainBlock:
         return found
 
     def schedule(self, epochs: Optional[int]) -> None:
-        schedulers = self.cfg.get("param_scheduler")
-        schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers or [])
+        schedulers = values.sequence(self.cfg, "param_scheduler")
         warmup = 0
-        for entry in [e for e in schedulers if isinstance(e, dict)]:
+        for entry in schedulers:
+            if not isinstance(entry, dict):
+                raise config_error("KD760", "'param_scheduler' must hold mappings",
+                                          self.cfg.at("param_scheduler"))
             kind = str(entry.get("type", "")).split(".")[-1]
             where = getattr(entry, "where", None)
             if kind == "LinearLR" and entry.get("by_epoch", True) and len(schedulers) > 1:
-                warmup = entry.get("end", 0)  # a warmup before the main schedule
+                warmup = values.integer(entry, "end", 0, "param_scheduler.end")  # a warmup
                 continue
             if not entry.get("by_epoch", True):
                 self.note(self.report.add("param_scheduler", "approximated", f"{kind} steps per "
@@ -106,16 +108,18 @@ class TrainBlock:
                 self.set("lr_schedule", made)
 
     def data(self) -> None:
-        loader = self.cfg.get("train_dataloader")
-        if isinstance(loader, dict) and "batch_size" in loader:
-            self.set("batch_size", expr(loader["batch_size"]))
-        if isinstance(loader, dict) and "dataset" in loader:
+        loader = values.mapping(self.cfg, "train_dataloader")
+        size = values.integer(loader, "batch_size", None, "train_dataloader.batch_size")
+        if size is not None:
+            self.set("batch_size", expr(size))
+        if "dataset" in loader:
             self.note(self.report.add("train_dataloader.dataset", "dropped", "datasets are not "
                                       "converted: set `data = dataset(...)` or --data",
                                       loader.at("dataset")))
-        randomness = self.cfg.get("randomness")
-        if isinstance(randomness, dict) and randomness.get("seed") is not None:
-            self.set("seed", expr(randomness["seed"]))
+        seed = values.integer(values.mapping(self.cfg, "randomness"), "seed", None,
+                              "randomness.seed")
+        if seed is not None:
+            self.set("seed", expr(seed))
 
 
 def convert_train(cfg: Located, writer: SpecWriter, report: ConversionReport, *,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from kdsl.convert.losses import TORCHDISTILL
+from kdsl.convert import values
+from kdsl.convert.losses import TD_PATH_OPTIONS, TORCHDISTILL
 from kdsl.convert.torchdistill_losses import EXPANDED
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, Where, config_error
@@ -26,6 +27,11 @@ _BATCH_TARGET = ir.Attr(value=ir.Name(name="batch"), attr="target")
 def _get(d: Mapping[str, Any], *keys: str) -> Any:
     """The first of ``keys`` present (torchdistill 1.x ``key``/``kwargs``, 0.x ``type``/``params``)."""
     return next((d[k] for k in keys if isinstance(d, dict) and k in d), None)
+
+
+def _options(entry: Located, path: str) -> Located:
+    """An entry's ``kwargs`` (torchdistill 1.x) or ``params`` (0.x), checked to be a mapping."""
+    return values.mapping(entry, "kwargs" if "kwargs" in entry else "params", f"{path}.kwargs")
 
 
 def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> str:
@@ -48,7 +54,7 @@ def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> 
             extras, findings = converter.stage_extras(stage, name, later=name != stages[0][0])
             body = [d for d, _ in converter.pending] + extras
             findings += [f for _, found in converter.pending for f in found]
-            epochs = stage.get("num_epochs")
+            epochs = values.integer(stage, "num_epochs", None, f"train.{name}.num_epochs")
             writer.add("procedure", ir.StageDecl(name=identifier(name), epochs=epochs,
                                                  statements=tuple(body)), findings)
     converter.train_block(train, stages)
@@ -66,28 +72,28 @@ class _Converter:
 
     def models(self, models: Located) -> None:
         for role in ("student", "teacher"):
-            entry = _get(models, f"{role}_model", role)
-            if not isinstance(entry, dict):
+            key = f"{role}_model" if f"{role}_model" in models else role
+            entry = values.mapping(models, key, f"models.{key}")
+            if not entry:
                 if role == "student":
                     raise config_error("KD765", "models has no student_model", models.where)
                 continue
-            kwargs = _get(entry, "kwargs", "params") or {}
             arch = _get(entry, "key", "name")
-            checkpoint = entry.get("src_ckpt") if isinstance(entry.get("src_ckpt"), str) else None
             decl, finding = model_decl(role, role, arch if isinstance(arch, str) else None,
-                                       kwargs, checkpoint, self.report, f"models.{role}_model",
-                                       models.at(f"{role}_model"))
+                                       _options(entry, f"models.{key}"),
+                                       values.string(entry, "src_ckpt", f"models.{key}.src_ckpt"),
+                                       self.report, f"models.{key}", models.at(key))
             self.writer.add("models", decl, [finding])
             self.writer.unique(role)
 
     # ---------------------------------------------------------------- records
-    def record(self, model: str, path: str, io: str) -> ir.Node:
+    def record(self, model: str, path: Any, io: Any) -> ir.Node:
         """The record of ``path``'s ``io`` (``output``/``input``) in ``model`` ('.' or ''
         is the model's own output)."""
         path = "" if path in (".", None) else str(path)
         for prefix in (f"{model}_model.", "model."):
             path = path[len(prefix):] if path.startswith(prefix) else path
-        key = (model, path, io)
+        key = (model, path, str(io))
         if key not in self.records:
             label = path.split(".")[-1] if path else "logits"
             name = self.writer.unique(identifier(label, "s_" if model == "student" else "t_"))
@@ -99,64 +105,82 @@ class _Converter:
 
     # ---------------------------------------------------------------- losses
     def stage_terms(self, stage: Located, key: str, where: Where) -> None:
-        criterion = stage.get("criterion")
-        if not isinstance(criterion, dict):
-            self.report.add(f"{key}.criterion", "dropped", "no criterion", where)
+        """The stage's criterion as loss terms in ``pending``; a term that is dropped has its
+        findings in the spec's header."""
+        criterion = values.mapping(stage, "criterion", f"{key}.criterion")
+        if not criterion:
+            self.writer.note(self.report.add(f"{key}.criterion", "dropped", "no criterion", where))
             return
         kind = _get(criterion, "key", "type")
-        sub_terms = _get(_get(criterion, "kwargs", "params") or {}, "sub_terms") or \
-            criterion.get("sub_terms")
-        if kind not in ("WeightedSumLoss", "GeneralizedCustomLoss") or not isinstance(sub_terms, dict):
-            self.report.add(f"{key}.criterion", "dropped", f"criterion '{kind}' has no kdsl "
-                            "equivalent (the converter reads WeightedSumLoss sub_terms)",
-                            stage.at("criterion"))
+        options = _options(criterion, f"{key}.criterion")
+        container = options if "sub_terms" in options else criterion
+        if kind not in ("WeightedSumLoss", "GeneralizedCustomLoss") or "sub_terms" not in container:
+            self.writer.note(self.report.add(
+                f"{key}.criterion", "dropped", f"criterion '{kind}' has no kdsl equivalent (the "
+                "converter reads WeightedSumLoss's sub_terms)", stage.at("criterion")))
             return
-        for name, term in sub_terms.items():
-            self.term(name, term, f"{key}.criterion.sub_terms.{name}", sub_terms.at(name))
+        terms = list(values.items(container, "sub_terms", f"{key}.criterion.sub_terms"))
+        org = values.mapping(criterion, "org_term", f"{key}.criterion.org_term")
+        if org.get("criterion") is not None:  # GeneralizedCustomLoss: the student's task loss
+            terms.insert(0, ("task", Located(org, where=org.where), criterion.at("org_term")))
+        for name, term, term_where in terms:
+            start, before = len(self.report.findings), len(self.pending)
+            self.term(name, term, f"{key}.criterion.sub_terms.{name}", term_where)
+            found = self.report.findings[start:]
+            if len(self.pending) == before:
+                for finding in found:
+                    self.writer.note(finding)
+            else:
+                decl, _ = self.pending[before]
+                self.pending[before] = (decl, found)
 
-    def term(self, name: str, term: Any, key: str, where: Where) -> None:
-        criterion = term.get("criterion") if isinstance(term, dict) else None
-        kind = _get(criterion or {}, "key", "type")
-        weight = _get(term, "weight", "factor") if isinstance(term, dict) else None
+    def term(self, name: str, term: Located, key: str, where: Where) -> None:
+        criterion = values.mapping(term, "criterion", f"{key}.criterion")
+        kind = _get(criterion, "key", "type")
+        weight = _get(term, "weight", "factor")
         weight = 1 if weight is None else weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise config_error("KD760", f"'{key}.weight' must be a number", where)
+        kwargs = dict(_options(criterion, f"{key}.criterion"))
         if kind in EXPANDED:
-            self._expanded(name, kind, dict(_get(criterion, "kwargs", "params") or {}), weight,
-                           key, where)
+            self._expanded(name, kind, kwargs, weight, key, where)
             return
         form = TORCHDISTILL.get(kind) if isinstance(kind, str) else None
         if form is None:
             self.report.add(key, "dropped", f"loss '{kind}' has no kdsl form in the converter's "
                             "table", where)
             return
-        kwargs = dict(_get(criterion, "kwargs", "params") or {})
-        wrapper = term.get("criterion_wrapper")
-        args = self._wrapped_args(wrapper) if isinstance(wrapper, dict) else self._path_args(kwargs)
-        for option in ("student_module_path", "student_module_io", "teacher_module_path",
-                       "teacher_module_io"):
+        wrapper = values.mapping(term, "criterion_wrapper", f"{key}.criterion_wrapper")
+        args = self._wrapped_args(wrapper, key) if wrapper else self._path_args(kwargs)
+        for option in TD_PATH_OPTIONS:
             kwargs.pop(option, None)
         options, unknown = form.options(kwargs)
-        findings = [self.report.add(key, "approximated", f"options {', '.join(unknown)} of "
-                                    f"{kind} have no kdsl equivalent", where) if unknown else None]
+        if unknown:
+            self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} have no "
+                            "kdsl equivalent", where)
         decl = ir.LossDecl(name=self.writer.unique(identifier(name)),
                            call=call(form.loss, args[:len(form.inputs)], **options),
                            weight=None if weight == 1 else ir.Const(value=weight))
-        self.pending.append((decl, findings))
+        self.pending.append((decl, []))
 
     def _expanded(self, name: str, kind: str, kwargs: Mapping[str, Any], weight: float, key: str,
                   where: Where) -> None:
         """A loss that is several kdsl terms (layer pairs, RKD's two factors)."""
         expand, known = EXPANDED[kind]
         unknown = sorted(set(kwargs) - set(known))
-        finding = self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} "
-                                  "have no kdsl equivalent", where) if unknown else None
+        if unknown:
+            self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} have no "
+                            "kdsl equivalent", where)
+        for pairs in ("at_pairs", "feature_pairs"):
+            for _ in values.items(Located(kwargs, where=where), pairs, f"{key}.{pairs}"):
+                pass  # every pair must be a mapping (a located error otherwise)
         for suffix, loss, student, teacher, options, factor in expand(kwargs):
             args = [self.record("student", *student), self.record("teacher", *teacher)]
             total = weight * factor
             decl = ir.LossDecl(name=self.writer.unique(identifier(name + suffix)),
                                call=call(loss, args, **options),
                                weight=None if total == 1 else ir.Const(value=total))
-            self.pending.append((decl, [finding]))
-            finding = None
+            self.pending.append((decl, []))
 
     def _path_args(self, kwargs: Mapping[str, Any]) -> List[ir.Node]:
         student = self.record("student", kwargs.get("student_module_path", "."),
@@ -165,10 +189,11 @@ class _Converter:
                               kwargs.get("teacher_module_io", "output"))
         return [student, teacher, _BATCH_TARGET]
 
-    def _wrapped_args(self, wrapper: Mapping[str, Any]) -> List[ir.Node]:
+    def _wrapped_args(self, wrapper: Located, key: str) -> List[ir.Node]:
         """SimpleLossWrapper's ``input`` and ``target`` entries."""
-        kwargs = _get(wrapper, "kwargs", "params") or {}
-        return [self._wrapped(kwargs.get("input") or {}), self._wrapped(kwargs.get("target") or {})]
+        kwargs = _options(wrapper, f"{key}.criterion_wrapper")
+        return [self._wrapped(values.mapping(kwargs, part, f"{key}.criterion_wrapper.{part}"))
+                for part in ("input", "target")]
 
     def _wrapped(self, entry: Mapping[str, Any]) -> ir.Node:
         if entry.get("uses_label"):
@@ -181,8 +206,8 @@ class _Converter:
         ``optimize student with ...`` for its own optimizer (the first stage's is the run's)."""
         out: List[ir.Node] = []
         findings: List[Any] = []
-        student = stage.get("student") if isinstance(stage.get("student"), dict) else Located()
-        for path in student.get("frozen_modules") or []:
+        student = values.mapping(stage, "student", f"train.{name}.student")
+        for path in values.sequence(student, "frozen_modules", f"train.{name}.student.frozen_modules"):
             out.append(ir.FreezeDecl(target=ir.ParamScope(name="student", path=tuple(
                 p for p in str(path).split(".") if p))))
         for part in ("sequential", "auxiliary_model_wrapper", "adaptations"):
@@ -207,34 +232,37 @@ class _Converter:
         first = stages[0][1] if stages else train
         settings: List[ir.TrainSetting] = []
         findings: List[Any] = []
-        counts = [stage.get("num_epochs") for _, stage in stages]
-        epochs = sum(counts) if stages and all(isinstance(n, int) for n in counts) else \
-            train.get("num_epochs")
+        counts = [values.integer(stage, "num_epochs", None, f"train.{name}.num_epochs")
+                  for name, stage in stages]
+        epochs = sum(counts) if stages and all(n is not None for n in counts) else \
+            values.integer(train, "num_epochs", None, "train.num_epochs")
         if isinstance(epochs, int):
             settings.append(setting("epochs", expr(epochs)))
         made = self.optimizer(first, "train.optimizer" if first is train else
                               f"train.{stages[0][0]}.optimizer", findings)
         if made is not None:
             settings.append(setting("optimizer", made))
-        if isinstance(first.get("scheduler"), dict):
-            schedule = self._scheduler(first["scheduler"], epochs, first.at("scheduler"), findings)
+        scheduler = values.mapping(first, "scheduler", "train.scheduler")
+        if scheduler:
+            schedule = self._scheduler(scheduler, epochs, first.at("scheduler"), findings)
             if schedule is not None:
                 settings.append(setting("lr_schedule", schedule))
-        if first.get("max_grad_norm") is not None:
+        if isinstance(first.get("max_grad_norm"), (int, float)):
             settings.append(setting("grad_clip", expr(float(first["max_grad_norm"]))))
-        loader = first.get("train_data_loader") if isinstance(first.get("train_data_loader"), dict) else {}
-        size = (_get(loader, "kwargs", "params") or {}).get("batch_size", loader.get("batch_size"))
+        loader = values.mapping(first, "train_data_loader", "train.train_data_loader")
+        size = values.integer(_options(loader, "train.train_data_loader"), "batch_size",
+                              loader.get("batch_size"), "train.train_data_loader.batch_size")
         if size is not None:
             settings.append(setting("batch_size", expr(size)))
         if settings:
             self.writer.add("train", ir.TrainDecl(settings=tuple(settings)), findings)
 
     def optimizer(self, stage: Located, key: str, findings: List[Any]) -> Optional[ir.Call]:
-        optimizer = stage.get("optimizer")
-        if not isinstance(optimizer, dict):
+        optimizer = values.mapping(stage, "optimizer", key)
+        if not optimizer:
             return None
         made, finding = optimizer_call(str(_get(optimizer, "key", "type")),
-                                       _get(optimizer, "kwargs", "params") or {}, self.report,
+                                       _options(optimizer, key), self.report,
                                        key, stage.at("optimizer"))
         findings.append(finding)
         return made
@@ -246,7 +274,7 @@ class _Converter:
             findings.append(self.report.add("train.scheduler.scheduling_step", "approximated",
                                             "torchdistill steps this scheduler every few "
                                             "iterations; kdsl per epoch", where))
-        made, finding = schedule_call(kind, _get(scheduler, "kwargs", "params") or {}, epochs,
+        made, finding = schedule_call(kind, _options(scheduler, "train.scheduler"), epochs,
                                       self.report, "train.scheduler", where)
         findings.append(finding)
         return made

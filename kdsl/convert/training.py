@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from kdsl.convert import values
 from kdsl.convert.report import ConversionReport, Where
 from kdsl.convert.spec import call
 from kdsl.lang import ir
@@ -84,7 +85,7 @@ def schedule_call(kind: str, options: Mapping[str, Any], epochs: Optional[int],
     (stepped per epoch)."""
     kind = kind.split(".")[-1]
     if kind in ("MultiStepLR", "MultiStepParamScheduler"):
-        return call("step", milestones=list(options.get("milestones", [])),
+        return call("step", milestones=values.sequence(options, "milestones", f"{key}.milestones"),
                     gamma=options.get("gamma", 0.1)), None
     if kind in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
         span = options.get("T_max")

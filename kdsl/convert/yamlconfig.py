@@ -69,6 +69,10 @@ def _loader_class(yaml, file: str):
         out = Located(where=(file, node.start_mark.line + 1))
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise config_error("KD760", "a mapping key must be a plain value",
+                                   (file, key_node.start_mark.line + 1),
+                                   column=key_node.start_mark.column + 1)
             out[key] = loader.construct_object(value_node, deep=True)
             out.key_where[key] = (file, key_node.start_mark.line + 1)
         return out

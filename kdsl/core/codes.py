@@ -284,8 +284,9 @@ CODES: Dict[str, Code] = {
                   "holding `logits` or one first), and the batches must carry `labels`."),
     # ---------------------------------------------------------------- kdsl convert
     "KD760": Code("config cannot be read", "`kdsl convert` could not read the MMRazor or "
-                  "torchdistill config: a Python syntax error, YAML that does not parse, or a "
-                  "top level that is not a mapping. Nothing in the config is executed."),
+                  "torchdistill config: a Python syntax error, YAML that does not parse, a top "
+                  "level that is not a mapping, or a value of another type where the converter "
+                  "needs a mapping, list, integer or string. Nothing in the config is executed."),
     "KD761": Code("config base not found", "A `_base_` file of an MMRazor config does not "
                   "exist; paths are relative to the config that names them."),
     "KD762": Code("config bases form a cycle", "Config files name each other in `_base_` in a "
@@ -298,6 +299,9 @@ CODES: Dict[str, Code] = {
     "KD765": Code("not a distillation config", "The file has no teacher/student models or "
                   "distiller that the converter recognises, or its format could not be told "
                   "(give --from mmrazor or --from torchdistill)."),
+    "KD767": Code("converted spec does not check", "The config converted, but a value in it is "
+                  "not one kdsl's components take (an option of the wrong type or out of range), "
+                  "so the spec fails `kdsl check`; the spec's own diagnostics follow."),
     "KD766": Code("converter dependency missing", "Reading torchdistill YAML needs PyYAML: "
                   "pip install 'kdsl[convert]'."),
 }

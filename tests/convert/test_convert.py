@@ -177,3 +177,31 @@ def test_bad_configs_are_located_errors(name, code, line):
     diagnostic = info.value.diagnostics[0]
     assert diagnostic.code == code
     assert diagnostic.span is not None and diagnostic.span.line == line
+
+
+@pytest.mark.parametrize("config,message,line", [
+    ("model = dict(type='SelfDistill',\n    distiller=dict(distill_losses=[1]))\n",
+     "'model.distiller.distill_losses' must be a mapping, not a list", 2),
+    ("model = dict(type='SelfDistill', distiller=dict(\n"
+     "    student_recorders=dict(fc='head.fc'), distill_losses=dict(kl=dict(type='KLDivergence')),\n"
+     "    loss_forward_mappings=dict(kl=dict(preds_S=dict(recorder='fc'), preds_T=dict(recorder='fc')))))\n",
+     "'model.distiller.student_recorders.fc' must be a mapping, not a string", 2),
+    ("model = dict(type='SelfDistill', distiller=dict())\ntrain_cfg = dict(max_epochs='many')\n",
+     "'train_cfg.max_epochs' must be an integer, not a string", 2),
+])
+def test_values_of_the_wrong_type_are_located_errors(config, message, line):
+    with pytest.raises(KdslError) as info:
+        convert(config, "mmrazor", "types.py")
+    diagnostic = info.value.diagnostics[0]
+    assert (diagnostic.code, diagnostic.message, diagnostic.span.line) == ("KD760", message, line)
+
+
+def test_a_spec_that_would_not_check_is_an_error_with_its_diagnostics():
+    config = ("model = dict(type='SelfDistill', architecture=dict(type='kdsl.zoo:resnet8x4'),\n"
+              "    calculate_student_loss=False, distiller=dict())\n"
+              "optim_wrapper = dict(optimizer=dict(type='SGD', lr=[1]))\n")
+    with pytest.raises(KdslError) as info:
+        convert(config, "mmrazor", "lr.py")
+    codes = [d.code for d in info.value.diagnostics]
+    assert codes == ["KD767", "KD309"]
+    assert "'lr' of 'sgd' must be float" in info.value.diagnostics[0].message
