@@ -53,8 +53,9 @@ def _mmrazor_config(case) -> str:
 
 
 def _torchdistill_config(case) -> str:
-    kwargs = {k: v for k, v in case["kwargs"].items()}
-    inline = "{" + ", ".join(f"{k}: {v!r}" for k, v in kwargs.items()) + "}"
+    yaml = pytest.importorskip("yaml")
+    # PyYAML's own flow style: it writes 1e-7 as 1.0e-07, which YAML 1.1 reads back as a float
+    inline = yaml.safe_dump(dict(case["kwargs"]), default_flow_style=True).strip()
     return _TORCHDISTILL.format(cls=case["reference_class"], kwargs=inline)
 
 
@@ -74,22 +75,27 @@ def _value_of_converted(spec_text: str, case) -> torch.Tensor:
     return total
 
 
-@pytest.mark.parametrize("file,case_id,fmt", [
-    ("loss_vectors.json", "kl_divergence/tau4_batchmean", "mmrazor"),
-    ("loss_vectors.json", "dkd/tau4_a1_b8", "mmrazor"),
-    ("loss_vectors.json", "dist/tau4", "mmrazor"),
-    ("loss_vectors.json", "ab/margin0.5", "mmrazor"),
-    ("loss_vectors.json", "rkd_distance/l2normFalse", "mmrazor"),
-    ("torchdistill_vectors.json", "kd/t4_a0.5", "torchdistill"),
-    ("torchdistill_vectors.json", "kd/t2_a0.3_b2", "torchdistill"),
-    ("torchdistill_vectors.json", "dist/b1_g1_t1", "torchdistill"),
-    ("torchdistill_vectors.json", "spkd/batchmean_4d", "torchdistill"),
-    ("torchdistill_vectors.json", "pkt/eps1e-3_same_dims", "torchdistill"),
-    ("torchdistill_vectors.json", "at/paper_two_pairs", "torchdistill"),
-    ("torchdistill_vectors.json", "ab/margin0.5_sum_two_pairs", "torchdistill"),
-    ("torchdistill_vectors.json", "rkd/d25_a50_sum", "torchdistill"),
-    ("torchdistill_vectors.json", "rkd/d1_a0_distance_only", "torchdistill"),
-])
+def _convertible_cases():
+    """Every reference case whose class the converter's tables know, with its format."""
+    from kdsl.convert.losses import MMRAZOR, TORCHDISTILL
+    from kdsl.convert.torchdistill_losses import EXPANDED
+    from tests.catalog.test_reference_parity import _case_ids, _load, reference_dir
+
+    params = []
+    for file, fmt, known in (("loss_vectors.json", "mmrazor", set(MMRAZOR)),
+                             ("torchdistill_vectors.json", "torchdistill",
+                              set(TORCHDISTILL) | set(EXPANDED))):
+        path = reference_dir() / file
+        cases = _load(path)["cases"] if path.is_file() else []
+        # a KDLoss case without targets: torchdistill's training always passes them, and so
+        # does the converted spec (batch.target)
+        params += [pytest.param(file, c["id"], fmt, id=f"{fmt}:{c['id']}") for c in cases
+                   if c["reference_class"] in known and not (
+                       c["reference_class"] == "KDLoss" and "targets" not in c["inputs"])]
+    return params or [pytest.param("loss_vectors.json", "<missing>", "mmrazor", id="missing")]
+
+
+@pytest.mark.parametrize("file,case_id,fmt", _convertible_cases())
 def test_converted_loss_reproduces_the_reference_value(file, case_id, fmt):
     case = {c["id"]: c for c in cases_of(file)}[case_id]
     config = _mmrazor_config(case) if fmt == "mmrazor" else _torchdistill_config(case)
