@@ -64,12 +64,15 @@ def convert(text: str, fmt: Optional[str] = None, path: Optional[str] = None, *,
 
 
 def _checked(spec_text: str, name: str) -> str:
-    """The converted spec, verified as `kdsl check` verifies a file: a config value that no
-    component takes is an error here, with the spec's diagnostics, not a surprise later."""
+    """The converted spec in `kdsl fmt`'s canonical layout, verified as `kdsl check` verifies a
+    file: a config value that no component takes is an error here, with the spec's
+    diagnostics, not a surprise later."""
     from kdsl.core.diagnostics import KdslError, make
+    from kdsl.lang.fmt import format_text
     from kdsl.lang.loader import check_text
 
     spec_name = f"{name} (converted)"
+    spec_text = format_text(spec_text, spec_name).text or spec_text
     _, diagnostics, sources = check_text(spec_text, spec_name)
     errors = [d for d in diagnostics if d.is_error]
     if errors:

@@ -46,6 +46,8 @@ def convert_mmrazor(cfg: Located, report: ConversionReport, title: str) -> str:
         raise config_error("KD764", f"unknown algorithm '{model.get('type')}'",
                            model.at("type"), hint="the converter knows " + ", ".join(ALGORITHMS))
     writer = SpecWriter(title)
+    for finding in report.findings:  # reading the files' (bases of other packages, statements)
+        writer.note(finding)
     _unread_keys(model, ALGORITHM_KEYS, "model", writer, report)
     teachers = _models(model, algorithm, writer, report)
     distiller = Distiller(writer, report, teachers)

@@ -4,6 +4,7 @@ located errors; nothing of a config is executed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ def convert_file(name: str, fmt=None):
 
 
 def statements(spec_text: str):
-    return [line for line in spec_text.splitlines() if line and not line.startswith("#")]
+    """The spec's code lines, the alignment `kdsl fmt` adds (``record s   = ...``) taken out."""
+    return [re.sub(r"(?<=\S) {2,}", " ", line) for line in spec_text.splitlines()
+            if line and not line.lstrip().startswith("#")]
 
 
 @pytest.mark.parametrize("name", ["kd_logits.py", "all_parts.py", "delete_child.py", "dafl.py",
@@ -102,8 +105,8 @@ def test_torchdistill_stages_and_frozen_modules():
     text, _ = convert_file("stages.yaml")
     spec = kdsl.loads(text)
     assert [(s.name, s.epochs) for s in spec.stages] == [("stage1", 10), ("stage2", 20)]
-    assert "  freeze student.layer1" in text.splitlines()
-    lines = text.splitlines()
+    assert "  freeze student.layer1" in statements(text)
+    lines = statements(text)
     assert "  loss hint = mse(s_layer2, t_layer2)" in lines
     assert "  optimize student with adam(lr=0.001)" in lines  # stage2's own optimizer
     assert "  epochs = 30" in lines  # the stages' sum
@@ -205,3 +208,24 @@ def test_a_spec_that_would_not_check_is_an_error_with_its_diagnostics():
     codes = [d.code for d in info.value.diagnostics]
     assert codes == ["KD767", "KD309"]
     assert "'lr' of 'sgd' must be float" in info.value.diagnostics[0].message
+
+
+def test_output_is_in_the_canonical_layout_and_package_bases_are_reported():
+    from kdsl.lang.fmt import format_text
+
+    text, report = convert_file("readme_mmrazor.py")
+    assert format_text(text).text == text  # what `kdsl fmt` would write
+    (base,) = [f for f in report.findings if f.key == "_base_"]
+    assert base.status == "dropped" and base.where[1] == 2 and "another package" in base.reason
+    assert base.comment() in text
+
+
+@pytest.mark.parametrize("text,path,fmt", [
+    ("model = dict()", "a.py", "mmrazor"), ("models: {}", "a.yaml", "torchdistill"),
+    ("models: {}", "a.yml", "torchdistill"), ("_base_ = ['x.py']", None, "mmrazor"),
+    ("models:\n  student_model: {}\n", None, "torchdistill"),
+])
+def test_the_format_is_told_from_the_file(text, path, fmt):
+    from kdsl.convert import detect_format
+
+    assert detect_format(text, path) == fmt
