@@ -27,7 +27,8 @@ ALGORITHMS = SINGLE_TEACHER + DATA_FREE + ("SelfDistill",)
 RUNTIME_KEYS = ("default_scope", "default_hooks", "env_cfg", "log_processor", "log_level",
                 "visualizer", "vis_backends", "val_cfg", "test_cfg", "val_dataloader",
                 "test_dataloader", "val_evaluator", "test_evaluator", "find_unused_parameters",
-                "resume", "auto_scale_lr", "custom_hooks", "launcher", "work_dir")
+                "resume", "auto_scale_lr", "custom_hooks", "launcher", "work_dir",
+                "model_wrapper_cfg", "load_from")
 # what the converter reads of the algorithm's and the distiller's dicts
 ALGORITHM_KEYS = ("type", "_scope_", "architecture", "teacher", "teachers", "teacher_ckpt",
                   "teacher_trainable", "calculate_student_loss", "distiller", "generator",
@@ -52,7 +53,7 @@ def convert_mmrazor(cfg: Located, report: ConversionReport, title: str) -> str:
     teachers = _models(model, algorithm, writer, report)
     distiller = Distiller(writer, report, teachers)
     if algorithm in DATA_FREE:
-        _data_free(model, distiller, cfg, writer, report)
+        _data_free(model, algorithm, distiller, cfg, writer, report)
     else:
         for decl, findings in _distiller_terms(model, "model.distiller", distiller):
             writer.add("losses", decl, findings)
@@ -119,18 +120,14 @@ def _task_term(model: Located, distiller: Distiller, writer: SpecWriter,
     writer.add("losses", loss, [finding])
 
 
-def _data_free(model: Located, distiller: Distiller, cfg: Located, writer: SpecWriter,
-               report: ConversionReport) -> None:
+def _data_free(model: Located, algorithm: str, distiller: Distiller, cfg: Located,
+               writer: SpecWriter, report: ConversionReport) -> None:
+    """A generator, ``input = gen(noise(latent_dim))``, and the generator's and the student's
+    phases (MMRazor's DataFreeDistillation trains the generator once, then the student
+    ``student_iter`` times, unless ``student_train_first``)."""
     generator = values.mapping(model, "generator", "model.generator")
     latent = values.integer(generator, "latent_dim", 100, "model.generator.latent_dim")
-    options = {k: generator[k] for k in ("latent_dim",) if k in generator}
-    decl = ir.ModelDecl(role="generator", name=writer.unique("gen"),
-                        factory=ir.Factory(ref="kdsl.zoo:dafl_generator", kwargs=tuple(
-                            ir.Keyword(name=k, value=ir.Const(value=v)) for k, v in options.items())))
-    left = sorted(set(generator) - {"type", "latent_dim"})
-    finding = report.add("model.generator", "approximated", f"{generator.get('type')} becomes "
-                         f"kdsl.zoo:dafl_generator; options {', '.join(left)} left out",
-                         model.at("generator")) if left else None
+    decl, finding = _generator(generator, writer, report, model.at("generator"))
     writer.add("models", decl, [finding])
     noise = call("noise", (ir.Const(value=latent),))
     writer.add("input", ir.InputDecl(value=ir.Call(func=decl.name, args=(noise,))))
@@ -139,12 +136,38 @@ def _data_free(model: Located, distiller: Distiller, cfg: Located, writer: SpecW
     generator_losses = _distiller_terms(model, "model.generator_distiller", distiller,
                                         name="generator_distiller")
     repeat = values.integer(model, "student_iter", 1, "model.student_iter")
+    if algorithm == "DAFLDataFreeDistillation":
+        # DAFL's step ignores student_iter: one generated batch, both updates at its end
+        repeat = 1
+        writer.note(report.add("model.type", "approximated", "DAFL computes the generator's and "
+                               "the student's losses on one generated batch and updates both "
+                               "at the end of the step; kdsl runs the two phases in turn",
+                               model.at("type")))
     phases = [_phase("generate", 1, generator_losses, decl.name, optimizers.get("generator")),
               _phase("learn", repeat, student_losses, "student", optimizers.get("architecture"))]
-    if model.get("student_train_first"):
+    if model.get("student_train_first") and algorithm != "DAFLDataFreeDistillation":
         phases.reverse()
     for phase, findings in phases:
         writer.add("procedure", phase, findings)
+
+
+def _generator(generator: Located, writer: SpecWriter, report: ConversionReport,
+               where) -> Tuple[ir.ModelDecl, object]:
+    """kdsl.zoo:dafl_generator for MMRazor's DAFLGenerator (its default 128 hidden channels);
+    another generator type, or other options, are reported."""
+    options = {k: generator[k] for k in ("latent_dim", "img_size") if k in generator}
+    decl = ir.ModelDecl(role="generator", name=writer.unique("gen"), factory=ir.Factory(
+        ref="kdsl.zoo:dafl_generator", kwargs=tuple(ir.Keyword(name=k, value=ir.Const(value=v))
+                                                    for k, v in options.items())))
+    kind = str(generator.get("type", "DAFLGenerator")).split(".")[-1]
+    left = sorted(k for k in set(generator) - {"type", "latent_dim", "img_size"}
+                  if not (k == "hidden_channels" and generator[k] == 128))
+    finding = None
+    if kind != "DAFLGenerator" or left:
+        extra = f"; options {', '.join(left)} left out" if left else ""
+        finding = report.add("model.generator", "approximated", f"{kind} becomes "
+                             f"kdsl.zoo:dafl_generator (DAFL's architecture){extra}", where)
+    return decl, finding
 
 
 def _phase(name: str, repeat: int, losses: List[Tuple[ir.LossDecl, list]], target: str,

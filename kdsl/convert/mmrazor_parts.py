@@ -96,6 +96,9 @@ class Distiller:
         data_idx = values.integer(mapping, "data_idx", None, f"{key}.data_idx")
         invocation = values.integer(mapping, "record_idx", 0, f"{key}.record_idx") or 0
         record = self.record_of(model, what, path, target, invocation, data_idx, label=name)
+        if what == "input" and data_idx is None:
+            self.report.add(key, "approximated", "MMRazor passes the tuple of all inputs when "
+                            "data_idx is not given; kdsl's record reads the first", where)
         value: ir.Node = ir.Name(name=record)
         if data_idx is not None and what == "output":
             value = ir.Item(value=value, key=data_idx)

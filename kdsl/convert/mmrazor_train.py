@@ -20,6 +20,7 @@ class TrainBlock:
         self.cfg, self.report = cfg, report
         self.settings: List[ir.TrainSetting] = []
         self.findings: List[Any] = []
+        self.steps_per_epoch: Optional[int] = None  # known when the loop counts iterations
 
     def set(self, key: str, value: ir.Node) -> None:
         self.settings.append(setting(key, value))
@@ -36,10 +37,14 @@ class TrainBlock:
             self.set("epochs", expr(epochs))
             return epochs
         if iterations is not None and generated_input:
-            # a generated input has no data to count epochs by: one epoch of max_iters steps
-            self.set("epochs", expr(1))
-            self.set("steps_per_epoch", expr(iterations))
-            return 1
+            # a generated input has no data to count epochs by: an epoch is the validation
+            # interval (when it divides the run), else the whole run is one epoch
+            interval = values.integer(loop, "val_interval", None, "train_cfg.val_interval")
+            steps = interval if interval and iterations % interval == 0 else iterations
+            self.steps_per_epoch = steps
+            self.set("epochs", expr(iterations // steps))
+            self.set("steps_per_epoch", expr(steps))
+            return iterations // steps
         if iterations is not None:
             self.note(self.report.add("train_cfg.max_iters", "dropped", "an iteration-based "
                                       "loop: kdsl counts epochs (set epochs and steps_per_epoch)",
@@ -71,8 +76,11 @@ class TrainBlock:
     def phase_optimizers(self) -> Dict[str, ir.Call]:
         """An OptimWrapperDict's optimizers by name (``architecture``, ``generator``)."""
         found: Dict[str, ir.Call] = {}
-        for name, sub, _ in values.items(self.cfg, "optim_wrapper"):
-            optimizer = values.mapping(sub, "optimizer", f"optim_wrapper.{name}.optimizer")
+        wrapper = values.mapping(self.cfg, "optim_wrapper")
+        for name, sub in wrapper.items():
+            if not isinstance(sub, dict):
+                continue  # constructor='mmrazor.SeparateOptimWrapperConstructor' and the like
+            optimizer = values.mapping(wrapper[name], "optimizer", f"optim_wrapper.{name}.optimizer")
             if optimizer:
                 made, finding = optimizer_call(str(optimizer.get("type")), optimizer, self.report,
                                                f"optim_wrapper.{name}.optimizer",
@@ -83,21 +91,29 @@ class TrainBlock:
         return found
 
     def schedule(self, epochs: Optional[int]) -> None:
-        schedulers = values.sequence(self.cfg, "param_scheduler")
+        """``param_scheduler``: a list (a LinearLR warmup, then the main schedule), or with an
+        OptimWrapperDict one per optimizer, of which the student's (``architecture``) is the
+        run's: kdsl has one learning-rate schedule."""
+        schedulers = self.cfg.get("param_scheduler")
+        if isinstance(schedulers, dict) and "type" not in schedulers:
+            for name in schedulers:
+                if name != "architecture":
+                    self.note(self.report.add(f"param_scheduler.{name}", "dropped", "kdsl has "
+                                              "one lr schedule per run: the student's",
+                                              schedulers.at(name)))
+            schedulers = schedulers.get("architecture")
+        entries = values.as_list(schedulers, "param_scheduler", self.cfg.at("param_scheduler"))
         warmup = 0
-        for entry in schedulers:
+        for entry in entries:
             if not isinstance(entry, dict):
                 raise config_error("KD760", "'param_scheduler' must hold mappings",
-                                          self.cfg.at("param_scheduler"))
+                                   self.cfg.at("param_scheduler"))
+            entry = self._in_epochs(entry)
             kind = str(entry.get("type", "")).split(".")[-1]
             where = getattr(entry, "where", None)
-            if kind == "LinearLR" and entry.get("by_epoch", True) and len(schedulers) > 1:
-                warmup = values.integer(entry, "end", 0, "param_scheduler.end")  # a warmup
+            if kind == "LinearLR" and len(entries) > 1:
+                warmup = entry.get("end", 0)  # a warmup before the main schedule
                 continue
-            if not entry.get("by_epoch", True):
-                self.note(self.report.add("param_scheduler", "approximated", f"{kind} steps per "
-                                          "iteration in MMRazor; kdsl's schedules step per "
-                                          "epoch", where))
             made, finding = schedule_call(kind, entry, epochs, self.report, "param_scheduler",
                                           where)
             self.note(finding)
@@ -106,6 +122,33 @@ class TrainBlock:
                     ir.Keyword(name="warmup_epochs", value=expr(warmup)),)})
             if made is not None:
                 self.set("lr_schedule", made)
+
+    def _in_epochs(self, entry: Located) -> Located:
+        """A scheduler stepped per iteration, its iteration counts (milestones, T_max, end) in
+        epochs of ``steps_per_epoch`` iterations; reported when they do not divide evenly."""
+        if entry.get("by_epoch", True) is not False:
+            return entry
+        where = getattr(entry, "where", None)
+        kind = entry.get("type")
+        steps = self.steps_per_epoch
+        if steps is None:
+            self.note(self.report.add("param_scheduler", "approximated", f"{kind} steps per "
+                                      "iteration in MMRazor; kdsl's schedules step per epoch",
+                                      where))
+            return entry
+        out = Located(entry, where=where)
+        counts = {k: entry[k] for k in ("milestones", "T_max", "end") if k in entry}
+        exact = True
+        for key, value in counts.items():
+            numbers = value if isinstance(value, list) else [value]
+            exact &= all(isinstance(n, int) and n % steps == 0 for n in numbers)
+            scaled = [n / steps if isinstance(n, (int, float)) else n for n in numbers]
+            scaled = [int(n) if isinstance(n, float) and n.is_integer() else n for n in scaled]
+            out[key] = scaled if isinstance(value, list) else scaled[0]
+        if not exact:
+            self.note(self.report.add("param_scheduler", "approximated", f"{kind}'s iteration "
+                                      f"counts are not whole epochs of {steps} steps", where))
+        return out
 
     def data(self) -> None:
         loader = values.mapping(self.cfg, "train_dataloader")

@@ -28,7 +28,8 @@ def statements(spec_text: str):
 
 
 @pytest.mark.parametrize("name", ["kd_logits.py", "all_parts.py", "delete_child.py", "dafl.py",
-                                  "kd_cifar.yaml", "stages.yaml"])
+                                  "data_free_iters.py", "readme_mmrazor.py", "kd_cifar.yaml",
+                                  "stages.yaml"])
 def test_converted_specs_pass_check(name):
     text, _ = convert_file(name)
     spec = kdsl.loads(text, f"{name}.kd")
@@ -79,15 +80,35 @@ def test_every_recorder_kind_connector_and_delivery():
     assert report.exact
 
 
-def test_data_free_algorithm_becomes_generator_input_and_phases():
-    text, _ = convert_file("dafl.py")
+def test_dafl_becomes_generator_input_and_two_phases():
+    text, report = convert_file("dafl.py")
     spec = kdsl.loads(text)
-    assert [p.name for p in spec.phases] == ["generate", "learn"]
-    assert spec.phases[1].repeat == 5
+    assert [(p.name, p.repeat) for p in spec.phases] == [("generate", 1), ("learn", 1)]
     lines = statements(text)
     assert "input = gen(noise(256))" in lines
     assert "  optimize gen with adam(lr=0.001)" in lines
     assert "  steps_per_epoch = 2000" in lines
+    # DAFL's single-step update of both models is the one difference the phases make
+    assert any(f.key == "model.type" and "one generated batch" in f.reason for f in report.findings)
+
+
+def test_data_free_distillation_with_iterations_and_per_optimizer_schedules():
+    text, report = convert_file("data_free_iters.py")
+    spec = kdsl.loads(text)
+    assert [(p.name, p.repeat) for p in spec.phases] == [("generate", 1), ("learn", 5)]
+    lines = statements(text)
+    for expected in [
+        'teacher wrn = model("kdsl.zoo:wrn_40_2") from "wrn.pth"',
+        "record s_g2 = output of student.block2 call 1",
+        "record wrn_g2 = output of wrn.block2 call 1",
+        '  loss loss_adv = kl_div(s_logits, wrn_logits, reduction="mean", detach_teacher=false) * -2.0',
+        "  loss loss_at = at(s_g2, wrn_g2) * 250.0",
+        # 3600 iterations validated every 40: 90 epochs of 40 steps, milestones in epochs
+        "  epochs = 90", "  steps_per_epoch = 40", "  lr_schedule = step(milestones=[30, 60], gamma=0.1)",
+    ]:
+        assert expected in lines, expected
+    assert {(f.key, f.status) for f in report.findings} == {
+        ("model.generator", "approximated"), ("param_scheduler.generator", "dropped")}
 
 
 def test_torchdistill_weighted_sum_loss_and_training():

@@ -79,7 +79,7 @@ def _convertible_cases():
     """Every reference case whose class the converter's tables know, with its format."""
     from kdsl.convert.losses import MMRAZOR, TORCHDISTILL
     from kdsl.convert.torchdistill_losses import EXPANDED
-    from tests.catalog.test_reference_parity import _case_ids, _load, reference_dir
+    from tests.catalog.test_reference_parity import _load, reference_dir
 
     params = []
     for file, fmt, known in (("loss_vectors.json", "mmrazor", set(MMRAZOR)),
