@@ -21,6 +21,9 @@ from kdsl.convert.spec import SpecWriter, call, expr, identifier, module_path
 from kdsl.convert.training import model_decl, optimizer_call, schedule_call, setting
 from kdsl.lang import ir
 
+# evaluation and logging: kdsl train has its own
+RUNTIME_KEYS = ("test",)
+TRAIN_RUNTIME_KEYS = ("log_freq", "val_data_loader", "eval_metrics")
 _BATCH_TARGET = ir.Attr(value=ir.Name(name="batch"), attr="target")
 
 
@@ -34,6 +37,25 @@ def _options(entry: Located, path: str) -> Located:
     return values.mapping(entry, "kwargs" if "kwargs" in entry else "params", f"{path}.kwargs")
 
 
+def _architecture(entry: Located, options: Located) -> Optional[str]:
+    """The model's name in the table: its ``key``, or for torchdistill's generic
+    ``wide_resnet`` the name its depth and width give (``wide_resnet40_2``)."""
+    arch = _get(entry, "key", "name")
+    if arch == "wide_resnet" and "depth" in options and "k" in options:
+        return f"wide_resnet{options['depth']}_{options['k']}"
+    return arch if isinstance(arch, str) else None
+
+
+def _runtime_keys(cfg: Located, train: Located, writer: SpecWriter,
+                  report: ConversionReport) -> None:
+    present = [k for k in RUNTIME_KEYS if k in cfg] + [f"train.{k}" for k in TRAIN_RUNTIME_KEYS
+                                                       if k in train]
+    if present:
+        writer.note(report.add(", ".join(present), "dropped", "evaluation and logging settings "
+                               "kdsl sets itself (kdsl train's flags and defaults)",
+                               cfg.at(present[0]) if present[0] in cfg else train.at(present[0][6:])))
+
+
 def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> str:
     models, train = cfg.get("models"), cfg.get("train")
     if not isinstance(models, dict) or not isinstance(train, dict):
@@ -44,12 +66,20 @@ def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> 
     converter.models(models)
     stages = [(k, v) for k, v in train.items() if k.startswith("stage") and isinstance(v, dict)]
     if not stages:
+        converter.adaptations(train, "train")
         converter.stage_terms(train, "train", train.where)
         for decl, findings in converter.pending:
             writer.add("losses", decl, findings)
+        extras, findings = converter.stage_extras(train, "train", later=False)
+        for extra in extras:
+            writer.add("procedure", extra, findings)
+            findings = []
+        for finding in findings:
+            writer.note(finding)
     else:
         for name, stage in stages:
             converter.pending = []
+            converter.adaptations(stage, f"train.{name}")
             converter.stage_terms(stage, f"train.{name}", train.at(name))
             extras, findings = converter.stage_extras(stage, name, later=name != stages[0][0])
             body = [d for d, _ in converter.pending] + extras
@@ -58,6 +88,7 @@ def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> 
             writer.add("procedure", ir.StageDecl(name=identifier(name), epochs=epochs,
                                                  statements=tuple(body)), findings)
     converter.train_block(train, stages)
+    _runtime_keys(cfg, train, writer, report)
     if "datasets" in cfg:
         writer.note(report.add("datasets", "dropped", "datasets are not converted: set "
                                "`data = dataset(...)` or --data", cfg.at("datasets")))
@@ -69,6 +100,8 @@ class _Converter:
         self.writer, self.report = writer, report
         self.records: Dict[Tuple[str, str, str], str] = {}
         self.pending: List[Tuple[ir.LossDecl, list]] = []
+        self.sequential: List[str] = []
+        self.adapted: Dict[str, Optional[str]] = {}
 
     def models(self, models: Located) -> None:
         for role in ("student", "teacher"):
@@ -78,19 +111,63 @@ class _Converter:
                 if role == "student":
                     raise config_error("KD765", "models has no student_model", models.where)
                 continue
-            arch = _get(entry, "key", "name")
-            decl, finding = model_decl(role, role, arch if isinstance(arch, str) else None,
-                                       _options(entry, f"models.{key}"),
-                                       values.string(entry, "src_ckpt", f"models.{key}.src_ckpt"),
-                                       self.report, f"models.{key}", models.at(key))
+            options = _options(entry, f"models.{key}")
+            # torchdistill 0.x: one `ckpt` to load (the teacher's) and to save (the student's)
+            checkpoint = values.string(entry, "src_ckpt", f"models.{key}.src_ckpt") or (
+                values.string(entry, "ckpt", f"models.{key}.ckpt") if role == "teacher" else None)
+            decl, finding = model_decl(role, role, _architecture(entry, options), options,
+                                       checkpoint, self.report, f"models.{key}", models.at(key))
             self.writer.add("models", decl, [finding])
             self.writer.unique(role)
 
     # ---------------------------------------------------------------- records
+    # ---------------------------------------------------------------- student adaptations
+    def adaptations(self, stage: Located, key: str) -> None:
+        """The student's ``adaptations`` (modules torchdistill adds, named ``+NAME`` in
+        ``sequential`` and in module paths) as connectors, and its ``sequential`` (the modules
+        this stage runs and trains)."""
+        student = values.mapping(stage, "student", f"{key}.student")
+        self.sequential = [str(m) for m in values.sequence(student, "sequential",
+                                                           f"{key}.student.sequential")]
+        self.adapted: Dict[str, Optional[str]] = {}
+        for name, entry, where in values.items(student, "adaptations", f"{key}.student.adaptations"):
+            kind = _get(entry, "key", "type")
+            options = _options(entry, f"{key}.student.adaptations.{name}")
+            if kind != "ConvReg":
+                self.writer.note(self.report.add(f"{key}.student.adaptations.{name}", "dropped",
+                                                 f"adaptation '{kind}' has no kdsl connector",
+                                                 where))
+                self.adapted[name] = None
+                continue
+            decl = ir.ConnectorDecl(name=self.writer.unique(identifier(name)), call=call(
+                "conv_bn", in_channels=options.get("num_input_channels"),
+                out_channels=options.get("num_output_channels"),
+                kernel_size=options.get("kernel_size"), stride=options.get("stride"),
+                padding=options.get("padding"), bias=True,
+                act="relu" if options.get("uses_relu", True) else "none"))
+            self.writer.add("connectors", decl)
+            self.adapted[name] = decl.name
+
+    def _adapted(self, path: str, io: Any) -> ir.Node:
+        """``+NAME``: the adaptation applied to the output of the module before it in
+        ``sequential``."""
+        name = path[1:]
+        position = self.sequential.index(path) if path in self.sequential else len(self.sequential)
+        before = [m for m in self.sequential[:position] if not m.startswith("+")]
+        source = self.record("student", before[-1] if before else ".", "output")
+        connector = self.adapted.get(name)
+        if connector is None:
+            self.report.add(f"student.{path}", "dropped", f"adaptation '{name}' is not converted: "
+                            "its input is used as it is", None)
+            return source
+        return ir.Call(func=connector, args=(source,))
+
     def record(self, model: str, path: Any, io: Any) -> ir.Node:
         """The record of ``path``'s ``io`` (``output``/``input``) in ``model`` ('.' or ''
-        is the model's own output)."""
+        is the model's own output); ``+NAME`` is an adaptation's output."""
         path = "" if path in (".", None) else str(path)
+        if model == "student" and path.startswith("+"):
+            return self._adapted(path, io)
         for prefix in (f"{model}_model.", "model."):
             path = path[len(prefix):] if path.startswith(prefix) else path
         key = (model, path, str(io))
@@ -202,28 +279,38 @@ class _Converter:
         return self.record(model, entry.get("module_path", "."), entry.get("io", "output"))
 
     def stage_extras(self, stage: Located, name: str, later: bool) -> Tuple[List[ir.Node], list]:
-        """``freeze`` for the student's frozen_modules, and for a stage after the first
-        ``optimize student with ...`` for its own optimizer (the first stage's is the run's)."""
+        """``freeze`` for the student's frozen_modules; ``optimize`` for the modules its
+        ``sequential`` runs (with the adaptations), and for a stage after the first ``with`` its
+        own optimizer (the first stage's is the run's)."""
         out: List[ir.Node] = []
         findings: List[Any] = []
         student = values.mapping(stage, "student", f"train.{name}.student")
-        for path in values.sequence(student, "frozen_modules", f"train.{name}.student.frozen_modules"):
+        frozen = values.sequence(student, "frozen_modules", f"train.{name}.student.frozen_modules")
+        for path in frozen:
             out.append(ir.FreezeDecl(target=ir.ParamScope(name="student", path=tuple(
                 p for p in str(path).split(".") if p))))
-        for part in ("sequential", "auxiliary_model_wrapper", "adaptations"):
-            if student.get(part):
-                findings.append(self.report.add(
-                    f"train.{name}.student.{part}", "dropped", "student-side modules "
-                    "(connectors, paraphrasers, regressors) change the student's module paths: "
-                    "declare them as kdsl connectors by hand", student.at(part)))
+        if student.get("auxiliary_model_wrapper"):
+            findings.append(self.report.add(
+                f"train.{name}.student.auxiliary_model_wrapper", "dropped", "an auxiliary model "
+                "wrapper (connectors, paraphrasers, regressors around the student) changes its "
+                "module paths: declare them as kdsl connectors by hand",
+                student.at("auxiliary_model_wrapper")))
         made = self.optimizer(stage, f"train.{name}.optimizer", findings) if later else None
-        if made is not None:
-            out.append(ir.OptimizeDecl(targets=(ir.ParamScope(name="student"),), optimizer=made))
-        if later and isinstance(stage.get("scheduler"), dict):
+        targets = [self._scope(m) for m in self.sequential
+                   if not (m.startswith("+") and self.adapted.get(m[1:]) is None)]
+        if made is not None or targets:
+            out.append(ir.OptimizeDecl(targets=tuple(targets) or (ir.ParamScope(name="student"),),
+                                       optimizer=made))
+        if later and values.mapping(stage, "scheduler", f"train.{name}.scheduler"):
             findings.append(self.report.add(f"train.{name}.scheduler", "approximated", "kdsl has "
                                             "one lr schedule per run: the first stage's",
                                             stage.at("scheduler")))
         return out, findings
+
+    def _scope(self, module: str) -> ir.ParamScope:
+        if module.startswith("+"):
+            return ir.ParamScope(name=self.adapted[module[1:]])
+        return ir.ParamScope(name="student", path=tuple(p for p in module.split(".") if p))
 
     # ---------------------------------------------------------------- train block
     def train_block(self, train: Located, stages: List[Tuple[str, Located]]) -> None:

@@ -29,7 +29,7 @@ def statements(spec_text: str):
 
 @pytest.mark.parametrize("name", ["kd_logits.py", "all_parts.py", "delete_child.py", "dafl.py",
                                   "data_free_iters.py", "readme_mmrazor.py", "kd_cifar.yaml",
-                                  "stages.yaml"])
+                                  "stages.yaml", "hint_stages.yaml"])
 def test_converted_specs_pass_check(name):
     text, _ = convert_file(name)
     spec = kdsl.loads(text, f"{name}.kd")
@@ -132,6 +132,25 @@ def test_torchdistill_stages_and_frozen_modules():
     assert "  optimize student with adam(lr=0.001)" in lines  # stage2's own optimizer
     assert "  epochs = 30" in lines  # the stages' sum
     assert "  optimizer = sgd(lr=0.05, momentum=0.9, weight_decay=0.0)" in lines
+
+
+def test_torchdistill_adaptations_and_sequential_become_a_connector_and_optimize():
+    text, report = convert_file("hint_stages.yaml")
+    spec = kdsl.loads(text)
+    assert [(s.name, s.epochs) for s in spec.stages] == [("stage1", 4), ("stage2", 6)]
+    lines = statements(text)
+    for expected in [
+        'student = model("kdsl.zoo:wrn_16_2", num_classes=10)',
+        'teacher = model("kdsl.zoo:wrn_40_2", num_classes=10) from "ckpt/wrn40_2.pt"',
+        'connector hint = conv_bn(in_channels=32, out_channels=64, kernel_size=1, stride=1, '
+        'padding=0, bias=true, act="none")',
+        '  loss hint_2 = mse(hint(s_block2), t_block2, reduction="mean")',
+        "  optimize student.conv1, student.block1, student.block2, hint",
+        "  optimize student with sgd(lr=0.01, momentum=0.9, weight_decay=0.0005, nesterov=true)",
+        "  epochs = 10", "  batch_size = 96",
+    ]:
+        assert expected in lines, expected
+    assert ("test, train.log_freq", "dropped") in {(f.key, f.status) for f in report.findings}
 
 
 def test_self_distillation_reads_its_teacher_records_from_the_student():
