@@ -29,9 +29,12 @@ RUNTIME_KEYS = ("default_scope", "default_hooks", "env_cfg", "log_processor", "l
                 "test_dataloader", "val_evaluator", "test_evaluator", "find_unused_parameters",
                 "resume", "auto_scale_lr", "custom_hooks", "launcher", "work_dir",
                 "model_wrapper_cfg", "load_from")
+# OFDDistiller is a ConfigurableDistiller whose OFD margins come from the teacher's BatchNorms
+DISTILLERS = ("ConfigurableDistiller", "OFDDistiller")
 # what the converter reads of the algorithm's and the distiller's dicts
 ALGORITHM_KEYS = ("type", "_scope_", "architecture", "teacher", "teachers", "teacher_ckpt",
-                  "teacher_trainable", "calculate_student_loss", "distiller", "generator",
+                  "teacher_trainable", "student_trainable", "calculate_student_loss",
+                  "distiller", "generator",
                   "generator_distiller", "student_iter", "student_train_first")
 DISTILLER_KEYS = ("type", "student_recorders", "teacher_recorders", "distill_losses",
                   "loss_forward_mappings", "connectors", "distill_deliveries")
@@ -58,6 +61,8 @@ def convert_mmrazor(cfg: Located, report: ConversionReport, title: str) -> str:
         for decl, findings in _distiller_terms(model, "model.distiller", distiller):
             writer.add("losses", decl, findings)
         _task_term(model, distiller, writer, report)
+        if model.get("student_trainable") is False:  # only the connectors learn
+            writer.add("procedure", ir.FreezeDecl(target=ir.ParamScope(name="student")))
         convert_train(cfg, writer, report, phase_optimizers=False)
     _runtime_keys(cfg, writer, report)
     return writer.text()
@@ -98,9 +103,9 @@ def _distiller_terms(model: Located, key: str, distiller: Distiller,
         raise config_error("KD765", f"the algorithm has no `{name}` dict", model.at("type"))
     config = values.mapping(model, name, key)
     kind = str(config.get("type", "ConfigurableDistiller")).split(".")[-1]
-    if kind != "ConfigurableDistiller":
+    if kind not in DISTILLERS:
         raise config_error("KD764", f"unknown distiller '{kind}'", config.at("type"),
-                           hint="the converter knows ConfigurableDistiller")
+                           hint="the converter knows " + ", ".join(DISTILLERS))
     _unread_keys(config, DISTILLER_KEYS, key, distiller.writer, distiller.report)
     return distiller.convert(config, key)
 

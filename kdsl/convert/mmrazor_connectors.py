@@ -45,14 +45,19 @@ CONNECTORS: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, Dict[str, Any]]]]
                                                             mode=c.get("mode"),
                                                             sub_sample=c.get("sub_sample"))),
 }
-_EXACT_KEYS = {"ConvModuleConnector": {"in_channel", "out_channel", "kernel_size", "stride",
-                                       "padding", "norm_cfg", "act_cfg"}}
+CONNECTORS["ConvModuleConncetor"] = _conv_module  # the name MMRazor registers it under
+_EXACT_KEYS = {kind: {"in_channel", "out_channel", "kernel_size", "stride", "padding", "norm_cfg",
+                      "act_cfg"} for kind in ("ConvModuleConnector", "ConvModuleConncetor")}
+# OFD's teacher-side margin: built when its use names the teacher BatchNorm it reads
+OFD_MARGIN = "OFDTeacherConnector"
 
 
 def connector_decl(name: str, entry: Any, writer: SpecWriter, report: ConversionReport,
                    key: str, where: Where) -> Tuple[Optional[ir.ConnectorDecl], Any]:
     entry = entry if isinstance(entry, dict) else {}
     kind = str(entry.get("type", "")).split(".")[-1]
+    if kind == OFD_MARGIN:
+        return None, None
     build = CONNECTORS.get(kind)
     if build is None:
         return None, report.add(key, "dropped", f"connector '{kind}' has no kdsl equivalent",
@@ -67,3 +72,13 @@ def connector_decl(name: str, entry: Any, writer: SpecWriter, report: Conversion
     finding = report.add(key, "approximated", f"options {', '.join(left)} of {kind} left out",
                          where) if left else None
     return decl, finding
+
+
+def ofd_margin(name: str, bn: ir.ModulePath, writer: SpecWriter) -> ir.ConnectorDecl:
+    """MMRazor's OFDTeacherConnector (whose margins OFDDistiller takes from the recorded
+    teacher BatchNorm) as kdsl's ofd_margin on that BatchNorm."""
+    module: ir.Node = ir.Name(name=bn.model)
+    for part in bn.path:
+        module = ir.Attr(value=module, attr=part)
+    return ir.ConnectorDecl(name=writer.unique(identifier(name)),
+                            call=ir.Call(func="ofd_margin", kwargs=(ir.Keyword(name="bn", value=module),)))

@@ -7,12 +7,12 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kdsl.convert.losses import MMRAZOR
-from kdsl.convert.mmrazor_connectors import connector_decl
+from kdsl.convert.mmrazor_connectors import OFD_MARGIN, connector_decl, ofd_margin
 from kdsl.convert.pyconfig import Located
 from kdsl.convert import values
 from kdsl.convert.report import ConversionReport, Where, config_error
 from kdsl.convert.spec import SpecWriter, call, identifier, module_path
-from kdsl.convert.training import model_decl
+from kdsl.convert.training import ZOO, model_decl
 from kdsl.lang import ir
 
 # MMRazor recorder type -> (what is recorded, what kind of target)
@@ -30,8 +30,7 @@ def model_from(config: Any, role: str, name: str, checkpoint: Optional[str],
     config = config if isinstance(config, dict) else {}
     arch = None
     if isinstance(config.get("cfg_path"), str):
-        # 'mmcls::resnet/resnet18_8xb32_in1k.py' -> 'resnet18'
-        arch = os.path.basename(config["cfg_path"].split("::")[-1]).split("_")[0].split(".")[0]
+        arch = _architecture_of(config["cfg_path"])
     elif isinstance(config.get("backbone"), dict):
         backbone = config["backbone"]
         arch = f"{backbone.get('type', '')}{backbone.get('depth', '')}".lower().replace("_cifar", "")
@@ -40,6 +39,15 @@ def model_from(config: Any, role: str, name: str, checkpoint: Optional[str],
     head = config.get("head") if isinstance(config.get("head"), dict) else {}
     options = {"num_classes": head["num_classes"]} if "num_classes" in head else {}
     return model_decl(role, name, arch, options, checkpoint, report, key, where)
+
+
+def _architecture_of(cfg_path: str) -> str:
+    """The architecture a model config's file name starts with, the longest the table knows:
+    'mmcls::resnet/resnet18_8xb32_in1k.py' -> 'resnet18', '.../wrn16_2_b16x8_cifar10.py' ->
+    'wrn16_2'."""
+    parts = os.path.splitext(os.path.basename(cfg_path.split("::")[-1]))[0].split("_")
+    prefixes = ["_".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return next((p for p in prefixes if p.lower() in ZOO), parts[0])
 
 
 def _dotted_ref(source: str, kind: str) -> str:
@@ -58,6 +66,8 @@ class Distiller:
         self.records: Dict[Tuple, str] = {}
         self.connectors: Dict[str, Optional[str]] = {}
         self.key = "model.distiller"  # the distiller being converted (for messages)
+        self.ofd_margins: set = set()  # OFDTeacherConnector names, declared at their use
+        self._targets: Dict[str, ir.ModulePath] = {}  # module output records by name
 
     # ---------------------------------------------------------------- records
     def record_of(self, model: str, what: str, path: str, kind: str = "module",
@@ -77,6 +87,8 @@ class Distiller:
         self.writer.add("records", ir.RecordDecl(name=name, what=what, target=target,
                                                  input=selector, invocation=invocation))
         self.records[key] = name
+        if kind == "module" and what == "output":
+            self._targets[name] = target
         return name
 
     def _recorded(self, mapping: Mapping[str, Any], recorders: Mapping[str, Any], from_student: bool,
@@ -123,7 +135,9 @@ class Distiller:
             decl, finding = connector_decl(name, entry, self.writer, self.report,
                                            f"{key}.connectors.{name}", where)
             self.connectors[name] = decl.name if decl is not None else None
-            if decl is not None:
+            if str(entry.get("type", "")).endswith(OFD_MARGIN):
+                self.ofd_margins.add(name)
+            elif decl is not None:
                 self.writer.add("connectors", decl, [finding])
             else:
                 self.writer.note(finding)
@@ -179,7 +193,10 @@ class Distiller:
         value = self._recorded(entry, values.mapping(config, side, f"{self.key}.{side}"),
                                from_student, key, where)
         connector = values.string(entry, "connector", f"{key}.connector")
-        if value is not None and connector:
+        if value is not None and connector in self.ofd_margins:
+            applied = self._ofd_margin(connector, value, from_student, key, where)
+            value = value if applied is None else ir.Call(func=applied, args=(value,))
+        elif value is not None and connector:
             applied = self.connectors.get(connector)
             if applied is None:
                 self.report.add(key, "dropped", f"connector '{connector}' was not converted; "
@@ -187,6 +204,22 @@ class Distiller:
             else:
                 value = ir.Call(func=applied, args=(value,))
         return value
+
+    def _ofd_margin(self, name: str, value: ir.Node, from_student: bool, key: str,
+                    where: Where) -> Optional[str]:
+        """The OFD margin connector ``name``, on the teacher BatchNorm whose output ``value``
+        records (declared at its first use)."""
+        if self.connectors.get(name):
+            return self.connectors[name]
+        target = self._targets.get(value.name) if isinstance(value, ir.Name) else None
+        if from_student or target is None:
+            self.report.add(key, "dropped", f"OFD margin '{name}' needs a recorded teacher "
+                            "BatchNorm's output", where)
+            return None
+        decl = ofd_margin(name, target, self.writer)
+        self.writer.add("connectors", decl)
+        self.connectors[name] = decl.name
+        return decl.name
 
     def _deliveries(self, config: Located, key: str) -> None:
         entries = config.get("distill_deliveries")

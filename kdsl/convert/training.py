@@ -23,6 +23,7 @@ ZOO: Dict[str, str] = {
     "wide_resnet16_2": "kdsl.zoo:wrn_16_2", "wide_resnet40_1": "kdsl.zoo:wrn_40_1",
     "wide_resnet40_2": "kdsl.zoo:wrn_40_2", "wrn_16_2": "kdsl.zoo:wrn_16_2",
     "wrn_40_1": "kdsl.zoo:wrn_40_1", "wrn_40_2": "kdsl.zoo:wrn_40_2",
+    "wrn16_2": "kdsl.zoo:wrn_16_2", "wrn40_1": "kdsl.zoo:wrn_40_1", "wrn40_2": "kdsl.zoo:wrn_40_2",
     "vgg8": "kdsl.zoo:vgg8", "vgg13": "kdsl.zoo:vgg13",
     "mobilenetv2": "kdsl.zoo:mobilenetv2", "mobilenet_v2": "kdsl.zoo:mobilenetv2",
     "shufflenetv1": "kdsl.zoo:shufflenetv1", "shufflenetv2": "kdsl.zoo:shufflenetv2",

@@ -29,7 +29,7 @@ def statements(spec_text: str):
 
 @pytest.mark.parametrize("name", ["kd_logits.py", "all_parts.py", "delete_child.py", "dafl.py",
                                   "data_free_iters.py", "readme_mmrazor.py", "kd_cifar.yaml",
-                                  "stages.yaml", "hint_stages.yaml"])
+                                  "stages.yaml", "hint_stages.yaml", "ofd.py"])
 def test_converted_specs_pass_check(name):
     text, _ = convert_file(name)
     spec = kdsl.loads(text, f"{name}.kd")
@@ -151,6 +151,20 @@ def test_torchdistill_adaptations_and_sequential_become_a_connector_and_optimize
     ]:
         assert expected in lines, expected
     assert ("test, train.log_freq", "dropped") in {(f.key, f.status) for f in report.findings}
+
+
+def test_ofd_margins_come_from_the_recorded_teacher_batchnorm():
+    text, report = convert_file("ofd.py")
+    lines = statements(text)
+    for expected in [
+        'student = model("kdsl.zoo:wrn_16_2")',  # from the cfg_path's file name
+        'connector s_adapt = conv_bn(in_channels=128, out_channels=128, norm="bn", act="none")',
+        "connector t_margin = ofd_margin(bn=teacher.block3.bn)",
+        "loss loss_ofd = ofd(s_adapt(s_pre), t_margin(t_pre)) * 0.5",
+        "freeze student",  # student_trainable=False
+    ]:
+        assert expected in lines, expected
+    assert {f.key for f in report.findings} == {"model.architecture", "model.teacher"}
 
 
 def test_self_distillation_reads_its_teacher_records_from_the_student():
