@@ -235,6 +235,7 @@ def fmt(
 
 # ---------------------------------------------------------------------------- convert
 @app.command("convert")
+@guarded
 def convert(
     config: str = typer.Argument(..., metavar="CONFIG", help="an MMRazor .py or torchdistill .yaml config"),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT.kd",

@@ -17,24 +17,17 @@ from kdsl.convert.losses import TD_PATH_OPTIONS, TORCHDISTILL
 from kdsl.convert.torchdistill_losses import EXPANDED
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, Where, config_error
-from kdsl.convert.spec import SpecWriter, call, expr, identifier, module_path
-from kdsl.convert.training import model_decl, optimizer_call, schedule_call, setting
+from kdsl.convert.spec import SpecWriter, call, identifier, module_path
+from kdsl.convert.torchdistill_train import get as _get
+from kdsl.convert.torchdistill_train import options as _options
+from kdsl.convert.torchdistill_train import stage_optimizer, train_block
+from kdsl.convert.training import model_decl
 from kdsl.lang import ir
 
 # evaluation and logging: kdsl train has its own
 RUNTIME_KEYS = ("test",)
 TRAIN_RUNTIME_KEYS = ("log_freq", "val_data_loader", "eval_metrics")
 _BATCH_TARGET = ir.Attr(value=ir.Name(name="batch"), attr="target")
-
-
-def _get(d: Mapping[str, Any], *keys: str) -> Any:
-    """The first of ``keys`` present (torchdistill 1.x ``key``/``kwargs``, 0.x ``type``/``params``)."""
-    return next((d[k] for k in keys if isinstance(d, dict) and k in d), None)
-
-
-def _options(entry: Located, path: str) -> Located:
-    """An entry's ``kwargs`` (torchdistill 1.x) or ``params`` (0.x), checked to be a mapping."""
-    return values.mapping(entry, "kwargs" if "kwargs" in entry else "params", f"{path}.kwargs")
 
 
 def _architecture(entry: Located, options: Located) -> Optional[str]:
@@ -65,34 +58,45 @@ def convert_torchdistill(cfg: Located, report: ConversionReport, title: str) -> 
     converter = _Converter(writer, report)
     converter.models(models)
     stages = [(k, v) for k, v in train.items() if k.startswith("stage") and isinstance(v, dict)]
-    if not stages:
-        converter.adaptations(train, "train")
-        converter.stage_terms(train, "train", train.where)
-        for decl, findings in converter.pending:
-            writer.add("losses", decl, findings)
-        extras, findings = converter.stage_extras(train, "train", later=False)
-        for extra in extras:
-            writer.add("procedure", extra, findings)
-            findings = []
-        for finding in findings:
-            writer.note(finding)
+    if stages:
+        _staged(converter, stages, train)
     else:
-        for name, stage in stages:
-            converter.pending = []
-            converter.adaptations(stage, f"train.{name}")
-            converter.stage_terms(stage, f"train.{name}", train.at(name))
-            extras, findings = converter.stage_extras(stage, name, later=name != stages[0][0])
-            body = [d for d, _ in converter.pending] + extras
-            findings += [f for _, found in converter.pending for f in found]
-            epochs = values.integer(stage, "num_epochs", None, f"train.{name}.num_epochs")
-            writer.add("procedure", ir.StageDecl(name=identifier(name), epochs=epochs,
-                                                 statements=tuple(body)), findings)
-    converter.train_block(train, stages)
+        _single(converter, train)
+    train_block(train, stages, writer, report)
     _runtime_keys(cfg, train, writer, report)
     if "datasets" in cfg:
         writer.note(report.add("datasets", "dropped", "datasets are not converted: set "
                                "`data = dataset(...)` or --data", cfg.at("datasets")))
     return writer.text()
+
+
+def _single(converter: "_Converter", train: Located) -> None:
+    """A config without stages: its terms at the top level, freeze/optimize beside them."""
+    writer = converter.writer
+    converter.adaptations(train, "train")
+    converter.stage_terms(train, "train", train.where)
+    for decl, findings in converter.pending:
+        writer.add("losses", decl, findings)
+    extras, findings = converter.stage_extras(train, "train", later=False)
+    for extra in extras:
+        writer.add("procedure", extra, findings)
+        findings = []
+    for finding in findings:
+        writer.note(finding)
+
+
+def _staged(converter: "_Converter", stages: List[Tuple[str, Located]], train: Located) -> None:
+    """``stage1``, ``stage2``, ...: one kdsl stage each, with its epochs."""
+    for name, stage in stages:
+        converter.pending = []
+        converter.adaptations(stage, f"train.{name}")
+        converter.stage_terms(stage, f"train.{name}", train.at(name))
+        extras, findings = converter.stage_extras(stage, name, later=name != stages[0][0])
+        body = [d for d, _ in converter.pending] + extras
+        findings += [f for _, found in converter.pending for f in found]
+        epochs = values.integer(stage, "num_epochs", None, f"train.{name}.num_epochs")
+        converter.writer.add("procedure", ir.StageDecl(name=identifier(name), epochs=epochs,
+                                                       statements=tuple(body)), findings)
 
 
 class _Converter:
@@ -295,7 +299,8 @@ class _Converter:
                 "wrapper (connectors, paraphrasers, regressors around the student) changes its "
                 "module paths: declare them as kdsl connectors by hand",
                 student.at("auxiliary_model_wrapper")))
-        made = self.optimizer(stage, f"train.{name}.optimizer", findings) if later else None
+        made = stage_optimizer(stage, f"train.{name}.optimizer", self.report, findings) if later \
+            else None
         targets = [self._scope(m) for m in self.sequential
                    if not (m.startswith("+") and self.adapted.get(m[1:]) is None)]
         if made is not None or targets:
@@ -311,59 +316,3 @@ class _Converter:
         if module.startswith("+"):
             return ir.ParamScope(name=self.adapted[module[1:]])
         return ir.ParamScope(name="student", path=tuple(p for p in module.split(".") if p))
-
-    # ---------------------------------------------------------------- train block
-    def train_block(self, train: Located, stages: List[Tuple[str, Located]]) -> None:
-        """The run's settings from the first stage (or ``train`` itself); the run's epochs are
-        the stages' sum."""
-        first = stages[0][1] if stages else train
-        settings: List[ir.TrainSetting] = []
-        findings: List[Any] = []
-        counts = [values.integer(stage, "num_epochs", None, f"train.{name}.num_epochs")
-                  for name, stage in stages]
-        epochs = sum(counts) if stages and all(n is not None for n in counts) else \
-            values.integer(train, "num_epochs", None, "train.num_epochs")
-        if isinstance(epochs, int):
-            settings.append(setting("epochs", expr(epochs)))
-        made = self.optimizer(first, "train.optimizer" if first is train else
-                              f"train.{stages[0][0]}.optimizer", findings)
-        if made is not None:
-            settings.append(setting("optimizer", made))
-        scheduler = values.mapping(first, "scheduler", "train.scheduler")
-        if scheduler:
-            schedule = self._scheduler(scheduler, epochs, first.at("scheduler"), findings)
-            if schedule is not None:
-                settings.append(setting("lr_schedule", schedule))
-        if isinstance(first.get("max_grad_norm"), (int, float)):
-            settings.append(setting("grad_clip", expr(float(first["max_grad_norm"]))))
-        loader = values.mapping(first, "train_data_loader", "train.train_data_loader")
-        size = values.integer(_options(loader, "train.train_data_loader"), "batch_size",
-                              loader.get("batch_size"), "train.train_data_loader.batch_size")
-        if size is not None:
-            settings.append(setting("batch_size", expr(size)))
-        if settings:
-            self.writer.add("train", ir.TrainDecl(settings=tuple(settings)), findings)
-
-    def optimizer(self, stage: Located, key: str, findings: List[Any]) -> Optional[ir.Call]:
-        optimizer = values.mapping(stage, "optimizer", key)
-        if not optimizer:
-            return None
-        made, finding = optimizer_call(str(_get(optimizer, "key", "type")),
-                                       _options(optimizer, key), self.report,
-                                       key, stage.at("optimizer"))
-        findings.append(finding)
-        return made
-
-    def _scheduler(self, scheduler: Located, epochs: Optional[int], where: Where,
-                   findings: List[Any]) -> Optional[ir.Call]:
-        kind = str(_get(scheduler, "key", "type"))
-        if scheduler.get("scheduling_step", 0) not in (0, 1, None):
-            findings.append(self.report.add("train.scheduler.scheduling_step", "approximated",
-                                            "torchdistill steps this scheduler every few "
-                                            "iterations; kdsl per epoch", where))
-        made, finding = schedule_call(kind, _options(scheduler, "train.scheduler"), epochs,
-                                      self.report, "train.scheduler", where)
-        findings.append(finding)
-        return made
-
-

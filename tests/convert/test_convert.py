@@ -283,3 +283,14 @@ def test_the_format_is_told_from_the_file(text, path, fmt):
     from kdsl.convert import detect_format
 
     assert detect_format(text, path) == fmt
+
+
+def test_a_scheduler_stepped_per_iteration_is_reported():
+    config = ("models: {student_model: {key: 'kdsl.zoo:resnet8x4'}, teacher_model: {key: 'kdsl.zoo:resnet32x4'}}\n"
+              "train:\n  num_epochs: 10\n"
+              "  scheduler: {key: 'CosineAnnealingLR', kwargs: {T_max: 10}, scheduling_step: 1}\n")
+    text, report = convert(config, "torchdistill", "sched.yaml")
+    assert "  lr_schedule = cosine()" in statements(text)
+    (finding,) = report.findings
+    assert (finding.key, finding.status, finding.where[1]) == ("train.scheduler.scheduling_step",
+                                                               "approximated", 4)
