@@ -77,9 +77,10 @@ def _scheduler(scheduler: Located, epochs: Optional[int], key: str, where: Where
     step = scheduler.get("scheduling_step", 0)
     if isinstance(step, int) and not isinstance(step, bool) and step > 0:
         # torchdistill steps such a scheduler every `step` iterations, kdsl at epoch ends
+        every = "every iteration" if step == 1 else f"every {step} iterations"
         findings.append(report.add(f"{key}.scheduling_step", "approximated", f"torchdistill "
-                                   f"steps this scheduler every {step} iterations; kdsl's "
-                                   "schedules step per epoch", where))
+                                   f"steps this scheduler {every}; kdsl's schedules step per "
+                                   "epoch", where))
     made, finding = schedule_call(kind, options(scheduler, key), epochs, report, key, where)
     findings.append(finding)
     return made

@@ -291,6 +291,7 @@ def test_a_scheduler_stepped_per_iteration_is_reported():
               "  scheduler: {key: 'CosineAnnealingLR', kwargs: {T_max: 10}, scheduling_step: 1}\n")
     text, report = convert(config, "torchdistill", "sched.yaml")
     assert "  lr_schedule = cosine()" in statements(text)
-    (finding,) = report.findings
+    (finding,) = [f for f in report.findings if "scheduler" in f.key]
     assert (finding.key, finding.status, finding.where[1]) == ("train.scheduler.scheduling_step",
                                                                "approximated", 4)
+    assert "every iteration" in finding.reason
