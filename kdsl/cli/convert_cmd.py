@@ -14,6 +14,7 @@ from typing import Optional
 from kdsl.cli.errors import EXIT_ERRORS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 from kdsl.convert import FORMATS, convert
 from kdsl.core.diagnostics import KdslError, make, render
+from kdsl.core.files import SpecFileError, read_spec_text
 
 
 def run_convert(path: str, output: Optional[str], source: Optional[str], *,
@@ -23,10 +24,9 @@ def run_convert(path: str, output: Optional[str], source: Optional[str], *,
         return _fail([make("KD701", f"unknown format '{source}'",
                            hint="--from takes mmrazor or torchdistill")], {}, color)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        return _fail([make("KD401", f"cannot read {path}: {exc.strerror or exc}")], {}, color)
+        text = read_spec_text(path)  # regular files only, bounded, UTF-8: as specs are read
+    except SpecFileError as exc:
+        return _fail([make("KD401", exc.message, hint=exc.hint)], {}, color)
     try:
         spec, report = convert(text, source, path)
     except KdslError as exc:

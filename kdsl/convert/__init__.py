@@ -12,16 +12,17 @@ import os
 from typing import Callable, Optional, Tuple
 
 from kdsl.convert.report import ConversionReport, Finding, config_error
+from kdsl.core.files import read_spec_text
 
 FORMATS = ("mmrazor", "torchdistill")
 
 
 def _read_file(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
+    """A base config's text, read as spec files are (regular files only, bounded, UTF-8), or
+    None when there is no such file; :class:`SpecFileError` when it cannot be read."""
+    if not os.path.lexists(path):
         return None
+    return read_spec_text(path)
 
 
 def detect_format(text: str, path: Optional[str] = None) -> str:

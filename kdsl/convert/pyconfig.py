@@ -17,6 +17,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from kdsl.convert.report import ConversionReport, Where, config_error
+from kdsl.core.files import SpecFileError
 
 
 class Located(dict):
@@ -224,7 +225,13 @@ class ConfigReader:
                 raise config_error("KD762", f"the config's bases form a cycle: {loop}",
                                    (file, node.lineno), column=node.col_offset + 1,
                                    width=len(path) + 2, sources=self.sources)
-            text = self.read_text(full)
+            try:
+                text = self.read_text(full)
+            except SpecFileError as exc:
+                raise config_error("KD760", f"base config '{path}' cannot be read: {exc.message}",
+                                   (file, node.lineno), column=node.col_offset + 1,
+                                   width=len(path) + 2, hint=exc.hint,
+                                   sources=self.sources) from None
             if text is None:
                 raise config_error("KD761", f"base config '{path}' not found (looked for {full})",
                                    (file, node.lineno), column=node.col_offset + 1,

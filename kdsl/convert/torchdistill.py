@@ -252,9 +252,10 @@ class _Converter:
         if unknown:
             self.report.add(key, "approximated", f"options {', '.join(unknown)} of {kind} have no "
                             "kdsl equivalent", where)
-        for pairs in ("at_pairs", "feature_pairs"):
-            for _ in values.items(Located(kwargs, where=where), pairs, f"{key}.{pairs}"):
-                pass  # every pair must be a mapping (a located error otherwise)
+        for pairs in ("at_pairs", "feature_pairs"):  # each pair and side must be a mapping
+            for name, pair, _ in values.items(Located(kwargs, where=where), pairs, f"{key}.{pairs}"):
+                for side in ("student", "teacher"):
+                    values.mapping(pair, side, f"{key}.{pairs}.{name}.{side}")
         for suffix, loss, student, teacher, options, factor in expand(kwargs):
             args = [self.record("student", *student), self.record("teacher", *teacher)]
             total = weight * factor
