@@ -93,6 +93,8 @@ TORCHDISTILL: Dict[str, LossForm] = {
     "PKTLoss": LossForm("pkt", _TD_STUDENT_TEACHER, _SAME("eps"), fixed={"form": "torchdistill"}),
     "SPKDLoss": LossForm("sp", _TD_STUDENT_TEACHER, _SAME("reduction"), fixed={"normalize": "l1"},
                          values={"reduction": {"batchmean": "mean"}}),
+    "SKDInstanceLoss": LossForm("skd_instance", _TD_STUDENT_TEACHER, dict(temperature="tau")),
+    "SKDDirectionLoss": LossForm("skd_direction", _TD_STUDENT_TEACHER, _SAME("tikhonov")),
     "CrossEntropyLoss": LossForm("cross_entropy", ("input", "target"),
                                  _SAME("reduction", "label_smoothing", "ignore_index")),
     "MSELoss": LossForm("mse", ("input", "target"), _SAME("reduction")),

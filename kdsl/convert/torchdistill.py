@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kdsl.convert import values
 from kdsl.convert.losses import TD_PATH_OPTIONS, TORCHDISTILL
-from kdsl.convert.torchdistill_losses import EXPANDED
+from kdsl.convert.torchdistill_losses import EXPANDED, TARGETS
 from kdsl.convert.pyconfig import Located
 from kdsl.convert.report import ConversionReport, Where, config_error
 from kdsl.convert.spec import SpecWriter, call, identifier, module_path
@@ -256,8 +256,8 @@ class _Converter:
             for name, pair, _ in values.items(Located(kwargs, where=where), pairs, f"{key}.{pairs}"):
                 for side in ("student", "teacher"):
                     values.mapping(pair, side, f"{key}.{pairs}.{name}.{side}")
-        for suffix, loss, student, teacher, options, factor in expand(kwargs):
-            args = [self.record("student", *student), self.record("teacher", *teacher)]
+        for suffix, loss, arguments, options, factor in expand(kwargs):
+            args = [_BATCH_TARGET if a == TARGETS else self.record(*a) for a in arguments]
             total = weight * factor
             decl = ir.LossDecl(name=self.writer.unique(identifier(name + suffix)),
                                call=call(loss, args, **options),
