@@ -21,6 +21,7 @@ RANKS = {
     "catalog": 1,
     "lang": 2,
     "components": 3,
+    "convert": 3,  # kdsl convert: reads configs, prints specs through lang's printer (torch-free)
     "zoo": 3,
     "data": 3,
     "text_data": 3,
@@ -28,7 +29,6 @@ RANKS = {
     "runtime": 4,
     "compiler": 5,
     "training": 6,
-    "convert": 6,  # torch-free: reads configs, prints specs through lang's printer
     "cli": 7,
 }
 FACADE = 8  # kdsl/__init__.py and kdsl/__main__.py

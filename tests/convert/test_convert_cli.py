@@ -3,6 +3,8 @@ located error, never a traceback)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -42,3 +44,15 @@ def test_bad_config_exits_2_located_without_traceback():
 def test_unknown_format_is_a_usage_error():
     result = run(str(CONFIGS / "kd_logits.py"), "--from", "keras")
     assert result.exit_code == 2 and "KD701" in result.output
+
+
+def test_converting_imports_neither_torch_nor_the_configs_packages():
+    program = ("import sys, kdsl\n"
+               f"for name in {[str(CONFIGS / 'all_parts.py'), str(CONFIGS / 'hint_stages.yaml')]!r}:\n"
+               "    kdsl.convert(open(name).read(), path=name)\n"
+               "print(sorted(m for m in ('torch', 'mmengine', 'mmrazor', 'torchdistill', 'torchvision')"
+               " if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=CONFIGS.parents[2], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
