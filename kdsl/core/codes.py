@@ -299,11 +299,11 @@ CODES: Dict[str, Code] = {
     "KD765": Code("not a distillation config", "The file has no teacher/student models or "
                   "distiller that the converter recognises, or its format could not be told "
                   "(give --from mmrazor or --from torchdistill)."),
+    "KD766": Code("converter dependency missing", "Reading torchdistill YAML needs PyYAML: "
+                  "pip install 'kdsl[convert]'."),
     "KD767": Code("converted spec does not check", "The config converted, but a value in it is "
                   "not one kdsl's components take (an option of the wrong type or out of range), "
                   "so the spec fails `kdsl check`; the spec's own diagnostics follow."),
-    "KD766": Code("converter dependency missing", "Reading torchdistill YAML needs PyYAML: "
-                  "pip install 'kdsl[convert]'."),
 }
 
 

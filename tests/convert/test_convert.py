@@ -268,6 +268,8 @@ def test_output_is_in_the_canonical_layout_and_package_bases_are_reported():
     from kdsl.lang.fmt import format_text
 
     text, report = convert_file("readme_mmrazor.py")
+    # the README's example: three keys approximated, one dropped
+    assert report.render().endswith("converted from mmrazor: 3 approximated, 1 dropped")
     assert format_text(text).text == text  # what `kdsl fmt` would write
     (base,) = [f for f in report.findings if f.key == "_base_"]
     assert base.status == "dropped" and base.where[1] == 2 and "another package" in base.reason
