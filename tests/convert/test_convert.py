@@ -297,3 +297,13 @@ def test_a_scheduler_stepped_per_iteration_is_reported():
     assert (finding.key, finding.status, finding.where[1]) == ("train.scheduler.scheduling_step",
                                                                "approximated", 4)
     assert "every iteration" in finding.reason
+
+
+def test_torchdistill_without_pyyaml_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    with pytest.raises(KdslError) as info:
+        convert_file("kd_cifar.yaml")
+    diagnostic = info.value.diagnostics[0]
+    assert diagnostic.code == "KD766" and "pip install 'kdsl[convert]'" in diagnostic.hints[0]
