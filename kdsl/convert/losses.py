@@ -65,6 +65,10 @@ MMRAZOR: Dict[str, LossForm] = {
     "MGDLoss": LossForm("mgd", _PAIR, _SAME("alpha_mgd")),
     "ABLoss": LossForm("ab", _FEATURE, _SAME("margin"), scale=0.003),
     "FTLoss": LossForm("ft", _FEATURE),
+    # kdsl's fbkd is MMRazor's FBKDLoss (the catalog entry says so), its option names fixed
+    "FBKDLoss": LossForm("fbkd", ("s_input", "t_input"),
+                         dict(_SAME("mask_l2_weight", "channel_weight", "spatial_weight"),
+                              nonloacl_weight="nonlocal_weight", nonlocal_weight="nonlocal_weight")),
     "CrossEntropyLoss": LossForm("cross_entropy", ("cls_score", "label"),
                                  ignored=("use_sigmoid", "use_soft")),
     "OnehotLikeLoss": LossForm("dafl_onehot", ("preds_T",),

@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Tuple
 from kdsl.convert.mmrazor_parts import Distiller, model_from
 from kdsl.convert.mmrazor_train import convert_train
 from kdsl.convert.pyconfig import Located
-from kdsl.convert.report import ConversionReport, config_error
-from kdsl.convert.spec import SpecWriter, call, identifier
 from kdsl.convert import values
+from kdsl.convert.report import ConversionReport, Finding, Where, config_error
+from kdsl.convert.spec import SpecWriter, call, identifier
 from kdsl.lang import ir
 
 SINGLE_TEACHER = ("SingleTeacherDistill", "FpnTeacherDistill", "OverhaulFeatureDistillation")
@@ -157,7 +157,7 @@ def _data_free(model: Located, algorithm: str, distiller: Distiller, cfg: Locate
 
 
 def _generator(generator: Located, writer: SpecWriter, report: ConversionReport,
-               where) -> Tuple[ir.ModelDecl, object]:
+               where: Where) -> Tuple[ir.ModelDecl, Optional[Finding]]:
     """kdsl.zoo:dafl_generator for MMRazor's DAFLGenerator (its default 128 hidden channels);
     another generator type, or other options, are reported."""
     options = {k: generator[k] for k in ("latent_dim", "img_size") if k in generator}
@@ -191,7 +191,8 @@ def _unread_keys(config: Located, known: Tuple[str, ...], key: str, writer: Spec
         if name in known or (name == "teacher_norm_eval" and config[name] is True):
             continue
         reason = {"data_preprocessor": "input normalisation belongs to the data in kdsl",
-                  "teacher_norm_eval": "kdsl keeps a frozen teacher in eval mode"}.get(
+                  "teacher_norm_eval": "kdsl keeps a frozen teacher in eval mode, its norms' "
+                                       "statistics fixed"}.get(
                       name, "the converter does not translate it")
         writer.note(report.add(f"{key}.{name}", "dropped", reason, config.at(name)))
 

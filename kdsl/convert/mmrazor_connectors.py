@@ -19,6 +19,13 @@ def _conv_module(c: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
                            act=act.lower() if act else "none")
 
 
+def _fbkd(c: Mapping[str, Any]) -> Dict[str, Any]:
+    renamed = {"spatial_T": "spatial_tau", "channel_T": "channel_tau"}
+    return {renamed.get(k, k): c.get(k) for k in ("in_channels", "reduction", "mode", "sub_sample",
+                                                   "maxpool_stride", "zeros_init", "spatial_T",
+                                                   "channel_T")}
+
+
 # MMRazor connector type -> its kdsl connector and options
 CONNECTORS: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, Dict[str, Any]]]] = {
     "ConvModuleConnector": _conv_module,
@@ -36,14 +43,8 @@ CONNECTORS: Dict[str, Callable[[Mapping[str, Any]], Tuple[str, Dict[str, Any]]]]
                                            dict(values.mapping(c, "func_args"))),
     "TorchNNConnector": lambda c: ("torch_nn", dict(type=c.get("module_name"),
                                                     **values.mapping(c, "module_args"))),
-    "FBKDStudentConnector": lambda c: ("fbkd_student", dict(in_channels=c.get("in_channels"),
-                                                            reduction=c.get("reduction"),
-                                                            mode=c.get("mode"),
-                                                            sub_sample=c.get("sub_sample"))),
-    "FBKDTeacherConnector": lambda c: ("fbkd_teacher", dict(in_channels=c.get("in_channels"),
-                                                            reduction=c.get("reduction"),
-                                                            mode=c.get("mode"),
-                                                            sub_sample=c.get("sub_sample"))),
+    "FBKDStudentConnector": lambda c: ("fbkd_student", _fbkd(c)),
+    "FBKDTeacherConnector": lambda c: ("fbkd_teacher", _fbkd(c)),
 }
 CONNECTORS["ConvModuleConncetor"] = _conv_module  # the name MMRazor registers it under
 _EXACT_KEYS = {kind: {"in_channel", "out_channel", "kernel_size", "stride", "padding", "norm_cfg",

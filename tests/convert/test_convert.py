@@ -307,3 +307,25 @@ def test_torchdistill_without_pyyaml_says_how_to_install_it(monkeypatch):
         convert_file("kd_cifar.yaml")
     diagnostic = info.value.diagnostics[0]
     assert diagnostic.code == "KD766" and "pip install 'kdsl[convert]'" in diagnostic.hints[0]
+
+
+def test_fbkd_connectors_and_loss_keep_their_options():
+    config = ("model = dict(type='SingleTeacherDistill', architecture=dict(type='kdsl.zoo:resnet8x4'),\n"
+              "    teacher=dict(type='kdsl.zoo:resnet32x4'), teacher_ckpt='t.pt',\n"
+              "    calculate_student_loss=False, distiller=dict(\n"
+              "        student_recorders=dict(f=dict(type='ModuleOutputs', source='layer3')),\n"
+              "        teacher_recorders=dict(f=dict(type='ModuleOutputs', source='layer3')),\n"
+              "        connectors=dict(\n"
+              "            s=dict(type='FBKDStudentConnector', in_channels=256, spatial_T=0.5),\n"
+              "            t=dict(type='FBKDTeacherConnector', in_channels=256, channel_T=0.25)),\n"
+              "        distill_losses=dict(fbkd=dict(type='FBKDLoss', nonloacl_weight=7e-5)),\n"
+              "        loss_forward_mappings=dict(fbkd=dict(\n"
+              "            s_input=dict(from_student=True, recorder='f', connector='s'),\n"
+              "            t_input=dict(from_student=False, recorder='f', connector='t')))))\n")
+    text, report = convert(config, "mmrazor", "fbkd.py")
+    lines = statements(text)
+    assert "connector s = fbkd_student(in_channels=256, spatial_tau=0.5)" in lines
+    assert "connector t = fbkd_teacher(in_channels=256, channel_tau=0.25)" in lines
+    assert "loss fbkd = fbkd(s(s_f), t(t_f), nonlocal_weight=7e-05)" in lines
+    assert {f.key for f in report.findings} == {"model.distiller.connectors.s",
+                                                 "model.distiller.connectors.t"}
