@@ -3,6 +3,7 @@ config (file and line where the format has lines), printed on stderr and as comm
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional, Tuple
 
@@ -27,9 +28,10 @@ class Finding:
         return f"{place}{self.status}: {self.key}: {self.reason}"
 
     def comment(self) -> str:
-        """The finding as a comment line of the converted spec."""
-        line = f" (line {self.where[1]})" if self.where else ""
-        return f"# {self.status}: {self.key}{line}: {self.reason}"
+        """The finding as a comment line of the converted spec (the config file by its name:
+        a key may come from a base file)."""
+        place = f" ({os.path.basename(self.where[0])}:{self.where[1]})" if self.where else ""
+        return f"# {self.status}: {self.key}{place}: {self.reason}"
 
 
 @dataclass

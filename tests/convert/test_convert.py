@@ -194,7 +194,7 @@ def test_keys_the_converter_does_not_translate_are_reported():
     found = {(f.key, f.where[1]) for f in report.findings}
     assert found == {("model.data_preprocessor", 2), ("model.distiller.mystery", 4),
                      ("default_hooks", 5)}
-    assert "# dropped: model.distiller.mystery (line 4): the converter does not translate it" in text
+    assert "# dropped: model.distiller.mystery (keys.py:4): the converter does not translate it" in text
 
 
 def test_known_tags_are_read_as_data_and_unknown_tags_rejected():
