@@ -143,15 +143,29 @@ class _Evaluator:
         if op is None or not _arithmetic(left, right):
             raise _Unsupported(node, f"the operation '{ast.unparse(node)}'")
         try:
-            return op(left, right)
+            result = op(left, right)
         except (ArithmeticError, TypeError, ValueError, OverflowError):
             raise _Unsupported(node, f"the operation '{ast.unparse(node)}'") from None
+        if _too_large(result):
+            raise _Unsupported(node, f"the operation '{ast.unparse(node)}', whose result is too large")
+        return result
 
     def v_UnaryOp(self, node: ast.UnaryOp) -> Any:
         op = _UNARY.get(type(node.op))
         if op is None:
             raise _Unsupported(node, f"the operation '{ast.unparse(node)}'")
         return op(self.value(node.operand))
+
+
+MAX_LENGTH = 100_000  # characters or items of a computed string or list
+MAX_INT = 10 ** 100
+
+
+def _too_large(value: Any) -> bool:
+    """Bounds what chains of assignments can build (``x = x + x`` on every line doubles it)."""
+    if isinstance(value, (str, list)):
+        return len(value) > MAX_LENGTH
+    return isinstance(value, int) and abs(value) > MAX_INT
 
 
 def _arithmetic(left: Any, right: Any) -> bool:

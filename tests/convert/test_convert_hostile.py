@@ -45,6 +45,8 @@ MMRAZOR = [
     "x = [1] * 10 ** 9\n", "_base_ = 3\n", "_base_ = ['/dev/zero']\n", "x = dict(**3)\n",
     "x = (" * 300 + "1" + ")" * 300 + "\n", "def f(:\n", "\x00\n", "model = dict(type='SelfDistill'",
     "import os\nos.system('exit 1')\n",
+    "x = [0, 0]\n" + "x = x + x\n" * 64,  # doubling, line after line
+    "x = 'ab'\n" + "x = x + x\n" * 64, "x = 10 ** 60\n" + "x = x * x\n" * 40,
 ]
 
 TORCHDISTILL = [
