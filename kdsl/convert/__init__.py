@@ -1,9 +1,9 @@
 """``kdsl convert``: MMRazor Python configs and torchdistill YAML to kdsl specs.
 
-:func:`convert` is pure and torch-free: it reads the config's text (and, for MMRazor ``_base_``
-files, the files it names, through ``read_text``) without executing anything, and returns the
-spec's text with a :class:`~kdsl.convert.report.ConversionReport` of every key it translated
-approximately or not at all. The spec is printed by the language's one printer.
+:func:`convert` is torch-free and has no effects: it reads the config's text (and, for MMRazor
+``_base_`` files, the files it names, through ``read_text`` only) without executing anything, and
+returns the spec's text with a :class:`~kdsl.convert.report.ConversionReport` of every key it
+translated approximately or not at all. The spec is printed by the language's one printer.
 """
 
 from __future__ import annotations
