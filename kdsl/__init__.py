@@ -27,6 +27,7 @@ from kdsl.catalog.registry import register_connector as register_connector
 from kdsl.catalog.registry import register_function as register_function
 from kdsl.catalog.registry import register_loss as register_loss
 from kdsl.core.span import Span as Span
+from kdsl.convert import convert as convert
 
 __version__ = "0.1.0"
 
@@ -43,7 +44,7 @@ _LAZY = {
 }
 
 __all__ = ["Diagnostic", "Distiller", "Infer", "KdslError", "Note", "Reporter", "RunResult", "Span", "Spec",
-           "StepResult", "build_connector", "build_loss", "check", "compile", "load", "loads",
+           "StepResult", "build_connector", "build_loss", "check", "compile", "convert", "load", "loads",
            "register_connector", "register_function", "register_loss", "train"]
 
 

@@ -21,6 +21,7 @@ RANKS = {
     "catalog": 1,
     "lang": 2,
     "components": 3,
+    "convert": 3,  # kdsl convert: reads configs, prints specs through lang's printer (torch-free)
     "zoo": 3,
     "data": 3,
     "text_data": 3,

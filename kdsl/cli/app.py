@@ -1,4 +1,4 @@
-"""The command line: ``kdsl check | train | explain | graph | list | schema | explain-code``.
+"""The command line: ``kdsl check | train | explain | graph | list | schema | explain-code | convert``.
 
 No command prints a Python traceback; every command follows one exit-code rule (0 ok, 1 the input
 has errors, 2 usage or I/O, 3 internal error, 130 interrupted), applied by ``guarded``
@@ -247,6 +247,27 @@ def fmt(
     from kdsl.cli.fmt_cmd import run_fmt
 
     raise typer.Exit(run_fmt(specs, check=check_only, color=use_color(sys.stderr)))
+
+
+# ---------------------------------------------------------------------------- convert
+@app.command("convert")
+@guarded
+def convert(
+    config: str = typer.Argument(..., metavar="CONFIG", help="an MMRazor .py or torchdistill .yaml config"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT.kd",
+                                         help="write the spec here (default: stdout)"),
+    source: Optional[str] = typer.Option(None, "--from", metavar="mmrazor|torchdistill",
+                                         help="the config's format (default: from the file)"),
+) -> None:
+    """Convert an MMRazor or torchdistill config to a spec, without executing it.
+
+    The report of every key translated approximately or not at all goes to stderr (and into the
+    spec as comments). Exit code 0 for an exact translation, 1 when anything was approximated or
+    dropped, 2 for a config that cannot be read.
+    """
+    from kdsl.cli.convert_cmd import run_convert
+
+    raise typer.Exit(run_convert(config, output, source, color=use_color(sys.stderr)))
 
 
 # ---------------------------------------------------------------------------- catalog

@@ -293,6 +293,28 @@ CODES: Dict[str, Code] = {
     "KD742": Code("no language-model output", "With task = \"lm\" the models evaluated must "
                   "return next-token logits [batch, tokens, vocabulary] (a tensor, or an output "
                   "holding `logits` or one first), and the batches must carry `labels`."),
+    # ---------------------------------------------------------------- kdsl convert
+    "KD760": Code("config cannot be read", "`kdsl convert` could not read the MMRazor or "
+                  "torchdistill config: a Python syntax error, YAML that does not parse, a top "
+                  "level that is not a mapping, or a value of another type where the converter "
+                  "needs a mapping, list, integer or string. Nothing in the config is executed."),
+    "KD761": Code("config base not found", "A `_base_` file of an MMRazor config does not "
+                  "exist; paths are relative to the config that names them."),
+    "KD762": Code("config bases form a cycle", "Config files name each other in `_base_` in a "
+                  "loop; mmengine refuses such configs too."),
+    "KD763": Code("unknown YAML tag", "The torchdistill config uses a tag the converter's safe "
+                  "loader does not know. Known tags are read as data and never imported or "
+                  "called."),
+    "KD764": Code("unknown algorithm", "The config's algorithm (MMRazor `model.type`) or "
+                  "distiller has no kdsl translation; write the spec by hand."),
+    "KD765": Code("not a distillation config", "The file has no teacher/student models or "
+                  "distiller that the converter recognises, or its format could not be told "
+                  "(give --from mmrazor or --from torchdistill)."),
+    "KD766": Code("converter dependency missing", "Reading torchdistill YAML needs PyYAML: "
+                  "pip install 'kdsl[convert]'."),
+    "KD767": Code("converted spec does not check", "The config converted, but a value in it is "
+                  "not one kdsl's components take (an option of the wrong type or out of range), "
+                  "so the spec fails `kdsl check`; the spec's own diagnostics follow."),
 }
 
 

@@ -1,0 +1,2 @@
+_base_ = ['./cycle_b.py']
+x = 1

@@ -1,0 +1,3 @@
+model = dict(
+    type='mmrazor.NotAnAlgorithm',
+    architecture=dict(type='kdsl.zoo:resnet8x4'))
