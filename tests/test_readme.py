@@ -27,7 +27,7 @@ def test_readme_has_no_placeholders_left():
 
 
 NEWCOMER_PATH = ["Install and run the main job", "The run directory", "Write a spec", "Check it against the models",
-                 "Train", "Resume", "Embed in Python", "Reference"]
+                 "Train", "Resume", "Embed in Python", "Coming from MMRazor or torchdistill", "Reference"]
 
 
 def test_readme_is_a_newcomers_path():
@@ -240,6 +240,7 @@ def test_bench_commands_run(tmp_path):
 # Commands the README shows that need data, a store, a package or minutes a test cannot spend
 # here: (the README's text, the tests that exercise it, a string those tests must hold).
 COVERED = [
+    ("kdsl convert CONFIG [-o OUT.kd] [--from mmrazor|torchdistill]", "tests/convert/test_convert_cli.py", '"convert"'),
     ("kdsl check SPEC --student REF --teacher REF --input-shape 2,3,32,32", "tests/cli/test_inspect_cli.py", '"check"'),
     ("kdsl check SPEC --dry-run", "tests/cli/test_check_without_weights.py", '"--dry-run"'),
     ("--load-weights", "tests/cli/test_check_without_weights.py", '"--load-weights"'),
