@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -115,6 +116,10 @@ def value_problem(component: Component, param: Param, value: Any) -> Optional[Va
     if not param.type.accepts(value):
         return ValueProblem("KD309", f"{subject} must be {param.type.describe()}, got "
                             f"{literal_text(value)}", hint=_choice_hint(param, value))
+    infinite = next((x for x in (value if isinstance(value, list) else [value])
+                     if isinstance(x, float) and not math.isfinite(x)), None)
+    if infinite is not None:  # 1e400 reads as inf: no option means it (issue #26.12)
+        return ValueProblem("KD312", f"{subject} must be a finite number, got {literal_text(infinite)}")
     if param.constraint is None or value is None:
         return None
     violation = param.constraint.violation(value)
