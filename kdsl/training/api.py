@@ -18,6 +18,7 @@ from kdsl.training.loop import Trainer
 from kdsl.training.report import Reporter, RunInterrupted, RunResult
 from kdsl.training.rng import seed_everything
 from kdsl.training.rundir import RunDir
+from kdsl.training.threads import apply_threads
 
 ModelArg = Union[str, nn.Module, None]
 
@@ -61,7 +62,7 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
                           truncate=cfg.truncate)
-    _set_threads(cfg, distiller)
+    apply_threads(cfg, [distiller.student, *distiller.teachers.values()])
     distiller.batch_size = cfg.batch_size  # the rows of a generated input (noise(...)) in each step
     with distiller:
         distiller.to(device)
@@ -77,20 +78,6 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
             result = _fit(trainer, resume)
     end_distributed(dist)
     return result
-
-
-def _set_threads(cfg, distiller) -> None:
-    """torch's thread count by :func:`~kdsl.training.threads.choose_threads`, recorded as the
-    ``threads`` setting and its source (summary.json and environment.json show both)."""
-    from kdsl.training.threads import choose_threads, machine_facts
-
-    models = [distiller.student, *distiller.teachers.values()]
-    params = sum(p.numel() for p in {id(p): p for m in models for p in m.parameters()}.values())
-    cores, load, local = machine_facts()
-    choice = choose_threads(cfg.threads, cfg.sources.get("threads", "flag"), os.environ, cores, load,
-                            params, local)
-    torch.set_num_threads(choice.threads)
-    cfg.threads, cfg.sources["threads"] = choice.threads, choice.source
 
 
 def _fit(trainer: Trainer, resume: bool) -> RunResult:

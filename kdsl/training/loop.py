@@ -14,6 +14,7 @@ Progress goes to a :class:`~kdsl.training.report.Reporter`; files go through
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -26,6 +27,7 @@ from kdsl.training import distributed
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
+from kdsl.training.config import lr_of, optimizer_of
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
 from kdsl.training.loggers import RunLog
@@ -142,8 +144,9 @@ class Trainer:
 
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
-        opt, opt_options = cfg.optimizer
-        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", _default_lr(opt))
+        first_phase = ranges[0][0].phases[0] if ranges and ranges[0][0].phases else None
+        opt, opt_options = optimizer_of(cfg, first_phase.optimizer if first_phase else None)
+        lr = lr_of((opt, opt_options))  # the first phase's: its own optimizer's, else the train block's
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=any(s.name == p.name for s in self.spec.stages),
                                  phased=declared_phases(self.spec, p.name))
@@ -431,6 +434,11 @@ def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: s
                 if wrong:
                     raise ValueError(f"its '{wrong[0]}' is {list(buffers[wrong[0]].shape)} for a "
                                      f"parameter of {list(param.shape)}")
+            for group in phase.optimizer.param_groups:  # a hand-edited lr 'x' fails only at the step
+                bad = next((k for k, v in group.items() if isinstance(phase.optimizer.defaults.get(k), float)
+                            and not _finite_number(v)), None)
+                if bad is not None:
+                    raise ValueError(f"its '{bad}' is {group[bad]!r}, not a finite number")
     except KdslError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch's own checks of a foreign optimizer state
@@ -440,10 +448,8 @@ def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: s
                     hint="resume with the optimizer that started the run") from None
 
 
-def _default_lr(optimizer: str) -> float:
-    from kdsl.catalog.registry import REGISTRY
-
-    return REGISTRY.get("optimizer", optimizer).option("lr").default
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _input_text(spec: ir.Spec) -> Optional[str]:

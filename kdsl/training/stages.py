@@ -19,6 +19,7 @@ from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.procedure import StageEpochsError, stage_epochs
+from kdsl.training.config import optimizer_of
 
 
 @dataclass
@@ -135,14 +136,6 @@ def _first_freeze(spec: ir.Spec, stage: str) -> Optional[ir.FreezeDecl]:
 
 
 def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.Parameter]):
-    """The phase's own optimizer (``optimize ... with``), else the train block's; ``--lr`` replaces
-    the train block's learning rate only (an ``optimize ... with`` names its own)."""
-    if own is not None:
-        name, options = own
-        options = dict(options)
-    else:
-        name, options = cfg.optimizer
-        options = dict(options)
-        if cfg.lr is not None:
-            options["lr"] = cfg.lr
+    """The phase's optimizer (:func:`~kdsl.training.config.optimizer_of`), built."""
+    name, options = optimizer_of(cfg, own)
     return REGISTRY.get("optimizer", name).load()(params, **options)
