@@ -64,7 +64,8 @@ PASSES: Sequence[Pass] = (
 
 def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = None,
             example_batch: Optional[Dict[str, Any]] = None, device: Any = None,
-            truncate: bool = True, compile_models: Any = False, **models: nn.Module) -> Distiller:
+            truncate: bool = True, compile_models: Any = False, batch_size: Optional[int] = None,
+            **models: nn.Module) -> Distiller:
     """Bind a spec to models and return a :class:`~kdsl.runtime.distiller.Distiller`.
 
     ``models`` are passed by their names in the spec (``student=..., teacher=...``) and override
@@ -78,6 +79,8 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
     ``compile_models``: ``True`` (or a dict of ``torch.compile`` options, e.g.
     ``{"backend": "aot_eager"}``) compiles the student and the frozen teachers with the hooks in
     place; where compiling is unavailable, KD708 is warned and they run eagerly.
+    ``batch_size``: the rows a generated input (``noise(...)``) draws per step (default: the
+    spec's train block; ``kdsl.train`` gives its resolved setting).
     """
     if not isinstance(spec, ir.Spec):
         from kdsl.lang.loader import load
@@ -85,7 +88,7 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
         spec = load(spec)
     request = Request(spec, dict(models), example_input, dict(example_batch or {}),
                       torch.device(device) if device is not None else None,
-                      truncate=bool(truncate), compile_models=compile_models)
+                      truncate=bool(truncate), compile_models=compile_models, batch_size=batch_size)
     return finish(run_passes(start(request)))
 
 
@@ -121,7 +124,7 @@ def finish(plan: Plan) -> Distiller:
             modules=plan.modules, plan=plan, procedure=plan.procedure, scopes=plan.scopes,
             functions=plan.functions, inits=[(t, s) for _, t, s in plan.inits],
             input=spec.input.value if spec.input is not None else None,
-            batch_size=_batch_size(spec))
+            batch_size=plan.request.batch_size or _batch_size(spec))
     except BaseException:
         plan.undo.fail()
         raise
@@ -131,11 +134,11 @@ def finish(plan: Plan) -> Distiller:
 
 def _batch_size(spec: ir.Spec) -> int:
     """The train block's ``batch_size`` (the rows ``noise(...)`` draws), else the default."""
-    from kdsl.catalog.settings import SETTINGS
+    from kdsl.catalog.settings import BY_NAME
     from kdsl.lang.literal import try_literal
 
     setting = spec.train.get("batch_size")
     ok, value = try_literal(setting.value) if setting is not None else (False, None)
     if ok and isinstance(value, int):
         return value
-    return int(next(s.default for s in SETTINGS if s.name == "batch_size"))
+    return int(BY_NAME["batch_size"].default)

@@ -40,6 +40,7 @@ class Request:
     device: Optional[torch.device] = None
     truncate: bool = True  # stop passes once their records are taken (kdsl.compiler.truncate)
     compile_models: Any = False  # torch.compile the models: False, True or torch.compile's options
+    batch_size: Optional[int] = None  # rows of a generated input per step (None: the spec's)
 
     @property
     def dry(self) -> bool:

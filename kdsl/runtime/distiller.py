@@ -73,7 +73,7 @@ class Distiller(Staging, nn.Module):
                  procedure: Optional[Procedure] = None, scopes: Optional[Dict[str, nn.Module]] = None,
                  functions: Optional[Dict[ir.FunctionApply, BoundFunction]] = None,
                  inits: Sequence[Any] = (), input: Optional[ir.Node] = None,
-                 batch_size: int = 64) -> None:
+                 batch_size: int) -> None:
         super().__init__()
         self.spec = spec
         student = spec.student

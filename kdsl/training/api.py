@@ -61,9 +61,8 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world)
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
-                          truncate=cfg.truncate)
+                          truncate=cfg.truncate, batch_size=cfg.batch_size)
     apply_threads(cfg, [distiller.student, *distiller.teachers.values()])
-    distiller.batch_size = cfg.batch_size  # the rows of a generated input (noise(...)) in each step
     with distiller:
         distiller.to(device)
         trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
@@ -117,7 +116,7 @@ def _models(spec: ir.Spec, student: ModelArg, teacher: ModelArg, models,
 
 
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,
-             compile_models: bool = False, truncate: bool = True):
+             compile_models: bool = False, truncate: bool = True, batch_size: Optional[int] = None):
     """The distiller, dry-run on one validation batch (its loader draws no global randomness);
     a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
@@ -125,11 +124,12 @@ def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.dev
     for m in given.values():
         m.to(device)
     if spec.input is not None:
-        return compile_spec(spec, device=device, compile_models=compile_models, truncate=truncate, **given)
+        return compile_spec(spec, device=device, compile_models=compile_models, truncate=truncate,
+                            batch_size=batch_size, **given)
     from kdsl.training.batches import model_call
 
     call = model_call(next(iter(data.val)), inputs, device)  # keyword batches: a dict example input
     example = call.kwargs if call.kwargs else call.args[0]
     fields = dict(call.fields, target=call.target) if call.target is not None else call.fields
     return compile_spec(spec, example_input=example, example_batch=fields, device=device,
-                        compile_models=compile_models, truncate=truncate, **given)
+                        compile_models=compile_models, truncate=truncate, batch_size=batch_size, **given)

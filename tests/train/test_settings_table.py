@@ -89,3 +89,30 @@ def test_the_rebuild_command_repeats_the_runs_teacher_cache_flags_as_the_languag
 ])
 def test_flag_words_paste_back(name, value, words):
     assert flag_words(BY_NAME[name], value) == words
+
+
+def test_batch_size_is_defaulted_once_and_handed_to_the_compiler(tmp_path, monkeypatch):
+    """The Distiller had a default of its own (64) that kdsl.train overwrote after compiling; now
+    the table defaults it and the run's resolved value goes to the compiler."""
+    import inspect
+
+    from kdsl.compiler import compiler
+    from kdsl.runtime.distiller import Distiller
+
+    assert inspect.signature(Distiller.__init__).parameters["batch_size"].default is inspect.Parameter.empty
+    seen = []
+    original = compiler.compile
+
+    def spy(*args, **kwargs):
+        distiller = original(*args, **kwargs)
+        seen.append((kwargs.get("batch_size"), distiller.batch_size))
+        return distiller
+
+    monkeypatch.setattr(compiler, "compile", spy)
+    before = torch.get_num_threads()
+    try:
+        kdsl.train(KD_SPEC, out=str(tmp_path / "run"), batch_size=16, epochs=1, steps_per_epoch=1, threads=1,
+                   eval_teachers=False)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(16, 16)]
