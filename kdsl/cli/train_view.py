@@ -124,7 +124,7 @@ def announce(info: RunStart) -> str:
     text = (f"kdsl train {info.spec_file}: " + ", ".join(parts) + "\n"
             f"  {data}, {counted(info.epochs, 'epoch')} of {counted(info.steps_per_epoch, 'step')}, "
             f"batch {info.batch_size}, "
-            f"{info.optimizer} lr {info.lr:g}, {info.lr_schedule} schedule, seed {info.seed}, "
+            f"{info.optimizer}, {info.lr_schedule} schedule, seed {info.seed}, "
             f"{info.device}{' ' + info.amp if info.amp else ''}{world} -> {info.out}")
     stages = [s for s in info.stages if s.declared]
     if stages:

@@ -144,9 +144,7 @@ class Trainer:
 
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
-        first_phase = ranges[0][0].phases[0] if ranges and ranges[0][0].phases else None
-        opt, opt_options = optimizer_of(cfg, first_phase.optimizer if first_phase else None)
-        lr = lr_of((opt, opt_options))  # the first phase's: its own optimizer's, else the train block's
+        opt = _optimizers_text(cfg, ranges[0][0].phases if ranges else [])
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=any(s.name == p.name for s in self.spec.stages),
                                  phased=declared_phases(self.spec, p.name))
@@ -157,7 +155,7 @@ class Trainer:
             student_params=param_count(self.distiller.student), teachers=dict(self.teachers or {}),
             data=cfg.data[0] if cfg.data else "none", train_size=data.train_size if data else 0,
             val_size=data.val_size if data else 0, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
-            batch_size=cfg.batch_size, optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
+            batch_size=cfg.batch_size, optimizer=opt, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
             device=self.device.type, amp=cfg.amp, world=self.dist.world, out=self.run_dir.path,
             start_epoch=start_epoch, resumed=resumed, stages=stages, input=_input_text(self.spec),
             progress_every=cfg.progress_every)
@@ -446,6 +444,18 @@ def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: s
         raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
                     f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
                     hint="resume with the optimizer that started the run") from None
+
+
+def _optimizers_text(cfg, phases) -> str:
+    """What the first stage's phases train with: ``sgd lr 0.05``, or per phase when they differ
+    (``make: adam lr 0.001, learn: sgd lr 0.1``): a phase's own optimizer counts."""
+    texts = []
+    for phase in phases or [None]:
+        name, options = optimizer_of(cfg, phase.optimizer if phase is not None else None)
+        texts.append((phase.name if phase is not None else "", f"{name} lr {lr_of((name, options)):g}"))
+    if len({text for _, text in texts}) == 1:
+        return texts[0][1]
+    return ", ".join(f"{phase}: {text}" for phase, text in texts)
 
 
 def _finite_number(value: Any) -> bool:
