@@ -57,3 +57,14 @@ def test_click_usage_errors_get_kdsls_format(args, fragments):
     assert "Usage:" not in err and "Error:" not in err, err
     for fragment in fragments:
         assert fragment in err, err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lr", "1e308"], "--lr must be at most 1000000, got 1e+308"),  # issue #26.12: exit 3 before
+    (["--optimizer", "sgd(lr=1e400)"], "'lr' of 'sgd' must be a finite number, got inf"),  # trained to NaN
+    (["--optimizer", "sgd(lr=1e308)"], "'lr' of 'sgd' must be in (0, 1000000], got 1e+308"),
+])
+def test_absurd_learning_rates_are_refused_before_training(tmp_path, args, fragment):
+    code, out, err = kdsl("train", KD, *args, "--out", str(tmp_path / "run"))
+    assert code == 2 and err.startswith("error[KD701]") and fragment in err, out + err
+    assert not (tmp_path / "run").exists()

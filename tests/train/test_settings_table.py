@@ -116,3 +116,22 @@ def test_batch_size_is_defaulted_once_and_handed_to_the_compiler(tmp_path, monke
     finally:
         torch.set_num_threads(before)
     assert seen == [(16, 16)]
+
+
+def test_every_numeric_setting_has_a_range():
+    """Issue #26.13's audit: grad_clip = -1 was accepted (and reversed the gradient); every number
+    a run takes now has a lower bound, and none may be infinite or NaN."""
+    numeric = [s for s in SETTINGS if s.type is not None and s.type.name in ("int", "float")]
+    assert {s.name for s in numeric} >= {"epochs", "batch_size", "lr", "grad_clip", "threads", "progress_every"}
+    for s in numeric:
+        assert s.minimum is not None or s.positive, s.name
+        assert s.range_problem(float("inf")) and s.range_problem(float("nan")), s.name
+
+
+def test_a_spec_grad_clip_out_of_range_is_located():
+    bad = ('student = model("kdsl.zoo:digits_cnn")\nrecord s = output of student\n'
+           'loss ce = cross_entropy(s, batch.target)\ntrain {\n  grad_clip = 0\n}\n')
+    with pytest.raises(KdslError) as info:
+        kdsl.loads(bad, "clip.kd")
+    diag = info.value.diagnostics[0]
+    assert diag.message == "'grad_clip' must be a positive number" and diag.span.line == 5
