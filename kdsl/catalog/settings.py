@@ -10,7 +10,8 @@ from this table: the verifier's train-block check (``kdsl.lang.verify_train``), 
 config and provenance record (``kdsl.training.config``), the resume guard
 (``kdsl.training.resume``), environment.json (``kdsl.training.environment``), a store's rebuild
 command (``kdsl.training.teacher_store``) and every command's setting flags
-(``kdsl.cli.options``). Adding a setting is one entry here plus the code that uses it.
+(``kdsl.cli.options``). Adding a setting is one entry here, its typed field in
+``kdsl.training.config.TrainConfig`` (a test holds the two in step), and the code that uses it.
 ``kdsl.train(spec, **settings)`` accepts every setting by keyword, with the same precedence as a flag.
 
 Torch-free, like the rest of the catalog.
