@@ -1,13 +1,18 @@
 """THE table of training settings: every setting of ``kdsl train`` declared once.
 
-A :class:`Setting` says what a setting is (value type, default, allowed range, help text) and
-where it may be given: the spec's ``train { }`` block (``spec``), a command-line flag (``flag``),
-the data's options (``dataset("...", batch_size=64)`` or ``--data 'ref(batch_size=64)'``:
-``data_option``). Everything else is derived from this table: the verifier's train-block check
-(``kdsl.lang.verify_train``), the trainer's config object and provenance record
-(``kdsl.training.config``), and the ``kdsl train`` flags (``kdsl.cli.train_cmd``). Adding a
-setting is one entry here plus the code that uses it. ``kdsl.train(spec, **settings)`` accepts
-every setting by keyword, with the same precedence as a flag.
+A :class:`Setting` says what a setting is (value type, default, allowed range, help text),
+where it may be given (the spec's ``train { }`` block: ``spec``; a command-line flag: ``flag``,
+on the commands of ``commands``; the data's options, ``dataset("...", batch_size=64)`` or
+``--data 'ref(batch_size=64)'``: ``data_option``) and what a run does with it (``resumable``: a
+``--resume`` may change it; ``fingerprinted``: a teacher store is built for its value;
+``recorded``: each session of environment.json records it). Every list of settings is derived
+from this table: the verifier's train-block check (``kdsl.lang.verify_train``), the trainer's
+config and provenance record (``kdsl.training.config``), the resume guard
+(``kdsl.training.resume``), environment.json (``kdsl.training.environment``), a store's rebuild
+command (``kdsl.training.teacher_store``) and every command's setting flags
+(``kdsl.cli.options``). Adding a setting is one entry here, its typed field in
+``kdsl.training.config.TrainConfig`` (a test holds the two in step), and the code that uses it.
+``kdsl.train(spec, **settings)`` accepts every setting by keyword, with the same precedence as a flag.
 
 Torch-free, like the rest of the catalog.
 """
@@ -33,8 +38,14 @@ class Setting:
     (``"data"``: a data reference; otherwise a catalog kind, ``"optimizer"`` or
     ``"lr_schedule"``), and the default is ``(name, options)``. ``minimum`` and ``maximum`` are
     inclusive bounds (a maximum keeps absurd values - a 20-digit batch size, 100,000 threads - from
-    reaching torch, which fails on them without a message); ``positive`` asks for a finite number
-    above zero.
+    reaching torch, which fails on them without a message); ``positive`` asks for a number above
+    zero. A number must be finite whatever its bounds (``1e400`` reads as infinity).
+
+    ``resumable``: a ``--resume`` may give another value (it decides where or how fast the run
+    goes, or what it reports, never a trained value); every other setting must keep the run's.
+    ``fingerprinted``: a teacher store's values depend on it, so ``kdsl teacher-cache`` must be
+    given the run's value. ``recorded``: each session of environment.json records it.
+    ``commands``: the commands whose flags include this setting's ``flag``.
     """
 
     name: str
@@ -49,6 +60,10 @@ class Setting:
     maximum: Optional[float] = None
     positive: bool = False
     example: str = ""  # what a value looks like where the help text alone does not say
+    resumable: bool = False
+    fingerprinted: bool = False
+    recorded: bool = False
+    commands: Tuple[str, ...] = ("train",)
 
     @property
     def label(self) -> str:
@@ -57,13 +72,15 @@ class Setting:
 
     def range_problem(self, value: Any) -> Optional[str]:
         """What is wrong with a value of the right type ("must be at least 1"), or None."""
-        if value is None or isinstance(value, bool):
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
+        if not math.isfinite(value):
+            return "must be a finite number"
         if self.minimum is not None and value < self.minimum:
             return f"must be at least {_number(self.minimum)}"
         if self.maximum is not None and value > self.maximum:
             return f"must be at most {_number(self.maximum)}"
-        if self.positive and not (value > 0 and math.isfinite(value)):
+        if self.positive and not value > 0:
             return "must be a positive number"
         return None
 
@@ -81,6 +98,15 @@ METRICS: Dict[str, str] = {"val_top1": "max", "val_top5": "max", "val_loss": "mi
                            "val_token_acc": "max"}
 
 
+# The commands that take a setting's flag: `kdsl train`, and `kdsl teacher-cache` for what decides
+# a store's values and how it is computed.
+_TRAIN_AND_STORE = ("train", "teacher-cache")
+
+# The largest learning rate accepted (a flag's or an optimizer's): beyond it every step diverges,
+# and from about 3.4e38 torch cannot even convert it to a float32 step (an internal error).
+MAX_LR = 1e6
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -89,44 +115,51 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("data", None, None,
             "the data: a factory of datasets with its options (batch_size, num_workers and drop_last "
             "go to the data loaders)",
-            flag="--data", call="data", example='kdsl.data:cifar100(root="data", batch_size=128)'),
-    Setting("epochs", INT, 10, "number of epochs", flag="--epochs", minimum=1, maximum=1_000_000),
+            flag="--data", call="data", example='kdsl.data:cifar100(root="data", batch_size=128)',
+            fingerprinted=True, commands=_TRAIN_AND_STORE),
+    Setting("epochs", INT, 10, "number of epochs", flag="--epochs", minimum=1, maximum=1_000_000,
+            commands=_TRAIN_AND_STORE),
     Setting("steps_per_epoch", optional(INT), None,
             "training steps per epoch: required when the input comes from a generator "
             "(input = ...) and the spec gives no data; with data, an epoch stops after this many batches",
             flag="--steps-per-epoch", minimum=1, maximum=1_000_000_000),
     Setting("batch_size", INT, 64, "samples per batch (per process)", flag="--batch-size", minimum=1,
             maximum=2**31 - 1,
-            data_option=True),
+            data_option=True, commands=_TRAIN_AND_STORE),
     Setting("optimizer", None, ("sgd", {}), "the optimizer, e.g. sgd(lr=0.05, momentum=0.9)",
             flag="--optimizer", call="optimizer"),
     Setting("lr", optional(FLOAT), None, "learning rate (replaces the optimizer's)", spec=False,
-            flag="--lr", positive=True),
+            flag="--lr", positive=True, maximum=MAX_LR),
     Setting("lr_schedule", None, ("cosine", {}), "the learning-rate schedule, e.g. cosine()",
             call="lr_schedule"),
-    Setting("seed", INT, 0, "random seed", flag="--seed", minimum=0, maximum=2**32 - 1),
-    Setting("device", choice("cpu", "cuda", "auto"), "auto", "where to train", flag="--device"),
+    Setting("seed", INT, 0, "random seed", flag="--seed", minimum=0, maximum=2**32 - 1,
+            fingerprinted=True, commands=_TRAIN_AND_STORE),
+    Setting("device", choice("cpu", "cuda", "auto"), "auto", "where to train", flag="--device",
+            resumable=True, recorded=True, commands=_TRAIN_AND_STORE),
     Setting("amp", optional(choice("bf16", "fp16")), None,
-            "mixed precision: bf16 (CPU or GPU) or fp16 (GPU)", flag="--amp"),
-    Setting("out", STR, None, "output directory (default runs/SPEC_NAME)", flag="--out"),
+            "mixed precision: bf16 (CPU or GPU) or fp16 (GPU)", flag="--amp", fingerprinted=True,
+            recorded=True, commands=_TRAIN_AND_STORE),
+    Setting("out", STR, None, "output directory (default runs/SPEC_NAME)", flag="--out", resumable=True),
     Setting("num_workers", INT, 0, "data-loader worker processes", minimum=0, maximum=1024,
-            data_option=True),
-    Setting("grad_clip", optional(FLOAT), None, "clip the gradient norm to this value"),
-    Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run"),
+            data_option=True, resumable=True, recorded=True),
+    Setting("grad_clip", optional(FLOAT), None, "clip the gradient norm to this value (above 0)",
+            positive=True),
+    Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run", resumable=True),
     Setting("allow_random_teacher", BOOL, False,
             "train even though a frozen teacher loads no weights (no `from`, no pretrained option): "
-            "without it such a run is refused (KD730)", flag="--allow-random-teacher"),
+            "without it such a run is refused (KD730)", flag="--allow-random-teacher", resumable=True),
     Setting("threads", INT, None,
-            "torch's CPU threads; default: OMP_NUM_THREADS if set, else min(free cores, size cap): "
-            "free cores = cores - 1-minute load average, size cap = 2 under 1M parameters (student "
-            "+ teachers), 4 under 10M; summary.json records the count and why",
-            flag="--threads", minimum=1, maximum=1024),
+            "torch's CPU threads; default: OMP_NUM_THREADS if set, else min(cores, size cap), never "
+            "the machine's momentary load (a seed reproduces its numbers): size cap = 2 under 1M "
+            "parameters (student + teachers), 4 under 10M; summary.json records the count and why",
+            flag="--threads", minimum=1, maximum=1024, resumable=True, recorded=True,
+            commands=_TRAIN_AND_STORE),
     Setting("drop_last", BOOL, False, "drop the last, incomplete training batch of each epoch",
             spec=False, data_option=True),
     Setting("teacher_cache", optional(STR), None,
             "a teacher-output store (written by `kdsl teacher-cache`) whose frozen teachers' records "
             "replace their passes; refused if it does not fit the run",
-            spec=False, flag="--teacher-cache"),
+            spec=False, flag="--teacher-cache", resumable=True),
     Setting("inputs", optional(list_of(STR)), None,
             "the batch fields every model is called with, by keyword, when the data's items are "
             "dicts (default: every field but labels, target and index)",
@@ -140,30 +173,39 @@ SETTINGS: Tuple[Setting, ...] = (
             "language model)", flag="--best-metric"),
     Setting("tensorboard", BOOL, False,
             "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
-            "(needs pip install tensorboard)", flag="--tensorboard"),
+            "(needs pip install tensorboard)", flag="--tensorboard", resumable=True),
     Setting("compile", BOOL, False,
             "torch.compile the student and the frozen teachers, kdsl's hooks in place (falls back "
-            "to eager with KD708 where compiling is unavailable)", flag="--compile"),
+            "to eager with KD708 where compiling is unavailable)", flag="--compile", resumable=True),
     Setting("truncate", BOOL, True,
             "stop a pass once it has recorded all the step needs (kdsl explain says where); "
-            "--no-truncate runs every pass in full", flag="--truncate"),
+            "--no-truncate runs every pass in full", flag="--truncate", resumable=True),
     Setting("checkpoint_every", optional(INT), None,
             "also write checkpoint.pt every N training steps within an epoch, which --resume "
             "continues bit for bit (default: at each epoch's end only)",
-            flag="--checkpoint-every", minimum=1, maximum=1_000_000_000),
+            flag="--checkpoint-every", minimum=1, maximum=1_000_000_000, resumable=True),
     Setting("val_every", optional(INT), None,
             "also validate the student every N training steps within an epoch (validation.jsonl, "
             "TensorBoard's val/ tags; default: at each epoch's end only)",
-            flag="--val-every", minimum=1, maximum=1_000_000_000),
+            flag="--val-every", minimum=1, maximum=1_000_000_000, resumable=True),
     Setting("patience", optional(INT), None,
             "early stopping: end the run after this many epochs without a better best_metric "
             "(default: train every epoch)", flag="--patience", minimum=1, maximum=1_000_000),
     Setting("progress_every", FLOAT, 30.0,
             "seconds between progress lines when the output is not a terminal (a log file, CI)",
-            flag="--progress-every", positive=True, maximum=86_400),
+            flag="--progress-every", positive=True, maximum=86_400, resumable=True),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 SPEC_SETTINGS: Dict[str, Setting] = {s.name: s for s in SETTINGS if s.spec}
 DATA_OPTIONS: Dict[str, Setting] = {s.name: s for s in SETTINGS if s.data_option}
 FLAG_SETTINGS: Tuple[Setting, ...] = tuple(s for s in SETTINGS if s.flag)
+# what a resumption must keep: the settings that decide what the run trains
+RUN_SETTINGS: Tuple[str, ...] = tuple(s.name for s in SETTINGS if not s.resumable)
+FINGERPRINTED: Tuple[str, ...] = tuple(s.name for s in SETTINGS if s.fingerprinted)
+RECORDED: Tuple[str, ...] = tuple(s.name for s in SETTINGS if s.recorded)
+
+
+def command_flags(command: str) -> Tuple[Setting, ...]:
+    """The settings whose flags ``kdsl COMMAND`` takes, in the table's order."""
+    return tuple(s for s in FLAG_SETTINGS if command in s.commands)

@@ -1,10 +1,13 @@
 """Optimizers and learning-rate schedules for ``kdsl train`` (``train { optimizer = sgd(...) }``)."""
 
-from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, POSITIVE, PROBABILITY, Param, declarer, each,
+from kdsl.catalog.settings import MAX_LR
+from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, PROBABILITY, Param, declarer, each,
                                 interval, list_of)
 
 _WARMUP = Param("warmup_epochs", FLOAT, 0.0, "linear warm-up from 0 over this many epochs", NON_NEGATIVE)
 _LR = "learning rate"
+# above 0, and small enough for torch to step with (1e308 overflowed a float32 step: issue #26.12)
+_LR_RANGE = interval(0, MAX_LR, lo_open=True)
 _DECAY = "L2 penalty (decoupled for AdamW)"
 # torch.optim's Adam and AdamW check 0 <= beta < 1 for both of exactly two betas
 _BETAS = each(interval(0, 1, hi_open=True), min_items=2, max_items=2)
@@ -15,7 +18,7 @@ _lr_schedule = declarer("lr_schedule", __name__)
 
 def _adam(name: str, summary: str, doc: str, weight_decay: float, decay_norm_and_bias: bool):
     return _optimizer(name, name, summary, doc, options=(
-        Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
+        Param("lr", FLOAT, 1e-3, _LR, _LR_RANGE),
         Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
         Param("weight_decay", FLOAT, weight_decay, _DECAY, NON_NEGATIVE),
         Param("decay_norm_and_bias", BOOL, decay_norm_and_bias)))
@@ -25,7 +28,7 @@ COMPONENTS = (
     _optimizer("sgd", "sgd", "stochastic gradient descent with momentum",
                "torch.optim.SGD; weight decay is not applied to norm layers' and biases' parameters "
                "when decay_norm_and_bias is false.",
-               options=(Param("lr", FLOAT, 0.05, _LR, POSITIVE),
+               options=(Param("lr", FLOAT, 0.05, _LR, _LR_RANGE),
                         Param("momentum", FLOAT, 0.9, "momentum factor", PROBABILITY),
                         Param("weight_decay", FLOAT, 5e-4, _DECAY, NON_NEGATIVE),
                         Param("nesterov", BOOL, False), Param("decay_norm_and_bias", BOOL, True))),

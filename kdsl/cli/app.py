@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 
 from kdsl.cli import cache_cmd, train_cmd
-from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, CliError, guarded
+from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, CliError, KdslGroup, guarded
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
 from kdsl.cli.options import TEACHER as _TEACHER
@@ -26,7 +26,7 @@ from kdsl.core.diagnostics import Diagnostic, summary_line, to_json
 
 # rich_markup_mode=None: click's plain help, which wraps each option's text beside its flag at any
 # width (typer's rich panels truncated the flags of `kdsl train --help` at 80 columns)
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=KdslGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdsl: a declarative language for knowledge distillation.", rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kdsl.catalog.builtin import GROUPS, group_of
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.types import KIND_PLURALS, KINDS, Component
+from kdsl.lang.printer import value_text
 
 # Reference frameworks whose computations options reproduce, as option docs name them.
 _FRAMEWORKS = ("torchdistill", "MMRazor")
@@ -61,18 +62,10 @@ def show_catalog(what: str) -> None:
 
 def _signature(c: Component) -> str:
     inputs = ", ".join(p.name for p in c.inputs)
-    options = ", ".join(p.name + ("" if p.required else "=" + _short(p.default)) for p in c.options)
+    options = ", ".join(p.name + ("" if p.required else "=" + value_text(p.default)) for p in c.options)
     return f"({inputs}{'; ' if inputs and options else ''}{options})"
 
 
-def _short(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
 
 
 def show_entry(console, c: Component) -> None:

@@ -19,11 +19,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from kdsl.cli.render import make_console
 
-# Model hubs a reference can name when installed: (package, example reference, what it needs).
+# Model hubs a reference can name when installed: (package, example reference, what it needs). The
+# examples are written in the language (`none`, `false`): they paste into a spec or --student.
 INTEGRATIONS: Tuple[Tuple[str, str, str], ...] = (
-    ("torchvision", "torchvision.models:resnet18(weights=None, num_classes=100)",
+    ("torchvision", "torchvision.models:resnet18(weights=none, num_classes=100)",
      "ImageNet-shaped models; pretrained weights are the user's to download"),
-    ("timm", "timm:create_model(\"resnet18\", pretrained=False, num_classes=100)",
+    ("timm", "timm:create_model(\"resnet18\", pretrained=false, num_classes=100)",
      "timm's models by name"),
     ("transformers", "transformers:AutoModelForCausalLM.from_config(...)",
      "Hugging Face models built from a config (no download)"),
@@ -53,7 +54,9 @@ def _first_line(obj: Any) -> str:
 
 
 def _arguments(fn: Callable) -> str:
-    """A factory's arguments as a call shows them: ``(num_classes=100, width=8)``."""
+    """A factory's arguments as a spec's call writes them: ``(num_classes=100, weights=none)``."""
+    from kdsl.lang.printer import value_text
+
     parts = []
     for p in inspect.signature(fn).parameters.values():
         if p.kind is p.VAR_KEYWORD:
@@ -63,7 +66,7 @@ def _arguments(fn: Callable) -> str:
         elif p.default is p.empty:
             parts.append(p.name)
         else:
-            parts.append(f"{p.name}={p.default!r}")
+            parts.append(f"{p.name}={value_text(p.default)}")
     return "(" + ", ".join(parts) + ")"
 
 

@@ -1,29 +1,22 @@
 """``kdsl train SPEC``: flags -> ``kdsl.train`` -> rich output.
 
 The setting flags (``--epochs``, ``--lr``, ``--data``, ...) are generated from the settings table
-(:data:`kdsl.catalog.settings.FLAG_SETTINGS`): a setting with a ``flag`` gets an option of the
-right type, its choices and its help text, with no line here. The command function's signature is
-built from the table, which is what typer reads.
+by :func:`kdsl.cli.options.with_setting_flags`, as every command's are: a setting whose flag
+``train`` takes gets an option of the right type, its choices and its help text, with no line here.
 """
 
 from __future__ import annotations
 
-import enum
-import inspect
 import os
 import sys
 from typing import Any, List, Optional
 
 import typer
 
-from kdsl.catalog.settings import FLAG_SETTINGS, Setting
 from kdsl.cli.errors import EXIT_INTERRUPTED, CliError, guarded
-from kdsl.cli.options import MODEL, STUDENT, TEACHER, TEACHER_CKPT
+from kdsl.cli.options import MODEL, STUDENT, TEACHER, TEACHER_CKPT, given_settings, with_setting_flags
 from kdsl.cli.render import echo, make_console
 from kdsl.training.report import RunInterrupted
-
-_PYTHON_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-_METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT"}  # how the help shows a flag's value
 
 # The flags that are not training settings: the spec, the models, what to do with the run.
 _FIXED = [
@@ -37,36 +30,6 @@ _FIXED = [
                                      help="evaluate the run's saved models (student, trained peers) and the teachers")),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="replace a run already in --out")),
 ]
-
-
-def _option(setting: Setting):
-    """(annotation, typer option) of a setting's flag: None when not given, so that the spec's
-    value (or the default) stays and its source is recorded right."""
-    t = setting.type
-    if t is None:  # a call, given as text in the language's syntax
-        return Optional[str], typer.Option(None, setting.flag, help=setting.flag_help(), show_default=False,
-                                           metavar="REF(...)" if setting.call == "data" else "CALL")
-    if t.name == "choice":  # typer shows an Enum's values as the allowed choices
-        choices = enum.Enum(setting.name.title(), {str(c): str(c) for c in t.choices}, type=str)
-        return Optional[choices], typer.Option(None, setting.flag, help=setting.flag_help(),
-                                               metavar="[" + "|".join(str(c) for c in t.choices) + "]")
-    if t.name == "bool":  # a switch pair, shown without a value
-        name = setting.flag[2:]
-        return Optional[bool], typer.Option(None, f"--{name}/--no-{name}", help=setting.flag_help())
-    return Optional[_PYTHON_TYPES[t.name]], typer.Option(None, setting.flag, help=setting.flag_help(),
-                                                         metavar=_METAVARS[t.name])
-
-
-def _signature_of_train() -> inspect.Signature:
-    params = []
-    for name, annotation, default in _FIXED:
-        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
-                                        annotation=annotation))
-    for setting in FLAG_SETTINGS:
-        annotation, default = _option(setting)
-        params.append(inspect.Parameter(setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        default=default, annotation=annotation))
-    return inspect.Signature(params, return_annotation=None)
 
 
 def train(spec: str, student: Optional[str], teacher: Optional[str], model: List[str],
@@ -85,7 +48,7 @@ def train(spec: str, student: Optional[str], teacher: Optional[str], model: List
     from kdsl.cli.train_view import RichReporter
     from kdsl.training.api import train as run_training
 
-    settings = {k: v.value if isinstance(v, enum.Enum) else v for k, v in settings.items()}
+    settings = given_settings(settings)
     reporter = RichReporter(make_console())
     try:
         run_training(spec, student=student, teacher=teacher, models=list(model), teacher_ckpt=teacher_ckpt,
@@ -100,8 +63,7 @@ def train(spec: str, student: Optional[str], teacher: Optional[str], model: List
         reporter.close()
 
 
-train.__signature__ = _signature_of_train()
-train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}
+with_setting_flags(train, "train", _FIXED)
 
 
 def register(app: typer.Typer) -> None:

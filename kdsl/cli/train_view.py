@@ -105,6 +105,11 @@ def _phases(info: StageInfo) -> str:
     return ", ".join(f"{name} x{repeat}" if repeat > 1 else name for name, repeat in info.phases)
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``: a count with its noun ("1 epochs" read as a typo)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _epochs(info: StageInfo) -> str:
     first, last = info.first_epoch + 1, info.end_epoch
     return f"epoch {first}" if first == last else f"epochs {first}-{last}"
@@ -121,8 +126,9 @@ def announce(info: RunStart) -> str:
         data = f"input {info.input}, " + (f"data {info.data} for evaluation ({info.val_size} val)"
                                           if info.val_size else "no data to evaluate on")
     text = (f"kdsl train {info.spec_file}: " + ", ".join(parts) + "\n"
-            f"  {data}, {info.epochs} epochs of {info.steps_per_epoch} steps, batch {info.batch_size}, "
-            f"{info.optimizer} lr {info.lr:g}, {info.lr_schedule} schedule, seed {info.seed}, "
+            f"  {data}, {counted(info.epochs, 'epoch')} of {counted(info.steps_per_epoch, 'step')}, "
+            f"batch {info.batch_size}, "
+            f"{info.optimizer}, {info.lr_schedule} schedule, seed {info.seed}, "
             f"{info.device}{' ' + info.amp if info.amp else ''}{world} -> {info.out}")
     stages = [s for s in info.stages if s.declared]
     if stages:
@@ -188,7 +194,8 @@ class RichReporter(Reporter):
     def run_start(self, info: RunStart) -> None:
         self._every, self._samples = info.progress_every, info.batch_size * max(info.world, 1)
         if info.resumed and info.start_epoch >= info.epochs:
-            self.console.print(f"{info.out}: the run is complete ({info.start_epoch} epochs); nothing to resume")
+            self.console.print(f"{info.out}: the run is complete ({counted(info.start_epoch, 'epoch')}); "
+                               "nothing to resume")
         elif info.resumed:
             self.console.print(f"resuming {info.out} after epoch {info.start_epoch}")
         self.console.print(announce(info))

@@ -66,6 +66,7 @@ PASSES: Sequence[Pass] = (
 def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = None,
             example_batch: Optional[Dict[str, Any]] = None, device: Any = None,
             truncate: bool = True, compile_models: Any = False, load_weights: Sequence[str] = (),
+            batch_size: Optional[int] = None,
             **models: nn.Module) -> Distiller:
     """Bind a spec to models and return a :class:`~kdsl.runtime.distiller.Distiller`.
 
@@ -81,6 +82,8 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
     ``compile_models``: ``True`` (or a dict of ``torch.compile`` options, e.g.
     ``{"backend": "aot_eager"}``) compiles the student and the frozen teachers with the hooks in
     place; where compiling is unavailable, KD708 is warned and they run eagerly.
+    ``batch_size``: the rows a generated input (``noise(...)``) draws per step (default: the
+    spec's train block; ``kdsl.train`` gives its resolved setting).
     """
     if not isinstance(spec, ir.Spec):
         from kdsl.lang.loader import load
@@ -89,7 +92,7 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
     request = Request(spec, dict(models), example_input, dict(example_batch or {}),
                       torch.device(device) if device is not None else None,
                       truncate=bool(truncate), compile_models=compile_models,
-                      load_given=frozenset(load_weights))
+                      load_given=frozenset(load_weights), batch_size=batch_size)
     return finish(run_passes(start(request)))
 
 
@@ -134,7 +137,8 @@ def hand_off(plan: Plan) -> Compiled:
     return Compiled(
         spec=plan.spec, models=plan.models, used_teachers=plan.used_teachers, recorders=plan.recorders,
         deliveries=[d.delivery for d in plan.deliveries], connectors=plan.connector_modules,
-        terms=plan.terms, state=plan.state, procedure=plan.procedure, batch_size=_batch_size(plan.spec),
+        terms=plan.terms, state=plan.state, procedure=plan.procedure,
+        batch_size=plan.request.batch_size or _batch_size(plan.spec),
         modules=plan.modules, functions=plan.functions, scopes=plan.scopes,
         inits=[(target, source) for _, target, source in plan.inits], cuts=cuts,
         cleanups=list(plan.undo.on_close))
@@ -142,11 +146,11 @@ def hand_off(plan: Plan) -> Compiled:
 
 def _batch_size(spec: ir.Spec) -> int:
     """The train block's ``batch_size`` (the rows ``noise(...)`` draws), else the default."""
-    from kdsl.catalog.settings import SETTINGS
+    from kdsl.catalog.settings import BY_NAME
     from kdsl.lang.literal import try_literal
 
     setting = spec.train.get("batch_size")
     ok, value = try_literal(setting.value) if setting is not None else (False, None)
     if ok and isinstance(value, int):
         return value
-    return int(next(s.default for s in SETTINGS if s.name == "batch_size"))
+    return int(BY_NAME["batch_size"].default)

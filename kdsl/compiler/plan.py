@@ -42,6 +42,7 @@ class Request:
     truncate: bool = True  # stop passes once their records are taken (kdsl.compiler.truncate)
     compile_models: Any = False  # torch.compile the models: False, True or torch.compile's options
     load_given: frozenset = frozenset()  # passed models that still get the spec's `from` weights
+    batch_size: Optional[int] = None  # rows of a generated input per step (None: the spec's)
 
     @property
     def dry(self) -> bool:

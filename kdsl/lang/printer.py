@@ -11,7 +11,7 @@ without one, numbers print as Python writes them.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from kdsl.core.literals import literal_text
 from kdsl.lang import ir
@@ -148,3 +148,18 @@ def statement_text(stmt: ir.Node, spelling: Optional[Spelling] = None) -> str:
     block prints on several lines."""
     printer = _PRINTER if spelling is None else StatementPrinter(spelling)
     return printer.visit(stmt)
+
+
+def value_text(value: Any) -> str:
+    """A Python value (a setting, an option's default) as a spec writes it: ``true``, ``none``,
+    ``"text"``, ``[1, 2]``; a ``(name, {options})`` pair of a call setting (optimizer, data) as
+    the call ``name(k=v)``."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str) \
+            and isinstance(value[1], Mapping):
+        return call_text(value[0], value[1])
+    return literal_text(value)
+
+
+def call_text(func: str, options: Mapping[str, Any]) -> str:
+    """``func(k=v, ...)``, every value as a spec writes it (``sgd(lr=0.05, nesterov=true)``)."""
+    return f"{func}({', '.join(f'{k}={literal_text(v)}' for k, v in options.items())})"

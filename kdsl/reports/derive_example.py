@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from kdsl.catalog.settings import DATA_OPTIONS
 from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.resolve import import_ref
@@ -72,7 +73,7 @@ def from_data_reader(spec: ir.Spec) -> Optional[Example]:
     make = getattr(factory, "example_input", None)
     if not callable(make):
         return None
-    options = {k: v for k, v in options.items() if k not in ("batch_size", "num_workers", "drop_last")}
+    options = {k: v for k, v in options.items() if k not in DATA_OPTIONS}  # the loaders', not the factory's
     try:
         x, batch = make(ROWS, **options)
     except Exception:  # noqa: BLE001 - a declaration that does not take these options

@@ -18,6 +18,7 @@ from kdsl.training.loop import Trainer
 from kdsl.training.report import Reporter, RunInterrupted, RunResult
 from kdsl.training.rng import seed_everything
 from kdsl.training.rundir import RunDir
+from kdsl.training.threads import apply_threads
 
 ModelArg = Union[str, nn.Module, None]
 
@@ -79,9 +80,8 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     load = _weights_to_load(chosen, given, student, teacher, models or {}, teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
-                          truncate=cfg.truncate, load_weights=load)
-    _set_threads(cfg, distiller)
-    distiller.batch_size = cfg.batch_size  # the rows of a generated input (noise(...)) in each step
+                          truncate=cfg.truncate, load_weights=load, batch_size=cfg.batch_size)
+    apply_threads(cfg, [distiller.student, *distiller.teachers.values()])
     with distiller:
         distiller.to(device)
         trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
@@ -105,20 +105,6 @@ def _data_span(spec: ir.Spec, cfg):
         return None
     value = setting.value
     return (value.args[0].span if isinstance(value, ir.Call) and value.args else value.span) or setting.span
-
-
-def _set_threads(cfg, distiller) -> None:
-    """torch's thread count by :func:`~kdsl.training.threads.choose_threads`, recorded as the
-    ``threads`` setting and its source (summary.json and environment.json show both)."""
-    from kdsl.training.threads import choose_threads, machine_facts
-
-    models = [distiller.student, *distiller.teachers.values()]
-    params = sum(p.numel() for p in {id(p): p for m in models for p in m.parameters()}.values())
-    cores, load, local = machine_facts()
-    choice = choose_threads(cfg.threads, cfg.sources.get("threads", "flag"), os.environ, cores, load,
-                            params, local)
-    torch.set_num_threads(choice.threads)
-    cfg.threads, cfg.sources["threads"] = choice.threads, choice.source
 
 
 def _fit(trainer: Trainer, resume: bool) -> RunResult:
@@ -171,7 +157,8 @@ def _weights_to_load(spec: ir.Spec, given: Dict[str, nn.Module], student: ModelA
 
 
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,
-             compile_models: bool = False, truncate: bool = True, load_weights: Optional[List[str]] = None):
+             compile_models: bool = False, truncate: bool = True, load_weights: Optional[List[str]] = None,
+             batch_size: Optional[int] = None):
     """The distiller, dry-run on one validation batch (its loader draws no global randomness);
     a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
@@ -182,11 +169,12 @@ def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.dev
         m.to(device)
     if spec.input is not None:
         return compile_spec(spec, device=device, compile_models=compile_models, truncate=truncate,
-                            load_weights=load_weights, **given)
+                            load_weights=load_weights, batch_size=batch_size, **given)
     from kdsl.training.batches import model_call
 
     call = model_call(next(iter(data.val)), inputs, device)  # keyword batches: a dict example input
     example = call.kwargs if call.kwargs else call.args[0]
     fields = dict(call.fields, target=call.target) if call.target is not None else call.fields
     return compile_spec(spec, example_input=example, example_batch=fields, device=device,
-                        compile_models=compile_models, truncate=truncate, load_weights=load_weights, **given)
+                        compile_models=compile_models, truncate=truncate, load_weights=load_weights,
+                        batch_size=batch_size, **given)

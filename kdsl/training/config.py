@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kdsl.catalog.binding import bind, type_problem
 from kdsl.catalog.registry import REGISTRY
@@ -21,29 +21,97 @@ from kdsl.core.diagnostics import error
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
+from kdsl.lang.printer import value_text
 from kdsl.lang.refs import parse_call, parse_option_call
 
 
-def _describe(self) -> Dict[str, Any]:
-    """The settings as JSON-ready data, with where each came from (default, spec or flag)."""
-    d = dataclasses.asdict(self)
-    d["sources"] = dict(self.sources)
-    return json.loads(json.dumps(d, default=str))
+Call = Tuple[str, Dict[str, Any]]  # a call setting's value: (name, options), e.g. ("sgd", {"lr": 0.1})
 
 
-# One field per setting of the table, in the table's order (the order summary.json shows), plus
-# ``sources``. Generated so that a new setting needs no second declaration here.
-TrainConfig = dataclasses.make_dataclass(
-    "TrainConfig",
-    [(s.name, Any, dataclasses.field(default_factory=lambda d=s.default: copy.deepcopy(d))) for s in SETTINGS]
-    + [("sources", Dict[str, str], dataclasses.field(default_factory=dict))],
-    namespace={"describe": _describe, "__module__": __name__,
-               "__doc__": "The resolved settings of a run: one attribute per setting of "
-                          "kdsl.catalog.settings.SETTINGS, and ``sources`` (where each came from)."},
-)
+def _default(name: str) -> Any:
+    """A field whose default is the table's (one source: the table; a copy per config)."""
+    return dataclasses.field(default_factory=lambda: copy.deepcopy(BY_NAME[name].default))
 
 
-def resolve_config(spec: ir.Spec, given: Mapping[str, Any]) -> "TrainConfig":
+@dataclasses.dataclass
+class TrainConfig:
+    """The resolved settings of a run: one attribute per setting of
+    :data:`kdsl.catalog.settings.SETTINGS`, in the table's order (the order summary.json shows;
+    a test holds the two equal), and ``sources`` (where each value came from)."""
+
+    data: Optional[Call] = _default("data")
+    epochs: int = _default("epochs")
+    steps_per_epoch: Optional[int] = _default("steps_per_epoch")
+    batch_size: int = _default("batch_size")
+    optimizer: Call = _default("optimizer")
+    lr: Optional[float] = _default("lr")
+    lr_schedule: Call = _default("lr_schedule")
+    seed: int = _default("seed")
+    device: str = _default("device")
+    amp: Optional[str] = _default("amp")
+    out: Optional[str] = _default("out")
+    num_workers: int = _default("num_workers")
+    grad_clip: Optional[float] = _default("grad_clip")
+    eval_teachers: bool = _default("eval_teachers")
+    allow_random_teacher: bool = _default("allow_random_teacher")
+    threads: Optional[int] = _default("threads")
+    drop_last: bool = _default("drop_last")
+    teacher_cache: Optional[str] = _default("teacher_cache")
+    inputs: Optional[List[str]] = _default("inputs")
+    task: Optional[str] = _default("task")
+    best_metric: Optional[str] = _default("best_metric")
+    tensorboard: bool = _default("tensorboard")
+    compile: bool = _default("compile")
+    truncate: bool = _default("truncate")
+    progress_every: float = _default("progress_every")
+    sources: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> Dict[str, Any]:
+        """The settings as JSON-ready data, with where each came from (default, spec or flag)."""
+        d = dataclasses.asdict(self)
+        d["sources"] = dict(self.sources)
+        return json.loads(json.dumps(d, default=str))
+
+
+def optimizer_of(cfg: TrainConfig, own: Optional[Call] = None) -> Call:
+    """The optimizer a phase trains with: its own (``optimize ... with``), else the train block's
+    with ``--lr`` in place of its lr (``--lr`` replaces the train block's only)."""
+    if own is not None:
+        return own[0], dict(own[1])
+    name, options = cfg.optimizer
+    options = dict(options)
+    if cfg.lr is not None:
+        options["lr"] = cfg.lr
+    return name, options
+
+
+def lr_of(optimizer: Call) -> float:
+    """The learning rate an optimizer call trains with: its ``lr``, else the catalog's default."""
+    name, options = optimizer
+    return options["lr"] if "lr" in options else REGISTRY.get("optimizer", name).option("lr").default
+
+
+def flag_words(setting: Setting, value: Any) -> List[str]:
+    """The command-line words that give ``setting`` the value ``value``, printed as the language
+    writes values (``--optimizer 'sgd(lr=0.05)'`` once shell-quoted); [] when the flag cannot say
+    it (none: leave the flag out)."""
+    if value is None or setting.flag is None:
+        return []
+    if isinstance(value, bool):
+        return [setting.flag if value else "--no-" + setting.flag[2:]]
+    if setting.call is not None:
+        return [setting.flag, value_text(value)]
+    if isinstance(value, str):
+        return [setting.flag, value]  # a choice or a path: the flag takes the text itself
+    return [setting.flag, value_text(value)]
+
+
+def given_flags(cfg: TrainConfig, settings) -> List[str]:
+    """The words of the flags among ``settings`` (Setting objects) that the caller gave ``cfg``."""
+    return [w for s in settings if cfg.sources.get(s.name) == "flag" for w in flag_words(s, getattr(cfg, s.name))]
+
+
+def resolve_config(spec: ir.Spec, given: Mapping[str, Any]) -> TrainConfig:
     """Defaults, then the spec's train block, then ``given`` (None values: not given).
 
     ``given`` maps setting names to values: typed values for plain settings, text in the
@@ -140,7 +208,7 @@ def _apply_given(cfg, setting: Setting, value: Any) -> None:
         if args:
             raise error("KD701", f"--data {_text(setting, value)}: data options are given by keyword, "
                         f"not by position ({len(args)} positional here)",
-                        hint=f"e.g. --data '{ref}(root={_quoted(args[0])})' (a path typed here is "
+                        hint=f"e.g. --data '{ref}(root={value_text(args[0])})' (a path typed here is "
                         "relative to the working directory)")
         _set_data(cfg, ref, kwargs, "flag")
     elif setting.call is not None:
@@ -149,10 +217,6 @@ def _apply_given(cfg, setting: Setting, value: Any) -> None:
     else:
         _check_value(setting, value, setting.label)
         _set(cfg, setting.name, value, "flag")
-
-
-def _quoted(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 def _text(setting: Setting, value: Any) -> str:
@@ -164,10 +228,10 @@ def _text(setting: Setting, value: Any) -> str:
 
 def _check_value(setting: Setting, value: Any, label: str) -> None:
     if not setting.type.accepts(value):
-        raise error("KD701", f"{label} must be {setting.type.describe()}, got {value!r}", hint=setting.help)
+        raise error("KD701", f"{label} must be {setting.type.describe()}, got {value_text(value)}", hint=setting.help)
     problem = setting.range_problem(value)
     if problem:
-        raise error("KD701", f"{label} {problem}, got {value}")
+        raise error("KD701", f"{label} {problem}, got {value_text(value)}")
 
 
 def _component_options(setting: Setting, name: str, args: List[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:

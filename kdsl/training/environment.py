@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from kdsl.catalog.settings import RECORDED
 from kdsl.core.files import read_regular_file
 from kdsl.lang import ir
 
@@ -66,7 +67,7 @@ def session(cfg, device, resumed: bool, spec_file: str) -> Dict[str, Any]:
         "platform": platform.platform(), "machine": platform.machine(), "hostname": platform.node(),
         "device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
-        "settings": {k: cfg.describe().get(k) for k in ("device", "threads", "num_workers", "amp")},
+        "settings": {k: cfg.describe().get(k) for k in RECORDED},  # the table's `recorded` settings
         "git": git_commit(spec_file),
     }
     if device.type == "cuda":

@@ -27,6 +27,7 @@ from kdsl.training.curves import CurvesPacer
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
+from kdsl.training.config import lr_of, optimizer_of
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
 from kdsl.training.loggers import TENSORBOARD_FOLDER, RunLog, check_loggers
@@ -36,7 +37,7 @@ from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
                                   run_best, write_best, zero_steps_problem)
 from kdsl.training.rundir import RunDir, spec_fingerprint
-from kdsl.training.stages import (PhaseRun, StageRun, build_stage, default_lr, input_text,
+from kdsl.training.stages import (PhaseRun, StageRun, build_stage, input_text,
                                   restore_optimization)
 
 REPORT_EVERY = 10  # steps between progress events (and loss finiteness checks)
@@ -153,8 +154,7 @@ class Trainer:
 
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
-        opt, opt_options = cfg.optimizer
-        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", default_lr(opt))
+        opt = _optimizers_text(cfg, ranges[0][0].phases if ranges else [])
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=p.decl is not None, phased=p.phased)
                        for p, a, b in ranges)
@@ -164,7 +164,7 @@ class Trainer:
             student_params=param_count(self.distiller.student), teachers=dict(self.teachers or {}),
             data=cfg.data[0] if cfg.data else "none", train_size=data.train_size if data else 0,
             val_size=data.val_size if data else 0, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
-            batch_size=cfg.batch_size, optimizer=opt, lr=lr, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
+            batch_size=cfg.batch_size, optimizer=opt, lr_schedule=cfg.lr_schedule[0], seed=cfg.seed,
             device=self.device.type, amp=cfg.amp, world=self.dist.world, out=self.run_dir.path,
             start_epoch=start_epoch, resumed=resumed, stages=stages, input=input_text(self.spec),
             progress_every=cfg.progress_every)
@@ -487,3 +487,16 @@ class Trainer:
                            seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
+
+
+def _optimizers_text(cfg, phases) -> str:
+    """What the first stage's phases train with: ``sgd lr 0.05``, or per phase when they differ
+    (``make: adam lr 0.001, learn: sgd lr 0.1``): a phase's own optimizer counts."""
+    texts = []
+    for phase in phases or [None]:
+        name, options = optimizer_of(cfg, phase.optimizer if phase is not None else None)
+        texts.append((phase.name if phase is not None else "", f"{name} lr {lr_of((name, options)):g}"))
+    if len({text for _, text in texts}) == 1:
+        return texts[0][1]
+    return ", ".join(f"{phase}: {text}" for phase, text in texts)
+

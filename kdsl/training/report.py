@@ -41,8 +41,7 @@ class RunStart:
     epochs: int
     steps_per_epoch: int
     batch_size: int
-    optimizer: str
-    lr: float
+    optimizer: str  # what the first stage's phases train with and at which lr: "sgd lr 0.05"
     lr_schedule: str
     seed: int
     device: str

@@ -2,12 +2,13 @@
 files a killed run left ahead of (or behind) its checkpoint.
 
 A resumed run must continue the run it resumes, bit for bit: the settings that decide what is
-trained (:data:`RUN_SETTINGS`) and the shapes of everything the checkpoint holds must be the
+trained (:data:`~kdsl.catalog.settings.RUN_SETTINGS`: the table's settings that are not
+``resumable``) and the shapes of everything the checkpoint holds must be the
 ones the run started with, or the resumption is refused (KD703) naming the setting and both
 values (``best_metric`` too: best.pt holds the best epoch by the metric the run started with).
-Settings that only decide where or how fast it runs, or what it reports (device, threads,
-num_workers, eval_teachers, tensorboard, progress_every, and compile, truncate and teacher_cache,
-which leave every value the same), may change; environment.json records each session's.
+Settings that only decide where or how fast it runs, or what it reports (the table's
+``resumable`` ones: device, threads, tensorboard, ...), may change; environment.json records each
+session's. A refusal's hint gives the run's value as the command line takes it, so it pastes back.
 
 A longer run is not a resumption: ``--epochs 60`` after a 30-epoch run would stretch a schedule
 already spent (the cosine schedule jumps back up), so it is refused with a hint to start a new
@@ -17,45 +18,95 @@ run initialised from this one's student.
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any, Dict, List, Optional
 
-from kdsl.catalog.settings import METRICS
+from kdsl.catalog.settings import BY_NAME, METRICS, RUN_SETTINGS, Setting
 from kdsl.core.diagnostics import error
+from kdsl.lang.printer import value_text
+from kdsl.training.config import flag_words, lr_of
 from kdsl.training.metrics import best_epoch
 
-# The settings that decide what a run trains; a resumption must keep every one of them.
-RUN_SETTINGS = ("epochs", "steps_per_epoch", "batch_size", "drop_last", "data", "optimizer", "lr",
-                "lr_schedule", "seed", "amp", "grad_clip", "best_metric", "inputs", "task", "patience")
 
-_FLAGS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "batch_size": "--batch-size",
-          "data": "--data", "optimizer": "--optimizer", "lr": "--lr", "seed": "--seed", "amp": "--amp",
-          "best_metric": "--best-metric", "patience": "--patience"}
+def _shown(name: str, value: Any, config: Dict[str, Any]) -> str:
+    """A setting's value as the train block writes it; an unset lr with the one it stands for."""
+    text = value_text(value)
+    if name == "lr" and value is None:
+        try:
+            return f"{text} (the optimizer's lr {value_text(lr_of(tuple(config['optimizer'])))})"
+        except (KeyError, TypeError, AttributeError):  # an optimizer this kdsl does not know
+            return text
+    return text
 
 
-def _shown(name: str, value: Any) -> str:
-    """A setting's value as the command line or the train block writes it."""
-    if name in ("optimizer", "lr_schedule", "data") and isinstance(value, (list, tuple)) and len(value) == 2:
-        ref, options = value
-        args = ", ".join(f"{k}={v!r}" for k, v in (options or {}).items())
-        return f"{ref}({args})"
-    return "none" if value is None else str(value)
+def config_problem(saved: Any) -> Optional[str]:
+    """What makes a checkpoint's ``config`` unusable to guard a resumption (it lacks a setting of
+    :data:`RUN_SETTINGS`, or holds a value the setting cannot take), or None. Without its settings
+    a checkpoint could be resumed into any run: it is damaged."""
+    if not isinstance(saved, dict):
+        return "is not a table of settings"
+    for name in RUN_SETTINGS:
+        if name not in saved:
+            return f"lacks the setting '{name}'"
+        problem = _value_problem(BY_NAME[name], saved[name])
+        if problem:
+            return f"holds {name} = {value_text(saved[name]) if _printable(saved[name]) else type(saved[name]).__name__}, " \
+                   f"which {problem}"
+    return None
+
+
+def _printable(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_printable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _printable(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _value_problem(setting: Setting, value: Any) -> Optional[str]:
+    """Why ``value`` (as ``TrainConfig.describe()`` writes it) is not one of ``setting``'s."""
+    if setting.call is not None:
+        is_call = isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str) \
+            and isinstance(value[1], dict)
+        return None if is_call or (value is None and setting.call == "data") else "is not a call"
+    if not setting.type.accepts(value):
+        return f"is not {setting.type.describe()}"
+    problem = setting.range_problem(value)
+    return problem.replace("must", "should") if problem else None
+
+
+def resume_hint(setting: Setting, value: Any) -> str:
+    """How to resume with the value ``value`` the run started with, in words that paste back."""
+    words = flag_words(setting, value)
+    if words:
+        how = "resume with " + " ".join(shlex.quote(w) for w in words)
+    elif setting.flag is not None:  # none: no flag value says it
+        how = f"resume without {setting.flag}"
+    elif setting.data_option:
+        how = f"resume with the data option {setting.name}={value_text(value)} (in dataset(...) or --data)"
+    else:
+        how = f"resume with `{setting.name} = {value_text(value)}` in the train block"
+    return how + " (what the run started with), or start a new run with --out"
 
 
 def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str) -> None:
     """KD703 when a setting of :data:`RUN_SETTINGS` differs between the checkpoint's config
-    (``saved``) and this resumption's (``now``, both ``TrainConfig.describe()``). A setting the
-    checkpoint does not record (a run of an older kdsl) is not compared."""
+    (``saved``) and this resumption's (``now``, both ``TrainConfig.describe()``), or when the
+    checkpoint's config is damaged (:func:`config_problem`)."""
+    damaged = config_problem(saved)
+    if damaged:
+        raise error("KD703", f"{path} is damaged: its 'config' {damaged}",
+                    hint="start a new run with --out or --overwrite")
     for name in RUN_SETTINGS:
-        if name not in saved or saved[name] == now.get(name):
+        if saved[name] == now.get(name):
             continue
-        old, new = _shown(name, saved[name]), _shown(name, now.get(name))
-        where = _FLAGS.get(name, name)
+        old, new = _shown(name, saved[name], saved), _shown(name, now.get(name), now)
         if name == "epochs":
             hint = (f"resume with --epochs {old}; to train longer, start a new run (--out NEW) whose student "
                     f"is loaded from this one's (student = model(...) from \"{os.path.dirname(path)}/student.pt\"), "
                     "so that its schedule spans all of its epochs")
         else:
-            hint = f"resume with {where} {old} (what the run started with), or start a new run with --out"
+            hint = resume_hint(BY_NAME[name], saved[name])
         raise error("KD703", f"the run in {os.path.dirname(path)} was started with {name} = {old}; "
                     f"resuming it with {name} = {new} would change the run", hint=hint)
 

@@ -9,6 +9,7 @@ optimizer over what the distiller trains: exactly today's single optimizer and s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,6 +20,7 @@ from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
 from kdsl.lang.procedure import Stage
+from kdsl.training.config import optimizer_of
 
 
 @dataclass
@@ -103,16 +105,8 @@ def build_stage(distiller, cfg, plan: Stage, first: int, end: int, steps_per_epo
 
 
 def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.Parameter]):
-    """The phase's own optimizer (``optimize ... with``), else the train block's; ``--lr`` replaces
-    the train block's learning rate only (an ``optimize ... with`` names its own)."""
-    if own is not None:
-        name, options = own
-        options = dict(options)
-    else:
-        name, options = cfg.optimizer
-        options = dict(options)
-        if cfg.lr is not None:
-            options["lr"] = cfg.lr
+    """The phase's optimizer (:func:`~kdsl.training.config.optimizer_of`), built."""
+    name, options = optimizer_of(cfg, own)
     return REGISTRY.get("optimizer", name).load()(params, **options)
 
 
@@ -131,6 +125,11 @@ def restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: st
                 if wrong:
                     raise ValueError(f"its '{wrong[0]}' is {list(buffers[wrong[0]].shape)} for a "
                                      f"parameter of {list(param.shape)}")
+            for group in phase.optimizer.param_groups:  # a hand-edited lr 'x' fails only at the step
+                bad = next((k for k, v in group.items() if isinstance(phase.optimizer.defaults.get(k), float)
+                            and not _finite_number(v)), None)
+                if bad is not None:
+                    raise ValueError(f"its '{bad}' is {group[bad]!r}, not a finite number")
     except KdslError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch's own checks of a foreign optimizer state
@@ -140,9 +139,8 @@ def restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: st
                     hint="resume with the optimizer that started the run") from None
 
 
-def default_lr(optimizer: str) -> float:
-    """The optimizer's own default learning rate (the catalog's)."""
-    return REGISTRY.get("optimizer", optimizer).option("lr").default
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def input_text(spec: ir.Spec) -> Optional[str]:

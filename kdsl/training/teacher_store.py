@@ -32,10 +32,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from kdsl.catalog.settings import command_flags
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
+from kdsl.lang.printer import call_text
 from kdsl.runtime.recorders import ParamRecorder, Recorder
 from kdsl.training.batches import model_call
+from kdsl.training.config import given_flags
 from kdsl.training.teacher_store_format import (MappedPart, RecordLayout, expand_topk, input_digests,
                                                 read_manifest)
 
@@ -205,20 +208,14 @@ def differences(stored: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
 
 
 def _data_text(d: Dict[str, Any]) -> str:
-    opts = ", ".join(f"{k}={v!r}" for k, v in d["options"].items())
-    return f"{d['ref']}({opts})"
+    return call_text(d["ref"], d["options"])
 
 
 def rebuild_command(spec_file: str, directory: str, cfg, manifest: Optional[Dict[str, Any]] = None) -> str:
     """The ``kdsl teacher-cache`` command that builds a store for the run of ``cfg``."""
     words = ["kdsl", "teacher-cache", spec_file, "--out", directory, "--epochs", str(cfg.epochs)]
-    if cfg.sources.get("data") == "flag":
-        ref, options = cfg.data
-        opts = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v!r}" for k, v in options.items())
-        words += ["--data", f"{ref}({opts})" if opts else ref]
-    for name, flag in (("batch_size", "--batch-size"), ("seed", "--seed"), ("amp", "--amp"), ("device", "--device")):
-        if cfg.sources.get(name) == "flag":
-            words += [flag, str(getattr(cfg, name))]
+    # the run's other flags that teacher-cache takes too (the settings table says which)
+    words += given_flags(cfg, [s for s in command_flags("teacher-cache") if s.name != "epochs"])
     if manifest is not None:
         if manifest.get("dtype") != "float32":
             words += ["--dtype", str(manifest["dtype"])]

@@ -27,6 +27,7 @@ from kdsl.training.config import resolve_config
 from kdsl.training.data import load_data
 from kdsl.training.distributed import autocast, check_amp, pick_device
 from kdsl.training.rng import seed_everything
+from kdsl.training.threads import apply_threads
 from kdsl.training.teacher_store import check_storable, fingerprint, rebuild_command, stored_records
 from kdsl.training.teacher_store_format import (DTYPES, FORMAT, MANIFEST, MARKER, VERSION, Part, RecordLayout,
                                                 compress_topk, create_part, digest_bytes, format_size, input_digests,
@@ -68,6 +69,7 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
     data = load_data(dataclasses.replace(cfg, drop_last=False), 0, 1)
     chosen, given = _models(loaded, student, teacher, list(models), teacher_ckpt)
     distiller = _compile(chosen, given, data, device, cfg.inputs)
+    apply_threads(cfg, [distiller.student, *distiller.teachers.values()])  # the rule kdsl train follows
     with distiller:
         distiller.to(device)
         check_storable(chosen, distiller)

@@ -62,8 +62,9 @@ def test_list_models_shows_the_zoo_and_the_installed_hubs_without_importing_them
 def test_list_datasets_shows_the_readers_and_their_options():
     code, out, _ = kdsl("list", "datasets")
     assert code == 0, out
-    for name, option in (("digits", "val_fraction=0.2"), ("cifar10", "root='data/cifar10'"),
-                         ("cifar100", "augment=True"), ("text", "seq_len=64")):
+    # printed as a spec writes them (issue #27.10), not as Python does ('data/cifar10', True)
+    for name, option in (("digits", "val_fraction=0.2"), ("cifar10", 'root="data/cifar10"'),
+                         ("cifar100", "augment=true"), ("text", "seq_len=64")):
         row = next(line for line in out.splitlines() if line.startswith(f"│ {name} "))
         assert option in row, row
     assert "stratified_split" not in out and "batch_size" in out

@@ -25,7 +25,7 @@ def _kdsl(*args, timeout=120):
     ("--seed", "99999999999999999999999", "must be at most"),
     ("--threads", "100000", "must be at most"),
     ("--epochs", "99999999999", "must be at most"),
-    ("--optimizer", "sgd(lr=-1)", "must be > 0"),
+    ("--optimizer", "sgd(lr=-1)", "must be in (0, 1000000]"),
     ("--optimizer", "adam(betas=[0.9])", "must have 2 items"),
     ("--data", "kdsl.data:digits(num_workers=-1)", "must be at least 0"),
 ])

@@ -107,6 +107,12 @@ def _edit(state):
         "no distiller": (without("distiller"), "no 'distiller'"),
         "no history": (without("history"), "no 'history'"),
         "no config": (without("config"), "no 'config'"),
+        # issue #26.14: a config without its settings disabled every guard of the resumption
+        "config empty": (setting("config", {}), "is damaged: its 'config' lacks the setting 'data'"),
+        "config without lr": (lambda s: s["config"].pop("lr"), "lacks the setting 'lr'"),
+        # issue #26.12: a hand-edited lr 'x' (the refusal printed it Python-style)
+        "config lr": (lambda s: s["config"].__setitem__("lr", "x"), 'holds lr = "x", which is not float | none'),
+        "config epochs": (lambda s: s["config"].__setitem__("epochs", -3), "holds epochs = -3, which should be at least 1"),
         "epoch -5": (setting("epoch", -5), "must not be negative"),
         "epoch 99": (setting("epoch", 99), "one metrics row per epoch"),
         "epoch as text": (setting("epoch", "2"), "'epoch' should be a whole number, not str"),
@@ -152,6 +158,8 @@ def _halfway(state):
 @pytest.mark.parametrize("edit", [
     lambda opt: opt["param_groups"].append(dict(opt["param_groups"][0])),
     lambda opt: [buffers.__setitem__("momentum_buffer", torch.zeros(7)) for buffers in opt["state"].values()],
+    lambda opt: opt["param_groups"][0].__setitem__("lr", "x"),  # issue #26.12: exit 3 at the first step
+    lambda opt: opt["param_groups"][0].__setitem__("momentum", float("nan")),
 ])
 def test_an_optimizer_state_that_does_not_fit_is_a_kd703(finished, tmp_path, edit):
     out = _copy(finished, tmp_path)

@@ -1,7 +1,9 @@
 """Fixtures for `kdsl train` tests: in-process runs, single-threaded CLI runs, a shared KD run.
 
 Every run here is single-threaded: on a small shared machine torch's intra-op thread pool spins
-against other processes and makes an epoch of the digits job ten times slower.
+against other processes and makes an epoch of the digits job ten times slower. In-process runs get
+OMP_NUM_THREADS=1, which kdsl's thread rule takes over its own choice (the rule no longer drops to
+one thread on a busy machine: tests/train/test_threads.py unsets it to test the rule).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from train_helpers import KD_SEED, KD_SPEC, train_in_process  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(before)
 
@@ -47,7 +50,9 @@ def kd_run(tmp_path_factory) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _, printed = train_in_process(KD_SPEC, epochs=2, seed=KD_SEED, out=str(out))
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("OMP_NUM_THREADS", "1")
+            _, printed = train_in_process(KD_SPEC, epochs=2, seed=KD_SEED, out=str(out))
     finally:
         torch.set_num_threads(before)
     (out.parent / "printed.txt").write_text(printed)

@@ -77,3 +77,50 @@ def test_where_and_how_it_runs_may_change(finished, tmp_path):
     sessions = json.loads((run / "environment.json").read_text())["sessions"]
     assert [(s["resumed"], s["threads"]) for s in sessions] == [(False, 1), (True, 2)]
     assert sessions[1]["argv"][-1] == "--resume" and "--tensorboard" in sessions[1]["argv"]
+
+
+# ---------------------------------------------------------------------- hints that paste back
+# Issue #19.4 / #27.10: a refusal's hint printed values as Python writes them (`nesterov=True`,
+# `--lr none`), which the command line refuses (KD701). Each case: the flags the run started with,
+# the change a resumption tries, and what the message shows.
+STARTS = {
+    "a call with a bool": (["--optimizer", "sgd(lr=0.05, nesterov=true)"], ["--optimizer", "adam(lr=0.001)"],
+                           "optimizer = sgd(lr=0.05, nesterov=true)"),
+    "a choice": (["--best-metric", "val_loss"], ["--best-metric", "val_top1"], 'best_metric = "val_loss"'),
+    "a data reference": (["--data", "kdsl.data:digits(val_fraction=0.25)"], ["--data", "kdsl.data:digits"],
+                         "data = kdsl.data:digits(val_fraction=0.25)"),
+}
+
+
+def _pasted(args, hint: str):
+    """``args`` with the flag of the hint's ``resume with FLAG VALUE`` replaced by the hint's words."""
+    import re
+    import shlex
+
+    found = re.search(r"resume with (.*?) \(what the run started with\)", hint)
+    assert found, hint
+    words = shlex.split(found.group(1))
+    out = list(args)
+    out[out.index(words[0]) + 1] = words[1]
+    return out
+
+
+@pytest.mark.parametrize("case", list(STARTS))
+def test_a_refusals_hint_pastes_back_and_resumes(tmp_path, case):
+    start, change, shown = STARTS[case]
+    run = tmp_path / "run"
+    base = ["--epochs", "1", "--steps-per-epoch", "1", "--seed", "5", "--threads", "1", "--out", str(run)]
+    rc, _, err = run_kdsl("train", KD_SPEC, *base, *start, timeout=300)
+    assert rc == 0, err
+    changed = list(start)
+    changed[changed.index(change[0]) + 1] = change[1]
+    text = assert_usage_error(run_kdsl("train", KD_SPEC, *base, *changed, "--resume", timeout=300), "KD703", shown)
+    rc, out, err = run_kdsl("train", KD_SPEC, *base, *_pasted(changed, text), "--resume", timeout=300)
+    assert rc == 0, err
+    assert "the run is complete (1 epoch); nothing to resume" in out
+
+
+def test_an_unset_lr_is_shown_with_the_optimizers_and_the_hint_drops_the_flag(finished):
+    text = assert_usage_error(_resume(finished, "--lr", "0.5"), "KD703",
+                              "started with lr = none (the optimizer's lr 0.05)", "resume without --lr")
+    assert "--lr none" not in text

@@ -163,8 +163,13 @@ def test_flags_override_the_spec():
 @pytest.mark.parametrize("given, text", [
     ({"threads": 0}, "--threads must be at least 1, got 0"),
     ({"epochs": 0}, "--epochs must be at least 1, got 0"),
-    ({"lr": float("nan")}, "--lr must be a positive number"),
-    ({"epochs": "3"}, "--epochs must be int, got '3'"),
+    ({"lr": float("nan")}, "--lr must be a finite number"),
+    ({"lr": -0.5}, "--lr must be a positive number, got -0.5"),
+    ({"lr": 1e308}, "--lr must be at most 1000000, got 1e+308"),  # issue #26.12: torch overflowed
+    ({"grad_clip": -1.0}, "grad_clip must be a positive number, got -1.0"),  # #26.13: reversed the step
+    ({"grad_clip": 0.0}, "grad_clip must be a positive number, got 0.0"),  # #26.13: stopped learning
+    ({"progress_every": float("inf")}, "--progress-every must be a finite number"),
+    ({"epochs": "3"}, '--epochs must be int, got "3"'),  # printed as the language writes it
     ({"device": "tpu"}, "--device must be \"cpu\" | \"cuda\" | \"auto\""),
     ({"data": "kdsl.data:digits(batch_size=0)"}, "--data option 'batch_size' must be at least 1"),
     ({"optimizer": "adam(lr='x')"}, "cannot read"),

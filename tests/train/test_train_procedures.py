@@ -183,6 +183,8 @@ def test_a_generator_run_without_any_data(tmp_path):
     assert set(result.files.models) == {"gen", "student"}
     printed = train_in_process(str(SPECS / "datafree.kd"), out=str(tmp_path / "again"))[1]
     assert "no data to evaluate on" in printed and "no validation data: nothing evaluated" in printed
+    # each phase's own optimizer is shown (issue #19.4: the line showed the train block's sgd only)
+    assert "make: adam lr 0.001, learn: sgd lr 0.1" in printed
 
 
 # ---- peers ----------------------------------------------------------------------------------------

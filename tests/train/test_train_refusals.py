@@ -4,6 +4,8 @@ and a non-finite loss's hint, which pointed to "the last good checkpoint in DIR"
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import kdsl
@@ -35,8 +37,12 @@ def test_without_drop_last_a_large_batch_still_trains(tmp_path):
 
 
 def _nan_run(out, **flags):
+    """A run whose loss overflows at once: the kd term weighted 1e300 (an lr of 1e30 did it before
+    learning rates were bounded, issue #26.12)."""
+    text = Path(KD_SPEC).read_text().replace("tau=4) * 0.9", "tau=4) * 1e300")
+    spec = kdsl.loads(text, str(Path(KD_SPEC).with_name("overflowing.kd")))  # teacher.pt beside it
     with pytest.raises(kdsl.KdslError) as info:
-        kdsl.train(KD_SPEC, out=str(out), lr=1e30, **dict(FAST, **flags))
+        kdsl.train(spec, out=str(out), **dict(FAST, **flags))
     d = info.value.diagnostics[0]
     assert d.code == "KD707" and ("nan" in d.message or "infinite" in d.message), d.message
     return " ".join(d.hints)

@@ -183,7 +183,7 @@ def test_steps_per_epoch_cuts_a_data_epoch_short(tmp_path, kcli):
     code, out, err = kcli("train", KD_SPEC, "--epochs", "1", "--steps-per-epoch", "3", "--threads", "1",
                           "--out", str(tmp_path / "run"))
     assert code == 0, err
-    assert "1 epochs of 3 steps" in out
+    assert "1 epoch of 3 steps" in out  # issue #27.10: not "1 epochs"
     assert [r["step"] for r in metrics_jsonl(tmp_path / "run")] == [3]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["steps_per_epoch"] == 3 and summary["config"]["sources"]["steps_per_epoch"] == "flag"
