@@ -63,6 +63,9 @@ class TrainConfig:
     tensorboard: bool = _default("tensorboard")
     compile: bool = _default("compile")
     truncate: bool = _default("truncate")
+    checkpoint_every: Optional[int] = _default("checkpoint_every")
+    val_every: Optional[int] = _default("val_every")
+    patience: Optional[int] = _default("patience")
     progress_every: float = _default("progress_every")
     sources: Dict[str, str] = dataclasses.field(default_factory=dict)
 
