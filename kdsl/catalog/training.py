@@ -5,6 +5,11 @@ from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, POSITIVE, PROBAB
 
 _WARMUP = Param("warmup_epochs", FLOAT, 0.0, "linear warm-up from 0 over this many epochs", NON_NEGATIVE)
 _LR = "learning rate"
+# mmengine's paramwise_cfg multipliers, by parameter role (a bias: named *.bias; a norm: any other 1-d)
+_PARAMWISE = (Param("bias_lr_mult", FLOAT, 1.0, "lr multiplier of biases", NON_NEGATIVE),
+              Param("bias_decay_mult", FLOAT, 1.0, "weight-decay multiplier of biases", NON_NEGATIVE),
+              Param("norm_decay_mult", FLOAT, 1.0, "weight-decay multiplier of norm layers' parameters",
+                    NON_NEGATIVE))
 _DECAY = "L2 penalty (decoupled for AdamW)"
 # torch.optim's Adam and AdamW check 0 <= beta < 1 for both of exactly two betas
 _BETAS = each(interval(0, 1, hi_open=True), min_items=2, max_items=2)
@@ -18,7 +23,7 @@ def _adam(name: str, summary: str, doc: str, weight_decay: float, decay_norm_and
         Param("lr", FLOAT, 1e-3, _LR, POSITIVE),
         Param("betas", list_of(FLOAT), [0.9, 0.999], "moment decay rates", _BETAS),
         Param("weight_decay", FLOAT, weight_decay, _DECAY, NON_NEGATIVE),
-        Param("decay_norm_and_bias", BOOL, decay_norm_and_bias)))
+        Param("decay_norm_and_bias", BOOL, decay_norm_and_bias)) + _PARAMWISE)
 
 
 COMPONENTS = (
@@ -28,7 +33,7 @@ COMPONENTS = (
                options=(Param("lr", FLOAT, 0.05, _LR, POSITIVE),
                         Param("momentum", FLOAT, 0.9, "momentum factor", PROBABILITY),
                         Param("weight_decay", FLOAT, 5e-4, _DECAY, NON_NEGATIVE),
-                        Param("nesterov", BOOL, False), Param("decay_norm_and_bias", BOOL, True))),
+                        Param("nesterov", BOOL, False), Param("decay_norm_and_bias", BOOL, True)) + _PARAMWISE),
     _adam("adam", "Adam (Kingma & Ba, ICLR 2015)", "torch.optim.Adam.", 0.0, True),
     _adam("adamw", "AdamW (Loshchilov & Hutter, ICLR 2019)",
           "torch.optim.AdamW with decoupled weight decay.", 0.01, False),

@@ -12,6 +12,7 @@ from kdsl.core.resolve import REF_PATTERN
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.lang.lr_schedule import is_chain, verify_chain
 
 _UNKNOWN_CODE = {"optimizer": "KD304", "lr_schedule": "KD310"}
 
@@ -50,6 +51,9 @@ class TrainBlockChecks:
                              value.span)
             return
         kind = setting.call
+        if kind == "lr_schedule" and is_chain(value):
+            verify_chain(self, value, use)
+            return
         component = self._component(kind, value, _UNKNOWN_CODE[kind], kind.replace("_", " "))
         if component is not None:
             self._bind_call(component, value, use, inputs=False, resolve=False)

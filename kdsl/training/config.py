@@ -21,6 +21,7 @@ from kdsl.core.diagnostics import error
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
+from kdsl.lang.lr_schedule import chain_value, is_chain
 from kdsl.lang.refs import parse_call, parse_option_call
 
 
@@ -83,6 +84,8 @@ def _apply_spec_setting(cfg, s: ir.TrainSetting) -> None:
         else:
             ref, options = literal_value(s.value), {}
         _set_data(cfg, ref, spec_relative_paths(options, s.span.file if s.span else ""), "spec")
+    elif setting.call == "lr_schedule" and is_chain(s.value):
+        _set(cfg, s.key, chain_value(s.value), "spec")
     elif setting.call is not None:
         name = s.value.func
         args = [literal_value(a) for a in s.value.args]

@@ -19,6 +19,7 @@ from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.procedure import StageEpochsError, stage_epochs
+from kdsl.training.optim import build_lr_schedule
 
 
 @dataclass
@@ -116,15 +117,21 @@ def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps
             raise error("KD219", f"phase '{phase.name}' of stage '{plan.name}' has nothing to train: every "
                         "parameter it would update is frozen", freeze.span if freeze else None,
                         hint="optimize something its losses reach, or freeze less")
-        optimizer = _optimizer(cfg, phase.optimizer, params)
-        sched_name, sched_options = cfg.lr_schedule
+        optimizer = _optimizer(cfg, phase.optimizer, named(distiller, params))
         # the schedule runs over the stage's epochs; the phase's optimizer steps `repeat` times a step
-        scheduler = REGISTRY.get("lr_schedule", sched_name).load()(
-            optimizer, epochs=end - first, steps_per_epoch=steps_per_epoch * phase.repeat, **sched_options)
+        scheduler = build_lr_schedule(optimizer, cfg.lr_schedule, epochs=end - first,
+                                      steps_per_epoch=steps_per_epoch * phase.repeat)
         scaler = _grad_scaler() if cfg.amp == "fp16" else None
         phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params))
     declared = any(s.name == plan.name for s in spec.stages)
     return StageRun(plan.name, first, end, phases, declared, declared_phases(spec, plan.name))
+
+
+def named(distiller, params: List[nn.Parameter]) -> List[Tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` pairs, names as the distiller knows them (``student.fc.bias``), for
+    the optimizers' parameter groups by role."""
+    names = {id(p): n for n, p in distiller.named_parameters()}
+    return [(names.get(id(p), ""), p) for p in params]
 
 
 def _first_freeze(spec: ir.Spec, stage: str) -> Optional[ir.FreezeDecl]:
@@ -145,4 +152,7 @@ def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.P
         options = dict(options)
         if cfg.lr is not None:
             options["lr"] = cfg.lr
-    return REGISTRY.get("optimizer", name).load()(params, **options)
+    component = REGISTRY.get("optimizer", name)
+    if component.option("bias_lr_mult") is None:  # a plugin: the parameters, as before
+        params = [p for _, p in params]
+    return component.load()(params, **options)
