@@ -112,6 +112,10 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("num_workers", INT, 0, "data-loader worker processes", minimum=0, maximum=1024,
             data_option=True),
     Setting("grad_clip", optional(FLOAT), None, "clip the gradient norm to this value"),
+    Setting("accumulate", INT, 1,
+            "gradient accumulation: each optimizer steps once every this many updates, on their summed "
+            "gradients (each loss / accumulate); an epoch's remainder steps on its own",
+            flag="--accumulate", minimum=1, maximum=1_000_000),
     Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run"),
     Setting("allow_random_teacher", BOOL, False,
             "train even though a frozen teacher loads no weights (no `from`, no pretrained option): "

@@ -22,6 +22,7 @@ from torch import nn
 
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
+from kdsl.training.accumulate import remainder_note
 from kdsl.training import distributed
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
@@ -173,6 +174,9 @@ class Trainer:
         if self.teachers is None:
             self.teachers = self.evaluate_teachers()
         self.reporter.run_start(self.run_start(start_epoch, resume, ranges))
+        note = remainder_note(self.steps_per_epoch, self.cfg.accumulate)
+        if note:
+            self.reporter.warning(note)
         if state is not None and self.dist.main:
             repair(self, state, ranges)
         for plan, first, end in ranges:
@@ -289,26 +293,34 @@ class Trainer:
                 with distiller.student_pass():
                     self.runner(*args, **kwargs)
                 result = distiller.compute_losses(batch=fields, target=target)
-            self.update(result.loss, phase)
+            self.update(result.loss, phase, last=i + 1 == self.steps_per_epoch)
             results.append((phase.name, result))
         else:
             for phase in stage.phases:
-                for _ in range(phase.repeat):
+                for r in range(phase.repeat):
                     with autocast(d, self.cfg.amp):
                         result = distiller.step(*args, target=target, batch=fields, stage=stage.name,
                                                 phase=phase.name, **kwargs)
-                    self.update(result.loss, phase)
+                    self.update(result.loss, phase, last=i + 1 == self.steps_per_epoch and r + 1 == phase.repeat)
                     results.append((phase.name, result))
         self.global_step += 1
         return results
 
-    def update(self, loss: torch.Tensor, phase: PhaseRun) -> None:
+    def update(self, loss: torch.Tensor, phase: PhaseRun, last: bool = True) -> None:
+        """Backward, then (every ``accumulate`` updates, or at the epoch's ``last``) the step."""
         optimizer, scaler = phase.optimizer, phase.scaler
-        optimizer.zero_grad(set_to_none=True)
+        if phase.pending == 0:
+            optimizer.zero_grad(set_to_none=True)
+        if phase.accumulate > 1:
+            loss = loss / phase.accumulate
         if scaler is not None:
             scaler.scale(loss).backward()
         else:
             loss.backward()
+        phase.pending += 1
+        if phase.pending < phase.accumulate and not last:
+            return
+        phase.pending = 0
         if phase.reduce:
             distributed.average_grads(phase.reduce, self.dist)
         if self.cfg.grad_clip:

@@ -19,6 +19,7 @@ from kdsl.catalog.registry import REGISTRY
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.procedure import StageEpochsError, stage_epochs
+from kdsl.training.accumulate import optimizer_steps
 from kdsl.training.optim import build_lr_schedule
 
 
@@ -34,6 +35,8 @@ class PhaseRun:
     params: List[nn.Parameter]
     # parameters whose gradients the loop averages over the ranks itself (those DDP does not wrap)
     reduce: List[nn.Parameter] = field(default_factory=list)
+    accumulate: int = 1  # updates summed into each optimizer step
+    pending: int = 0  # updates accumulated since the last optimizer step
 
     def state_dict(self) -> Dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -120,9 +123,11 @@ def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps
         optimizer = _optimizer(cfg, phase.optimizer, named(distiller, params))
         # the schedule runs over the stage's epochs; the phase's optimizer steps `repeat` times a step
         scheduler = build_lr_schedule(optimizer, cfg.lr_schedule, epochs=end - first,
-                                      steps_per_epoch=steps_per_epoch * phase.repeat)
+                                      steps_per_epoch=optimizer_steps(steps_per_epoch, cfg.accumulate)
+                                      * phase.repeat)
         scaler = _grad_scaler() if cfg.amp == "fp16" else None
-        phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params))
+        phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params,
+                               accumulate=cfg.accumulate))
     declared = any(s.name == plan.name for s in spec.stages)
     return StageRun(plan.name, first, end, phases, declared, declared_phases(spec, plan.name))
 
