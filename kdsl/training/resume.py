@@ -25,11 +25,11 @@ from kdsl.training.metrics import best_epoch
 
 # The settings that decide what a run trains; a resumption must keep every one of them.
 RUN_SETTINGS = ("epochs", "steps_per_epoch", "batch_size", "drop_last", "data", "optimizer", "lr",
-                "lr_schedule", "seed", "amp", "grad_clip", "best_metric", "inputs", "task")
+                "lr_schedule", "seed", "amp", "grad_clip", "accumulate", "best_metric", "inputs", "task")
 
 _FLAGS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "batch_size": "--batch-size",
           "data": "--data", "optimizer": "--optimizer", "lr": "--lr", "seed": "--seed", "amp": "--amp",
-          "best_metric": "--best-metric"}
+          "best_metric": "--best-metric", "accumulate": "--accumulate"}
 
 
 def _shown(name: str, value: Any) -> str:
