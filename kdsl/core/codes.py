@@ -282,6 +282,17 @@ CODES: Dict[str, Code] = {
     "KD742": Code("no language-model output", "With task = \"lm\" the models evaluated must "
                   "return next-token logits [batch, tokens, vocabulary] (a tensor, or an output "
                   "holding `logits` or one first), and the batches must carry `labels`."),
+    "KD760": Code("lr schedule does not fit its stage", "A schedule's span (begin, end), a warm-up "
+                  "or a milestone lies past the stage it runs in: each stage starts its schedules "
+                  "afresh, over its own epochs (x optimizer steps per epoch, for unit=\"iter\"). "
+                  "Shorten the span or lengthen the stage."),
+    "KD761": Code("parameter group matches nothing", "A parameter-group pattern of the optimizer "
+                  "(custom_keys) names no parameter the phase trains; its multipliers apply to "
+                  "nothing. The warning lists the closest parameter names."),
+    "KD762": Code("optimizer or scheduler reference failed", "A torch.optim optimizer or lr "
+                  "scheduler given by reference (torch_optimizer(\"torch.optim:RMSprop\", ...)) "
+                  "could not be imported, is not an optimizer or scheduler class, or refused its "
+                  "options."),
 }
 
 

@@ -22,7 +22,8 @@ from torch import nn
 
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
-from kdsl.training.accumulate import remainder_note
+from kdsl.training.accumulate import optimizer_steps, remainder_note
+from kdsl.training.optim import check_schedule_spans
 from kdsl.training import distributed
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
@@ -164,6 +165,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
         ranges = stage_ranges(self.spec, self.distiller, self.cfg.epochs)
+        check_schedule_spans(self.spec, self.cfg.lr_schedule, ranges,
+                             optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once

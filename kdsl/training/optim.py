@@ -4,11 +4,14 @@ per-epoch schedules with warm-up (``cosine()``), one chainable piece (``poly(pow
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.catalog.lr_schedules import CHAIN
 from kdsl.catalog.registry import REGISTRY
 from kdsl.components.lr_schedules import Chain, Piece
+from kdsl.core.diagnostics import error
+from kdsl.lang import ir
+from kdsl.lang.lr_schedule import is_chain, is_piece
 
 
 def build_lr_schedule(optimizer, setting: Tuple[str, Dict[str, Any]], *, epochs: int, steps_per_epoch: int):
@@ -26,3 +29,64 @@ def build_lr_schedule(optimizer, setting: Tuple[str, Dict[str, Any]], *, epochs:
 
 def _piece(name: str, options: Dict[str, Any]) -> Piece:
     return REGISTRY.get("lr_schedule", name).load()(**options)
+
+
+def pieces_of(setting: Tuple[str, Dict[str, Any]]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The chainable pieces of a schedule setting, in order ([] for a per-epoch schedule)."""
+    name, options = setting
+    if name == CHAIN:
+        return list(options["schedules"])
+    return [(name, options)] if is_piece(REGISTRY.get("lr_schedule", name)) else []
+
+
+def span_problem(name: str, options: Dict[str, Any], epochs: int, steps_per_epoch: int) -> Optional[Tuple[str, str]]:
+    """(message, option) when the piece does not fit a stage of ``epochs`` epochs of
+    ``steps_per_epoch`` optimizer steps; None when it fits."""
+    component = REGISTRY.get("lr_schedule", name)
+    values = {p.name: p.default for p in component.options}
+    values.update(options)
+    unit = values["unit"]
+    length = epochs if unit == "epoch" else epochs * steps_per_epoch
+    what = f"{length} {'epoch' if unit == 'epoch' else 'optimizer step'}{'s' if length != 1 else ''}"
+    begin, end = values["begin"], values["end"]
+    if end is not None and end > length:
+        return f"{name}(...) ends at {unit} {end}, past the end of its stage ({what})", "end"
+    stop = end if end is not None else length
+    if begin >= stop:
+        return f"{name}(...) begins at {unit} {begin} but its stage ends at {unit} {stop}", "begin"
+    span = stop - begin
+    warmup = values.get("warmup")
+    if warmup is not None and warmup >= (values.get("total") or span):
+        return f"{name}(...) warms up over {warmup} {unit}s, past its whole span ({values.get('total') or span})", "warmup"
+    if values.get("total") is not None and values["total"] > span:
+        return f"{name}(...) spans total={values['total']} {unit}s, more than its stage gives it ({span})", "total"
+    return None
+
+
+def check_schedule_spans(spec, setting, ranges, steps_per_epoch: int) -> None:
+    """KD760, located at the piece, when a schedule piece does not fit a phase of one of the run's
+    stages (``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``)."""
+    for plan, first, end in ranges:
+        for phase in plan.phases if end > first else ():
+            steps = steps_per_epoch * phase.repeat
+            for k, (name, options) in enumerate(pieces_of(setting)):
+                problem = span_problem(name, options, end - first, steps)
+                if problem is None:
+                    continue
+                message, option = problem
+                where = f"stage '{plan.name}'" if spec.stages else "the run"
+                raise error("KD760", f"{message}: {where} has {end - first} epochs of {steps} "
+                            "optimizer steps", _piece_span(spec, k, option),
+                            hint="shorten the schedule's span or give the stage more epochs")
+
+
+def _piece_span(spec, index: int, option: str):
+    """Where the spec writes the ``index``-th piece's ``option`` (else the piece, else nothing)."""
+    setting = spec.train.get("lr_schedule") if spec.train is not None else None
+    if setting is None or not isinstance(setting.value, ir.Call):
+        return None
+    call = setting.value.args[index] if is_chain(setting.value) else setting.value
+    if not isinstance(call, ir.Call):
+        return call.span
+    keyword = next((k for k in call.kwargs if k.name == option), None)
+    return keyword.span if keyword is not None else call.span

@@ -1,0 +1,100 @@
+"""Learning-rate schedules stated in a spec: chains checked like calls, spans that do not fit their
+stage refused before training (KD760) at the piece, a schedule restarted in each stage, resumed
+exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kdsl
+from kdsl.core.diagnostics import KdslError
+from kdsl.lang.loader import check_text
+from kdsl.training.config import resolve_config
+from kdsl.training.optim import build_lr_schedule
+
+HEAD = """student = model("kdsl.zoo:digits_cnn")
+record s = output of student
+loss task = cross_entropy(s, batch.target)
+"""
+
+
+def _train(schedule: str, epochs: int = 2, steps: int = 5, extra: str = "") -> str:
+    return HEAD + extra + ("train {\n  data = dataset(\"kdsl.data:digits\", batch_size=16)\n"
+                           f"  epochs = {epochs}\n  steps_per_epoch = {steps}\n  lr_schedule = {schedule}\n}}\n")
+
+
+def _errors(text: str):
+    _, diags, _ = check_text(text, "s.kd")
+    return [(d.code, d.message) for d in diags if d.is_error]
+
+
+@pytest.mark.parametrize("schedule, code, words", [
+    ("chain(multistep(milestones=[1]), chain(poly()))", "KD214", "each argument of chain(...) is one schedule's call"),
+    ("chain(cosine(), poly())", "KD214", "'cosine' sets the whole run's lr and cannot be chained"),
+    ("chain(polly())", "KD310", "unknown lr schedule 'polly'"),
+    ("chain()", "KD214", "chain(...) takes the schedules it runs"),
+    ('chain(poly(unit="step"))', "KD309", "'unit' of 'poly' must be"),
+    ("chain(multistep(milestones=[1], gama=0.5))", "KD305", "gama"),
+])
+def test_a_chain_is_checked_piece_by_piece(schedule, code, words):
+    errors = _errors(_train(schedule))
+    assert any(c == code and words in m for c, m in errors), errors
+
+
+def test_a_valid_chain_checks_clean():
+    assert _errors(_train('chain(linear_factor(start_factor=0.1, end=3, unit="iter"), cosine_annealing())')) == []
+
+
+@pytest.mark.parametrize("schedule, words, caret", [
+    ('chain(linear_factor(start_factor=0.001, end=100, unit="iter"), multistep(milestones=[1]))',
+     "linear_factor(...) ends at iter 100, past the end of its stage (10 optimizer steps)", "end=100"),
+    ("warmup_linear(warmup=12)", "warms up over 12 iters, past its whole span (10)", "warmup=12"),
+    ('cosine_annealing(end=3, unit="epoch")', "cosine_annealing(...) ends at epoch 3, past the end of its stage "
+     "(2 epochs)", "end=3"),
+    ("poly(begin=12)", "begins at iter 12 but its stage ends at iter 10", "begin=12"),
+])
+def test_a_span_past_its_stage_is_refused_at_the_option(tmp_path, schedule, words, caret):
+    spec = tmp_path / "s.kd"
+    spec.write_text(_train(schedule))
+    with pytest.raises(KdslError) as info:
+        kdsl.train(str(spec), out=str(tmp_path / "run"), threads=1)
+    d = info.value.diagnostics[0]
+    assert d.code == "KD760" and words in d.message, d.message
+    line = spec.read_text().splitlines()[d.span.line - 1]
+    assert line[d.span.column - 1:].startswith(caret)
+
+
+def test_each_stage_restarts_its_schedule_over_its_own_epochs(tmp_path):
+    text = HEAD.replace("loss task", "stage a epochs 2 {\n  loss task0 = cross_entropy(s, batch.target)\n}\n"
+                        "stage b {\n  loss task") .replace("batch.target)\n", "batch.target)\n", 1)
+    text = text.rstrip("\n") + "\n}\n" + ("train {\n  data = dataset(\"kdsl.data:digits\", batch_size=16)\n"
+                                          "  epochs = 4\n  steps_per_epoch = 2\n"
+                                          "  optimizer = sgd(lr=0.1)\n  lr_schedule = exponential(gamma=0.5)\n}\n")
+    spec = tmp_path / "s.kd"
+    spec.write_text(text)
+    result = kdsl.train(str(spec), out=str(tmp_path / "run"), threads=1, eval_teachers=False)
+    lrs = [row["lr"] for row in result.history]
+    # the rows show the lr after each epoch: x 0.5 at the end of a stage's first epoch, not at its
+    # last (end is exclusive); stage b starts again from 0.1 (a schedule running on would give 0.025)
+    assert lrs == pytest.approx([0.05, 0.05, 0.05, 0.05])
+
+
+def test_a_chain_resumes_exactly():
+    spec = kdsl.loads(_train('chain(linear_factor(start_factor=0.01, end=7, unit="iter"), '
+                             'cosine_annealing(eta_min=0.001))', epochs=4))
+    cfg = resolve_config(spec, {})
+
+    def scheduler():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        return opt, build_lr_schedule(opt, cfg.lr_schedule, epochs=4, steps_per_epoch=5)
+
+    opt, sched = scheduler()
+    for _ in range(13):
+        sched.step()
+    state, lr = sched.state_dict(), opt.param_groups[0]["lr"]
+    opt2, sched2 = scheduler()
+    sched2.load_state_dict(state)
+    assert opt2.param_groups[0]["lr"] == lr
+    sched.step(), sched2.step()
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
