@@ -1,13 +1,15 @@
-"""``lr_schedule = chain(piece(...), piece(...))``: the one setting whose call takes calls.
+"""Learning-rate schedules as a spec writes them: the train block's ``lr_schedule = ...`` (one
+schedule's call, or ``chain(piece(...), piece(...))``), and a stage's or phase's own, given with
+its optimizer: ``optimize student with sgd(lr=0.1, lr_schedule=poly(power=0.9))``.
 
-The verifier checks each piece against the catalog like any other call (:func:`verify_chain`);
-the run's config reads the chain as ``("chain", {"schedules": [(name, options), ...]})``
-(:func:`chain_value`).
+The verifier checks each piece against the catalog like any other call (:func:`verify_chain`,
+:func:`verify_schedule`); the run reads a chain as ``("chain", {"schedules": [(name, options),
+...]})`` and a single schedule as ``(name, options)`` (:func:`schedule_value`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.catalog.binding import bind
 from kdsl.catalog.lr_schedules import CHAIN
@@ -16,6 +18,7 @@ from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
 
 PIECES_MODULE = "kdsl.components.lr_schedules:"
+OWN_SCHEDULE = "lr_schedule"  # the keyword of an `optimize ... with` optimizer that gives its schedule
 
 
 def is_chain(value) -> bool:
@@ -61,3 +64,30 @@ def call_options(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
 
 def chain_value(call: ir.Call) -> Tuple[str, Dict[str, List[Tuple[str, Dict[str, Any]]]]]:
     return CHAIN, {"schedules": [call_options(arg) for arg in call.args]}
+
+
+def schedule_value(value: ir.Call) -> Tuple[str, Dict[str, Any]]:
+    """The run's value of a verified schedule: a chain's, or a single call's ``(name, options)``."""
+    return chain_value(value) if is_chain(value) else call_options(value)
+
+
+def split_own_schedule(call: ir.Call) -> Tuple[ir.Call, Optional[ir.Keyword]]:
+    """An ``optimize ... with`` optimizer call without its ``lr_schedule=`` keyword, and that keyword."""
+    own = next((k for k in call.kwargs if k.name == OWN_SCHEDULE), None)
+    if own is None:
+        return call, None
+    return call.model_copy(update={"kwargs": tuple(k for k in call.kwargs if k is not own)}), own
+
+
+def verify_schedule(verifier, value, use) -> None:
+    """A schedule given as a value (``lr_schedule=`` of an optimizer): one call, or a chain."""
+    if is_chain(value):
+        verify_chain(verifier, value, use)
+        return
+    if not isinstance(value, ir.Call):
+        verifier.diags.error("KD214", "lr_schedule= takes a schedule's call", value.span,
+                             hint="e.g. lr_schedule=cosine_annealing() or lr_schedule=chain(...)")
+        return
+    component = verifier._component("lr_schedule", value, "KD310", "lr schedule")
+    if component is not None:
+        verifier._bind_call(component, value, use, inputs=False, resolve=False)

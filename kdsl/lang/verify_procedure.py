@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Set
 
 from kdsl.core.diagnostics import Note
 from kdsl.core.suggest import did_you_mean
+from kdsl.lang.lr_schedule import split_own_schedule, verify_schedule
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
 from kdsl.lang.procedure import PhasePlan, StageEpochsError, plan, stage_epochs
@@ -91,9 +92,12 @@ class ProcedureChecks:
             if t is not None:
                 self._trainable(t)
         if stmt.optimizer is not None:
-            component = self._component("optimizer", stmt.optimizer, "KD304", "optimizer")
+            optimizer, own_schedule = split_own_schedule(stmt.optimizer)
+            component = self._component("optimizer", optimizer, "KD304", "optimizer")
             if component is not None:
-                self._bind_call(component, stmt.optimizer, use, inputs=False, resolve=False)
+                self._bind_call(component, optimizer, use, inputs=False, resolve=False)
+            if own_schedule is not None:
+                verify_schedule(self, own_schedule.value, use)
         if any(t is None for t in targets):
             return stmt
         return stmt.model_copy(update={"targets": tuple(targets)})

@@ -11,7 +11,21 @@ from kdsl.catalog.registry import REGISTRY
 from kdsl.components.lr_schedules import Chain, Piece
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
-from kdsl.lang.lr_schedule import is_chain, is_piece
+from kdsl.lang.lr_schedule import OWN_SCHEDULE, is_chain, is_piece, schedule_value
+from kdsl.lang.visit import find
+
+
+Setting = Tuple[str, Dict[str, Any]]
+
+
+def phase_schedule(own: Optional[Setting], default: Setting) -> Tuple[Optional[Setting], Setting]:
+    """A phase's optimizer (``optimize ... with``, None: the train block's) without its own
+    ``lr_schedule=``, and the schedule the phase runs: its own, else the train block's."""
+    if own is None or OWN_SCHEDULE not in own[1]:
+        return own, default
+    options = dict(own[1])
+    schedule = options.pop(OWN_SCHEDULE)
+    return (own[0], options), schedule
 
 
 def build_lr_schedule(optimizer, setting: Tuple[str, Dict[str, Any]], *, epochs: int, steps_per_epoch: int):
@@ -63,12 +77,13 @@ def span_problem(name: str, options: Dict[str, Any], epochs: int, steps_per_epoc
     return None
 
 
-def check_schedule_spans(spec, setting, ranges, steps_per_epoch: int) -> None:
+def check_schedule_spans(spec, default: Setting, ranges, steps_per_epoch: int) -> None:
     """KD760, located at the piece, when a schedule piece does not fit a phase of one of the run's
     stages (``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``)."""
     for plan, first, end in ranges:
         for phase in plan.phases if end > first else ():
             steps = steps_per_epoch * phase.repeat
+            _, setting = phase_schedule(phase.optimizer, default)
             for k, (name, options) in enumerate(pieces_of(setting)):
                 problem = span_problem(name, options, end - first, steps)
                 if problem is None:
@@ -76,17 +91,31 @@ def check_schedule_spans(spec, setting, ranges, steps_per_epoch: int) -> None:
                 message, option = problem
                 where = f"stage '{plan.name}'" if spec.stages else "the run"
                 raise error("KD760", f"{message}: {where} has {end - first} epochs of {steps} "
-                            "optimizer steps", _piece_span(spec, k, option),
+                            "optimizer steps", _piece_span(spec, setting, k, option),
                             hint="shorten the schedule's span or give the stage more epochs")
 
 
-def _piece_span(spec, index: int, option: str):
-    """Where the spec writes the ``index``-th piece's ``option`` (else the piece, else nothing)."""
-    setting = spec.train.get("lr_schedule") if spec.train is not None else None
-    if setting is None or not isinstance(setting.value, ir.Call):
+def _piece_span(spec, setting: Setting, index: int, option: str):
+    """Where the spec writes the ``index``-th piece's ``option`` of the schedule ``setting`` (the
+    train block's, or an ``optimize ... with`` optimizer's own); else the piece; else nothing."""
+    call = _schedule_call(spec, setting)
+    if call is None:
         return None
-    call = setting.value.args[index] if is_chain(setting.value) else setting.value
-    if not isinstance(call, ir.Call):
-        return call.span
-    keyword = next((k for k in call.kwargs if k.name == option), None)
-    return keyword.span if keyword is not None else call.span
+    piece = call.args[index] if is_chain(call) else call
+    if not isinstance(piece, ir.Call):
+        return piece.span
+    keyword = next((k for k in piece.kwargs if k.name == option), None)
+    return keyword.span if keyword is not None else piece.span
+
+
+def _schedule_call(spec, setting: Setting) -> Optional[ir.Call]:
+    written = [k.value for o in find(spec, ir.OptimizeDecl) if o.optimizer is not None
+               for k in o.optimizer.kwargs if k.name == OWN_SCHEDULE]
+    train = spec.train.get("lr_schedule") if spec.train is not None else None
+    if train is not None:
+        written.append(train.value)
+    return next((c for c in written if isinstance(c, ir.Call) and _same(schedule_value(c), setting)), None)
+
+
+def _same(a: Setting, b: Setting) -> bool:
+    return repr(a) == repr(b)

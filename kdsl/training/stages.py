@@ -20,7 +20,7 @@ from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.procedure import StageEpochsError, stage_epochs
 from kdsl.training.accumulate import optimizer_steps
-from kdsl.training.optim import build_lr_schedule
+from kdsl.training.optim import build_lr_schedule, phase_schedule
 
 
 @dataclass
@@ -120,9 +120,10 @@ def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps
             raise error("KD219", f"phase '{phase.name}' of stage '{plan.name}' has nothing to train: every "
                         "parameter it would update is frozen", freeze.span if freeze else None,
                         hint="optimize something its losses reach, or freeze less")
-        optimizer = _optimizer(cfg, phase.optimizer, named(distiller, params))
+        own, schedule = phase_schedule(phase.optimizer, cfg.lr_schedule)
+        optimizer = _optimizer(cfg, own, named(distiller, params))
         # the schedule runs over the stage's epochs; the phase's optimizer steps `repeat` times a step
-        scheduler = build_lr_schedule(optimizer, cfg.lr_schedule, epochs=end - first,
+        scheduler = build_lr_schedule(optimizer, schedule, epochs=end - first,
                                       steps_per_epoch=optimizer_steps(steps_per_epoch, cfg.accumulate)
                                       * phase.repeat)
         scaler = _grad_scaler() if cfg.amp == "fp16" else None

@@ -98,3 +98,44 @@ def test_a_chain_resumes_exactly():
     assert opt2.param_groups[0]["lr"] == lr
     sched.step(), sched2.step()
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+TWO_STAGES = """student = model("kdsl.zoo:digits_cnn")
+record s = output of student
+stage warm epochs 2 {
+  loss task0 = cross_entropy(s, batch.target)
+  optimize student with sgd(lr=0.2, lr_schedule=chain(constant_factor(factor=0.5, end=3, unit="iter"), OTHER))
+}
+stage main {
+  loss task = cross_entropy(s, batch.target)
+}
+train {
+  data = dataset("kdsl.data:digits", batch_size=16)
+  epochs = 3
+  steps_per_epoch = 2
+  optimizer = sgd(lr=0.1)
+  lr_schedule = multistep(milestones=[0], gamma=0.3)
+}
+"""
+
+
+def test_a_stage_runs_its_own_schedule_given_with_its_optimizer(tmp_path):
+    spec = tmp_path / "s.kd"
+    spec.write_text(TWO_STAGES.replace("OTHER", "exponential(gamma=0.5)"))
+    assert _errors(spec.read_text()) == []
+    result = kdsl.train(str(spec), out=str(tmp_path / "run"), threads=1, eval_teachers=False)
+    # warm (lr 0.2): x 0.5 until its iteration 2 gives it back, x 0.5 at the end of its first epoch
+    # (not of its last: end is exclusive); main: the train block's 0.1, x 0.3 at milestone 0 (its start)
+    assert [row["lr"] for row in result.history] == pytest.approx([0.1, 0.1, 0.03])
+
+
+def test_a_stages_own_schedule_is_checked_and_located(tmp_path):
+    errors = _errors(TWO_STAGES.replace("OTHER", "polly()"))
+    assert errors == [("KD310", "unknown lr schedule 'polly'")]
+    spec = tmp_path / "s.kd"
+    spec.write_text(TWO_STAGES.replace("OTHER", 'poly(end=9, unit="iter")'))
+    with pytest.raises(KdslError) as info:
+        kdsl.train(str(spec), out=str(tmp_path / "run"), threads=1)
+    d = info.value.diagnostics[0]
+    assert d.code == "KD760" and "stage 'warm' has 2 epochs of 2 optimizer steps" in d.message
+    assert d.span.line == 5 and spec.read_text().splitlines()[4][d.span.column - 1:].startswith("end=9")
