@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules for ``kdsl train`` (``train { optimizer = sgd(...) }``)."""
 
-from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, POSITIVE, PROBABILITY, Param, declarer, each,
-                                interval, list_of)
+from kdsl.catalog.types import (BOOL, FLOAT, INT, NON_NEGATIVE, POSITIVE, PROBABILITY, STR, Param, choice,
+                                declarer, each, interval, list_of)
 
 _WARMUP = Param("warmup_epochs", FLOAT, 0.0, "linear warm-up from 0 over this many epochs", NON_NEGATIVE)
 _LR = "learning rate"
@@ -37,6 +37,20 @@ COMPONENTS = (
     _adam("adam", "Adam (Kingma & Ba, ICLR 2015)", "torch.optim.Adam.", 0.0, True),
     _adam("adamw", "AdamW (Loshchilov & Hutter, ICLR 2019)",
           "torch.optim.AdamW with decoupled weight decay.", 0.01, False),
+    _optimizer("torch_optimizer", "torch_optimizer", "any torch.optim optimizer, its options passed through",
+               "torch.optim.<type>(params, **options), e.g. torch_optimizer(type=\"RMSprop\", lr=0.01, "
+               "alpha=0.9); type may also be a reference \"pkg.module:Class\" to an Optimizer subclass. "
+               "The class and its options are checked against its constructor before training (KD762).",
+               options=(Param("type", STR, doc="torch.optim class name, or \"pkg.module:Class\""),),
+               open_options=True),
+    _lr_schedule("torch_scheduler", "TorchScheduler", "any torch.optim.lr_scheduler class, options passed through",
+                 "torch.optim.lr_scheduler.<type>(optimizer, **options), stepped after every optimizer step "
+                 "(unit=\"iter\") or at each epoch's end (unit=\"epoch\"), e.g. "
+                 "torch_scheduler(type=\"StepLR\", step_size=30, gamma=0.1); type may be a reference "
+                 "\"pkg.module:Class\". Checked against the class's constructor before training (KD762).",
+                 options=(Param("type", STR, doc="torch.optim.lr_scheduler class name, or \"pkg.module:Class\""),
+                          Param("unit", choice("iter", "epoch"), "epoch", "when it steps")),
+                 open_options=True),
     _lr_schedule("constant", "constant_lr", "keep the learning rate",
                  "lr(t) = lr, after an optional linear warm-up.", options=(_WARMUP,)),
     _lr_schedule("cosine", "cosine_lr", "cosine annealing to min_lr",

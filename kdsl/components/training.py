@@ -6,8 +6,11 @@ so a resumed run continues exactly where it stopped (the scheduler's state is it
 
 from __future__ import annotations
 
+import builtins
+import importlib
+import inspect
 import math
-from typing import Iterable, List
+from typing import Any, Dict, Iterable, List
 
 import torch
 from torch import nn
@@ -93,3 +96,83 @@ def step_lr(optimizer, *, epochs: int, steps_per_epoch: int, milestones=(150, 18
     ms = sorted(milestones)
     return _per_step(optimizer, steps_per_epoch, warmup_epochs,
                      lambda e: gamma ** sum(1 for m in ms if e >= m - 1e-9))
+
+
+# ---------------------------------------------------------------- torch.optim by reference
+_WHERE = {"optimizer": ("torch.optim", torch.optim.Optimizer),
+          "lr_schedule": ("torch.optim.lr_scheduler", torch.optim.lr_scheduler.LRScheduler)}
+# what kdsl passes itself: the parameters, the optimizer, and a scheduler's own step count
+_GIVEN = {"optimizer": ("params",), "lr_schedule": ("optimizer", "last_epoch", "verbose")}
+
+
+def torch_class(kind: str, type: str) -> type:
+    """The class ``type`` names: a class name of torch.optim (torch.optim.lr_scheduler for a
+    schedule) or a reference ``"pkg.module:Class"``; KD762 when it is not one of that kind."""
+    from kdsl.core.diagnostics import error
+    from kdsl.core.resolve import import_ref
+    from kdsl.core.suggest import did_you_mean
+
+    module_name, base = _WHERE[kind]
+    if ":" in type:
+        cls = import_ref(type, f"{kind.replace('_', ' ')} class")
+    else:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, type, None) if not type.startswith("_") else None
+        if cls is None:
+            names = [n for n, c in vars(module).items() if isinstance(c, builtins.type) and issubclass(c, base)
+                     and c is not base and not n.startswith("_")]
+            raise error("KD762", f"{module_name}.{type} does not exist",
+                        hint=did_you_mean(type, names) or f"classes: {', '.join(sorted(names))}")
+    if not (isinstance(cls, builtins.type) and issubclass(cls, base)):
+        raise error("KD762", f"{type} is not a {base.__module__}.{base.__name__} class")
+    return cls
+
+
+def check_torch_options(kind: str, cls: type, options: Dict[str, Any]) -> None:
+    """KD762 when ``cls`` takes no option of ``options`` or needs one they lack."""
+    from kdsl.core.diagnostics import error
+    from kdsl.core.suggest import did_you_mean
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    names = [p.name for p in named if p.name not in _GIVEN[kind]]
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        for key in options:
+            if key not in names:
+                raise error("KD762", f"{cls.__module__}.{cls.__name__} has no option '{key}'",
+                            hint=did_you_mean(key, names) or f"it takes {', '.join(names) or 'no options'}")
+    missing = [p.name for p in named if p.default is p.empty and p.name not in options and p.name in names]
+    if missing:
+        raise error("KD762", f"{cls.__module__}.{cls.__name__} needs the option{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(repr(m) for m in missing)}")
+
+
+def torch_optimizer(params, type: str, **options) -> torch.optim.Optimizer:
+    """Any torch.optim optimizer (or one by reference), over the parameters, one group."""
+    cls = torch_class("optimizer", type)
+    check_torch_options("optimizer", cls, options)
+    return cls([p for p in params if p.requires_grad], **options)
+
+
+class TorchScheduler:
+    """A torch.optim.lr_scheduler class stepped after every optimizer step (``unit="iter"``) or
+    after each epoch's last one (``unit="epoch"``), as torch's examples step it."""
+
+    def __init__(self, optimizer, *, epochs: int, steps_per_epoch: int, type: str, unit: str = "epoch",
+                 **options) -> None:
+        cls = torch_class("lr_schedule", type)
+        check_torch_options("lr_schedule", cls, options)
+        self.scheduler = cls(optimizer, **options)
+        self.unit, self.steps_per_epoch, self.iterations = unit, max(1, int(steps_per_epoch)), 0
+
+    def step(self) -> None:
+        self.iterations += 1
+        if self.unit == "iter" or self.iterations % self.steps_per_epoch == 0:
+            self.scheduler.step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"iterations": self.iterations, "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.iterations = state["iterations"]
+        self.scheduler.load_state_dict(state["scheduler"])

@@ -23,7 +23,7 @@ from torch import nn
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
 from kdsl.training.accumulate import optimizer_steps, remainder_note
-from kdsl.training.optim import check_schedule_spans
+from kdsl.training.optim import check_phase_setups, default_lr
 from kdsl.training import distributed
 from kdsl.training.data import Data
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
@@ -145,7 +145,7 @@ class Trainer:
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
         opt, opt_options = cfg.optimizer
-        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr", _default_lr(opt))
+        lr = cfg.lr if cfg.lr is not None else opt_options.get("lr") or default_lr(opt, opt_options)
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=any(s.name == p.name for s in self.spec.stages),
                                  phased=declared_phases(self.spec, p.name))
@@ -165,8 +165,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
         ranges = stage_ranges(self.spec, self.distiller, self.cfg.epochs)
-        check_schedule_spans(self.spec, self.cfg.lr_schedule, ranges,
-                             optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
+        check_phase_setups(self.spec, self.cfg, ranges, optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
@@ -453,12 +452,6 @@ def _restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: s
         raise error("KD703", f"{path}: the optimizer state of stage '{stage.name}' does not fit this run's "
                     f"optimizer ({type(exc).__name__}{': ' + detail if detail else ''})",
                     hint="resume with the optimizer that started the run") from None
-
-
-def _default_lr(optimizer: str) -> float:
-    from kdsl.catalog.registry import REGISTRY
-
-    return REGISTRY.get("optimizer", optimizer).option("lr").default
 
 
 def _input_text(spec: ir.Spec) -> Optional[str]:

@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from kdsl.catalog.lr_schedules import CHAIN
 from kdsl.catalog.registry import REGISTRY
 from kdsl.components.lr_schedules import Chain, Piece
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
-from kdsl.lang.lr_schedule import OWN_SCHEDULE, is_chain, is_piece, schedule_value
+from kdsl.lang.lr_schedule import OWN_SCHEDULE, is_chain, is_piece, schedule_value, split_own_schedule
 from kdsl.lang.visit import find
 
 
@@ -26,6 +26,20 @@ def phase_schedule(own: Optional[Setting], default: Setting) -> Tuple[Optional[S
     options = dict(own[1])
     schedule = options.pop(OWN_SCHEDULE)
     return (own[0], options), schedule
+
+
+def default_lr(name: str, options: Dict[str, Any]) -> float:
+    """The learning rate of an optimizer that does not set it: its entry's default, or for one
+    given by reference (torch_optimizer), its class's."""
+    param = REGISTRY.get("optimizer", name).option("lr")
+    if param is not None and not param.required:
+        return param.default
+    import inspect
+
+    from kdsl.components.training import torch_class
+
+    default = inspect.signature(torch_class("optimizer", options["type"])).parameters.get("lr")
+    return float(default.default) if default is not None and isinstance(default.default, (int, float)) else float("nan")
 
 
 def build_lr_schedule(optimizer, setting: Tuple[str, Dict[str, Any]], *, epochs: int, steps_per_epoch: int):
@@ -77,13 +91,16 @@ def span_problem(name: str, options: Dict[str, Any], epochs: int, steps_per_epoc
     return None
 
 
-def check_schedule_spans(spec, default: Setting, ranges, steps_per_epoch: int) -> None:
-    """KD760, located at the piece, when a schedule piece does not fit a phase of one of the run's
-    stages (``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``)."""
+def check_phase_setups(spec, cfg, ranges, steps_per_epoch: int) -> None:
+    """Before the run trains: each phase's schedule fits its stage (KD760, at the piece), and an
+    optimizer or scheduler given by reference names a class that takes its options (KD762).
+    ``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``."""
     for plan, first, end in ranges:
         for phase in plan.phases if end > first else ():
+            own, setting = phase_schedule(phase.optimizer, cfg.lr_schedule)
+            _check_reference(spec, "optimizer", own or cfg.optimizer)
+            _check_reference(spec, "lr_schedule", setting)
             steps = steps_per_epoch * phase.repeat
-            _, setting = phase_schedule(phase.optimizer, default)
             for k, (name, options) in enumerate(pieces_of(setting)):
                 problem = span_problem(name, options, end - first, steps)
                 if problem is None:
@@ -93,6 +110,25 @@ def check_schedule_spans(spec, default: Setting, ranges, steps_per_epoch: int) -
                 raise error("KD760", f"{message}: {where} has {end - first} epochs of {steps} "
                             "optimizer steps", _piece_span(spec, setting, k, option),
                             hint="shorten the schedule's span or give the stage more epochs")
+
+
+_BY_REFERENCE = {"optimizer": "torch_optimizer", "lr_schedule": "torch_scheduler"}
+
+
+def _check_reference(spec, kind: str, setting: Setting) -> None:
+    name, options = setting
+    if name != _BY_REFERENCE[kind]:
+        return
+    from kdsl.components.training import check_torch_options, torch_class
+
+    passed = {k: v for k, v in options.items() if k not in ("type", "unit")}
+    try:
+        check_torch_options(kind, torch_class(kind, options["type"]), passed)
+    except KdslError as exc:
+        d = exc.diagnostics[0]
+        call = _written_call(spec, kind, setting)
+        raise error(d.code, d.message, call.span if call is not None else None,
+                    hint=d.hints[0] if d.hints else None) from None
 
 
 def _piece_span(spec, setting: Setting, index: int, option: str):
@@ -109,12 +145,25 @@ def _piece_span(spec, setting: Setting, index: int, option: str):
 
 
 def _schedule_call(spec, setting: Setting) -> Optional[ir.Call]:
-    written = [k.value for o in find(spec, ir.OptimizeDecl) if o.optimizer is not None
-               for k in o.optimizer.kwargs if k.name == OWN_SCHEDULE]
-    train = spec.train.get("lr_schedule") if spec.train is not None else None
-    if train is not None:
-        written.append(train.value)
-    return next((c for c in written if isinstance(c, ir.Call) and _same(schedule_value(c), setting)), None)
+    return _written_call(spec, "lr_schedule", setting)
+
+
+def _written_call(spec, kind: str, setting: Setting) -> Optional[ir.Call]:
+    """The call of the spec whose value is ``setting``: the train block's ``optimizer`` or
+    ``lr_schedule``, or one given with an ``optimize ... with`` optimizer."""
+    from kdsl.compiler.procedure import optimizer_of
+
+    optimizers = [o.optimizer for o in find(spec, ir.OptimizeDecl) if o.optimizer is not None]
+    if kind == "optimizer":
+        written = [(c, optimizer_of(split_own_schedule(c)[0])) for c in optimizers]
+    else:
+        written = [(k.value, schedule_value(k.value)) for c in optimizers for k in c.kwargs
+                   if k.name == OWN_SCHEDULE and isinstance(k.value, ir.Call)]
+    train = spec.train.get(kind) if spec.train is not None else None
+    if train is not None and isinstance(train.value, ir.Call):
+        value = schedule_value(train.value) if kind == "lr_schedule" else optimizer_of(train.value)
+        written.append((train.value, value))
+    return next((c for c, value in written if _same(value, setting)), None)
 
 
 def _same(a: Setting, b: Setting) -> bool:

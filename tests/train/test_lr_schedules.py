@@ -139,3 +139,38 @@ def test_a_stages_own_schedule_is_checked_and_located(tmp_path):
     d = info.value.diagnostics[0]
     assert d.code == "KD760" and "stage 'warm' has 2 epochs of 2 optimizer steps" in d.message
     assert d.span.line == 5 and spec.read_text().splitlines()[4][d.span.column - 1:].startswith("end=9")
+
+
+def _run(tmp_path, optimizer: str, schedule: str):
+    spec = tmp_path / "s.kd"
+    spec.write_text(_train(schedule, epochs=2, steps=3).replace("train {\n", f"train {{\n  optimizer = {optimizer}\n"))
+    return spec, kdsl.train(str(spec), out=str(tmp_path / "run"), threads=1, eval_teachers=False)
+
+
+def test_any_torch_optimizer_and_scheduler_by_class_name(tmp_path):
+    _, result = _run(tmp_path, 'torch_optimizer(type="RMSprop", lr=0.01, alpha=0.9)',
+                     'torch_scheduler(type="StepLR", step_size=1, gamma=0.5)')
+    assert [row["lr"] for row in result.history] == pytest.approx([0.005, 0.0025])
+
+
+def test_a_torch_scheduler_stepped_per_iteration(tmp_path):
+    _, result = _run(tmp_path, 'torch_optimizer(type="SGD", lr=0.1)',
+                     'torch_scheduler(type="ExponentialLR", gamma=0.5, unit="iter")')
+    assert [row["lr"] for row in result.history] == pytest.approx([0.1 * 0.5 ** 3, 0.1 * 0.5 ** 6])
+
+
+@pytest.mark.parametrize("optimizer, schedule, words, hint", [
+    ('torch_optimizer(type="RMSProp", lr=0.01)', "constant()", "torch.optim.RMSProp does not exist", "RMSprop"),
+    ('torch_optimizer(type="SGD", lr=0.1, momentun=0.9)', "constant()", "torch.optim.sgd.SGD has no option 'momentun'",
+     "momentum"),
+    ('torch_optimizer(type="kdsl.zoo:digits_cnn")', "constant()", "digits_cnn is not a torch.optim.optimizer.Optimizer", ""),
+    ("sgd(lr=0.1)", 'torch_scheduler(type="StepLR")', "StepLR needs the option 'step_size'", ""),
+])
+def test_a_bad_reference_is_refused_before_training_at_its_call(tmp_path, optimizer, schedule, words, hint):
+    with pytest.raises(KdslError) as info:
+        _run(tmp_path, optimizer, schedule)
+    d = info.value.diagnostics[0]
+    assert d.code == "KD762" and words in d.message, d.message
+    line = (tmp_path / "s.kd").read_text().splitlines()[d.span.line - 1]
+    assert line[d.span.column - 1:].startswith("torch_")  # the call that names the class
+    assert hint in " ".join(d.hints)
