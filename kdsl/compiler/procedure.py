@@ -19,6 +19,7 @@ from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError, make
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang.lr_schedule import OWN_SCHEDULE, schedule_value, split_own_schedule
+from kdsl.lang.param_groups import GROUPS, groups_value, split_groups
 from kdsl.lang import ir
 from kdsl.lang import procedure as scoping
 from kdsl.lang.literal import try_literal
@@ -34,6 +35,9 @@ def optimizer_of(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
     for name, arg in zip(names, call.args):
         options[name] = try_literal(arg)[1]
     call, own_schedule = split_own_schedule(call)
+    call, groups = split_groups(call)
+    if groups is not None:
+        options[GROUPS] = groups_value(groups)
     for k in call.kwargs:
         options[k.name] = try_literal(k.value)[1]
     if own_schedule is not None:  # the phase's own lr schedule, which build_stage takes out

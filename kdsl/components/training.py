@@ -10,32 +10,41 @@ import builtins
 import importlib
 import inspect
 import math
-from typing import Any, Dict, Iterable, List
+from fnmatch import fnmatchcase
+from typing import Any, Dict, Iterable, List, Sequence
 
 import torch
 from torch import nn
 
 
 def _groups(params: Iterable, weight_decay: float, decay_norm_and_bias: bool, bias_lr_mult: float = 1.0,
-            bias_decay_mult: float = 1.0, norm_decay_mult: float = 1.0) -> List[dict]:
-    """Parameter groups by role, with mmengine's ``paramwise_cfg`` multipliers: a bias (a
-    parameter named ``*.bias`` when names are given, ``(name, parameter)`` pairs) gets lr x
-    bias_lr_mult and weight decay x bias_decay_mult; any other one-dimensional parameter is a norm
-    layer's and gets weight decay x norm_decay_mult (x 0 when decay_norm_and_bias is false, biases
-    too). Groups are weights, then biases, then norms, each left out when empty; their ``lr_mult``
-    multiplies the optimizer's lr."""
+            bias_decay_mult: float = 1.0, norm_decay_mult: float = 1.0, groups: Sequence[dict] = ()) -> List[dict]:
+    """Parameter groups, each with an ``lr_mult`` of the optimizer's lr.
+
+    First the ``groups`` by name pattern (:mod:`kdsl.lang.param_groups`: a parameter joins the
+    first whose pattern it matches), then the rest by role, with mmengine's ``paramwise_cfg``
+    multipliers: a bias (a parameter named ``*.bias`` when names are given, as ``(name, parameter)``
+    pairs) gets lr x bias_lr_mult and weight decay x bias_decay_mult; any other one-dimensional
+    parameter is a norm layer's and gets weight decay x norm_decay_mult (x 0 when
+    decay_norm_and_bias is false, biases too). Empty groups are left out."""
     named = [item if isinstance(item, tuple) else ("", item) for item in params]
     named = [(n, p) for n, p in named if p.requires_grad]
+    custom = [([], g["lr_mult"], g["decay_mult"]) for g in groups]
     off = 0.0 if not decay_norm_and_bias else 1.0
     roles = {"weight": ([], 1.0, 1.0), "bias": ([], bias_lr_mult, bias_decay_mult * off),
              "norm": ([], 1.0, norm_decay_mult * off)}
     for name, p in named:
-        role = "weight" if p.ndim > 1 else "bias" if name.endswith("bias") or (not name and not off) else "norm"
+        k = next((i for i, g in enumerate(groups) if fnmatchcase(name, g["pattern"])), None)
+        if k is not None:
+            custom[k][0].append(p)
+            continue
+        role = "weight" if p.ndim > 1 else "bias" if name.rpartition(".")[2] == "bias" or (not name and not off) else "norm"
         roles[role][0].append(p)
-    if all(lr_mult == 1.0 and (decay == 1.0 or not weight_decay) for _, lr_mult, decay in roles.values()):
+    parts = [c for c in custom if c[0]] + list(roles.values())
+    if all(lr_mult == 1.0 and (decay == 1.0 or not weight_decay) for _, lr_mult, decay in parts):
         return [{"params": [p for _, p in named], "weight_decay": weight_decay, "lr_mult": 1.0}]
     return [{"params": ps, "weight_decay": weight_decay * decay, "lr_mult": lr_mult}
-            for ps, lr_mult, decay in roles.values() if ps]
+            for ps, lr_mult, decay in parts if ps]
 
 
 def _with_lr(groups: List[dict], lr: float) -> List[dict]:

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Set
 from kdsl.core.diagnostics import Note
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang.lr_schedule import split_own_schedule, verify_schedule
+from kdsl.lang.param_groups import split_groups, verify_groups
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
 from kdsl.lang.procedure import PhasePlan, StageEpochsError, plan, stage_epochs
@@ -93,9 +94,12 @@ class ProcedureChecks:
                 self._trainable(t)
         if stmt.optimizer is not None:
             optimizer, own_schedule = split_own_schedule(stmt.optimizer)
+            optimizer, groups = split_groups(optimizer)
             component = self._component("optimizer", optimizer, "KD304", "optimizer")
             if component is not None:
                 self._bind_call(component, optimizer, use, inputs=False, resolve=False)
+            if groups is not None:
+                verify_groups(self.diags, component, groups)
             if own_schedule is not None:
                 verify_schedule(self, own_schedule.value, use)
         if any(t is None for t in targets):

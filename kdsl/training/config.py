@@ -22,6 +22,7 @@ from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
 from kdsl.lang.lr_schedule import chain_value, is_chain
+from kdsl.lang.param_groups import GROUPS, groups_value, split_groups
 from kdsl.lang.refs import parse_call, parse_option_call
 
 
@@ -87,11 +88,13 @@ def _apply_spec_setting(cfg, s: ir.TrainSetting) -> None:
     elif setting.call == "lr_schedule" and is_chain(s.value):
         _set(cfg, s.key, chain_value(s.value), "spec")
     elif setting.call is not None:
-        name = s.value.func
-        args = [literal_value(a) for a in s.value.args]
-        kwargs = {k.name: literal_value(k.value) for k in s.value.kwargs}
+        call, groups = split_groups(s.value)
+        name = call.func
+        args = [literal_value(a) for a in call.args]
+        kwargs = {k.name: literal_value(k.value) for k in call.kwargs}
         component = REGISTRY.get(setting.call, name)
-        _set(cfg, s.key, (name, bind(component, args, list(kwargs.items()), inputs=False).options), "spec")
+        options = bind(component, args, list(kwargs.items()), inputs=False).options
+        _set(cfg, s.key, (name, {**options, GROUPS: groups_value(groups)} if groups else options), "spec")
     else:
         _set(cfg, s.key, literal_value(s.value), "spec")
 

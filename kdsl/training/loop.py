@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import KdslError, error
+from kdsl.core.diagnostics import KdslError, error, render
 from kdsl.lang import ir
 from kdsl.training.accumulate import optimizer_steps, remainder_note
 from kdsl.training.optim import check_phase_setups, default_lr
@@ -165,7 +165,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
         ranges = stage_ranges(self.spec, self.distiller, self.cfg.epochs)
-        check_phase_setups(self.spec, self.cfg, ranges, optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
+        warnings = check_phase_setups(self.spec, self.cfg, self.distiller, ranges,
+                                      optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
@@ -176,6 +177,8 @@ class Trainer:
         if self.teachers is None:
             self.teachers = self.evaluate_teachers()
         self.reporter.run_start(self.run_start(start_epoch, resume, ranges))
+        for warning in warnings:
+            self.reporter.warning(render([warning], self.spec.sources))
         note = remainder_note(self.steps_per_epoch, self.cfg.accumulate)
         if note:
             self.reporter.warning(note)

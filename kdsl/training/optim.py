@@ -4,18 +4,33 @@ per-epoch schedules with warm-up (``cosine()``), one chainable piece (``poly(pow
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.catalog.lr_schedules import CHAIN
 from kdsl.catalog.registry import REGISTRY
 from kdsl.components.lr_schedules import Chain, Piece
-from kdsl.core.diagnostics import KdslError, error
+from kdsl.core.diagnostics import Diagnostic, KdslError, error, make
+from kdsl.core.suggest import rank_candidates
 from kdsl.lang import ir
 from kdsl.lang.lr_schedule import OWN_SCHEDULE, is_chain, is_piece, schedule_value, split_own_schedule
+from kdsl.lang.param_groups import GROUPS, group_calls
 from kdsl.lang.visit import find
 
 
 Setting = Tuple[str, Dict[str, Any]]
+# the distiller's containers whose entries the spec names directly (student.fc.bias, regressor.weight)
+_SPEC_SCOPES = ("models.", "connectors.", "loss_modules.")
+
+
+def spec_named_parameters(distiller) -> List[Tuple[str, Any]]:
+    """The distiller's parameters with the names the spec gives them: ``student.fc.bias``, a
+    connector's ``regressor.weight``, a learning loss's ``crd.embed_s.weight``."""
+    out = []
+    for name, p in distiller.named_parameters():
+        scope = next((s for s in _SPEC_SCOPES if name.startswith(s)), "")
+        out.append((name[len(scope):], p))
+    return out
 
 
 def phase_schedule(own: Optional[Setting], default: Setting) -> Tuple[Optional[Setting], Setting]:
@@ -91,15 +106,22 @@ def span_problem(name: str, options: Dict[str, Any], epochs: int, steps_per_epoc
     return None
 
 
-def check_phase_setups(spec, cfg, ranges, steps_per_epoch: int) -> None:
+def check_phase_setups(spec, cfg, distiller, ranges, steps_per_epoch: int) -> List[Diagnostic]:
     """Before the run trains: each phase's schedule fits its stage (KD760, at the piece), and an
     optimizer or scheduler given by reference names a class that takes its options (KD762).
-    ``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``."""
+    ``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``. Returns the
+    warnings: parameter groups whose pattern matches none of the phase's parameters (KD761)."""
+    warnings: List[Diagnostic] = []
     for plan, first, end in ranges:
         for phase in plan.phases if end > first else ():
             own, setting = phase_schedule(phase.optimizer, cfg.lr_schedule)
             _check_reference(spec, "optimizer", own or cfg.optimizer)
             _check_reference(spec, "lr_schedule", setting)
+            trained = {id(p) for p in distiller.trainable_parameters(plan.name, phase.name)}
+            names = [n for n, p in spec_named_parameters(distiller) if id(p) in trained]
+            warnings += _unmatched_groups(spec, (own or cfg.optimizer)[1].get(GROUPS, ()), names,
+                                          f"phase '{phase.name}' of stage '{plan.name}'" if spec.stages
+                                          else "the run")
             steps = steps_per_epoch * phase.repeat
             for k, (name, options) in enumerate(pieces_of(setting)):
                 problem = span_problem(name, options, end - first, steps)
@@ -110,6 +132,21 @@ def check_phase_setups(spec, cfg, ranges, steps_per_epoch: int) -> None:
                 raise error("KD760", f"{message}: {where} has {end - first} epochs of {steps} "
                             "optimizer steps", _piece_span(spec, setting, k, option),
                             hint="shorten the schedule's span or give the stage more epochs")
+    return warnings
+
+
+def _unmatched_groups(spec, groups, names: List[str], where: str) -> List[Diagnostic]:
+    out = []
+    calls = group_calls(spec)
+    for g in groups:
+        if any(fnmatchcase(n, g["pattern"]) for n in names):
+            continue
+        call = next((c for c in calls if c.args[0].value == g["pattern"]), None)
+        close = rank_candidates(g["pattern"].replace("*", ""), names)[:3] or names[:3]
+        out.append(make("KD761", f"parameter group \"{g['pattern']}\" matches none of the {len(names)} "
+                        f"parameters {where} trains", call.span if call is not None else None,
+                        hint="closest names: " + ", ".join(close), severity="warning"))
+    return out
 
 
 _BY_REFERENCE = {"optimizer": "torch_optimizer", "lr_schedule": "torch_scheduler"}

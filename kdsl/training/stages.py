@@ -20,7 +20,7 @@ from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.lang.procedure import StageEpochsError, stage_epochs
 from kdsl.training.accumulate import optimizer_steps
-from kdsl.training.optim import build_lr_schedule, phase_schedule
+from kdsl.training.optim import build_lr_schedule, phase_schedule, spec_named_parameters
 
 
 @dataclass
@@ -136,7 +136,7 @@ def build_stage(spec: ir.Spec, distiller, cfg, plan, first: int, end: int, steps
 def named(distiller, params: List[nn.Parameter]) -> List[Tuple[str, nn.Parameter]]:
     """``(name, parameter)`` pairs, names as the distiller knows them (``student.fc.bias``), for
     the optimizers' parameter groups by role."""
-    names = {id(p): n for n, p in distiller.named_parameters()}
+    names = {id(p): n for n, p in spec_named_parameters(distiller)}
     return [(names.get(id(p), ""), p) for p in params]
 
 

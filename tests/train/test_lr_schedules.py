@@ -174,3 +174,43 @@ def test_a_bad_reference_is_refused_before_training_at_its_call(tmp_path, optimi
     line = (tmp_path / "s.kd").read_text().splitlines()[d.span.line - 1]
     assert line[d.span.column - 1:].startswith("torch_")  # the call that names the class
     assert hint in " ".join(d.hints)
+
+
+def test_parameter_groups_by_pattern_set_lr_and_decay(tmp_path):
+    from kdsl.training.stages import _optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    spec = kdsl.loads(_train("constant()").replace(
+        "train {\n", 'train {\n  optimizer = sgd(lr=0.1, weight_decay=0.01, bias_lr_mult=2.0, groups=['
+        'group("2.*", lr_mult=0.5), group("*.bias", decay_mult=0.0)])\n'))
+    cfg = resolve_config(spec, {})
+    optimizer = _optimizer(cfg, None, list(model.named_parameters()))
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    got = {name: by_param[id(p)] for name, p in model.named_parameters()}
+    assert got == {"2.weight": (0.05, 0.01), "2.bias": (0.05, 0.01),  # the first pattern matched wins
+                   "0.bias": (0.1, 0.0), "1.bias": (0.1, 0.0),  # "*.bias": decay x 0, lr as the optimizer's
+                   "0.weight": (0.1, 0.01), "1.weight": (0.1, 0.01)}  # by role: a norm's weight keeps its decay
+
+
+@pytest.mark.parametrize("groups, code, words", [
+    ('[group("*.bias", lr_multt=2.0)]', "KD305", "'group' has no option 'lr_multt'"),
+    ('[group(lr_mult=2.0)]', "KD214", "group(...) takes one pattern"),
+    ('["*.bias"]', "KD214", "each item of groups= is a group("),
+    ('[group("*.bias", decay_mult=-1)]', "KD309", "'decay_mult' of 'group' must be a number >= 0"),
+])
+def test_parameter_groups_are_checked(groups, code, words):
+    errors = _errors(_train("constant()").replace("train {\n", f"train {{\n  optimizer = sgd(groups={groups})\n"))
+    assert any(c == code and words in m for c, m in errors), errors
+
+
+def test_a_group_matching_nothing_warns_with_the_closest_names(tmp_path):
+    from kdsl.training.report import EventLog
+
+    spec = tmp_path / "s.kd"
+    spec.write_text(_train("constant()").replace(
+        "train {\n", 'train {\n  optimizer = sgd(groups=[group("student.classifer.*", lr_mult=10.0)])\n'))
+    log = EventLog()
+    kdsl.train(str(spec), out=str(tmp_path / "run"), reporter=log, threads=1, eval_teachers=False)
+    warnings = [p for name, p in log.events if name == "warning" and "KD761" in p]
+    assert len(warnings) == 1 and 'parameter group "student.classifer.*" matches none' in warnings[0]
+    assert "closest names: student." in warnings[0] and ":5:" in warnings[0]
