@@ -29,10 +29,10 @@ def _groups(params: Iterable, weight_decay: float, decay_norm_and_bias: bool, bi
     decay_norm_and_bias is false, biases too). Empty groups are left out."""
     named = [item if isinstance(item, tuple) else ("", item) for item in params]
     named = [(n, p) for n, p in named if p.requires_grad]
-    custom = [([], g["lr_mult"], g["decay_mult"]) for g in groups]
+    custom = [([], g["lr_mult"], g["decay_mult"], g["pattern"]) for g in groups]
     off = 0.0 if not decay_norm_and_bias else 1.0
-    roles = {"weight": ([], 1.0, 1.0), "bias": ([], bias_lr_mult, bias_decay_mult * off),
-             "norm": ([], 1.0, norm_decay_mult * off)}
+    roles = {"weight": ([], 1.0, 1.0, "weights"), "bias": ([], bias_lr_mult, bias_decay_mult * off, "biases"),
+             "norm": ([], 1.0, norm_decay_mult * off, "norms")}
     for name, p in named:
         k = next((i for i, g in enumerate(groups) if fnmatchcase(name, g["pattern"])), None)
         if k is not None:
@@ -41,10 +41,11 @@ def _groups(params: Iterable, weight_decay: float, decay_norm_and_bias: bool, bi
         role = "weight" if p.ndim > 1 else "bias" if name.rpartition(".")[2] == "bias" or (not name and not off) else "norm"
         roles[role][0].append(p)
     parts = [c for c in custom if c[0]] + list(roles.values())
-    if all(lr_mult == 1.0 and (decay == 1.0 or not weight_decay) for _, lr_mult, decay in parts):
-        return [{"params": [p for _, p in named], "weight_decay": weight_decay, "lr_mult": 1.0}]
-    return [{"params": ps, "weight_decay": weight_decay * decay, "lr_mult": lr_mult}
-            for ps, lr_mult, decay in parts if ps]
+    if all(lr_mult == 1.0 and (decay == 1.0 or not weight_decay) for _, lr_mult, decay, _ in parts):
+        return [{"params": [p for _, p in named], "weight_decay": weight_decay, "lr_mult": 1.0, "name": "all"}]
+    # `name` says what the group holds (kdsl explain shows it); torch keeps extra keys of a group
+    return [{"params": ps, "weight_decay": weight_decay * decay, "lr_mult": lr_mult, "name": label}
+            for ps, lr_mult, decay, label in parts if ps]
 
 
 def _with_lr(groups: List[dict], lr: float) -> List[dict]:

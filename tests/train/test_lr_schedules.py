@@ -214,3 +214,47 @@ def test_a_group_matching_nothing_warns_with_the_closest_names(tmp_path):
     warnings = [p for name, p in log.events if name == "warning" and "KD761" in p]
     assert len(warnings) == 1 and 'parameter group "student.classifer.*" matches none' in warnings[0]
     assert "closest names: student." in warnings[0] and ":5:" in warnings[0]
+
+
+EXPLAINED = """student = model("kdsl.zoo:digits_cnn")
+record s = output of student
+loss task = cross_entropy(s, batch.target)
+train {
+  epochs = 12
+  steps_per_epoch = 40
+  optimizer = sgd(lr=0.02, weight_decay=0.0001, bias_lr_mult=2.0, bias_decay_mult=0.0, groups=[group("student.fc.*", lr_mult=10.0)])
+  lr_schedule = chain(linear_factor(start_factor=0.001, end=100, unit="iter"), multistep(milestones=[8, 11]))
+}
+"""
+
+
+def test_explain_shows_each_phases_optimizer_groups_schedule_and_lrs(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from kdsl.compiler.checking import ModelOptions, inspect
+    from kdsl.training.optim_view import optimization_table
+    from train_helpers import run_kdsl
+
+    spec = tmp_path / "s.kd"
+    spec.write_text(EXPLAINED)
+    rc, out, err = run_kdsl("explain", str(spec))
+    assert rc == 0 and "optimization (12 epochs, 40 optimizer steps an epoch)" in out, err
+    loaded = kdsl.load(str(spec))
+    found = inspect(loaded, ModelOptions(None, None, [], None, None, None, False))
+    with found.distiller as distiller:
+        table, notes = optimization_table(loaded, distiller)
+    console = Console(file=io.StringIO(), width=600, no_color=True)
+    console.print(table)
+    shown = console.file.getvalue()
+    assert notes == []
+    for text in ('groups=[group("student.fc.*", lr_mult=10, decay_mult=1)]',
+                 "student.fc.*: 170 params, lr 0.2, decay 0.0001", "weights: 3,528 params, lr 0.02, decay 0.0001",
+                 "biases: 40 params, lr 0.04, decay 0", "norms: 40 params, lr 0.02, decay 0.0001",
+                 'chain(linear_factor(start_factor=0.001, end=100, unit="iter"), multistep(milestones=[8, 11]))',
+                 # mmengine's lrs of the same schedule (lr_schedules.json, mmdet_1x_warmup_multistep) x the groups' mults
+                 "first (iteration 0): 0.0002, 2e-05, 4e-05, 2e-05",
+                 "warm-up end (iteration 99): 0.2, 0.02, 0.04, 0.02",
+                 "last (iteration 479): 0.002, 0.0002, 0.0004, 0.0002"):
+        assert text in shown, text
