@@ -12,6 +12,7 @@ reads and writes ``optimizer.param_groups``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -41,8 +42,9 @@ class Piece:
 class LinearFactor(Piece):
     """lr x a factor going linearly from start_factor (t = 0) to end_factor (t = end - begin - 1)."""
 
-    def __init__(self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, **span: Any) -> None:
-        super().__init__(**span)
+    def __init__(self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "epoch") -> None:
+        super().__init__(begin, end, unit)
         self.start, self.finish = float(start_factor), float(end_factor)
 
     def value(self, lr, initial, t):
@@ -57,8 +59,9 @@ class LinearFactor(Piece):
 class ConstantFactor(Piece):
     """lr x factor until the piece's end, then lr."""
 
-    def __init__(self, factor: float = 1.0 / 3, **span: Any) -> None:
-        super().__init__(**span)
+    def __init__(self, factor: float = 1.0 / 3, begin: int = 0, end: Optional[int] = None,
+                 unit: str = "epoch") -> None:
+        super().__init__(begin, end, unit)
         self.factor = float(factor)
 
     def value(self, lr, initial, t):
@@ -70,8 +73,9 @@ class ConstantFactor(Piece):
 class MultiStep(Piece):
     """lr x gamma at each milestone (counted from begin, in the piece's unit)."""
 
-    def __init__(self, milestones: Sequence[int] = (), gamma: float = 0.1, **span: Any) -> None:
-        super().__init__(**span)
+    def __init__(self, milestones: Sequence[int] = (), gamma: float = 0.1, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "epoch") -> None:
+        super().__init__(begin, end, unit)
         self.milestones, self.gamma = [int(m) for m in milestones], float(gamma)
 
     def value(self, lr, initial, t):
@@ -81,8 +85,9 @@ class MultiStep(Piece):
 class Exponential(Piece):
     """lr x gamma every step after the first."""
 
-    def __init__(self, gamma: float = 0.99, **span: Any) -> None:
-        super().__init__(**span)
+    def __init__(self, gamma: float = 0.99, begin: int = 0, end: Optional[int] = None,
+                 unit: str = "epoch") -> None:
+        super().__init__(begin, end, unit)
         self.gamma = float(gamma)
 
     def value(self, lr, initial, t):
@@ -92,8 +97,9 @@ class Exponential(Piece):
 class CosineAnnealing(Piece):
     """Half a cosine from lr to eta_min over T_max steps (default: the piece's span)."""
 
-    def __init__(self, T_max: Optional[int] = None, eta_min: float = 0.0, **span: Any) -> None:
-        super().__init__(**span)
+    def __init__(self, T_max: Optional[int] = None, eta_min: float = 0.0, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "epoch") -> None:
+        super().__init__(begin, end, unit)
         self.t_max, self.eta_min = T_max, float(eta_min)
 
     def prepare(self, stage_steps):
@@ -112,8 +118,9 @@ class CosineAnnealing(Piece):
 class Poly(Piece):
     """Polynomial decay from lr to eta_min over the piece's span."""
 
-    def __init__(self, power: float = 1.0, eta_min: float = 0.0, **span: Any) -> None:
-        super().__init__(**span)
+    def __init__(self, power: float = 1.0, eta_min: float = 0.0, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "iter") -> None:
+        super().__init__(begin, end, unit)
         self.power, self.eta_min = float(power), float(eta_min)
 
     def value(self, lr, initial, t):
@@ -138,9 +145,9 @@ class OneCycle(ClosedForm):
     max_lr/div_factor/final_div_factor."""
 
     def __init__(self, max_lr: Optional[float] = None, pct_start: float = 0.3, anneal: str = "cos",
-                 div_factor: float = 25.0, final_div_factor: float = 1e4, **span: Any) -> None:
-        span.setdefault("unit", "iter")
-        super().__init__(**span)
+                 div_factor: float = 25.0, final_div_factor: float = 1e4, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "iter") -> None:
+        super().__init__(begin, end, unit)
         self.max_lr, self.pct_start, self.anneal = max_lr, float(pct_start), anneal
         self.div_factor, self.final_div_factor = float(div_factor), float(final_div_factor)
 
@@ -164,9 +171,9 @@ class _Warmup(ClosedForm):
     """Hugging Face's schedules: lr x t / warmup for t < warmup, then the decay of the subclass
     over the rest of the piece's span (``total`` steps)."""
 
-    def __init__(self, warmup: int = 0, total: Optional[int] = None, **span: Any) -> None:
-        span.setdefault("unit", "iter")
-        super().__init__(**span)
+    def __init__(self, warmup: int = 0, total: Optional[int] = None, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "iter") -> None:
+        super().__init__(begin, end, unit)
         self.warmup, self.total = int(warmup), total
 
     def prepare(self, stage_steps):
@@ -189,8 +196,9 @@ class WarmupLinear(_Warmup):
 class WarmupCosine(_Warmup):
     """transformers.get_cosine_schedule_with_warmup."""
 
-    def __init__(self, cycles: float = 0.5, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, warmup: int = 0, total: Optional[int] = None, cycles: float = 0.5, begin: int = 0,
+                 end: Optional[int] = None, unit: str = "iter") -> None:
+        super().__init__(warmup, total, begin, end, unit)
         self.cycles = float(cycles)
 
     def decay(self, initial, t):
@@ -201,8 +209,9 @@ class WarmupCosine(_Warmup):
 class WarmupPoly(_Warmup):
     """transformers.get_polynomial_decay_schedule_with_warmup."""
 
-    def __init__(self, lr_end: float = 1e-7, power: float = 1.0, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, warmup: int = 0, total: Optional[int] = None, lr_end: float = 1e-7, power: float = 1.0,
+                 begin: int = 0, end: Optional[int] = None, unit: str = "iter") -> None:
+        super().__init__(warmup, total, begin, end, unit)
         self.lr_end, self.power = float(lr_end), float(power)
 
     def decay(self, initial, t):
@@ -266,3 +275,34 @@ class Chain:
         self._start()
         for _ in range(int(state["iterations"])):
             self.step()
+
+
+def _schedule(piece: type):
+    """The catalog's implementation of a piece: ``(optimizer, **options, epochs=, steps_per_epoch=)``
+    -> a chain of that one piece, as every lr schedule of the catalog is built; ``.piece`` is the
+    class, which ``chain(...)`` builds its pieces from."""
+
+    def build(optimizer, *, epochs: int, steps_per_epoch: int, **options: Any) -> Chain:
+        return Chain(optimizer, [piece(**options)], epochs=epochs, steps_per_epoch=steps_per_epoch)
+
+    own = list(inspect.signature(piece).parameters.values())
+    kw = inspect.Parameter.KEYWORD_ONLY
+    build.__signature__ = inspect.Signature(
+        [inspect.Parameter("optimizer", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + own
+        + [inspect.Parameter("epochs", kw, annotation=int), inspect.Parameter("steps_per_epoch", kw, annotation=int)])
+    build.__name__ = build.__qualname__ = piece.__name__
+    build.__doc__ = piece.__doc__
+    build.piece = piece
+    return build
+
+
+linear_factor = _schedule(LinearFactor)
+constant_factor = _schedule(ConstantFactor)
+multistep = _schedule(MultiStep)
+exponential = _schedule(Exponential)
+cosine_annealing = _schedule(CosineAnnealing)
+poly = _schedule(Poly)
+one_cycle = _schedule(OneCycle)
+warmup_linear = _schedule(WarmupLinear)
+warmup_cosine = _schedule(WarmupCosine)
+warmup_poly = _schedule(WarmupPoly)

@@ -55,19 +55,29 @@ def _with_lr(groups: List[dict], lr: float) -> List[dict]:
 
 
 def sgd(params, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
-        nesterov: bool = False, decay_norm_and_bias: bool = True, **paramwise) -> torch.optim.Optimizer:
+        nesterov: bool = False, decay_norm_and_bias: bool = True, bias_lr_mult: float = 1.0,
+        bias_decay_mult: float = 1.0, norm_decay_mult: float = 1.0, **given) -> torch.optim.Optimizer:
+    """``given``: what kdsl passes besides the entry's options, ``groups`` (:mod:`kdsl.lang.param_groups`)."""
+    paramwise = dict(bias_lr_mult=bias_lr_mult, bias_decay_mult=bias_decay_mult, norm_decay_mult=norm_decay_mult,
+                     **given)
     return torch.optim.SGD(_with_lr(_groups(params, weight_decay, decay_norm_and_bias, **paramwise), lr),
                            lr=lr, momentum=momentum, nesterov=nesterov)
 
 
 def adam(params, lr: float = 1e-3, betas=(0.9, 0.999), weight_decay: float = 0.0,
-         decay_norm_and_bias: bool = True, **paramwise) -> torch.optim.Optimizer:
+         decay_norm_and_bias: bool = True, bias_lr_mult: float = 1.0, bias_decay_mult: float = 1.0,
+         norm_decay_mult: float = 1.0, **given) -> torch.optim.Optimizer:
+    paramwise = dict(bias_lr_mult=bias_lr_mult, bias_decay_mult=bias_decay_mult, norm_decay_mult=norm_decay_mult,
+                     **given)
     return torch.optim.Adam(_with_lr(_groups(params, weight_decay, decay_norm_and_bias, **paramwise), lr),
                             lr=lr, betas=tuple(betas))
 
 
 def adamw(params, lr: float = 1e-3, betas=(0.9, 0.999), weight_decay: float = 0.01,
-          decay_norm_and_bias: bool = False, **paramwise) -> torch.optim.Optimizer:
+          decay_norm_and_bias: bool = False, bias_lr_mult: float = 1.0, bias_decay_mult: float = 1.0,
+          norm_decay_mult: float = 1.0, **given) -> torch.optim.Optimizer:
+    paramwise = dict(bias_lr_mult=bias_lr_mult, bias_decay_mult=bias_decay_mult, norm_decay_mult=norm_decay_mult,
+                     **given)
     return torch.optim.AdamW(_with_lr(_groups(params, weight_decay, decay_norm_and_bias, **paramwise), lr),
                              lr=lr, betas=tuple(betas))
 

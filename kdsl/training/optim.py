@@ -65,13 +65,11 @@ def build_lr_schedule(optimizer, setting: Tuple[str, Dict[str, Any]], *, epochs:
         pieces = [_piece(n, o) for n, o in options["schedules"]]
         return Chain(optimizer, pieces, epochs=epochs, steps_per_epoch=steps_per_epoch)
     impl = REGISTRY.get("lr_schedule", name).load()
-    if isinstance(impl, type) and issubclass(impl, Piece):
-        return Chain(optimizer, [impl(**options)], epochs=epochs, steps_per_epoch=steps_per_epoch)
     return impl(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, **options)
 
 
 def _piece(name: str, options: Dict[str, Any]) -> Piece:
-    return REGISTRY.get("lr_schedule", name).load()(**options)
+    return REGISTRY.get("lr_schedule", name).load().piece(**options)
 
 
 def pieces_of(setting: Tuple[str, Dict[str, Any]]) -> List[Tuple[str, Dict[str, Any]]]:
