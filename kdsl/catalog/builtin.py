@@ -24,6 +24,7 @@ MODULES = (
     "paper_connectors",
     "schedules",
     "training",
+    "lr_schedules",
     "functions",
 )
 
@@ -46,6 +47,7 @@ GROUPS = {
     "paper_connectors": "method connectors",
     "schedules": "schedules",
     "training": "training",
+    "lr_schedules": "training",
 }
 
 

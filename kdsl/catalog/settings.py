@@ -144,6 +144,10 @@ SETTINGS: Tuple[Setting, ...] = (
             data_option=True, resumable=True, recorded=True),
     Setting("grad_clip", optional(FLOAT), None, "clip the gradient norm to this value (above 0)",
             positive=True),
+    Setting("accumulate", INT, 1,
+            "gradient accumulation: each optimizer steps once every this many updates, on their summed "
+            "gradients (each loss / accumulate); an epoch's remainder steps on its own",
+            flag="--accumulate", minimum=1, maximum=1_000_000),
     Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run", resumable=True),
     Setting("allow_random_teacher", BOOL, False,
             "train even though a frozen teacher loads no weights (no `from`, no pretrained option): "

@@ -174,6 +174,12 @@ def explain(
             echo(note)
         for part in show(distiller):
             console.print(part)
+        from kdsl.training.optim_view import optimization_table
+
+        table, notes = optimization_table(loaded, distiller)
+        console.print(table)
+        for note in notes:
+            echo(note)
     if found.diagnostics:
         print_diagnostics(found.diagnostics, loaded.sources)
 

@@ -315,6 +315,18 @@ CODES: Dict[str, Code] = {
     "KD767": Code("converted spec does not check", "The config converted, but a value in it is "
                   "not one kdsl's components take (an option of the wrong type or out of range), "
                   "so the spec fails `kdsl check`; the spec's own diagnostics follow."),
+    # ---------------------------------------------------------------- optimization
+    "KD770": Code("lr schedule does not fit its stage", "A schedule's span (begin, end), a warm-up "
+                  "or a milestone lies past the stage it runs in: each stage starts its schedules "
+                  "afresh, over its own epochs (x optimizer steps per epoch, for unit=\"iter\"). "
+                  "Shorten the span or lengthen the stage."),
+    "KD771": Code("parameter group matches nothing", "A parameter-group pattern of the optimizer "
+                  "(custom_keys) names no parameter the phase trains; its multipliers apply to "
+                  "nothing. The warning lists the closest parameter names."),
+    "KD772": Code("optimizer or scheduler reference failed", "A torch.optim optimizer or lr "
+                  "scheduler given by reference (torch_optimizer(\"torch.optim:RMSprop\", ...)) "
+                  "could not be imported, is not an optimizer or scheduler class, or refused its "
+                  "options."),
 }
 
 

@@ -29,6 +29,8 @@ from kdsl.core.span import Span
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.lang.lr_schedule import OWN_SCHEDULE, schedule_value, split_own_schedule
+from kdsl.lang.param_groups import GROUPS, groups_value, split_groups
 
 IMPLICIT_STAGE = "main"
 IMPLICIT_PHASE = "step"
@@ -174,8 +176,14 @@ def optimizer_of(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
     options: Dict[str, Any] = {}
     for name, arg in zip(names, call.args):
         options[name] = try_literal(arg)[1]
+    call, own_schedule = split_own_schedule(call)
+    call, groups = split_groups(call)
+    if groups is not None:
+        options[GROUPS] = groups_value(groups)
     for k in call.kwargs:
         options[k.name] = try_literal(k.value)[1]
+    if own_schedule is not None:  # the phase's own lr schedule, which build_stage takes out
+        options[OWN_SCHEDULE] = schedule_value(own_schedule.value)
     return call.func, options
 
 

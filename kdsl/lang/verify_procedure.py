@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Sequence, Set
 
 from kdsl.core.diagnostics import Note, clip
 from kdsl.core.suggest import did_you_mean
+from kdsl.lang.lr_schedule import split_own_schedule, verify_schedule
+from kdsl.lang.param_groups import split_groups, verify_groups
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
 from kdsl.lang.procedure import Phase, check_stage_epochs, read_procedure
@@ -92,10 +94,18 @@ class ProcedureChecks:
             if t is not None:
                 self._trainable(t)
         if stmt.optimizer is not None:
-            component = self._component("optimizer", stmt.optimizer, "KD304", "optimizer")
-            if component is not None:  # the binding is kept on the call
-                bound_call = self._bind_call(component, stmt.optimizer, use, inputs=False, resolve=False)
-                stmt = stmt.model_copy(update={"optimizer": bound_call or stmt.optimizer})
+            optimizer, own_schedule = split_own_schedule(stmt.optimizer)
+            optimizer, groups = split_groups(optimizer)
+            component = self._component("optimizer", optimizer, "KD304", "optimizer")
+            if component is not None:  # the binding of its own options is kept on the call as written
+                bound_call = self._bind_call(component, optimizer, use, inputs=False, resolve=False)
+                if bound_call is not None:
+                    stmt = stmt.model_copy(update={"optimizer": stmt.optimizer.model_copy(
+                        update={"bound": bound_call.bound})})
+            if groups is not None:
+                verify_groups(self.diags, component, groups)
+            if own_schedule is not None:
+                verify_schedule(self, own_schedule.value, use)
         if any(t is None for t in targets):
             return stmt
         return stmt.model_copy(update={"targets": tuple(targets)})

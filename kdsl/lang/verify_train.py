@@ -12,6 +12,8 @@ from kdsl.core.resolve import REF_PATTERN, refusal
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.lang.lr_schedule import is_chain, verify_chain
+from kdsl.lang.param_groups import split_groups, verify_groups
 
 _UNKNOWN_CODE = {"optimizer": "KD304", "lr_schedule": "KD310"}
 
@@ -54,10 +56,19 @@ class TrainBlockChecks:
                              value.span)
             return None
         kind = setting.call
+        if kind == "lr_schedule" and is_chain(value):
+            verify_chain(self, value, use)
+            return None
+        original = value
+        value, groups = split_groups(value) if kind == "optimizer" else (value, None)
         component = self._component(kind, value, _UNKNOWN_CODE[kind], kind.replace("_", " "))
         if component is None:
             return None
-        return self._bind_call(component, value, use, inputs=False, resolve=False)
+        bound_call = self._bind_call(component, value, use, inputs=False, resolve=False)
+        if groups is not None:
+            verify_groups(self.diags, component, groups)
+        # the binding of the optimizer's own options, kept on the call as written (with its groups)
+        return None if bound_call is None else original.model_copy(update={"bound": bound_call.bound})
 
     def _verify_value(self, setting: Setting, key: str, value) -> None:
         """A literal setting (or data option) against its type and range in the table."""

@@ -22,6 +22,8 @@ from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
 from kdsl.lang.printer import value_text
+from kdsl.lang.lr_schedule import chain_value, is_chain
+from kdsl.lang.param_groups import GROUPS, groups_value, split_groups
 from kdsl.lang.refs import parse_call, parse_option_call
 
 
@@ -89,9 +91,14 @@ def optimizer_of(cfg: TrainConfig, own: Optional[Call] = None) -> Call:
 
 
 def lr_of(optimizer: Call) -> float:
-    """The learning rate an optimizer call trains with: its ``lr``, else the catalog's default."""
+    """The learning rate an optimizer call trains with: its ``lr``, else its default
+    (:func:`kdsl.training.optim.default_lr`: the catalog's, or a referenced class's)."""
     name, options = optimizer
-    return options["lr"] if "lr" in options else REGISTRY.get("optimizer", name).option("lr").default
+    if "lr" in options:
+        return options["lr"]
+    from kdsl.training.optim import default_lr  # torch: only for an optimizer without its lr
+
+    return default_lr(name, options)
 
 
 def flag_words(setting: Setting, value: Any) -> List[str]:
@@ -154,12 +161,16 @@ def _apply_spec_setting(cfg, s: ir.TrainSetting) -> None:
         else:
             ref, options = literal_value(s.value), {}
         _set_data(cfg, ref, spec_relative_paths(options, s.span.file if s.span else ""), "spec")
+    elif setting.call == "lr_schedule" and is_chain(s.value):
+        _set(cfg, s.key, chain_value(s.value), "spec")
     elif setting.call is not None:
-        name = s.value.func
-        args = [literal_value(a) for a in s.value.args]
-        kwargs = {k.name: literal_value(k.value) for k in s.value.kwargs}
+        call, groups = split_groups(s.value)
+        name = call.func
+        args = [literal_value(a) for a in call.args]
+        kwargs = {k.name: literal_value(k.value) for k in call.kwargs}
         component = REGISTRY.get(setting.call, name)
-        _set(cfg, s.key, (name, bind(component, args, list(kwargs.items()), inputs=False).options), "spec")
+        options = bind(component, args, list(kwargs.items()), inputs=False).options
+        _set(cfg, s.key, (name, {**options, GROUPS: groups_value(groups)} if groups else options), "spec")
     else:
         _set(cfg, s.key, literal_value(s.value), "spec")
 

@@ -20,8 +20,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import error, render
 from kdsl.lang import ir
+from kdsl.training.accumulate import optimizer_steps, remainder_note
+from kdsl.training.optim import check_phase_setups
 from kdsl.training import distributed
 from kdsl.training.curves import CurvesPacer
 from kdsl.training.data import Data
@@ -173,6 +175,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
         ranges = self.distiller.stage_ranges(self.cfg.epochs)
+        warnings = check_phase_setups(self.spec, self.cfg, self.distiller, ranges,
+                                      optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
@@ -187,6 +191,11 @@ class Trainer:
         if self.teachers is None:
             self.teachers = self.evaluate_teachers()
         self.reporter.run_start(self.run_start(start_epoch, resume, ranges))
+        for warning in warnings:
+            self.reporter.warning(render([warning], self.spec.sources))
+        note = remainder_note(self.steps_per_epoch, self.cfg.accumulate)
+        if note:
+            self.reporter.warning(note)
         if state is not None and self.dist.main:
             repair(self, state, ranges)
         for plan, first, end in ranges:
@@ -350,26 +359,34 @@ class Trainer:
                 with distiller.student_pass():
                     self.runner(*args, **kwargs)
                 result = distiller.compute_losses(batch=fields, target=target)
-            self.update(result.loss, phase)
+            self.update(result.loss, phase, last=i + 1 == self.steps_per_epoch)
             results.append((phase.name, result))
         else:
             for phase in stage.phases:
-                for _ in range(phase.repeat):
+                for r in range(phase.repeat):
                     with autocast(d, self.cfg.amp):
                         result = distiller.step(*args, target=target, batch=fields, stage=stage.name,
                                                 phase=phase.name, **kwargs)
-                    self.update(result.loss, phase)
+                    self.update(result.loss, phase, last=i + 1 == self.steps_per_epoch and r + 1 == phase.repeat)
                     results.append((phase.name, result))
         self.global_step += 1
         return results
 
-    def update(self, loss: torch.Tensor, phase: PhaseRun) -> None:
+    def update(self, loss: torch.Tensor, phase: PhaseRun, last: bool = True) -> None:
+        """Backward, then (every ``accumulate`` updates, or at the epoch's ``last``) the step."""
         optimizer, scaler = phase.optimizer, phase.scaler
-        optimizer.zero_grad(set_to_none=True)
+        if phase.pending == 0:
+            optimizer.zero_grad(set_to_none=True)
+        if phase.accumulate > 1:
+            loss = loss / phase.accumulate
         if scaler is not None:
             scaler.scale(loss).backward()
         else:
             loss.backward()
+        phase.pending += 1
+        if phase.pending < phase.accumulate and not last:
+            return
+        phase.pending = 0
         if phase.reduce:
             distributed.average_grads(phase.reduce, self.dist)
         if self.cfg.grad_clip:

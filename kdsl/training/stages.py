@@ -21,6 +21,8 @@ from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
 from kdsl.lang.procedure import Stage
 from kdsl.training.config import optimizer_of
+from kdsl.training.accumulate import optimizer_steps
+from kdsl.training.optim import build_lr_schedule, phase_schedule, spec_named_parameters
 
 
 @dataclass
@@ -35,6 +37,8 @@ class PhaseRun:
     params: List[nn.Parameter]
     # parameters whose gradients the loop averages over the ranks itself (those DDP does not wrap)
     reduce: List[nn.Parameter] = field(default_factory=list)
+    accumulate: int = 1  # updates summed into each optimizer step
+    pending: int = 0  # updates accumulated since the last optimizer step
 
     def state_dict(self) -> Dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -94,20 +98,33 @@ def build_stage(distiller, cfg, plan: Stage, first: int, end: int, steps_per_epo
             raise error("KD219", f"phase '{phase.name}' of stage '{plan.name}' has nothing to train: every "
                         "parameter it would update is frozen", freeze.span if freeze else None,
                         hint="optimize something its losses reach, or freeze less")
-        optimizer = _optimizer(cfg, phase.optimizer, params)
-        sched_name, sched_options = cfg.lr_schedule
+        own, schedule = phase_schedule(phase.optimizer, cfg.lr_schedule)
+        optimizer = _optimizer(cfg, own, named(distiller, params))
         # the schedule runs over the stage's epochs; the phase's optimizer steps `repeat` times a step
-        scheduler = REGISTRY.get("lr_schedule", sched_name).load()(
-            optimizer, epochs=end - first, steps_per_epoch=steps_per_epoch * phase.repeat, **sched_options)
+        scheduler = build_lr_schedule(optimizer, schedule, epochs=end - first,
+                                      steps_per_epoch=optimizer_steps(steps_per_epoch, cfg.accumulate)
+                                      * phase.repeat)
         scaler = _grad_scaler() if cfg.amp == "fp16" else None
-        phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params))
+        phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params,
+                               accumulate=cfg.accumulate))
     return StageRun(plan.name, first, end, phases, plan.decl is not None, plan.phased)
 
 
-def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[nn.Parameter]):
-    """The phase's optimizer (:func:`~kdsl.training.config.optimizer_of`), built."""
+def named(distiller, params: List[nn.Parameter]) -> List[Tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` pairs, names as the distiller knows them (``student.fc.bias``), for
+    the optimizers' parameter groups by role."""
+    names = {id(p): n for n, p in spec_named_parameters(distiller)}
+    return [(names.get(id(p), ""), p) for p in params]
+
+
+def _optimizer(cfg, own: Optional[Tuple[str, Dict[str, Any]]], params: List[Tuple[str, nn.Parameter]]):
+    """The phase's optimizer (:func:`~kdsl.training.config.optimizer_of`), built on named
+    parameters (its groups go by their names and roles)."""
     name, options = optimizer_of(cfg, own)
-    return REGISTRY.get("optimizer", name).load()(params, **options)
+    component = REGISTRY.get("optimizer", name)
+    if component.option("bias_lr_mult") is None:  # a plugin: the parameters, as before
+        params = [p for _, p in params]
+    return component.load()(params, **options)
 
 
 def restore_optimization(stage: StageRun, optimization: Dict[str, Any], path: str) -> None:
