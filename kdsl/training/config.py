@@ -54,6 +54,7 @@ class TrainConfig:
     out: Optional[str] = _default("out")
     num_workers: int = _default("num_workers")
     grad_clip: Optional[float] = _default("grad_clip")
+    accumulate: int = _default("accumulate")
     eval_teachers: bool = _default("eval_teachers")
     allow_random_teacher: bool = _default("allow_random_teacher")
     threads: Optional[int] = _default("threads")

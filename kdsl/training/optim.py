@@ -186,7 +186,7 @@ def _schedule_call(spec, setting: Setting) -> Optional[ir.Call]:
 def _written_call(spec, kind: str, setting: Setting) -> Optional[ir.Call]:
     """The call of the spec whose value is ``setting``: the train block's ``optimizer`` or
     ``lr_schedule``, or one given with an ``optimize ... with`` optimizer."""
-    from kdsl.compiler.procedure import optimizer_of
+    from kdsl.lang.procedure import optimizer_of
 
     optimizers = [o.optimizer for o in find(spec, ir.OptimizeDecl) if o.optimizer is not None]
     if kind == "optimizer":

@@ -61,7 +61,7 @@ def test_click_usage_errors_get_kdsls_format(args, fragments):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--lr", "1e308"], "--lr must be at most 1000000, got 1e+308"),  # issue #26.12: exit 3 before
-    (["--optimizer", "sgd(lr=1e400)"], "'lr' of 'sgd' must be a finite number, got inf"),  # trained to NaN
+    (["--optimizer", "sgd(lr=1e400)"], "'lr' of 'sgd' must be finite, got inf"),  # trained to NaN
     (["--optimizer", "sgd(lr=1e308)"], "'lr' of 'sgd' must be in (0, 1000000], got 1e+308"),
 ])
 def test_absurd_learning_rates_are_refused_before_training(tmp_path, args, fragment):

@@ -94,12 +94,13 @@ def test_flag_words_paste_back(name, value, words):
 def test_batch_size_is_defaulted_once_and_handed_to_the_compiler(tmp_path, monkeypatch):
     """The Distiller had a default of its own (64) that kdsl.train overwrote after compiling; now
     the table defaults it and the run's resolved value goes to the compiler."""
-    import inspect
+    import dataclasses
 
     from kdsl.compiler import compiler
-    from kdsl.runtime.distiller import Distiller
+    from kdsl.runtime.compiled import Compiled
 
-    assert inspect.signature(Distiller.__init__).parameters["batch_size"].default is inspect.Parameter.empty
+    # the runtime's hand-off has no batch size of its own: the compiler always gives one
+    assert {f.name: f for f in dataclasses.fields(Compiled)}["batch_size"].default is dataclasses.MISSING
     seen = []
     original = compiler.compile
 
