@@ -27,9 +27,15 @@ def test_summary_names_the_missing_reference_vectors(tmp_path):
 def test_every_skip_says_why_in_the_summary():
     """#27.1: a test that needs an optional package skips saying why, and the default (quiet)
     summary shows each reason with its count, not only "N skipped"."""
+    import importlib.util
+    from pathlib import Path
     from types import SimpleNamespace
 
-    from conftest import REFERENCE_SKIP, skip_summary_lines
+    # tests/conftest.py by its path: "conftest" may name another directory's conftest in this process
+    spec = importlib.util.spec_from_file_location("tests_root_conftest", Path(__file__).parent / "conftest.py")
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    REFERENCE_SKIP, skip_summary_lines = root.REFERENCE_SKIP, root.skip_summary_lines
 
     def skipped(reason):
         return SimpleNamespace(longrepr=("tests/x.py", 3, f"Skipped: {reason}"))

@@ -30,7 +30,6 @@ SIGNED = {
     ("schedule", "linear", "start"): "a term weight",
     ("schedule", "linear", "end"): "a term weight",
     ("schedule", "step", "value"): "a term weight",
-    ("schedule", "step", "gamma"): "the factor applied at each milestone",
     ("schedule", "warmup", "value"): "a term weight",
 }
 

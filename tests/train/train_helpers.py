@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +29,13 @@ def train_in_process(spec: str, **flags) -> Tuple[dict, str]:
 
     out = io.StringIO()
     reporter = RichReporter(Console(file=out, width=140, highlight=False, no_color=True))
-    result = kdsl.train(spec, reporter=reporter, **flags)
+    # one thread unless a test says otherwise: a module-scoped fixture runs before conftest's
+    # OMP_NUM_THREADS=1, and the automatic rule would pick 2 on a 2-core machine, summing in
+    # another order than the resumed run it is compared with bit for bit
+    with pytest.MonkeyPatch.context() as env:
+        if "threads" not in flags and "OMP_NUM_THREADS" not in os.environ:
+            env.setenv("OMP_NUM_THREADS", "1")
+        result = kdsl.train(spec, reporter=reporter, **flags)
     return result.summary, out.getvalue()
 
 
