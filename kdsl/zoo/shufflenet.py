@@ -118,6 +118,17 @@ class ShuffleNetV1(StagedClassifier):
         self._add_classifier(channels, num_classes)
 
 
+def _add_branch(unit: nn.Module, first: int, in_channels: int, channels: int, stride: int) -> None:
+    """Register ShuffleNet V2's convolution branch on ``unit``: 1x1, depthwise 3x3 with ``stride``,
+    1x1, as ``conv{first}``/``bn{first}`` onwards (the CIFAR reference's names, so its state-dict
+    keys). Both V2 units run it the same way: ReLU after the 1x1 convolutions only."""
+    layers = ((in_channels, 1, 1, 1), (channels, 3, stride, channels), (channels, 1, 1, 1))
+    for index, (inputs, kernel, step, groups) in enumerate(layers, start=first):
+        unit.add_module(f"conv{index}", nn.Conv2d(inputs, channels, kernel, stride=step, padding=kernel // 2,
+                                                  groups=groups, bias=False))
+        unit.add_module(f"bn{index}", nn.BatchNorm2d(channels))
+
+
 class ShuffleV2DownUnit(nn.Module):
     """ShuffleNet V2 spatial down-sampling unit: two stride-2 branches, concatenated and shuffled.
 
@@ -132,12 +143,7 @@ class ShuffleV2DownUnit(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv2 = nn.Conv2d(in_channels, mid, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)
-        self.conv3 = nn.Conv2d(in_channels, mid, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(mid)
-        self.conv4 = nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False)
-        self.bn4 = nn.BatchNorm2d(mid)
-        self.conv5 = nn.Conv2d(mid, mid, 1, bias=False)
-        self.bn5 = nn.BatchNorm2d(mid)
+        _add_branch(self, 3, in_channels, mid, stride=2)
         self.relu = nn.ReLU(inplace=True)
         self.shuffle = ChannelShuffle(2)
 
@@ -157,12 +163,7 @@ class ShuffleV2Unit(nn.Module):
         super().__init__()
         half = channels // 2
         self.split = (channels - half, half)
-        self.conv1 = nn.Conv2d(half, half, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(half)
-        self.conv2 = nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False)
-        self.bn2 = nn.BatchNorm2d(half)
-        self.conv3 = nn.Conv2d(half, half, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(half)
+        _add_branch(self, 1, half, half, stride=1)
         self.relu = nn.ReLU(inplace=True)
         self.shuffle = ChannelShuffle(2)
 
