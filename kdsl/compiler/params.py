@@ -13,7 +13,7 @@ from kdsl.compiler.paths import find_module
 from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError, Note
 from kdsl.io.checkpoint_file import spec_relative
-from kdsl.io.weights import load_into
+from kdsl.io.weights import load_into, mismatch_hints
 from kdsl.lang import ir
 
 
@@ -59,20 +59,5 @@ def _module(plan: Plan, path: ir.ModulePath) -> nn.Module:
 
 def init_problems(target: nn.Module, source: nn.Module) -> List[str]:
     """What keeps ``source``'s state from being copied into ``target`` (empty: nothing)."""
-    want, have = target.state_dict(), source.state_dict()
-
-    def listing(keys: List[str]) -> str:
-        return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-
-    problems = []
-    missing = [k for k in want if k not in have]
-    extra = [k for k in have if k not in want]
-    wrong = [f"{k}: {tuple(have[k].shape)} into {tuple(want[k].shape)}"
-             for k in want if k in have and tuple(want[k].shape) != tuple(have[k].shape)]
-    if missing:
-        problems.append(f"the source lacks {listing(missing)}")
-    if extra:
-        problems.append(f"the target lacks {listing(extra)}")
-    if wrong:
-        problems.append(f"shapes differ: {listing(wrong)}")
-    return problems
+    return mismatch_hints(target.state_dict(), source.state_dict(),
+                          ("the source lacks ", "the target lacks ", "shapes differ: "), "{key}: {have} into {want}")

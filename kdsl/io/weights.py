@@ -8,7 +8,7 @@ keys are listed in the error.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -97,20 +97,25 @@ def load_into(model: nn.Module, path: str, span: Optional[Span] = None, what: st
     """Load a checkpoint into ``model`` strictly; a located KD509 error lists what does not match.
     ``key`` selects one entry of a file holding several (see :func:`read_state_dict`)."""
     state = _strip_prefix(read_state_dict(path, span, key), model)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        def listing(keys):
-            return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {listing(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatches: {listing(wrong)}")
-        raise error("KD509", f"checkpoint {path} does not fit the {what}", span, hints=parts)
+    hints = mismatch_hints(model.state_dict(), state, ("missing keys: ", "unexpected keys: ", "shape mismatches: "),
+                           "{key}: checkpoint {have} vs model {want}")
+    if hints:
+        raise error("KD509", f"checkpoint {path} does not fit the {what}", span, hints=hints)
     model.load_state_dict(state, strict=True)
+
+
+def mismatch_hints(want: Mapping[str, torch.Tensor], have: Mapping[str, torch.Tensor],
+                   labels: Tuple[str, str, str], shape_text: str) -> List[str]:
+    """What keeps the state ``have`` from loading into a module whose state is ``want``: one hint
+    per kind of problem (``labels`` lead them in: keys only ``want`` has, keys only ``have`` has,
+    shapes that differ), each listing at most six keys; empty when it fits. ``shape_text``
+    formats one shape mismatch from ``key``, ``have`` and ``want``."""
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    shapes = [shape_text.format(key=k, have=tuple(have[k].shape), want=tuple(want[k].shape))
+              for k in want if k in have and tuple(want[k].shape) != tuple(have[k].shape)]
+    return [f"{label}{_listing(keys)}" for label, keys in zip(labels, (missing, unexpected, shapes)) if keys]
+
+
+def _listing(keys: List[str]) -> str:
+    return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")

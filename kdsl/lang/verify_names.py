@@ -290,15 +290,11 @@ class NameResolution:
             self.diags.error("KD225", f"connector '{name}' ({decl.component}) has no method '{method}'",
                              call.method_span, hint=hint)
             return None
-        resolved = self._resolved_arguments(call, use)
-        if resolved is None:
+        arguments = self._tensor_arguments(call, use, f"'{name}.{method}'")
+        if arguments is None:
             return None
-        args, kwargs = resolved
-        for value in list(args) + [v for _, v in kwargs]:
-            self._check_tensor(f"'{name}.{method}'", value)
-        return ir.ConnectorApply(connector=name, method=method, args=tuple(args),
-                                 kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
-                                              for k, v in kwargs), span=call.span)
+        args, kwargs = arguments
+        return ir.ConnectorApply(connector=name, method=method, args=args, kwargs=kwargs, span=call.span)
 
     def _resolve_model_call(self, call: ir.Call, decl: ir.ModelDecl, use: Use):
         """``gen(noise(100))``: a generator run on values, only in ``input = ...``."""
@@ -314,12 +310,19 @@ class NameResolution:
         if not self._model_ref(name, call.func_span, use.position):
             return None
         use.models.add(name)
+        arguments = self._tensor_arguments(call, use, f"generator '{name}'")
+        if arguments is None:
+            return None
+        args, kwargs = arguments
+        return ir.ModelApply(model=name, args=args, kwargs=kwargs, span=call.span)
+
+    def _tensor_arguments(self, call: ir.Call, use: Use, what: str):
+        """The call's arguments resolved and each checked to be a tensor (``what`` names the
+        callee in the error), as the positional values and IR keywords; None after an error."""
         resolved = self._resolved_arguments(call, use)
         if resolved is None:
             return None
         args, kwargs = resolved
         for value in list(args) + [v for _, v in kwargs]:
-            self._check_tensor(f"generator '{name}'", value)
-        return ir.ModelApply(model=name, args=tuple(args),
-                             kwargs=tuple(ir.Keyword(name=k.name, value=v, span=k.span)
-                                          for k, v in kwargs), span=call.span)
+            self._check_tensor(what, value)
+        return tuple(args), tuple(ir.Keyword(name=k.name, value=v, span=k.span) for k, v in kwargs)

@@ -244,14 +244,7 @@ class Interpreter(Visitor[Any]):
             values = [self.env.context()]
         else:
             values = [self.visit(a) for a in bound.inputs]
-        try:
-            return bound.module(*values)
-        except KdslError:
-            raise
-        except Exception as exc:
-            raise error("KD611", f"while evaluating {expr.function}(){where(expr.span)}: "
-                        f"{type(exc).__name__}: {exc}", expr.span,
-                        hint="inputs: " + ("; ".join(describe_value(v) for v in values) or "none")) from exc
+        return _run_located(f"evaluating {expr.function}()", expr, values, lambda: bound.module(*values))
 
     def visit_model_apply(self, expr: ir.ModelApply) -> Any:
         slot = self._slot(expr)
@@ -259,14 +252,8 @@ class Interpreter(Visitor[Any]):
             return self.cache[slot]
         args = [self.visit(a) for a in expr.args]
         kwargs = {k.name: self.visit(k.value) for k in expr.kwargs}
-        try:
-            out = self.env.run_model(expr, args, kwargs)
-        except KdslError:
-            raise
-        except Exception as exc:
-            raise error("KD611", f"while running model '{expr.model}'{where(expr.span)}: "
-                        f"{type(exc).__name__}: {exc}", expr.span,
-                        hint="inputs: " + ("; ".join(describe_value(v) for v in args) or "none")) from exc
+        out = _run_located(f"running model '{expr.model}'", expr, args,
+                           lambda: self.env.run_model(expr, args, kwargs))
         self.cache[slot] = out
         return out
 
@@ -277,3 +264,15 @@ class Interpreter(Visitor[Any]):
             slot = self._canonical.setdefault(expr, len(self._canonical))
             found = self._slots[id(expr)] = (expr, slot)  # the node is kept: its id stays unique
         return found[1]
+
+
+def _run_located(doing: str, expr: ir.Node, inputs: List[Any], run: Callable[[], Any]) -> Any:
+    """``run()``; an exception from user code (not a kdsl error) becomes KD611 at ``expr``, saying
+    what was being done and describing the ``inputs``."""
+    try:
+        return run()
+    except KdslError:
+        raise
+    except Exception as exc:
+        raise error("KD611", f"while {doing}{where(expr.span)}: {type(exc).__name__}: {exc}", expr.span,
+                    hint="inputs: " + ("; ".join(describe_value(v) for v in inputs) or "none")) from exc

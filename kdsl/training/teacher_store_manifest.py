@@ -23,7 +23,6 @@ VERSION = 2  # 2: per-chunk checksums and the inputs' digests
 MAX_DEPTH = 32  # the schema nests 6 deep; the spec's canonical JSON a little more
 HINT = "rebuild it with `kdsl teacher-cache SPEC --out DIR --overwrite`"
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.bin$", max_length=200)]
 Dim = Annotated[int, Field(ge=1, le=2 ** 31)]
@@ -32,11 +31,16 @@ RECORD_DTYPES = ("float16", "bfloat16", "float32", "float64")
 DIGEST_BYTES = 16  # blake2b digest of one sample's model inputs
 
 
-class PartEntry(BaseModel):
+class _Strict(BaseModel):
+    """A manifest entry: exact types, no keys beyond the declared ones, immutable once read."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PartEntry(_Strict):
     """One array file: per-sample shape and dtype, and the sha256 of each chunk of
     ``chunk_rows`` rows (a row is one sample of one epoch)."""
 
-    model_config = _STRICT
     file: FileName
     shape: Shape
     dtype: Literal["float32", "float16", "int16", "int32", "uint8"]
@@ -44,8 +48,7 @@ class PartEntry(BaseModel):
     sha256: List[Hex64]
 
 
-class RecordEntry(BaseModel):
-    model_config = _STRICT
+class RecordEntry(_Strict):
     teacher: str
     form: Literal["full", "topk"]
     shape: Shape
@@ -74,34 +77,29 @@ class RecordEntry(BaseModel):
         return self
 
 
-class TeacherPrint(BaseModel):
-    model_config = _STRICT
+class TeacherPrint(_Strict):
     model: Any
     weights: Hex64
 
 
-class RecordPrint(BaseModel):
-    model_config = _STRICT
+class RecordPrint(_Strict):
     text: str
     canonical: Any
 
 
-class DataPrint(BaseModel):
-    model_config = _STRICT
+class DataPrint(_Strict):
     ref: str
     options: Dict[str, Any]
     train_size: Annotated[int, Field(ge=1)]
     content: Hex64
 
 
-class AugmentationPrint(BaseModel):
-    model_config = _STRICT
+class AugmentationPrint(_Strict):
     per_epoch: bool
     sample_seeding: str
 
 
-class Fingerprint(BaseModel):
-    model_config = _STRICT
+class Fingerprint(_Strict):
     teachers: Dict[str, TeacherPrint]
     records: Dict[str, RecordPrint]
     data: DataPrint
@@ -110,10 +108,9 @@ class Fingerprint(BaseModel):
     precision: Literal["float32", "bf16", "fp16"]
 
 
-class Manifest(BaseModel):
+class Manifest(_Strict):
     """A complete store: what :func:`kdsl.training.teacher_store_build.build_store` writes last."""
 
-    model_config = _STRICT
     format: Literal["kdsl-teacher-store"]
     version: Literal[2]
     epochs: Annotated[int, Field(ge=1, le=100_000)]

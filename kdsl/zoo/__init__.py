@@ -33,32 +33,10 @@ from kdsl.zoo.shufflenet import shufflenetv1, shufflenetv2
 from kdsl.zoo.vgg import vgg8, vgg13
 from kdsl.zoo.wrn import wrn_16_2, wrn_40_1, wrn_40_2
 
-__all__ = [
-    "MODELS",
-    "resnet8",
-    "resnet14",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "resnet8x4",
-    "resnet32x4",
-    "wrn_16_2",
-    "wrn_40_1",
-    "wrn_40_2",
-    "vgg8",
-    "vgg13",
-    "mobilenetv2",
-    "shufflenetv1",
-    "shufflenetv2",
-    "digits_teacher",
-    "digits_cnn",
-    "digits_mlp",
-    "dafl_generator",
-    "gpt",
-]
+MODELS: Dict[str, Callable[..., nn.Module]] = {factory.__name__: factory for factory in (
+    resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110, resnet8x4, resnet32x4,
+    wrn_16_2, wrn_40_1, wrn_40_2, vgg8, vgg13, mobilenetv2, shufflenetv1, shufflenetv2,
+    digits_teacher, digits_cnn, digits_mlp, dafl_generator, gpt,
+)}
 
-MODELS: Dict[str, Callable[..., nn.Module]] = {
-    name: globals()[name] for name in __all__ if name != "MODELS"
-}
+__all__ = ["MODELS", *MODELS]

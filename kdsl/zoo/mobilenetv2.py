@@ -20,7 +20,7 @@ from typing import List
 import torch
 from torch import nn
 
-from kdsl.zoo._init import init_weights
+from kdsl.zoo._classifier import StagedClassifier
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenetv2"]
 
@@ -59,7 +59,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(StagedClassifier):
     """CIFAR MobileNetV2.
 
     Args:
@@ -72,32 +72,17 @@ class MobileNetV2(nn.Module):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {width_mult}")
-        channels = int(32 * width_mult)
-        self.conv1 = nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-        for index, (ratio, width, blocks, stride) in enumerate(_STAGES, start=1):
+        channels = self._add_stem(nn.Conv2d(3, int(32 * width_mult), 3, stride=2, padding=1, bias=False))
+        for ratio, width, blocks, stride in _STAGES:
             out_channels = int(width * width_mult)
             ratio = expansion if ratio is None else ratio
             layers: List[nn.Module] = []
             for block in range(blocks):
                 layers.append(InvertedResidual(channels, out_channels, stride if block == 0 else 1, ratio))
                 channels = out_channels
-            self.add_module(f"layer{index}", nn.Sequential(*layers))
+            self._add_stage(nn.Sequential(*layers))
         head = int(1280 * width_mult) if width_mult > 1.0 else 1280
-        self.conv2 = nn.Conv2d(channels, head, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(head)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(head, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        for index in range(1, len(_STAGES) + 1):
-            x = getattr(self, f"layer{index}")(x)
-        x = self.relu(self.bn2(self.conv2(x)))
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        self._add_classifier(channels, num_classes, head)
 
 
 def mobilenetv2(num_classes: int = 100, width_mult: float = 0.5, expansion: int = 6) -> MobileNetV2:

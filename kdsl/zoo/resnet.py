@@ -12,12 +12,12 @@ Module names follow torchvision so that a spec can point at ``layer2``, ``layer3
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from kdsl.zoo._init import init_weights
+from kdsl.zoo._classifier import StagedClassifier
 
 __all__ = [
     "BasicBlock",
@@ -65,7 +65,7 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(StagedClassifier):
     """A three-stage ResNet for 32x32 inputs.
 
     Args:
@@ -84,16 +84,10 @@ class CifarResNet(nn.Module):
         if len(widths) != 4:
             raise ValueError(f"widths must list the stem and three stages, got {list(widths)}")
         blocks = (depth - 2) // 6
-        self._in_channels = widths[0]
-        self.conv1 = _conv3x3(3, widths[0])
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(widths[1], blocks, stride=1)
-        self.layer2 = self._make_layer(widths[2], blocks, stride=2)
-        self.layer3 = self._make_layer(widths[3], blocks, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(widths[3] * BasicBlock.expansion, num_classes)
-        init_weights(self)
+        self._in_channels = self._add_stem(_conv3x3(3, widths[0]))
+        for channels, stride in zip(widths[1:], (1, 2, 2)):
+            self._add_stage(self._make_layer(channels, blocks, stride))
+        self._add_classifier(self._in_channels, num_classes)
 
     def _make_layer(self, channels: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
@@ -108,59 +102,32 @@ class CifarResNet(nn.Module):
         layers.extend(BasicBlock(out_channels, channels) for _ in range(1, blocks))
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
-
 
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
 
-def resnet8(num_classes: int = 100) -> CifarResNet:
-    """ResNet-8 for CIFAR (1 block per stage, widths 16/32/64)."""
-    return CifarResNet(8, _NARROW, num_classes)
+def _factory(name: str, depth: int, widths: Sequence[int], doc: str) -> Callable[..., CifarResNet]:
+    """The public factory ``name``: a ResNet of ``depth`` and ``widths`` for ``num_classes``."""
+
+    def factory(num_classes: int = 100) -> CifarResNet:
+        return CifarResNet(depth, widths, num_classes)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
 
 
-def resnet14(num_classes: int = 100) -> CifarResNet:
-    """ResNet-14 for CIFAR (2 blocks per stage, widths 16/32/64)."""
-    return CifarResNet(14, _NARROW, num_classes)
+def _narrow(depth: int) -> Callable[..., CifarResNet]:
+    blocks = (depth - 2) // 6
+    doc = f"ResNet-{depth} for CIFAR ({blocks} block{'s' if blocks > 1 else ''} per stage, widths 16/32/64)."
+    return _factory(f"resnet{depth}", depth, _NARROW, doc)
 
 
-def resnet20(num_classes: int = 100) -> CifarResNet:
-    """ResNet-20 for CIFAR (3 blocks per stage, widths 16/32/64)."""
-    return CifarResNet(20, _NARROW, num_classes)
+def _wide(depth: int) -> Callable[..., CifarResNet]:
+    doc = f"ResNet-{depth}x4 (CRD): ResNet-{depth} with a 32-channel stem and stages 64/128/256."
+    return _factory(f"resnet{depth}x4", depth, _WIDE, doc)
 
 
-def resnet32(num_classes: int = 100) -> CifarResNet:
-    """ResNet-32 for CIFAR (5 blocks per stage, widths 16/32/64)."""
-    return CifarResNet(32, _NARROW, num_classes)
-
-
-def resnet44(num_classes: int = 100) -> CifarResNet:
-    """ResNet-44 for CIFAR (7 blocks per stage, widths 16/32/64)."""
-    return CifarResNet(44, _NARROW, num_classes)
-
-
-def resnet56(num_classes: int = 100) -> CifarResNet:
-    """ResNet-56 for CIFAR (9 blocks per stage, widths 16/32/64)."""
-    return CifarResNet(56, _NARROW, num_classes)
-
-
-def resnet110(num_classes: int = 100) -> CifarResNet:
-    """ResNet-110 for CIFAR (18 blocks per stage, widths 16/32/64)."""
-    return CifarResNet(110, _NARROW, num_classes)
-
-
-def resnet8x4(num_classes: int = 100) -> CifarResNet:
-    """ResNet-8x4 (CRD): ResNet-8 with a 32-channel stem and stages 64/128/256."""
-    return CifarResNet(8, _WIDE, num_classes)
-
-
-def resnet32x4(num_classes: int = 100) -> CifarResNet:
-    """ResNet-32x4 (CRD): ResNet-32 with a 32-channel stem and stages 64/128/256."""
-    return CifarResNet(32, _WIDE, num_classes)
+resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110 = map(_narrow, (8, 14, 20, 32, 44, 56, 110))
+resnet8x4, resnet32x4 = _wide(8), _wide(32)

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from kdsl.zoo._init import init_weights
+from kdsl.zoo._classifier import StagedClassifier
 
 __all__ = [
     "ChannelShuffle",
@@ -90,7 +90,7 @@ class ShuffleV1Unit(nn.Module):
         return self.relu(out)
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(StagedClassifier):
     """CIFAR ShuffleNet V1.
 
     Args:
@@ -103,12 +103,8 @@ class ShuffleNetV1(nn.Module):
     def __init__(self, num_classes: int = 100, stage_channels: Sequence[int] = (240, 480, 960),
                  stage_blocks: Sequence[int] = (4, 8, 4), groups: int = 3) -> None:
         super().__init__()
-        stem = 24
-        self.conv1 = nn.Conv2d(3, stem, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
-        channels = stem
-        for index, (out_channels, blocks) in enumerate(zip(stage_channels, stage_blocks), start=1):
+        stem = channels = self._add_stem(nn.Conv2d(3, 24, 1, bias=False))
+        for out_channels, blocks in zip(stage_channels, stage_blocks):
             units: List[nn.Module] = []
             for block in range(blocks):
                 if block == 0:
@@ -118,18 +114,19 @@ class ShuffleNetV1(nn.Module):
                 else:
                     units.append(ShuffleV1Unit(out_channels, out_channels, 1, groups))
             channels = out_channels
-            self.add_module(f"layer{index}", nn.Sequential(*units))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-        init_weights(self)
+            self._add_stage(nn.Sequential(*units))
+        self._add_classifier(channels, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+
+def _add_branch(unit: nn.Module, first: int, in_channels: int, channels: int, stride: int) -> None:
+    """Register ShuffleNet V2's convolution branch on ``unit``: 1x1, depthwise 3x3 with ``stride``,
+    1x1, as ``conv{first}``/``bn{first}`` onwards (the CIFAR reference's names, so its state-dict
+    keys). Both V2 units run it the same way: ReLU after the 1x1 convolutions only."""
+    layers = ((in_channels, 1, 1, 1), (channels, 3, stride, channels), (channels, 1, 1, 1))
+    for index, (inputs, kernel, step, groups) in enumerate(layers, start=first):
+        unit.add_module(f"conv{index}", nn.Conv2d(inputs, channels, kernel, stride=step, padding=kernel // 2,
+                                                  groups=groups, bias=False))
+        unit.add_module(f"bn{index}", nn.BatchNorm2d(channels))
 
 
 class ShuffleV2DownUnit(nn.Module):
@@ -146,12 +143,7 @@ class ShuffleV2DownUnit(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv2 = nn.Conv2d(in_channels, mid, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)
-        self.conv3 = nn.Conv2d(in_channels, mid, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(mid)
-        self.conv4 = nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False)
-        self.bn4 = nn.BatchNorm2d(mid)
-        self.conv5 = nn.Conv2d(mid, mid, 1, bias=False)
-        self.bn5 = nn.BatchNorm2d(mid)
+        _add_branch(self, 3, in_channels, mid, stride=2)
         self.relu = nn.ReLU(inplace=True)
         self.shuffle = ChannelShuffle(2)
 
@@ -171,12 +163,7 @@ class ShuffleV2Unit(nn.Module):
         super().__init__()
         half = channels // 2
         self.split = (channels - half, half)
-        self.conv1 = nn.Conv2d(half, half, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(half)
-        self.conv2 = nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False)
-        self.bn2 = nn.BatchNorm2d(half)
-        self.conv3 = nn.Conv2d(half, half, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(half)
+        _add_branch(self, 1, half, half, stride=1)
         self.relu = nn.ReLU(inplace=True)
         self.shuffle = ChannelShuffle(2)
 
@@ -197,7 +184,7 @@ _V2_SIZES = {
 }
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(StagedClassifier):
     """CIFAR ShuffleNet V2.
 
     Args:
@@ -210,30 +197,13 @@ class ShuffleNetV2(nn.Module):
         if net_size not in _V2_SIZES:
             raise ValueError(f"net_size must be one of {sorted(_V2_SIZES)}, got {net_size}")
         stage_channels, head, stage_blocks = _V2_SIZES[net_size]
-        stem = 24
-        self.conv1 = nn.Conv2d(3, stem, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
-        channels = stem
-        for index, (out_channels, blocks) in enumerate(zip(stage_channels, stage_blocks), start=1):
+        channels = self._add_stem(nn.Conv2d(3, 24, 3, padding=1, bias=False))
+        for out_channels, blocks in zip(stage_channels, stage_blocks):
             units: List[nn.Module] = [ShuffleV2DownUnit(channels, out_channels)]
             units.extend(ShuffleV2Unit(out_channels) for _ in range(blocks))
             channels = out_channels
-            self.add_module(f"layer{index}", nn.Sequential(*units))
-        self.conv2 = nn.Conv2d(channels, head, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(head)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(head, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = self.relu(self.bn2(self.conv2(x)))
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+            self._add_stage(nn.Sequential(*units))
+        self._add_classifier(channels, num_classes, head)
 
 
 def shufflenetv1(num_classes: int = 100) -> ShuffleNetV1:
