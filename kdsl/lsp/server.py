@@ -32,11 +32,18 @@ DEBOUNCE_S = 0.15
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("kdsl")
+    except metadata.PackageNotFoundError:
+        return "unknown (a source tree never installed)"
+
+
 class KdslServer(LanguageServer):
     def __init__(self) -> None:
-        from kdsl import __version__
-
-        super().__init__("kdsl", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        super().__init__("kdsl", _version(), text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
 
