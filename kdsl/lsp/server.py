@@ -1,5 +1,10 @@
 """The language server: pygls wiring of kdsl's checks and the editor features (stdio).
 
+The client sends the whole text on each edit (full sync): pygls splits lines as Python's
+``str.splitlines`` does (form feeds and U+2028 too), which an editor does not, so an incremental edit
+of such a text would land elsewhere. Lines are counted at ``\n`` as kdsl's spans count them;
+characters are converted to and from the client's units (UTF-16 unless it asks for another).
+
 A half-typed spec is the normal case: every text gets diagnostics, never an error of the server.
 Requests about a document that is not open, or a position outside its text, get an
 InvalidParams error. Diagnostics follow an edit after a short pause (``DEBOUNCE_S``), so a burst
@@ -28,7 +33,8 @@ from kdsl.lsp.context import context_at
 from kdsl.lsp.names import Index
 from kdsl.lsp.text import Lines, token_at, tokens
 
-DEBOUNCE_S = 0.15
+DEBOUNCE_S = 0.15  # the client may choose another: initializationOptions {"debounceMs": 0}
+INTERNAL = "kdsl could not check this text"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -43,7 +49,9 @@ def _version() -> str:
 
 class KdslServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("kdsl", _version(), text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        super().__init__("kdsl", _version(), text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+        self.debounce_s = DEBOUNCE_S
+        self._split: tuple = (None, [])  # the last text to_client split into lines, and its lines
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
 
@@ -59,12 +67,28 @@ class KdslServer(LanguageServer):
         return os.path.abspath(path) if path else f"<{uri}>"
 
     def offset(self, uri: str, position: lsp.Position) -> int:
-        doc = self.document(uri)
-        lines = Lines(doc.source)
-        if not lines.contains(position.line, position.character):
+        lines = Lines(self.document(uri).source)
+        line = position.line
+        text = lines.line_text(line) if 0 <= line < len(lines) else None
+        if text is None or not 0 <= position.character <= self.workspace.position_codec.client_num_units(text):
             raise JsonRpcInvalidParams(f"position {position.line}:{position.character} is outside the "
                                        f"text of {uri} ({len(lines)} lines)")
-        return lines.offset(position.line, position.character)
+        found = self.workspace.position_codec.position_from_client_units([text], lsp.Position(0, position.character))
+        return lines.offset(line, found.character)
+
+    def to_client(self, text: str, ranges: List[lsp.Range]) -> List[lsp.Range]:
+        """Ranges in characters of ``text`` as the client counts them."""
+        if self._split[0] is not text:
+            self._split = (text, text.split("\n"))
+        lines = self._split[1]
+        codec = self.workspace.position_codec
+
+        def position(p: lsp.Position) -> lsp.Position:
+            if p.line >= len(lines) or lines[p.line].isascii():
+                return p
+            return lsp.Position(p.line, codec.client_num_units(lines[p.line][:p.character]))
+
+        return [lsp.Range(position(r.start), position(r.end)) for r in ranges]
 
     def index(self, uri: str) -> Index:
         doc = self.document(uri)
@@ -80,16 +104,23 @@ class KdslServer(LanguageServer):
         if doc is None:
             return
         path = self.path_of(uri)
-        _, diagnostics, sources = check_text(doc.source, path)
-        self.sources[uri] = sources
-        found = convert.to_lsp(diagnostics, path, sources)
+        try:
+            _, diagnostics, sources = check_text(doc.source, path)
+            self.sources[uri] = sources
+            found = convert.to_lsp(diagnostics, path, sources)
+            for d, r in zip(found, self.to_client(doc.source, [d.range for d in found])):
+                d.range = r
+        except Exception as exc:  # noqa: BLE001 - a bug in kdsl must not leave stale diagnostics
+            found = [lsp.Diagnostic(range=convert.span_range(None), source=convert.SOURCE,
+                                    message=f"{INTERNAL}: {type(exc).__name__}: {exc}. This is a bug in "
+                                    "kdsl; please report it with this text.")]
         self.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=found, version=doc.version))
 
     def check_soon(self, uri: str) -> None:
         if uri in self.pending:
             self.pending.pop(uri).cancel()
-        self.pending[uri] = asyncio.get_running_loop().call_later(DEBOUNCE_S, self.check, uri)
+        self.pending[uri] = asyncio.get_running_loop().call_later(self.debounce_s, self.check, uri)
 
     def forget(self, uri: str) -> None:
         if uri in self.pending:
@@ -99,6 +130,14 @@ class KdslServer(LanguageServer):
 
 
 server = KdslServer()
+
+
+@server.feature(lsp.INITIALIZE)
+def _initialize(ls: KdslServer, params: lsp.InitializeParams) -> None:
+    options = params.initialization_options if isinstance(params.initialization_options, dict) else {}
+    debounce = options.get("debounceMs")
+    if isinstance(debounce, (int, float)) and not isinstance(debounce, bool) and 0 <= debounce <= 10_000:
+        ls.debounce_s = debounce / 1000
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
@@ -156,7 +195,8 @@ def _name_at(ls: KdslServer, uri: str, position: lsp.Position):
 
 
 def _location(index: Index, file: str, start: int, end: int) -> lsp.Location:
-    return lsp.Location(convert.uri_of(file), convert.offsets_range(index.lines[file], start, end))
+    return lsp.Location(convert.uri_of(file), server.to_client(index.texts[file], [
+        convert.offsets_range(index.lines[file], start, end)])[0])
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
@@ -174,7 +214,8 @@ def _definition(ls: KdslServer, params: lsp.DefinitionParams) -> Optional[lsp.Lo
     declared = index.find(tok.text) if tok.kind == "name" else None
     if declared is None:
         return None
-    return lsp.Location(convert.uri_of(declared.span.file), convert.span_range(declared.span))
+    return lsp.Location(convert.uri_of(declared.span.file), ls.to_client(
+        index.texts.get(declared.span.file, ""), [convert.span_range(declared.span)])[0])
 
 
 @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
@@ -191,7 +232,8 @@ def _prepare_rename(ls: KdslServer, params: lsp.PrepareRenameParams) -> Optional
     tok, index = _name_at(ls, uri, params.position)
     if tok is None or tok.kind != "name" or index.find(tok.text) is None:
         return None
-    return convert.offsets_range(index.lines[ls.path_of(uri)], tok.start, tok.end)
+    return ls.to_client(ls.document(uri).source, [convert.offsets_range(index.lines[ls.path_of(uri)],
+                                                                        tok.start, tok.end)])[0]
 
 
 @server.feature(lsp.TEXT_DOCUMENT_RENAME)
@@ -211,7 +253,8 @@ def _rename(ls: KdslServer, params: lsp.RenameParams) -> Optional[lsp.WorkspaceE
             and lines.position(o.start) == (declared.span.line - 1, declared.span.column - 1)
         text = f"{declared.node.role} {new}" if bare else new  # `student = ...` -> `student s2 = ...`
         changes.setdefault(convert.uri_of(o.file), []).append(
-            lsp.TextEdit(convert.offsets_range(lines, o.start, o.end), text))
+            lsp.TextEdit(ls.to_client(index.texts[o.file], [convert.offsets_range(lines, o.start, o.end)])[0],
+                         text))
     return lsp.WorkspaceEdit(changes=changes)
 
 
@@ -223,15 +266,15 @@ _SYMBOL_KIND = {ir.ModelDecl: lsp.SymbolKind.Module, ir.RecordDecl: lsp.SymbolKi
                 ir.IncludeDecl: lsp.SymbolKind.File}
 
 
-def _symbol(node: ir.Node) -> Optional[lsp.DocumentSymbol]:
+def _symbol(node: ir.Node, text: str) -> Optional[lsp.DocumentSymbol]:
     kind = _SYMBOL_KIND.get(type(node))
     if kind is None or node.span is None:
         return None
     name = getattr(node, "name", None) or (f'include "{node.path}"' if isinstance(node, ir.IncludeDecl)
                                            else node.kind)
-    children = [c for c in (_symbol(s) for s in getattr(node, "statements", ())) if c is not None]
-    full = convert.span_range(node.span)
-    selection = convert.span_range(getattr(node, "name_span", None) or node.span)
+    children = [c for c in (_symbol(s, text) for s in getattr(node, "statements", ())) if c is not None]
+    full, selection = server.to_client(text, [convert.span_range(node.span),
+                                              convert.span_range(getattr(node, "name_span", None) or node.span)])
     if not (full.start.line, full.start.character) <= (selection.start.line, selection.start.character):
         selection = full
     return lsp.DocumentSymbol(name=name, kind=kind, range=full, selection_range=lsp.Range(selection.start, selection.start),
@@ -241,8 +284,8 @@ def _symbol(node: ir.Node) -> Optional[lsp.DocumentSymbol]:
 @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
 def _document_symbols(ls: KdslServer, params: lsp.DocumentSymbolParams) -> List[lsp.DocumentSymbol]:
     uri = params.text_document.uri
-    statements = _statements(ls.document(uri).source, ls.path_of(uri))
-    return [s for s in (_symbol(n) for n in statements) if s is not None]
+    text = ls.document(uri).source
+    return [s for s in (_symbol(n, text) for n in _statements(text, ls.path_of(uri))) if s is not None]
 
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
@@ -256,7 +299,7 @@ def _formatting(ls: KdslServer, params: lsp.DocumentFormattingParams) -> List[ls
     if not formatted.changed:
         return []  # unchanged, or syntax errors (the diagnostics show them): nothing to do
     lines = Lines(text)
-    return [lsp.TextEdit(convert.offsets_range(lines, 0, len(text)), formatted.text)]
+    return [lsp.TextEdit(ls.to_client(text, [convert.offsets_range(lines, 0, len(text))])[0], formatted.text)]
 
 
 @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION)

@@ -73,8 +73,7 @@ async def test_open_edit_diagnostics_match_kdsl_check(client: LanguageClient, tm
     broken = SPEC.replace("kl_div(s_logits", "kl_div(s_logit")
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        [types.TextDocumentContentChangePartial(
-            range=types.Range(_pos(SPEC, "s_logits, t_"), _pos(SPEC, "s_logits, t_", 8)), text="s_logit")]))
+        [types.TextDocumentContentChangeWholeDocument(text=broken)]))
     await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     found = client.diagnostics[uri]
     expected = [d for d in check_text(broken, str(tmp_path / "a.kd"))[1]]
