@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.types import KINDS, Component
-from kdsl.lsp.text import Token, open_brackets, tokens
+from kdsl.lsp.text import Token, open_brackets, tokens, window
 
 # The kind of call a train setting's value is (optimizer = sgd(...)): its catalog kind.
 _SETTING_CALLS = {"optimizer": "optimizer", "lr_schedule": "lr_schedule"}
@@ -32,7 +32,7 @@ def _block_word(toks: List[Token], i: int) -> Optional[str]:
 
 
 def context_at(text: str, offset: int) -> Context:
-    before = tokens(text[:offset])
+    before = tokens(text, window(text, offset)[0], offset)
     prefix = before[-1].text if before and before[-1].kind == "name" and before[-1].end == offset else ""
     head = before[:-1] if prefix else before
     stack = open_brackets(head)

@@ -12,7 +12,7 @@ from kdsl.lang.statements import RECORDER_KINDS, UnhandledStatement, recorder_ki
 from kdsl.lsp.complete import setting_doc
 from kdsl.lsp.context import component_named, context_at
 from kdsl.lsp.names import Declaration, Index
-from kdsl.lsp.text import Token, after_dot, tokens
+from kdsl.lsp.text import Token, after_dot, tokens, window
 
 
 def _code(lines: List[str]) -> str:
@@ -35,7 +35,7 @@ def _declaration(d: Declaration, index: Index) -> str:
 
 
 def hover_text(text: str, offset: int, index: Index) -> Optional[str]:
-    toks = tokens(text)
+    toks = tokens(text, *window(text, offset))
     i = next((k for k, t in enumerate(toks) if t.kind == "name" and t.start <= offset <= t.end), None)
     if i is None:
         return None

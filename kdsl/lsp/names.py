@@ -77,10 +77,17 @@ class Index:
     def __init__(self, texts: Dict[str, str]) -> None:
         self.texts = texts
         self.lines = {f: Lines(t) for f, t in texts.items()}
-        self.declared: Dict[str, List[Declaration]] = {}
-        for file, text in texts.items():
-            for d in declarations(text, file):
-                self.declared.setdefault(d.name, []).append(d)
+        self._declared: Optional[Dict[str, List[Declaration]]] = None
+
+    @property
+    def declared(self) -> Dict[str, List[Declaration]]:
+        """Name -> its declarations, read when first asked for (a hover on a keyword never is)."""
+        if self._declared is None:
+            self._declared = {}
+            for file, text in self.texts.items():
+                for d in declarations(text, file):
+                    self._declared.setdefault(d.name, []).append(d)
+        return self._declared
 
     def find(self, name: str) -> Optional[Declaration]:
         found = self.declared.get(name)

@@ -31,7 +31,7 @@ from kdsl.lang.statements import STATEMENT_KEYWORDS
 from kdsl.lsp import complete, convert, hover
 from kdsl.lsp.context import context_at
 from kdsl.lsp.names import Index
-from kdsl.lsp.text import Lines, token_at, tokens
+from kdsl.lsp.text import Lines, token_at, tokens, window
 
 DEBOUNCE_S = 0.15  # the client may choose another: initializationOptions {"debounceMs": 0}
 INTERNAL = "kdsl could not check this text"
@@ -54,6 +54,7 @@ class KdslServer(LanguageServer):
         self._split: tuple = (None, [])  # the last text to_client split into lines, and its lines
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
+        self.indexes: Dict[str, tuple] = {}  # uri -> (the text it was built for, Index)
 
     # ---- documents --------------------------------------------------------------------------
     def document(self, uri: str):
@@ -91,11 +92,15 @@ class KdslServer(LanguageServer):
         return [lsp.Range(position(r.start), position(r.end)) for r in ranges]
 
     def index(self, uri: str) -> Index:
+        """The names of the document's text and of the files its last check included (kept until
+        the next edit or check)."""
         doc = self.document(uri)
-        path = self.path_of(uri)
-        texts = dict(self.sources.get(uri, {}))
-        texts[path] = doc.source
-        return Index(texts)
+        cached = self.indexes.get(uri)
+        if cached is None or cached[0] is not doc.source:
+            texts = dict(self.sources.get(uri, {}))
+            texts[self.path_of(uri)] = doc.source
+            self.indexes[uri] = (doc.source, Index(texts))
+        return self.indexes[uri][1]
 
     # ---- diagnostics ------------------------------------------------------------------------
     def check(self, uri: str) -> None:
@@ -107,6 +112,7 @@ class KdslServer(LanguageServer):
         try:
             _, diagnostics, sources = check_text(doc.source, path)
             self.sources[uri] = sources
+            self.indexes.pop(uri, None)  # its included files may have changed
             found = convert.to_lsp(diagnostics, path, sources)
             for d, r in zip(found, self.to_client(doc.source, [d.range for d in found])):
                 d.range = r
@@ -126,6 +132,7 @@ class KdslServer(LanguageServer):
         if uri in self.pending:
             self.pending.pop(uri).cancel()
         self.sources.pop(uri, None)
+        self.indexes.pop(uri, None)
         self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
@@ -190,7 +197,7 @@ def _statements(text: str, path: str) -> List[ir.Node]:
 def _name_at(ls: KdslServer, uri: str, position: lsp.Position):
     offset = ls.offset(uri, position)
     text = ls.document(uri).source
-    tok = token_at(tokens(text), offset)
+    tok = token_at(tokens(text, *window(text, offset)), offset)
     return tok, ls.index(uri)
 
 

@@ -30,10 +30,23 @@ class Token:
         return self.start + len(self.text)
 
 
-def tokens(text: str) -> List[Token]:
-    """Every token but blanks, in order."""
-    return [Token(m.lastgroup, m.group(), m.start()) for m in _TOKEN.finditer(text)
-            if m.lastgroup != "space"]
+# Questions about the cursor (hover, completion) read the text around it only: from a line start at
+# most WINDOW characters before it to the end of its line (at most WINDOW characters on either side). A spec is far smaller, so for every spec
+# this is the whole text before the cursor; for a fuzzer's megabytes it keeps answers quick.
+WINDOW = 20_000
+
+
+def tokens(text: str, start: int = 0, end: int = -1) -> List[Token]:
+    """Every token but blanks of ``text[start:end]``, in order (offsets in the whole text)."""
+    found = _TOKEN.finditer(text, start, len(text) if end < 0 else end)
+    return [Token(m.lastgroup, m.group(), m.start()) for m in found if m.lastgroup != "space"]
+
+
+def window(text: str, offset: int) -> Tuple[int, int]:
+    """(start, end) of the text that questions about ``offset`` read (see WINDOW)."""
+    start = 0 if offset <= WINDOW else text.find("\n", offset - WINDOW, offset) + 1 or offset - WINDOW
+    end = text.find("\n", offset, offset + WINDOW)
+    return start, min(len(text), offset + WINDOW) if end < 0 else end
 
 
 class Lines:
