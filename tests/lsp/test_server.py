@@ -182,3 +182,43 @@ async def test_bad_requests_get_lsp_errors(client: LanguageClient, tmp_path):
     with pytest.raises(JsonRpcInvalidParams, match="not open"):
         await client.text_document_formatting_async(types.DocumentFormattingParams(
             text_document=_doc(uri), options=types.FormattingOptions(tab_size=2, insert_spaces=True)))
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_edits_is_checked_once(client: LanguageClient, tmp_path):
+    uri = await _open(client, tmp_path / "a.kd", SPEC)
+    text = SPEC
+    for version in range(2, 7):  # typing "studen" then "t" ... faster than the debounce
+        text = text + "x"
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            [types.TextDocumentContentChangeWholeDocument(text=text)]))
+    published = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert published.version == 6  # the earlier versions were never checked
+
+
+@pytest.mark.asyncio
+async def test_definition_of_an_include_opens_the_file(client: LanguageClient, tmp_path):
+    (tmp_path / "base.kd").write_text("student\nrecord s = output of student\n")
+    text = 'include "base.kd"\nrecord t = output of student\n'
+    uri = await _open(client, tmp_path / "top.kd", text)
+    found = await client.text_document_definition_async(types.DefinitionParams(
+        text_document=_doc(uri), position=_pos(text, "base.kd")))
+    assert found.uri == (tmp_path / "base.kd").as_uri()
+    model = await client.text_document_definition_async(types.DefinitionParams(
+        text_document=_doc(uri), position=_pos(text, "student", 1)))
+    assert model.uri == (tmp_path / "base.kd").as_uri() and model.range.start == types.Position(0, 0)
+
+
+@pytest.mark.asyncio
+async def test_positions_count_utf16_units(client: LanguageClient, tmp_path):
+    # U+1F600 is one Python character but two UTF-16 units (VS Code's unit): what follows it shifts
+    line = 'loss z = mse(s_logits, t_logits, reduction="\U0001F600") * s_logitz\n'
+    uri = await _open(client, tmp_path / "a.kd", SPEC + line)
+    weight = [d for d in client.diagnostics[uri] if d.code == "KD213"]
+    assert weight and weight[0].range.start == types.Position(SPEC.count("\n"), line.index("s_logitz") + 1)
+    record = 'record q = input "\U0001F600" of student\n'
+    uri = await _open(client, tmp_path / "b.kd", SPEC + record)
+    end_of_student = types.Position(SPEC.count("\n"), len(record) - 1 + 1)  # + 1: the second unit
+    hover = await client.text_document_hover_async(types.HoverParams(text_document=_doc(uri), position=end_of_student))
+    assert hover is not None and "(model) student" in hover.contents.value
