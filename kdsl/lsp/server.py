@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import keyword
+import logging
 import os
 import re
 from typing import Dict, List, Optional
@@ -315,5 +316,12 @@ def _code_actions(ls: KdslServer, params: lsp.CodeActionParams) -> List[lsp.Code
     return convert.quick_fixes(params.text_document.uri, params.context.diagnostics)
 
 
+def _not_a_server_failure(record: logging.LogRecord) -> bool:
+    """pygls logs every error answer with its traceback; an InvalidParams answer (a closed
+    document, a position outside the text) is the client's mistake and the answer says so."""
+    return not (record.exc_info and isinstance(record.exc_info[1], JsonRpcInvalidParams))
+
+
 def main() -> None:
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(_not_a_server_failure)
     server.start_io()
