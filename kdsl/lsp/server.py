@@ -29,7 +29,7 @@ from kdsl.lang import ir
 from kdsl.lang.fmt import FormatError, format_text, lowered_statements
 from kdsl.lang.loader import check_text
 from kdsl.lang.statements import STATEMENT_KEYWORDS
-from kdsl.lsp import complete, convert, hover
+from kdsl.lsp import complete, convert, fixes, hover
 from kdsl.lsp.context import context_at
 from kdsl.lsp.names import Index
 from kdsl.lsp.text import Lines, token_at, tokens, window
@@ -312,8 +312,20 @@ def _formatting(ls: KdslServer, params: lsp.DocumentFormattingParams) -> List[ls
 
 @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION)
 def _code_actions(ls: KdslServer, params: lsp.CodeActionParams) -> List[lsp.CodeAction]:
-    ls.document(params.text_document.uri)
-    return convert.quick_fixes(params.text_document.uri, params.context.diagnostics)
+    uri = params.text_document.uri
+    text = ls.document(uri).source
+    actions = convert.quick_fixes(uri, params.context.diagnostics)
+    lines = Lines(text)
+    for d in params.context.diagnostics:
+        if not isinstance(d.code, str) or d.code not in fixes.FIXES:
+            continue
+        found = fixes.fix_for(d.code, text, ls.path_of(uri), lines.position(ls.offset(uri, d.range.start)))
+        if found is not None:
+            title, (start, end, new) = found
+            edit = lsp.TextEdit(ls.to_client(text, [convert.offsets_range(lines, start, end)])[0], new)
+            actions.append(lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, diagnostics=[d],
+                                          edit=lsp.WorkspaceEdit(changes={uri: [edit]})))
+    return actions
 
 
 def _not_a_server_failure(record: logging.LogRecord) -> bool:

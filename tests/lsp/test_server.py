@@ -222,3 +222,24 @@ async def test_positions_count_utf16_units(client: LanguageClient, tmp_path):
     end_of_student = types.Position(SPEC.count("\n"), len(record) - 1 + 1)  # + 1: the second unit
     hover = await client.text_document_hover_async(types.HoverParams(text_document=_doc(uri), position=end_of_student))
     assert hover is not None and "(model) student" in hover.contents.value
+
+
+@pytest.mark.asyncio
+async def test_quick_fixes_for_fixable_warnings(client: LanguageClient, tmp_path):
+    text = SPEC.replace("num_classes=100)\n", "num_classes=100) trainable\n", 1).replace(
+        "\nloss kd", "\nrecord spare = output of teacher\nloss kd")
+    uri = await _open(client, tmp_path / "a.kd", text)
+    fixed = text
+    for code in ("KD250", "KD254"):
+        found = [d for d in client.diagnostics[uri] if d.code == code]
+        assert found, client.diagnostics[uri]
+        actions = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=_doc(uri), range=found[0].range, context=types.CodeActionContext(diagnostics=found)))
+        assert len(actions) == 1, actions
+        edit = actions[0].edit.changes[uri][0]
+        lines = text.split("\n")
+        start = sum(len(x) + 1 for x in lines[:edit.range.start.line]) + edit.range.start.character
+        end = sum(len(x) + 1 for x in lines[:edit.range.end.line]) + edit.range.end.character
+        removed = text[start:end]
+        fixed = fixed.replace(removed, edit.new_text, 1)
+    assert fixed == SPEC
