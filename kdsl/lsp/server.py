@@ -185,8 +185,8 @@ def _completion(ls: KdslServer, params: lsp.CompletionParams) -> lsp.CompletionL
     offset = ls.offset(uri, params.position)
     text = ls.document(uri).source
     ctx = context_at(text, offset)
-    given = {s.key for s in _statements(text, ls.path_of(uri)) if isinstance(s, ir.TrainDecl)
-             for s in s.settings} if ctx.block == "train" else set()
+    given = {setting.key for stmt in _statements(text, ls.path_of(uri)) if isinstance(stmt, ir.TrainDecl)
+             for setting in stmt.settings} if ctx.block == "train" else set()
     return lsp.CompletionList(is_incomplete=False, items=complete.completions(ctx, ls.index(uri), given))
 
 
