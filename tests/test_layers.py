@@ -32,6 +32,7 @@ RANKS = {
     "training": 6,
     "reports": 6,
     "cli": 7,
+    "lsp": 7,  # the language server: beside the CLI (it shows catalog entries as `kdsl list` does)
 }
 FACADE = 8  # kdsl/__init__.py and kdsl/__main__.py
 SIZE_LIMIT = 500  # lines per module (the restructure's rule)

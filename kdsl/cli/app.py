@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from kdsl.cli import cache_cmd, train_cmd
+from kdsl.cli import cache_cmd, lsp_cmd, train_cmd
 from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, CliError, KdslGroup, guarded
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
@@ -125,6 +125,7 @@ def _print_found(path: str, found) -> None:
 # ---------------------------------------------------------------------------- train
 train_cmd.register(app)  # its flags come from the settings table (kdsl/catalog/settings.py)
 cache_cmd.register(app)  # kdsl teacher-cache: the teacher-output store
+lsp_cmd.register(app)  # kdsl lsp: the language server (pygls, an optional extra)
 
 
 # ---------------------------------------------------------------------------- explain, graph

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import List
+
 from kdsl.catalog.builtin import GROUPS, group_of
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.types import KIND_PLURALS, KINDS, Component
@@ -68,40 +70,42 @@ def _signature(c: Component) -> str:
 
 
 
+def entry_lines(c: Component) -> List[str]:
+    """An entry as plain lines (``kdsl list NAME`` and the language server's hover): the signature,
+    the documentation with its formula, the paper, inputs, options, framework forms, shape rules."""
+    lines = [f"{c.name}  ({c.kind}, {group_of(c)}, from {c.origin})", f"  {c.signature_text()}", "",
+             f"  {c.summary}"]
+    if c.doc and c.doc != c.summary:
+        lines += [""] + [f"  {line}" for line in c.doc.strip().splitlines()]
+    if c.paper:
+        lines += ["", f"  paper: {c.paper}"]
+    if c.inputs:
+        lines += ["", "  inputs:"] + [f"    {p.signature_text()}" + (f"  {p.doc}" if p.doc else "")
+                                      for p in c.inputs]
+    if c.options:
+        lines += ["", "  options:"] + [f"    {_option_line(c, p)}" for p in c.options]
+    forms = [p for p in c.options if any(f.lower() in p.doc.lower() for f in _FRAMEWORKS)]
+    if forms:
+        lines += ["", "  framework forms (option: what it reproduces):"]
+        lines += [f"    {p.name}: {p.doc}" for p in forms]
+    if c.rules:
+        lines += ["", "  shape rules:"] + [f"    {r.describe()}" for r in c.rules]
+    return lines
+
+
+def _option_line(c: Component, p) -> str:
+    inferred = " (inferred when omitted)" if c.inferable(p.name) else ""
+    notes = [p.doc] if p.doc else []
+    if p.constraint is not None:
+        notes.append(f"must {p.constraint.describe()}")
+    return f"{p.signature_text()}{inferred}" + (f"  {'; '.join(notes)}" if notes else "")
+
+
 def show_entry(console, c: Component) -> None:
     from rich.markup import escape
 
-    console.print(f"[bold]{escape(c.name)}[/bold]  ({c.kind}, {escape(group_of(c))}, "
-                  f"from {escape(c.origin)})")
-    console.print(f"  {escape(c.signature_text())}")
-    console.print()
-    console.print(f"  {escape(c.summary)}")
-    if c.doc and c.doc != c.summary:
-        console.print()
-        for line in c.doc.strip().splitlines():
-            console.print(f"  {escape(line)}")
-    if c.paper:
-        console.print(f"\n  paper: {escape(c.paper)}")
-    if c.inputs:
-        console.print("\n  inputs:")
-        for p in c.inputs:
-            console.print(f"    {escape(p.signature_text())}" + (f"  {escape(p.doc)}" if p.doc else ""))
-    if c.options:
-        console.print("\n  options:")
-        for p in c.options:
-            inferred = " (inferred when omitted)" if c.inferable(p.name) else ""
-            notes = [p.doc] if p.doc else []
-            if p.constraint is not None:
-                notes.append(f"must {p.constraint.describe()}")
-            console.print(f"    {escape(p.signature_text())}{inferred}"
-                          + (f"  {escape('; '.join(notes))}" if notes else ""))
-    forms = [p for p in c.options if any(f.lower() in p.doc.lower() for f in _FRAMEWORKS)]
-    if forms:
-        console.print("\n  framework forms (option: what it reproduces):")
-        for p in forms:
-            console.print(f"    {escape(p.name)}: {escape(p.doc)}")
-    if c.rules:
-        console.print("\n  shape rules:")
-        for r in c.rules:
-            console.print(f"    {escape(r.describe())}")
+    lines = entry_lines(c)
+    console.print(f"[bold]{escape(c.name)}[/bold]{escape(lines[0][len(c.name):])}")
+    for line in lines[1:]:
+        console.print(escape(line))
     console.print()

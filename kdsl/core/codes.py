@@ -284,6 +284,8 @@ CODES: Dict[str, Code] = {
                   "best_metric names (no validation data, or a metric of another kind of model)."),
     "KD726": Code("logger unavailable", "A logging integration (tensorboard) was asked for but its "
                   "package is not installed; the hint gives the install command."),
+    "KD727": Code("language server unavailable", "`kdsl lsp` needs pygls, an optional extra that is not "
+                  "installed; the hint gives the install command."),
     "KD740": Code("unknown batch field in inputs", "The train block's `inputs` names a field "
                   "that the data's items do not have (kdsl.data:text gives input_ids, "
                   "attention_mask and labels), or leaves the models nothing to be called with."),

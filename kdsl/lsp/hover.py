@@ -1,0 +1,59 @@
+"""Hover: a catalog entry (``kdsl list NAME``'s text), a train setting (meaning, default, allowed
+values), an option of a call, and a declared name (its statement; for a record, what it records)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from kdsl.catalog.settings import SPEC_SETTINGS
+from kdsl.cli.catalog_view import entry_lines
+from kdsl.lang import ir
+from kdsl.lang.statements import RECORDER_KINDS, UnhandledStatement, recorder_kind
+from kdsl.lsp.complete import setting_doc
+from kdsl.lsp.context import component_named, context_at
+from kdsl.lsp.names import Declaration, Index
+from kdsl.lsp.text import Token, after_dot, tokens, window
+
+
+def _code(lines: List[str]) -> str:
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def _declaration(d: Declaration, index: Index) -> str:
+    source = index.texts.get(d.span.file, "")
+    node = d.node
+    start = index.lines[d.span.file].offset(node.span.line - 1, node.span.column - 1) if source else 0
+    end = index.lines[d.span.file].offset(node.span.end_line - 1, node.span.end_column - 1) if source else 0
+    text = f"({d.kind}) {d.name}, declared at {d.span}\n\n" + _code([source[start:end]])
+    if isinstance(node, ir.RecordDecl):
+        try:
+            kind = recorder_kind(node)
+            text += f"\n\nrecords the {kind.name}: e.g. `{RECORDER_KINDS[kind.name].example}`"
+        except UnhandledStatement:
+            pass
+    return text
+
+
+def hover_text(text: str, offset: int, index: Index) -> Optional[str]:
+    toks = tokens(text, *window(text, offset))
+    i = next((k for k, t in enumerate(toks) if t.kind == "name" and t.start <= offset <= t.end), None)
+    if i is None:
+        return None
+    tok: Token = toks[i]
+    nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+    if nxt == "(":
+        entry = component_named(tok.text)
+        if entry is not None:
+            return _code(entry_lines(entry))
+    ctx = context_at(text, tok.start)
+    if nxt == "=" and ctx.call is not None:
+        entry = component_named(ctx.call)
+        option = entry.option(tok.text) if entry is not None else None
+        if option is not None:
+            return f"`{option.signature_text()}`" + (f"\n\n{option.doc}" if option.doc else "")
+    if nxt == "=" and ctx.block == "train" and ctx.call is None and tok.text in SPEC_SETTINGS:
+        return _code(setting_doc(SPEC_SETTINGS[tok.text]).splitlines())
+    declared = index.find(tok.text)
+    if declared is not None and not after_dot(toks, i):
+        return _declaration(declared, index)
+    return None

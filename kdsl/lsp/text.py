@@ -1,0 +1,110 @@
+"""A spec's text as the editor features see it: tokens with their offsets, and where the cursor is.
+
+The parser's grammar answers for whole statements; an editor asks about half-typed text ("which
+call is the cursor inside?"), so this module scans tokens with a tolerant lexer that never fails:
+strings and comments are skipped, brackets are counted, anything else is one-character punctuation.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+_TOKEN = re.compile(r'(?P<comment>#[^\n]*)|(?P<string>"(?:\\.|[^"\\\n])*"?)'
+                    r'|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<number>[0-9][0-9_.eE+-]*)'
+                    r'|(?P<space>[ \t\r\f\v\ufeff]+)|(?P<newline>\n)|(?P<punct>.)', re.S)
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {v: k for k, v in OPENERS.items()}
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # comment, string, name, number, newline, punct
+    text: str
+    start: int  # character offset in the text
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+
+# Questions about the cursor (hover, completion) read the text around it only: from a line start at
+# most WINDOW characters before it to the end of its line (at most WINDOW characters on either side). A spec is far smaller, so for every spec
+# this is the whole text before the cursor; for a fuzzer's megabytes it keeps answers quick.
+WINDOW = 20_000
+
+
+def tokens(text: str, start: int = 0, end: int = -1) -> List[Token]:
+    """Every token but blanks of ``text[start:end]``, in order (offsets in the whole text)."""
+    found = _TOKEN.finditer(text, start, len(text) if end < 0 else end)
+    return [Token(m.lastgroup, m.group(), m.start()) for m in found if m.lastgroup != "space"]
+
+
+def window(text: str, offset: int) -> Tuple[int, int]:
+    """(start, end) of the text that questions about ``offset`` read (see WINDOW)."""
+    start = 0 if offset <= WINDOW else text.find("\n", offset - WINDOW, offset) + 1 or offset - WINDOW
+    end = text.find("\n", offset, offset + WINDOW)
+    return start, min(len(text), offset + WINDOW) if end < 0 else end
+
+
+class Lines:
+    """Offsets <-> (0-based line, 0-based character) of one text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def line_text(self, line: int) -> str:
+        end = self.starts[line + 1] - 1 if line + 1 < len(self.starts) else len(self.text)
+        return self.text[self.starts[line]:end]
+
+    def contains(self, line: int, character: int) -> bool:
+        return 0 <= line < len(self.starts) and 0 <= character <= len(self.line_text(line))
+
+    def offset(self, line: int, character: int) -> int:
+        return self.starts[line] + character
+
+    def position(self, offset: int) -> Tuple[int, int]:
+        line = bisect.bisect_right(self.starts, offset) - 1
+        return line, offset - self.starts[line]
+
+
+def token_at(toks: List[Token], offset: int) -> Optional[Token]:
+    """The name, string or number token under (or just before) the cursor."""
+    starts = [t.start for t in toks]
+    i = bisect.bisect_right(starts, offset) - 1
+    for j in (i, i - 1):
+        if 0 <= j < len(toks) and toks[j].start <= offset <= toks[j].end \
+                and toks[j].kind in ("name", "string", "number"):
+            return toks[j]
+    return None
+
+
+def open_brackets(toks: List[Token]) -> List[int]:
+    """The indexes of the brackets still open after ``toks`` (innermost last)."""
+    stack: List[int] = []
+    for i, t in enumerate(toks):
+        if t.text in OPENERS and t.kind == "punct":
+            stack.append(i)
+        elif t.text in CLOSERS and t.kind == "punct":
+            while stack and toks[stack[-1]].text != CLOSERS[t.text]:
+                stack.pop()  # an unclosed inner bracket ends with its outer one
+            if stack:
+                stack.pop()
+    return stack
+
+
+def is_option_name(toks: List[Token], i: int, depth_in_call: bool) -> bool:
+    """``tau`` in ``kl_div(s, t, tau=4)``: a name followed by ``=`` inside a call."""
+    nxt = toks[i + 1] if i + 1 < len(toks) else None
+    return depth_in_call and nxt is not None and nxt.text == "="
+
+
+def after_dot(toks: List[Token], i: int) -> bool:
+    """``layer2`` in ``student.layer2``: a module path part, not a name of the spec."""
+    return i > 0 and toks[i - 1].text == "." and toks[i - 1].end == toks[i].start
