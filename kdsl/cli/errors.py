@@ -1,4 +1,5 @@
-"""The one exit-code rule of every command, applied in one place (:func:`guarded`).
+"""The one exit-code rule of every command, applied in one place (:func:`failure_status`, which
+:func:`guarded` applies to typer commands).
 
 ====  ==========================================================================================
 0     success (warnings allowed)
@@ -21,8 +22,6 @@ from __future__ import annotations
 import functools
 import os
 from typing import Iterable, Optional
-
-import typer
 
 from kdsl.core.diagnostics import Diagnostic, KdslError, make
 from kdsl.cli.render import echo, print_diagnostics
@@ -52,7 +51,8 @@ class CliError(Exception):
 
 
 def guarded(command):
-    """Turn every failure inside a command into a message and the rule's exit code."""
+    """Turn every failure inside a typer command into a message and the rule's exit code."""
+    import typer  # here, not at the top: `kdsl check SPEC` answers without typer (kdsl.cli.entry)
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -60,31 +60,37 @@ def guarded(command):
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except CliError as e:
-            diag = make(e.code, str(e), hint=e.hint)
-            print_diagnostics([diag], {}, err=True)
-            raise typer.Exit(exit_code_for([diag]))
-        except KdslError as e:
-            print_diagnostics(e.diagnostics, e.sources, err=True)
-            raise typer.Exit(exit_code_for(e.diagnostics) or EXIT_ERRORS)
-        except KeyboardInterrupt:
-            echo("interrupted", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            quiet_broken_pipe()
-            raise typer.Exit(EXIT_BROKEN_PIPE)
-        except OSError as e:
-            name = f": {e.filename}" if getattr(e, "filename", None) else ""
-            echo(f"kdsl: error: {e.strerror or e}{name}", err=True)
-            raise typer.Exit(EXIT_USAGE)
-        except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
-            if os.environ.get("KDSL_DEBUG"):
-                raise
-            echo(f"kdsl: internal error: {type(e).__name__}: {e}. This is a bug in kdsl; "
-                 "run again with KDSL_DEBUG=1 to see the traceback, and please report it.", err=True)
-            raise typer.Exit(EXIT_INTERNAL)
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - no tracebacks for users
+            raise typer.Exit(failure_status(e))
 
     return run
+
+
+def failure_status(error: BaseException) -> int:
+    """Say what went wrong (on stderr) and give the rule's exit code for it; an unexpected error
+    is re-raised when KDSL_DEBUG is set, to show its traceback."""
+    if isinstance(error, CliError):
+        diag = make(error.code, str(error), hint=error.hint)
+        print_diagnostics([diag], {}, err=True)
+        return exit_code_for([diag])
+    if isinstance(error, KdslError):
+        print_diagnostics(error.diagnostics, error.sources, err=True)
+        return exit_code_for(error.diagnostics) or EXIT_ERRORS
+    if isinstance(error, KeyboardInterrupt):
+        echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    if isinstance(error, BrokenPipeError):
+        quiet_broken_pipe()
+        return EXIT_BROKEN_PIPE
+    if isinstance(error, OSError):
+        name = f": {error.filename}" if getattr(error, "filename", None) else ""
+        echo(f"kdsl: error: {error.strerror or error}{name}", err=True)
+        return EXIT_USAGE
+    if os.environ.get("KDSL_DEBUG"):
+        raise error
+    echo(f"kdsl: internal error: {type(error).__name__}: {error}. This is a bug in kdsl; "
+         "run again with KDSL_DEBUG=1 to see the traceback, and please report it.", err=True)
+    return EXIT_INTERNAL
 
 
 def quiet_broken_pipe() -> None:
