@@ -17,7 +17,6 @@ import typer
 
 from kdsl.cli import cache_cmd, train_cmd
 from kdsl.cli.check_cmd import check_specs
-from kdsl.cli.entry import main  # the `kdsl` entry point, here too: tests and scripts call app.main
 from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
@@ -25,8 +24,6 @@ from kdsl.cli.options import TEACHER as _TEACHER
 from kdsl.cli.options import TEACHER_CKPT as _TEACHER_CKPT
 from kdsl.cli.render import echo, make_console, print_diagnostics, use_color
 from kdsl.core.diagnostics import summary_line
-
-__all__ = ["app", "main", "run_app"]
 
 # rich_markup_mode=None: click's plain help, which wraps each option's text beside its flag at any
 # width (typer's rich panels truncated the flags of `kdsl train --help` at 80 columns)
@@ -301,8 +298,9 @@ def explain_code(code: str = typer.Argument(..., metavar="CODE", help="e.g. KD20
 
 
 # ---------------------------------------------------------------------------- entry point
-def run_app(argv: Optional[List[str]] = None) -> None:
-    """Run the typer app (every command but the plain check of :mod:`kdsl.cli.entry`). A reader that
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the typer app: every command (the ``kdsl`` entry point, :mod:`kdsl.cli.entry`, answers a
+    plain ``kdsl check SPEC...`` without it; both run the same check). A reader that
     goes away (``kdsl check ... | head -1``) ends the program quietly with the status a shell gives a
     tool that SIGPIPE ended (141)."""
     from kdsl.cli.errors import EXIT_BROKEN_PIPE, quiet_broken_pipe

@@ -22,7 +22,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if is_plain_check(args):
         sys.exit(plain_check(args[1:]))
-    from kdsl.cli.app import run_app
+    from kdsl.cli.app import main as run_app
 
     run_app(argv)
 
