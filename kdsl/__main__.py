@@ -1,4 +1,4 @@
 """python -m kdsl"""
-from kdsl.cli.app import main
+from kdsl.cli.entry import main
 
 main()

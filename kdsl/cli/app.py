@@ -16,13 +16,15 @@ from typing import List, Optional
 import typer
 
 from kdsl.cli import cache_cmd, lsp_cmd, train_cmd
-from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, CliError, KdslGroup, guarded
+from kdsl.cli.check_cmd import check_specs
+from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
+from kdsl.cli.group import KdslGroup
 from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
 from kdsl.cli.options import TEACHER as _TEACHER
 from kdsl.cli.options import TEACHER_CKPT as _TEACHER_CKPT
 from kdsl.cli.render import echo, make_console, print_diagnostics, use_color
-from kdsl.core.diagnostics import Diagnostic, summary_line, to_json
+from kdsl.core.diagnostics import summary_line
 
 # rich_markup_mode=None: click's plain help, which wraps each option's text beside its flag at any
 # width (typer's rich panels truncated the flags of `kdsl train --help` at 80 columns)
@@ -75,51 +77,9 @@ def check(
     up in kdsl's sources and each checkpoint is looked for (a stat); "ok" then says what was not
     examined. Exit code 0 when there are no errors, 1 when there are, 2 for bad command-line input.
     """
-    from kdsl.lang.loader import check_file
-
-    with_models = any(v is not None for v in (student, teacher, input_shape, data, teacher_ckpt)) \
-        or bool(model) or dry_run or load_weights
-    all_diags: List[Diagnostic] = []
-    unreadable = 0  # spec files that are no spec at all (binary, a device): 2, as `kdsl fmt` says
-    for path in specs:
-        if not os.path.lexists(path):  # anything else there (a device, a folder) check_file names
-            raise CliError(f"no such spec file: {path}", "KD401")
-        spec, diags, sources = check_file(path)
-        unreadable += path not in sources
-        if spec is not None and with_models:
-            from kdsl.reports.checking import check_with_models
-
-            found = check_with_models(spec, student=student, teacher=teacher, models=model,
-                                      input_shape=input_shape, data=data, teacher_ckpt=teacher_ckpt,
-                                      load_weights=load_weights, dry_run=dry_run)
-            if format is OutputFormat.text:
-                _print_found(path, found)
-            diags = diags + found.diagnostics
-        elif spec is not None:
-            from kdsl.io.look_for_weights import look_for_weights
-
-            diags = diags + look_for_weights(spec)
-        all_diags += diags
-        if format is OutputFormat.text:
-            print_diagnostics(diags, sources)
-            verdict = summary_line(diags) if diags else "ok"
-            echo(f"{path}: {verdict}" + (f" ({NOT_EXAMINED})" if spec is not None and not with_models else ""))
-    if format is OutputFormat.json:
-        echo(to_json(all_diags))
-    errors = sum(1 for d in all_diags if d.is_error)
-    raise typer.Exit(EXIT_OK if not errors else EXIT_USAGE if errors == unreadable else EXIT_ERRORS)
-
-
-# What `kdsl check SPEC` without models leaves out, said where it answers "ok".
-NOT_EXAMINED = "models, module paths and shapes not examined: add --dry-run"
-
-
-def _print_found(path: str, found) -> None:
-    console = make_console()
-    for table in found.tables:
-        console.print(table)
-    for note in found.notes:
-        echo(f"{path}: {note}")
+    raise typer.Exit(check_specs(specs, as_json=format is OutputFormat.json, student=student, teacher=teacher,
+                                 models=model, teacher_ckpt=teacher_ckpt, input_shape=input_shape, data=data,
+                                 load_weights=load_weights, dry_run=dry_run))
 
 
 # ---------------------------------------------------------------------------- train
@@ -347,10 +307,10 @@ def explain_code(code: str = typer.Argument(..., metavar="CODE", help="e.g. KD20
 
 # ---------------------------------------------------------------------------- entry point
 def main(argv: Optional[List[str]] = None) -> None:
-    """The ``kdsl`` entry point. A reader that goes away (``kdsl check ... | head -1``) ends the
-    program quietly with the status a shell gives a tool that SIGPIPE ended (141)."""
-    import sys
-
+    """Run the typer app: every command (the ``kdsl`` entry point, :mod:`kdsl.cli.entry`, answers a
+    plain ``kdsl check SPEC...`` without it; both run the same check). A reader that
+    goes away (``kdsl check ... | head -1``) ends the program quietly with the status a shell gives a
+    tool that SIGPIPE ended (141)."""
     from kdsl.cli.errors import EXIT_BROKEN_PIPE, quiet_broken_pipe
 
     try:

@@ -1,4 +1,5 @@
-"""The one exit-code rule of every command, applied in one place (:func:`guarded`).
+"""The one exit-code rule of every command, applied in one place (:func:`failure_status`, which
+:func:`guarded` applies to typer commands).
 
 ====  ==========================================================================================
 0     success (warnings allowed)
@@ -21,9 +22,6 @@ from __future__ import annotations
 import functools
 import os
 from typing import Iterable, Optional
-
-import typer
-from typer.core import TyperGroup
 
 from kdsl.core.diagnostics import Diagnostic, KdslError, make
 from kdsl.cli.render import echo, print_diagnostics
@@ -53,7 +51,8 @@ class CliError(Exception):
 
 
 def guarded(command):
-    """Turn every failure inside a command into a message and the rule's exit code."""
+    """Turn every failure inside a typer command into a message and the rule's exit code."""
+    import typer  # here, not at the top: `kdsl check SPEC` answers without typer (kdsl.cli.entry)
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -61,31 +60,37 @@ def guarded(command):
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except CliError as e:
-            diag = make(e.code, str(e), hint=e.hint)
-            print_diagnostics([diag], {}, err=True)
-            raise typer.Exit(exit_code_for([diag]))
-        except KdslError as e:
-            print_diagnostics(e.diagnostics, e.sources, err=True)
-            raise typer.Exit(exit_code_for(e.diagnostics) or EXIT_ERRORS)
-        except KeyboardInterrupt:
-            echo("interrupted", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            quiet_broken_pipe()
-            raise typer.Exit(EXIT_BROKEN_PIPE)
-        except OSError as e:
-            name = f": {e.filename}" if getattr(e, "filename", None) else ""
-            echo(f"kdsl: error: {e.strerror or e}{name}", err=True)
-            raise typer.Exit(EXIT_USAGE)
-        except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
-            if os.environ.get("KDSL_DEBUG"):
-                raise
-            echo(f"kdsl: internal error: {type(e).__name__}: {e}. This is a bug in kdsl; "
-                 "run again with KDSL_DEBUG=1 to see the traceback, and please report it.", err=True)
-            raise typer.Exit(EXIT_INTERNAL)
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - no tracebacks for users
+            raise typer.Exit(failure_status(e))
 
     return run
+
+
+def failure_status(error: BaseException) -> int:
+    """Say what went wrong (on stderr) and give the rule's exit code for it; an unexpected error
+    is re-raised when KDSL_DEBUG is set, to show its traceback."""
+    if isinstance(error, CliError):
+        diag = make(error.code, str(error), hint=error.hint)
+        print_diagnostics([diag], {}, err=True)
+        return exit_code_for([diag])
+    if isinstance(error, KdslError):
+        print_diagnostics(error.diagnostics, error.sources, err=True)
+        return exit_code_for(error.diagnostics) or EXIT_ERRORS
+    if isinstance(error, KeyboardInterrupt):
+        echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    if isinstance(error, BrokenPipeError):
+        quiet_broken_pipe()
+        return EXIT_BROKEN_PIPE
+    if isinstance(error, OSError):
+        name = f": {error.filename}" if getattr(error, "filename", None) else ""
+        echo(f"kdsl: error: {error.strerror or error}{name}", err=True)
+        return EXIT_USAGE
+    if os.environ.get("KDSL_DEBUG"):
+        raise error
+    echo(f"kdsl: internal error: {type(error).__name__}: {error}. This is a bug in kdsl; "
+         "run again with KDSL_DEBUG=1 to see the traceback, and please report it.", err=True)
+    return EXIT_INTERNAL
 
 
 def quiet_broken_pipe() -> None:
@@ -99,48 +104,3 @@ def quiet_broken_pipe() -> None:
         os.close(devnull)
     except (OSError, ValueError):  # stdout has no file descriptor (captured): nothing to flush
         pass
-
-
-class KdslGroup(TyperGroup):
-    """typer's command group, with click's usage errors (an unknown flag, a flag value of the wrong
-    type, a missing argument) given kdsl's format: a KD701 diagnostic with a hint, exit 2, like
-    every other bad command-line input (``--epoch 5`` got click's "Error: No such option")."""
-
-    def main(self, *args, standalone_mode: bool = True, **kwargs):
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        import sys
-
-        from typer.core import _click
-
-        errors = _click.exceptions
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except errors.NoArgsIsHelpError as e:  # `kdsl` alone: the help, as click shows it
-            e.show()
-            sys.exit(e.exit_code)
-        except errors.UsageError as e:
-            diag = usage_diagnostic(e)
-            print_diagnostics([diag], {}, err=True)
-            sys.exit(exit_code_for([diag]))
-        except errors.ClickException as e:
-            e.show()
-            sys.exit(e.exit_code)
-        except errors.Abort:
-            echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else EXIT_OK)
-
-
-def usage_diagnostic(e) -> Diagnostic:
-    """A click usage error as a KD701 diagnostic: what was wrong, and what was meant or where the
-    command's options are listed."""
-    command = e.ctx.command_path if e.ctx is not None else "kdsl"
-    listed = f"`{command} -h` lists its options"
-    name = getattr(e, "option_name", None)
-    if name and hasattr(e, "possibilities"):  # an unknown flag
-        from kdsl.core.suggest import did_you_mean
-
-        flags = [p for p in (e.possibilities or ()) if p.startswith("-")]
-        return make("KD701", f"{command}: no such option: {name}", hint=did_you_mean(name, flags) or listed)
-    return make("KD701", f"{command}: {e.format_message()}", hint=listed)
