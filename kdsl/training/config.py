@@ -102,6 +102,18 @@ def lr_of(optimizer: Call) -> float:
     return default_lr(name, options)
 
 
+def optimizers_text(cfg, phases) -> str:
+    """What the first stage's phases train with: ``sgd lr 0.05``, or per phase when they differ
+    (``make: adam lr 0.001, learn: sgd lr 0.1``): a phase's own optimizer counts."""
+    texts = []
+    for phase in phases or [None]:
+        name, options = optimizer_of(cfg, phase.optimizer if phase is not None else None)
+        texts.append((phase.name if phase is not None else "", f"{name} lr {lr_of((name, options)):g}"))
+    if len({text for _, text in texts}) == 1:
+        return texts[0][1]
+    return ", ".join(f"{phase}: {text}" for phase, text in texts)
+
+
 def flag_words(setting: Setting, value: Any) -> List[str]:
     """The command-line words that give ``setting`` the value ``value``, printed as the language
     writes values (``--optimizer 'sgd(lr=0.05)'`` once shell-quoted); [] when the flag cannot say

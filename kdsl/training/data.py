@@ -165,3 +165,33 @@ def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
     val_loader = DataLoader(_Indexed(val), sampler=val_sampler,
                             generator=torch.Generator().manual_seed(cfg.seed), **common)
     return Data(train_loader, val_loader, len(train), len(val), sampler, cfg.seed, num_classes)
+
+
+def epoch_steps(spec, cfg, data: Optional["Data"]) -> int:
+    """The steps of an epoch: ``steps_per_epoch`` when set (a generator's epoch, or a data epoch
+    cut short for a quick look), otherwise the training set's batches (a generator's run then
+    takes as many steps as the data has batches, without reading them)."""
+    limit, generated = cfg.steps_per_epoch, spec.input is not None
+    if data is None:
+        if limit is None:
+            raise error("KD223", "the models' input comes from `input` and the run has no data: "
+                        "it needs steps_per_epoch", spec.input.span if spec.input else None,
+                        hint="add steps_per_epoch = 100 to the train block")
+        return limit
+    if not (generated and limit is not None):  # an epoch of batches: refuse one of none
+        problem = zero_steps_problem(data, cfg)
+        if problem:
+            raise error("KD702", problem, hint="a smaller --batch-size, drop_last = false, or more data")
+    n = len(data.train)
+    return n if limit is None else (limit if generated else min(n, limit))
+
+
+def zero_steps_problem(data, cfg) -> Optional[str]:
+    """Why an epoch over ``data`` would train nothing (an empty training set, or drop_last with a
+    batch larger than it), or None."""
+    if len(data.train) > 0:
+        return None
+    if data.train_size == 0:
+        return "the training set is empty: every epoch would train 0 steps"
+    return (f"drop_last = true with batch_size {cfg.batch_size} larger than the training set "
+            f"({data.train_size} samples per process): every epoch would drop its only batch and train 0 steps")

@@ -20,16 +20,15 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import error, render
+from kdsl.core.diagnostics import error
 from kdsl.lang import ir
-from kdsl.training.accumulate import optimizer_steps, remainder_note
-from kdsl.training.optim import check_phase_setups
+from kdsl.training.optim import setup_warnings
 from kdsl.training import distributed
 from kdsl.training.curves import CurvesPacer
-from kdsl.training.data import Data
+from kdsl.training.data import Data, epoch_steps
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
-from kdsl.training.config import lr_of, optimizer_of
+from kdsl.training.config import optimizers_text
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
 from kdsl.training.loggers import TENSORBOARD_FOLDER, RunLog, check_loggers
@@ -37,7 +36,7 @@ from kdsl.training.metrics import EpochSums, early_stop
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
-                                  run_best, write_best, zero_steps_problem)
+                                  run_best, write_best)
 from kdsl.training.rundir import RunDir, spec_fingerprint
 from kdsl.training.stages import (PhaseRun, StageRun, build_stage, input_text,
                                   restore_optimization)
@@ -54,7 +53,7 @@ class Trainer:
         self.spec, self.cfg, self.distiller, self.data = spec, cfg, distiller, data
         self.run_dir, self.device, self.dist, self.reporter = run_dir, device, dist, reporter
         self.generated = spec.input is not None  # the models' input comes from `input`, not data
-        self.steps_per_epoch = self._steps_per_epoch()
+        self.steps_per_epoch = epoch_steps(spec, cfg, data)
         self.history: List[Dict[str, Any]] = []
         self.validations: List[Dict[str, Any]] = []  # val_every's rows (validation.jsonl)
         self.told_stop = False  # early stopping was reported
@@ -73,24 +72,6 @@ class Trainer:
         self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
         self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
         self.start_lr: Optional[float] = None  # the first step's learning rate (curves.png's lr at epoch 0)
-
-    def _steps_per_epoch(self) -> int:
-        """``steps_per_epoch`` when set: a generator's epoch, or a data epoch cut short (for a
-        quick look). Otherwise the training set's batches (a generator's run then takes as many
-        steps as the data has batches, without reading them)."""
-        limit = self.cfg.steps_per_epoch
-        if self.data is None:
-            if limit is None:
-                raise error("KD223", "the models' input comes from `input` and the run has no data: "
-                            "it needs steps_per_epoch", self.spec.input.span if self.spec.input else None,
-                            hint="add steps_per_epoch = 100 to the train block")
-            return limit
-        if not (self.generated and limit is not None):  # an epoch of batches: refuse one of none
-            problem = zero_steps_problem(self.data, self.cfg)
-            if problem:
-                raise error("KD702", problem, hint="a smaller --batch-size, drop_last = false, or more data")
-        n = len(self.data.train)
-        return n if limit is None else (limit if self.generated else min(n, limit))
 
     # ---------------------------------------------------------------- set-up
     def resume(self) -> Dict[str, Any]:
@@ -156,7 +137,7 @@ class Trainer:
 
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
-        opt = _optimizers_text(cfg, ranges[0][0].phases if ranges else [])
+        opt = optimizers_text(cfg, ranges[0][0].phases if ranges else [])
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
                                  declared=p.decl is not None, phased=p.phased)
                        for p, a, b in ranges)
@@ -175,8 +156,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
         ranges = self.distiller.stage_ranges(self.cfg.epochs)
-        warnings = check_phase_setups(self.spec, self.cfg, self.distiller, ranges,
-                                      optimizer_steps(self.steps_per_epoch, self.cfg.accumulate))
+        warnings = setup_warnings(self.spec, self.cfg, self.distiller, ranges, self.steps_per_epoch)
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
@@ -192,10 +172,7 @@ class Trainer:
             self.teachers = self.evaluate_teachers()
         self.reporter.run_start(self.run_start(start_epoch, resume, ranges))
         for warning in warnings:
-            self.reporter.warning(render([warning], self.spec.sources))
-        note = remainder_note(self.steps_per_epoch, self.cfg.accumulate)
-        if note:
-            self.reporter.warning(note)
+            self.reporter.warning(warning)
         if state is not None and self.dist.main:
             repair(self, state, ranges)
         for plan, first, end in ranges:
@@ -504,16 +481,3 @@ class Trainer:
                            seconds=time.time() - t_start, eval_only=True, config=self.cfg.describe(), peers=peers)
         self.reporter.run_end(result)
         return result
-
-
-def _optimizers_text(cfg, phases) -> str:
-    """What the first stage's phases train with: ``sgd lr 0.05``, or per phase when they differ
-    (``make: adam lr 0.001, learn: sgd lr 0.1``): a phase's own optimizer counts."""
-    texts = []
-    for phase in phases or [None]:
-        name, options = optimizer_of(cfg, phase.optimizer if phase is not None else None)
-        texts.append((phase.name if phase is not None else "", f"{name} lr {lr_of((name, options)):g}"))
-    if len({text for _, text in texts}) == 1:
-        return texts[0][1]
-    return ", ".join(f"{phase}: {text}" for phase, text in texts)
-

@@ -203,3 +203,15 @@ def _written_call(spec, kind: str, setting: Setting) -> Optional[ir.Call]:
 
 def _same(a: Setting, b: Setting) -> bool:
     return repr(a) == repr(b)
+
+
+def setup_warnings(spec, cfg, distiller, ranges, steps_per_epoch: int) -> List[str]:
+    """What the run's first lines warn of, rendered: parameter groups that match nothing
+    (:func:`check_phase_setups`, which also refuses a schedule that does not fit), and the steps
+    an accumulation leaves over at each epoch's end."""
+    from kdsl.core.diagnostics import render
+    from kdsl.training.accumulate import optimizer_steps, remainder_note
+
+    found = check_phase_setups(spec, cfg, distiller, ranges, optimizer_steps(steps_per_epoch, cfg.accumulate))
+    note = remainder_note(steps_per_epoch, cfg.accumulate)
+    return [render([w], spec.sources) for w in found] + ([note] if note else [])

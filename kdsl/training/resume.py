@@ -220,14 +220,3 @@ def nan_hint(run_dir) -> str:
     if run_dir.has_checkpoint():
         return hint + f"; the last good checkpoint is in {run_dir.path} (--resume continues from it)"
     return hint + "; no epoch finished, so there is no checkpoint to go back to"
-
-
-def zero_steps_problem(data, cfg) -> Optional[str]:
-    """Why an epoch over ``data`` would train nothing (an empty training set, or drop_last with a
-    batch larger than it), or None."""
-    if len(data.train) > 0:
-        return None
-    if data.train_size == 0:
-        return "the training set is empty: every epoch would train 0 steps"
-    return (f"drop_last = true with batch_size {cfg.batch_size} larger than the training set "
-            f"({data.train_size} samples per process): every epoch would drop its only batch and train 0 steps")
