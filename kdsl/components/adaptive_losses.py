@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kdsl.components._common import Declared, flat, upcast
 from kdsl.components.feature_losses import factor_distance

@@ -11,7 +11,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kdsl.components._common import Declared, flat, upcast
 

@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kdsl.components._common import Declared, student_teacher, upcast
 

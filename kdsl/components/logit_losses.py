@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kdsl.components._common import Declared, reduce, student_teacher, upcast
 

@@ -14,7 +14,6 @@ from fnmatch import fnmatchcase
 from typing import Any, Dict, Iterable, List, Sequence
 
 import torch
-from torch import nn
 
 
 def _groups(params: Iterable, weight_decay: float, decay_norm_and_bias: bool, bias_lr_mult: float = 1.0,

@@ -10,7 +10,7 @@ the schedule through the stage (the parameters are never updated).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from rich.markup import escape
 from rich.table import Table
