@@ -37,7 +37,6 @@ __all__ = ["TokenWindows", "TextSplits", "text", "stdlib_files", "windows", "def
 
 IGNORE_INDEX = -100  # the label of a position without a target (Hugging Face's convention)
 BYTE_VOCAB = 256
-FIELDS = ("input_ids", "attention_mask", "labels")
 MODEL_INPUTS = ("input_ids", "attention_mask")
 # batch fields that are never model inputs unless the train block's ``inputs`` says so: targets
 # and the sample index kdsl's loaders add

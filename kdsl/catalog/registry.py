@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from kdsl.catalog.shapes import ShapeRule
 from kdsl.catalog.types import (ANY, BOOL, FLOAT, INT, KINDS, REQUIRED, STR, TENSOR, Component, Constraint,
@@ -213,6 +213,3 @@ def register_function(name: str, *, rules: Sequence[ShapeRule] = (), paper: str 
     return _register("function", name, replace, rules, (), paper, constraints)
 
 
-def iter_params(component: Component) -> Iterable[Param]:
-    yield from component.inputs
-    yield from component.options

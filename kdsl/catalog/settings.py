@@ -25,10 +25,6 @@ from typing import Any, Dict, Optional, Tuple
 
 from kdsl.catalog.types import BOOL, FLOAT, INT, STR, ValueType, choice, list_of, optional
 
-# Where a value of a run came from, later ones winning: kdsl's default, the spec's train block,
-# the caller (a command-line flag, or a keyword argument of kdsl.train).
-SOURCES: Tuple[str, ...] = ("default", "spec", "flag")
-
 
 @dataclass(frozen=True)
 class Setting:

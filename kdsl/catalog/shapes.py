@@ -200,10 +200,6 @@ def same_spatial(a: str, b: str) -> SameDims:
     return SameDims(a, b, (), spatial=True)
 
 
-def same_last(a: str, b: str) -> SameDims:
-    return SameDims(a, b, (-1,))
-
-
 def rank(a: str, *ranks: int) -> Rank:
     return Rank(a, tuple(ranks))
 

@@ -340,11 +340,6 @@ class Component:
     methods: Tuple[Tuple[str, str], ...] = ()
 
     # ---- signature ------------------------------------------------------------------------
-    @property
-    def positional_options(self) -> bool:
-        """Schedules, optimizers and lr schedules take their options positionally too."""
-        return self.kind in ("schedule", "optimizer", "lr_schedule")
-
     def option(self, name: str) -> Optional[Param]:
         return _named(self.options, name)
 

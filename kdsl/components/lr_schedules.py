@@ -16,7 +16,6 @@ import inspect
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-UNITS = ("iter", "epoch")
 
 
 class Piece:

@@ -284,9 +284,6 @@ Statement = Annotated[
     Field(discriminator="kind"),
 ]
 
-NamedDecl = Union[ModelDecl, RecordDecl, ConnectorDecl, LossDecl, ParamDecl, PhaseDecl, StageDecl]
-
-
 class Spec(Node):
     """A verified spec: includes spliced in, overrides applied, names resolved.
 

@@ -16,7 +16,6 @@ from typing import Any, Callable, Mapping, Optional
 from kdsl.core.literals import literal_text
 from kdsl.lang import ir
 from kdsl.lang.statements import BLOCK_CLOSE as BLOCK_CLOSE
-from kdsl.lang.statements import TRAIN_OPEN as TRAIN_OPEN
 from kdsl.lang.statements import block_header as block_header
 from kdsl.lang.statements import is_statement, statement_kind
 from kdsl.lang.visit import Visitor

@@ -10,9 +10,6 @@ from kdsl.catalog.types import KINDS, Component
 from kdsl.lsp.text import Token, open_brackets, tokens, window
 
 # The kind of call a train setting's value is (optimizer = sgd(...)): its catalog kind.
-_SETTING_CALLS = {"optimizer": "optimizer", "lr_schedule": "lr_schedule"}
-
-
 @dataclass(frozen=True)
 class Context:
     block: Optional[str]  # the innermost open block's keyword (train, stage, phase), None at top

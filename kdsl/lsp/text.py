@@ -99,12 +99,6 @@ def open_brackets(toks: List[Token]) -> List[int]:
     return stack
 
 
-def is_option_name(toks: List[Token], i: int, depth_in_call: bool) -> bool:
-    """``tau`` in ``kl_div(s, t, tau=4)``: a name followed by ``=`` inside a call."""
-    nxt = toks[i + 1] if i + 1 < len(toks) else None
-    return depth_in_call and nxt is not None and nxt.text == "="
-
-
 def after_dot(toks: List[Token], i: int) -> bool:
     """``layer2`` in ``student.layer2``: a module path part, not a name of the spec."""
     return i > 0 and toks[i - 1].text == "." and toks[i - 1].end == toks[i].start

@@ -117,9 +117,6 @@ class Recorder:
         self.handles: List[Any] = []
 
     # -- recording ---------------------------------------------------------------------------
-    def _active(self) -> bool:
-        return self.state.active == self.model
-
     def _store(self, value: Any) -> None:
         index = self.calls
         self.calls += 1

@@ -22,10 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdsl.core.diagnostics import error
+from kdsl.text_data import IGNORE_INDEX
 from kdsl.training.batches import model_call
 from kdsl.training.distributed import Dist, all_reduce_sum, autocast
 
-IGNORE_INDEX = -100
 # each task's metrics, in the order tables show them (which one picks the best epoch:
 # kdsl.training.metrics.primary_metric)
 TASK_METRICS: Dict[str, Tuple[str, ...]] = {"classification": ("top1", "top5", "loss"),

@@ -370,10 +370,6 @@ class MappedPart:
         self._check_unchanged()
         return self.rows_view.index_select(0, rows)
 
-    def verify_all(self) -> None:
-        for c in range(len(self.part.sha256)):
-            self._verify(c, c * self.part.chunk_rows // self.samples)
-
     def _verify(self, chunk: int, epoch: int) -> None:
         size = self.part.chunk_rows * self.part.sample_bytes()
         with memoryview(self.map) as view:
