@@ -75,7 +75,7 @@ class Phase:
     @property
     def optimizer(self) -> Optional[Tuple[str, Dict[str, Any]]]:
         """``(name, options)`` of its optimizer; None: the train block's."""
-        return optimizer_of(self.optimizer_call) if self.optimizer_call is not None else None
+        return optimizer_setting(self.optimizer_call) if self.optimizer_call is not None else None
 
 
 @dataclass
@@ -169,7 +169,7 @@ def check_stage_epochs(stages: Sequence[ir.StageDecl], total: Optional[int],
 
 
 # ------------------------------------------------------------------------------ scoping
-def optimizer_of(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
+def optimizer_setting(call: ir.Call) -> Tuple[str, Dict[str, Any]]:
     """``adam(lr=0.1)`` as ``("adam", {"lr": 0.1})`` (positional options named by the catalog)."""
     component = REGISTRY.get("optimizer", call.func)
     names = [p.name for p in component.options] if component is not None else []

@@ -186,17 +186,17 @@ def _schedule_call(spec, setting: Setting) -> Optional[ir.Call]:
 def _written_call(spec, kind: str, setting: Setting) -> Optional[ir.Call]:
     """The call of the spec whose value is ``setting``: the train block's ``optimizer`` or
     ``lr_schedule``, or one given with an ``optimize ... with`` optimizer."""
-    from kdsl.lang.procedure import optimizer_of
+    from kdsl.lang.procedure import optimizer_setting
 
     optimizers = [o.optimizer for o in find(spec, ir.OptimizeDecl) if o.optimizer is not None]
     if kind == "optimizer":
-        written = [(c, optimizer_of(split_own_schedule(c)[0])) for c in optimizers]
+        written = [(c, optimizer_setting(split_own_schedule(c)[0])) for c in optimizers]
     else:
         written = [(k.value, schedule_value(k.value)) for c in optimizers for k in c.kwargs
                    if k.name == OWN_SCHEDULE and isinstance(k.value, ir.Call)]
     train = spec.train.get(kind) if spec.train is not None else None
     if train is not None and isinstance(train.value, ir.Call):
-        value = schedule_value(train.value) if kind == "lr_schedule" else optimizer_of(train.value)
+        value = schedule_value(train.value) if kind == "lr_schedule" else optimizer_setting(train.value)
         written.append((train.value, value))
     return next((c for c, value in written if _same(value, setting)), None)
 
