@@ -5,7 +5,8 @@
 with its epochs, losses (a ``WeightedSumLoss``'s ``sub_terms``, or the older
 ``GeneralizedCustomLoss``), ``frozen_modules``, and optimizer. Records are the layers the losses
 read (the ``forward_hook`` entries); the first stage's optimizer, scheduler and the data loader's
-batch size go to the train block.
+batch size go to the train block. The models' ``auxiliary_model_wrapper`` modules are
+connectors (``torchdistill_wrappers``).
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ def _paraphraser(name: str, kwargs: Located, key: str) -> Made:
         use_bn=bool(options.get("uses_bn", True))), checkpoint=checkpoint,
         frozen=bool(checkpoint) and not pretraining)
     notes = _ft_geometry(options, "paraphraser")
+    if kwargs.get("minimal"):
+        notes.append("minimal (a redesigned, smaller teacher) is not converted: the full teacher "
+                     "runs")
     if pretraining:
         notes.append("uses_decoder: the paraphraser's pretraining reads decoder(encoder(x)); "
                      "kdsl's paraphraser connector returns the factor: write its "

@@ -186,6 +186,7 @@ train:
     auxiliary_model_wrapper:
       key: 'Teacher4FactorTransfer'
       kwargs: {input_module_path: 'layer3', uses_decoder: True, paraphraser_ckpt: 'p.pt',
+               minimal: {key: 'kdsl.zoo:resnet8x4'},
                paraphraser_kwargs: {k: 0.25, num_input_channels: 256, kernel_size: 5, padding: 2}}
   student:
     auxiliary_model_wrapper:
@@ -225,6 +226,7 @@ def test_torchdistill_crd_and_ft_wrappers_and_what_they_change():
              if f.key == "train.teacher.auxiliary_model_wrapper"]
     assert any("kernel_size=5, padding=2" in n for n in notes), notes
     assert any("uses_decoder" in n for n in notes), notes
+    assert any("minimal" in n for n in notes), notes
 
 
 def test_ofd_margins_come_from_the_recorded_teacher_batchnorm():
