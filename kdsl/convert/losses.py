@@ -104,6 +104,8 @@ TORCHDISTILL: Dict[str, LossForm] = {
     "MSELoss": LossForm("mse", ("input", "target"), _SAME("reduction")),
     "L1Loss": LossForm("l1", ("input", "target"), _SAME("reduction")),
     "SmoothL1Loss": LossForm("smooth_l1", ("input", "target"), _SAME("reduction", "beta")),
+    # the translator's and paraphraser's outputs (torchdistill_wrappers); p=2 is a per-sample norm
+    "FTLoss": LossForm("ft", _TD_STUDENT_TEACHER, _SAME("p", "reduction", "distance")),
 }
 
 # the io_dict options every torchdistill loss that reads one student and one teacher layer takes

@@ -5,7 +5,8 @@
 with its epochs, losses (a ``WeightedSumLoss``'s ``sub_terms``, or the older
 ``GeneralizedCustomLoss``), ``frozen_modules``, and optimizer. Records are the layers the losses
 read (the ``forward_hook`` entries); the first stage's optimizer, scheduler and the data loader's
-batch size go to the train block.
+batch size go to the train block. The models' ``auxiliary_model_wrapper`` modules are
+connectors (``torchdistill_wrappers``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kdsl.convert.spec import SpecWriter, call, identifier, module_path
 from kdsl.convert.torchdistill_train import get as _get
 from kdsl.convert.torchdistill_train import options as _options
 from kdsl.convert.torchdistill_train import stage_optimizer, train_block
+from kdsl.convert.torchdistill_wrappers import Wrapped, alias, wrapper_modules
 from kdsl.convert.training import model_decl
 from kdsl.lang import ir
 
@@ -99,6 +101,15 @@ def _staged(converter: "_Converter", stages: List[Tuple[str, Located]], train: L
                                                        statements=tuple(body)), findings)
 
 
+def _factor_paths(kwargs: Dict[str, Any]) -> None:
+    """FTLoss reads the translator's and the paraphraser's outputs by paths of its own, and
+    for ``p=2`` the p-norm of each sample's difference (kdsl's ``distance="norm"``)."""
+    kwargs["student_module_path"] = kwargs.pop("translator_path", "translator")
+    kwargs["teacher_module_path"] = kwargs.pop("paraphraser_path", "paraphraser")
+    if kwargs.get("p") == 2:
+        kwargs["distance"] = "norm"
+
+
 class _Converter:
     def __init__(self, writer: SpecWriter, report: ConversionReport) -> None:
         self.writer, self.report = writer, report
@@ -106,6 +117,7 @@ class _Converter:
         self.pending: List[Tuple[ir.LossDecl, list]] = []
         self.sequential: List[str] = []
         self.adapted: Dict[str, Optional[str]] = {}
+        self.wrapped: Dict[str, List[Wrapped]] = {}
 
     def models(self, models: Located) -> None:
         for role in ("student", "teacher"):
@@ -151,6 +163,26 @@ class _Converter:
                 act="relu" if options.get("uses_relu", True) else "none"))
             self.writer.add("connectors", decl)
             self.adapted[name] = decl.name
+        self.wrappers(stage, key)
+
+    def wrappers(self, stage: Located, key: str) -> None:
+        """Each model's ``auxiliary_model_wrapper`` as connectors its module paths name."""
+        self.wrapped = {}
+        for role in ("student", "teacher"):
+            model = values.mapping(stage, role, f"{key}.{role}")
+            entry = values.mapping(model, "auxiliary_model_wrapper",
+                                   f"{key}.{role}.auxiliary_model_wrapper")
+            if not entry:
+                continue
+            modules, findings = wrapper_modules(entry, f"{key}.{role}.auxiliary_model_wrapper",
+                                                model.at("auxiliary_model_wrapper"),
+                                                self.writer.unique, self.report)
+            self.wrapped[role] = modules
+            for module in modules:
+                self.writer.add("connectors", module.connector, findings)
+                findings = []
+            for finding in findings:
+                self.writer.note(finding)
 
     def _adapted(self, path: str, io: Any) -> ir.Node:
         """``+NAME``: the adaptation applied to the output of the module before it in
@@ -174,6 +206,10 @@ class _Converter:
             return self._adapted(path, io)
         for prefix in (f"{model}_model.", "model."):
             path = path[len(prefix):] if path.startswith(prefix) else path
+        module = alias(self.wrapped.get(model, []), path)
+        if module is not None:  # a wrapper's module: its connector on the record it reads
+            return ir.Call(func=module.connector.name,
+                           args=(self.record(model, module.source, module.io),))
         key = (model, path, str(io))
         if key not in self.records:
             label = path.split(".")[-1] if path else "logits"
@@ -231,6 +267,8 @@ class _Converter:
             self.report.add(key, "dropped", f"loss '{kind}' has no kdsl form in the converter's "
                             "table", where)
             return
+        if kind == "FTLoss":
+            _factor_paths(kwargs)
         wrapper = values.mapping(term, "criterion_wrapper", f"{key}.criterion_wrapper")
         args = self._wrapped_args(wrapper, key) if wrapper else self._path_args(kwargs)
         for option in TD_PATH_OPTIONS:
@@ -294,12 +332,6 @@ class _Converter:
         for path in frozen:
             out.append(ir.FreezeDecl(target=ir.ParamScope(name="student", path=tuple(
                 p for p in str(path).split(".") if p))))
-        if student.get("auxiliary_model_wrapper"):
-            findings.append(self.report.add(
-                f"train.{name}.student.auxiliary_model_wrapper", "dropped", "an auxiliary model "
-                "wrapper (connectors, paraphrasers, regressors around the student) changes its "
-                "module paths: declare them as kdsl connectors by hand",
-                student.at("auxiliary_model_wrapper")))
         made = stage_optimizer(stage, f"train.{name}.optimizer", self.report, findings) if later \
             else None
         targets = [self._scope(m) for m in self.sequential

@@ -29,7 +29,8 @@ def statements(spec_text: str):
 
 @pytest.mark.parametrize("name", ["kd_logits.py", "all_parts.py", "delete_child.py", "dafl.py",
                                   "data_free_iters.py", "readme_mmrazor.py", "kd_cifar.yaml",
-                                  "stages.yaml", "hint_stages.yaml", "ofd.py"])
+                                  "stages.yaml", "hint_stages.yaml", "ofd.py",
+                                  "aux_wrappers.yaml"])
 def test_converted_specs_pass_check(name):
     text, _ = convert_file(name)
     spec = kdsl.loads(text, f"{name}.kd")
@@ -151,6 +152,81 @@ def test_torchdistill_adaptations_and_sequential_become_a_connector_and_optimize
     ]:
         assert expected in lines, expected
     assert ("test, train.log_freq", "dropped") in {(f.key, f.status) for f in report.findings}
+
+
+def test_torchdistill_auxiliary_model_wrappers_become_the_connectors_their_paths_name():
+    text, report = convert_file("aux_wrappers.yaml")
+    lines = statements(text)
+    for expected in [
+        "connector translator = translator(in_channels=512, factor_channels=256, use_bn=true)",
+        'connector paraphraser = paraphraser(in_channels=512, rate=0.5, use_bn=true) '
+        'from "ckpt/paraphraser.pt" frozen',  # distilling: the pretrained paraphraser, fixed
+        'connector connector1 = conv_bn(in_channels=64, out_channels=256, kernel_size=1, stride=1, '
+        'padding=0, norm="bn", bias=false)',
+        'connector connector2 = conv_bn(in_channels=128, out_channels=512, kernel_size=1, '
+        'stride=1, padding=0, norm="none", bias=false)',  # no bn2d_kwargs: no batch norm
+        '  loss factor = ft(translator(s_layer4), paraphraser(t_layer4), p=1, reduction="mean") '
+        '* 1000.0',
+        '  loss boundary = mse(connector1(s_layer1), t_layer1, reduction="mean")',
+        '  loss boundary2 = mse(connector2(s_layer2), t_layer2)',
+    ]:
+        assert expected in lines, expected
+    assert {(f.key, f.status) for f in report.findings} == {
+        ("models.student_model", "dropped"), ("models.teacher_model", "dropped"),
+        ("train.stage3.student.auxiliary_model_wrapper", "dropped")}  # VID: no exact connector
+    assert "VID's regressors" in report.render()
+
+
+_CRD_WRAPPERS = """
+models:
+  student_model: {key: 'kdsl.zoo:resnet8x4'}
+  teacher_model: {key: 'kdsl.zoo:resnet32x4'}
+train:
+  teacher:
+    auxiliary_model_wrapper:
+      key: 'Teacher4FactorTransfer'
+      kwargs: {input_module_path: 'layer3', uses_decoder: True, paraphraser_ckpt: 'p.pt',
+               minimal: {key: 'kdsl.zoo:resnet8x4'},
+               paraphraser_kwargs: {k: 0.25, num_input_channels: 256, kernel_size: 5, padding: 2}}
+  student:
+    auxiliary_model_wrapper:
+      key: 'Linear4CRD'
+      kwargs: {input_module_path: 'avgpool', linear_kwargs: {in_features: 256, out_features: 128}}
+  criterion:
+    key: 'WeightedSumLoss'
+    kwargs:
+      sub_terms:
+        project:
+          criterion: {key: 'MSELoss', kwargs: {}}
+          criterion_wrapper:
+            key: 'SimpleLossWrapper'
+            kwargs:
+              input: {is_from_teacher: False, module_path: 'normalizer', io: 'output'}
+              target: {is_from_teacher: False, module_path: 'avgpool', io: 'output'}
+        factor:
+          criterion: {key: 'FTLoss', kwargs: {p: 2, reduction: 'sum'}}
+"""
+
+
+def test_torchdistill_crd_and_ft_wrappers_and_what_they_change():
+    text, report = convert(_CRD_WRAPPERS, "torchdistill")
+    lines = statements(text)
+    for expected in [
+        "connector embed = crd_embed(in_features=256, feat_dim=128)",
+        # pretraining (uses_decoder): the checkpoint is where the paraphraser starts, not frozen
+        'connector paraphraser = paraphraser(in_channels=256, rate=0.25, use_bn=true) '
+        'from "p.pt"',
+        "loss project = mse(embed(s_avgpool), s_avgpool)",
+        # torchdistill's p=2 FTLoss: each sample's 2-norm; no translator wrapper: a plain record
+        'loss factor = ft(s_translator, paraphraser(t_layer3), p=2, reduction="sum", '
+        'distance="norm")',
+    ]:
+        assert expected in lines, expected
+    notes = [f.reason for f in report.findings
+             if f.key == "train.teacher.auxiliary_model_wrapper"]
+    assert any("kernel_size=5, padding=2" in n for n in notes), notes
+    assert any("uses_decoder" in n for n in notes), notes
+    assert any("minimal" in n for n in notes), notes
 
 
 def test_ofd_margins_come_from_the_recorded_teacher_batchnorm():

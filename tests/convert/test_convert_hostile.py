@@ -66,6 +66,12 @@ TORCHDISTILL = [
     _TD.format("{student: {adaptations: {a: 1}}}"),
     _TD.format("{student: {adaptations: {a: {key: ConvReg, kwargs: 1}}}}"),
     _TD.format("{student: {sequential: 5}}"),
+    _TD.format("{student: {auxiliary_model_wrapper: 3}}"),
+    _TD.format("{student: {auxiliary_model_wrapper: {key: Connector4DAB, kwargs: {connectors: 2}}}}"),
+    _TD.format("{student: {auxiliary_model_wrapper: {key: Connector4DAB, kwargs: {connectors: "
+               "{c: {conv2d_kwargs: 1}}}}}}"),
+    _TD.format("{teacher: {auxiliary_model_wrapper: {key: Teacher4FactorTransfer, kwargs: "
+               "{paraphraser_kwargs: [1], paraphraser_ckpt: 7}}}}"),
     "- 1\n- 2\n", "a: [\n", "a: &x [*x]\n", "{[1]: 2}\n", "a: !python/object:os.system {}\n",
     "a: !!python/name:os.system ''\n", "''\n", "a: b: c\n",
 ]
