@@ -79,7 +79,9 @@ def test_ci_runs_exactly_the_readme_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     before_tests = ci.split('eval "$test_command"')[0]
     assert 'eval "$install_and_main_job"' in before_tests
-    assert "pip install" not in before_tests.replace("$install_and_main_job", "")
+    stated = "install_and_main_job='" + _ci_readme_commands()[0] + "'"
+    assert stated in before_tests and "test_command='python -m pytest'" in before_tests
+    assert "pip install" not in before_tests.replace(stated, "").replace("$install_and_main_job", "")
 
 
 def test_test_extra_holds_every_optional_package_the_suite_uses():
