@@ -96,12 +96,16 @@ class Stage:
         return any(p.decl is not None for p in self.phases)
 
     def phase(self, name: str) -> Phase:
-        found = next((p for p in self.phases if p.name == name), None)
-        if found is None:
-            raise error("KD514", f"stage '{self.name}' has no phase '{name}'",
-                        hint=did_you_mean(name, [p.name for p in self.phases]) or
-                        "its phases: " + ", ".join(p.name for p in self.phases))
-        return found
+        return _by_name(self.phases, name, f"stage '{self.name}' has no phase", "its phases")
+
+
+def _by_name(items, name: str, missing: str, listing: str):
+    """The stage or phase called ``name``; KD514 (``missing 'name'``, with the names there are)."""
+    found = next((item for item in items if item.name == name), None)
+    if found is None:
+        names = [item.name for item in items]
+        raise error("KD514", f"{missing} '{name}'", hint=did_you_mean(name, names) or f"{listing}: " + ", ".join(names))
+    return found
 
 
 @dataclass
@@ -113,12 +117,7 @@ class Procedure:
     declared: bool = False
 
     def stage(self, name: str) -> Stage:
-        found = next((s for s in self.stages if s.name == name), None)
-        if found is None:
-            raise error("KD514", f"the spec has no stage '{name}'",
-                        hint=did_you_mean(name, [s.name for s in self.stages]) or
-                        "its stages: " + ", ".join(s.name for s in self.stages))
-        return found
+        return _by_name(self.stages, name, "the spec has no stage", "its stages")
 
     def ranges(self, total_epochs: int) -> List[Tuple[Stage, int, int]]:
         """``(stage, first epoch, end epoch)`` (end exclusive) for a run of ``total_epochs``, by
