@@ -39,8 +39,9 @@ IGNORE_INDEX = -100  # the label of a position without a target (Hugging Face's 
 BYTE_VOCAB = 256
 MODEL_INPUTS = ("input_ids", "attention_mask")
 # batch fields that are never model inputs unless the train block's ``inputs`` says so: targets
-# and the sample index kdsl's loaders add
-NOT_INPUTS = ("labels", "target", "index")
+# the sample index kdsl's loaders add, and the prompt fields of prompt/completion batches
+# (kdsl.prompt_batches), which generation reads
+NOT_INPUTS = ("labels", "target", "index", "prompt_ids", "prompt_mask")
 
 
 def default_inputs(names: Sequence[str]) -> Tuple[str, ...]:
