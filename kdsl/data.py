@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from kdsl.core.diagnostics import error
 from kdsl.core.download import Remote, exclusive, extract_folder, fetch
+from kdsl.prompt_data import prompts  # noqa: F401 - kdsl.data:prompts, prompt/completion and chat lines
 from kdsl.text_data import text  # noqa: F401 - kdsl.data:text, the token-window reader
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "cifar10",
     "cifar100",
     "text",
+    "prompts",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",

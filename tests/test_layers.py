@@ -26,6 +26,7 @@ RANKS = {
     "data": 3,
     "text_data": 3,
     "prompt_batches": 3,
+    "prompt_data": 3,
     "hub": 3,
     "io": 3,
     "runtime": 4,

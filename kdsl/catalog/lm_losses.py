@@ -12,7 +12,7 @@ Neither reference framework (torchdistill, MMRazor) covers language models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdsl.catalog.shapes import PairRule, ShapeRule, not_integer, rank, same_shape, shape_text
+from kdsl.catalog.shapes import PairRule, Problem, ShapeRule, not_integer, rank, same_shape, shape_text
 from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Constraint,
                                 Param, declarer, interval, optional)
 
@@ -40,8 +40,11 @@ class SameTokens(PairRule):
         if not sa or not sb:
             return f"'{self.a}' and '{self.b}' must be logits [N, T, V], {got}"
         if sa[-1] != sb[-1]:
-            return (f"'{self.a}' and '{self.b}' must have the same vocabulary size (last "
-                    f"dimension), {got}")
+            # two tokenizers: no connector maps one vocabulary's tokens onto the other's
+            return Problem(f"the vocabularies differ: '{self.a}' has {sa[-1]} tokens and '{self.b}' "
+                           f"{sb[-1]} (last dimension), {got}; distilling between two tokenizers "
+                           "(cross-tokenizer distillation) is not supported: give both models one "
+                           "tokenizer's vocabulary", "KD545")
         if sa[:-1] != sb[:-1]:
             what = "batch size and sequence length" if len(sa) == len(sb) == 3 else "token positions"
             return (f"'{self.a}' and '{self.b}' must have the same {what} (all dimensions but the "

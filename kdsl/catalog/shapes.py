@@ -8,7 +8,7 @@ locates it in the spec.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 Shape = Tuple[int, ...]
 
@@ -208,12 +208,20 @@ def labels_for(labels: str, logits: str) -> LabelsFor:
     return LabelsFor(labels, logits)
 
 
-def check_rules(rules: Sequence[ShapeRule], infos: Mapping[str, TensorInfo]) -> list:
-    """Messages of every rule that fails; rules about inputs with no known shape are skipped."""
+class Problem(NamedTuple):
+    """A failed rule: its message, and the code it is reported with (a rule's ``check`` returns
+    a plain message for KD505, the shape mismatch, or a Problem for a more particular code)."""
+
+    message: str
+    code: str = "KD505"
+
+
+def check_rules(rules: Sequence[ShapeRule], infos: Mapping[str, TensorInfo]) -> List[Problem]:
+    """Every rule that fails; rules about inputs with no known shape are skipped."""
     problems = []
     for rule in rules:
         if all(n in infos for n in rule.names):
-            message = rule.check(infos)
-            if message:
-                problems.append(message)
+            found: Union[str, Problem, None] = rule.check(infos)
+            if found:
+                problems.append(found if isinstance(found, Problem) else Problem(found))
     return problems

@@ -4,6 +4,7 @@ and freeze frozen teachers (eval mode, no gradients; undone when the distiller c
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from kdsl.compiler.plan import Plan
 from kdsl.core.diagnostics import KdslError
+from kdsl.core.inspecting import inspection
 from kdsl.core.resolve import import_module
 from kdsl.core.suggest import did_you_mean
 from kdsl.io.checkpoint_file import missing_weights, spec_relative
@@ -31,8 +33,9 @@ def import_plugins(plan: Plan) -> Plan:
     return plan
 
 
-def _model_for(plan: Plan, decl: ir.ModelDecl) -> Optional[nn.Module]:
-    """The model passed for ``decl``, or the one its factory builds; None after a diagnostic."""
+def _model_for(plan: Plan, decl: ir.ModelDecl, load: bool = True) -> Optional[nn.Module]:
+    """The model passed for ``decl``, or the one its factory builds (for inspection when not
+    ``load``: a factory may then build on the meta device); None after a diagnostic."""
     model = plan.request.given.get(decl.name)
     if model is None and decl.factory is None:
         plan.diags.error(
@@ -43,9 +46,10 @@ def _model_for(plan: Plan, decl: ir.ModelDecl) -> Optional[nn.Module]:
     if model is None:
         f = decl.factory
         try:
-            model = call_factory(f.ref, [literal_value(a) for a in f.args],
-                                 {k.name: literal_value(k.value) for k in f.kwargs},
-                                 f"model '{decl.name}'", f.ref_span or f.span)
+            with inspection() if not load else contextlib.nullcontext():
+                model = call_factory(f.ref, [literal_value(a) for a in f.args],
+                                     {k.name: literal_value(k.value) for k in f.kwargs},
+                                     f"model '{decl.name}'", f.ref_span or f.span)
         except KdslError as exc:
             plan.diags.extend(exc.diagnostics)
             return None
@@ -116,7 +120,7 @@ def _bind(plan: Plan, load: bool) -> Plan:
                          hint=did_you_mean(extra, names) or "the spec declares " +
                          ", ".join(f"'{n}'" for n in names))
     for decl in plan.spec.models:
-        model = _model_for(plan, decl)
+        model = _model_for(plan, decl, load)
         # a model passed in keeps its own weights, unless the caller asks for the spec's
         weights = decl.checkpoint and (decl.name not in plan.request.given or decl.name in plan.request.load_given)
         if weights and not load:
@@ -130,11 +134,27 @@ def _bind(plan: Plan, load: bool) -> Plan:
                 plan.diags.error("KD515", f"'{decl.name}' and '{other}' are the same model object",
                                  decl.name_span, hint="pass a separate model for each")
         plan.models[decl.name] = model
+    if not load and not plan.diags.has_errors:
+        to_meta_if_any(plan)
     if not plan.diags.has_errors:
         for decl in plan.spec.teachers:
             if decl.frozen:
                 plan.undo.on_close.append(frozen_cleanup(plan.models[decl.name]))
     return plan
+
+
+def to_meta_if_any(plan: Plan) -> None:
+    """For inspection: when a factory built a model on the meta device (a pretrained model whose
+    weights were not read), every model and the example go there too, so that the dry run
+    computes shapes on meta tensors throughout (torch does not mix meta and real tensors; the
+    dry run moves its example there)."""
+    import torch
+
+    if not any(p.is_meta for m in plan.models.values() for p in m.parameters()):
+        return
+    meta = torch.device("meta")
+    for model in plan.models.values():
+        model.to(meta)
 
 
 def stop_if_errors(plan: Plan) -> Plan:

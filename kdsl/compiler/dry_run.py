@@ -34,6 +34,7 @@ def dry_run(plan: Plan) -> Plan:
     and keep what they recorded; nothing without either."""
     if not plan.request.dry:
         return plan
+    _example_to_meta(plan)
     snapshot = Snapshot(list(plan.models.values()))
     try:
         with torch.no_grad():
@@ -64,6 +65,18 @@ def dry_run(plan: Plan) -> Plan:
 
 
 _FAILED = object()
+
+
+def _example_to_meta(plan: Plan) -> None:
+    """Models built on the meta device for inspection (a pretrained model's weights unread:
+    :func:`kdsl.compiler.bind_models.to_meta_if_any`) run on a meta example: the same shapes."""
+    if not any(p.is_meta for p in plan.models[plan.spec.student.name].parameters()):
+        return
+    meta = torch.device("meta")
+    on_meta = lambda v: v.to(meta) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    request = plan.request
+    request.example_input = torch.utils._pytree.tree_map(on_meta, request.example_input)
+    request.example_batch = {k: on_meta(v) for k, v in (request.example_batch or {}).items()}
 
 
 def _example(plan: Plan) -> Any:

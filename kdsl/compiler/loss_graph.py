@@ -146,8 +146,8 @@ def check_shapes(plan: Plan) -> Plan:
             continue
         problems = check_rules(term.rules, known)
         for p in problems:
-            plan.diags.error("KD505", f"loss '{term.name}' ({term.component}): {p}", term.span,
-                             notes=_shape_notes(lp))
+            plan.diags.error(p.code, f"loss '{term.name}' ({term.component}): {p.message}", term.span,
+                             notes=_shape_notes(lp) + _model_notes(plan, p.code))
         if not problems and lp.complete:
             term.checked = True
             _try_loss(plan, term, [lp.values.get(n) for n in term.input_names])
@@ -157,6 +157,14 @@ def check_shapes(plan: Plan) -> Plan:
 def _shape_notes(lp: LossPlan) -> List[Note]:
     return [Note(message=f"'{name}' has shape {info.describe()} ({info.dtype})", span=expr.span)
             for name, expr in lp.bound.items() if (info := lp.inputs.get(name)) is not None]
+
+
+def _model_notes(plan: Plan, code: str) -> List[Note]:
+    """For vocabularies that differ (KD545): where the spec declares the models."""
+    if code != "KD545":
+        return []
+    return [Note(message=f"{m.role} '{m.name}' declared here", span=m.name_span)
+            for m in plan.spec.models if m.name_span is not None]
 
 
 def _try_loss(plan: Plan, term: LossTerm, values: List[Any]) -> None:

@@ -155,6 +155,9 @@ CODES: Dict[str, Code] = {
                   "component does not allow, such as a temperature of 0, a negative margin, a "
                   "probability outside [0, 1] or a channel count below 1. The message gives the "
                   "allowed range; `kdsl list NAME` shows every option's."),
+    "KD313": Code("bad model option", "An option of a kdsl model factory (`kdsl.hub:hf_pretrained`) "
+                  "is not one it takes: `dtype` is float32, bfloat16, float16 or auto; `path` is a "
+                  "folder or a Hugging Face model id."),
     # ---------------------------------------------------------------- files
     "KD401": Code("file not found", "A spec or an included file cannot be read. Includes are "
                   "relative to the including file."),
@@ -221,6 +224,16 @@ CODES: Dict[str, Code] = {
                   "kdsl found no shape to dry-run on: the spec's data reader declares none, the "
                   "spec has no `input`, and the student's first layer does not tell one. Give "
                   "--input-shape or --data."),
+    "KD545": Code("vocabularies differ", "A token loss compares the student's and the teacher's "
+                  "next-token distributions, which needs one vocabulary: the logits' last "
+                  "dimensions differ, so the models use two tokenizers. Distilling between two "
+                  "tokenizers (cross-tokenizer distillation) is not supported; the message gives "
+                  "both sizes and the notes point at the models."),
+    "KD546": Code("pretrained model not available locally", "`kdsl.hub:hf_pretrained` (and "
+                  "`hf_tokenizer`, a prompt reader's `tokenizer=`) read a folder that "
+                  "`save_pretrained` wrote, or a Hugging Face model id already in the local cache. "
+                  "kdsl never downloads (as with HF_HUB_OFFLINE=1): an id that is not cached is "
+                  "refused with its name; download it once with `hf download ID`."),
     # ---------------------------------------------------------------- runtime
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
@@ -295,6 +308,16 @@ CODES: Dict[str, Code] = {
     "KD742": Code("no language-model output", "With task = \"lm\" the models evaluated must "
                   "return next-token logits [batch, tokens, vocabulary] (a tensor, or an output "
                   "holding `logits` or one first), and the batches must carry `labels`."),
+    "KD743": Code("bad JSON line in prompt data", "A line of a prompt/completion or chat JSON-lines "
+                  "file is not a JSON object. The error points at the line and column."),
+    "KD744": Code("missing field in prompt data", "Each line of prompt data holds `prompt` and "
+                  "`completion` (strings), or `messages` (a list of {role, content} objects whose "
+                  "last is the assistant's answer). The error names the line and what is missing."),
+    "KD745": Code("no chat template", "Chat data (`messages`, or `chat = true`) is formatted with "
+                  "the tokenizer's chat template, and this tokenizer has none (the byte tokenizer "
+                  "never has one). Use prompt/completion data, or a tokenizer with a template."),
+    "KD746": Code("prompt data unusable", "The prompt data gave no example to train on: the file "
+                  "is empty, or every example lost its completion to `max_length`."),
     # ---------------------------------------------------------------- kdsl convert
     "KD760": Code("config cannot be read", "`kdsl convert` could not read the MMRazor or "
                   "torchdistill config: a Python syntax error, YAML that does not parse, a top "

@@ -19,6 +19,8 @@ from kdsl.lang.literal import try_literal
 
 # Factory options that, given a true value, make the factory load trained weights itself.
 PRETRAINED_OPTIONS = ("pretrained", "weights", "checkpoint_path", "pretrained_model_name_or_path")
+# Factories that always load trained weights (kdsl's own: a pretrained Hugging Face model).
+PRETRAINED_FACTORIES = ("kdsl.hub:hf_pretrained",)
 SETTING = "allow_random_teacher"
 HINT = ('load its weights: ... from "FILE.pt" (or --teacher-ckpt FILE), use a pretrained factory '
         "option, make it trainable, or, if random weights are meant, set allow_random_teacher = "
@@ -27,7 +29,7 @@ HINT = ('load its weights: ... from "FILE.pt" (or --teacher-ckpt FILE), use a pr
 
 def ref_loads_weights(ref: str, options: Mapping[str, Any]) -> bool:
     """Whether the factory ``ref`` called with ``options`` loads trained weights by itself."""
-    if "from_pretrained" in ref.rpartition(":")[2].split("."):
+    if "from_pretrained" in ref.rpartition(":")[2].split(".") or ref in PRETRAINED_FACTORIES:
         return True
     return any(name in options and options[name] not in (None, False, "", 0)
                for name in PRETRAINED_OPTIONS)

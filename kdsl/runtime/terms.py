@@ -52,7 +52,7 @@ class LossTerm:
         problems = check_rules(self.rules, {k: v for k, v in infos.items() if v is not None})
         self.checked = True
         if problems:
-            raise KdslError([make("KD505", f"loss '{self.name}' ({self.component}): {p}", self.span)
+            raise KdslError([make(p.code, f"loss '{self.name}' ({self.component}): {p.message}", self.span)
                              for p in problems])
 
     def evaluate(self, interpreter: Interpreter, progress: Progress

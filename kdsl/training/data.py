@@ -21,7 +21,7 @@ from typing import Iterator, List, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import KdslError, error
 from kdsl.core.resolve import import_ref
 from kdsl.core.span import Span
 from kdsl.data import split_result
@@ -142,6 +142,8 @@ def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
     factory = import_ref(ref, "data", span)
     try:
         result = factory(**options)
+    except KdslError:
+        raise  # located where the data's own file went wrong (a prompt file's line)
     except FileNotFoundError as exc:
         raise error("KD702", f"data '{ref}': {exc}", span) from None
     except Exception as exc:  # noqa: BLE001

@@ -113,7 +113,7 @@ def test_model_aware_check_on_the_text_data_is_clean():
         assert result.tables, name
 
 
-def test_vocabulary_mismatch_is_kd505_at_the_loss_line():
+def test_vocabulary_mismatch_is_kd545_at_the_loss_line_with_both_sizes():
     text = (ROOT / "specs" / "lm/kd.kd").read_text()
     bad = text.replace('model("kdsl.zoo:gpt", vocab_size=256, seq_len=64, d_model=64',
                        'model("kdsl.zoo:gpt", vocab_size=128, seq_len=64, d_model=64')
@@ -123,8 +123,11 @@ def test_vocabulary_mismatch_is_kd505_at_the_loss_line():
         kdsl.compile(kdsl.loads(bad, str(ROOT / "specs" / "lm" / "kd.kd")), example_input=ids,
                      example_batch=batch)
     (problem,) = info.value.errors
-    assert problem.code == "KD505"
-    assert "same vocabulary size" in problem.message and "128" in problem.message \
-        and "256" in problem.message
+    assert problem.code == "KD545"  # two tokenizers: refused as such, not as a shape to connect
+    assert "'preds_S' has 128 tokens and 'preds_T' 256" in problem.message
+    assert "(cross-tokenizer distillation) is not supported" in problem.message
     loss_line = next(i for i, line in enumerate(bad.splitlines(), 1) if line.startswith("loss kd"))
     assert problem.span.line == loss_line
+    # the notes point at the loss's inputs and at both models' declarations
+    assert [n.span.line for n in problem.notes if "declared here" in n.message] == [
+        i for i, line in enumerate(bad.splitlines(), 1) if line.startswith(("student =", "teacher ="))]
