@@ -137,8 +137,11 @@ def hf_pretrained(path: str, dtype: str = "float32", revision: Optional[str] = N
             if chosen == "auto":
                 chosen = getattr(config, "dtype", None) or torch.float32
                 chosen = getattr(torch, chosen) if isinstance(chosen, str) else chosen
+            # eager attention: the sdpa path decides on its mask from the mask's values, which meta
+            # tensors do not have; the shapes are the same
             with torch.device("meta"):
-                model = auto.from_config(config, dtype=chosen, trust_remote_code=trust_remote_code)
+                model = auto.from_config(config, dtype=chosen, trust_remote_code=trust_remote_code,
+                                         attn_implementation="eager")
             # a warning's look at token values (pad ids without a mask) that meta tensors do not have
             for module in model.modules():
                 if hasattr(module, "warn_if_padding_and_no_attention_mask"):
