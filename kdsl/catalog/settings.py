@@ -98,6 +98,10 @@ METRICS: Dict[str, str] = {"val_top1": "max", "val_top5": "max", "val_loss": "mi
 # a store's values and how it is computed.
 _TRAIN_AND_STORE = ("train", "teacher-cache")
 
+# The commands that read a spec and so take --set NAME=VALUE for its params (fmt does not: it
+# rewrites the text as written).
+PARAM_COMMANDS = ("check", "explain", "graph", "train", "teacher-cache", "sweep")
+
 # The largest learning rate accepted (a flag's or an optimizer's): beyond it every step diverges,
 # and from about 3.4e38 torch cannot even convert it to a float32 step (an internal error).
 MAX_LR = 1e6
@@ -194,6 +198,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("progress_every", FLOAT, 30.0,
             "seconds between progress lines when the output is not a terminal (a log file, CI)",
             flag="--progress-every", positive=True, maximum=86_400, resumable=True),
+    # resumable: the values are in the spec the run's fingerprint reads, which a resumption keeps
+    Setting("params", optional(list_of(STR)), None,
+            "a value for the spec's param NAME, written as the spec writes values (repeat the flag "
+            "for several); summary.json records each param with its source",
+            spec=False, flag="--set", example="--set tau=2", resumable=True, commands=PARAM_COMMANDS),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
