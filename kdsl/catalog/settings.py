@@ -94,9 +94,9 @@ METRICS: Dict[str, str] = {"val_top1": "max", "val_top5": "max", "val_loss": "mi
                            "val_token_acc": "max"}
 
 
-# The commands that take a setting's flag: `kdsl train`, and `kdsl teacher-cache` for what decides
-# a store's values and how it is computed.
-_TRAIN_AND_STORE = ("train", "teacher-cache")
+# The commands that take a setting's flag: `kdsl train`, `kdsl teacher-cache` for what decides
+# a store's values and how it is computed, and `kdsl sweep`, whose trials are `kdsl train` runs.
+_TRAIN_AND_STORE = ("train", "teacher-cache", "sweep")
 
 # The commands that read a spec and so take --set NAME=VALUE for its params (fmt does not: it
 # rewrites the text as written).
@@ -174,7 +174,7 @@ SETTINGS: Tuple[Setting, ...] = (
             "(kdsl.data:text is lm), else classification", flag="--task"),
     Setting("best_metric", optional(choice(*METRICS)), None,
             "the validation metric that picks best.pt's epoch (default: val_top1, or val_ppl for a "
-            "language model)", flag="--best-metric"),
+            "language model)", flag="--best-metric", commands=("train", "sweep")),
     Setting("tensorboard", BOOL, False,
             "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
             "(needs pip install tensorboard)", flag="--tensorboard", resumable=True),

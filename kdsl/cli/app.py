@@ -1,4 +1,4 @@
-"""The command line: ``kdsl check | train | explain | graph | list | schema | explain-code | convert``.
+"""The command line: ``kdsl check | train | sweep | explain | graph | list | schema | explain-code | convert``.
 
 No command prints a Python traceback; every command follows one exit-code rule (0 ok, 1 the input
 has errors, 2 usage or I/O, 3 internal error, 130 interrupted), applied by ``guarded``
@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from kdsl.cli import cache_cmd, lsp_cmd, train_cmd
+from kdsl.cli import cache_cmd, lsp_cmd, sweep_cmd, train_cmd
 from kdsl.cli.check_cmd import check_specs
 from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
 from kdsl.cli.group import KdslGroup
@@ -89,6 +89,7 @@ def check(
 train_cmd.register(app)  # its flags come from the settings table (kdsl/catalog/settings.py)
 cache_cmd.register(app)  # kdsl teacher-cache: the teacher-output store
 lsp_cmd.register(app)  # kdsl lsp: the language server (pygls, an optional extra)
+sweep_cmd.register(app)  # kdsl sweep: Optuna over the spec's search spaces (an optional extra)
 
 
 # ---------------------------------------------------------------------------- explain, graph
