@@ -94,9 +94,13 @@ METRICS: Dict[str, str] = {"val_top1": "max", "val_top5": "max", "val_loss": "mi
                            "val_token_acc": "max"}
 
 
-# The commands that take a setting's flag: `kdsl train`, and `kdsl teacher-cache` for what decides
-# a store's values and how it is computed.
-_TRAIN_AND_STORE = ("train", "teacher-cache")
+# The commands that take a setting's flag: `kdsl train`, `kdsl teacher-cache` for what decides
+# a store's values and how it is computed, and `kdsl sweep`, whose trials are `kdsl train` runs.
+_TRAIN_AND_STORE = ("train", "teacher-cache", "sweep")
+
+# The commands that read a spec and so take --set NAME=VALUE for its params (fmt does not: it
+# rewrites the text as written).
+PARAM_COMMANDS = ("check", "explain", "graph", "train", "teacher-cache", "sweep")
 
 # The largest learning rate accepted (a flag's or an optimizer's): beyond it every step diverges,
 # and from about 3.4e38 torch cannot even convert it to a float32 step (an internal error).
@@ -170,7 +174,7 @@ SETTINGS: Tuple[Setting, ...] = (
             "(kdsl.data:text is lm), else classification", flag="--task"),
     Setting("best_metric", optional(choice(*METRICS)), None,
             "the validation metric that picks best.pt's epoch (default: val_top1, or val_ppl for a "
-            "language model)", flag="--best-metric"),
+            "language model)", flag="--best-metric", commands=("train", "sweep")),
     Setting("tensorboard", BOOL, False,
             "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
             "(needs pip install tensorboard)", flag="--tensorboard", resumable=True),
@@ -194,6 +198,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("progress_every", FLOAT, 30.0,
             "seconds between progress lines when the output is not a terminal (a log file, CI)",
             flag="--progress-every", positive=True, maximum=86_400, resumable=True),
+    # resumable: the values are in the spec the run's fingerprint reads, which a resumption keeps
+    Setting("params", optional(list_of(STR)), None,
+            "a value for the spec's param NAME, written as the spec writes values (repeat the flag "
+            "for several); summary.json records each param with its source",
+            spec=False, flag="--set", example="--set tau=2", resumable=True, commands=PARAM_COMMANDS),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -1,4 +1,4 @@
-"""The command line: ``kdsl check | train | explain | graph | list | schema | explain-code | convert``.
+"""The command line: ``kdsl check | train | sweep | explain | graph | list | schema | explain-code | convert``.
 
 No command prints a Python traceback; every command follows one exit-code rule (0 ok, 1 the input
 has errors, 2 usage or I/O, 3 internal error, 130 interrupted), applied by ``guarded``
@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from kdsl.cli import cache_cmd, lsp_cmd, train_cmd
+from kdsl.cli import cache_cmd, lsp_cmd, sweep_cmd, train_cmd
 from kdsl.cli.check_cmd import check_specs
 from kdsl.cli.errors import EXIT_ERRORS, EXIT_OK, CliError, guarded
 from kdsl.cli.group import KdslGroup
@@ -23,6 +23,7 @@ from kdsl.cli.options import MODEL as _MODEL
 from kdsl.cli.options import STUDENT as _STUDENT
 from kdsl.cli.options import TEACHER as _TEACHER
 from kdsl.cli.options import TEACHER_CKPT as _TEACHER_CKPT
+from kdsl.cli.options import setting_flags
 from kdsl.cli.render import echo, make_console, print_diagnostics, use_color
 from kdsl.core.diagnostics import summary_line
 
@@ -62,6 +63,7 @@ _LOAD = typer.Option(False, "--load-weights", help="read the checkpoints (`from`
 # ---------------------------------------------------------------------------- check
 @app.command()
 @guarded
+@setting_flags("check")
 def check(
     specs: List[str] = typer.Argument(..., metavar="SPEC...", help="spec files to check"),
     format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text or json"),
@@ -70,6 +72,7 @@ def check(
     data: Optional[str] = _DATA, load_weights: bool = _LOAD,
     dry_run: bool = typer.Option(False, "--dry-run", help="build the spec's own models and dry-run "
                                  "them (the input shape from the data reader or the first layer)"),
+    **settings,
 ) -> None:
     """Check spec files; with models, also resolve every path and dry-run the shapes.
 
@@ -79,13 +82,14 @@ def check(
     """
     raise typer.Exit(check_specs(specs, as_json=format is OutputFormat.json, student=student, teacher=teacher,
                                  models=model, teacher_ckpt=teacher_ckpt, input_shape=input_shape, data=data,
-                                 load_weights=load_weights, dry_run=dry_run))
+                                 load_weights=load_weights, dry_run=dry_run, params=settings.get("params")))
 
 
 # ---------------------------------------------------------------------------- train
 train_cmd.register(app)  # its flags come from the settings table (kdsl/catalog/settings.py)
 cache_cmd.register(app)  # kdsl teacher-cache: the teacher-output store
 lsp_cmd.register(app)  # kdsl lsp: the language server (pygls, an optional extra)
+sweep_cmd.register(app)  # kdsl sweep: Optuna over the spec's search spaces (an optional extra)
 
 
 # ---------------------------------------------------------------------------- explain, graph
@@ -94,12 +98,12 @@ class GraphFormat(str, enum.Enum):
     dot = "dot"
 
 
-def _load_or_exit(spec: str):
+def _load_or_exit(spec: str, params=None):
     from kdsl.lang.loader import check_file
 
     if not os.path.isfile(spec):
         raise CliError(f"no such spec file: {spec}", "KD401")
-    loaded, diags, sources = check_file(spec)
+    loaded, diags, sources = check_file(spec, params)
     if loaded is None:
         print_diagnostics(diags, sources)
         echo(f"{spec}: {summary_line(diags)}")
@@ -109,18 +113,19 @@ def _load_or_exit(spec: str):
 
 @app.command()
 @guarded
+@setting_flags("explain")
 def explain(
     spec: str = typer.Argument(..., metavar="SPEC"),
     student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
     teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
-    data: Optional[str] = _DATA, load_weights: bool = _LOAD,
+    data: Optional[str] = _DATA, load_weights: bool = _LOAD, **settings,
 ) -> None:
     """Show the compiled plan: hooks, patched attributes, connectors, losses and their order.
     Weights are not read unless --load-weights: a missing checkpoint is a warning."""
     from kdsl.reports.checking import ModelOptions, inspect
     from kdsl.reports.explain import explain as show
 
-    loaded = _load_or_exit(spec)
+    loaded = _load_or_exit(spec, settings.get("params"))
     found = inspect(loaded, ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape,
                                          data, load_weights))
     if found.distiller is None:
@@ -147,6 +152,7 @@ def explain(
 
 @app.command()
 @guarded
+@setting_flags("graph")
 def graph(
     spec: str = typer.Argument(..., metavar="SPEC"),
     format: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", help="mermaid or dot"),
@@ -154,13 +160,13 @@ def graph(
                                          help="write here; .png/.svg/.pdf draws it with graphviz's dot"),
     student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
     teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
-    data: Optional[str] = _DATA,
+    data: Optional[str] = _DATA, **settings,
 ) -> None:
     """Print the loss graph (model -> record -> connector -> loss -> total) as Mermaid or DOT."""
     from kdsl.reports import graph as graphs
     from kdsl.reports.checking import ModelOptions, compile_with
 
-    loaded = _load_or_exit(spec)
+    loaded = _load_or_exit(spec, settings.get("params"))
     opts = ModelOptions(student, teacher, list(model), teacher_ckpt, input_shape, data)
     plan = None
     if opts.any:

@@ -21,7 +21,7 @@ NOT_EXAMINED = "models, module paths and shapes not examined: add --dry-run"
 def check_specs(specs: Sequence[str], as_json: bool = False, student: Optional[str] = None,
                 teacher: Optional[str] = None, models: Sequence[str] = (), teacher_ckpt: Optional[str] = None,
                 input_shape: Optional[str] = None, data: Optional[str] = None, load_weights: bool = False,
-                dry_run: bool = False) -> int:
+                dry_run: bool = False, params: Optional[Sequence[str]] = None) -> int:
     """Check each spec file (with models when any model option is given), print what was found,
     and give the exit code: 0 no errors, 1 errors, 2 when every error is a file that is no spec."""
     from kdsl.lang.loader import check_file
@@ -33,7 +33,7 @@ def check_specs(specs: Sequence[str], as_json: bool = False, student: Optional[s
     for path in specs:
         if not os.path.lexists(path):  # anything else there (a device, a folder) check_file names
             raise CliError(f"no such spec file: {path}", "KD401")
-        spec, diags, sources = check_file(path)
+        spec, diags, sources = check_file(path, params)  # --set NAME=VALUE: checked in every spec
         unreadable += path not in sources
         if spec is not None and with_models:
             from kdsl.reports.checking import check_with_models

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import inspect
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+import typing
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import typer
 
@@ -41,6 +42,8 @@ def setting_option(setting: Setting, help_text: Optional[str] = None):
         choices = enum.Enum(setting.name.title(), {str(c): str(c) for c in t.choices}, type=str)
         return Optional[choices], typer.Option(None, setting.flag, help=text,
                                                metavar="[" + "|".join(str(c) for c in t.choices) + "]")
+    if t.name == "list":  # a repeated flag: --set a=1 --set b=2
+        return Optional[List[str]], typer.Option(None, setting.flag, help=text, metavar="NAME=VALUE")
     if t.name == "bool":  # a switch pair, shown without a value
         name = setting.flag[2:]
         return Optional[bool], typer.Option(None, f"--{name}/--no-{name}", help=text)
@@ -61,6 +64,18 @@ def with_setting_flags(command: Callable, name: str, fixed: Sequence[Fixed],
     command.__signature__ = inspect.Signature(params, return_annotation=None)
     command.__annotations__ = {p.name: p.annotation for p in params}
     return command
+
+
+def setting_flags(name: str) -> Callable[[Callable], Callable]:
+    """A decorator: the command (its own parameters, then ``**settings``) takes the setting flags
+    of ``kdsl NAME`` too, as :func:`with_setting_flags` gives them (``check``, ``explain`` and
+    ``graph`` take ``--set`` this way)."""
+    def add(command: Callable) -> Callable:
+        hints = typing.get_type_hints(command)
+        fixed = [(p.name, hints.get(p.name, p.annotation), p.default)
+                 for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        return with_setting_flags(command, name, fixed)
+    return add
 
 
 def given_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:

@@ -66,7 +66,7 @@ PASSES: Sequence[Pass] = (
 def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = None,
             example_batch: Optional[Dict[str, Any]] = None, device: Any = None,
             truncate: bool = True, compile_models: Any = False, load_weights: Sequence[str] = (),
-            batch_size: Optional[int] = None,
+            batch_size: Optional[int] = None, params: Any = None,
             **models: nn.Module) -> Distiller:
     """Bind a spec to models and return a :class:`~kdsl.runtime.distiller.Distiller`.
 
@@ -83,12 +83,17 @@ def compile(spec: "ir.Spec | str | os.PathLike[str]", *, example_input: Any = No
     ``{"backend": "aot_eager"}``) compiles the student and the frozen teachers with the hooks in
     place; where compiling is unavailable, KD708 is warned and they run eagerly.
     ``batch_size``: the rows a generated input (``noise(...)``) draws per step (default: the
-    spec's train block; ``kdsl.train`` gives its resolved setting).
+    spec's train block; ``kdsl.train`` gives its resolved setting). ``params`` (``{"tau": 2}``)
+    gives the spec's params these values, checked as the spec's own.
     """
     if not isinstance(spec, ir.Spec):
         from kdsl.lang.loader import load
 
-        spec = load(spec)
+        spec = load(spec, params)
+    elif params:
+        from kdsl.lang.loader import with_params
+
+        spec = with_params(spec, params)
     request = Request(spec, dict(models), example_input, dict(example_batch or {}),
                       torch.device(device) if device is not None else None,
                       truncate=bool(truncate), compile_models=compile_models,

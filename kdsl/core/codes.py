@@ -109,6 +109,20 @@ CODES: Dict[str, Code] = {
     "KD225": Code("unknown connector method", "`c.method(x)` applies a method that the "
                   "connector's type declares, such as a paraphraser's `encode` and "
                   "`reconstruct`; other connectors are applied whole: `c(x)`."),
+    "KD235": Code("unknown param given", "`--set NAME=VALUE` (or `params={NAME: value}`) names a "
+                  "param the spec does not declare. Declare it with `param NAME = VALUE`; a "
+                  "training setting such as epochs is set by its own flag (`--epochs`)."),
+    "KD236": Code("malformed param value", "`--set` takes NAME=VALUE, once per param: a name, '=', "
+                  "and the value as the spec would write it (`--set tau=2`, `--set name=\"x\"`)."),
+    "KD237": Code("unknown search space", "`param NAME = VALUE search SPACE`: SPACE is uniform(low, "
+                  "high), log_uniform(low, high), int_uniform(low, high) or choice(value, ...), with "
+                  "literal arguments (no keywords)."),
+    "KD238": Code("invalid search space", "The space's arguments do not describe a space: low must "
+                  "be below high, a log scale needs low above 0, int_uniform takes integers, and "
+                  "choice lists each value once."),
+    "KD239": Code("param outside its search space", "The spec's own value of a param lies outside "
+                  "the space it declares. A sweep's first trial is the spec as written, so the "
+                  "value must be a point of the space."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -318,6 +332,15 @@ CODES: Dict[str, Code] = {
                   "never has one). Use prompt/completion data, or a tokenizer with a template."),
     "KD746": Code("prompt data unusable", "The prompt data gave no example to train on: the file "
                   "is empty, or every example lost its completion to `max_length`."),
+    "KD750": Code("sweep unavailable", "`kdsl sweep` needs Optuna, an optional extra that is not "
+                  "installed: pip install 'kdsl[sweep]' (or pip install optuna)."),
+    "KD751": Code("nothing to search", "`kdsl sweep` searches the spaces the spec's params "
+                  "declare (`param tau = 4 search uniform(1, 8)`); this spec declares none."),
+    "KD752": Code("sweep directory of another sweep", "The sweep directory holds a study of "
+                  "another spec, other search spaces, settings or objective; a sweep resumes only "
+                  "its own. Choose another --dir, or --overwrite to start it afresh."),
+    "KD753": Code("no trial finished", "Every trial of the sweep failed or was pruned, so there is "
+                  "no best trial; each failed trial's error is in its run directory's trial.json."),
     # ---------------------------------------------------------------- kdsl convert
     "KD760": Code("config cannot be read", "`kdsl convert` could not read the MMRazor or "
                   "torchdistill config: a Python syntax error, YAML that does not parse, a top "

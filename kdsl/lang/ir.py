@@ -235,6 +235,10 @@ class ParamDecl(Node):
     name: str
     value: Expr
     override: bool = False
+    # ``search uniform(1, 8)``: the space ``kdsl sweep`` draws the value from (kdsl.catalog.search)
+    search: Optional[Call] = None
+    # where a value given from outside the spec came from ("--set", "params="); None: the spec's
+    given: Optional[str] = None
     name_span: Optional[Span] = Field(default=None, repr=False)
 
 

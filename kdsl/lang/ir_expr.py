@@ -17,7 +17,8 @@ from kdsl.core.span import Span
 
 # Fields that carry what a later stage learned about a node (torch.fx's ``node.meta``): serialized
 # with it, but never compared, hashed, fingerprinted or walked, like its spans.
-META_FIELDS = ("bound",)
+# ``given``: where a param's value came from (--set, params=); the value itself is compared.
+META_FIELDS = ("bound", "given")
 
 
 def _carried_only(key: str) -> bool:

@@ -18,6 +18,7 @@ from kdsl.core.files import MAX_SPEC_BYTES, SpecFileError, check_spec_size, read
 from kdsl.core.resolve import MODULE_PATTERN, import_module
 from kdsl.core.suggest import suggestion_budget
 from kdsl.core.span import SourceText, Span
+from kdsl.lang.params import GivenValues
 from kdsl.lang.verify import Verifier
 
 
@@ -93,12 +94,15 @@ class _Loader:
             except KdslError as exc:
                 self.diags.extend(exc.diagnostics)
 
-    def spec(self, name: str, text: str) -> Optional[ir.Spec]:
+    def spec(self, name: str, text: str, params=None) -> Optional[ir.Spec]:
+        from kdsl.lang.params import given_params
+
+        given = given_params(params, self.diags, self.sources)
         start = (os.path.abspath(name),) if not name.startswith("<") else ()
         statements = self.statements(name, text, start)
         self.import_plugins(statements, os.path.dirname(os.path.abspath(name))
                             if not name.startswith("<") else "")
-        verified = Verifier(self.diags, file=name, broken=self.broken).run(statements)
+        verified = Verifier(self.diags, file=name, broken=self.broken, given=given).run(statements)
         if self.diags.has_errors:
             return None
         spec = ir.Spec(file=name, statements=tuple(verified), includes=tuple(self.includes))
@@ -106,23 +110,25 @@ class _Loader:
         return spec
 
 
-def check_text(text: str, filename: str = "<string>") -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
-    """Every diagnostic for a spec's text, and the spec when there are no errors."""
+def check_text(text: str, filename: str = "<string>", params: GivenValues = None,
+               ) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
+    """Every diagnostic for a spec's text, and the spec when there are no errors. ``params``:
+    values for the spec's params (``--set``'s NAME=VALUE texts, or ``{NAME: value}``)."""
     loader = _Loader()
     if loader.read(filename, text=text) is None:
         return None, loader.diags.items, loader.sources
     with suggestion_budget():  # all the check's did-you-means together are bounded
-        spec = loader.spec(filename, text)
+        spec = loader.spec(filename, text, params)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
-def check_file(path: str) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
+def check_file(path: str, params: GivenValues = None) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
     loader = _Loader()
     text = loader.read(path)
     if text is None:
         return None, loader.diags.items, loader.sources
     with suggestion_budget():
-        spec = loader.spec(path, text)
+        spec = loader.spec(path, text, params)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
@@ -134,15 +140,26 @@ def _finish(result) -> ir.Spec:
     return spec
 
 
-def loads(text: str, filename: str = "<string>") -> ir.Spec:
+def loads(text: str, filename: str = "<string>", params: GivenValues = None) -> ir.Spec:
     """Parse and verify a spec from text. Raises :class:`kdsl.KdslError` listing every error;
-    warnings are on ``spec.warnings``."""
-    return _finish(check_text(text, filename))
+    warnings are on ``spec.warnings``. ``params`` (``{"tau": 2}``) replaces the values of the
+    spec's params, checked as the spec's own are."""
+    return _finish(check_text(text, filename, params))
 
 
-def load(path: "str | os.PathLike[str]") -> ir.Spec:
-    """Parse and verify a spec file (and the files it includes)."""
-    return _finish(check_file(os.fspath(path)))
+def load(path: "str | os.PathLike[str]", params: GivenValues = None) -> ir.Spec:
+    """Parse and verify a spec file (and the files it includes); ``params`` as for :func:`loads`."""
+    return _finish(check_file(os.fspath(path), params))
+
+
+def with_params(spec: ir.Spec, params: GivenValues) -> ir.Spec:
+    """``spec`` verified again with ``params`` in place of its params' values (a loaded spec
+    keeps its source text, so a value is checked as if given when it was loaded)."""
+    if not params:
+        return spec
+    if spec.file.startswith("<"):  # a spec given as text
+        return loads(spec.sources[spec.file], spec.file, params)
+    return load(spec.file, params)
 
 
 def check(path: "str | os.PathLike[str]") -> List[Diagnostic]:

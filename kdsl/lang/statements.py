@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from kdsl.catalog.search import SEARCH_WORD
 from kdsl.core.diagnostics import Note
 from kdsl.core.literals import literal_text
 from kdsl.lang import ir
@@ -273,19 +274,27 @@ def _text_input(p, i: ir.InputDecl) -> str:
 
 
 def _lower_param(b, t, span):
-    name_t, value_t = t.children
-    return ir.ParamDecl(name=str(name_t), value=b.expr(value_t), span=span, name_span=b.span(name_t))
+    name_t, value_t, search_t = t.children
+    return ir.ParamDecl(name=str(name_t), value=b.expr(value_t), span=span, name_span=b.span(name_t),
+                        search=None if search_t is None else b.call(search_t))
 
 
 def _text_param(p, d: ir.ParamDecl) -> str:
-    return f"{_override(d)}param {d.name} = {p.visit(d.value)}"
+    search = "" if d.search is None else f" {SEARCH_WORD} {p.visit(d.search)}"
+    return f"{_override(d)}param {d.name} = {p.visit(d.value)}{search}"
 
 
 def _check_param(v, d: ir.ParamDecl, use) -> ir.ParamDecl:
+    from kdsl.lang.params import check_search, given_note
+
     ok, _ = try_literal(d.value)
     if not ok:
+        note = given_note(d)
         v.diags.error("KD213", f"param '{d.name}' takes a literal value", d.value.span,
-                      hint="a number, a string, true/false/none or a list of them (or an earlier param)")
+                      hint="a number, a string, true/false/none or a list of them (or an earlier param)",
+                      notes=[] if note is None else [Note(message=f"param '{d.name}' declared", span=d.name_span)])
+    else:
+        check_search(d, v.diags)
     return d
 
 
@@ -337,12 +346,16 @@ class ParamSubstitution:
     def point_at_params(self, diags, since: int) -> None:
         """Give each diagnostic found at a use (from ``diags.kept[since]`` on) a note that
         points at the param whose value it is."""
+        from kdsl.lang.params import given_note
+
         for i in range(since, len(diags.kept)):
             found = diags.kept[i]
             decl = self.uses.get(found.span)
             if decl is not None and found.code != "KD204":
                 note = Note(message=f"the value of param '{decl.name}' declared", span=decl.name_span)
-                diags.kept[i] = found.model_copy(update={"notes": found.notes + (note,)})
+                given = given_note(decl)  # a value from --set or params=: where it was given too
+                notes = found.notes + (note,) + (() if given is None else (given,))
+                diags.kept[i] = found.model_copy(update={"notes": notes})
 
 
 TRAIN_OPEN, BLOCK_CLOSE = "train {", "}"

@@ -12,7 +12,7 @@ verifier is split by concern: declarations and statements here, name resolution 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kdsl.core.diagnostics import Diagnostics, Note
 from kdsl.core.span import Span
@@ -46,8 +46,9 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
     catalog; ``run`` returns the effective, resolved program and reports to ``diags``."""
 
     def __init__(self, diags: Diagnostics, file: str = "<string>",
-                 broken: Sequence[Tuple[str, str]] = ()) -> None:
+                 broken: Sequence[Tuple[str, str]] = (), given: Optional[Dict[str, Any]] = None) -> None:
         self.diags = diags
+        self.given = given or {}  # param name -> GivenParam: values from --set or params=
         self.file = file
         # names declared by statements that did not parse: their uses are not reported again
         self.broken = {name for _, name in broken}
@@ -197,7 +198,14 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         return result
 
     def _with_params(self, placed: List[_Placed]) -> List[_Placed]:
-        """Each param's value put where its name is used."""
+        """Each param's value (or the value given from outside) put where its name is used."""
+        if self.given or any(isinstance(p.stmt, ir.ParamDecl) for p in placed):
+            from kdsl.lang.params import apply_given
+
+            replaced = apply_given([p.stmt for p in placed if isinstance(p.stmt, ir.ParamDecl)],
+                                   self.given, self.diags)
+            placed = [_Placed(p.decl, p.use, replaced[p.stmt.name])
+                      if isinstance(p.stmt, ir.ParamDecl) and p.stmt.name in replaced else p for p in placed]
         declared = {p.stmt.name: (p.decl, p.stmt) for p in placed if isinstance(p.stmt, ir.ParamDecl)}
         if not declared:
             return placed

@@ -37,16 +37,19 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     :data:`kdsl.catalog.settings.SETTINGS` (``epochs=1``, ``threads=1``,
     ``optimizer="adam(lr=1e-3)"``, ``data="kdsl.data:digits(batch_size=32)"``, ...): they
     override the spec's train block, as command-line flags do. ``out`` is the run directory
-    (default ``runs/SPEC_NAME``); ``resume`` continues the run there, ``eval_only`` evaluates its
+    (default ``runs/SPEC_NAME``); ``params={"tau": 2}`` (the ``params`` setting, ``--set tau=2``)
+    gives the spec's params these values, checked as the spec's own (summary.json records each
+    param's source); ``resume`` continues the run there, ``eval_only`` evaluates its
     student, ``overwrite`` replaces it. Progress goes to ``reporter`` (none: silent).
 
     Raises :class:`kdsl.KdslError` for every problem, before any file is written where it can.
     """
-    from kdsl.lang.loader import load
+    from kdsl.lang.loader import load, with_params
 
     if resume and overwrite:
         raise error("KD701", "--resume and --overwrite contradict each other")
-    loaded = spec if isinstance(spec, ir.Spec) else load(os.fspath(spec))
+    params = settings.pop("params", None)  # values for the spec's params: checked as the spec's
+    loaded = with_params(spec, params) if isinstance(spec, ir.Spec) else load(os.fspath(spec), params)
     cfg = resolve_config(loaded, dict(settings, out=out))
     if not cfg.allow_random_teacher:  # KD730 before anything is built or written
         refuse_random_teachers(loaded, student, teacher, models, teacher_ckpt)

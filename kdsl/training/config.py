@@ -18,6 +18,7 @@ from kdsl.catalog.binding import bind, type_problem
 from kdsl.catalog.registry import REGISTRY
 from kdsl.catalog.settings import BY_NAME, DATA_OPTIONS, SETTINGS, Setting
 from kdsl.core.diagnostics import error
+from kdsl.core.literals import literal_text
 from kdsl.core.suggest import did_you_mean
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
@@ -70,6 +71,8 @@ class TrainConfig:
     val_every: Optional[int] = _default("val_every")
     patience: Optional[int] = _default("patience")
     progress_every: float = _default("progress_every")
+    # each param of the spec: {"value", "source"} (and "search"); see record_params
+    params: Optional[Dict[str, Dict[str, Any]]] = _default("params")
     sources: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> Dict[str, Any]:
@@ -120,6 +123,9 @@ def flag_words(setting: Setting, value: Any) -> List[str]:
     it (none: leave the flag out)."""
     if value is None or setting.flag is None:
         return []
+    if setting.name == "params":  # the record of record_params: a --set for each value given
+        return [w for name, entry in value.items() if entry["source"] != "spec"
+                for w in (setting.flag, f"{name}={literal_text(entry['value'])}")]
     if isinstance(value, bool):
         return [setting.flag if value else "--no-" + setting.flag[2:]]
     if setting.call is not None:
@@ -139,14 +145,15 @@ def resolve_config(spec: ir.Spec, given: Mapping[str, Any]) -> TrainConfig:
 
     ``given`` maps setting names to values: typed values for plain settings, text in the
     language's call syntax for ``data`` (``"kdsl.data:digits(batch_size=16)"``), ``optimizer``
-    and ``lr_schedule`` (``"sgd(lr=0.1)"``). A bad value is a KD701 error.
+    and ``lr_schedule`` (``"sgd(lr=0.1)"``). A bad value is a KD701 error. ``params`` are given
+    when the spec is loaded (``kdsl.load(path, params)``): ``cfg.params`` records the spec's.
     """
     cfg = TrainConfig()
     cfg.sources = {s.name: "default" for s in SETTINGS}
     for s in spec.train.settings:
         _apply_spec_setting(cfg, s)
     for name, value in given.items():
-        if value is None:
+        if value is None or name == "params":  # applied when the spec was loaded: record_params
             continue
         setting = BY_NAME.get(name)
         if setting is None:
@@ -156,7 +163,18 @@ def resolve_config(spec: ir.Spec, given: Mapping[str, Any]) -> TrainConfig:
     if cfg.out is None:
         stem = os.path.splitext(os.path.basename(spec.file))[0] if not spec.file.startswith("<") else "run"
         cfg.out = os.path.join("runs", stem)
+    record_params(cfg, spec)
     return cfg
+
+
+def record_params(cfg: TrainConfig, spec: ir.Spec) -> None:
+    """The spec's params with their values' sources into ``cfg.params`` (summary.json's config);
+    its source is "flag" when any value was given from outside the spec."""
+    from kdsl.lang.params import param_record
+
+    record = param_record(spec)
+    given = any(entry["source"] != "spec" for entry in record.values())
+    _set(cfg, "params", record or None, "flag" if given else "spec" if record else "default")
 
 
 def _set(cfg, name: str, value: Any, source: str) -> None:

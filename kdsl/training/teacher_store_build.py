@@ -56,7 +56,8 @@ def build_store(spec: Any, *, out: str, epochs: Optional[int] = None, dtype: str
         raise error("KD701", f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if topk is not None and topk < 1:
         raise error("KD701", f"--topk must be at least 1, got {topk}")
-    loaded = load(os.fspath(spec))
+    params = settings.pop("params", None)  # --set: the spec's params, as the run will give them
+    loaded = load(os.fspath(spec), params)
     check_storable(loaded)
     cfg = resolve_config(loaded, dict(settings, epochs=epochs))
     out = os.path.normpath(out)

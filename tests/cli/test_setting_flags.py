@@ -46,7 +46,7 @@ def test_teacher_cache_epochs_allow_what_the_table_allows(tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["train", KD, "--epoch", "5"], ("error[KD701]: kdsl train: no such option: --epoch", "did you mean '--epochs'?")),
-    (["teacher-cache", KD, "--out", "x", "--sed", "1"], ("no such option: --sed", "did you mean '--seed'?")),
+    (["teacher-cache", KD, "--out", "x", "--seedd", "1"], ("no such option: --seedd", "did you mean '--seed'?")),
     (["train", KD, "--epochs", "x"], ("error[KD701]: kdsl train: Invalid value for '--epochs'",
                                       "`kdsl train -h` lists its options")),
     (["train"], ("error[KD701]: kdsl train: Missing argument 'SPEC'",)),

@@ -1,0 +1,148 @@
+"""`kdsl sweep SPEC` (#25 item 5): Optuna over the spaces the spec's params declare, each trial an
+ordinary `kdsl train` run in its own directory, the study in SQLite so that a killed sweep resumes
+with its finished trials kept, and a summary (best trial, its command, the table, PNG plots)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from train_helpers import ROOT
+
+optuna = pytest.importorskip("optuna")
+
+SWEEP_SPEC = str(ROOT / "specs" / "digits" / "kd_sweep.kd")
+KD_SPEC = str(ROOT / "specs" / "digits" / "kd.kd")
+FLAGS = ["--set", "epochs=1", "--threads", "1"]
+
+
+def _kdsl(*args: str):
+    """`kdsl ARGS` in this process: (exit code, stdout, stderr)."""
+    from kdsl.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def _kill_during_second_trial(sweep_dir: Path) -> None:
+    """Start the sweep in another process and kill it (SIGKILL: no cleanup) once its second trial
+    has begun training."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "kdsl", "sweep", SWEEP_SPEC, "--trials", "5",
+                             "--dir", str(sweep_dir), *FLAGS], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not (sweep_dir / "trial-001" / "spec").exists():  # the run directory is prepared
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sweep_dir = tmp_path / "sweep"
+    _kill_during_second_trial(sweep_dir)
+    study = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    before = {t.number: (t.state.name, t.value) for t in study.get_trials()}
+    assert before[0][0] == "COMPLETE" and before[1] == ("RUNNING", None)  # killed in flight
+
+    code, out, err = _kdsl("sweep", SWEEP_SPEC, "--trials", "2", "--dir", str(sweep_dir), *FLAGS)
+    assert code == 0, out + err
+    assert "resuming" in out and "1 of 2 trials finished" in out
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    rows = {r["trial"]: r for r in summary["trials"]}
+    assert rows[0]["state"] == "complete" and rows[0]["val_top1"] == before[0][1]  # kept, not rerun
+    assert rows[0]["spec_as_written"] and (rows[0]["tau"], rows[0]["kd_weight"]) == (4, 0.9)
+    assert rows[1]["state"] == "running"  # the killed one: failed by the next sweep once it is stale
+    assert summary["finished"] == 2 and sorted(rows) == [0, 1, 2]
+    assert 1 <= rows[2]["tau"] <= 8 and 0.1 <= rows[2]["kd_weight"] <= 1
+    best = summary["best"]
+    done = [r for r in summary["trials"] if r["state"] == "complete"]
+    assert best["value"] == max(r["val_top1"] for r in done)
+    assert f"best: trial {best['trial']}, val_top1" in out and f"reproduce: {best['command']}" in out
+    assert best["command"].startswith(f"kdsl train {SWEEP_SPEC} --threads 1 --set epochs=1 --set tau=")
+    for png in ("history.png", "importance.png"):
+        assert (sweep_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (sweep_dir / "trials.csv").read_text().splitlines()[0].startswith("trial,state,tau,kd_weight,val_top1")
+
+    # each trial is an ordinary run: its summary records the params and where each value came from
+    trial = json.loads((sweep_dir / "trial-002" / "summary.json").read_text())
+    params = trial["config"]["params"]
+    assert params["epochs"] == {"value": 1, "source": "params="}
+    assert params["tau"]["source"] == "params=" and params["tau"]["search"] == "uniform(1, 8)"
+    assert params["tau"]["value"] == rows[2]["tau"] and trial["config"]["epochs"] == 1
+
+
+
+def test_the_sweep_spec_as_written_is_the_readme_kd_spec():
+    """kd_sweep.kd's params, put in place, give kd.kd's program exactly (so its first trial, the
+    spec as written, is kd.kd's run)."""
+    import kdsl
+    from kdsl.lang import ir
+
+    def program(spec):
+        return [s.canonical_json() for s in spec.statements if not isinstance(s, ir.ParamDecl)]
+
+    assert program(kdsl.load(SWEEP_SPEC)) == program(kdsl.load(KD_SPEC))
+
+
+def test_a_sweep_of_a_spec_without_search_spaces_is_refused(tmp_path):
+    code, out, err = _kdsl("sweep", KD_SPEC, "--trials", "2", "--dir", str(tmp_path / "s"))
+    assert code == 1 and "KD751" in err and "param tau = 4 search uniform(1, 8)" in err
+    code, out, err = _kdsl("sweep", SWEEP_SPEC, "--set", "tau=2", "--set", "kd_weight=0.5", "--dir", str(tmp_path / "s"))
+    assert code == 1 and "KD751" in err and "--set fixes tau, kd_weight" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_directory_of_another_sweep_is_refused(tmp_path):
+    from kdsl.core.diagnostics import KdslError
+    from kdsl.training.sweep import open_study, plan_sweep
+
+    open_study(plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"]))
+    with pytest.raises(KdslError) as info:
+        open_study(plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=2"]))
+    assert info.value.diagnostics[0].code == "KD752" and "other fixed" in str(info.value)
+    study = open_study(plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=2"]), overwrite=True)
+    (first,) = study.get_trials()  # enqueued afresh: the spec as written
+    assert first.system_attrs["fixed_params"] == {"tau": 4, "kd_weight": 0.9}
+
+
+def test_pruning_stops_a_poor_trial_after_an_epoch():
+    from kdsl.training.sweep import TrialReporter
+
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    for value in (90.0, 91.0):
+        t = study.ask()
+        t.report(value, 1)
+        study.tell(t, value)
+    trial = study.ask()
+    reporter = TrialReporter(trial, "val_top1")
+    reporter.epoch_end({"epoch": 1, "loss": 1.0}, 3)  # no validation in this row: nothing reported
+    with pytest.raises(optuna.TrialPruned, match="epoch 1: val_top1 10"):
+        reporter.epoch_end({"epoch": 1, "val_top1": 10.0}, 3)
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 10.0}
+
+
+def test_without_optuna_the_sweep_gives_the_install_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    code, out, err = _kdsl("sweep", SWEEP_SPEC, "--dir", str(tmp_path / "s"))
+    assert code == 1 and "KD750" in err and "pip install 'kdsl[sweep]'" in err
+    assert "Traceback" not in out + err
