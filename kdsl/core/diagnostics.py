@@ -10,26 +10,21 @@ from __future__ import annotations
 import json
 from typing import Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
-from pydantic import BaseModel, ConfigDict
-
+from kdsl.core.frozen import FrozenModel
 from kdsl.core.files import SpecFileError, read_spec_text
 from kdsl.core.span import SourceText, Span
 
 Severity = Literal["error", "warning"]
 
 
-class Note(BaseModel):
+class Note(FrozenModel):
     """A second location that explains the first (``first declared here``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     message: str
     span: Optional[Span] = None
 
 
-class Diagnostic(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Diagnostic(FrozenModel):
     code: str
     severity: Severity
     message: str

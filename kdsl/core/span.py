@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict
+from kdsl.core.frozen import FrozenModel
 
 
-class Span(BaseModel):
+class Span(FrozenModel):
     """A region of a source file: 1-based line and column, end column exclusive.
 
     A zero-width span (``end_column == column`` on one line) marks a position, such as the end
     of a line where a ``)`` is missing.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     file: str
     line: int

@@ -398,8 +398,4 @@ class Spec(Node):
         """Source texts read while loading (file name -> text), for rendering diagnostics."""
         return self._sources
 
-
-for _cls in (Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, ParamDecl, PhaseDecl,
-             StageDecl,
-             Spec):
-    _cls.model_rebuild()
+# Validators are built on first use, forward references resolved then (kdsl.core.frozen).

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from kdsl.core.frozen import FrozenModel
 from kdsl.core.span import Span
 
 
@@ -29,9 +30,7 @@ def _compared_fields(node: "Node"):
     return [k for k in type(node).model_fields if not _carried_only(k)]
 
 
-class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Node(FrozenModel):
     span: Optional[Span] = Field(default=None, repr=False)
 
     def __eq__(self, other: Any) -> bool:
@@ -236,6 +235,5 @@ Expr = Annotated[
     Field(discriminator="kind"),
 ]
 
-
-for _cls in (ListExpr, Attr, Item, Keyword, Bound, Call, ConnectorApply, FunctionApply, ModelApply, Select):
-    _cls.model_rebuild()
+# No model_rebuild() here: the forward references ("Expr") resolve when a class's validator is
+# first built, which the loader never needs (kdsl.core.frozen).

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from kdsl.lang import ir
 from kdsl.lang.lower import build_statements
 from kdsl.core.diagnostics import Diagnostic, Diagnostics, KdslError, Note, sorted_diagnostics
+from kdsl.core.frozen import trusted_construction
 from kdsl.core.files import MAX_SPEC_BYTES, SpecFileError, check_spec_size, read_spec_text
 from kdsl.core.resolve import MODULE_PATTERN, import_module
 from kdsl.core.suggest import suggestion_budget
@@ -115,20 +116,22 @@ def check_text(text: str, filename: str = "<string>", params: GivenValues = None
     """Every diagnostic for a spec's text, and the spec when there are no errors. ``params``:
     values for the spec's params (``--set``'s NAME=VALUE texts, or ``{NAME: value}``)."""
     loader = _Loader()
-    if loader.read(filename, text=text) is None:
-        return None, loader.diags.items, loader.sources
-    with suggestion_budget():  # all the check's did-you-means together are bounded
-        spec = loader.spec(filename, text, params)
+    with trusted_construction():  # the front end's nodes are well-typed by construction
+        if loader.read(filename, text=text) is None:
+            return None, loader.diags.items, loader.sources
+        with suggestion_budget():  # all the check's did-you-means together are bounded
+            spec = loader.spec(filename, text, params)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
 def check_file(path: str, params: GivenValues = None) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
     loader = _Loader()
-    text = loader.read(path)
-    if text is None:
-        return None, loader.diags.items, loader.sources
-    with suggestion_budget():
-        spec = loader.spec(path, text, params)
+    with trusted_construction():
+        text = loader.read(path)
+        if text is None:
+            return None, loader.diags.items, loader.sources
+        with suggestion_budget():
+            spec = loader.spec(path, text, params)
     return spec, sorted_diagnostics(loader.diags.items), loader.sources
 
 
