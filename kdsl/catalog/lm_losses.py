@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from kdsl.catalog.shapes import PairRule, Problem, ShapeRule, not_integer, rank, same_shape, shape_text
 from kdsl.catalog.types import (BOOL, COUNT, FLOAT, INT, LABELS, POSITIVE, TENSOR, Constraint,
-                                Param, declarer, interval, optional)
+                                Param, choice, declarer, interval, optional)
 
 
 _HINTON = "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, 2015"
@@ -202,11 +202,19 @@ COMPONENTS = (
         p_S^k = softmax(z_S[I] / tau), and L = (1 / |M|) sum_(n,t) in M tau^2 * KL(p_T^k ||
         p_S^k). {_MEAN_OVER_TOKENS} This is the variant that renormalizes the student over the
         teacher's top-k as well (the student's mass outside I is not penalized), as when only
-        the teacher's top-k logits are stored; k = V is token_kl. Needs k <= V (checked at
-        the first step).""",
+        the teacher's top-k logits are stored; k = V is token_kl. tail="bucket" keeps the
+        mass outside I as one more category instead: with p = softmax(z_T / tau) and q =
+        softmax(z_S / tau) unrenormalized, L = tau^2 [sum_(i in I) p_i log(p_i / q_i) + p_rest
+        log(p_rest / q_rest)], p_rest = 1 - sum_(i in I) p_i and q_rest likewise, a KL over k +
+        1 categories that penalizes the student's excess mass outside I (it is at most
+        token_kl, which it equals when k = V). A top-k teacher store keeps the tail's mass, so on
+        its logits this loss equals the one on the full logits at tau = 1 (the classes outside
+        I there share one logit). Needs k <= V (checked at the first step).""",
         _HINTON,
         options=(Param("k", INT, 50, "teacher's most likely tokens kept", COUNT), _TAU)
-        + _TOKEN_OPTIONS,
+        + _TOKEN_OPTIONS + (Param("tail", choice("renormalize", "bucket"), "renormalize",
+                                  "the mass outside the top k: dropped, both sides renormalized "
+                                  "over the top k, or kept as one more category"),),
         rules=token_rules(),
     ),
     _loss(

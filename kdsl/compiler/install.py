@@ -53,8 +53,9 @@ def _recorder(plan: Plan, rec: ir.RecordDecl) -> Optional[RecordPlan]:
 def _param_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[RecordPlan]:
     target = rec.target
     model = plan.models[rec.model]
-    tensors = dict(model.named_parameters())
-    tensors.update(dict(model.named_buffers()))
+    # every name of a tied weight (an LM head tied to the embedding: `head.weight` is `embed.tok.weight`)
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(dict(model.named_buffers(remove_duplicate=False)))
     if target.dotted not in tensors:
         best, _ = suggest_path(target.dotted, list(tensors))
         plan.diags.error("KD502", f"{rec.model} ({type(model).__name__}) has no parameter "

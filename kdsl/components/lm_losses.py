@@ -104,9 +104,20 @@ class TokenTopKKL(_TokenLoss):
             raise ValueError(f"token_topk_kl: k={self.k} is larger than the vocabulary "
                              f"({vocab} logits per token)")
         top = t.topk(self.k, dim=-1).indices
-        s_k, t_k = s.gather(-1, top), t.gather(-1, top)
         tau = self.tau
+        if self.tail == "bucket":
+            return tau ** 2 * _kl_last(_top_and_rest(F.log_softmax(t / tau, -1), top),
+                                       _top_and_rest(F.log_softmax(s / tau, -1), top))
+        s_k, t_k = s.gather(-1, top), t.gather(-1, top)
         return tau ** 2 * _kl_last(F.log_softmax(t_k / tau, -1), F.log_softmax(s_k / tau, -1))
+
+
+def _top_and_rest(log_p: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the classes ``top`` and, last, of all the others together ([..., k + 1]);
+    without others (k = V), a last category of probability 0."""
+    rest = log_p.scatter(-1, top, float("-inf")).logsumexp(-1, keepdim=True)
+    # a finite floor: an empty (or underflowed) rest adds 0 * finite = 0 to the KL, never NaN
+    return torch.cat([log_p.gather(-1, top), rest.clamp_min(torch.finfo(log_p.dtype).min)], -1)
 
 
 class HiddenMSE(Declared):

@@ -40,7 +40,7 @@ from kdsl.runtime.recorders import ParamRecorder, Recorder
 from kdsl.training.batches import model_call
 from kdsl.training.config import given_flags
 from kdsl.training.teacher_store_format import (MappedPart, RecordLayout, expand_topk, input_digests,
-                                                read_manifest)
+                                                read_manifest, uniform_rest)
 
 SAMPLE_SEEDING = "splitmix64(seed*1000003+epoch, index) v1"  # changes if sample_seed ever does
 CHECKED_AT_OPEN = 1024  # samples whose inputs a run checks before its first step (evenly spaced)
@@ -297,8 +297,11 @@ class TeacherStore:
             lay, arrays = self.layouts[name], self.arrays[name]
             dtype = getattr(torch, lay.dtype)
             if lay.form == "topk":
-                value = expand_topk(arrays["values"].rows(e, idx), arrays["indices"].rows(e, idx),
-                                    arrays["rest"].rows(e, idx), lay.shape[-1], dtype=dtype)
+                top = arrays["values"].rows(e, idx)
+                # format 3 keeps the tail's log-mass, format 2 the uniform logit it gives the tail
+                rest = (arrays["rest"].rows(e, idx) if "rest" in arrays
+                        else uniform_rest(top, arrays["tail"].rows(e, idx), lay.shape[-1]))
+                value = expand_topk(top, arrays["indices"].rows(e, idx), rest, lay.shape[-1], dtype=dtype)
             else:
                 value = arrays["values"].rows(e, idx).to(dtype)
             out[name] = value.to(device, non_blocking=True)
@@ -341,6 +344,8 @@ def describe(manifest: Dict[str, Any]) -> Sequence[str]:
     """Lines that say what a store holds (for the command line)."""
     lines = []
     for name, d in manifest["records"].items():
-        form = f"top-{d['k']}" if d["form"] == "topk" else manifest["dtype"]
+        form = manifest["dtype"]
+        if d["form"] == "topk":
+            form = f"top-{d['k']} and the tail's mass" + (" (format 2)" if "rest" in d["parts"] else "")
         lines.append(f"  {name}: {d['teacher']} {list(d['shape'])} ({form})")
     return lines

@@ -242,9 +242,9 @@ def _put(arrays: Dict[str, torch.Tensor], lay: RecordLayout, recorder, epoch: in
                     "shape in every step)", recorder.span)
     value = value.detach().to("cpu")
     if lay.form == "topk":
-        values, indices, rest = compress_topk(value, lay.k)
+        values, indices, tail = compress_topk(value, lay.k)
         arrays["values"][epoch].index_copy_(0, idx, values.to(arrays["values"].dtype))
         arrays["indices"][epoch].index_copy_(0, idx, indices.to(arrays["indices"].dtype))
-        arrays["rest"][epoch].index_copy_(0, idx, rest.to(torch.float32))
+        arrays["tail"][epoch].index_copy_(0, idx, tail.to(torch.float32))
     else:
         arrays["values"][epoch].index_copy_(0, idx, value.to(arrays["values"].dtype))

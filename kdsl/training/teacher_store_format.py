@@ -15,8 +15,10 @@ a reader verifies each chunk the first time it reads from it.
 Each record's array is ``[epochs, samples, *per_sample_shape]`` in the store's dtype, indexed by
 the sample's index in the training set (and the epoch, when augmentation makes epochs differ; an
 epoch-independent store has one). A top-k record has three parts: ``RECORD.values.bin`` (the k
-largest logits), ``RECORD.indices.bin`` (their classes, int16 or int32) and ``RECORD.rest.bin``
-(one float32 logit standing for every other class, see :func:`compress_topk`).
+largest logits), ``RECORD.indices.bin`` (their classes, int16 or int32) and ``RECORD.tail.bin``
+(float32: the log of the probability mass of every other class, see :func:`compress_topk`).
+Format 2 stores held ``RECORD.rest.bin`` instead (one logit standing for each other class, the
+same information: :func:`uniform_rest` turns a tail into it); both are read.
 The arrays are memory-mapped (nothing is pickled).
 """
 
@@ -55,24 +57,33 @@ _ITEM = {"float32": 4, "float16": 2, "int16": 2, "int32": 4, "uint8": 1}
 
 # ---------------------------------------------------------------------------------- top-k form
 def compress_topk(logits: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``logits [..., C]`` -> (the k largest logits ``[..., k]``, their classes ``[..., k]``, one
-    logit ``[...]`` for each of the other C - k classes).
+    """``logits [..., C]`` -> (the k largest logits ``[..., k]``, their classes ``[..., k]``, the
+    log of the probability the teacher gives every other class together ``[...]``).
 
-    The reconstruction is the usual sparse-logit one (the naive top-k cache that Anshumann et al.,
-    "Sparse Logit Sampling: Accelerating Knowledge Distillation in LLMs", ACL 2025, analyse): the
-    top-k logits are kept exactly and the remaining probability mass is spread uniformly over the
-    other classes. The "rest" logit is the log of the mean of their exponentials,
-    ``logsumexp(z_rest) - log(C - k)``, so that at temperature 1 the reconstructed softmax equals
-    the teacher's on the top k classes and holds the same total mass on the rest. (At temperature
-    tau != 1 the tail mass differs slightly; measured by :func:`topk_error`.)
+    The tail's mass is what both reconstructions need: the top-k logits with the tail as one more
+    category (``token_topk_kl(..., tail="bucket")``, exact at temperature 1), and the naive
+    sparse-logit cache that spreads the tail uniformly over the other C - k classes
+    (:func:`uniform_rest`, :func:`expand_topk`; the form Anshumann et al., "Sparse Logit Sampling:
+    Accelerating Knowledge Distillation in LLMs", ACL 2025, analyse). The tail is
+    ``logsumexp(z_rest) - logsumexp(z)``, a log-probability, finite however small the mass.
     """
     classes = logits.shape[-1]
     if not 0 < k < classes:
         raise ValueError(f"k must be in 1..{classes - 1}, got {k}")
     z = logits.detach().to(torch.float32)
     values, indices = z.topk(k, dim=-1)
-    rest = z.scatter(-1, indices, float("-inf")).logsumexp(-1) - math.log(classes - k)
-    return values, indices, rest
+    tail = z.scatter(-1, indices, float("-inf")).logsumexp(-1) - z.logsumexp(-1)
+    return values, indices, tail
+
+
+def uniform_rest(values: torch.Tensor, tail: torch.Tensor, classes: int) -> torch.Tensor:
+    """The one logit that, given to each of the ``classes - k`` classes outside the top k, holds
+    the tail's mass at temperature 1 (format 2's ``rest``): ``logsumexp(z_rest) - log(C - k)``,
+    with ``logsumexp(z_rest) = logsumexp(values) + tail - log(1 - exp(tail))``."""
+    v, t = values.to(torch.float64), tail.to(torch.float64)
+    # log(1 - exp(t)) without cancellation on either side of -log 2 (Maechler's log1mexp)
+    top = torch.where(t > -math.log(2), torch.log(-torch.expm1(t)), torch.log1p(-torch.exp(t)))
+    return v.logsumexp(-1) + t - top - math.log(classes - values.shape[-1])
 
 
 def expand_topk(values: torch.Tensor, indices: torch.Tensor, rest: torch.Tensor, classes: int,
@@ -82,16 +93,40 @@ def expand_topk(values: torch.Tensor, indices: torch.Tensor, rest: torch.Tensor,
     return full.scatter_(-1, indices.to(torch.int64), values.to(dtype))
 
 
-def topk_error(logits: torch.Tensor, k: int, tau: float = 1.0) -> Dict[str, float]:
-    """How far the top-k reconstruction is from the full logits, at temperature ``tau``:
-    ``kl`` the mean KL(p_full || p_topk) per row (nats), ``max_prob`` the largest absolute
-    probability difference. (For an LM, pass ``[tokens, vocabulary]`` logits.)"""
+def topk_error(logits: torch.Tensor, k: int, tau: float = 1.0,
+               student: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """How far the top-k store is from the full logits, at temperature ``tau`` (for an LM, pass
+    ``[tokens, vocabulary]`` logits). ``kl``: the mean KL(p_full || p_uniform) per row (nats) of
+    the uniform spread's reconstruction, ``max_prob`` its largest absolute probability difference.
+
+    With ``student`` logits (same shape), the error of the distillation loss itself: ``full``,
+    the mean token KL(p_T || p_S) on the full teacher logits; ``uniform`` and ``bucket``, the mean
+    absolute difference per row from it of token_kl on the uniform reconstruction and of
+    token_topk_kl(tail="bucket") on the stored parts; ``uniform_grad`` and ``bucket_grad``, the
+    relative L2 error of their gradients with respect to the student's logits."""
+    from kdsl.components.lm_losses import TokenKL, TokenTopKKL
+
     z = logits.detach().to(torch.float64)
-    approx = expand_topk(*compress_topk(z, k), z.shape[-1], dtype=torch.float64)
+    values, indices, tail = compress_topk(z, k)
+    approx = expand_topk(values, indices, uniform_rest(values, tail, z.shape[-1]), z.shape[-1], dtype=torch.float64)
     p = (z / tau).log_softmax(-1)
     q = (approx / tau).log_softmax(-1)
     kl = (p.exp() * (p - q)).sum(-1)
-    return {"kl": float(kl.mean()), "max_prob": float((p.exp() - q.exp()).abs().max())}
+    out = {"kl": float(kl.mean()), "max_prob": float((p.exp() - q.exp()).abs().max())}
+    if student is None:
+        return out
+    s = student.detach().to(torch.float64).reshape(-1, z.shape[-1]).requires_grad_(True)
+    rows = {"full": (TokenKL(tau=tau), z), "uniform": (TokenKL(tau=tau), approx),
+            "bucket": (TokenTopKKL(k=k, tau=tau, tail="bucket"), approx)}
+    per_row, grads = {}, {}
+    for name, (loss, teacher) in rows.items():
+        per_row[name] = loss.per_token(s, teacher.reshape(s.shape))
+        grads[name] = torch.autograd.grad(per_row[name].sum(), s)[0]
+    out["full"] = float(per_row["full"].detach().mean())
+    for name in ("uniform", "bucket"):
+        out[name] = float((per_row[name] - per_row["full"]).detach().abs().mean())
+        out[f"{name}_grad"] = float((grads[name] - grads["full"]).norm() / grads["full"].norm())
+    return out
 
 
 # ---------------------------------------------------------------------------------- layout
@@ -147,7 +182,7 @@ def record_layout(name: str, teacher: str, shape: Tuple[int, ...], recorded: str
     return RecordLayout(name, teacher, "topk", shape, recorded, {
         "values": Part(f"{base}.values.bin", lead + (topk,), store_dtype),
         "indices": Part(f"{base}.indices.bin", lead + (topk,), index),
-        "rest": Part(f"{base}.rest.bin", lead, "float32")}, k=topk)
+        "tail": Part(f"{base}.tail.bin", lead, "float32")}, k=topk)
 
 
 def layout_from(name: str, entry: RecordEntry) -> RecordLayout:

@@ -19,7 +19,8 @@ from kdsl.core.diagnostics import error
 from kdsl.core.span import SourceText
 
 FORMAT = "kdsl-teacher-store"
-VERSION = 2  # 2: per-chunk checksums and the inputs' digests
+VERSION = 3  # 2: per-chunk checksums and the inputs' digests; 3: top-k records keep the tail's log-mass
+READABLE = (2, 3)  # format 2's top-k "rest" logit holds the same information as format 3's "tail"
 MAX_DEPTH = 32  # the schema nests 6 deep; the spec's canonical JSON a little more
 HINT = "rebuild it with `kdsl teacher-cache SPEC --out DIR --overwrite`"
 
@@ -66,15 +67,21 @@ class RecordEntry(_Strict):
         else:
             if self.k is None or not shape or self.k >= shape[-1]:
                 raise ValueError(f"a top-k record needs k below its {shape[-1:] or 'missing'} classes, got {self.k}")
-            expected = {"values": shape[:-1] + [self.k], "indices": shape[:-1] + [self.k], "rest": shape[:-1]}
+            expected = {"values": shape[:-1] + [self.k], "indices": shape[:-1] + [self.k], self.tail_part: shape[:-1]}
         if set(parts) != set(expected):
             raise ValueError(f"a {self.form} record has the parts {sorted(expected)}, not {sorted(parts)}")
         for name, want in expected.items():
             if list(parts[name].shape) != want:
                 raise ValueError(f"part '{name}' has shape {list(parts[name].shape)}; the record needs {want}")
-        if self.form == "topk" and (parts["indices"].dtype not in ("int16", "int32") or parts["rest"].dtype != "float32"):
-            raise ValueError("a top-k record's indices are int16 or int32 and its rest is float32")
+        if self.form == "topk" and (parts["indices"].dtype not in ("int16", "int32")
+                                    or parts[self.tail_part].dtype != "float32"):
+            raise ValueError(f"a top-k record's indices are int16 or int32 and its {self.tail_part} is float32")
         return self
+
+    @property
+    def tail_part(self) -> str:
+        """The top-k part that stands for the other classes: "tail" (format 3), "rest" (format 2)."""
+        return "rest" if "rest" in self.parts else "tail"
 
 
 class TeacherPrint(_Strict):
@@ -112,7 +119,7 @@ class Manifest(_Strict):
     """A complete store: what :func:`kdsl.training.teacher_store_build.build_store` writes last."""
 
     format: Literal["kdsl-teacher-store"]
-    version: Literal[2]
+    version: Literal[READABLE]  # type: ignore[valid-type]
     epochs: Annotated[int, Field(ge=1, le=100_000)]
     samples: Annotated[int, Field(ge=1)]
     epoch_dependent: bool
@@ -140,6 +147,8 @@ class Manifest(_Strict):
             raise ValueError(f"inputs holds one {DIGEST_BYTES}-byte digest per sample")
         parts = [self.inputs]
         for name, rec in self.records.items():
+            if rec.form == "topk" and rec.tail_part != ("rest" if self.version == 2 else "tail"):
+                raise ValueError(f"record '{name}': a format {self.version} top-k record has no part '{rec.tail_part}'")
             if rec.teacher not in self.fingerprint.teachers:
                 raise ValueError(f"record '{name}' is of teacher '{rec.teacher}', which the fingerprint lacks")
             if rec.parts["values"].dtype != self.dtype:
@@ -175,9 +184,9 @@ def parse_manifest(path: str, raw: bytes) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise refuse(exc.msg, exc.pos) from None
-    if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") != VERSION:
+    if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") not in READABLE:
         raise error("KD710", f"{path} is a teacher store of format version {data.get('version')!r}; this kdsl "
-                    f"reads version {VERSION}", hint=HINT)
+                    f"reads versions {' and '.join(map(str, READABLE))}", hint=HINT)
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:

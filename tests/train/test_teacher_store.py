@@ -16,7 +16,7 @@ import kdsl
 from kdsl.core.diagnostics import KdslError
 from kdsl.training.teacher_store import TeacherStore
 from kdsl.training.teacher_store_build import build_store
-from kdsl.training.teacher_store_format import compress_topk, expand_topk, topk_error
+from kdsl.training.teacher_store_format import compress_topk, expand_topk, topk_error, uniform_rest
 from train_helpers import KD_SPEC, ROOT, TEACHER_PT
 
 import store_data
@@ -86,8 +86,8 @@ def test_compressed_forms_within_stated_tolerance(tmp_path, store):
     build_store(KD_SPEC, out=str(half), threads=1, dtype="float16")
     build_store(KD_SPEC, out=str(top), threads=1, topk=3)
     assert os.path.getsize(half / "t_logits.bin") == 1438 * 10 * 2
-    # top-3 of 10: 3 float32 values, 3 int16 classes and 1 float32 rest logit per sample
-    assert sum(os.path.getsize(top / f"t_logits.{p}.bin") for p in ("values", "indices", "rest")) == 1438 * 22
+    # top-3 of 10: 3 float32 values, 3 int16 classes and 1 float32 log tail mass per sample
+    assert sum(os.path.getsize(top / f"t_logits.{p}.bin") for p in ("values", "indices", "tail")) == 1438 * 22
     full = _train(tmp_path, "full", epochs=1, seed=7, teacher_cache=str(store)).history[0]
     f16 = _train(tmp_path, "f16", epochs=1, seed=7, teacher_cache=str(half)).history[0]
     assert abs(f16["train/kd"] - full["train/kd"]) <= 1e-4 * abs(full["train/kd"])  # the README's float16 bound
@@ -107,12 +107,14 @@ def test_compressed_forms_within_stated_tolerance(tmp_path, store):
 def test_topk_reconstruction_keeps_top_logits_and_tail_mass():
     torch.manual_seed(0)
     z = torch.randn(5, 7, 50, dtype=torch.float64) * 3
-    values, indices, rest = compress_topk(z, 8)
-    full = expand_topk(values, indices, rest, 50, dtype=torch.float64)
-    p, q = z.softmax(-1), full.softmax(-1)
+    values, indices, tail = compress_topk(z, 8)
+    p = z.softmax(-1)
     top = z.topk(8, -1).indices
-    assert torch.allclose(q.gather(-1, top), p.gather(-1, top), atol=1e-6)  # float32 storage of the logits
     tail_p = 1 - p.gather(-1, top).sum(-1)
+    assert torch.allclose(tail.double().exp(), tail_p, rtol=1e-6)  # the tail's mass, as a log
+    full = expand_topk(values, indices, uniform_rest(values, tail, 50), 50, dtype=torch.float64)
+    q = full.softmax(-1)
+    assert torch.allclose(q.gather(-1, top), p.gather(-1, top), atol=1e-6)  # float32 storage of the logits
     others = q.scatter(-1, top, 0.0)
     assert torch.allclose(others.sum(-1), tail_p, atol=1e-6)
     assert torch.allclose(others.max(-1).values, tail_p / 42, atol=1e-6)  # spread uniformly over 42 classes
