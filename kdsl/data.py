@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from kdsl.core.diagnostics import error
 from kdsl.core.download import Remote, exclusive, extract_folder, fetch
+from kdsl.prompt_tasks import arith, strings  # noqa: F401 - kdsl.data:arith and :strings, synthetic prompt/completion tasks
 from kdsl.text_data import text  # noqa: F401 - kdsl.data:text, the token-window reader
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "cifar10",
     "cifar100",
     "text",
+    "arith",
+    "strings",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",

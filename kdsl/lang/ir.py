@@ -226,6 +226,18 @@ class InputDecl(Node):
     value: Expr
 
 
+class GenerateDecl(Node):
+    """``generate from MODEL(options)``: the batch's prompts completed by MODEL during training
+    (:mod:`kdsl.lang.generation`); ``call.func`` names the model, its keywords are the options."""
+
+    kind: Literal["generate"] = "generate"
+    call: Call
+
+    @property
+    def model(self) -> str:
+        return self.call.func
+
+
 class ParamDecl(Node):
     """``param tau = 4``: a named literal of the spec. Its name stands wherever a literal may
     (``tau=tau``, ``* alpha``, ``epochs = n``, a model option); the verifier puts the value in its
@@ -280,7 +292,8 @@ class ImportDecl(Node):
 
 Statement = Annotated[
     Union[ModelDecl, RecordDecl, DeliverDecl, ConnectorDecl, LossDecl, TrainDecl, IncludeDecl,
-          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, ParamDecl, PhaseDecl, StageDecl],
+          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, ParamDecl, PhaseDecl, StageDecl,
+          GenerateDecl],
     Field(discriminator="kind"),
 ]
 
@@ -363,6 +376,11 @@ class Spec(Node):
         return found[0] if found else None
 
     @property
+    def generation(self) -> Optional[GenerateDecl]:
+        found = self._of(GenerateDecl)
+        return found[0] if found else None
+
+    @property
     def params(self) -> List[ParamDecl]:
         return self._of(ParamDecl)
 
@@ -395,7 +413,7 @@ class Spec(Node):
         return self._sources
 
 
-for _cls in (Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, ParamDecl, PhaseDecl,
+for _cls in (Factory, LossDecl, TrainSetting, ConnectorDecl, OptimizeDecl, InputDecl, GenerateDecl, ParamDecl, PhaseDecl,
              StageDecl,
              Spec):
     _cls.model_rebuild()
