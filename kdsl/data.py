@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from kdsl.core.diagnostics import error
 from kdsl.core.download import Remote, exclusive, extract_folder, fetch
 from kdsl.prompt_data import prompts  # noqa: F401 - kdsl.data:prompts, prompt/completion and chat lines
+from kdsl.prompt_tasks import arith, strings  # noqa: F401 - kdsl.data:arith and :strings, synthetic prompt/completion tasks
 from kdsl.text_data import text  # noqa: F401 - kdsl.data:text, the token-window reader
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "cifar100",
     "text",
     "prompts",
+    "arith",
+    "strings",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",

@@ -25,6 +25,7 @@ RANKS = {
     "zoo": 3,
     "data": 3,
     "text_data": 3,
+    "prompt_tasks": 3,
     "prompt_batches": 3,
     "prompt_data": 3,
     "hub": 3,

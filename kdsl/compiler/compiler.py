@@ -5,7 +5,8 @@ Each pass takes the :class:`~kdsl.compiler.plan.Plan` and returns it with its pa
 
 1. ``import_plugins``, ``build_models`` (:mod:`.bind_models`): models passed by keyword or built
    from the spec's factory; checkpoints loaded; frozen teachers put in eval mode without
-   gradients (undone on close). Errors stop here: the later passes need the models.
+   gradients (undone on close); ``bind_generation`` (:mod:`.generation`): the ``generate``
+   statement's model can generate. Errors stop here: the later passes need the models.
 2. ``install_recorders``, ``install_deliveries`` (:mod:`.install`): every path resolved against
    ``named_modules()`` / ``named_parameters()`` or by import, and its hook or patch installed.
    ``build_functions`` (:mod:`.functions`): each tensor function (``detach``, ``noise``) built
@@ -41,6 +42,7 @@ from kdsl.compiler.bind_models import build_models, import_plugins, stop_if_erro
 from kdsl.compiler.compile_models import compile_models
 from kdsl.compiler.dry_run import dry_run
 from kdsl.compiler.functions import build_functions
+from kdsl.compiler.generation import bind_generation
 from kdsl.compiler.install import install_deliveries, install_recorders
 from kdsl.compiler.loss_graph import build_loss_graph, build_unused_connectors, check_shapes
 from kdsl.compiler.params import load_connector_weights, resolve_inits
@@ -55,7 +57,7 @@ from kdsl.runtime.distiller import Distiller
 Pass = Callable[[Plan], Plan]
 
 PASSES: Sequence[Pass] = (
-    import_plugins, build_models, stop_if_errors, build_functions, build_procedure,
+    import_plugins, build_models, bind_generation, stop_if_errors, build_functions, build_procedure,
     install_recorders, install_deliveries, dry_run,
     build_loss_graph, check_shapes, build_unused_connectors, stop_if_errors,
     load_connector_weights, resolve_scopes, resolve_inits, stop_if_errors,
@@ -146,7 +148,7 @@ def hand_off(plan: Plan) -> Compiled:
         batch_size=plan.request.batch_size or _batch_size(plan.spec),
         modules=plan.modules, functions=plan.functions, scopes=plan.scopes,
         inits=[(target, source) for _, target, source in plan.inits], cuts=cuts,
-        cleanups=list(plan.undo.on_close))
+        cleanups=list(plan.undo.on_close), rollout=plan.rollout)
 
 
 def _batch_size(spec: ir.Spec) -> int:

@@ -157,6 +157,7 @@ class Plan:
     values: Dict[str, Any] = field(default_factory=dict)  # record -> dry-run value (dropped when finished)
     dry_failed: bool = False  # a model failed on the example input: no loss graph is built
     broken: Set[str] = field(default_factory=set)  # records and connectors already reported
+    rollout: Any = None  # the generate statement bound to its model (kdsl.runtime.generation.Rollout)
     connectors: Dict[str, ConnectorPlan] = field(default_factory=dict)
     losses: Dict[str, LossPlan] = field(default_factory=dict)
     modules: Dict[ir.ModuleRef, nn.Module] = field(default_factory=dict)  # module refs in loss inputs

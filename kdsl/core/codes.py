@@ -123,6 +123,14 @@ CODES: Dict[str, Code] = {
     "KD239": Code("param outside its search space", "The spec's own value of a param lies outside "
                   "the space it declares. A sweep's first trial is the spec as written, so the "
                   "value must be a point of the space."),
+    "KD231": Code("model cannot generate", "`generate from MODEL(...)` completes the batch's prompts "
+                  "with MODEL, which must be a causal language model (kdsl.zoo:gpt, "
+                  "kdsl.hub:hf_causal_lm, kdsl.hub:hf_pretrained); a generator of inputs or an image "
+                  "model cannot generate text."),
+    "KD232": Code("invalid generate option", "`generate`'s options are named literals: "
+                  "max_new_tokens (an integer >= 1), temperature (>= 0; 0 is greedy), top_p in (0, 1], "
+                  "lmbda in [0, 1] (the fraction of steps that generate), eos and pad (token ids)."),
+    "KD233": Code("second generate", "A spec generates from one model: at most one `generate` statement."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -249,6 +257,9 @@ CODES: Dict[str, Code] = {
                   "kdsl never downloads (as with HF_HUB_OFFLINE=1): an id that is not cached is "
                   "refused with its name; download it once with `hf download ID`."),
     # ---------------------------------------------------------------- runtime
+    "KD550": Code("model cannot generate", "The model that `generate` names has no `generate` "
+                  "method (or, a Hugging Face model, says it cannot generate). Generate from a causal "
+                  "language model."),
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
     "KD603": Code("delivery queue empty", "The student's pass called a delivered method more "
@@ -269,6 +280,9 @@ CODES: Dict[str, Code] = {
     "KD611": Code("function or model failed", "An error was raised while evaluating a tensor "
                   "function, or running a model on values (the generator of `input`)."),
     # ---------------------------------------------------------------- CLI / training
+    "KD612": Code("no prompts to generate from", "`generate` completes the batch's prompts, read "
+                  "from its prompt_ids and prompt_mask fields (kdsl.prompt_batches); the data's batches "
+                  "have none. Use prompt/completion data such as kdsl.data:arith."),
     "KD701": Code("bad command-line value", "A flag's value is malformed or out of range."),
     "KD702": Code("data problem", "The data reference could not be loaded or did not return "
                   "train and validation datasets."),

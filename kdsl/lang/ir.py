@@ -226,6 +226,18 @@ class InputDecl(Node):
     value: Expr
 
 
+class GenerateDecl(Node):
+    """``generate from MODEL(options)``: the batch's prompts completed by MODEL during training
+    (:mod:`kdsl.lang.generation`); ``call.func`` names the model, its keywords are the options."""
+
+    kind: Literal["generate"] = "generate"
+    call: Call
+
+    @property
+    def model(self) -> str:
+        return self.call.func
+
+
 class ParamDecl(Node):
     """``param tau = 4``: a named literal of the spec. Its name stands wherever a literal may
     (``tau=tau``, ``* alpha``, ``epochs = n``, a model option); the verifier puts the value in its
@@ -284,7 +296,8 @@ class ImportDecl(Node):
 
 Statement = Annotated[
     Union[ModelDecl, RecordDecl, DeliverDecl, ConnectorDecl, LossDecl, TrainDecl, IncludeDecl,
-          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, ParamDecl, PhaseDecl, StageDecl],
+          ImportDecl, OptimizeDecl, FreezeDecl, InitDecl, InputDecl, ParamDecl, PhaseDecl, StageDecl,
+          GenerateDecl],
     Field(discriminator="kind"),
 ]
 
@@ -364,6 +377,11 @@ class Spec(Node):
     @property
     def input(self) -> Optional[InputDecl]:
         found = self._of(InputDecl)
+        return found[0] if found else None
+
+    @property
+    def generation(self) -> Optional[GenerateDecl]:
+        found = self._of(GenerateDecl)
         return found[0] if found else None
 
     @property

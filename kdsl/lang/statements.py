@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from kdsl.catalog.search import SEARCH_WORD
 from kdsl.core.diagnostics import Note
 from kdsl.core.literals import literal_text
-from kdsl.lang import ir
+from kdsl.lang import generation, ir
 from kdsl.lang.literal import try_literal
 
 Lower = Callable[[Any, Any, Any], Optional[ir.Node]]  # (builder, parse tree, span) -> node
@@ -406,6 +406,8 @@ STATEMENTS: Dict[str, StatementKind] = {e.kind: e for e in (
                   _lower_init, _text_init, _check("_verify_init")),
     StatementKind("input", ir.InputDecl, ("input",), "input_stmt", "'input'",
                   _lower_input, _text_input, _check("_verify_input")),
+    StatementKind("generate", ir.GenerateDecl, ("generate",), "generate_stmt", "'generate'",
+                  generation.lower, generation.text, generation.check),
     StatementKind("param", ir.ParamDecl, ("param",), "param_stmt", "a param",
                   _lower_param, _text_param, _check_param, declares="param", aligned=True),
     StatementKind("include", ir.IncludeDecl, ("include",), "include_stmt", "an include",

@@ -49,6 +49,7 @@ class UsageWarnings:
                 self.diags.warning("KD252", f"connector '{name}' is never used", con.name_span)
         read = {r.model for r in self.records.values()}
         read |= {s.source for s in result if isinstance(s, ir.DeliverDecl)}
+        read |= {s.model for s in result if isinstance(s, ir.GenerateDecl)}  # it writes the batch
         for name, model in self.models.items():
             if model.role == "teacher" and name not in read:
                 self.diags.warning("KD253", f"teacher '{name}' is never used", model.name_span,

@@ -107,7 +107,7 @@ def deliveries_table(plan: Plan) -> Table:
 
 def step_lines(plan: Plan) -> List[str]:
     """What each step does, in order."""
-    lines = []
+    lines = [] if plan.rollout is None else [plan.rollout.describe()]
     for name in plan.used_teachers:
         frozen = plan.spec.model(name).frozen
         lines.append(f"teacher pass: {name}(*inputs)" + (" under torch.no_grad()" if frozen else " with grad"))

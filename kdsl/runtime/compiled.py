@@ -7,7 +7,7 @@ runtime reads only this, never the compiler's plan.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Tuple
 
 from torch import nn
 
@@ -34,7 +34,8 @@ class Compiled:
     ``noise(...)`` draws in a step without data. ``modules``, ``functions``: the module references
     and tensor functions the loss graph reads; ``scopes``: the module each ``optimize``/``freeze``
     scope names; ``inits``: ``(target, source)`` module pairs of ``init``; ``cuts``: the passes
-    that stop early (:mod:`kdsl.compiler.truncate`); ``cleanups``: what closing undoes, in order.
+    that stop early (:mod:`kdsl.compiler.truncate`); ``cleanups``: what closing undoes, in order;
+    ``rollout``: what the ``generate`` statement asks for, bound to its model.
     """
 
     spec: ir.Spec
@@ -53,3 +54,4 @@ class Compiled:
     inits: List[Tuple[nn.Module, nn.Module]] = field(default_factory=list)
     cuts: Cuts = field(default_factory=dict)
     cleanups: List[Callable[[], None]] = field(default_factory=list)
+    rollout: Any = None  # the generate statement's Rollout (kdsl.runtime.generation), or None

@@ -102,11 +102,17 @@ class Distiller(Staging, nn.Module):
         self._frozen_connectors = [c.name for c in spec.connectors if c.frozen and c.name in self.connectors]
         self.batch_size = compiled.batch_size  # rows of noise(...) in a step without data
         self._cuts = compiled.cuts  # truncated passes (kdsl.compiler.truncate)
+        self.rollout = compiled.rollout  # the generate statement (kdsl.runtime.generation), or None
         self._plain_cuts = {} if self.procedure.declared else \
             self._cuts.get((IMPLICIT_STAGE, IMPLICIT_PHASE), {})
         self._setup_staging()
         for name in self._frozen_connectors:
             self.connectors[name].eval()
+
+    def generated_batch(self, batch: Optional[Dict[str, Any]], step: int) -> Optional[Dict[str, Any]]:
+        """The batch a step trains on: with the ``generate`` statement, at a step that generates,
+        the batch's prompts with the model's completions (a new dict); otherwise ``batch``."""
+        return batch if self.rollout is None else self.rollout.batch(batch, step)
 
     @property
     def plan(self) -> object:

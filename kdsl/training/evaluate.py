@@ -6,7 +6,10 @@
   (``labels[:, t + 1] != -100``, and ``attention_mask[:, t + 1] != 0`` when the batch has one),
   the mean negative log-likelihood of that token (``loss``), the perplexity ``exp(loss)``
   (``ppl``), and the next-token accuracy (%) of the argmax (``token_acc``). The logits ``[batch,
-  tokens, vocabulary]`` are a tensor or an output holding ``logits`` (or them first).
+  tokens, vocabulary]`` are a tensor or an output holding ``logits`` (or them first). When the
+  batches carry prompts (:mod:`kdsl.prompt_batches`) and the model can generate, also
+  ``exact_match`` (%): the greedy completions of the prompts that equal the batch's completion
+  token for token (its end token included, so a model must also stop where the answer does).
 
 A model whose output does not fit the task (a generator, a feature extractor) is not evaluated.
 Metric rows name the task's metrics ``val_NAME`` (the student) and ``val_NAME/MODEL`` (peers).
@@ -22,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdsl.core.diagnostics import error
+from kdsl.runtime.generation import can_generate, complete
 from kdsl.text_data import IGNORE_INDEX
 from kdsl.training.batches import model_call
 from kdsl.training.distributed import Dist, all_reduce_sum, autocast
@@ -29,7 +33,7 @@ from kdsl.training.distributed import Dist, all_reduce_sum, autocast
 # each task's metrics, in the order tables show them (which one picks the best epoch:
 # kdsl.training.metrics.primary_metric)
 TASK_METRICS: Dict[str, Tuple[str, ...]] = {"classification": ("top1", "top5", "loss"),
-                                            "lm": ("ppl", "loss", "token_acc")}
+                                            "lm": ("ppl", "loss", "token_acc", "exact_match")}
 # each task's primary metric, which picks the best epoch by default: (name, higher is better)
 PRIMARY: Dict[str, Tuple[str, bool]] = {"classification": ("top1", True), "lm": ("ppl", False)}
 
@@ -58,8 +62,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
     rank). ``inputs``: the batch fields models are called with (see :mod:`.batches`)."""
     was_training = model.training
     model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]
+    sums = [0.0] * 6
     add = _lm_sums if task == "lm" else _classification_sums
+    generates = task == "lm" and can_generate(model)
     try:
         for batch in loader:
             call = model_call(batch, inputs, device)
@@ -68,11 +73,27 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
             part = add(out, call)
             if part is None:
                 return None
+            part += exact_match_sums(model, call.fields) if generates else [0.0, 0.0]
             sums = [a + b for a, b in zip(sums, part)]
     finally:
         model.train(was_training)
     sums = all_reduce_sum(sums, d, device)
-    return _lm_metrics(*sums[:3]) if task == "lm" else _classification_metrics(*sums)
+    return _lm_metrics(*sums[:3], *sums[4:]) if task == "lm" else _classification_metrics(*sums[:4])
+
+
+def exact_match_sums(model: nn.Module, fields: Dict[str, Any]) -> List[float]:
+    """(greedy completions equal to the batch's completion, prompts) of one batch; zeros when the
+    batch has no prompts."""
+    if "prompt_ids" not in fields or "labels" not in fields:
+        return [0.0, 0.0]
+    labels = fields["labels"]
+    answers = [row[row != IGNORE_INDEX].tolist() for row in labels]
+    width = max((len(a) for a in answers), default=0)
+    if width == 0:
+        return [0.0, 0.0]
+    made = complete(model, fields["prompt_ids"], fields["prompt_mask"], max_new_tokens=width)
+    hits = sum(1.0 for got, want in zip(made, answers) if got[:len(want)] == want)
+    return [hits, float(len(answers))]
 
 
 def _classification_sums(out: Any, call) -> Optional[List[float]]:
@@ -126,10 +147,14 @@ def _lm_sums(out: Any, call) -> Optional[List[float]]:
     return [*lm_token_sums(out, labels, call.fields.get("attention_mask")), 0.0]
 
 
-def _lm_metrics(nll_sum: float, correct: float, count: float) -> Dict[str, float]:
+def _lm_metrics(nll_sum: float, correct: float, count: float, hits: float = 0.0,
+                prompts: float = 0.0) -> Dict[str, float]:
     count = max(count, 1.0)
     loss = nll_sum / count
-    return {"ppl": math.exp(min(loss, 700.0)), "loss": loss, "token_acc": 100.0 * correct / count}
+    out = {"ppl": math.exp(min(loss, 700.0)), "loss": loss, "token_acc": 100.0 * correct / count}
+    if prompts:
+        out["exact_match"] = 100.0 * hits / prompts
+    return out
 
 
 def evaluate_models(distiller, names: List[str], loader: DataLoader, device: torch.device,

@@ -53,6 +53,8 @@ class Trainer:
         self.spec, self.cfg, self.distiller, self.data = spec, cfg, distiller, data
         self.run_dir, self.device, self.dist, self.reporter = run_dir, device, dist, reporter
         self.generated = spec.input is not None  # the models' input comes from `input`, not data
+        if distiller.rollout is not None:  # the generate statement draws from (run seed, step)
+            distiller.rollout.seed = cfg.seed
         self.steps_per_epoch = epoch_steps(spec, cfg, data)
         self.history: List[Dict[str, Any]] = []
         self.validations: List[Dict[str, Any]] = []  # val_every's rows (validation.jsonl)
@@ -323,13 +325,17 @@ class Trainer:
         target = fields = None
         if batch is not None:  # (x, y, index), or named fields some of which the models take
             call = model_call(batch, self.cfg.inputs, d)
+            made = distiller.generated_batch(call.fields, self.global_step)
+            if made is not call.fields:  # the prompts completed by the generate statement's model
+                call, batch = model_call(made, self.cfg.inputs, d), None
             args, kwargs, target, fields = call.args, call.kwargs, call.target, call.fields
         results = []
         if self.runner is not None:  # today's step, exactly
             phase = stage.phases[0]
             with autocast(d, self.cfg.amp):
                 for name in distiller.used_teachers:
-                    if self.teacher_store is not None and self.teacher_store.serve(distiller, name, epoch, batch):
+                    if self.teacher_store is not None and batch is not None and \
+                            self.teacher_store.serve(distiller, name, epoch, batch):
                         continue
                     with distiller.teacher_pass(name) as teacher:
                         teacher(*args, **kwargs)

@@ -72,8 +72,9 @@ class Embeddings(nn.Module):
         self.pos = nn.Embedding(seq_len, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(self, input_ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         return self.drop(self.tok(input_ids) + self.pos(positions))
 
 
@@ -94,19 +95,29 @@ class CausalSelfAttention(nn.Module):
         self.values = nn.Identity()
         self.value_relation = nn.Identity()
 
-    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                cache: Optional[dict] = None) -> torch.Tensor:
+        """``cache`` (generation): this layer's keys and values of the tokens before ``x``
+        (``{"k", "v"}``, extended in place); ``attention_mask`` then covers those tokens too."""
         n, t, d = x.shape
         # [N, T, 3D] -> three [N, H, T, Dh]
         q, k, v = self.qkv(x).view(n, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        past = k.shape[2] - t
         scale = 1.0 / math.sqrt(q.shape[-1])
-        visible = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        # query i (token past + i) sees keys 0..past + i
+        visible = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         if attention_mask is not None:
             visible = visible & (attention_mask[:, None, None, :] != 0)
         scores = self.scores((q @ k.transpose(-2, -1) * scale).masked_fill(~visible, MASKED_SCORE))
         probs = self.probs(scores.softmax(dim=-1))
         v = self.values(v)
-        relation = (v @ v.transpose(-2, -1) * scale).masked_fill(~visible, MASKED_SCORE)
-        self.value_relation(relation.softmax(dim=-1))
+        if cache is None:  # MiniLM's records read it; generation never does
+            relation = (v @ v.transpose(-2, -1) * scale).masked_fill(~visible, MASKED_SCORE)
+            self.value_relation(relation.softmax(dim=-1))
         out = (self.attn_drop(probs) @ v).transpose(1, 2).reshape(n, t, d)
         return self.resid_drop(self.proj(out))
 
@@ -135,8 +146,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, mlp_ratio, dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attention_mask)
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                cache: Optional[dict] = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attention_mask, cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -169,6 +181,48 @@ class GPT(nn.Module):
         if labels is None:
             return logits
         return GPTOutput(logits=logits, loss=next_token_loss(logits, labels))
+
+    def _logits_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                       caches: list) -> torch.Tensor:
+        """The last position's logits of ``input_ids`` after the tokens in ``caches``."""
+        x = self.embed(input_ids, positions)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, mask, cache)
+        return self.head(self.ln_f(x[:, -1]))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 max_new_tokens: int = 16, do_sample: bool = False, temperature: float = 1.0,
+                 top_p: float = 1.0, eos_token_id: Optional[int] = None, pad_token_id: int = 0,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Continue left-padded prompts ``input_ids [N, P]`` by up to ``max_new_tokens`` tokens with
+        a key/value cache (each step runs one token through the model), as Hugging Face's
+        ``generate`` does: ``[N, P + new]``, the prompt then the new tokens, ``pad_token_id``
+        after a row's ``eos_token_id``. Greedy unless ``do_sample`` (then ``temperature`` and
+        nucleus ``top_p``, drawn from ``generator``). Positions count real tokens only, so a
+        left-padded prompt has the positions it has unpadded (as in training)."""
+        from kdsl.zoo.sampling import next_tokens
+
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
+        if input_ids.shape[1] + max_new_tokens > self.seq_len:
+            raise ValueError(f"a prompt of {input_ids.shape[1]} tokens plus {max_new_tokens} new ones "
+                             f"is more than seq_len ({self.seq_len})")
+        caches = [dict() for _ in self.blocks]
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = self._logits_cached(input_ids.long(), positions, mask, caches)
+        out, done = [input_ids], torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for step in range(max_new_tokens):
+            token = next_tokens(logits, do_sample, temperature, top_p, generator)
+            token = token.masked_fill(done, pad_token_id)
+            out.append(token[:, None])
+            if eos_token_id is not None:
+                done = done | (token == eos_token_id)
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # done rows: ignored
+            positions = positions[:, -1:] + 1
+            logits = self._logits_cached(token[:, None], positions, mask, caches)
+        return torch.cat(out, dim=1)
 
 
 def _init_gpt2(module: nn.Module) -> None:
