@@ -109,6 +109,11 @@ CODES: Dict[str, Code] = {
     "KD225": Code("unknown connector method", "`c.method(x)` applies a method that the "
                   "connector's type declares, such as a paraphraser's `encode` and "
                   "`reconstruct`; other connectors are applied whole: `c(x)`."),
+    "KD240": Code("invalid stage batch size", "`stage NAME batch_size B` gives a stage its own "
+                  "batch size, 1 to 2,147,483,647 samples per process, as the batch_size setting."),
+    "KD241": Code("stage batch size unused", "A stage sets `batch_size`, but the spec's models "
+                  "take their input from `input = ...`, not from data: no batch is read. The number "
+                  "of generated rows is noise(...)'s."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -118,7 +123,8 @@ CODES: Dict[str, Code] = {
     "KD253": Code("teacher never used", "No record or delivery reads this teacher; "
                   "`step()` skips its forward pass."),
     "KD254": Code("flag has no effect", "A model flag that does not apply to this role, such as "
-                  "`trainable` on the student."),
+                  "`trainable` on the student, or `train_mode` on a model that trains (the student, "
+                  "a trainable teacher, a generator): only a frozen teacher runs in eval mode."),
     "KD255": Code("no loss", "The spec declares no loss, so a training step computes nothing to "
                   "minimise."),
     "KD256": Code("generator never used", "A generator that `input = ...` does not apply; it "

@@ -89,7 +89,8 @@ def models_table(plan: Plan) -> Table:
         elif decl.role == "generator":
             mode = "makes the input; trains where optimized"
         elif decl.frozen:
-            mode = "frozen: eval mode, no grad" if decl.name in plan.used_teachers else "frozen, never run"
+            mode = ("frozen: train mode (batch statistics, running ones kept), no grad" if decl.train_mode
+                    else "frozen: eval mode, no grad") if decl.name in plan.used_teachers else "frozen, never run"
         else:
             mode = "trains (trainable teacher)"
         table.add_row(decl.name, decl.role, type(m).__name__, f"{sum(p.numel() for p in m.parameters()):,}",
@@ -156,6 +157,11 @@ def control_lines(distiller) -> List[str]:
     return lines + ([""] if lines else [])
 
 
+def _stage_epochs_text(stage) -> str:
+    epochs = "rest of the run" if stage.epochs is None else str(stage.epochs)
+    return epochs + ("" if stage.batch_size is None else f"\nbatch_size {stage.batch_size}")
+
+
 def procedure_table(distiller) -> Table:
     """The stages in order and, in each, the phases of a training step: repeats, what runs,
     which losses, what trains and with which optimizer."""
@@ -169,7 +175,7 @@ def procedure_table(distiller) -> Table:
                 name, options = phase.optimizer
                 opt = f"{name}({', '.join(f'{k}={literal_text(v)}' for k, v in options.items())})"
             table.add_row(stage.name if i == 0 else "",
-                          ("rest of the run" if stage.epochs is None else str(stage.epochs)) if i == 0 else "",
+                          _stage_epochs_text(stage) if i == 0 else "",
                           phase.name, str(phase.repeat), _runs_text(plan, phase),
                           ", ".join(phase.losses) or "-", _trains_text(distiller, stage, phase), opt)
     return table
