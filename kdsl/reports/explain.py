@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 from rich.table import Table
 
 from kdsl.catalog.registry import REGISTRY
-from kdsl.catalog.shapes import TensorInfo
+from kdsl.catalog.shapes import Broadcastable, TensorInfo, broadcast_shape
 from kdsl.compiler.install import place_text
 from kdsl.compiler.plan import Plan
 from kdsl.compiler.truncate import truncation_lines
@@ -61,6 +61,16 @@ def connectors_table(plan: Plan) -> Table:
     return table
 
 
+def _rule_text(rule, lp) -> str:
+    """A loss's shape rule; a broadcast's with the shape its inputs broadcast to."""
+    text = rule.describe()
+    if isinstance(rule, Broadcastable) and lp.inputs.get(rule.a) and lp.inputs.get(rule.b):
+        shape = broadcast_shape(lp.inputs[rule.a].shape, lp.inputs[rule.b].shape)
+        text += f": {lp.inputs[rule.a].describe()} with {lp.inputs[rule.b].describe()} -> " + \
+            (TensorInfo(shape).describe() if shape is not None else "no shape")
+    return text
+
+
 def losses_table(plan: Plan) -> Table:
     """The losses in evaluation order: inputs with their shapes, weights, shape rules."""
     table = _table("losses, in evaluation order (total = sum of the weighted terms)",
@@ -75,7 +85,7 @@ def losses_table(plan: Plan) -> Table:
         opts = _options_text(lp.options, lp.inferred) if lp.inferred else ""
         table.add_row(str(i), decl.name, decl.component + (f"({', '.join(options)})" if options else "")
                       + (f"\ninferred: {opts}" if opts else ""), inputs, weight_text(decl.weight),
-                      "\n".join(r.describe() for r in component.rules) or "-")
+                      "\n".join(_rule_text(r, lp) for r in (lp.term.rules if lp.term else component.rules)) or "-")
     return table
 
 

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import kdsl
+from kdsl.zoo import digits_cnn, digits_teacher
 from kdsl.cli.app import app
 from train_helpers import TEACHER_PT, metrics_jsonl, train_in_process
 
@@ -57,7 +58,7 @@ def test_each_stage_batches_the_data_with_its_own_size(tmp_path):
 
 def test_a_train_mode_teacher_normalizes_with_the_batch_and_keeps_its_running_statistics():
     torch.manual_seed(0)
-    student, teacher = kdsl.zoo.digits_cnn(), kdsl.zoo.digits_teacher()
+    student, teacher = digits_cnn(), digits_teacher()
     with torch.no_grad():
         for m in teacher.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
