@@ -40,7 +40,7 @@ def grammar_words() -> list:
     """The quoted words of grammar/kd.lark but the constants (a statement's first word is matched
     before, as a statement keyword; ``input`` and ``param`` also stand inside a record)."""
     lark = (ROOT / "grammar" / "kd.lark").read_text(encoding="utf-8")
-    quoted = set(re.findall(r'"([a-z]+)"', lark))
+    quoted = set(re.findall(r'"([a-z_]+)"', lark))
     return sorted(quoted - set(CONSTANTS))
 
 

@@ -18,6 +18,10 @@ _S = Param("preds_S", TENSOR, doc="student feature, [N, C, ...]")
 _T = Param("preds_T", TENSOR, doc="teacher feature, [N, C, ...]")
 _PAIR = (_S, _T)
 _SAME_SHAPE = (same_shape("preds_S", "preds_T"),)
+# mse and l2 with broadcast=true compare inputs as torch broadcasts them (BYOT), not same shapes
+_BROADCAST = Param("broadcast", BOOL, False, "inputs need only broadcast against each other, as torch "
+                   "broadcasts them (BYOT), instead of having the same shape")
+_SAME_OR_BROADCAST = (same_shape("preds_S", "preds_T", unless="broadcast"),)
 _REDUCTION = Param("reduction", choice("mean", "sum", "batchmean"), "mean",
                    "mean over elements, sum, or sum divided by the batch size")
 
@@ -33,7 +37,9 @@ COMPONENTS = (
         L = sum((S' - T')^2) / N, where S' = mult * S / ||S||_2 per sample (flattened) when
         normalize, else S' = S (likewise T'). With div_element the sum is divided by the number
         of elements instead of N; with dist the loss is sqrt(sum((S' - T')^2)) (the Euclidean
-        distance, as torch.dist). Options and defaults follow MMRazor's L2Loss. Romero et al.,
+        distance, as torch.dist). With broadcast, S and T need only broadcast against each other
+        (each normalized over its own sample first); N and the element count are the broadcast
+        difference's. Options and defaults follow MMRazor's L2Loss. Romero et al.,
         "FitNets: Hints for Thin Deep Nets", ICLR 2015.""",
         "Romero et al., FitNets, ICLR 2015",
         options=(
@@ -41,8 +47,9 @@ COMPONENTS = (
             Param("mult", FLOAT, 1.0, "scale applied to the normalized features"),
             Param("div_element", BOOL, False, "divide by the number of elements, not N"),
             Param("dist", BOOL, False, "return the Euclidean distance (square root of the sum)"),
+            _BROADCAST,
         ),
-        rules=_SAME_SHAPE,
+        rules=_SAME_OR_BROADCAST,
     ),
     _loss(
         "l1", "L1Loss",
@@ -57,9 +64,11 @@ COMPONENTS = (
         "mse", "MSELoss",
         "Squared difference between student and teacher features.",
         """L = reduce((S - T)^2) over all elements, reduce being the mean (default), the sum, or
-        the sum divided by the batch size N (batchmean).""",
-        options=(_REDUCTION,),
-        rules=_SAME_SHAPE,
+        the sum divided by the batch size N (batchmean). With broadcast, S and T need only
+        broadcast against each other (torch's rules; BYOT compares features so), and the
+        reduction runs over the broadcast difference (its elements, its batch size).""",
+        options=(_REDUCTION, _BROADCAST),
+        rules=_SAME_OR_BROADCAST,
     ),
     _loss(
         "smooth_l1", "SmoothL1Loss",

@@ -129,7 +129,10 @@ COMPONENTS = (
         masked probability underflows to 0 and KL's gradient with respect to the target is
         log 0), where kdsl computes both distributions in log space and gives finite teacher
         gradients with detach_teacher=false; form="mmrazor" repeats MMRazor's masked computation,
-        NaN teacher gradients included, for bit-level parity. Zhao et al., "Decoupled Knowledge Distillation",
+        NaN teacher gradients included, for bit-level parity. MMRazor passes size_average=False
+        to torch's kl_div beside its reduction, and torch's legacy rule then sums: with
+        reduction "batchmean" (its default) the sum is still divided by the batch size, with
+        "sum", "mean" or "none" it is not; reduction="sum" here gives that batch sum. Zhao et al., "Decoupled Knowledge Distillation",
         CVPR 2022.""",
         "Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
         inputs=(_S, _T, _LABELS),
@@ -139,6 +142,9 @@ COMPONENTS = (
                  Param("form", choice("log_space", "mmrazor"), "log_space",
                        '"mmrazor": MMRazor DKDLoss - target masked by a -1000 logit, NaN teacher '
                        'gradients'),
+                 Param("reduction", choice("batchmean", "sum"), "batchmean",
+                       '"sum": both KLs summed over the batch, not averaged: MMRazor\'s DKDLoss with '
+                       "reduction 'sum', 'mean' or 'none' (its size_average=False overrides them)"),
                  _DETACH),
         rules=_LABELLED_RULES,
     ),

@@ -60,6 +60,10 @@ class ShapeRule:
     def describe(self) -> str:  # pragma: no cover
         raise NotImplementedError
 
+    def under(self, options: Mapping[str, object]) -> "ShapeRule":
+        """The rule that holds for a component built with ``options`` (most rules: itself)."""
+        return self
+
     def partner_dim(self, name: str, dim: int) -> Optional[Tuple[str, int]]:
         """If this rule ties dimension ``dim`` of ``name`` to a dimension of another input,
         return that input and dimension (used to infer a connector's output channels)."""
@@ -89,15 +93,55 @@ class PairRule(ShapeRule):
 
 @dataclass(frozen=True)
 class SameShape(PairRule):
+    """``a`` and ``b`` have the same shape; with the boolean option ``unless`` set, they need only
+    broadcast against each other (:class:`Broadcastable`)."""
+
+    unless: Optional[str] = None
+
     def check(self, infos):
         sa, sb = infos[self.a].shape, infos[self.b].shape
         if sa != sb:
             return (f"'{self.a}' and '{self.b}' must have the same shape, "
-                    f"got {infos[self.a].describe()} and {infos[self.b].describe()}")
+                    f"got {infos[self.a].describe()} and {infos[self.b].describe()}"
+                    + (f" (or set {self.unless}=true for shapes that broadcast)" if self.unless else ""))
         return None
 
     def describe(self):
         return f"{self.a} and {self.b} have the same shape"
+
+    def under(self, options: Mapping[str, object]) -> ShapeRule:
+        return Broadcastable(self.a, self.b) if self.unless and options.get(self.unless) else self
+
+
+def broadcast_shape(a: Shape, b: Shape) -> Optional[Shape]:
+    """The shape torch broadcasts ``a`` and ``b`` to (dimensions aligned from the last, each
+    pair equal or one of them 1), or None when they do not broadcast."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(y if x == 1 else x)
+    return tuple(reversed(out))
+
+
+@dataclass(frozen=True)
+class Broadcastable(PairRule):
+    """``a`` and ``b`` broadcast against each other as torch broadcasts tensors (BYOT's feature
+    loss compares them so); no size of one is inferred from the other."""
+
+    def check(self, infos):
+        if broadcast_shape(infos[self.a].shape, infos[self.b].shape) is None:
+            return (f"'{self.a}' and '{self.b}' must broadcast against each other, "
+                    f"got {infos[self.a].describe()} and {infos[self.b].describe()}")
+        return None
+
+    def describe(self):
+        return f"{self.a} and {self.b} broadcast (torch's rules)"
+
+    def ties(self, dim: int) -> bool:
+        return False
 
 
 _DIM_WORDS = {(0,): "batch size", (1,): "channels", (-1,): "last dimension"}
@@ -184,8 +228,8 @@ class LabelsFor(ShapeRule):
 
 
 # Short constructors used by the catalog.
-def same_shape(a: str, b: str) -> SameShape:
-    return SameShape(a, b)
+def same_shape(a: str, b: str, unless: Optional[str] = None) -> SameShape:
+    return SameShape(a, b, unless)
 
 
 def same_batch(a: str, b: str) -> SameDims:

@@ -112,7 +112,8 @@ def counted(n: int, noun: str) -> str:
 
 def _epochs(info: StageInfo) -> str:
     first, last = info.first_epoch + 1, info.end_epoch
-    return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+    batch = "" if info.batch_size is None else f", batch_size {info.batch_size}"
+    return (f"epoch {first}" if first == last else f"epochs {first}-{last}") + batch
 
 
 def announce(info: RunStart) -> str:

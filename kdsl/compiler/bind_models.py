@@ -20,7 +20,7 @@ from kdsl.io.weights import load_into
 from kdsl.lang import ir
 from kdsl.lang.literal import literal_value
 from kdsl.lang.refs import call_factory
-from kdsl.runtime.freezing import frozen_cleanup
+from kdsl.runtime.freezing import batch_stats_cleanup, frozen_cleanup
 
 
 def import_plugins(plan: Plan) -> Plan:
@@ -140,6 +140,8 @@ def _bind(plan: Plan, load: bool) -> Plan:
         for decl in plan.spec.teachers:
             if decl.frozen:
                 plan.undo.on_close.append(frozen_cleanup(plan.models[decl.name]))
+            if decl.frozen and decl.train_mode:
+                plan.undo.on_close.append(batch_stats_cleanup(plan.models[decl.name]))
     return plan
 
 

@@ -123,7 +123,8 @@ def _build_loss(plan: Plan, loss: ir.LossDecl, env: DryRunEnv, interpreter: Inte
     for expr in inputs:  # module references are resolved once, here, not every step
         for ref in (find(expr, ir.ModuleRef) if expr is not None else ()):
             plan.modules[ref] = resolve_module_ref(plan.models, ref)
-    lp.term = LossTerm(loss, module, inputs, [p.name for p in component.inputs], component.rules, weight)
+    rules = [rule.under(options) for rule in component.rules]  # mse(broadcast=true): shapes that broadcast
+    lp.term = LossTerm(loss, module, inputs, [p.name for p in component.inputs], rules, weight)
 
 
 def _weight(plan: Plan, loss: ir.LossDecl) -> Any:

@@ -42,18 +42,21 @@ class L2Loss(Declared):
     """FitNets hint loss with MMRazor's L2Loss options."""
 
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(flat(x), p=2.0, dim=1) * self.mult
+        normalized = F.normalize(flat(x), p=2.0, dim=1) * self.mult
+        # broadcasting inputs keep their shapes: each sample normalized over its own elements
+        return normalized.view_as(x) if self.broadcast else normalized
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         s, t = upcast(preds_S, preds_T)
         if self.normalize:
             s, t = self._normalized(s), self._normalized(t)
-        total = (s - t).pow(2).sum()
+        diff = s - t
+        total = diff.pow(2).sum()
         if self.dist:
             return total.sqrt()
         if self.div_element:
-            return total / s.numel()
-        return total / s.shape[0]
+            return total / diff.numel()
+        return total / diff.shape[0]
 
 
 def _fused(loss_fn, pair, reduction: str, **kwargs) -> torch.Tensor:
@@ -76,7 +79,14 @@ class MSELoss(Declared):
     """Squared difference, reduced."""
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        return _fused(F.mse_loss, upcast(preds_S, preds_T), self.reduction)
+        s, t = upcast(preds_S, preds_T)
+        if self.broadcast and s.shape != t.shape:
+            # torch's mse_loss would broadcast too, with a warning; the reductions are its own
+            squared = (s - t).pow(2)
+            if self.reduction == "batchmean":
+                return squared.sum() / squared.shape[0]
+            return squared.sum() if self.reduction == "sum" else squared.mean()
+        return _fused(F.mse_loss, (s, t), self.reduction)
 
 
 class SmoothL1Loss(Declared):

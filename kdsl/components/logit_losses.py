@@ -107,7 +107,7 @@ class DKDLoss(Declared):
         """MMRazor's computation, kept for parity: the target class masked by a -1000 logit and
         the binary distribution built from probabilities (the teacher gradient is NaN)."""
         gt = torch.zeros_like(preds_S).scatter_(1, target, 1.0)
-        n = preds_S.shape[0]
+        n = self._batch_divisor(preds_S)
 
         def kl(log_q, p):
             return F.kl_div(log_q, p, reduction="sum") / n
@@ -120,6 +120,10 @@ class DKDLoss(Declared):
         nckd = kl(F.log_softmax(preds_S / self.tau - 1000.0 * gt, dim=1),
                   F.softmax(preds_T / self.tau - 1000.0 * gt, dim=1))
         return self.tau ** 2 * (self.alpha * tckd + self.beta * nckd)
+
+    def _batch_divisor(self, preds: torch.Tensor) -> int:
+        """batchmean: the batch size; "sum" (MMRazor's legacy reduction): 1."""
+        return preds.shape[0] if self.reduction == "batchmean" else 1
 
     @staticmethod
     def _split(logits: torch.Tensor, target: torch.Tensor, other_classes: torch.Tensor):
@@ -144,7 +148,7 @@ class DKDLoss(Declared):
         other_classes = columns + (columns >= target).long()
         binary_s, others_s = self._split(preds_S / self.tau, target, other_classes)
         binary_t, others_t = self._split(preds_T / self.tau, target, other_classes)
-        n = preds_S.shape[0]
+        n = self._batch_divisor(preds_S)
         tckd = _kl_elementwise(binary_t, binary_s).sum() / n
         nckd = _kl_elementwise(others_t, others_s).sum() / n
         return self.tau ** 2 * (self.alpha * tckd + self.beta * nckd)

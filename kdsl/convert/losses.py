@@ -48,8 +48,10 @@ MMRAZOR: Dict[str, LossForm] = {
     "KLDivergence": LossForm("kl_div", _PAIR, dict(_SAME("tau", "reduction"),
                                                    teacher_detach="detach_teacher")),
     "ChannelWiseDivergence": LossForm("cwd", _PAIR, _SAME("tau")),
-    "DKDLoss": LossForm("dkd", _PAIR + ("gt_labels",), _SAME("tau", "alpha", "beta"),
-                        fixed={"form": "mmrazor"}, ignored=("reduction",)),
+    # torch's legacy rule on MMRazor's size_average=False: every reduction but batchmean sums
+    "DKDLoss": LossForm("dkd", _PAIR + ("gt_labels",), _SAME("tau", "alpha", "beta", "reduction"),
+                        fixed={"form": "mmrazor"},
+                        values={"reduction": {"sum": "sum", "mean": "sum", "none": "sum"}}),
     "DISTLoss": LossForm("dist", ("logits_S", "logits_T"),
                          dict(_SAME("tau"), inter_loss_weight="inter_weight",
                               intra_loss_weight="intra_weight", teacher_detach="detach_teacher")),

@@ -131,6 +131,11 @@ CODES: Dict[str, Code] = {
                   "max_new_tokens (an integer >= 1), temperature (>= 0; 0 is greedy), top_p in (0, 1], "
                   "lmbda in [0, 1] (the fraction of steps that generate), eos and pad (token ids)."),
     "KD233": Code("second generate", "A spec generates from one model: at most one `generate` statement."),
+    "KD240": Code("invalid stage batch size", "`stage NAME batch_size B` gives a stage its own "
+                  "batch size, 1 to 2,147,483,647 samples per process, as the batch_size setting."),
+    "KD241": Code("stage batch size unused", "A stage sets `batch_size`, but the spec's models "
+                  "take their input from `input = ...`, not from data: no batch is read. The number "
+                  "of generated rows is noise(...)'s."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -140,7 +145,8 @@ CODES: Dict[str, Code] = {
     "KD253": Code("teacher never used", "No record or delivery reads this teacher; "
                   "`step()` skips its forward pass."),
     "KD254": Code("flag has no effect", "A model flag that does not apply to this role, such as "
-                  "`trainable` on the student."),
+                  "`trainable` on the student, or `train_mode` on a model that trains (the student, "
+                  "a trainable teacher, a generator): only a frozen teacher runs in eval mode."),
     "KD255": Code("no loss", "The spec declares no loss, so a training step computes nothing to "
                   "minimise."),
     "KD256": Code("generator never used", "A generator that `input = ...` does not apply; it "

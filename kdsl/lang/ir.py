@@ -88,6 +88,8 @@ class ModelDecl(Node):
     factory: Optional[Factory] = None
     checkpoint: Optional[str] = None
     trainable: bool = False
+    # `train_mode`: a frozen teacher run in train mode (BatchNorm on batch statistics), still untrained
+    train_mode: bool = False
     override: bool = False
     name_span: Optional[Span] = Field(default=None, repr=False)
     checkpoint_span: Optional[Span] = Field(default=None, repr=False)
@@ -267,15 +269,18 @@ class PhaseDecl(Node):
 
 
 class StageDecl(Node):
-    """``stage NAME [epochs N] { ... }``: a run is a sequence of stages; a stage without ``epochs``
-    takes the rest of the run. Statements outside any stage hold in every stage."""
+    """``stage NAME [epochs N] [batch_size B] { ... }``: a run is a sequence of stages; a stage
+    without ``epochs`` takes the rest of the run, one without ``batch_size`` the run's batch size.
+    Statements outside any stage hold in every stage."""
 
     kind: Literal["stage"] = "stage"
     name: str
     epochs: Optional[int] = None
+    batch_size: Optional[int] = None
     statements: Tuple["StageStatement", ...] = ()
     name_span: Optional[Span] = Field(default=None, repr=False)
     epochs_span: Optional[Span] = Field(default=None, repr=False)
+    batch_size_span: Optional[Span] = Field(default=None, repr=False)
 
 
 PhaseStatement = Annotated[Union[LossDecl, OptimizeDecl, FreezeDecl], Field(discriminator="kind")]

@@ -91,6 +91,11 @@ class Stage:
     decl: Optional[ir.StageDecl] = None  # None: the implicit stage of a spec without stages
 
     @property
+    def batch_size(self) -> Optional[int]:
+        """Its own ``batch_size`` (``stage NAME batch_size B``); None: the run's."""
+        return self.decl.batch_size if self.decl is not None else None
+
+    @property
     def phased(self) -> bool:
         """Whether phases are declared for it (at the top level, or inside it)."""
         return any(p.decl is not None for p in self.phases)

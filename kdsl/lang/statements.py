@@ -94,6 +94,7 @@ def _lower_model(b, t, span):
         role=role, name=name, factory=factory,
         checkpoint=b.string(ckpt_t) if ckpt_t is not None else None,
         trainable=any(str(f.children[0]) == "trainable" for f in flags if f is not None),
+        train_mode=any(str(f.children[0]) == "train_mode" for f in flags if f is not None),
         span=span, name_span=b.span(name_t if name_t is not None else role_t),
         checkpoint_span=b.span(ckpt_t) if ckpt_t is not None else None)
 
@@ -106,8 +107,7 @@ def _text_model(p, m: ir.ModelDecl) -> str:
         words.append("= " + p.visit(m.factory))
     if m.checkpoint is not None:
         words.append("from " + literal_text(m.checkpoint))
-    if m.trainable:
-        words.append("trainable")
+    words += [flag for flag, on in (("trainable", m.trainable), ("train_mode", m.train_mode)) if on]
     return " ".join(words)
 
 
@@ -220,10 +220,12 @@ def _text_train(p, t: ir.TrainDecl) -> str:
 
 
 def _lower_stage(b, t, span):
-    name_t, epochs_t = t.children
+    name_t, epochs_t, batch_t = t.children
     return ir.StageDecl(name=str(name_t), epochs=int(epochs_t) if epochs_t is not None else None,
+                        batch_size=int(batch_t) if batch_t is not None else None,
                         span=span, name_span=b.span(name_t),
-                        epochs_span=b.span(epochs_t) if epochs_t is not None else None)
+                        epochs_span=b.span(epochs_t) if epochs_t is not None else None,
+                        batch_size_span=b.span(batch_t) if batch_t is not None else None)
 
 
 def _lower_phase(b, t, span):
@@ -362,10 +364,11 @@ TRAIN_OPEN, BLOCK_CLOSE = "train {", "}"
 
 
 def block_header(node) -> str:
-    """The opening line of a block: ``train {``, ``stage NAME [epochs N] {``,
+    """The opening line of a block: ``train {``, ``stage NAME [epochs N] [batch_size B] {``,
     ``phase NAME [repeat N] {`` (``repeat 1``, the default, is not written)."""
     if isinstance(node, ir.StageDecl):
-        return f"stage {node.name}" + ("" if node.epochs is None else f" epochs {node.epochs}") + " {"
+        return (f"stage {node.name}" + ("" if node.epochs is None else f" epochs {node.epochs}")
+                + ("" if node.batch_size is None else f" batch_size {node.batch_size}") + " {")
     if isinstance(node, ir.PhaseDecl):
         return f"phase {node.name}" + ("" if node.repeat == 1 else f" repeat {node.repeat}") + " {"
     return TRAIN_OPEN

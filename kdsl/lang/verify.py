@@ -234,6 +234,10 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
             if m.role == "student" and m.trainable:
                 self.diags.warning("KD254", "'trainable' has no effect on the student: it always trains",
                                    m.name_span)
+            if m.train_mode and not m.frozen:
+                self.diags.warning("KD254", f"'train_mode' has no effect on {_trained_model(m)}: it runs in "
+                                   "train mode while it trains", m.name_span,
+                                   hint="train_mode is for a frozen teacher (batch statistics, no training)")
             if m.factory is not None:
                 self._no_repeated_keywords(m.factory.kwargs)
                 for arg in tuple(m.factory.args) + tuple(k.value for k in m.factory.kwargs):
@@ -321,3 +325,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         hint = f"'{weight.name}' is not a param" if isinstance(weight, ir.Name) else None
         self.diags.error("KD213", "a weight is a number, a param or a schedule call", weight.span, hint=hint)
         return weight
+
+
+def _trained_model(m: ir.ModelDecl) -> str:
+    return "the student" if m.role == "student" else f"{'trainable ' if m.trainable else ''}{m.role} '{m.name}'"

@@ -17,6 +17,7 @@ from kdsl.lang.lr_schedule import split_own_schedule, verify_schedule
 from kdsl.lang.param_groups import split_groups, verify_groups
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.catalog.settings import BY_NAME as SETTINGS_BY_NAME
 from kdsl.lang.procedure import Phase, check_stage_epochs, read_procedure
 from kdsl.lang.verify_names import KIND_WORD, Use
 from kdsl.lang.verify_reach import gradient_reach, input_reads
@@ -25,6 +26,8 @@ from kdsl.lang.visit import find
 # Like every other count (epochs, steps per epoch), a phase's repeat has an upper bound; the
 # data-free methods repeat a phase 5 times.
 MAX_PHASE_REPEAT = 1_000
+# a stage's own batch size (`stage NAME batch_size B`) has the batch_size setting's range
+MAX_STAGE_BATCH = SETTINGS_BY_NAME["batch_size"].maximum
 
 
 class ProcedureChecks:
@@ -51,6 +54,9 @@ class ProcedureChecks:
             seen.setdefault(b.name, b)
 
     def _verify_stage(self, stmt: ir.StageDecl, use: Use):
+        if stmt.batch_size is not None and not 1 <= stmt.batch_size <= MAX_STAGE_BATCH:
+            self.diags.error("KD240", f"stage '{stmt.name}' has batch_size {clip(str(stmt.batch_size), 40)}",
+                             stmt.batch_size_span, hint=f"a stage's batch_size is 1 to {MAX_STAGE_BATCH:,}")
         return self._verify_block(stmt, use)  # its epochs: _check_stage_epochs
 
     def _verify_phase(self, stmt: ir.PhaseDecl, use: Use):
@@ -157,6 +163,11 @@ class ProcedureChecks:
                              notes=[Note(message="the input is set", span=inputs[0].span)])
         if not inputs:
             return
+        for stage in (s for s in result if isinstance(s, ir.StageDecl) and s.batch_size is not None):
+            self.diags.warning("KD241", f"stage '{stage.name}' sets batch_size, but no step reads data: the "
+                               "models' input comes from `input`", stage.batch_size_span,
+                               hint="remove it; noise(...) says how many rows a generated batch has",
+                               notes=[Note(message="the input is set", span=inputs[0].span)])
         train = next((s for s in result if isinstance(s, ir.TrainDecl)), ir.TrainDecl())
         if train.get("steps_per_epoch") is None and train.get("data") is None:
             self.diags.error("KD223", "an input that is not data needs 'steps_per_epoch' in the train block",

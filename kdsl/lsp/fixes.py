@@ -1,5 +1,6 @@
 """Quick fixes for the warnings whose fix is mechanical: an unused record or connector is removed
-(KD250, KD252), a student's ``trainable`` is dropped (KD254). "Did you mean" fixes are in
+(KD250, KD252), a flag that has no effect is dropped (KD254: a student's ``trainable``, a
+trained model's ``train_mode``). "Did you mean" fixes are in
 :func:`kdsl.lsp.convert.quick_fixes`."""
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ def _statement_lines(lines: Lines, node: ir.Node) -> Edit:
     return start, end, ""
 
 
-def _drop_trainable(lines: Lines, node: ir.Node) -> Optional[Edit]:
+def _drop_flag(lines: Lines, node: ir.Node) -> Optional[Edit]:
+    """Drop the flag KD254 warns of: a student's ``trainable``, else ``train_mode`` of a model that
+    trains (never a teacher's ``trainable``, which is what makes it train)."""
+    if not isinstance(node, ir.ModelDecl):
+        return None
+    flag = "trainable" if node.role == "student" and node.trainable else "train_mode"
     start = lines.offset(node.span.line - 1, node.span.column - 1)
     end = lines.offset(node.span.end_line - 1, node.span.end_column - 1)
     toks = tokens(lines.text, start, end)
     for before, tok in zip(toks, toks[1:]):
-        if tok.kind == "name" and tok.text == "trainable":
+        if tok.kind == "name" and tok.text == flag:
             return before.end, tok.end, ""
     return None
 
@@ -35,7 +41,7 @@ def _drop_trainable(lines: Lines, node: ir.Node) -> Optional[Edit]:
 FIXES: Dict[str, Tuple[str, Callable[[Lines, ir.Node], Optional[Edit]]]] = {
     "KD250": ("remove the unused record", _statement_lines),
     "KD252": ("remove the unused connector", _statement_lines),
-    "KD254": ("remove 'trainable' (a student always trains)", _drop_trainable),
+    "KD254": ("remove the flag that has no effect", _drop_flag),
 }
 
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 from kdsl.catalog.settings import SPEC_SETTINGS
 from kdsl.cli.catalog_view import entry_lines
 from kdsl.lang import ir
+from kdsl.lang.header_words import HEADER_WORDS, MODEL_FLAGS
 from kdsl.lang.statements import RECORDER_KINDS, UnhandledStatement, recorder_kind
 from kdsl.lsp.complete import setting_doc
 from kdsl.lsp.context import component_named, context_at
@@ -53,7 +54,23 @@ def hover_text(text: str, offset: int, index: Index) -> Optional[str]:
             return f"`{option.signature_text()}`" + (f"\n\n{option.doc}" if option.doc else "")
     if nxt == "=" and ctx.block == "train" and ctx.call is None and tok.text in SPEC_SETTINGS:
         return _code(setting_doc(SPEC_SETTINGS[tok.text]).splitlines())
+    word = _flag_or_header_word(text, tok) if ctx.call is None else None
+    if word is not None:
+        return word
     declared = index.find(tok.text)
     if declared is not None and not after_dot(toks, i):
         return _declaration(declared, index)
+    return None
+
+
+def _flag_or_header_word(text: str, tok: Token) -> Optional[str]:
+    """A model flag (``train_mode``) after a model's declaration, or a word of a ``stage`` or
+    ``phase`` header (``batch_size``): its meaning."""
+    line = text[text.rfind("\n", 0, tok.start) + 1:tok.start].split()
+    if not line or "=" in text[tok.end:tok.end + 2]:
+        return None
+    if tok.text in MODEL_FLAGS and line[0] in ("student", "teacher", "generator", "override"):
+        return MODEL_FLAGS[tok.text]
+    if tok.text in HEADER_WORDS and line[0] in ("stage", "phase"):
+        return HEADER_WORDS[tok.text]
     return None

@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 from rich.table import Table
 
 from kdsl.catalog.registry import REGISTRY
-from kdsl.catalog.shapes import TensorInfo
+from kdsl.catalog.shapes import Broadcastable, TensorInfo, broadcast_shape
 from kdsl.compiler.install import place_text
 from kdsl.compiler.plan import Plan
 from kdsl.compiler.truncate import truncation_lines
@@ -61,6 +61,16 @@ def connectors_table(plan: Plan) -> Table:
     return table
 
 
+def _rule_text(rule, lp) -> str:
+    """A loss's shape rule; a broadcast's with the shape its inputs broadcast to."""
+    text = rule.describe()
+    if isinstance(rule, Broadcastable) and lp.inputs.get(rule.a) and lp.inputs.get(rule.b):
+        shape = broadcast_shape(lp.inputs[rule.a].shape, lp.inputs[rule.b].shape)
+        text += f": {lp.inputs[rule.a].describe()} with {lp.inputs[rule.b].describe()} -> " + \
+            (TensorInfo(shape).describe() if shape is not None else "no shape")
+    return text
+
+
 def losses_table(plan: Plan) -> Table:
     """The losses in evaluation order: inputs with their shapes, weights, shape rules."""
     table = _table("losses, in evaluation order (total = sum of the weighted terms)",
@@ -75,7 +85,7 @@ def losses_table(plan: Plan) -> Table:
         opts = _options_text(lp.options, lp.inferred) if lp.inferred else ""
         table.add_row(str(i), decl.name, decl.component + (f"({', '.join(options)})" if options else "")
                       + (f"\ninferred: {opts}" if opts else ""), inputs, weight_text(decl.weight),
-                      "\n".join(r.describe() for r in component.rules) or "-")
+                      "\n".join(_rule_text(r, lp) for r in (lp.term.rules if lp.term else component.rules)) or "-")
     return table
 
 
@@ -89,7 +99,8 @@ def models_table(plan: Plan) -> Table:
         elif decl.role == "generator":
             mode = "makes the input; trains where optimized"
         elif decl.frozen:
-            mode = "frozen: eval mode, no grad" if decl.name in plan.used_teachers else "frozen, never run"
+            mode = ("frozen: train mode (batch statistics, running ones kept), no grad" if decl.train_mode
+                    else "frozen: eval mode, no grad") if decl.name in plan.used_teachers else "frozen, never run"
         else:
             mode = "trains (trainable teacher)"
         table.add_row(decl.name, decl.role, type(m).__name__, f"{sum(p.numel() for p in m.parameters()):,}",
@@ -156,6 +167,11 @@ def control_lines(distiller) -> List[str]:
     return lines + ([""] if lines else [])
 
 
+def _stage_epochs_text(stage) -> str:
+    epochs = "rest of the run" if stage.epochs is None else str(stage.epochs)
+    return epochs + ("" if stage.batch_size is None else f"\nbatch_size {stage.batch_size}")
+
+
 def procedure_table(distiller) -> Table:
     """The stages in order and, in each, the phases of a training step: repeats, what runs,
     which losses, what trains and with which optimizer."""
@@ -169,7 +185,7 @@ def procedure_table(distiller) -> Table:
                 name, options = phase.optimizer
                 opt = f"{name}({', '.join(f'{k}={literal_text(v)}' for k, v in options.items())})"
             table.add_row(stage.name if i == 0 else "",
-                          ("rest of the run" if stage.epochs is None else str(stage.epochs)) if i == 0 else "",
+                          _stage_epochs_text(stage) if i == 0 else "",
                           phase.name, str(phase.repeat), _runs_text(plan, phase),
                           ", ".join(phase.losses) or "-", _trains_text(distiller, stage, phase), opt)
     return table

@@ -77,6 +77,8 @@ class Distiller(Staging, nn.Module):
         frozen = {m.name for m in spec.teachers if m.frozen}
         self.models = nn.ModuleDict({n: m for n, m in compiled.models.items() if n not in frozen})
         self._frozen: Dict[str, nn.Module] = {n: compiled.models[n] for n in frozen}
+        # frozen teachers run in the distiller's mode (train: batch statistics), never trained
+        self._train_mode = {m.name for m in spec.teachers if m.frozen and m.train_mode}
         self.connectors = nn.ModuleDict(compiled.connectors)
         self.loss_modules = nn.ModuleDict({t.name: t.module for t in compiled.terms})
         self.recorders = compiled.recorders
@@ -145,6 +147,13 @@ class Distiller(Staging, nn.Module):
             self.connectors[name].eval()
         self._hold_frozen_in_eval()
         return self
+
+    def _hold_teacher_mode(self, name: str, model: nn.Module) -> None:
+        """A frozen teacher runs in eval mode, or, declared ``train_mode``, in the distiller's mode
+        (its norm layers then use batch statistics without updating their running ones)."""
+        mode = self.training and name in self._train_mode
+        if model.training != mode:
+            model.train(mode)
 
     def _function_context(self) -> FunctionContext:
         p = next(self.student.parameters(), None)
@@ -255,8 +264,8 @@ class Distiller(Staging, nn.Module):
             self._run.phase = "teachers"
         model = self.model(name)
         frozen = name in self._frozen
-        if frozen and model.training:
-            model.eval()
+        if frozen:
+            self._hold_teacher_mode(name, model)
         with self._pass(name, frozen), self._truncated(self._plain_cuts.get(name)):
             yield model
 
@@ -331,8 +340,8 @@ class Distiller(Staging, nn.Module):
         cuts = self._plain_cuts
         try:
             for name, teacher, frozen in self._teacher_runs:
-                if frozen and teacher.training:
-                    teacher.eval()
+                if frozen:
+                    self._hold_teacher_mode(name, teacher)
                 teacher_outputs[name] = self._run_model(name, teacher, frozen, cuts.get(name), args, kwargs)
             out = self._run_model(self.student_name, self.models[self.student_name], False,
                                   cuts.get(self.student_name), args, kwargs)
@@ -370,8 +379,8 @@ class Distiller(Staging, nn.Module):
                     continue  # ran as part of the input
                 model = self.model(name)
                 frozen = name in self._frozen
-                if frozen and model.training:
-                    model.eval()
+                if frozen:
+                    self._hold_teacher_mode(name, model)
                 # a frozen teacher between a trained generator and the losses keeps the graph
                 value = self._run_model(name, model, frozen and not ph.trains_input, cuts.get(name),
                                         args, kwargs)

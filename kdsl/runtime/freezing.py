@@ -50,3 +50,20 @@ def frozen_cleanup(model: nn.Module) -> Callable[[], None]:
     """Freeze ``model`` now; the returned function unfreezes it (once)."""
     freeze(model)
     return lambda: unfreeze(model)
+
+
+def batch_stats_cleanup(model: nn.Module) -> Callable[[], None]:
+    """A frozen teacher declared ``train_mode``: its norm layers normalize with each batch's
+    statistics when it runs in train mode, but never update their running statistics (their
+    ``track_running_stats`` is off while a distiller holds it: in eval mode they still normalize
+    with the running statistics as loaded, so the teacher's evaluation is unchanged). The returned
+    function restores the flags."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    norms = [m for m in model.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    def restore() -> None:
+        for m in norms:
+            m.track_running_stats = True
+    return restore

@@ -131,6 +131,16 @@ class Data:
         self.train.dataset.epoch = epoch
         self.train.generator.manual_seed(epoch_seed(self.seed, epoch))
 
+    def use_batch_size(self, batch_size: int) -> None:
+        """Training batches of ``batch_size`` from now on (a stage's own, ``stage NAME batch_size B``):
+        the same samples in the same order (the sampler, seeds and workers are the loader's), cut
+        into batches of another size."""
+        old = self.train
+        if old.batch_size == batch_size:
+            return
+        self.train = DataLoader(old.dataset, batch_size=batch_size, sampler=old.sampler, drop_last=old.drop_last,
+                                generator=old.generator, num_workers=old.num_workers, collate_fn=old.collate_fn)
+
 
 def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
     """Call the data factory of ``cfg.data`` and wrap its datasets in kdsl's loaders; ``span``, where
@@ -195,5 +205,5 @@ def zero_steps_problem(data, cfg) -> Optional[str]:
         return None
     if data.train_size == 0:
         return "the training set is empty: every epoch would train 0 steps"
-    return (f"drop_last = true with batch_size {cfg.batch_size} larger than the training set "
+    return (f"drop_last = true with batch_size {data.train.batch_size} larger than the training set "
             f"({data.train_size} samples per process): every epoch would drop its only batch and train 0 steps")

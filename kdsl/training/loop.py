@@ -109,6 +109,7 @@ class Trainer:
     def start_stage(self, plan, first: int, end: int, state: Optional[Dict[str, Any]]) -> StageRun:
         """Begin a stage: its freezes, fresh optimizers and schedules for its phases, restored from
         ``state`` when the run resumes inside this stage."""
+        self.steps_per_epoch = self.enter_batch_size(plan)
         stage = build_stage(self.distiller, self.cfg, plan, first, end, self.steps_per_epoch)
         if state is not None:
             if state["stage"] != plan.name:
@@ -128,6 +129,14 @@ class Trainer:
         self.reporter.stage_start(self.stage_info(stage))
         return stage
 
+    def enter_batch_size(self, plan) -> int:
+        """Batch the training data as stage ``plan`` does (its own ``batch_size``, else the run's);
+        the steps of its epochs."""
+        if self.data is None or self.generated:
+            return self.steps_per_epoch
+        self.data.use_batch_size(plan.batch_size or self.cfg.batch_size)
+        return epoch_steps(self.spec, self.cfg, self.data)
+
     def plain(self, plan) -> bool:
         """Whether a stage is today's single step (a spec without stages, phases or ``input``):
         every used teacher, then the student through the DDP wrapper, then every loss."""
@@ -135,13 +144,13 @@ class Trainer:
 
     def stage_info(self, stage: StageRun) -> StageInfo:
         return StageInfo(stage.name, stage.first, stage.end, tuple((p.name, p.repeat) for p in stage.phases),
-                         declared=stage.declared, phased=stage.phased)
+                         declared=stage.declared, phased=stage.phased, batch_size=stage.batch_size)
 
     def run_start(self, start_epoch: int, resumed: bool, ranges) -> RunStart:
         cfg = self.cfg
         opt = optimizers_text(cfg, ranges[0][0].phases if ranges else [])
         stages = tuple(StageInfo(p.name, a, b, tuple((ph.name, ph.repeat) for ph in p.phases),
-                                 declared=p.decl is not None, phased=p.phased)
+                                 declared=p.decl is not None, phased=p.phased, batch_size=p.batch_size)
                        for p, a, b in ranges)
         data = self.data
         return RunStart(
@@ -158,7 +167,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> RunResult:
         t_start = time.time()
         ranges = self.distiller.stage_ranges(self.cfg.epochs)
-        warnings = setup_warnings(self.spec, self.cfg, self.distiller, ranges, self.steps_per_epoch)
+        steps = {plan.name: self.enter_batch_size(plan) for plan, _, _ in reversed(ranges)}  # the first last
+        warnings = setup_warnings(self.spec, self.cfg, self.distiller, ranges, steps)
+        self.steps_per_epoch = steps[ranges[0][0].name]
         state = self.resume() if resume else None
         start_epoch = state["epoch"] if state else 0
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once

@@ -104,11 +104,12 @@ def span_problem(name: str, options: Dict[str, Any], epochs: int, steps_per_epoc
     return None
 
 
-def check_phase_setups(spec, cfg, distiller, ranges, steps_per_epoch: int) -> List[Diagnostic]:
+def check_phase_setups(spec, cfg, distiller, ranges, steps_per_epoch: Dict[str, int]) -> List[Diagnostic]:
     """Before the run trains: each phase's schedule fits its stage (KD770, at the piece), and an
     optimizer or scheduler given by reference names a class that takes its options (KD772).
-    ``steps_per_epoch``: optimizer steps of an epoch, before a phase's ``repeat``. Returns the
-    warnings: parameter groups whose pattern matches none of the phase's parameters (KD771)."""
+    ``steps_per_epoch``: optimizer steps of an epoch of each stage (by name), before a phase's
+    ``repeat``. Returns the warnings: parameter groups whose pattern matches none of the phase's
+    parameters (KD771)."""
     warnings: List[Diagnostic] = []
     for plan, first, end in ranges:
         for phase in plan.phases if end > first else ():
@@ -120,7 +121,7 @@ def check_phase_setups(spec, cfg, distiller, ranges, steps_per_epoch: int) -> Li
             warnings += _unmatched_groups(spec, (own or cfg.optimizer)[1].get(GROUPS, ()), names,
                                           f"phase '{phase.name}' of stage '{plan.name}'" if spec.stages
                                           else "the run")
-            steps = steps_per_epoch * phase.repeat
+            steps = steps_per_epoch[plan.name] * phase.repeat
             for k, (name, options) in enumerate(pieces_of(setting)):
                 problem = span_problem(name, options, end - first, steps)
                 if problem is None:
@@ -205,13 +206,18 @@ def _same(a: Setting, b: Setting) -> bool:
     return repr(a) == repr(b)
 
 
-def setup_warnings(spec, cfg, distiller, ranges, steps_per_epoch: int) -> List[str]:
+def setup_warnings(spec, cfg, distiller, ranges, steps_per_epoch: Dict[str, int]) -> List[str]:
     """What the run's first lines warn of, rendered: parameter groups that match nothing
     (:func:`check_phase_setups`, which also refuses a schedule that does not fit), and the steps
-    an accumulation leaves over at each epoch's end."""
+    an accumulation leaves over at each epoch's end. ``steps_per_epoch``: each stage's (by name)."""
     from kdsl.core.diagnostics import render
     from kdsl.training.accumulate import optimizer_steps, remainder_note
 
-    found = check_phase_setups(spec, cfg, distiller, ranges, optimizer_steps(steps_per_epoch, cfg.accumulate))
-    note = remainder_note(steps_per_epoch, cfg.accumulate)
-    return [render([w], spec.sources) for w in found] + ([note] if note else [])
+    per_epoch = {name: optimizer_steps(steps, cfg.accumulate) for name, steps in steps_per_epoch.items()}
+    found = check_phase_setups(spec, cfg, distiller, ranges, per_epoch)
+    notes = []
+    for plan, first, end in ranges:
+        note = remainder_note(steps_per_epoch[plan.name], cfg.accumulate) if end > first else None
+        if note and note not in notes:
+            notes.append(note if len(ranges) == 1 else f"stage '{plan.name}': {note}")
+    return [render([w], spec.sources) for w in found] + notes

@@ -90,12 +90,21 @@ def optimization_table(spec, distiller) -> Tuple[Table, List[str]]:
             own, setting = phase_schedule(phase.optimizer, cfg.lr_schedule)
             params = [(names.get(id(p), ""), p) for p in distiller.trainable_parameters(plan.name, phase.name)]
             optimizer = _optimizer(cfg, own, params)
-            steps_here = per_epoch * phase.repeat
+            steps_here = _stage_steps(cfg, plan, per_epoch) * phase.repeat
             trace = lr_trace(optimizer, setting, end - first, steps_here)
-            cells = (plan.name, phase.name, call_text(own or cfg.optimizer), _groups_text(optimizer),
+            stage = plan.name + ("" if plan.batch_size is None else f" (batch_size {plan.batch_size})")
+            cells = (stage, phase.name, call_text(own or cfg.optimizer), _groups_text(optimizer),
                      call_text(setting), _lr_text(trace, warmup_end(setting, end - first, steps_here)))
             table.add_row(*(escape(c) for c in cells))  # [..] in a call is text, not rich markup
     return table, notes
+
+
+def _stage_steps(cfg, plan, per_epoch: int) -> int:
+    """Optimizer steps of an epoch of ``plan``: a stage with its own batch size and no
+    steps_per_epoch has its epoch's batches scaled by the run's batch size over its own."""
+    if plan.batch_size is None or cfg.steps_per_epoch:
+        return per_epoch
+    return optimizer_steps(-(-ASSUMED_STEPS * cfg.batch_size // plan.batch_size), cfg.accumulate)
 
 
 def _groups_text(optimizer) -> str:

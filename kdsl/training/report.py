@@ -25,6 +25,7 @@ class StageInfo:
     phases: Tuple[Tuple[str, int], ...]
     declared: bool = False
     phased: bool = False
+    batch_size: Optional[int] = None  # its own batch size; None: the run's
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class StageRun:
     phases: List[PhaseRun]
     declared: bool  # a ``stage`` of the spec (not the implicit "main" of a spec without stages)
     phased: bool  # the stage has declared phases: its loss terms are reported as "phase/loss"
+    batch_size: Optional[int] = None  # its own (`stage NAME batch_size B`); None: the run's
 
     def state_dict(self) -> Dict[str, Dict[str, Any]]:
         """Every phase's optimizer, lr schedule and grad scaler state, by phase name."""
@@ -107,7 +108,7 @@ def build_stage(distiller, cfg, plan: Stage, first: int, end: int, steps_per_epo
         scaler = _grad_scaler() if cfg.amp == "fp16" else None
         phases.append(PhaseRun(phase.name, phase.repeat, optimizer, scheduler, scaler, params,
                                accumulate=cfg.accumulate))
-    return StageRun(plan.name, first, end, phases, plan.decl is not None, plan.phased)
+    return StageRun(plan.name, first, end, phases, plan.decl is not None, plan.phased, plan.batch_size)
 
 
 def named(distiller, params: List[nn.Parameter]) -> List[Tuple[str, nn.Parameter]]:

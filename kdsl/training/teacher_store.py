@@ -61,6 +61,10 @@ def storable_problem(spec: ir.Spec) -> Optional[Tuple[str, Any]]:
     trained = [t.name for t in spec.teachers if t.trainable and t.name in read]
     if trained:
         return f"teacher '{trained[0]}' is trainable: its outputs change as it trains", None
+    batch_stats = [t for t in spec.teachers if t.train_mode and t.name in read]
+    if batch_stats:  # its outputs depend on the other samples of each batch
+        return (f"teacher '{batch_stats[0].name}' runs in train mode (train_mode): its outputs depend on "
+                "the batch each sample is in", batch_stats[0].name_span)
     if not any(t.name in read for t in spec.teachers):
         return "no record reads a teacher's pass: there is nothing to store", None
     for init in (s for s in spec.statements if isinstance(s, ir.InitDecl)):
