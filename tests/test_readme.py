@@ -250,6 +250,8 @@ COVERED = [
     ("--load-weights", "tests/cli/test_check_without_weights.py", '"--load-weights"'),
     ("kdsl check specs/lm/kd.kd --data 'kdsl.data:text(seq_len=64)'", "tests/catalog/test_lm_specs.py",
      "kdsl.data:text(seq_len=64"),
+    ("kdsl check my_lm.kd --data 'kdsl.data:prompts(path=\"train.jsonl\", tokenizer=\"models/tiny\")'",
+     "tests/hubs/test_pretrained.py", "kdsl.data:prompts(path="),
     ("kdsl explain SPEC", "tests/cli/test_inspect_cli.py", '"explain"'),
     ("kdsl graph SPEC", "tests/cli/test_inspect_cli.py", '"graph"'),
     ("kdsl list [losses", "tests/catalog/test_registry.py", '"list"'),

@@ -235,6 +235,9 @@ CODES: Dict[str, Code] = {
                   "kdsl never downloads (as with HF_HUB_OFFLINE=1): an id that is not cached is "
                   "refused with its name; download it once with `hf download ID`."),
     # ---------------------------------------------------------------- runtime
+    "KD547": Code("LoRA cannot adapt the modules", "`lora_modules` names modules that the model "
+                  "lacks, or of a kind peft's LoRA cannot adapt. The hint lists the model's "
+                  "adaptable module names (linear, convolution and embedding layers)."),
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
     "KD603": Code("delivery queue empty", "The student's pass called a delivered method more "
