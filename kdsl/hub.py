@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from kdsl.core.diagnostics import error
 from kdsl.core.inspecting import inspecting
@@ -74,8 +74,22 @@ def hf_model(config: str = "GPT2Config", model: str = "AutoModel", **options: An
 def hf_causal_lm(config: str = "GPT2Config", **options: Any) -> Any:
     """A causal language model (``AutoModelForCausalLM``) from ``transformers.<config>(**options)``,
     randomly initialised, no download: e.g. ``config="GPT2Config", n_layer=2, n_embd=64, n_head=2,
-    vocab_size=256``. It returns ``.logits`` (and ``.loss`` when called with ``labels``)."""
-    return hf_model(config, "AutoModelForCausalLM", **options)
+    vocab_size=256``. It returns ``.logits`` (and ``.loss`` when called with ``labels``).
+    ``lora_modules=[...]`` (with ``lora_rank``, ``lora_alpha``, ``lora_dropout``) trains LoRA
+    adapters on those modules only (:mod:`kdsl.lora`)."""
+    from kdsl.lora import LORA_OPTIONS
+
+    lora = {k: options.pop(k) for k in LORA_OPTIONS if k in options}
+    return _with_lora(hf_model(config, "AutoModelForCausalLM", **options), **lora)
+
+
+def _with_lora(model: Any, lora_modules: Optional[Sequence[str]] = None, lora_rank: int = 8,
+               lora_alpha: float = 16.0, lora_dropout: float = 0.0) -> Any:
+    if lora_modules is None:
+        return model
+    from kdsl.lora import apply_lora
+
+    return apply_lora(model, lora_modules, lora_rank, lora_alpha, lora_dropout)
 
 
 def local_folder(path: str, revision: Optional[str] = None) -> str:
@@ -117,12 +131,19 @@ def _dtype(dtype: str) -> Any:
 
 
 def hf_pretrained(path: str, dtype: str = "float32", revision: Optional[str] = None,
-                  trust_remote_code: bool = False) -> Any:
+                  trust_remote_code: bool = False, lora_modules: Optional[Sequence[str]] = None,
+                  lora_rank: int = 8, lora_alpha: float = 16.0, lora_dropout: float = 0.0) -> Any:
     """A pretrained causal language model (``AutoModelForCausalLM.from_pretrained``) from a local
     folder or the Hugging Face cache, in ``dtype`` (``"auto"``: the config's). Nothing is
     downloaded (KD546 names an id that is not cached). ``trust_remote_code`` stays off unless
     given: a model whose code lives in its repository is refused by transformers without it.
-    For inspection the model is built from its config on the meta device, its weights unread."""
+    For inspection the model is built from its config on the meta device, its weights unread.
+    ``lora_modules=[...]`` trains LoRA adapters on those modules only (:mod:`kdsl.lora`)."""
+    model = _pretrained(path, dtype, revision, trust_remote_code)
+    return _with_lora(model, lora_modules, lora_rank, lora_alpha, lora_dropout)
+
+
+def _pretrained(path: str, dtype: str, revision: Optional[str], trust_remote_code: bool) -> Any:
     transformers = _transformers()
     torch_dtype = _dtype(dtype)
     folder = local_folder(path, revision)

@@ -29,6 +29,7 @@ RANKS = {
     "prompt_batches": 3,
     "prompt_data": 3,
     "hub": 3,
+    "lora": 3,
     "io": 3,
     "runtime": 4,
     "compiler": 5,

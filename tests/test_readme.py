@@ -86,14 +86,14 @@ def test_ci_runs_exactly_the_readme_commands():
 
 def test_test_extra_holds_every_optional_package_the_suite_uses():
     """#27.1: after the README's install (`.[test]`) the suite needs nothing more: each optional
-    extra is part of `[test]`, except the Hugging Face one, which .ci/run installs after the README's
-    commands for tests/hubs (whose tests skip without it, saying so)."""
+    extra is part of `[test]`, except the Hugging Face ones (hf, peft), which .ci/run installs after
+    the README's commands for tests/hubs (whose tests skip without them, saying so)."""
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     test_extra = set(extras["test"])
     for name, requirements in extras.items():
-        if name not in ("test", "hf"):
+        if name not in ("test", "hf", "peft"):
             assert set(requirements) <= test_extra, (name, set(requirements) - test_extra)
 
 
@@ -250,6 +250,8 @@ COVERED = [
     ("--load-weights", "tests/cli/test_check_without_weights.py", '"--load-weights"'),
     ("kdsl check specs/lm/kd.kd --data 'kdsl.data:text(seq_len=64)'", "tests/catalog/test_lm_specs.py",
      "kdsl.data:text(seq_len=64"),
+    ("kdsl check my_lm.kd --data 'kdsl.data:prompts(path=\"train.jsonl\", tokenizer=\"models/tiny\")'",
+     "tests/hubs/test_pretrained.py", "kdsl.data:prompts(path="),
     ("kdsl explain SPEC", "tests/cli/test_inspect_cli.py", '"explain"'),
     ("kdsl graph SPEC", "tests/cli/test_inspect_cli.py", '"graph"'),
     ("kdsl list [losses", "tests/catalog/test_registry.py", '"list"'),

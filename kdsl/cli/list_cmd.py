@@ -28,6 +28,9 @@ INTEGRATIONS: Tuple[Tuple[str, str, str], ...] = (
      "timm's models by name"),
     ("transformers", "transformers:AutoModelForCausalLM.from_config(...)",
      "Hugging Face models built from a config (no download)"),
+    ("transformers", 'kdsl.hub:hf_pretrained(path=..., dtype="bfloat16")',
+     "pretrained causal LMs from a folder or the local cache (never downloaded)"),
+    ("peft", 'kdsl.hub:hf_pretrained(path=..., lora_modules=["c_attn"])', "LoRA students: only the adapters train"),
 )
 
 

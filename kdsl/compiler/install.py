@@ -56,6 +56,9 @@ def _param_recorder(plan: Plan, rec: ir.RecordDecl, common: dict) -> Optional[Re
     # every name of a tied weight (an LM head tied to the embedding: `head.weight` is `embed.tok.weight`)
     tensors = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))
+    # a LoRA layer (peft) wraps the module it adapts, whose weight moves to .base_layer.weight:
+    # the spec names it where the user's model had it
+    tensors.update({k.replace(".base_layer.", "."): v for k, v in list(tensors.items()) if ".base_layer." in k})
     if target.dotted not in tensors:
         best, _ = suggest_path(target.dotted, list(tensors))
         plan.diags.error("KD502", f"{rec.model} ({type(model).__name__}) has no parameter "

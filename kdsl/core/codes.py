@@ -266,6 +266,9 @@ CODES: Dict[str, Code] = {
     "KD550": Code("model cannot generate", "The model that `generate` names has no `generate` "
                   "method (or, a Hugging Face model, says it cannot generate). Generate from a causal "
                   "language model."),
+    "KD547": Code("LoRA cannot adapt the modules", "`lora_modules` names modules that the model "
+                  "lacks, or of a kind peft's LoRA cannot adapt. The hint lists the model's "
+                  "adaptable module names (linear, convolution and embedding layers)."),
     "KD601": Code("loss failed", "An error was raised while evaluating a loss term."),
     "KD602": Code("connector failed", "An error was raised while evaluating a connector."),
     "KD603": Code("delivery queue empty", "The student's pass called a delivered method more "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.resolve import import_ref
-from kdsl.core.diagnostics import error, exception_summary
+from kdsl.core.diagnostics import KdslError, error, exception_summary
 from kdsl.core.span import Span
 
 
@@ -107,5 +107,8 @@ def call_factory(ref: str, args, kwargs, what: str, span: Optional[Span] = None)
         raise error("KD508", f"{what} reference \"{ref}\" is not callable", span)
     try:
         return factory(*args, **kwargs)
+    except KdslError as exc:  # a kdsl factory's own diagnostic (kdsl.hub: KD546, ...), located here
+        raise KdslError([d if d.span is not None or span is None else d.model_copy(update={"span": span})
+                         for d in exc.diagnostics]) from None
     except Exception as exc:  # noqa: BLE001 - the factory's own error, shown in one line
         raise error("KD508", f"{what} factory \"{ref}\" failed: {exception_summary(exc)}", span) from None

@@ -103,9 +103,19 @@ def models_table(plan: Plan) -> Table:
                     else "frozen: eval mode, no grad") if decl.name in plan.used_teachers else "frozen, never run"
         else:
             mode = "trains (trainable teacher)"
-        table.add_row(decl.name, decl.role, type(m).__name__, f"{sum(p.numel() for p in m.parameters()):,}",
+        table.add_row(decl.name, decl.role, type(m).__name__, _param_counts(m, decl.role == "student"),
                       mode, decl.checkpoint or "-")
     return table
+
+
+def _param_counts(model, student: bool) -> str:
+    """Parameters; for a student with frozen ones (LoRA adapters on a frozen base, ``freeze``),
+    how many train and how many are frozen."""
+    total = sum(p.numel() for p in model.parameters())
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if student and frozen:
+        return f"{total:,} ({total - frozen:,} trainable, {frozen:,} frozen)"
+    return f"{total:,}"
 
 
 def deliveries_table(plan: Plan) -> Table:

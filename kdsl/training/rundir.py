@@ -8,27 +8,27 @@ state dict: trained models, connectors, learning losses), ``optimization`` (``{s
 ``history``, ``config`` and ``spec`` (the spec's fingerprint). A ``kdsl-run/1`` checkpoint (one
 optimizer, before stages) reads as stage "main", phase "step".
 
-``student.pt`` is the student's plain state dict (of the last epoch); ``best.pt`` the student's at
-the best epoch by the validation metric (:func:`kdsl.training.metrics.best_epoch`, setting
-``best_metric``); ``models/NAME.pt`` every trained model's
-(the student, trainable teachers, generators); ``connectors/STAGE.pt`` the connectors after stage
-STAGE, ``{NAME: state dict}`` (``connector NAME = ... from "RUN/connectors/STAGE.pt"`` loads
-NAME's); ``metrics.jsonl`` /
-``metrics.csv`` one row per epoch; ``validation.jsonl`` one row per validation within an epoch
-(``val_every``); ``curves.png``; ``summary.json``; ``spec/`` the spec and the
-files it includes as they were read (:func:`kdsl.training.environment.spec_files`), written when the
-run starts; ``environment.json`` one entry per process that trained the run (versions, device,
-threads, command line, git commit); ``tensorboard/`` the event files of ``--tensorboard``. Every
-file is written atomically, and only by rank 0.
+``student.pt`` is the student's plain state dict (of the last epoch; a LoRA student's merged, its
+adapters in ``student_adapter/``); ``best.pt`` the student's at the best epoch by the validation
+metric (:func:`kdsl.training.metrics.best_epoch`, setting ``best_metric``); ``models/NAME.pt``
+every trained model's (the student, trainable teachers, generators); ``connectors/STAGE.pt`` the
+connectors after stage STAGE, ``{NAME: state dict}`` (``connector NAME = ... from
+"RUN/connectors/STAGE.pt"`` loads NAME's); ``metrics.jsonl`` / ``metrics.csv`` one row per epoch;
+``validation.jsonl`` one row per validation within an epoch (``val_every``); ``curves.png``;
+``summary.json``; ``spec/`` the spec and the files it includes as they were read
+(:func:`kdsl.training.environment.spec_files`), written when the run starts; ``environment.json``
+one entry per process that trained the run (versions, device, threads, command line, git commit);
+``tensorboard/`` the event files of ``--tensorboard``. Every file is written atomically, and only
+by rank 0.
 
-``kdsl-run.json`` (the manifest) lists every path kdsl wrote in the directory (a folder whose
-whole content is kdsl's, ``tensorboard/``, ends with ``/``); a path is listed before it is first
-written. It is what makes a directory kdsl's: a non-empty directory without one is refused
-(KD706), a file in the place of a run file that the manifest does not list is never replaced,
-and a fresh run (``--overwrite``, or after a run killed before its first checkpoint) removes
-exactly what the manifest lists, nothing else. A run that fails or is interrupted before its
-first checkpoint removes what it wrote, and the directory if it made it. A directory of a kdsl
-from before the manifest (``checkpoint.pt``, no manifest) is adopted with its fixed names.
+``kdsl-run.json`` (the manifest) lists every path kdsl wrote in the directory (a folder whose whole
+content is kdsl's, ``tensorboard/``, ends with ``/``); a path is listed before it is first written.
+It is what makes a directory kdsl's: a non-empty directory without one is refused (KD706), a file
+in the place of a run file that the manifest does not list is never replaced, and a fresh run
+(``--overwrite``, or after a run killed before its first checkpoint) removes exactly what the
+manifest lists, nothing else. A run that fails or is interrupted before its first checkpoint
+removes what it wrote, and the directory if it made it. A directory of a kdsl from before the
+manifest (``checkpoint.pt``, no manifest) is adopted with its fixed names.
 
 With ``checkpoint_every = N``, ``checkpoint.pt`` is also written every N steps within an epoch,
 alone, with ``"within": {"steps", "sums"}`` (the steps of the epoch after ``epoch`` done, and their
@@ -41,10 +41,10 @@ belong to it or to the epoch after it. ``best.pt`` alone is written *after* the 
 only at an epoch that improves the metric: its weights are then the checkpoint's own student, so a
 kill between the two leaves a checkpoint from which best.pt is rebuilt, and a kill before the
 checkpoint leaves the previous best.pt, which the checkpoint's history still names. Those are
-derived from the checkpoint, and ``--resume`` and
-``--eval-only`` repair any that disagree with it (:meth:`RunDir.weights_agree`,
-:meth:`RunDir.metrics_agree`, :meth:`RunDir.summary_agrees`); temporary files of a killed writer
-(``NAME.tmp-PID``, NAME listed in the manifest) are removed when a run directory is prepared.
+derived from the checkpoint, and ``--resume`` and ``--eval-only`` repair any that disagree with it
+(:meth:`RunDir.weights_agree`, :meth:`RunDir.metrics_agree`, :meth:`RunDir.summary_agrees`);
+temporary files of a killed writer (``NAME.tmp-PID``, NAME listed in the manifest) are removed when
+a run directory is prepared.
 
 For the kill test (tests/hardening/test_kill.py) every atomic write passes three *write points*
 (half of the temporary file written, the temporary file complete, the file renamed into place):
@@ -65,6 +65,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.diagnostics import error
+from kdsl.lora import adapter_files, plain_state_dict
 from kdsl.lang import ir
 from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, from_format_1,
                                             checkpoint_problem)
@@ -344,15 +345,18 @@ class RunDir:
             saved = torch.load(self.file(name), map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - missing, cut short, damaged: it disagrees
             return False
-        mine = _plain(module)
+        mine = plain_state_dict(module)
         return (isinstance(saved, dict) and list(saved) == list(mine)
                 and all(isinstance(saved[k], torch.Tensor) and saved[k].dtype == v.dtype
                         and saved[k].shape == v.shape and torch.equal(saved[k], v) for k, v in mine.items()))
 
     def write_weights(self, name: str, module) -> None:
-        """``module``'s plain state dict to the weights file ``name`` (under the run directory)."""
+        """``module``'s plain state dict to the weights file ``name`` (under the run directory); a
+        LoRA model's merged, its adapters beside (:func:`kdsl.lora.adapter_files`)."""
         if self.writer:
-            self.write_file(name, _torch_bytes(_plain(module)))
+            self.write_file(name, _torch_bytes(plain_state_dict(module)))
+            for extra, data in adapter_files(name, module):
+                self.write_file(extra, data)
 
     def remove(self, name: str) -> bool:
         """Remove the file ``name`` of the run directory; whether there was one."""
@@ -400,7 +404,7 @@ class RunDir:
         """connectors/STAGE.pt: every connector's state dict at the end of ``stage``."""
         if not self.writer:
             return
-        state = {name: _plain(c) for name, c in connectors.items()}
+        state = {name: plain_state_dict(c) for name, c in connectors.items()}
         self.write_file(os.path.join("connectors", f"{stage}.pt"), _torch_bytes(state))
 
     def read_checkpoint(self, fingerprint: str, device) -> Dict[str, Any]:
@@ -494,7 +498,3 @@ def _metrics_texts(history: List[Dict[str, Any]]) -> Tuple[bytes, bytes]:
 def _jsonl(rows: List[Dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows).encode()
 
-
-def _plain(module) -> Dict[str, Any]:
-    """A module's state dict as plain CPU tensors (loadable without kdsl)."""
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}

@@ -63,6 +63,25 @@ def test_an_id_that_is_not_cached_names_it_and_the_offline_setting(folders):
     with pytest.raises(KdslError) as info:
         hf_pretrained(str(folders["root"] / "missing"))
     assert info.value.errors[0].code == "KD546" and "no such folder" in info.value.errors[0].message
+    spec = folders["root"] / "absent.kd"
+    spec.write_text('student = model("kdsl.hub:hf_pretrained", path="kdsl-tests/absent-model")\n'
+                    "record s = output of student\nloss task = model_loss(s.loss)\n")
+    code, out = invoke("check", "--dry-run", str(spec))
+    assert code == 1 and f"{spec}:1:17: error[KD546]: pretrained model 'kdsl-tests/absent-model'" in out
+
+
+def test_a_cached_hub_id_loads_from_the_cache_at_its_revision(folders, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--kdsl-tests--tiny-gpt2"
+    shutil.copytree(folders["gpt2"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    model = hf_pretrained("kdsl-tests/tiny-gpt2", revision="main")
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    assert hf_tokenizer("kdsl-tests/tiny-gpt2")("ab")["input_ids"] == [3, 4]
 
 
 def spec_text(student: Path, teacher: Path, data: str = "") -> str:
