@@ -115,8 +115,10 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1) if prune \
         else optuna.pruners.NopPruner()
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=sweep.direction,
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
-                                load_if_exists=True)
+                                pruner=pruner, load_if_exists=True)
+    # seeded, and by how far the study has come: a resumed sweep (or a second process) must not
+    # draw the same values as the run before it
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
     saved = study.user_attrs.get("kdsl")
     if saved is None:
         study.set_user_attr("kdsl", sweep.identity)
