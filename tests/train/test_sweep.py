@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, 
     assert (rows[2]["tau"], rows[2]["kd_weight"]) != (rows[1]["tau"], rows[1]["kd_weight"])  # drawn afresh
     assert (sweep_dir / "history.png").read_bytes()[:8] == PNG
     assert (sweep_dir / "trials.csv").read_text().splitlines()[0].startswith("trial,state,tau,kd_weight,val_top1")
+
+    # the command printed for the best trial reproduces it: the same run, the same metric
+    words = shlex.split(best["command"])
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    code, out, err = _kdsl(*words[1:])
+    assert code == 0, out + err
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["best"]["value"] == best["value"]
+    assert again["config"]["params"]["tau"] == {"value": best["params"]["tau"], "source": "--set",
+                                                "search": "uniform(1, 8)"}
 
     # each trial is an ordinary run: its summary records the params and where each value came from
     trial = json.loads((sweep_dir / "trial-002" / "summary.json").read_text())
