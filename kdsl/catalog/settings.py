@@ -122,7 +122,7 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("steps_per_epoch", optional(INT), None,
             "training steps per epoch: required when the input comes from a generator "
             "(input = ...) and the spec gives no data; with data, an epoch stops after this many batches",
-            flag="--steps-per-epoch", minimum=1, maximum=1_000_000_000),
+            flag="--steps-per-epoch", minimum=1, maximum=1_000_000_000, commands=("train", "sweep")),
     Setting("batch_size", INT, 64, "samples per batch (per process)", flag="--batch-size", minimum=1,
             maximum=2**31 - 1,
             data_option=True, commands=_TRAIN_AND_STORE),

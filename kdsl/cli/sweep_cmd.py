@@ -78,6 +78,9 @@ def _show(plan, summary) -> None:
     echo(f"reproduce: {best['command']}")
     files = ["summary.json", "trials.csv"] + [p for p in summary["plots"].values() if p]
     echo(f"wrote {plan.out}/: " + ", ".join(f.split("/")[-1] for f in files))
+    if summary["plots"]["importance"] is None:
+        echo("importance.png not drawn: the finished trials' values do not vary enough to rank the params "
+             "(or matplotlib is missing)")
 
 
 def _cell(value: Any) -> str:

@@ -287,7 +287,7 @@ def _text_param(p, d: ir.ParamDecl) -> str:
 
 
 def _check_param(v, d: ir.ParamDecl, use) -> ir.ParamDecl:
-    from kdsl.lang.params import check_search, given_note
+    from kdsl.lang.search_spaces import check_search
 
     ok, _ = try_literal(d.value)
     if not ok:
@@ -298,6 +298,13 @@ def _check_param(v, d: ir.ParamDecl, use) -> ir.ParamDecl:
     else:
         check_search(d, v.diags)
     return d
+
+
+def given_note(decl: ir.ParamDecl) -> Optional[Note]:
+    """The note that points at where a param's value was given, when it came from outside."""
+    if decl.given is None:
+        return None
+    return Note(message=f"its value given by {decl.given}", span=decl.value.span)
 
 
 class ParamSubstitution:
@@ -348,8 +355,6 @@ class ParamSubstitution:
     def point_at_params(self, diags, since: int) -> None:
         """Give each diagnostic found at a use (from ``diags.kept[since]`` on) a note that
         points at the param whose value it is."""
-        from kdsl.lang.params import given_note
-
         for i in range(since, len(diags.kept)):
             found = diags.kept[i]
             decl = self.uses.get(found.span)

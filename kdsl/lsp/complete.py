@@ -1,6 +1,7 @@
 """Completion: statement keywords (the statement table), settings in a train block (the settings
 table), catalog entries with their inputs and required options as a snippet, option names inside
-a call, and the names the spec declares."""
+a call, the names the spec declares, and after a param's value ``search`` and the search spaces
+(the search-space table, :mod:`kdsl.catalog.search`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import List
 from lsprotocol import types as lsp
 
 from kdsl.catalog.registry import REGISTRY
+from kdsl.catalog.search import SEARCH_SPACES, SEARCH_WORD, SearchSpace
 from kdsl.catalog.settings import SPEC_SETTINGS, Setting
 from kdsl.catalog.types import Component
 from kdsl.core.literals import literal_text
@@ -88,11 +90,28 @@ def _names(index: Index) -> List[lsp.CompletionItem]:
             for d in index.names()]
 
 
+def search_doc(space: SearchSpace) -> str:
+    """What a search space draws (hover and completion)."""
+    return f"{space.signature}: {space.help} (kdsl sweep searches it)"
+
+
+def _search_spaces() -> List[lsp.CompletionItem]:
+    return [lsp.CompletionItem(label=s.name, kind=lsp.CompletionItemKind.Function, detail="search space",
+                               documentation=search_doc(s), insert_text=s.signature.replace("...", "").replace(", )", ")"))
+            for s in SEARCH_SPACES.values()]
+
+
 def completions(ctx: Context, index: Index, settings_given: set) -> List[lsp.CompletionItem]:
     if ctx.line_start and ctx.block == "train":
         return _settings(settings_given)
     if ctx.line_start:
         return _keywords(ctx.block)
+    line = ctx.line[1:] if ctx.line[:1] == ("override",) else ctx.line
+    if line[:1] == ("param",) and ctx.call is None and line[-1] == SEARCH_WORD:  # param tau = 4 search |
+        return _search_spaces()
+    if line[:1] == ("param",) and ctx.call is None and "=" in line[:-1] and SEARCH_WORD not in line:
+        return [lsp.CompletionItem(label=SEARCH_WORD, kind=lsp.CompletionItemKind.Keyword,
+                                   detail="the space kdsl sweep searches for this param's value")] + _names(index)
     items = _names(index) + _components()
     if ctx.call is not None:
         items = _options(ctx.call, ctx.given) + items

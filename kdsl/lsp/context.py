@@ -17,6 +17,7 @@ class Context:
     line_start: bool  # only a (partial) word stands before the cursor on its statement line
     given: tuple  # option names already given in the innermost call
     prefix: str  # the partial word before the cursor
+    line: tuple = ()  # the texts of the tokens before it on its line (``param tau = 4 search``)
 
 
 def _block_word(toks: List[Token], i: int) -> Optional[str]:
@@ -45,7 +46,9 @@ def context_at(text: str, offset: int) -> Context:
         given = tuple(t.text for k, t in enumerate(inner[:-1])
                       if t.kind == "name" and inner[k + 1].text == "=")
     line_start = not head or head[-1].kind == "newline" or head[-1].text in "{}"
-    return Context(block, call, line_start and call is None, given, prefix)
+    starts = [k for k, t in enumerate(head) if t.kind == "newline"]
+    line = tuple(t.text for t in head[starts[-1] + 1 if starts else 0:])
+    return Context(block, call, line_start and call is None, given, prefix, line)
 
 
 def component_named(name: str, kinds=KINDS) -> Optional[Component]:

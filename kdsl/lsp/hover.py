@@ -1,16 +1,17 @@
 """Hover: a catalog entry (``kdsl list NAME``'s text), a train setting (meaning, default, allowed
-values), an option of a call, and a declared name (its statement; for a record, what it records)."""
+values), an option of a call, a search space (``search uniform(1, 8)``), and a declared name (its statement; for a record, what it records)."""
 
 from __future__ import annotations
 
 from typing import List, Optional
 
+from kdsl.catalog.search import SEARCH_SPACES, SEARCH_WORD
 from kdsl.catalog.settings import SPEC_SETTINGS
 from kdsl.cli.catalog_view import entry_lines
 from kdsl.lang import ir
 from kdsl.lang.header_words import HEADER_WORDS, MODEL_FLAGS
 from kdsl.lang.statements import RECORDER_KINDS, UnhandledStatement, recorder_kind
-from kdsl.lsp.complete import setting_doc
+from kdsl.lsp.complete import search_doc, setting_doc
 from kdsl.lsp.context import component_named, context_at
 from kdsl.lsp.names import Declaration, Index
 from kdsl.lsp.text import Token, after_dot, tokens, window
@@ -42,6 +43,12 @@ def hover_text(text: str, offset: int, index: Index) -> Optional[str]:
         return None
     tok: Token = toks[i]
     nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+    previous = toks[i - 1].text if i > 0 else ""
+    if tok.text in SEARCH_SPACES and (previous == SEARCH_WORD or nxt == "(" and component_named(tok.text) is None):
+        return search_doc(SEARCH_SPACES[tok.text])
+    if tok.text == SEARCH_WORD and previous != "param":
+        return f"`{SEARCH_WORD} SPACE`: the space `kdsl sweep` draws this param's value from: " + \
+            ", ".join(s.signature for s in SEARCH_SPACES.values())
     if nxt == "(":
         entry = component_named(tok.text)
         if entry is not None:

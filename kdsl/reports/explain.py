@@ -207,7 +207,7 @@ def explain(distiller) -> List[Any]:
     parts: List[Any] = [f"[bold]{plan.spec.file}[/bold]: what kdsl does with these models\n",
                         models_table(plan)]
     if plan.spec.params:  # their values stand in the tables below where the spec names them
-        from kdsl.lang.params import params_text  # with where a value came from, and its search space
+        from kdsl.lang.search_spaces import params_text  # with where a value came from, and its search space
 
         parts.append("params: " + ", ".join(params_text(plan.spec)))
     if distiller.procedure.declared:

@@ -170,7 +170,7 @@ def resolve_config(spec: ir.Spec, given: Mapping[str, Any]) -> TrainConfig:
 def record_params(cfg: TrainConfig, spec: ir.Spec) -> None:
     """The spec's params with their values' sources into ``cfg.params`` (summary.json's config);
     its source is "flag" when any value was given from outside the spec."""
-    from kdsl.lang.params import param_record
+    from kdsl.lang.search_spaces import param_record
 
     record = param_record(spec)
     given = any(entry["source"] != "spec" for entry in record.values())

@@ -25,8 +25,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
-from kdsl.lang.params import GivenValues, search_values
+from kdsl.lang.params import GivenValues
+from kdsl.lang.search_spaces import search_values
 from kdsl.training.report import Reporter
+from kdsl.training.sweep_report import finished, trial_line
 
 STUDY = "study.db"
 STUDY_NAME = "kdsl-sweep"
@@ -68,7 +70,7 @@ def plan_sweep(spec_path: str, out: Optional[str] = None, params: GivenValues = 
     values), its search spaces (KD751 when there are none) and the objective."""
     from kdsl.catalog.settings import METRICS
     from kdsl.lang.loader import load
-    from kdsl.lang.params import param_record
+    from kdsl.lang.search_spaces import param_record
     from kdsl.training.config import resolve_config
 
     spec = load(spec_path, params)
@@ -115,8 +117,10 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1) if prune \
         else optuna.pruners.NopPruner()
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=sweep.direction,
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
-                                load_if_exists=True)
+                                pruner=pruner, load_if_exists=True)
+    # seeded, and by how far the study has come: a resumed sweep (or a second process) must not
+    # draw the same values as the run before it
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
     saved = study.user_attrs.get("kdsl")
     if saved is None:
         study.set_user_attr("kdsl", sweep.identity)
@@ -191,21 +195,12 @@ def objective(sweep: Sweep) -> Callable:
     return run
 
 
-def finished(study) -> int:
-    """The trials that count towards ``--trials``: completed or pruned."""
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
 def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = True, seed: int = 0,
               say: Callable[[str], None] = lambda _line: None):
     """Run trials until ``trials`` of them have finished (those of earlier, interrupted runs of the
     sweep count); the study."""
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
-
-    from kdsl.training.sweep_report import trial_line
 
     study = open_study(sweep, overwrite=overwrite, seed=seed, prune=prune)
     done = finished(study)

@@ -33,8 +33,6 @@ def _value_text(value: Any) -> str:
 
 def trial_line(sweep, study, trial, total: int) -> str:
     """``trial 3 [4/12]: tau=2.31, kd_weight=0.52 -> val_top1 0.9312 (12.3 s); best 0.94, trial 1``."""
-    from kdsl.training.sweep import finished
-
     state = _state(trial)
     outcome = f"{sweep.metric} {trial.value:.4g}" if trial.value is not None else state
     if state == "pruned":
@@ -50,6 +48,13 @@ def trial_line(sweep, study, trial, total: int) -> str:
     if best is not None:
         line += f"; best {best.value:.4g}, trial {best.number}"
     return line
+
+
+def finished(study) -> int:
+    """The trials that count towards ``--trials``: completed or pruned."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def _best(study):

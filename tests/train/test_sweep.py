@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ optuna = pytest.importorskip("optuna")
 
 SWEEP_SPEC = str(ROOT / "specs" / "digits" / "kd_sweep.kd")
 KD_SPEC = str(ROOT / "specs" / "digits" / "kd.kd")
-FLAGS = ["--set", "epochs=1", "--threads", "1"]
+PNG = b"\x89PNG\r\n\x1a\n"
+FLAGS = ["--set", "epochs=1", "--steps-per-epoch", "3", "--threads", "1"]
 
 
 def _kdsl(*args: str):
@@ -77,10 +79,21 @@ def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, 
     done = [r for r in summary["trials"] if r["state"] == "complete"]
     assert best["value"] == max(r["val_top1"] for r in done)
     assert f"best: trial {best['trial']}, val_top1" in out and f"reproduce: {best['command']}" in out
-    assert best["command"].startswith(f"kdsl train {SWEEP_SPEC} --threads 1 --set epochs=1 --set tau=")
-    for png in ("history.png", "importance.png"):
-        assert (sweep_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert best["command"].startswith(f"kdsl train {SWEEP_SPEC} --steps-per-epoch 3 --threads 1 --set epochs=1 "
+                                      "--set tau=")
+    assert (rows[2]["tau"], rows[2]["kd_weight"]) != (rows[1]["tau"], rows[1]["kd_weight"])  # drawn afresh
+    assert (sweep_dir / "history.png").read_bytes()[:8] == PNG
     assert (sweep_dir / "trials.csv").read_text().splitlines()[0].startswith("trial,state,tau,kd_weight,val_top1")
+
+    # the command printed for the best trial reproduces it: the same run, the same metric
+    words = shlex.split(best["command"])
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    code, out, err = _kdsl(*words[1:])
+    assert code == 0, out + err
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["best"]["value"] == best["value"]
+    assert again["config"]["params"]["tau"] == {"value": best["params"]["tau"], "source": "--set",
+                                                "search": "uniform(1, 8)"}
 
     # each trial is an ordinary run: its summary records the params and where each value came from
     trial = json.loads((sweep_dir / "trial-002" / "summary.json").read_text())
@@ -146,3 +159,28 @@ def test_without_optuna_the_sweep_gives_the_install_line(monkeypatch, tmp_path):
     code, out, err = _kdsl("sweep", SWEEP_SPEC, "--dir", str(tmp_path / "s"))
     assert code == 1 and "KD750" in err and "pip install 'kdsl[sweep]'" in err
     assert "Traceback" not in out + err
+
+
+def test_the_summary_ranks_the_params_and_draws_both_plots(tmp_path):
+    """With trials whose metric follows tau and hardly kd_weight, the importance says so."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from kdsl.training.sweep import open_study, plan_sweep
+    from kdsl.training.sweep_report import param_importances, write_summary
+
+    plan = plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"])
+    study = open_study(plan)
+    spaces = {"tau": FloatDistribution(1, 8), "kd_weight": FloatDistribution(0.1, 1)}
+    for i in range(8):
+        tau, weight = 1 + i * 0.9, 0.1 + (i * 37 % 9) / 10
+        study.add_trial(create_trial(params={"tau": tau, "kd_weight": weight}, distributions=spaces,
+                                     value=90 - (tau - 5) ** 2 + 0.01 * weight, user_attrs={"run_dir": f"t{i}"}))
+    summary = write_summary(plan, study)
+    assert list(param_importances(study)) == ["tau", "kd_weight"]
+    for name in ("history", "importance"):
+        assert Path(summary["plots"][name]).read_bytes()[:8] == PNG
+    best = summary["best"]
+    assert best["params"]["tau"] == pytest.approx(4.6) and best["run_dir"] == "t4"
+    assert best["command"] == (f"kdsl train {SWEEP_SPEC} --set epochs=1 --set tau={best['params']['tau']!r} "
+                               f"--set kd_weight={best['params']['kd_weight']!r} --out runs/kd_sweep-trial-005")
