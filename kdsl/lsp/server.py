@@ -26,13 +26,13 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from kdsl.lang import ir
-from kdsl.lang.fmt import FormatError, format_text, lowered_statements
+from kdsl.lang.fmt import FormatError, format_text
 from kdsl.lang.loader import check_text
 from kdsl.lang.statements import STATEMENT_KEYWORDS
 from kdsl.lsp import complete, convert, fixes, hover
 from kdsl.lsp.context import context_at
 from kdsl.lsp.names import Index
-from kdsl.lsp.text import Lines, token_at, tokens, window
+from kdsl.lsp.text import Lines, parsed_statements, token_at, tokens, window, within_size_limit
 
 DEBOUNCE_S = 0.15  # the client may choose another: initializationOptions {"debounceMs": 0}
 INTERNAL = "kdsl could not check this text"
@@ -53,6 +53,7 @@ class KdslServer(LanguageServer):
         super().__init__("kdsl", _version(), text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
         self.debounce_s = DEBOUNCE_S
         self._split: tuple = (None, [])  # the last text to_client split into lines, and its lines
+        self._lines: tuple = (None, None)  # the last text a request asked about, and its Lines
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
         self.indexes: Dict[str, tuple] = {}  # uri -> (the text it was built for, Index)
@@ -69,7 +70,7 @@ class KdslServer(LanguageServer):
         return os.path.abspath(path) if path else f"<{uri}>"
 
     def offset(self, uri: str, position: lsp.Position) -> int:
-        lines = Lines(self.document(uri).source)
+        lines = self.lines(self.document(uri).source)
         line = position.line
         text = lines.line_text(line) if 0 <= line < len(lines) else None
         if text is None or not 0 <= position.character <= self.workspace.position_codec.client_num_units(text):
@@ -77,6 +78,13 @@ class KdslServer(LanguageServer):
                                        f"text of {uri} ({len(lines)} lines)")
         found = self.workspace.position_codec.position_from_client_units([text], lsp.Position(0, position.character))
         return lines.offset(line, found.character)
+
+    def lines(self, text: str) -> Lines:
+        """The line starts of ``text``, kept for the last text asked about (a request converts
+        several positions, each edit brings a new text)."""
+        if self._lines[0] is not text:
+            self._lines = (text, Lines(text))
+        return self._lines[1]
 
     def to_client(self, text: str, ranges: List[lsp.Range]) -> List[lsp.Range]:
         """Ranges in characters of ``text`` as the client counts them."""
@@ -191,7 +199,7 @@ def _completion(ls: KdslServer, params: lsp.CompletionParams) -> lsp.CompletionL
 
 
 def _statements(text: str, path: str) -> List[ir.Node]:
-    return lowered_statements(text, path)[0]
+    return parsed_statements(text, path)
 
 
 # ---- names: definition, references, rename --------------------------------------------------
@@ -300,13 +308,15 @@ def _document_symbols(ls: KdslServer, params: lsp.DocumentSymbolParams) -> List[
 def _formatting(ls: KdslServer, params: lsp.DocumentFormattingParams) -> List[lsp.TextEdit]:
     uri = params.text_document.uri
     text = ls.document(uri).source
+    if not within_size_limit(text):
+        return []  # the diagnostics say why: a spec file this large is not read
     try:
         formatted = format_text(text, ls.path_of(uri))
     except FormatError as exc:
         raise JsonRpcInternalError(str(exc)) from exc
     if not formatted.changed:
         return []  # unchanged, or syntax errors (the diagnostics show them): nothing to do
-    lines = Lines(text)
+    lines = ls.lines(text)
     return [lsp.TextEdit(ls.to_client(text, [convert.offsets_range(lines, 0, len(text))])[0], formatted.text)]
 
 
@@ -315,7 +325,7 @@ def _code_actions(ls: KdslServer, params: lsp.CodeActionParams) -> List[lsp.Code
     uri = params.text_document.uri
     text = ls.document(uri).source
     actions = convert.quick_fixes(uri, params.context.diagnostics)
-    lines = Lines(text)
+    lines = ls.lines(text)
     for d in params.context.diagnostics:
         if not isinstance(d.code, str) or d.code not in fixes.FIXES:
             continue
