@@ -31,6 +31,7 @@ from kdsl.lang.loader import check_text
 from kdsl.lang.statements import STATEMENT_KEYWORDS
 from kdsl.lsp import complete, convert, fixes, hover
 from kdsl.lsp.context import context_at
+from kdsl.lsp.model_paths import ModelPaths
 from kdsl.lsp.names import Index
 from kdsl.lsp.text import Lines, parsed_statements, token_at, tokens, window, within_size_limit
 
@@ -57,6 +58,7 @@ class KdslServer(LanguageServer):
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
         self.indexes: Dict[str, tuple] = {}  # uri -> (the text it was built for, Index)
+        self.model_paths = ModelPaths()  # opt-in: initializationOptions {"modelPaths": true}
 
     # ---- documents --------------------------------------------------------------------------
     def document(self, uri: str):
@@ -154,6 +156,12 @@ def _initialize(ls: KdslServer, params: lsp.InitializeParams) -> None:
     debounce = options.get("debounceMs")
     if isinstance(debounce, (int, float)) and not isinstance(debounce, bool) and 0 <= debounce <= 10_000:
         ls.debounce_s = debounce / 1000
+    ls.model_paths.enabled = options.get("modelPaths") is True
+
+
+@server.feature(lsp.SHUTDOWN)
+def _shutdown(ls: KdslServer, params: None) -> None:
+    ls.model_paths.shutdown()
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
@@ -192,6 +200,9 @@ def _completion(ls: KdslServer, params: lsp.CompletionParams) -> lsp.CompletionL
     uri = params.text_document.uri
     offset = ls.offset(uri, params.position)
     text = ls.document(uri).source
+    paths = ls.model_paths.completions(text, offset, ls.index(uri), ls.path_of(uri))
+    if paths is not None:  # incomplete while the worker builds the model: the editor asks again
+        return lsp.CompletionList(is_incomplete=not paths[0], items=paths[1])
     ctx = context_at(text, offset)
     given = {setting.key for stmt in _statements(text, ls.path_of(uri)) if isinstance(stmt, ir.TrainDecl)
              for setting in stmt.settings} if ctx.block == "train" else set()
