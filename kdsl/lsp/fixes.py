@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Tuple
 
 from kdsl.lang import ir
-from kdsl.lang.fmt import lowered_statements
 from kdsl.lang.statements import NAMED, walk_statements
-from kdsl.lsp.text import Lines, tokens
+from kdsl.lsp.text import Lines, parsed_statements, tokens
 
 Edit = Tuple[int, int, str]  # (start offset, end offset, new text) in the document's text
 
@@ -52,7 +51,7 @@ def fix_for(code: str, text: str, file: str, name_at: Tuple[int, int]) -> Option
         return None
     title, make = FIXES[code]
     lines = Lines(text)
-    statements: List[ir.Node] = lowered_statements(text, file)[0]
+    statements: List[ir.Node] = parsed_statements(text, file)
     for node in walk_statements(statements):
         span = getattr(node, "name_span", None) if isinstance(node, NAMED) else None
         if span is not None and (span.line - 1, span.column - 1) == name_at:

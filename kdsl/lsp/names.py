@@ -13,9 +13,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from kdsl.core.span import Span
 from kdsl.lang import ir
-from kdsl.lang.fmt import lowered_statements
 from kdsl.lang.statements import KIND_WORD, NAMED, walk_statements
-from kdsl.lsp.text import Lines, Token, after_dot, tokens
+from kdsl.lsp.text import Lines, Token, after_dot, parsed_statements, tokens, within_size_limit
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,14 @@ class Occurrence:
 
 def declarations(text: str, file: str) -> List[Declaration]:
     """The names one file declares, in source order (stages and phases included)."""
-    statements, _ = lowered_statements(text, file)
+    statements = parsed_statements(text, file)
     return [Declaration(s.name, KIND_WORD[type(s)], s.name_span, s)
             for s in walk_statements(statements) if isinstance(s, NAMED) and s.name_span is not None]
 
 
 def include_targets(text: str, file: str) -> List[Tuple[ir.IncludeDecl, str]]:
     """Each ``include`` of one file with the path it reads (relative to the including file)."""
-    statements, _ = lowered_statements(text, file)
+    statements = parsed_statements(text, file)
     here = os.path.dirname(file)
     return [(s, os.path.normpath(os.path.join(here, s.path))) for s in statements
             if isinstance(s, ir.IncludeDecl)]
@@ -60,6 +59,8 @@ def _offset(lines: Lines, span: Span) -> int:
 def uses(text: str, name: str, declared_at: Tuple[int, ...] = ()) -> Iterator[Token]:
     """The tokens of ``text`` that name ``name``: its declarations (at ``declared_at`` offsets)
     and its uses."""
+    if not within_size_limit(text):
+        return
     toks = tokens(text)
     for i, t in enumerate(toks):
         if t.kind != "name" or t.text != name or after_dot(toks, i):

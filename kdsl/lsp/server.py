@@ -26,13 +26,14 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from kdsl.lang import ir
-from kdsl.lang.fmt import FormatError, format_text, lowered_statements
+from kdsl.lang.fmt import FormatError, format_text
 from kdsl.lang.loader import check_text
 from kdsl.lang.statements import STATEMENT_KEYWORDS
 from kdsl.lsp import complete, convert, fixes, hover
 from kdsl.lsp.context import context_at
+from kdsl.lsp.model_paths import ModelPaths
 from kdsl.lsp.names import Index
-from kdsl.lsp.text import Lines, token_at, tokens, window
+from kdsl.lsp.text import Lines, parsed_statements, token_at, tokens, window, within_size_limit
 
 DEBOUNCE_S = 0.15  # the client may choose another: initializationOptions {"debounceMs": 0}
 INTERNAL = "kdsl could not check this text"
@@ -53,9 +54,11 @@ class KdslServer(LanguageServer):
         super().__init__("kdsl", _version(), text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
         self.debounce_s = DEBOUNCE_S
         self._split: tuple = (None, [])  # the last text to_client split into lines, and its lines
+        self._lines: tuple = (None, None)  # the last text a request asked about, and its Lines
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
         self.indexes: Dict[str, tuple] = {}  # uri -> (the text it was built for, Index)
+        self.model_paths = ModelPaths()  # opt-in: initializationOptions {"modelPaths": true}
 
     # ---- documents --------------------------------------------------------------------------
     def document(self, uri: str):
@@ -69,7 +72,7 @@ class KdslServer(LanguageServer):
         return os.path.abspath(path) if path else f"<{uri}>"
 
     def offset(self, uri: str, position: lsp.Position) -> int:
-        lines = Lines(self.document(uri).source)
+        lines = self.lines(self.document(uri).source)
         line = position.line
         text = lines.line_text(line) if 0 <= line < len(lines) else None
         if text is None or not 0 <= position.character <= self.workspace.position_codec.client_num_units(text):
@@ -77,6 +80,13 @@ class KdslServer(LanguageServer):
                                        f"text of {uri} ({len(lines)} lines)")
         found = self.workspace.position_codec.position_from_client_units([text], lsp.Position(0, position.character))
         return lines.offset(line, found.character)
+
+    def lines(self, text: str) -> Lines:
+        """The line starts of ``text``, kept for the last text asked about (a request converts
+        several positions, each edit brings a new text)."""
+        if self._lines[0] is not text:
+            self._lines = (text, Lines(text))
+        return self._lines[1]
 
     def to_client(self, text: str, ranges: List[lsp.Range]) -> List[lsp.Range]:
         """Ranges in characters of ``text`` as the client counts them."""
@@ -146,6 +156,12 @@ def _initialize(ls: KdslServer, params: lsp.InitializeParams) -> None:
     debounce = options.get("debounceMs")
     if isinstance(debounce, (int, float)) and not isinstance(debounce, bool) and 0 <= debounce <= 10_000:
         ls.debounce_s = debounce / 1000
+    ls.model_paths.enabled = options.get("modelPaths") is True
+
+
+@server.feature(lsp.SHUTDOWN)
+def _shutdown(ls: KdslServer, params: None) -> None:
+    ls.model_paths.shutdown()
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
@@ -184,6 +200,9 @@ def _completion(ls: KdslServer, params: lsp.CompletionParams) -> lsp.CompletionL
     uri = params.text_document.uri
     offset = ls.offset(uri, params.position)
     text = ls.document(uri).source
+    paths = ls.model_paths.completions(text, offset, ls.index(uri), ls.path_of(uri))
+    if paths is not None:  # incomplete while the worker builds the model: the editor asks again
+        return lsp.CompletionList(is_incomplete=not paths[0], items=paths[1])
     ctx = context_at(text, offset)
     given = {setting.key for stmt in _statements(text, ls.path_of(uri)) if isinstance(stmt, ir.TrainDecl)
              for setting in stmt.settings} if ctx.block == "train" else set()
@@ -191,7 +210,7 @@ def _completion(ls: KdslServer, params: lsp.CompletionParams) -> lsp.CompletionL
 
 
 def _statements(text: str, path: str) -> List[ir.Node]:
-    return lowered_statements(text, path)[0]
+    return parsed_statements(text, path)
 
 
 # ---- names: definition, references, rename --------------------------------------------------
@@ -300,13 +319,15 @@ def _document_symbols(ls: KdslServer, params: lsp.DocumentSymbolParams) -> List[
 def _formatting(ls: KdslServer, params: lsp.DocumentFormattingParams) -> List[lsp.TextEdit]:
     uri = params.text_document.uri
     text = ls.document(uri).source
+    if not within_size_limit(text):
+        return []  # the diagnostics say why: a spec file this large is not read
     try:
         formatted = format_text(text, ls.path_of(uri))
     except FormatError as exc:
         raise JsonRpcInternalError(str(exc)) from exc
     if not formatted.changed:
         return []  # unchanged, or syntax errors (the diagnostics show them): nothing to do
-    lines = Lines(text)
+    lines = ls.lines(text)
     return [lsp.TextEdit(ls.to_client(text, [convert.offsets_range(lines, 0, len(text))])[0], formatted.text)]
 
 
@@ -315,7 +336,7 @@ def _code_actions(ls: KdslServer, params: lsp.CodeActionParams) -> List[lsp.Code
     uri = params.text_document.uri
     text = ls.document(uri).source
     actions = convert.quick_fixes(uri, params.context.diagnostics)
-    lines = Lines(text)
+    lines = ls.lines(text)
     for d in params.context.diagnostics:
         if not isinstance(d.code, str) or d.code not in fixes.FIXES:
             continue

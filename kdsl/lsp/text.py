@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from kdsl.core.files import SpecFileError, check_spec_size
+
 _TOKEN = re.compile(r'(?P<comment>#[^\n]*)|(?P<string>"(?:\\.|[^"\\\n])*"?)'
                     r'|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<number>[0-9][0-9_.eE+-]*)'
                     r'|(?P<space>[ \t\r\f\v\ufeff]+)|(?P<newline>\n)|(?P<punct>.)', re.S)
@@ -40,6 +42,25 @@ def tokens(text: str, start: int = 0, end: int = -1) -> List[Token]:
     """Every token but blanks of ``text[start:end]``, in order (offsets in the whole text)."""
     found = _TOKEN.finditer(text, start, len(text) if end < 0 else end)
     return [Token(m.lastgroup, m.group(), m.start()) for m in found if m.lastgroup != "space"]
+
+
+def within_size_limit(text: str) -> bool:
+    """Whether the loader reads ``text`` at all. Past the spec size limit (MAX_SPEC_BYTES) it answers
+    with the size error alone, and so do the features that would parse or scan the whole text
+    (names, outline, formatting, fixes): megabytes typed or pasted are answered at once."""
+    try:
+        check_spec_size("", text)
+    except SpecFileError:
+        return False
+    return True
+
+
+def parsed_statements(text: str, file: str) -> list:
+    """The file's statements, parsed and lowered (:func:`kdsl.lang.fmt.lowered_statements`); none
+    for a text past the size limit."""
+    from kdsl.lang.fmt import lowered_statements
+
+    return lowered_statements(text, file)[0] if within_size_limit(text) else []
 
 
 def window(text: str, offset: int) -> Tuple[int, int]:

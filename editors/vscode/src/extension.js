@@ -17,7 +17,10 @@ async function activate(context) {
   const config = vscode.workspace.getConfiguration("kdsl");
   const clientOptions = {
     documentSelector: [{ scheme: "file", language: "kdsl" }, { scheme: "untitled", language: "kdsl" }],
-    initializationOptions: { debounceMs: config.get("diagnostics.debounceMs", 150) },
+    initializationOptions: {
+      debounceMs: config.get("diagnostics.debounceMs", 150),
+      modelPaths: config.get("completion.modelPaths", false),
+    },
   };
   client = new LanguageClient("kdsl", "kdsl language server", serverOptions(), clientOptions);
   try {
