@@ -128,3 +128,28 @@ def test_kd_chunked_spec_trains_like_kd(tmp_path):
         rows[name] = run.history[-1]
     assert rows["kd_chunked.kd"]["train/kd"] == pytest.approx(rows["kd.kd"]["train/kd"], rel=1e-5)
     assert rows["kd_chunked.kd"]["val_ppl"] == pytest.approx(rows["kd.kd"]["val_ppl"], rel=1e-5)
+
+
+def test_memory_bench_measures_both_forms_on_the_same_loss():
+    """bench/lm_memory.py's step, in this process at a tiny size (the bench runs each in its own)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_memory", ROOT / "bench" / "lm_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sizes = dict(positions=32, d_student=8, d_teacher=12, chunk=8, steps=1, threads=1)
+    plain, chunked = (bench.measure(form, 300, **sizes) for form in ("plain", "chunked"))
+    assert chunked["loss"] == pytest.approx(plain["loss"], rel=1e-6) and plain["loss"] > 0
+    assert plain["logits_bytes"] == 32 * 300 * 4 and min(plain["peak_bytes"], chunked["peak_bytes"]) >= 0
+
+
+def test_the_language_server_shows_the_chunked_losses_and_their_options():
+    from kdsl.lsp.hover import hover_text
+    from kdsl.lsp.names import Index
+
+    text = (ROOT / "specs" / "lm" / "kd_chunked.kd").read_text()
+    index = Index({"kd_chunked.kd": text})
+    shown = hover_text(text, text.index("token_kl_chunked(") + 3, index)
+    assert "token_kl from hidden states and LM head weights" in shown and "chunk" in shown
+    option = hover_text(text, text.index("chunk=256") + 1, index)
+    assert "chunk: int = 1024" in option and "token positions whose logits are computed at once" in option
