@@ -283,6 +283,8 @@ COVERED = [
     ("python bench/teacher_store.py", "tests/train/test_teacher_store.py", "topk"),
     ("python bench/teacher_cost.py", "tests/train/test_teacher_store.py", "teacher_cache"),
     ("python bench/lm_store.py", "tests/train/test_teacher_store.py", "topk"),
+    ("python bench/lm_store.py --kl-error", "tests/train/test_teacher_store_tail.py", "topk_error(z_t, 5, student=z_s)"),
+    ("python bench/lm_memory.py", "tests/lm/test_lm_chunked.py", "test_memory_bench_measures_both_forms"),
     ("kdsl train --no-truncate", "tests/train/test_train_config.py", '"truncate"'),
     ("python bench/lm_table.py", "tests/lm/test_lm_specs_train.py", "test_tiny_lm_train_through_the_cli"),
     ("python tools/build_parser.py", "tests/language/test_parser_tables.py", "build_parser.py"),

@@ -2,8 +2,10 @@
 
 The loss and its gradients are computed together, a chunk of token positions at a time, inside
 one autograd Function (:class:`_ChunkedHeadLoss`): the forward pass computes each chunk's logits
-from the hidden states and head weights, the chunk's share of the loss, and (with autograd, on
-the chunk alone) its gradients with respect to every input that needs one, then frees the chunk.
+from the hidden states and head weights, the chunk's share of the loss, its gradient with
+respect to the chunk's logits (autograd, on the chunk alone: the divergence's formula is the
+unchunked loss's) and from it those of the hidden states, weights and biases that need one, then
+frees the chunk.
 The backward pass scales the accumulated gradients by the incoming one. Recomputing the chunks in
 the backward pass (torch.utils.checkpoint) would hold as little memory but run both heads twice.
 """
@@ -32,27 +34,24 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 *heads: Optional[torch.Tensor]) -> torch.Tensor:
         need = ctx.needs_input_grad[4:]
         dtype = compute_dtype(*(t for t in heads if t is not None))
-        # the weights and biases are leaves of every chunk's graph: their gradients sum over chunks
-        shared = [_leaf(t, need[i]) if i not in (0, 3) else None for i, t in enumerate(heads)]
         grads: List[Optional[torch.Tensor]] = [torch.zeros_like(t) if t is not None and need[i] else None
                                                for i, t in enumerate(heads)]
         total = torch.zeros((), dtype=dtype, device=heads[0].device)
         positions = heads[0].shape[0]
         for start in range(0, positions, chunk):
             rows = slice(start, min(start + chunk, positions))
-            leaves = list(shared)
-            leaves[0], leaves[3] = _leaf(heads[0][rows], need[0]), _leaf(heads[3][rows], need[3])
+            # autograd sees only the chunk's logits; the heads' gradients are two matmuls each
+            # (grad_hidden = g W, grad_W += g^T hidden), which keeps no [V, d] temporary per chunk
+            z_s = _logits(heads[0][rows], heads[1], heads[2], dtype, any(need[:3]))
+            z_t = _logits(heads[3][rows], heads[4], heads[5], dtype, any(need[3:]))
             with torch.enable_grad():
-                z_s = F.linear(leaves[0], leaves[1], leaves[2]).to(dtype)
-                z_t = F.linear(leaves[3], leaves[4], leaves[5]).to(dtype)
                 part = (per_token(z_s, z_t) * weights[rows].to(dtype)).sum() / count.to(dtype)
-            wanted = [i for i, leaf in enumerate(leaves) if leaf is not None and leaf.requires_grad]
+            wanted = [z for z in (z_s, z_t) if z.requires_grad]
             if wanted:
-                for i, g in zip(wanted, torch.autograd.grad(part, [leaves[i] for i in wanted])):
-                    if i in (0, 3):
-                        grads[i][rows] = g
-                    else:
-                        grads[i] += g
+                found = iter(torch.autograd.grad(part, wanted))
+                for side, z in ((0, z_s), (3, z_t)):
+                    if z.requires_grad:
+                        _head_grads(next(found), heads[side][rows], heads[side + 1], grads[side:side + 3], rows)
             total += part.detach()
             del z_s, z_t, part  # this chunk's [chunk, V] tensors go before the next chunk's
         ctx.grads = grads
@@ -65,8 +64,23 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         return (None, None, None, None, *scaled)
 
 
-def _leaf(t: Optional[torch.Tensor], needs_grad: bool) -> Optional[torch.Tensor]:
-    return None if t is None else t.detach().requires_grad_(needs_grad)
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype,
+            needs_grad: bool) -> torch.Tensor:
+    """One chunk's logits in the compute dtype, a leaf of the chunk's graph when a gradient is wanted."""
+    return F.linear(hidden, weight, bias).to(dtype).requires_grad_(needs_grad)
+
+
+def _head_grads(g_logits: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
+                grads: List[Optional[torch.Tensor]], rows: slice) -> None:
+    """Add the chunk's share to the gradients of (hidden, weight, bias) from that of its logits."""
+    g = g_logits.to(weight.dtype)
+    g_hidden, g_weight, g_bias = grads
+    if g_hidden is not None:
+        g_hidden[rows] = g @ weight
+    if g_weight is not None:
+        g_weight.addmm_(g.T, hidden)
+    if g_bias is not None:
+        g_bias += g.sum(0)
 
 
 class _ChunkedTokenLoss(Declared):

@@ -1,6 +1,7 @@
 """The chunked token losses (issue #22 item 4): equal to the unchunked losses on hidden @ weight^T
 + bias, values and gradients, whatever the chunk size; through kdsl.compile (the teacher's pass
-stops before its head; what kdsl explain says) and kdsl.train (specs/lm/kd_chunked.kd against kd.kd)."""
+stops before its head; what kdsl explain says), kdsl.train (specs/lm/kd_chunked.kd) and the
+language server."""
 
 from __future__ import annotations
 
@@ -115,16 +116,40 @@ def _explained(distiller) -> str:
     return console.export_text()
 
 
-def test_kd_chunked_spec_trains_like_kd(tmp_path):
+def test_kd_chunked_spec_trains(tmp_path):
+    """specs/lm/kd_chunked.kd through kdsl.train (the step's equality with the logits form is tested
+    above, through kdsl.compile)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(6):
         (corpus / f"m{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n" * 4)
-    rows = {}
-    for name in ("kd.kd", "kd_chunked.kd"):
-        run = kdsl.train(ROOT / "specs" / "lm" / name, out=str(tmp_path / name), threads=1, epochs=1,
-                         data=f'kdsl.data:text(path="{corpus.as_posix()}", seq_len=16, batch_size=8)',
-                         eval_teachers=False)
-        rows[name] = run.history[-1]
-    assert rows["kd_chunked.kd"]["train/kd"] == pytest.approx(rows["kd.kd"]["train/kd"], rel=1e-5)
-    assert rows["kd_chunked.kd"]["val_ppl"] == pytest.approx(rows["kd.kd"]["val_ppl"], rel=1e-5)
+    run = kdsl.train(ROOT / "specs" / "lm" / "kd_chunked.kd", out=str(tmp_path / "run"), threads=1, epochs=1,
+                     data=f'kdsl.data:text(path="{corpus.as_posix()}", seq_len=16, batch_size=8)',
+                     eval_teachers=False)
+    row = run.history[-1]
+    assert 0 < row["train/kd"] < 10 and 1 < row["val_ppl"] < 256
+
+
+def test_memory_bench_measures_both_forms_on_the_same_loss():
+    """bench/lm_memory.py's step, in this process at a tiny size (the bench runs each in its own)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_memory", ROOT / "bench" / "lm_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sizes = dict(positions=32, d_student=8, d_teacher=12, chunk=8, steps=1, threads=1)
+    plain, chunked = (bench.measure(form, 300, **sizes) for form in ("plain", "chunked"))
+    assert chunked["loss"] == pytest.approx(plain["loss"], rel=1e-6) and plain["loss"] > 0
+    assert plain["logits_bytes"] == 32 * 300 * 4 and min(plain["peak_bytes"], chunked["peak_bytes"]) >= 0
+
+
+def test_the_language_server_shows_the_chunked_losses_and_their_options():
+    from kdsl.lsp.hover import hover_text
+    from kdsl.lsp.names import Index
+
+    text = (ROOT / "specs" / "lm" / "kd_chunked.kd").read_text()
+    index = Index({"kd_chunked.kd": text})
+    shown = hover_text(text, text.index("token_kl_chunked(") + 3, index)
+    assert "token_kl from hidden states and LM head weights" in shown and "chunk" in shown
+    option = hover_text(text, text.index("chunk=256") + 1, index)
+    assert "chunk: int = 1024" in option and "token positions whose logits are computed at once" in option
