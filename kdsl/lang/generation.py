@@ -101,7 +101,7 @@ def options_of(g: ir.GenerateDecl) -> Dict[str, Any]:
 def _check_option(v, k: ir.Keyword) -> None:
     option = OPTIONS.get(k.name)
     if option is None:
-        v.diags.error("KD232", f"generate has no option '{k.name}'", k.value.span,
+        v.diags.error("KD232", f"generate has no option '{k.name}'", k.span or k.value.span,
                       hint=did_you_mean(k.name, list(OPTIONS)) or "options: " + ", ".join(OPTIONS))
         return
     ok, value = try_literal(k.value)
