@@ -144,6 +144,15 @@ SETTINGS: Tuple[Setting, ...] = (
             "gradient accumulation: each optimizer steps once every this many updates, on their summed "
             "gradients (each loss / accumulate); an epoch's remainder steps on its own",
             flag="--accumulate", minimum=1, maximum=1_000_000),
+    Setting("zero_grad", choice("before_backward", "after_step"), "before_backward",
+            "when a phase's optimizer clears its parameters' gradients: before_backward (each step "
+            "on its own loss's gradients), or after_step, mmengine's backward/step/zero_grad order: "
+            "what another phase's backward leaves on them (DFAD's and ZSKT's generator step on the "
+            "student) carries into their next step"),
+    Setting("share_input", BOOL, False,
+            "a generated input (input = ...) is made once a step, by the phases that train its "
+            "generator; the other phases reuse that batch, detached, instead of drawing their own "
+            "(DAFL)"),
     Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run", resumable=True),
     Setting("allow_random_teacher", BOOL, False,
             "train even though a frozen teacher loads no weights (no `from`, no pretrained option): "

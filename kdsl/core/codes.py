@@ -114,6 +114,9 @@ CODES: Dict[str, Code] = {
     "KD241": Code("stage batch size unused", "A stage sets `batch_size`, but the spec's models "
                   "take their input from `input = ...`, not from data: no batch is read. The number "
                   "of generated rows is noise(...)'s."),
+    "KD242": Code("share_input unused", "`share_input = true` shares a generated input "
+                  "(`input = ...`) between a step's phases; a spec whose models take the data's "
+                  "batch already gives every phase the same batch."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -335,6 +338,11 @@ CODES: Dict[str, Code] = {
                   "scheduler given by reference (torch_optimizer(\"torch.optim:RMSprop\", ...)) "
                   "could not be imported, is not an optimizer or scheduler class, or refused its "
                   "options."),
+    "KD773": Code("carried gradients cannot be checkpointed", "zero_grad = \"after_step\" (mmengine's "
+                  "backward/step/zero_grad order) carries the gradients one phase's backward leaves on "
+                  "another's parameters into its next step; a checkpoint within an epoch (checkpoint_every) "
+                  "does not hold them, so the two are refused together. Each epoch starts with no "
+                  "gradient, so the checkpoints at the epochs' ends resume exactly."),
 }
 
 

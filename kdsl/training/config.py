@@ -55,6 +55,8 @@ class TrainConfig:
     num_workers: int = _default("num_workers")
     grad_clip: Optional[float] = _default("grad_clip")
     accumulate: int = _default("accumulate")
+    zero_grad: str = _default("zero_grad")
+    share_input: bool = _default("share_input")
     eval_teachers: bool = _default("eval_teachers")
     allow_random_teacher: bool = _default("allow_random_teacher")
     threads: Optional[int] = _default("threads")

@@ -66,6 +66,7 @@ class Trainer:
         # what runs the student's forward in a plain step (DistributedDataParallel under torchrun)
         self.runner: Optional[nn.Module] = None
         self.stage: Optional[StageRun] = None
+        distiller.share_input = cfg.share_input  # DAFL: one generated batch a step
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
@@ -218,6 +219,7 @@ class Trainer:
         if self.data is not None:
             self.data.start_epoch(epoch, skip_batches=first_step)
         self.distiller.train()
+        self.distiller.zero_grad(set_to_none=True)  # an epoch carries no gradient in (zero_grad = "after_step")
         if epoch == 0 and first_step == 0:
             self.start_lr = stage.phases[0].optimizer.param_groups[0]["lr"]
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
@@ -363,7 +365,7 @@ class Trainer:
     def update(self, loss: torch.Tensor, phase: PhaseRun, last: bool = True) -> None:
         """Backward, then (every ``accumulate`` updates, or at the epoch's ``last``) the step."""
         optimizer, scaler = phase.optimizer, phase.scaler
-        if phase.pending == 0:
+        if phase.pending == 0 and self.cfg.zero_grad == "before_backward":
             optimizer.zero_grad(set_to_none=True)
         if phase.accumulate > 1:
             loss = loss / phase.accumulate
@@ -387,6 +389,8 @@ class Trainer:
         else:
             optimizer.step()
         phase.scheduler.step()
+        if self.cfg.zero_grad == "after_step":  # mmengine's order: what other phases leave carries over
+            optimizer.zero_grad(set_to_none=True)
 
     def check_finite(self, result, epoch: int, i: int) -> None:
         if bool(torch.isfinite(result.loss.detach()).all()):
