@@ -26,6 +26,7 @@ MODULES = (
     "training",
     "lr_schedules",
     "functions",
+    "batch_transforms",
 )
 
 
@@ -48,6 +49,7 @@ GROUPS = {
     "schedules": "schedules",
     "training": "training",
     "lr_schedules": "training",
+    "batch_transforms": "training",
 }
 
 

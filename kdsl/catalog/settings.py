@@ -144,6 +144,9 @@ SETTINGS: Tuple[Setting, ...] = (
             "gradient accumulation: each optimizer steps once every this many updates, on their summed "
             "gradients (each loss / accumulate); an epoch's remainder steps on its own",
             flag="--accumulate", minimum=1, maximum=1_000_000),
+    Setting("batch_transform", None, None,
+            "a transform of every training batch, e.g. mixup_cutmix() (DeiT) or rotations() (SSKD); "
+            "`kdsl list batch-transforms`", flag="--batch-transform", call="batch_transform"),
     Setting("zero_grad", choice("before_backward", "after_step"), "before_backward",
             "when a phase's optimizer clears its parameters' gradients: before_backward (each step "
             "on its own loss's gradients), or after_step, mmengine's backward/step/zero_grad order: "

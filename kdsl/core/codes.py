@@ -165,6 +165,13 @@ CODES: Dict[str, Code] = {
                   "probability outside [0, 1] or a channel count below 1. The message gives the "
                   "allowed range; `kdsl list NAME` shows every option's."),
     # ---------------------------------------------------------------- files
+    "KD320": Code("unknown batch transform", "The train block's batch_transform names no "
+                  "transform of the catalog (`kdsl list batch-transforms`: mixup, cutmix, "
+                  "mixup_cutmix, rotations)."),
+    "KD321": Code("batch transform failed", "The batch transform could not transform a training "
+                  "batch: batches of named fields (it takes (input, target) pairs), images that are "
+                  "not square (rotations), or an unknown class count for the mixed labels "
+                  "(give num_classes=...). The error names the transform where the train block sets it."),
     "KD401": Code("file not found", "A spec or an included file cannot be read. Includes are "
                   "relative to the including file."),
     "KD402": Code("include cycle", "Files include each other in a cycle."),

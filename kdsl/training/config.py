@@ -55,6 +55,7 @@ class TrainConfig:
     num_workers: int = _default("num_workers")
     grad_clip: Optional[float] = _default("grad_clip")
     accumulate: int = _default("accumulate")
+    batch_transform: Optional[Call] = _default("batch_transform")
     zero_grad: str = _default("zero_grad")
     share_input: bool = _default("share_input")
     eval_teachers: bool = _default("eval_teachers")

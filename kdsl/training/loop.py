@@ -69,6 +69,7 @@ class Trainer:
         distiller.share_input = cfg.share_input  # DAFL: one generated batch a step
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
+        self.transform = None  # the run's batch_transform (kdsl.training.batch_transform), set by kdsl.train
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
         self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
         self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
@@ -335,6 +336,7 @@ class Trainer:
         kwargs: Dict[str, Any] = {}
         target = fields = None
         if batch is not None:  # (x, y, index), or named fields some of which the models take
+            batch = self.transform(batch, epoch, i) if self.transform is not None else batch
             call = model_call(batch, self.cfg.inputs, d)
             args, kwargs, target, fields = call.args, call.kwargs, call.target, call.fields
         results = []

@@ -18,7 +18,7 @@ BUILTINS = tuple(builtin_components())
 def test_every_family_and_entry_is_checked():
     families = {c.impl.partition(":")[0] for c in BUILTINS}
     assert families == {f"kdsl.components.{m}" for m in MODULES}
-    assert len(MODULES) == 17 and len(BUILTINS) == 103
+    assert len(MODULES) == 18 and len(BUILTINS) == 107
 
 
 @pytest.mark.parametrize("component", BUILTINS, ids=lambda c: f"{c.kind}:{c.name}")
