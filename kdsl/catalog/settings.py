@@ -183,6 +183,12 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("best_metric", optional(choice(*METRICS)), None,
             "the validation metric that picks best.pt's epoch (default: val_top1, or val_ppl for a "
             "language model)", flag="--best-metric"),
+    Setting("visualize", optional(STR), None,
+            "records whose feature maps are drawn after each epoch for the first validation samples, "
+            "e.g. \"s_feat,t_feat\": OUT/visualize/epoch_NNN.png", flag="--visualize", resumable=True),
+    Setting("visualize_channels", choice("mean", "top"), "mean",
+            "what --visualize draws of a map: the mean over its channels, or its 3 most active channels",
+            flag="--visualize-channels", resumable=True),
     Setting("tensorboard", BOOL, False,
             "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
             "(needs pip install tensorboard)", flag="--tensorboard", resumable=True),

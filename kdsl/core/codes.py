@@ -350,6 +350,11 @@ CODES: Dict[str, Code] = {
                   "another's parameters into its next step; a checkpoint within an epoch (checkpoint_every) "
                   "does not hold them, so the two are refused together. Each epoch starts with no "
                   "gradient, so the checkpoints at the epochs' ends resume exactly."),
+    "KD774": Code("bad --visualize", "--visualize names the records to draw, separated by commas "
+                  "(--visualize s_feat,t_feat), each a record of the spec; it draws validation samples, "
+                  "so the run needs data."),
+    "KD775": Code("record is not a feature map", "A record --visualize draws must hold a tensor "
+                  "[N, C, H, W] (drawn as its channel mean or top channels) or [N, H, W]."),
 }
 
 

@@ -18,6 +18,7 @@ from kdsl.training.loop import Trainer
 from kdsl.training.report import Reporter, RunInterrupted, RunResult
 from kdsl.training.batch_transform import DRY_RUN_STEP, run_transform
 from kdsl.training.rng import seed_everything
+from kdsl.training.visualize import visualizer_for
 from kdsl.training.rundir import RunDir
 from kdsl.training.threads import apply_threads
 
@@ -89,6 +90,7 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
         trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
                           reporter if reporter is not None and dist.main else Reporter())
         trainer.transform = transform
+        trainer.visualizer = visualizer_for(chosen, cfg, data, run_dir, device, distiller) if dist.main and not eval_only else None
         if cfg.teacher_cache and not eval_only:  # checked against this run before any step
             from kdsl.training.teacher_store import open_for_run
 

@@ -66,6 +66,8 @@ class TrainConfig:
     inputs: Optional[List[str]] = _default("inputs")
     task: Optional[str] = _default("task")
     best_metric: Optional[str] = _default("best_metric")
+    visualize: Optional[str] = _default("visualize")
+    visualize_channels: str = _default("visualize_channels")
     tensorboard: bool = _default("tensorboard")
     compile: bool = _default("compile")
     truncate: bool = _default("truncate")

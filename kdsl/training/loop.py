@@ -25,7 +25,7 @@ from kdsl.lang import ir
 from kdsl.training.optim import setup_warnings
 from kdsl.training import distributed
 from kdsl.training.curves import CurvesPacer
-from kdsl.training.data import Data, epoch_steps
+from kdsl.training.data import Data, epoch_steps, stage_steps
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
 from kdsl.training.config import optimizers_text
@@ -69,7 +69,7 @@ class Trainer:
         distiller.share_input = cfg.share_input  # DAFL: one generated batch a step
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
-        self.transform = None  # the run's batch_transform (kdsl.training.batch_transform), set by kdsl.train
+        self.transform = self.visualizer = None  # batch_transform, --visualize: set by kdsl.train
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
         self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
         self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
@@ -130,12 +130,8 @@ class Trainer:
         return stage
 
     def enter_batch_size(self, plan) -> int:
-        """Batch the training data as stage ``plan`` does (its own ``batch_size``, else the run's);
-        the steps of its epochs."""
-        if self.data is None or self.generated:
-            return self.steps_per_epoch
-        self.data.use_batch_size(plan.batch_size or self.cfg.batch_size)
-        return epoch_steps(self.spec, self.cfg, self.data)
+        """Batch the training data as stage ``plan`` does; the steps of its epochs."""
+        return self.steps_per_epoch if self.generated else stage_steps(self.spec, self.cfg, self.data, plan)
 
     def plain(self, plan) -> bool:
         """Whether a stage is today's single step (a spec without stages, phases or ``input``):
@@ -234,6 +230,8 @@ class Trainer:
             row.update({f"lr/{p.name}": p.optimizer.param_groups[0]["lr"] for p in stage.phases})
         row.update(sums.row(self.dist, self.device))
         row.update(self.validate())
+        if self.visualizer is not None and self.dist.main:  # --visualize: the epoch's feature maps
+            self.visualizer.draw(self.distiller, epoch + 1)
         row["time_s"] = time.time() - t0
         self.history.append(row)
         self.log.epoch(self.global_step, row)
