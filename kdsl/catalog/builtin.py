@@ -27,6 +27,7 @@ MODULES = (
     "training",
     "lr_schedules",
     "functions",
+    "batch_transforms",
 )
 
 
@@ -50,6 +51,7 @@ GROUPS = {
     "schedules": "schedules",
     "training": "training",
     "lr_schedules": "training",
+    "batch_transforms": "training",
 }
 
 

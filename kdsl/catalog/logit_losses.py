@@ -76,15 +76,19 @@ COMPONENTS = (
         shape [N] (or [N, H, W] for dense predictions). DeiT's hard-label distillation (Touvron
         et al., "Training data-efficient image transformers & distillation through attention",
         ICML 2021) is this loss with the teacher's argmax as the labels:
-        cross_entropy(s_dist_logits, argmax(t_logits)), weighted 1/2 next to the task loss.""",
+        cross_entropy(s_dist_logits, argmax(t_logits)), weighted 1/2 next to the task loss.
+        gt_labels may also be class probabilities of the logits' shape (the soft labels of a
+        Mixup or CutMix batch transform): L = reduce(-sum_c y_c log p_c), as torch computes it
+        (ignore_index does not apply).""",
         inputs=(_S, Param("gt_labels", LABELS,
-                          doc="class index per sample (or position), [N] or [N, H, W]")),
+                          doc="class index per sample (or position), [N] or [N, H, W]; or class "
+                              "probabilities, the logits' shape")),
         options=(Param("label_smoothing", FLOAT, 0.0, "mass spread uniformly over the classes",
                        PROBABILITY),
                  Param("ignore_index", INT, -100, "label value that contributes nothing"),
                  Param("reduction", choice("mean", "sum", "none"), "mean",
                        "mean over counted samples, sum, or none")),
-        rules=(rank("preds_S", 2, 4), labels_for("gt_labels", "preds_S")),
+        rules=(rank("preds_S", 2, 4), labels_for("gt_labels", "preds_S", probabilities=True)),
     ),
     _loss(
         "kd", "KDLoss",

@@ -148,6 +148,18 @@ SETTINGS: Tuple[Setting, ...] = (
             "gradient accumulation: each optimizer steps once every this many updates, on their summed "
             "gradients (each loss / accumulate); an epoch's remainder steps on its own",
             flag="--accumulate", minimum=1, maximum=1_000_000),
+    Setting("batch_transform", None, None,
+            "a transform of every training batch, e.g. mixup_cutmix() (DeiT) or rotations() (SSKD); "
+            "`kdsl list batch-transforms`", flag="--batch-transform", call="batch_transform"),
+    Setting("zero_grad", choice("before_backward", "after_step"), "before_backward",
+            "when a phase's optimizer clears its parameters' gradients: before_backward (each step "
+            "on its own loss's gradients), or after_step, mmengine's backward/step/zero_grad order: "
+            "what another phase's backward leaves on them (DFAD's and ZSKT's generator step on the "
+            "student) carries into their next step"),
+    Setting("share_input", BOOL, False,
+            "a generated input (input = ...) is made once a step, by the phases that train its "
+            "generator; the other phases reuse that batch, detached, instead of drawing their own "
+            "(DAFL)"),
     Setting("eval_teachers", BOOL, True, "evaluate the teachers once per run", resumable=True),
     Setting("allow_random_teacher", BOOL, False,
             "train even though a frozen teacher loads no weights (no `from`, no pretrained option): "
@@ -175,6 +187,12 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("best_metric", optional(choice(*METRICS)), None,
             "the validation metric that picks best.pt's epoch (default: val_top1, or val_ppl for a "
             "language model)", flag="--best-metric", commands=("train", "sweep")),
+    Setting("visualize", optional(STR), None,
+            "records whose feature maps are drawn after each epoch for the first validation samples, "
+            "e.g. \"s_feat,t_feat\": OUT/visualize/epoch_NNN.png", flag="--visualize", resumable=True),
+    Setting("visualize_channels", choice("mean", "top"), "mean",
+            "what --visualize draws of a map: the mean over its channels, or its 3 most active channels",
+            flag="--visualize-channels", resumable=True),
     Setting("tensorboard", BOOL, False,
             "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
             "(needs pip install tensorboard)", flag="--tensorboard", resumable=True),

@@ -103,7 +103,8 @@ class SameShape(PairRule):
         if sa != sb:
             return (f"'{self.a}' and '{self.b}' must have the same shape, "
                     f"got {infos[self.a].describe()} and {infos[self.b].describe()}"
-                    + (f" (or set {self.unless}=true for shapes that broadcast)" if self.unless else ""))
+                    + (f" (or set {self.unless}=true: they broadcast)"
+                       if self.unless and broadcast_shape(sa, sb) is not None else ""))
         return None
 
     def describe(self):
@@ -211,9 +212,12 @@ class LabelsFor(ShapeRule):
 
     labels: str
     logits: str
+    probabilities: bool = False  # class probabilities of the logits' shape also do (soft labels)
 
     def check(self, infos):
         lab, log = infos[self.labels], infos[self.logits]
+        if self.probabilities and not lab.is_integer and tuple(lab.shape) == tuple(log.shape):
+            return None
         wrong_dtype = not_integer(self.labels, lab, "class indices")
         if wrong_dtype:
             return wrong_dtype
@@ -248,8 +252,8 @@ def rank(a: str, *ranks: int) -> Rank:
     return Rank(a, tuple(ranks))
 
 
-def labels_for(labels: str, logits: str) -> LabelsFor:
-    return LabelsFor(labels, logits)
+def labels_for(labels: str, logits: str, probabilities: bool = False) -> LabelsFor:
+    return LabelsFor(labels, logits, probabilities)
 
 
 class Problem(NamedTuple):

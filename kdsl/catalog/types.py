@@ -16,9 +16,11 @@ from typing import Any, Callable, Optional, Tuple
 from kdsl.catalog.shapes import ShapeRule
 from kdsl.core.literals import literal_text
 
-KINDS: Tuple[str, ...] = ("loss", "connector", "schedule", "optimizer", "lr_schedule", "function")
+KINDS: Tuple[str, ...] = ("loss", "connector", "schedule", "optimizer", "lr_schedule", "function",
+                          "batch_transform")
 KIND_PLURALS = {"loss": "losses", "connector": "connectors", "schedule": "schedules",
-                "optimizer": "optimizers", "lr_schedule": "lr_schedules", "function": "functions"}
+                "optimizer": "optimizers", "lr_schedule": "lr_schedules", "function": "functions",
+                "batch_transform": "batch_transforms"}
 
 
 class _Required:

@@ -64,6 +64,9 @@ class CrossEntropy(Declared):
 
     def forward(self, preds_S: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
         (preds_S,) = upcast(preds_S)
+        if gt_labels.is_floating_point():  # class probabilities (a mixed batch's soft labels)
+            return F.cross_entropy(preds_S, gt_labels.to(preds_S.dtype), reduction=self.reduction,
+                                   label_smoothing=self.label_smoothing)
         return F.cross_entropy(preds_S, gt_labels.long(), ignore_index=self.ignore_index,
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 

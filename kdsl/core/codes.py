@@ -136,6 +136,9 @@ CODES: Dict[str, Code] = {
     "KD241": Code("stage batch size unused", "A stage sets `batch_size`, but the spec's models "
                   "take their input from `input = ...`, not from data: no batch is read. The number "
                   "of generated rows is noise(...)'s."),
+    "KD242": Code("share_input unused", "`share_input = true` shares a generated input "
+                  "(`input = ...`) between a step's phases; a spec whose models take the data's "
+                  "batch already gives every phase the same batch."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -187,6 +190,13 @@ CODES: Dict[str, Code] = {
                   "is not one it takes: `dtype` is float32, bfloat16, float16 or auto; `path` is a "
                   "folder or a Hugging Face model id."),
     # ---------------------------------------------------------------- files
+    "KD320": Code("unknown batch transform", "The train block's batch_transform names no "
+                  "transform of the catalog (`kdsl list batch-transforms`: mixup, cutmix, "
+                  "mixup_cutmix, rotations)."),
+    "KD321": Code("batch transform failed", "The batch transform could not transform a training "
+                  "batch: batches of named fields (it takes (input, target) pairs), images that are "
+                  "not square (rotations), or an unknown class count for the mixed labels "
+                  "(give num_classes=...). The error names the transform where the train block sets it."),
     "KD401": Code("file not found", "A spec or an included file cannot be read. Includes are "
                   "relative to the including file."),
     "KD402": Code("include cycle", "Files include each other in a cycle."),
@@ -398,6 +408,16 @@ CODES: Dict[str, Code] = {
                   "scheduler given by reference (torch_optimizer(\"torch.optim:RMSprop\", ...)) "
                   "could not be imported, is not an optimizer or scheduler class, or refused its "
                   "options."),
+    "KD773": Code("carried gradients cannot be checkpointed", "zero_grad = \"after_step\" (mmengine's "
+                  "backward/step/zero_grad order) carries the gradients one phase's backward leaves on "
+                  "another's parameters into its next step; a checkpoint within an epoch (checkpoint_every) "
+                  "does not hold them, so the two are refused together. Each epoch starts with no "
+                  "gradient, so the checkpoints at the epochs' ends resume exactly."),
+    "KD774": Code("bad --visualize", "--visualize names the records to draw, separated by commas "
+                  "(--visualize s_feat,t_feat), each a record of the spec; it draws validation samples, "
+                  "so the run needs data."),
+    "KD775": Code("record is not a feature map", "A record --visualize draws must hold a tensor "
+                  "[N, C, H, W] (drawn as its channel mean or top channels) or [N, H, W]."),
 }
 
 

@@ -161,6 +161,12 @@ class ProcedureChecks:
         for extra in inputs[1:]:
             self.diags.error("KD223", "a second 'input'", extra.span, hint="a spec has at most one input",
                              notes=[Note(message="the input is set", span=inputs[0].span)])
+        train = next((s for s in result if isinstance(s, ir.TrainDecl)), ir.TrainDecl())
+        share = train.get("share_input")
+        if not inputs and share is not None and try_literal(share.value) == (True, True):
+            self.diags.warning("KD242", "share_input has no effect: the models' input is the data's batch, "
+                               "the same for every phase of a step", share.span,
+                               hint="it shares a generated input (input = ...) between phases")
         if not inputs:
             return
         for stage in (s for s in result if isinstance(s, ir.StageDecl) and s.batch_size is not None):
@@ -168,7 +174,6 @@ class ProcedureChecks:
                                "models' input comes from `input`", stage.batch_size_span,
                                hint="remove it; noise(...) says how many rows a generated batch has",
                                notes=[Note(message="the input is set", span=inputs[0].span)])
-        train = next((s for s in result if isinstance(s, ir.TrainDecl)), ir.TrainDecl())
         if train.get("steps_per_epoch") is None and train.get("data") is None:
             self.diags.error("KD223", "an input that is not data needs 'steps_per_epoch' in the train block",
                              inputs[0].span, hint="add e.g. steps_per_epoch = 100 to the train block "

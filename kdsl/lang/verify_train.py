@@ -15,7 +15,7 @@ from kdsl.lang.literal import try_literal
 from kdsl.lang.lr_schedule import is_chain, verify_chain
 from kdsl.lang.param_groups import split_groups, verify_groups
 
-_UNKNOWN_CODE = {"optimizer": "KD304", "lr_schedule": "KD310"}
+_UNKNOWN_CODE = {"optimizer": "KD304", "lr_schedule": "KD310", "batch_transform": "KD320"}
 
 
 class TrainBlockChecks:

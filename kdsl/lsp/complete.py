@@ -20,7 +20,8 @@ from kdsl.lsp.names import Index
 
 _KIND = {"loss": lsp.CompletionItemKind.Function, "connector": lsp.CompletionItemKind.Class,
          "function": lsp.CompletionItemKind.Function, "schedule": lsp.CompletionItemKind.Function,
-         "optimizer": lsp.CompletionItemKind.Function, "lr_schedule": lsp.CompletionItemKind.Function}
+         "optimizer": lsp.CompletionItemKind.Function, "lr_schedule": lsp.CompletionItemKind.Function,
+         "batch_transform": lsp.CompletionItemKind.Function}
 _NAME_KIND = {"model": lsp.CompletionItemKind.Module, "record": lsp.CompletionItemKind.Variable,
               "connector": lsp.CompletionItemKind.Class, "loss": lsp.CompletionItemKind.Value,
               "param": lsp.CompletionItemKind.Constant}

@@ -101,6 +101,7 @@ def _passes(opts: ModelOptions, derived: List[Any]):
     from kdsl.compiler.bind_models import build_models, build_models_unloaded, look_for_connector_weights
     from kdsl.compiler.compiler import PASSES
     from kdsl.reports.derive_example import derive
+    from kdsl.components.batch_transforms import transform_example
     from kdsl.compiler.dry_run import dry_run
     from kdsl.compiler.params import load_connector_weights
 
@@ -109,7 +110,8 @@ def _passes(opts: ModelOptions, derived: List[Any]):
         if plan.request.example_input is None and plan.spec.input is None:
             example = derive(plan)
             if example is not None:
-                plan.request.example_input, plan.request.example_batch = example.input, example.batch
+                plan.request.example_input, plan.request.example_batch = \
+                    transform_example(plan.spec, example.input, example.batch)
                 derived.append(example)
         return plan
 
@@ -148,9 +150,11 @@ def inspect(spec: Spec, opts: ModelOptions) -> Inspection:
 
     choice = ModelChoice(opts.student, opts.teacher, list(opts.models), opts.teacher_ckpt)
     spec2, given = apply_model_choice(spec, choice)
+    from kdsl.components.batch_transforms import transform_example
     from kdsl.reports.data_example import spec_inputs
 
     x, batch = example_from(opts, spec_inputs(spec2))  # data of named fields: the train block's inputs
+    x, batch = transform_example(spec2, x, batch)  # the batches training gives (batch_transform)
     derived: List[Any] = []
     notes = [n for n in [_weights_note(spec2, opts)] if n]
     # models built from the command line's references get the spec's weights, as the spec's own do

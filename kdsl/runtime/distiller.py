@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -103,6 +103,10 @@ class Distiller(Staging, nn.Module):
         self._generators = [m.name for m in spec.models if m.role == "generator"]
         self._frozen_connectors = [c.name for c in spec.connectors if c.frozen and c.name in self.connectors]
         self.batch_size = compiled.batch_size  # rows of noise(...) in a step without data
+        # share_input (DAFL): phases that do not train the generator reuse the batch it made this
+        # step (progress.step), detached; (step, args, kwargs) of that batch
+        self.share_input = False
+        self._shared_input: Optional[Tuple[int, tuple, Dict[str, Any]]] = None
         self._cuts = compiled.cuts  # truncated passes (kdsl.compiler.truncate)
         self.rollout = compiled.rollout  # the generate statement (kdsl.runtime.generation), or None
         self._plain_cuts = {} if self.procedure.declared else \
@@ -147,6 +151,20 @@ class Distiller(Staging, nn.Module):
             self.connectors[name].eval()
         self._hold_frozen_in_eval()
         return self
+
+    def _step_input(self, ph: Phase) -> Tuple[tuple, Dict[str, Any]]:
+        """The models' input of a phase: ``input = ...`` drawn afresh (gradients reach it only
+        where its generator trains), or, with ``share_input``, in a phase that does not train the
+        generator, the batch the generator's phase made this step, detached."""
+        shared, step = self._shared_input, self.progress.step
+        if self.share_input and not ph.trains_input and shared is not None and shared[0] == step:
+            return shared[1], shared[2]
+        with contextlib.nullcontext() if ph.trains_input else torch.no_grad():
+            args, kwargs = as_call(self._interpreter.visit(self._input))
+        if self.share_input and ph.trains_input:
+            detach = (lambda v: v.detach() if isinstance(v, torch.Tensor) else v)
+            self._shared_input = (step, tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()})
+        return args, kwargs
 
     def _hold_teacher_mode(self, name: str, model: nn.Module) -> None:
         """A frozen teacher runs in eval mode, or, declared ``train_mode``, in the distiller's mode
@@ -371,9 +389,7 @@ class Distiller(Staging, nn.Module):
         cuts = self._cuts.get((st.name, ph.name), {})
         try:
             if ph.needs_input and not args and not kwargs:
-                # gradients reach the input only where a generator of it is trained
-                with contextlib.nullcontext() if ph.trains_input else torch.no_grad():
-                    args, kwargs = as_call(self._interpreter.visit(self._input))
+                args, kwargs = self._step_input(ph)
             for name in ph.models_run:
                 if name in self._generators:
                     continue  # ran as part of the input

@@ -16,7 +16,9 @@ from kdsl.training.data import load_data
 from kdsl.training.distributed import check_amp, end_distributed, init_distributed, pick_device
 from kdsl.training.loop import Trainer
 from kdsl.training.report import Reporter, RunInterrupted, RunResult
+from kdsl.training.batch_transform import DRY_RUN_STEP, run_transform
 from kdsl.training.rng import seed_everything
+from kdsl.training.visualize import visualizer_for
 from kdsl.training.rundir import RunDir
 from kdsl.training.threads import apply_threads
 
@@ -82,13 +84,16 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
     data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world, _data_span(loaded, cfg))
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     load = _weights_to_load(chosen, given, student, teacher, models or {}, teacher_ckpt)
+    transform = run_transform(loaded, cfg, data)
     distiller = _compile(chosen, given, data, device, cfg.inputs, compile_models=bool(cfg.compile),
-                          truncate=cfg.truncate, load_weights=load, batch_size=cfg.batch_size)
+                          truncate=cfg.truncate, load_weights=load, batch_size=cfg.batch_size, transform=transform)
     apply_threads(cfg, [distiller.student, *distiller.teachers.values()])
     with distiller:
         distiller.to(device)
         trainer = Trainer(chosen, cfg, distiller, data, run_dir, device, dist,
                           reporter if reporter is not None and dist.main else Reporter())
+        trainer.transform = transform
+        trainer.visualizer = visualizer_for(chosen, cfg, data, run_dir, device, distiller) if dist.main and not eval_only else None
         if cfg.teacher_cache and not eval_only:  # checked against this run before any step
             from kdsl.training.teacher_store import open_for_run
 
@@ -161,7 +166,7 @@ def _weights_to_load(spec: ir.Spec, given: Dict[str, nn.Module], student: ModelA
 
 def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.device, inputs=None,
              compile_models: bool = False, truncate: bool = True, load_weights: Optional[List[str]] = None,
-             batch_size: Optional[int] = None):
+             batch_size: Optional[int] = None, transform=None):
     """The distiller, dry-run on one validation batch (its loader draws no global randomness);
     a run whose input is generated dry-runs on the generator's output."""
     from kdsl.compiler.compiler import compile as compile_spec
@@ -175,7 +180,9 @@ def _compile(spec: ir.Spec, given: Dict[str, nn.Module], data, device: torch.dev
                             load_weights=load_weights, batch_size=batch_size, **given)
     from kdsl.training.batches import model_call
 
-    call = model_call(next(iter(data.val)), inputs, device)  # keyword batches: a dict example input
+    example = next(iter(data.val))  # the losses are checked on the batches they will get
+    example = transform(example, 0, DRY_RUN_STEP) if transform is not None else example
+    call = model_call(example, inputs, device)  # keyword batches: a dict example input
     example = call.kwargs if call.kwargs else call.args[0]
     fields = dict(call.fields, target=call.target) if call.target is not None else call.fields
     return compile_spec(spec, example_input=example, example_batch=fields, device=device,

@@ -198,6 +198,14 @@ def epoch_steps(spec, cfg, data: Optional["Data"]) -> int:
     return n if limit is None else (limit if generated else min(n, limit))
 
 
+def stage_steps(spec, cfg, data: Optional["Data"], plan) -> int:
+    """The steps of an epoch of stage ``plan``, its data batched as the stage says (its own
+    ``batch_size``, else the run's): the loader is switched to that batch size."""
+    if data is not None:
+        data.use_batch_size(plan.batch_size or cfg.batch_size)
+    return epoch_steps(spec, cfg, data)
+
+
 def zero_steps_problem(data, cfg) -> Optional[str]:
     """Why an epoch over ``data`` would train nothing (an empty training set, or drop_last with a
     batch larger than it), or None."""

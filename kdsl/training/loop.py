@@ -25,7 +25,7 @@ from kdsl.lang import ir
 from kdsl.training.optim import setup_warnings
 from kdsl.training import distributed
 from kdsl.training.curves import CurvesPacer
-from kdsl.training.data import Data, epoch_steps
+from kdsl.training.data import Data, epoch_steps, stage_steps
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
 from kdsl.training.batches import model_call, run_task
 from kdsl.training.config import optimizers_text
@@ -68,8 +68,10 @@ class Trainer:
         # what runs the student's forward in a plain step (DistributedDataParallel under torchrun)
         self.runner: Optional[nn.Module] = None
         self.stage: Optional[StageRun] = None
+        distiller.share_input = cfg.share_input  # DAFL: one generated batch a step
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
         self.teacher_store = None  # a teacher-output store serving the frozen teachers (--teacher-cache)
+        self.transform = self.visualizer = None  # batch_transform, --visualize: set by kdsl.train
         self.task = run_task(cfg, data)  # which metrics evaluation reports (top-1, or perplexity)
         self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
         self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
@@ -130,12 +132,8 @@ class Trainer:
         return stage
 
     def enter_batch_size(self, plan) -> int:
-        """Batch the training data as stage ``plan`` does (its own ``batch_size``, else the run's);
-        the steps of its epochs."""
-        if self.data is None or self.generated:
-            return self.steps_per_epoch
-        self.data.use_batch_size(plan.batch_size or self.cfg.batch_size)
-        return epoch_steps(self.spec, self.cfg, self.data)
+        """Batch the training data as stage ``plan`` does; the steps of its epochs."""
+        return self.steps_per_epoch if self.generated else stage_steps(self.spec, self.cfg, self.data, plan)
 
     def plain(self, plan) -> bool:
         """Whether a stage is today's single step (a spec without stages, phases or ``input``):
@@ -220,6 +218,7 @@ class Trainer:
         if self.data is not None:
             self.data.start_epoch(epoch, skip_batches=first_step)
         self.distiller.train()
+        self.distiller.zero_grad(set_to_none=True)  # an epoch carries no gradient in (zero_grad = "after_step")
         if epoch == 0 and first_step == 0:
             self.start_lr = stage.phases[0].optimizer.param_groups[0]["lr"]
         self.reporter.epoch_start(epoch, cfg.epochs, self.steps_per_epoch)
@@ -233,6 +232,8 @@ class Trainer:
             row.update({f"lr/{p.name}": p.optimizer.param_groups[0]["lr"] for p in stage.phases})
         row.update(sums.row(self.dist, self.device))
         row.update(self.validate())
+        if self.visualizer is not None and self.dist.main:  # --visualize: the epoch's feature maps
+            self.visualizer.draw(self.distiller, epoch + 1)
         row["time_s"] = time.time() - t0
         self.history.append(row)
         self.log.epoch(self.global_step, row)
@@ -335,6 +336,7 @@ class Trainer:
         kwargs: Dict[str, Any] = {}
         target = fields = None
         if batch is not None:  # (x, y, index), or named fields some of which the models take
+            batch = self.transform(batch, epoch, i) if self.transform is not None else batch
             call = model_call(batch, self.cfg.inputs, d)
             made = distiller.generated_batch(call.fields, self.global_step)
             if made is not call.fields:  # the prompts completed by the generate statement's model
@@ -369,7 +371,7 @@ class Trainer:
     def update(self, loss: torch.Tensor, phase: PhaseRun, last: bool = True) -> None:
         """Backward, then (every ``accumulate`` updates, or at the epoch's ``last``) the step."""
         optimizer, scaler = phase.optimizer, phase.scaler
-        if phase.pending == 0:
+        if phase.pending == 0 and self.cfg.zero_grad == "before_backward":
             optimizer.zero_grad(set_to_none=True)
         if phase.accumulate > 1:
             loss = loss / phase.accumulate
@@ -393,6 +395,8 @@ class Trainer:
         else:
             optimizer.step()
         phase.scheduler.step()
+        if self.cfg.zero_grad == "after_step":  # mmengine's order: what other phases leave carries over
+            optimizer.zero_grad(set_to_none=True)
 
     def check_finite(self, result, epoch: int, i: int) -> None:
         if bool(torch.isfinite(result.loss.detach()).all()):

@@ -213,6 +213,12 @@ def setup_warnings(spec, cfg, distiller, ranges, steps_per_epoch: Dict[str, int]
     from kdsl.core.diagnostics import render
     from kdsl.training.accumulate import optimizer_steps, remainder_note
 
+    if cfg.zero_grad == "after_step" and cfg.checkpoint_every:
+        written = spec.train.get("zero_grad") if spec.train is not None else None
+        raise error("KD773", "zero_grad = \"after_step\" carries gradients from one step to the next, which a "
+                    "checkpoint within an epoch does not hold: --checkpoint-every could not resume it exactly",
+                    written.span if written is not None else None,
+                    hint="checkpoint at the epochs' ends only (carried gradients are cleared when an epoch starts)")
     per_epoch = {name: optimizer_steps(steps, cfg.accumulate) for name, steps in steps_per_epoch.items()}
     found = check_phase_setups(spec, cfg, distiller, ranges, per_epoch)
     notes = []

@@ -61,6 +61,9 @@ def storable_problem(spec: ir.Spec) -> Optional[Tuple[str, Any]]:
     trained = [t.name for t in spec.teachers if t.trainable and t.name in read]
     if trained:
         return f"teacher '{trained[0]}' is trainable: its outputs change as it trains", None
+    transform = spec.train.get("batch_transform") if spec.train is not None else None
+    if transform is not None:  # a store holds the teachers' outputs on the data's own samples
+        return "it transforms its training batches (batch_transform)", transform.span
     batch_stats = [t for t in spec.teachers if t.train_mode and t.name in read]
     if batch_stats:  # its outputs depend on the other samples of each batch
         return (f"teacher '{batch_stats[0].name}' runs in train mode (train_mode): its outputs depend on "

@@ -18,7 +18,7 @@ BUILTINS = tuple(builtin_components())
 def test_every_family_and_entry_is_checked():
     families = {c.impl.partition(":")[0] for c in BUILTINS}
     assert families == {f"kdsl.components.{m}" for m in MODULES}
-    assert len(MODULES) == 18 and len(BUILTINS) == 106
+    assert len(MODULES) == 19 and len(BUILTINS) == 110
 
 
 @pytest.mark.parametrize("component", BUILTINS, ids=lambda c: f"{c.kind}:{c.name}")

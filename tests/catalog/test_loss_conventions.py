@@ -102,7 +102,7 @@ def test_broadcasting_inputs_are_checked_and_explain_shows_their_shapes():
     x = torch.randn(2, 1, 8, 8)
     with pytest.raises(KdslError) as refused:  # [2, 64, 4, 4] against [2, 64, 1, 1]
         kdsl.compile(kdsl.loads(SPEC.format(options="")), example_input=x, student=student, teacher=teacher)
-    assert "KD505" in str(refused.value) and "or set broadcast=true" in str(refused.value)
+    assert "KD505" in str(refused.value) and "or set broadcast=true: they broadcast" in str(refused.value)
     spec = kdsl.loads(SPEC.format(options=", broadcast=true"))
     with kdsl.compile(spec, example_input=x, student=student, teacher=teacher) as distiller:
         console = Console(file=io.StringIO(), width=400, no_color=True)
