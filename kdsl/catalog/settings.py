@@ -194,6 +194,20 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("progress_every", FLOAT, 30.0,
             "seconds between progress lines when the output is not a terminal (a log file, CI)",
             flag="--progress-every", positive=True, maximum=86_400, resumable=True),
+    Setting("strategy", choice("ddp", "fsdp"), "ddp",
+            "how a torchrun launch holds the models: ddp (each process holds every model whole) or fsdp "
+            "(FSDP2: each model's parameters, gradients and optimizer state sharded over the processes); "
+            "one process ignores it", flag="--strategy", resumable=True, recorded=True),
+    Setting("shard_units", optional(list_of(STR)), None,
+            "under fsdp, the module paths (glob patterns) each model is sharded in, unit by unit "
+            "(default: every child of the model's ModuleLists, e.g. each transformer block)",
+            example='shard_units = ["blocks.*"]'),
+    Setting("replicated", optional(list_of(STR)), None,
+            "under fsdp, the models held whole on every process instead of sharded",
+            example='replicated = ["student"]'),
+    Setting("offloaded", optional(list_of(STR)), None,
+            "under fsdp, the frozen teachers whose parameter shards stay on the CPU between uses "
+            "(CPUOffloadPolicy)", example='offloaded = ["teacher"]'),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -70,6 +70,10 @@ class TrainConfig:
     val_every: Optional[int] = _default("val_every")
     patience: Optional[int] = _default("patience")
     progress_every: float = _default("progress_every")
+    strategy: str = _default("strategy")
+    shard_units: Optional[List[str]] = _default("shard_units")
+    replicated: Optional[List[str]] = _default("replicated")
+    offloaded: Optional[List[str]] = _default("offloaded")
     sources: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> Dict[str, Any]:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from kdsl.core.diagnostics import error
 from kdsl.text_data import IGNORE_INDEX
 from kdsl.training.batches import model_call
+from kdsl.training.sharding import even_forwards
 from kdsl.training.distributed import Dist, all_reduce_sum, autocast
 
 # each task's metrics, in the order tables show them (which one picks the best epoch:
@@ -60,6 +61,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]
     add = _lm_sums if task == "lm" else _classification_sums
+    call = None
     try:
         for batch in loader:
             call = model_call(batch, inputs, device)
@@ -69,6 +71,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
             if part is None:
                 return None
             sums = [a + b for a, b in zip(sums, part)]
+        for _ in range(even_forwards(model, len(loader), d)):  # a sharded model's forward is collective
+            with autocast(device, amp):
+                model(*call.args, **call.kwargs)
     finally:
         model.train(was_training)
     sums = all_reduce_sum(sums, d, device)

@@ -57,6 +57,10 @@ SPEC_VALUES = {
     "compile": ("true", True),
     "truncate": ("false", False),
     "teacher_cache": (None, None),  # a flag only: a store belongs to one machine's files
+    "strategy": ('"fsdp"', "fsdp"),
+    "shard_units": ('["blocks.*"]', ["blocks.*"]),
+    "replicated": ('["student"]', ["student"]),
+    "offloaded": ("[]", []),
 }
 # What a caller (flag or kdsl.train keyword) gives for every setting, and what it resolves to.
 GIVEN_VALUES = {
@@ -89,6 +93,10 @@ GIVEN_VALUES = {
     "compile": (True, True),
     "truncate": (False, False),
     "teacher_cache": ("stores/x", "stores/x"),
+    "strategy": ("ddp", "ddp"),
+    "shard_units": (["layers.*"], ["layers.*"]),
+    "replicated": ([], []),
+    "offloaded": (["teacher"], ["teacher"]),
 }
 
 
