@@ -199,7 +199,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "(FSDP2: each model's parameters, gradients and optimizer state sharded over the processes); "
             "one process ignores it", flag="--strategy", resumable=True, recorded=True),
     Setting("shard_units", optional(list_of(STR)), None,
-            "under fsdp, the module paths (glob patterns) each model is sharded in, unit by unit "
+            "under fsdp, the module paths each model is sharded in, unit by unit (patterns: * is one "
+            "path segment, ** any run of them) "
             "(default: every child of the model's ModuleLists, e.g. each transformer block)",
             example='shard_units = ["blocks.*"]'),
     Setting("replicated", optional(list_of(STR)), None,

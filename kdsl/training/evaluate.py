@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from kdsl.core.diagnostics import error
 from kdsl.text_data import IGNORE_INDEX
 from kdsl.training.batches import model_call
+from kdsl.compiler.snapshot import reshard
 from kdsl.training.sharding import even_forwards
 from kdsl.training.distributed import Dist, all_reduce_sum, autocast
 
@@ -76,6 +77,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
                 model(*call.args, **call.kwargs)
     finally:
         model.train(was_training)
+        reshard(model)  # an optimizer built after evaluation must see the shards
     sums = all_reduce_sum(sums, d, device)
     return _lm_metrics(*sums[:3]) if task == "lm" else _classification_metrics(*sums)
 

@@ -18,7 +18,7 @@ state to this rank's shards).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -49,11 +49,19 @@ def unit_paths(model: nn.Module, patterns: Optional[Sequence[str]] = None) -> Li
     """The module paths of ``model``'s units, deepest first (the order fully_shard needs): those
     matching ``patterns``, else every child of every ``ModuleList``."""
     if patterns:
-        paths = [n for n, _ in model.named_modules() if n and any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        paths = [n for n, _ in model.named_modules() if n and any(path_matches(n, p) for p in patterns)]
     else:
         paths = [f"{n}.{i}" if n else str(i) for n, m in model.named_modules()
                  if isinstance(m, nn.ModuleList) for i in range(len(m))]
     return sorted(paths, key=lambda p: -p.count("."))
+
+
+def path_matches(path: str, pattern: str) -> bool:
+    """A module path against a pattern whose ``*`` stands for one path segment's characters
+    (``blocks.*`` is each block, not every module inside one) and ``**`` for any run of them."""
+    regex = "".join(".*" if part == "**" else "[^.]*" if part == "*" else re.escape(part)
+                    for part in re.split(r"(\*\*|\*)", pattern))
+    return re.fullmatch(regex, path) is not None
 
 
 def placement_of(name: str, cfg) -> str:
@@ -75,7 +83,8 @@ def check_placements(spec, cfg) -> None:
                     {"replicated": cfg.replicated, "offloaded": cfg.offloaded})
     first = next((d for d in diags.items if d.is_error), None)
     if first is not None:
-        raise error("KD780", f"{first.message} ({first.code})", first.span, hint=first.hint)
+        raise error("KD780", f"{first.message} ({first.code})", first.span,
+                    hint=first.hints[0] if first.hints else None)
 
 
 def shard(spec, distiller, cfg, device: torch.device, world: int) -> Sharding:
