@@ -209,6 +209,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("offloaded", optional(list_of(STR)), None,
             "under fsdp, the frozen teachers whose parameter shards stay on the CPU between uses "
             "(CPUOffloadPolicy)", example='offloaded = ["teacher"]'),
+    Setting("collective_timeout", FLOAT, 600.0,
+            "under torchrun, the seconds a process waits in a collective (a gradient reduction, a "
+            "barrier) before it fails, so that a process that died takes the others down instead of "
+            "leaving them waiting", flag="--collective-timeout", positive=True, maximum=86_400,
+            resumable=True),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -74,6 +74,7 @@ class TrainConfig:
     shard_units: Optional[List[str]] = _default("shard_units")
     replicated: Optional[List[str]] = _default("replicated")
     offloaded: Optional[List[str]] = _default("offloaded")
+    collective_timeout: float = _default("collective_timeout")
     sources: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> Dict[str, Any]:

@@ -61,15 +61,20 @@ def autocast(device: torch.device, amp: Optional[str]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def init_distributed(device: torch.device) -> Dist:
+def init_distributed(device: torch.device, timeout_s: Optional[float] = None) -> Dist:
+    """Join torchrun's process group; ``timeout_s`` bounds every collective (a rank that died
+    fails the others' next collective instead of leaving them waiting)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    import datetime
+
     import torch.distributed as dist
 
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
 
 

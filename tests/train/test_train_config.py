@@ -61,6 +61,7 @@ SPEC_VALUES = {
     "shard_units": ('["blocks.*"]', ["blocks.*"]),
     "replicated": ('["student"]', ["student"]),
     "offloaded": ("[]", []),
+    "collective_timeout": ("60.0", 60.0),
 }
 # What a caller (flag or kdsl.train keyword) gives for every setting, and what it resolves to.
 GIVEN_VALUES = {
@@ -97,6 +98,7 @@ GIVEN_VALUES = {
     "shard_units": (["layers.*"], ["layers.*"]),
     "replicated": ([], []),
     "offloaded": (["teacher"], ["teacher"]),
+    "collective_timeout": (30.0, 30.0),
 }
 
 
