@@ -221,6 +221,26 @@ SETTINGS: Tuple[Setting, ...] = (
             "a value for the spec's param NAME, written as the spec writes values (repeat the flag "
             "for several); summary.json records each param with its source",
             spec=False, flag="--set", example="--set tau=2", resumable=True, commands=PARAM_COMMANDS),
+    Setting("strategy", choice("ddp", "fsdp"), "ddp",
+            "how a torchrun launch holds the models: ddp (each process holds every model whole) or fsdp "
+            "(FSDP2: each model's parameters, gradients and optimizer state sharded over the processes); "
+            "one process ignores it", flag="--strategy", resumable=True, recorded=True),
+    Setting("shard_units", optional(list_of(STR)), None,
+            "under fsdp, the module paths each model is sharded in, unit by unit (patterns: * is one "
+            "path segment, ** any run of them) "
+            "(default: every child of the model's ModuleLists, e.g. each transformer block)",
+            example='shard_units = ["blocks.*"]'),
+    Setting("replicated", optional(list_of(STR)), None,
+            "under fsdp, the models held whole on every process instead of sharded",
+            example='replicated = ["student"]'),
+    Setting("offloaded", optional(list_of(STR)), None,
+            "under fsdp, the frozen teachers whose parameter shards stay on the CPU between uses "
+            "(CPUOffloadPolicy)", example='offloaded = ["teacher"]'),
+    Setting("collective_timeout", FLOAT, 600.0,
+            "under torchrun, the seconds a process waits in a collective (a gradient reduction, a "
+            "barrier) before it fails, so that a process that died takes the others down instead of "
+            "leaving them waiting", flag="--collective-timeout", positive=True, maximum=86_400,
+            resumable=True),
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}

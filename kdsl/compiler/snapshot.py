@@ -1,4 +1,5 @@
-"""What a dry run must leave as it found: the buffers of the modules it ran, and the RNG states."""
+"""What a dry run must leave as it found: the buffers of the modules it ran, the RNG states, and
+the parameters of FSDP2-sharded modules sharded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class Snapshot:
     """Buffers of modules and the RNG states, restored after a dry run."""
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = list(modules)
         self.buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
         self.cpu_rng = torch.random.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and \
@@ -22,5 +24,21 @@ class Snapshot:
             for b, saved in self.buffers:
                 b.copy_(saved)
         torch.random.set_rng_state(self.cpu_rng)
+        for module in self.modules:
+            reshard(module)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def reshard(module: nn.Module) -> None:
+    """Put every FSDP2 unit of ``module`` back in its sharded state. A forward without backward
+    (a dry run, an evaluation) leaves the root unit's parameters gathered, and while they are,
+    ``module.parameters()`` yields the gathered copies: an optimizer built then would update
+    tensors that the next all-gather overwrites."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2 shards nothing
+        return
+    for m in module.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()

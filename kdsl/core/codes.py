@@ -139,6 +139,17 @@ CODES: Dict[str, Code] = {
     "KD242": Code("share_input unused", "`share_input = true` shares a generated input "
                   "(`input = ...`) between a step's phases; a spec whose models take the data's "
                   "batch already gives every phase the same batch."),
+    "KD226": Code("placement names no model", "`replicated` and `offloaded` in the train block "
+                  "name the students and teachers that strategy fsdp holds whole on every process "
+                  "or offloads to the CPU; each name must be a model of the spec."),
+    "KD227": Code("offload of a trained model", "`offloaded` keeps a model's parameter shards on "
+                  "the CPU between passes (FSDP2's CPUOffloadPolicy), which fits only a frozen "
+                  "teacher; a trained model is sharded (the default) or `replicated`."),
+    "KD228": Code("param record of a sharded model", "Under strategy fsdp each process holds one "
+                  "shard of a sharded model's parameters, so a `param` record would read a piece "
+                  "of the tensor. Hold that model whole with `replicated = [\"NAME\"]`."),
+    "KD229": Code("model placed twice", "A model is in both `replicated` and `offloaded` (or "
+                  "twice in one): each model has one placement."),
     "KD250": Code("record never used", "A record no loss or connector reads. It still costs a "
                   "hook on every forward pass."),
     "KD251": Code("loss uses no record", "A loss whose inputs read no record; it does not "
@@ -418,6 +429,9 @@ CODES: Dict[str, Code] = {
                   "so the run needs data."),
     "KD775": Code("record is not a feature map", "A record --visualize draws must hold a tensor "
                   "[N, C, H, W] (drawn as its channel mean or top channels) or [N, H, W]."),
+    "KD780": Code("fsdp placement does not fit the run", "The run's placement (strategy, "
+                  "replicated, offloaded, given in the spec or on the command line) fails the "
+                  "checks of KD226-KD229 for the models of this run; the message names which."),
 }
 
 

@@ -22,6 +22,7 @@ from kdsl.lang.statements import NAMED, PROCEDURE_BLOCKS, ParamSubstitution, rec
 from kdsl.lang.teacher_weights import warn_random_teachers
 from kdsl.lang.verify_args import ArgumentChecks
 from kdsl.lang.verify_names import KIND_WORD, NameResolution, Use
+from kdsl.lang.verify_placement import check_placement
 from kdsl.lang.verify_procedure import ProcedureChecks
 from kdsl.lang.verify_refs import check_kdsl_references
 from kdsl.lang.verify_train import TrainBlockChecks
@@ -191,6 +192,7 @@ class Verifier(NameResolution, ArgumentChecks, UsageWarnings, TrainBlockChecks, 
         self._check_procedure(result)
         self._check_usage(result, self.uses)
         check_kdsl_references(self.diags, result)
+        check_placement(self.diags, result)
         if self.substitution is not None:
             self.substitution.point_at_params(self.diags, checked_from)
         if not self.diags.has_errors:

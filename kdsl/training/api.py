@@ -59,7 +59,7 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
     check_amp(cfg.amp, device)
     if cfg.threads:  # given: in effect for the data loading and the dry run too
         torch.set_num_threads(cfg.threads)
-    dist = init_distributed(device)
+    dist = init_distributed(device, cfg.collective_timeout)
     run_dir = RunDir(cfg.out, writer=dist.main)
     run_dir.prepare(resume=resume, eval_only=eval_only, overwrite=overwrite)
     if resume and not run_dir.has_checkpoint():  # killed before its first checkpoint: one rule

@@ -78,6 +78,11 @@ class TrainConfig:
     progress_every: float = _default("progress_every")
     # each param of the spec: {"value", "source"} (and "search"); see record_params
     params: Optional[Dict[str, Dict[str, Any]]] = _default("params")
+    strategy: str = _default("strategy")
+    shard_units: Optional[List[str]] = _default("shard_units")
+    replicated: Optional[List[str]] = _default("replicated")
+    offloaded: Optional[List[str]] = _default("offloaded")
+    collective_timeout: float = _default("collective_timeout")
     sources: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> Dict[str, Any]:

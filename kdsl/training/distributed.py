@@ -61,15 +61,20 @@ def autocast(device: torch.device, amp: Optional[str]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def init_distributed(device: torch.device) -> Dist:
+def init_distributed(device: torch.device, timeout_s: Optional[float] = None) -> Dist:
+    """Join torchrun's process group; ``timeout_s`` bounds every collective (a rank that died
+    fails the others' next collective instead of leaving them waiting)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    import datetime
+
     import torch.distributed as dist
 
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
 
 
@@ -133,7 +138,8 @@ def check_ranks_agree(student: nn.Module, d: Dist, device: torch.device) -> None
     """After training every rank must hold the same student (KD707 otherwise)."""
     import torch.distributed as dist
 
-    mine = torch.tensor([sum(p.detach().double().sum().item() for p in student.parameters())],
+    whole = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in student.parameters()]  # FSDP shards
+    mine = torch.tensor([sum(p.detach().double().sum().item() for p in whole)],
                         dtype=torch.float64, device=device)
     every = [torch.zeros_like(mine) for _ in range(d.world)]
     dist.all_gather(every, mine)
@@ -142,12 +148,20 @@ def check_ranks_agree(student: nn.Module, d: Dist, device: torch.device) -> None
         raise error("KD707", f"the ranks' students diverged (parameter sums {values})")
 
 
-def wrap_student(student: nn.Module, params: List[nn.Parameter], d: Dist, device: torch.device):
-    """(what runs the student's forward, the trainable parameters DDP does not reduce)."""
+def wrap_student(student: nn.Module, params: List[nn.Parameter], d: Dist, device: torch.device,
+                 sharded=None, unused: bool = False):
+    """(what runs the student's forward, the trainable parameters DDP (or FSDP, ``sharded``) does
+    not reduce). FSDP2 shards the student in place (:mod:`.sharding`): it runs itself, and the
+    loop averages only the gradients of the parameters that stay whole. ``unused``: a delivery
+    replaces one of the student's own computations, whose parameters then get no gradient (DDP
+    must look for them)."""
     if not d.enabled:
         return student, []
+    if sharded:
+        return student, [p for p in params if not hasattr(p, "full_tensor")]
     from torch.nn.parallel import DistributedDataParallel
 
-    runner = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    runner = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None,
+                                     find_unused_parameters=unused)
     student_params = {id(p) for p in student.parameters()}
     return runner, [p for p in params if id(p) not in student_params]

@@ -28,6 +28,8 @@ from kdsl.core.diagnostics import error
 from kdsl.runtime.generation import can_generate, complete
 from kdsl.text_data import IGNORE_INDEX
 from kdsl.training.batches import model_call
+from kdsl.compiler.snapshot import reshard
+from kdsl.training.sharding import even_forwards
 from kdsl.training.distributed import Dist, all_reduce_sum, autocast
 
 # each task's metrics, in the order tables show them (which one picks the best epoch:
@@ -65,6 +67,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
     sums = [0.0] * 6
     add = _lm_sums if task == "lm" else _classification_sums
     generates = task == "lm" and can_generate(model)
+    call = None
     try:
         for batch in loader:
             call = model_call(batch, inputs, device)
@@ -75,8 +78,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: Op
                 return None
             part += exact_match_sums(model, call.fields) if generates else [0.0, 0.0]
             sums = [a + b for a, b in zip(sums, part)]
+        for _ in range(even_forwards(model, len(loader), d)):  # a sharded model's forward is collective
+            with autocast(device, amp):
+                model(*call.args, **call.kwargs)
     finally:
         model.train(was_training)
+        reshard(model)  # an optimizer built after evaluation must see the shards
     sums = all_reduce_sum(sums, d, device)
     return _lm_metrics(*sums[:3], *sums[4:]) if task == "lm" else _classification_metrics(*sums[:4])
 

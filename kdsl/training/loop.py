@@ -23,7 +23,7 @@ from torch import nn
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training.optim import setup_warnings
-from kdsl.training import distributed
+from kdsl.training import distributed, sharding
 from kdsl.training.curves import CurvesPacer
 from kdsl.training.data import Data, epoch_steps, stage_steps
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
@@ -67,6 +67,7 @@ class Trainer:
         self.fingerprint = spec_fingerprint(spec)
         # what runs the student's forward in a plain step (DistributedDataParallel under torchrun)
         self.runner: Optional[nn.Module] = None
+        self.sharding: Optional[sharding.Sharding] = None  # the FSDP2 placements under strategy fsdp
         self.stage: Optional[StageRun] = None
         distiller.share_input = cfg.share_input  # DAFL: one generated batch a step
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
@@ -123,10 +124,11 @@ class Trainer:
         if self.plain(plan):
             phase = stage.phases[0]
             self.runner, phase.reduce = distributed.wrap_student(self.distiller.student, phase.params,
-                                                                 self.dist, self.device)
+                                                                 self.dist, self.device, self.sharding,
+                                                                 unused=bool(self.distiller.deliveries))
         elif self.dist.enabled:  # no DDP wrapper: the loop averages every gradient itself
             for phase in stage.phases:
-                phase.reduce = list(phase.params)
+                phase.reduce = sharding.replicated_params(phase.params)
         self.stage = stage
         self.reporter.stage_start(self.stage_info(stage))
         return stage
@@ -186,6 +188,8 @@ class Trainer:
             self.reporter.warning(warning)
         if state is not None and self.dist.main:
             repair(self, state, ranges)
+        self.sharding = sharding.for_run(self.spec, self.distiller, self.cfg, self.device, self.dist,
+                                         self.reporter.warning)
         for plan, first, end in ranges:
             if end <= start_epoch or end == first or self.stopped_early():
                 continue
@@ -239,15 +243,20 @@ class Trainer:
         self.log.epoch(self.global_step, row)
         self.reporter.epoch_end(row, cfg.epochs)
         run_best(self)  # on every rank (the rows agree): KD725 stops them all, before any file
+        with sharding.gathered(self.sharding, [p.optimizer for p in stage.phases]):  # every rank
+            self.write_epoch(epoch)
+        barrier(self.dist)
+
+    def write_epoch(self, epoch: int) -> None:
+        """Rank 0's files at an epoch's end: metrics, curves, then the checkpoint."""
         if self.dist.main:
             self.run_dir.write_metrics(self.history)
-            final = epoch + 1 == cfg.epochs
+            final = epoch + 1 == self.cfg.epochs
             note = self.curves.draw(lambda: self.run_dir.write_curves(self.history, self.teachers, self.start_lr),
                                     final)
             if note and final:
                 self.reporter.warning(note)
             self.save(epoch + 1)  # the checkpoint last: the epoch's commit point
-        barrier(self.dist)
 
     def resumed_steps(self) -> Tuple[int, EpochSums]:
         """(the steps of this epoch already done, their sums): those of a checkpoint written
@@ -388,7 +397,8 @@ class Trainer:
         if self.cfg.grad_clip:
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(phase.params, self.cfg.grad_clip)
+            clip = sharding.clip_grad_norm if self.sharding else torch.nn.utils.clip_grad_norm_
+            clip(phase.params, self.cfg.grad_clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -444,7 +454,8 @@ class Trainer:
         best = run_best(self)
         summary = {"spec": self.spec.file, "epochs_done": last["epoch"] if last else 0, "task": self.task,
                    "teachers": teachers, "peers": peers, "student": student, "best": best,
-                   "history": history, "config": self.cfg.describe(), "seconds": seconds}
+                   "history": history, "config": self.cfg.describe(), "seconds": seconds,
+                   "ranks": sharding.rank_memory(self.sharding, self.distiller, self.dist, self.device)}
         self.run_dir.write_summary(summary)
         result = RunResult(final=student or {}, history=list(history), teachers=teachers, best=summary["best"],
                            summary=summary, rows=result_rows(self.distiller, teachers, peers, student),

@@ -22,6 +22,7 @@ from kdsl.lang import ir
 from kdsl.lang.procedure import Stage
 from kdsl.training.config import optimizer_of
 from kdsl.training.accumulate import optimizer_steps
+from kdsl.training.sharding import local_optimizer_state
 from kdsl.training.optim import build_lr_schedule, phase_schedule, spec_named_parameters
 
 
@@ -45,7 +46,7 @@ class PhaseRun:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(local_optimizer_state(self.optimizer, state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

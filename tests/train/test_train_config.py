@@ -63,6 +63,11 @@ SPEC_VALUES = {
     "truncate": ("false", False),
     "teacher_cache": (None, None),  # a flag only: a store belongs to one machine's files
     "params": (None, None),  # --set: values for the spec's params (tests/language/test_given_params.py)
+    "strategy": ('"fsdp"', "fsdp"),
+    "shard_units": ('["blocks.*"]', ["blocks.*"]),
+    "replicated": ('["student"]', ["student"]),
+    "offloaded": ("[]", []),
+    "collective_timeout": ("60.0", 60.0),
 }
 # What a caller (flag or kdsl.train keyword) gives for every setting, and what it resolves to.
 GIVEN_VALUES = {
@@ -101,6 +106,11 @@ GIVEN_VALUES = {
     "truncate": (False, False),
     "teacher_cache": ("stores/x", "stores/x"),
     "params": (None, None),  # given when the spec is loaded, not to resolve_config
+    "strategy": ("ddp", "ddp"),
+    "shard_units": (["layers.*"], ["layers.*"]),
+    "replicated": ([], []),
+    "offloaded": (["teacher"], ["teacher"]),
+    "collective_timeout": (30.0, 30.0),
 }
 
 

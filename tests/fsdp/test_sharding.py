@@ -1,0 +1,144 @@
+"""FSDP2 pieces in this process: a one-process gloo group makes fully_shard real (DTensor
+parameters, the class swap, the all-gather hooks) at no launch cost. The 2-process runs are in
+test_fsdp_train.py."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import kdsl
+import kdsl.zoo
+from kdsl.training import sharding
+from kdsl.training.config import TrainConfig
+
+SPEC = """
+student = model("kdsl.zoo:gpt", vocab_size=64, seq_len=8, d_model=16, n_layers=2, n_heads=2)
+teacher = model("kdsl.zoo:gpt", vocab_size=64, seq_len=8, d_model=16, n_layers=3, n_heads=2)
+deliver output of method "kdsl.zoo.gpt:Embeddings.forward" from teacher to student keep 1
+record s_h = output of student.blocks.1
+record t_h = output of teacher.blocks.2
+record s_out = output of student
+record t_out = output of teacher
+connector w = linear()
+loss kd = token_kl(s_out, t_out, tau=2)
+loss hint = hidden_mse(w(s_h), t_h)
+"""
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already running in this process")
+    store = dist.FileStore(str(tmp_path_factory.mktemp("pg") / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _models():
+    torch.manual_seed(0)
+    student = kdsl.zoo.gpt(vocab_size=64, seq_len=8, d_model=16, n_layers=2, n_heads=2)
+    teacher = kdsl.zoo.gpt(vocab_size=64, seq_len=8, d_model=16, n_layers=3, n_heads=2)
+    return student, teacher
+
+
+def _shard(model):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (1,))
+    for path in sharding.unit_paths(model):
+        fully_shard(model.get_submodule(path), mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _steps(distiller, n=3):
+    """Losses and the student's gradients (whole) of ``n`` steps of plain SGD."""
+    params = [p for p in distiller.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(n):
+        x = torch.randint(0, 64, (4, 8), generator=g)
+        opt.zero_grad()
+        r = distiller.step(x)
+        r.loss.backward()
+        sharding.clip_grad_norm(params, 0.5)
+        opt.step()
+        losses.append(r.loss.item())
+    return losses, sharding.full_state_dict(distiller.student)
+
+
+def test_models_the_user_sharded_distil_as_whole_ones(group):
+    """kdsl.compile on models wrapped with fully_shard by the user: records on units, a
+    delivery into a patched method of a class FSDP swapped, a connector, clipping over shards:
+    the same losses and student as the unwrapped models."""
+    student, teacher = _models()
+    torch.manual_seed(5)  # the connector's initial weights
+    with kdsl.compile(kdsl.loads(SPEC, "t.kd"), student=copy.deepcopy(student),
+                      teacher=copy.deepcopy(teacher), example_input=torch.zeros(2, 8, dtype=torch.long)) as d:
+        expected, expected_student = _steps(d)
+    s, t = _shard(copy.deepcopy(student)), _shard(copy.deepcopy(teacher))
+    assert type(s).__name__ == "FSDPGPT" and sharding.is_dtensor(next(s.parameters()))
+    torch.manual_seed(5)
+    with kdsl.compile(kdsl.loads(SPEC, "t.kd"), student=s, teacher=t,
+                      example_input=torch.zeros(2, 8, dtype=torch.long)) as d:
+        got, got_student = _steps(d)
+    assert got == pytest.approx(expected, rel=1e-6)
+    for k in expected_student:
+        torch.testing.assert_close(got_student[k], expected_student[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_optimizer_state_gathers_and_cuts_back(group):
+    """A whole optimizer state (what checkpoint.pt holds) cut to this rank's shards and
+    gathered again is the same state; clipping over shards is torch's clipping."""
+    model = _shard(_models()[0])
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.randint(0, 64, (2, 8))).sum().backward()
+    opt.step()
+    whole = sharding.full_optimizer_state(opt)
+    assert all(type(v) is torch.Tensor for s in whole["state"].values() for v in s.values())
+    opt.load_state_dict(sharding.local_optimizer_state(opt, whole))
+    again = sharding.full_optimizer_state(opt)
+    for i, s in whole["state"].items():
+        for k, v in s.items():
+            assert torch.equal(again["state"][i][k], v)
+    plain = _models()[0]
+    plain(torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(3))).sum().backward()
+    sharded = _shard(copy.deepcopy(plain))
+    for p, q in zip(plain.parameters(), sharded.parameters()):
+        q.grad = torch.distributed.tensor.distribute_tensor(p.grad.clone(), q.device_mesh, q.placements)
+    norm = torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.1)
+    assert sharding.clip_grad_norm(list(sharded.parameters()), 0.1).item() == pytest.approx(norm.item(), rel=1e-6)
+    for p, q in zip(plain.parameters(), sharded.parameters()):
+        torch.testing.assert_close(q.grad.full_tensor(), p.grad)
+
+
+def test_units_default_to_module_list_children_and_patterns_match_segments():
+    model = kdsl.zoo.gpt(vocab_size=64, seq_len=8, d_model=16, n_layers=3, n_heads=2)
+    assert sharding.unit_paths(model) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert sharding.unit_paths(model, ["blocks.*"]) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert sharding.unit_paths(model, ["**.mlp"]) == ["blocks.0.mlp", "blocks.1.mlp", "blocks.2.mlp"]
+    assert sharding.unit_paths(model, ["blocks.1", "blocks.1.attn"]) == ["blocks.1.attn", "blocks.1"]
+
+
+def test_run_placement_given_by_flags_is_checked_against_the_spec():
+    """--strategy fsdp from the command line: the spec's param record of a sharded student is
+    refused with the spec's location (KD780 carrying KD228), as kdsl check does with the spec's own."""
+    spec = kdsl.loads("student\nteacher\nrecord s = output of student\nrecord t = output of teacher\n"
+                      "record w = param student.fc.weight\nloss kd = kd(s, t)\n", "p.kd")
+    with pytest.raises(kdsl.KdslError) as info:
+        sharding.check_placements(spec, TrainConfig(strategy="fsdp"))
+    err = info.value.errors[0]
+    assert err.code == "KD780" and "KD228" in err.message and err.span.line == 5
+    with pytest.raises(kdsl.KdslError) as info:
+        sharding.check_placements(spec, TrainConfig(strategy="fsdp", replicated=["student"], offloaded=["student"]))
+    assert "KD229" in info.value.errors[0].message
+    sharding.check_placements(spec, TrainConfig(strategy="fsdp", replicated=["student"], offloaded=["teacher"]))
+    sharding.check_placements(spec, TrainConfig(strategy="ddp"))
