@@ -41,6 +41,8 @@ def setting_option(setting: Setting, help_text: Optional[str] = None):
         choices = enum.Enum(setting.name.title(), {str(c): str(c) for c in t.choices}, type=str)
         return Optional[choices], typer.Option(None, setting.flag, help=text,
                                                metavar="[" + "|".join(str(c) for c in t.choices) + "]")
+    if t.name == "list":  # comma-separated text, split by resolve_config (--log mlflow,wandb)
+        return Optional[str], typer.Option(None, setting.flag, help=text, metavar="A,B")
     if t.name == "bool":  # a switch pair, shown without a value
         name = setting.flag[2:]
         return Optional[bool], typer.Option(None, f"--{name}/--no-{name}", help=text)
