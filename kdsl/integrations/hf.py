@@ -75,6 +75,10 @@ def _trainer_class():
                                  where="kdsl.integrations.hf.DistillationTrainer")
             self._sums: Dict[str, float] = {}
             self._count = 0
+            # the spec's loss is a mean over the batch: the Trainer divides it by the accumulation steps
+            self.model_accepts_loss_kwargs = False
+            # the Trainer zeroes the model's gradients after a step; the connectors' are not the model's
+            self.add_callback(_ZeroGrads(self.kdsl.extra_parameters()))
 
         def _example_batch(self):
             """One collated training example, drawn without touching any random generator (so
@@ -123,5 +127,16 @@ def _trainer_class():
             elif self.kdsl.extra_state():
                 raise error("KD791", f"{resume_from_checkpoint} has no {KDSL_STATE}: it was not written by "
                             "kdsl's DistillationTrainer", hint="resume from a checkpoint of this trainer")
+
+    class _ZeroGrads(transformers.TrainerCallback):
+        """Clears the extra parameters' gradients after each optimizer step, as the Trainer's
+        ``model.zero_grad()`` does for the model's (otherwise they would add up across steps)."""
+
+        def __init__(self, params) -> None:
+            self.params = list(params)
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            for p in self.params:
+                p.grad = None
 
     return DistillationTrainer
