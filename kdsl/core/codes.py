@@ -340,6 +340,9 @@ CODES: Dict[str, Code] = {
     "KD793": Code("integration needs an example batch", "The spec is checked (and connector "
                   "widths inferred) on one training example before training: give the trainer its "
                   "training data."),
+    "KD794": Code("data sharded twice", "Under DDP, kdsl's loader of the spec's data already gives "
+                  "each rank its shard; Lightning's distributed sampler would shard it again: pass "
+                  "use_distributed_sampler=False to L.Trainer."),
 }
 
 

@@ -45,10 +45,12 @@ def as_fields(batch: Any) -> Any:
 
 
 class SpecStep:
-    """``spec`` bound to ``student`` (and ``models``: other spec models by name, e.g. a teacher;
-    the rest are built from the spec, their ``from`` weights loaded), dry-run on ``example``."""
+    """``spec`` bound to ``student`` (None: the spec's) and ``models`` (other spec models by name,
+    e.g. a teacher; the rest are built from the spec, their ``from`` weights loaded), dry-run on
+    ``example``."""
 
-    def __init__(self, spec: SpecArg, student: nn.Module, example: Any, models: Optional[Mapping[str, nn.Module]] = None,
+    def __init__(self, spec: SpecArg, student: Optional[nn.Module], example: Any,
+                 models: Optional[Mapping[str, nn.Module]] = None,
                  inputs: Optional[Sequence[str]] = None, device: Any = None, where: str = "this integration") -> None:
         from kdsl.compiler.compiler import compile as compile_spec
         from kdsl.training.batches import model_call
@@ -56,8 +58,11 @@ class SpecStep:
 
         self.spec = load_spec(spec)
         self.inputs = list(inputs) if inputs is not None else resolve_config(self.spec, {}).inputs
-        device = torch.device(device) if device is not None else _device_of(student)
-        given = dict(models or {}, **{self.spec.student.name: student})
+        device = torch.device(device) if device is not None else \
+            _device_of(student) if student is not None else torch.device("cpu")
+        given = dict(models or {})
+        if student is not None:  # else built from the spec's reference
+            given[self.spec.student.name] = student
         call = model_call(as_fields(example), self.inputs, device)
         fields = dict(call.fields, target=call.target) if call.target is not None else call.fields
         for m in given.values():
