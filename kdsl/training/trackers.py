@@ -43,7 +43,7 @@ def missing(name: str, package: str, extra: str):
 
 def import_mlflow():
     try:
-        import mlflow  # noqa: F401
+        import mlflow  # noqa: F401  (the package; the client alone imports less of it)
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise missing("mlflow", "mlflow-skinny", "mlflow") from None
