@@ -36,6 +36,7 @@ RANKS = {
     "training": 6,
     "reports": 6,
     "cli": 7,
+    "integrations": 7,  # kdsl.integrations: Hugging Face Trainer, Lightning (beside the CLI)
     "lsp": 7,  # the language server: beside the CLI (it shows catalog entries as `kdsl list` does)
 }
 FACADE = 8  # kdsl/__init__.py and kdsl/__main__.py

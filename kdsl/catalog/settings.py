@@ -94,6 +94,10 @@ METRICS: Dict[str, str] = {"val_top1": "max", "val_top5": "max", "val_loss": "mi
                            "val_token_acc": "max"}
 
 
+# The experiment trackers `log` may name (kdsl.training.loggers opens them; `--tensorboard` is
+# `--log tensorboard`).
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
 # The commands that take a setting's flag: `kdsl train`, `kdsl teacher-cache` for what decides
 # a store's values and how it is computed, and `kdsl sweep`, whose trials are `kdsl train` runs.
 _TRAIN_AND_STORE = ("train", "teacher-cache", "sweep")
@@ -196,6 +200,10 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("tensorboard", BOOL, False,
             "log every loss term, term weight, learning rate and validation metric to OUT/tensorboard "
             "(needs pip install tensorboard)", flag="--tensorboard", resumable=True),
+    Setting("log", list_of(choice(*TRACKERS)), [],
+            "where the run's scalars also go: tensorboard (OUT/tensorboard), mlflow (MLFLOW_TRACKING_URI, "
+            "else sqlite in OUT/mlflow) and wandb (offline when WANDB_MODE=offline); each needs its package",
+            flag="--log", example="--log tensorboard,mlflow,wandb", resumable=True),
     Setting("compile", BOOL, False,
             "torch.compile the student and the frozen teachers, kdsl's hooks in place (falls back "
             "to eager with KD708 where compiling is unavailable)", flag="--compile", resumable=True),

@@ -42,6 +42,9 @@ def setting_option(setting: Setting, help_text: Optional[str] = None):
         choices = enum.Enum(setting.name.title(), {str(c): str(c) for c in t.choices}, type=str)
         return Optional[choices], typer.Option(None, setting.flag, help=text,
                                                metavar="[" + "|".join(str(c) for c in t.choices) + "]")
+    if t.name == "list" and t.item is not None and t.item.name == "choice":
+        # comma-separated text, split by resolve_config (--log mlflow,wandb)
+        return Optional[str], typer.Option(None, setting.flag, help=text, metavar="A,B")
     if t.name == "list":  # a repeated flag: --set a=1 --set b=2
         return Optional[List[str]], typer.Option(None, setting.flag, help=text, metavar="NAME=VALUE")
     if t.name == "bool":  # a switch pair, shown without a value

@@ -353,7 +353,7 @@ CODES: Dict[str, Code] = {
                   "forward raised: the shape or dtype is not what the model takes."),
     "KD725": Code("best metric unavailable", "The run's rows lack the validation metric that "
                   "best_metric names (no validation data, or a metric of another kind of model)."),
-    "KD726": Code("logger unavailable", "A logging integration (tensorboard) was asked for but its "
+    "KD726": Code("logger unavailable", "A logging integration (tensorboard, mlflow, wandb) was asked for but its "
                   "package is not installed; the hint gives the install command."),
     "KD727": Code("language server unavailable", "`kdsl lsp` needs pygls, an optional extra that is not "
                   "installed; the hint gives the install command."),
@@ -432,6 +432,20 @@ CODES: Dict[str, Code] = {
     "KD780": Code("fsdp placement does not fit the run", "The run's placement (strategy, "
                   "replicated, offloaded, given in the spec or on the command line) fails the "
                   "checks of KD226-KD229 for the models of this run; the message names which."),
+    "KD790": Code("spec needs kdsl's loop", "The Hugging Face and Lightning integrations run a spec "
+                  "of one step; stages, phases and a generated input give each phase its own "
+                  "optimizer, which only `kdsl train` runs."),
+    "KD791": Code("integration checkpoint does not fit", "A Trainer or Lightning checkpoint being "
+                  "resumed lacks kdsl's state (connectors, learning losses), or holds another "
+                  "spec's."),
+    "KD792": Code("integration unavailable", "kdsl.integrations.hf needs transformers and "
+                  "kdsl.integrations.lightning needs lightning; the hint gives the install command."),
+    "KD793": Code("integration needs an example batch", "The spec is checked (and connector "
+                  "widths inferred) on one training example before training: give the trainer its "
+                  "training data."),
+    "KD794": Code("data sharded twice", "Under DDP, kdsl's loader of the spec's data already gives "
+                  "each rank its shard; Lightning's distributed sampler would shard it again: pass "
+                  "use_distributed_sampler=False to L.Trainer."),
 }
 
 

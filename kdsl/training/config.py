@@ -70,6 +70,7 @@ class TrainConfig:
     visualize: Optional[str] = _default("visualize")
     visualize_channels: str = _default("visualize_channels")
     tensorboard: bool = _default("tensorboard")
+    log: List[str] = _default("log")
     compile: bool = _default("compile")
     truncate: bool = _default("truncate")
     checkpoint_every: Optional[int] = _default("checkpoint_every")
@@ -138,6 +139,8 @@ def flag_words(setting: Setting, value: Any) -> List[str]:
                 for w in (setting.flag, f"{name}={literal_text(entry['value'])}")]
     if isinstance(value, bool):
         return [setting.flag if value else "--no-" + setting.flag[2:]]
+    if isinstance(value, list) and setting.call is None:  # a list flag takes comma-separated text (--log mlflow,wandb)
+        return [setting.flag, ",".join(str(v) for v in value)] if value else []
     if setting.call is not None:
         return [setting.flag, value_text(value)]
     if isinstance(value, str):
@@ -270,6 +273,8 @@ def _apply_given(cfg, setting: Setting, value: Any) -> None:
         name, args, kwargs = parse_option_call(_text(setting, value), setting.name)
         _set(cfg, setting.name, (name, _component_options(setting, name, args, kwargs)), "flag")
     else:
+        if isinstance(value, str) and setting.type.name == "list":  # --log mlflow,wandb
+            value = [v.strip() for v in value.split(",") if v.strip()]
         _check_value(setting, value, setting.label)
         _set(cfg, setting.name, value, "flag")
 

@@ -1,9 +1,10 @@
-"""Logging integrations: where a run's scalars go besides metrics.jsonl (TensorBoard today).
+"""Logging integrations: where a run's scalars go besides metrics.jsonl (TensorBoard; MLflow and
+W&B in :mod:`kdsl.training.trackers`).
 
 A :class:`Logger` takes named scalars at a step and is closed at the end; :class:`RunLog` turns
-the trainer's events into scalars and hands them to every logger. Another integration (W&B,
-MLflow) is one class with ``log_scalars`` and ``close``, imported only when its setting asks for
-it, so that kdsl itself depends on none of them.
+the trainer's events into scalars and hands them to every logger. Each integration is one class
+with ``log_scalars`` and ``close``, imported only when ``log`` (``--log tensorboard,mlflow,wandb``)
+asks for it, so that kdsl itself depends on none of them.
 
 What is logged, against the global step (the optimizer steps done), so that every tag shares one
 x axis and a resumed run continues it:
@@ -64,11 +65,29 @@ def _summary_writer():
     return SummaryWriter
 
 
+def logger_names(cfg) -> List[str]:
+    """The trackers a run logs to: ``log``'s, and tensorboard for ``--tensorboard`` (its alias)."""
+    names = (["tensorboard"] if cfg.tensorboard else []) + list(getattr(cfg, "log", None) or [])
+    return list(dict.fromkeys(names))
+
+
+def logger_folders(cfg) -> List[str]:
+    """The run-directory folders the asked-for trackers write (claimed in the run's manifest)."""
+    from kdsl.training.trackers import MLFLOW_FOLDER, WANDB_FOLDER
+
+    folders = {"tensorboard": TENSORBOARD_FOLDER, "mlflow": MLFLOW_FOLDER, "wandb": WANDB_FOLDER}
+    return [folders[n] + "/" for n in logger_names(cfg)
+            if n != "mlflow" or not os.environ.get("MLFLOW_TRACKING_URI")]
+
+
 def check_loggers(cfg) -> None:
     """KD726 when a logger the settings ask for cannot be imported: checked before the run
     writes anything."""
-    if cfg.tensorboard:
-        _summary_writer()
+    from kdsl.training.trackers import import_mlflow, import_wandb
+
+    checks = {"tensorboard": _summary_writer, "mlflow": import_mlflow, "wandb": import_wandb}
+    for name in logger_names(cfg):
+        checks[name]()
 
 
 class RunLog:
@@ -78,13 +97,26 @@ class RunLog:
         self.loggers = loggers
 
     @classmethod
-    def open(cls, cfg, out: str, step: int) -> "RunLog":
-        """The loggers the settings ask for (``tensorboard``); ``step``: where the run starts."""
+    def open(cls, cfg, out: str, step: int, spec=None, resumed: bool = False) -> "RunLog":
+        """The loggers the settings ask for (``log``, ``tensorboard``); ``step``: where the run
+        starts; ``spec`` and ``resumed`` tell the trackers what the run is (a resumed run
+        continues its tracker run)."""
         loggers: List[Logger] = []
-        if cfg.tensorboard:
-            # what an earlier process logged after the checkpoint (steps step+1...) is trained again
-            folder = os.path.join(out, TENSORBOARD_FOLDER)
-            loggers.append(TensorBoardLogger(folder, purge_step=step + 1 if step else None))
+        for name in logger_names(cfg):
+            if name == "tensorboard":
+                # what an earlier process logged after the checkpoint (steps step+1...) is trained again
+                folder = os.path.join(out, TENSORBOARD_FOLDER)
+                loggers.append(TensorBoardLogger(folder, purge_step=step + 1 if step else None))
+                continue
+            from kdsl.training.trackers import MLflowLogger, WandbLogger
+
+            tracker = MLflowLogger if name == "mlflow" else WandbLogger
+            tags = {"kdsl.spec": spec.file if spec is not None else ""}
+            try:
+                loggers.append(tracker(out, cfg.describe(), tags, resumed))
+            except BaseException:
+                cls(loggers).close()
+                raise
         return cls(loggers)
 
     def step(self, step: int, results, stage) -> None:

@@ -31,7 +31,7 @@ from kdsl.training.batches import model_call, run_task
 from kdsl.training.config import optimizers_text
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
-from kdsl.training.loggers import TENSORBOARD_FOLDER, RunLog, check_loggers
+from kdsl.training.loggers import RunLog, check_loggers, logger_folders
 from kdsl.training.metrics import EpochSums, early_stop
 from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
@@ -175,10 +175,10 @@ class Trainer:
         if self.dist.main:  # before the teachers' evaluation: a missing tensorboard stops the run at once
             check_loggers(self.cfg)  # before begin(): a run refused here leaves an old run as it was
             self.run_dir.begin(fresh=state is None)
-            if self.cfg.tensorboard:
-                self.run_dir.claim(TENSORBOARD_FOLDER + "/")
-            self.log = RunLog.open(self.cfg, self.run_dir.path, self.global_step)
+            for folder in logger_folders(self.cfg):
+                self.run_dir.claim(folder)
             record_start(self.run_dir, self.spec, self.cfg, self.device, resume)
+            self.log = RunLog.open(self.cfg, self.run_dir.path, self.global_step, self.spec, state is not None)
         if state is None:
             self.distiller.apply_inits()  # `init` copies, once, when the run starts (not on resume)
         if self.teachers is None:

@@ -53,6 +53,7 @@ SPEC_VALUES = {
     "drop_last": (None, True),  # given inside dataset(...)
     "best_metric": ('"val_loss"', "val_loss"),
     "tensorboard": ("true", True),
+    "log": ('["mlflow", "wandb"]', ["mlflow", "wandb"]),
     "progress_every": ("5.0", 5.0),
     "checkpoint_every": ("100", 100),
     "val_every": ("200", 200),
@@ -96,6 +97,7 @@ GIVEN_VALUES = {
     "drop_last": (True, True),
     "best_metric": ("val_top5", "val_top5"),
     "tensorboard": (True, True),
+    "log": ("tensorboard,wandb", ["tensorboard", "wandb"]),
     "progress_every": (0.5, 0.5),
     "checkpoint_every": (50, 50),
     "val_every": (20, 20),

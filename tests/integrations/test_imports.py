@@ -1,0 +1,36 @@
+"""Nothing of issue #25's integrations is imported by ``import kdsl`` or ``kdsl check`` (even of
+a spec whose train block asks for trackers), nor by importing kdsl.integrations' modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OPTIONAL = ("transformers", "lightning", "mlflow", "wandb", "optuna", "torch")
+
+
+def _imported(program: str):
+    code = program + f"\nimport sys\nprint('@@', *[m for m in {OPTIONAL!r} if m in sys.modules])\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.rpartition("@@")[2].split()
+
+
+def test_import_kdsl_and_its_integration_modules_import_none(tmp_path):
+    assert _imported("import kdsl, kdsl.integrations, kdsl.training.loggers, kdsl.training.trackers") == []
+    # the integrations' modules need torch, and import their framework when a class is asked for
+    assert _imported("import kdsl.integrations.hf, kdsl.integrations.lightning") == ["torch"]
+
+
+def test_kdsl_check_of_a_spec_that_logs_to_trackers_imports_none(tmp_path):
+    spec = tmp_path / "logged.kd"
+    spec.write_text((ROOT / "specs" / "digits" / "kd.kd").read_text()
+                    .replace('from "teacher.pt"', f'from "{ROOT}/specs/digits/teacher.pt"')
+                    .replace("seed = 0", 'seed = 0\n  log = ["mlflow", "wandb"]'))
+    program = ("import runpy, sys\nsys.argv = ['kdsl', 'check', %r]\ntry:\n"
+               "    runpy.run_module('kdsl', run_name='__main__', alter_sys=True)\n"
+               "except SystemExit as e:\n    assert not e.code, e.code\n") % str(spec)
+    assert _imported(program) == []
