@@ -286,6 +286,12 @@ COVERED = [
     ("python tools/build_parser.py", "tests/language/test_parser_tables.py", "build_parser.py"),
     ("python tools/fuzz_specs.py", "tests/hardening/test_fuzz.py", "fuzz_specs"),
     ("KDSL_KILL_TRIALS=all", "tests/hardening/test_kill.py", "KDSL_KILL_TRIALS"),
+    ("torchrun --nproc_per_node 2 -m kdsl train specs/lm/fsdp.kd", "tests/fsdp/test_fsdp_train.py",
+     '"--strategy", "fsdp"'),
+    ("torchrun --nproc_per_node 2 -m kdsl train specs/lm/fsdp.kd --resume", "tests/fsdp/test_fsdp_train.py",
+     '"--resume"'),
+    ("torchrun --nnodes 2 --node-rank 0 --nproc_per_node 8 --rdzv-endpoint node0:29500 -m kdsl train SPEC",
+     "tests/fsdp/test_fsdp_launch.py", '"--rdzv-endpoint"'),
 ]
 
 
@@ -315,7 +321,7 @@ def test_every_command_in_a_code_block_is_tested():
     """Each command line in a code block of the README or a docs page is one the tests here run
     (or CI runs: the README's two), or a template COVERED names with the tests that exercise it."""
     known = [*_ci_readme_commands(), *RUN_HERE, *LITERAL,
-             *(text for text, _, _ in COVERED if text.startswith(("kdsl ", "python ")))]
+             *(text for text, _, _ in COVERED if text.startswith(("kdsl ", "python ", "torchrun ")))]
     for path, text in PAGES.items():
         for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
             for line in block.splitlines():

@@ -142,3 +142,24 @@ def test_run_placement_given_by_flags_is_checked_against_the_spec():
     assert "KD229" in info.value.errors[0].message
     sharding.check_placements(spec, TrainConfig(strategy="fsdp", replicated=["student"], offloaded=["teacher"]))
     sharding.check_placements(spec, TrainConfig(strategy="ddp"))
+
+
+def test_explain_shows_the_bytes_each_process_holds(capsys):
+    """`kdsl explain --world-size 2 --strategy fsdp`: the spec's placements (student sharded,
+    teacher offloaded), adamw's two moments, half the student's parameter bytes per process."""
+    from kdsl.cli.app import main
+
+    def explain(*args):
+        with pytest.raises(SystemExit) as exit_:
+            main(["explain", "specs/lm/fsdp.kd", *args])
+        assert exit_.value.code == 0
+        return capsys.readouterr().out
+
+    text = explain("--world-size", "2", "--strategy", "fsdp")
+    assert "memory per process: world size 2, strategy fsdp (optimizer adamw: 2 state tensors" in text
+    student = [line for line in text.splitlines() if line.startswith("│ student")][-1]
+    teacher = [line for line in text.splitlines() if line.startswith("│ teacher")][-1]
+    assert "sharded" in student and "235.5 KiB" in student and "471.0 KiB" in student  # 482,304 B / 2
+    assert "offloaded" in teacher and "3.2 MiB" not in teacher and "1.6 MiB" in teacher
+    whole = explain("--world-size", "2")
+    assert "471.0 KiB │ 471.0 KiB" in [line for line in whole.splitlines() if line.startswith("│ student")][-1]
