@@ -143,6 +143,7 @@ LITERAL = {
     "kdsl check specs/kd.kd --dry-run": (0, ["weights not loaded", "warning[KD530]", "2x3x32x32"]),
     "kdsl explain specs/kd.kd": (0, ["where each pass stops"]),
     "kdsl --version": (0, ["kdsl ", "torch ", "Python "]),
+    "kdsl explain specs/lm/fsdp.kd --world-size 2 --strategy fsdp": (0, ["memory per process: world size 2"]),
     "kdsl list models": (0, ["digits_cnn", "gpt"]),
     "kdsl list datasets": (0, ["cifar100", "text"]),
     "kdsl modules 'kdsl.zoo:digits_cnn' --input-shape 2,1,8,8": (0, ["conv"]),
