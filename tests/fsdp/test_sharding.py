@@ -163,3 +163,27 @@ def test_explain_shows_the_bytes_each_process_holds(capsys):
     assert "offloaded" in teacher and "3.2 MiB" not in teacher and "1.6 MiB" in teacher
     whole = explain("--world-size", "2")
     assert "471.0 KiB │ 471.0 KiB" in [line for line in whole.splitlines() if line.startswith("│ student")][-1]
+
+
+TRUNCATED = """
+student = model("kdsl.zoo:gpt", vocab_size=64, seq_len=8, d_model=16, n_layers=2, n_heads=2)
+teacher = model("kdsl.zoo:gpt", vocab_size=64, seq_len=8, d_model=16, n_layers=3, n_heads=2)
+record s_h = output of student.blocks.0
+record t_h = output of teacher.blocks.0
+loss hint = hidden_mse(s_h, t_h)
+"""
+
+
+def test_a_truncated_teacher_pass_on_sharded_units(group):
+    """The teacher's pass stops after blocks.0 (truncation) inside FSDP2's units: the losses are
+    those of the unwrapped models, step after step."""
+    results = []
+    for wrap in (False, True):
+        student, teacher = _models()
+        if wrap:
+            student, teacher = _shard(student), _shard(teacher)
+        with kdsl.compile(kdsl.loads(TRUNCATED, "t.kd"), student=student, teacher=teacher,
+                          example_input=torch.zeros(2, 8, dtype=torch.long)) as d:
+            assert d.plan.cuts  # the teacher's pass is cut after blocks.0
+            results.append(_steps(d)[0])
+    assert results[1] == pytest.approx(results[0], rel=1e-6)
