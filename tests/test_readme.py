@@ -143,6 +143,7 @@ LITERAL = {
     "kdsl check specs/kd.kd --dry-run": (0, ["weights not loaded", "warning[KD530]", "2x3x32x32"]),
     "kdsl explain specs/kd.kd": (0, ["where each pass stops"]),
     "kdsl --version": (0, ["kdsl ", "torch ", "Python "]),
+    "kdsl explain specs/lm/fsdp.kd --world-size 2 --strategy fsdp": (0, ["memory per process: world size 2"]),
     "kdsl list models": (0, ["digits_cnn", "gpt"]),
     "kdsl list datasets": (0, ["cifar100", "text"]),
     "kdsl modules 'kdsl.zoo:digits_cnn' --input-shape 2,1,8,8": (0, ["conv"]),
@@ -294,6 +295,12 @@ COVERED = [
     ("kdsl train specs/digits/kd_sweep.kd --set tau=2 --set kd_weight=0.5", "tests/train/test_sweep.py",
      '"source": "--set"'),
     ("kdsl check specs/digits/kd_sweep.kd --set tau=0", "tests/language/test_given_params.py", '"--set", "tau=0"'),
+    ("torchrun --nproc_per_node 2 -m kdsl train specs/lm/fsdp.kd", "tests/fsdp/test_fsdp_train.py",
+     '"--strategy", "fsdp"'),
+    ("torchrun --nproc_per_node 2 -m kdsl train specs/lm/fsdp.kd --resume", "tests/fsdp/test_fsdp_train.py",
+     '"--resume"'),
+    ("torchrun --nnodes 2 --node-rank 0 --nproc_per_node 8 --rdzv-endpoint node0:29500 -m kdsl train SPEC",
+     "tests/fsdp/test_fsdp_launch.py", '"--rdzv-endpoint"'),
 ]
 
 
@@ -323,7 +330,7 @@ def test_every_command_in_a_code_block_is_tested():
     """Each command line in a code block of the README or a docs page is one the tests here run
     (or CI runs: the README's two), or a template COVERED names with the tests that exercise it."""
     known = [*_ci_readme_commands(), *RUN_HERE, *LITERAL,
-             *(text for text, _, _ in COVERED if text.startswith(("kdsl ", "python ")))]
+             *(text for text, _, _ in COVERED if text.startswith(("kdsl ", "python ", "torchrun ")))]
     for path, text in PAGES.items():
         for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
             for line in block.splitlines():

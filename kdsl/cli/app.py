@@ -118,7 +118,12 @@ def explain(
     spec: str = typer.Argument(..., metavar="SPEC"),
     student: Optional[str] = _STUDENT, teacher: Optional[str] = _TEACHER, model: List[str] = _MODEL,
     teacher_ckpt: Optional[str] = _TEACHER_CKPT, input_shape: Optional[str] = _SHAPE,
-    data: Optional[str] = _DATA, load_weights: bool = _LOAD, **settings,
+    data: Optional[str] = _DATA, load_weights: bool = _LOAD,
+    world_size: Optional[int] = typer.Option(None, "--world-size", min=1, max=1_000_000, metavar="N",
+                                             help="also show the bytes each of N processes holds"),
+    strategy: str = typer.Option("ddp", "--strategy", metavar="ddp|fsdp",
+                                 help="with --world-size: how the processes hold the models"),
+    **settings,
 ) -> None:
     """Show the compiled plan: hooks, patched attributes, connectors, losses and their order.
     Weights are not read unless --load-weights: a missing checkpoint is a warning."""
@@ -146,6 +151,13 @@ def explain(
         console.print(table)
         for note in notes:
             echo(note)
+        if world_size is not None:
+            from kdsl.reports.memory_plan import memory_table
+
+            if strategy not in ("ddp", "fsdp"):
+                raise CliError(f"unknown --strategy '{strategy}': ddp or fsdp", "KD701")
+
+            console.print(memory_table(distiller, world_size, strategy))
     if found.diagnostics:
         print_diagnostics(found.diagnostics, loaded.sources)
 

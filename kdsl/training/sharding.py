@@ -27,8 +27,6 @@ from torch import nn
 
 from kdsl.core.diagnostics import error
 
-PLACEMENTS = ("sharded", "replicated", "offloaded")
-
 
 @dataclass
 class Sharding:

@@ -108,6 +108,13 @@ def test_each_rank_holds_its_shards(runs):
         for part in model["param_bytes"]:
             assert 0.4 * full < part < 0.6 * full, (name, model["param_bytes"], full)
     assert len(ranks["peak_bytes"]) == 2 and min(ranks["peak_bytes"]) > 0
+    # what `kdsl explain --world-size 2 --strategy fsdp` plans is what rank 0 held
+    import kdsl.zoo
+    from kdsl.reports.memory_plan import shard_bytes
+
+    for name, layers, model in (("student", 2, student), ("teacher", 3, teacher)):
+        built = kdsl.zoo.gpt(vocab_size=256, seq_len=16, d_model=32, n_layers=layers, n_heads=2)
+        assert shard_bytes(list(built.parameters()), 2) == model["param_bytes"][0]
 
 
 def test_killed_rank_then_resume_is_bit_exact(runs):

@@ -142,3 +142,48 @@ def test_run_placement_given_by_flags_is_checked_against_the_spec():
     assert "KD229" in info.value.errors[0].message
     sharding.check_placements(spec, TrainConfig(strategy="fsdp", replicated=["student"], offloaded=["teacher"]))
     sharding.check_placements(spec, TrainConfig(strategy="ddp"))
+
+
+def test_explain_shows_the_bytes_each_process_holds(capsys):
+    """`kdsl explain --world-size 2 --strategy fsdp`: the spec's placements (student sharded,
+    teacher offloaded), adamw's two moments, half the student's parameter bytes per process."""
+    from kdsl.cli.app import main
+
+    def explain(*args):
+        with pytest.raises(SystemExit) as exit_:
+            main(["explain", "specs/lm/fsdp.kd", *args])
+        assert exit_.value.code == 0
+        return capsys.readouterr().out
+
+    text = explain("--world-size", "2", "--strategy", "fsdp")
+    assert "memory per process: world size 2, strategy fsdp (optimizer adamw: 2 state tensors" in text
+    student = [line for line in text.splitlines() if line.startswith("│ student")][-1]
+    teacher = [line for line in text.splitlines() if line.startswith("│ teacher")][-1]
+    assert "sharded" in student and "235.5 KiB" in student and "471.0 KiB" in student  # 482,304 B / 2
+    assert "offloaded" in teacher and "3.2 MiB" not in teacher and "1.6 MiB" in teacher
+    whole = explain("--world-size", "2")
+    assert "471.0 KiB │ 471.0 KiB" in [line for line in whole.splitlines() if line.startswith("│ student")][-1]
+
+
+TRUNCATED = """
+student = model("kdsl.zoo:gpt", vocab_size=64, seq_len=8, d_model=16, n_layers=2, n_heads=2)
+teacher = model("kdsl.zoo:gpt", vocab_size=64, seq_len=8, d_model=16, n_layers=3, n_heads=2)
+record s_h = output of student.blocks.0
+record t_h = output of teacher.blocks.0
+loss hint = hidden_mse(s_h, t_h)
+"""
+
+
+def test_a_truncated_teacher_pass_on_sharded_units(group):
+    """The teacher's pass stops after blocks.0 (truncation) inside FSDP2's units: the losses are
+    those of the unwrapped models, step after step."""
+    results = []
+    for wrap in (False, True):
+        student, teacher = _models()
+        if wrap:
+            student, teacher = _shard(student), _shard(teacher)
+        with kdsl.compile(kdsl.loads(TRUNCATED, "t.kd"), student=student, teacher=teacher,
+                          example_input=torch.zeros(2, 8, dtype=torch.long)) as d:
+            assert d.plan.cuts  # the teacher's pass is cut after blocks.0
+            results.append(_steps(d)[0])
+    assert results[1] == pytest.approx(results[0], rel=1e-6)
