@@ -41,7 +41,7 @@ class SameTokens(PairRule):
             return f"'{self.a}' and '{self.b}' must be logits [N, T, V], {got}"
         if sa[-1] != sb[-1]:
             # two tokenizers: no connector maps one vocabulary's tokens onto the other's
-            return Problem(f"the vocabularies differ: '{self.a}' has {sa[-1]} tokens and '{self.b}' "
+            return Problem(f"the vocabulary sizes differ: '{self.a}' has {sa[-1]} tokens and '{self.b}' "
                            f"{sb[-1]} (last dimension), {got}; distilling between two tokenizers "
                            "(cross-tokenizer distillation) is not supported: give both models one "
                            "tokenizer's vocabulary", "KD545")

@@ -8,7 +8,7 @@ locates it in the spec.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 Shape = Tuple[int, ...]
 
@@ -256,12 +256,20 @@ def labels_for(labels: str, logits: str, probabilities: bool = False) -> LabelsF
     return LabelsFor(labels, logits, probabilities)
 
 
-class Problem(NamedTuple):
-    """A failed rule: its message, and the code it is reported with (a rule's ``check`` returns
-    a plain message for KD505, the shape mismatch, or a Problem for a more particular code)."""
+class Problem(str):
+    """A failed rule's message, with the code it is reported with: a rule's ``check`` returns a
+    plain message for KD505 (the shape mismatch), or a Problem for a more particular code."""
 
-    message: str
-    code: str = "KD505"
+    code: str
+
+    def __new__(cls, message: str, code: str = "KD505") -> "Problem":
+        problem = super().__new__(cls, message)
+        problem.code = code
+        return problem
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 def check_rules(rules: Sequence[ShapeRule], infos: Mapping[str, TensorInfo]) -> List[Problem]:

@@ -83,10 +83,10 @@ def test_token_losses_dry_run_on_matching_models(loss):
     assert errors(dry_run(text, "2,6")) == []
 
 
-@pytest.mark.parametrize("teacher,words", [("vocab=13", "vocabulary size"),
-                                           ("vocab=11, cut=1", "sequence length")])
-def test_token_logit_mismatches_are_located(teacher, words):
+@pytest.mark.parametrize("teacher,code,words", [("vocab=13", "KD545", "vocabulary sizes differ"),
+                                                ("vocab=11, cut=1", "KD505", "sequence length")])
+def test_token_logit_mismatches_are_located(teacher, code, words):
     text = LM_SPEC.format(student="vocab=11", teacher=teacher, loss="token_kl", options="")
     (problem,) = errors(dry_run(text, "2,6"))
-    assert problem.code == "KD505" and words in problem.message
+    assert problem.code == code and words in problem.message
     assert problem.span.line == 7  # the loss statement
