@@ -17,6 +17,17 @@ class Context:
     line_start: bool  # only a (partial) word stands before the cursor on its statement line
     given: tuple  # option names already given in the innermost call
     prefix: str  # the partial word before the cursor
+    statement: Optional[str] = None  # the first word of the statement the cursor is in
+
+
+def _statement_word(head: List[Token], stack: List[int]) -> Optional[str]:
+    """The first word of the statement that ``head`` ends in: of the line where its outermost
+    open bracket stands (a statement continues over lines only inside brackets)."""
+    j = (stack[0] if stack else len(head)) - 1
+    while j >= 0 and head[j].kind != "newline" and head[j].text not in "{}":
+        j -= 1
+    first = head[j + 1] if j + 1 < len(head) else None
+    return first.text if first is not None and first.kind == "name" else None
 
 
 def _block_word(toks: List[Token], i: int) -> Optional[str]:
@@ -45,7 +56,8 @@ def context_at(text: str, offset: int) -> Context:
         given = tuple(t.text for k, t in enumerate(inner[:-1])
                       if t.kind == "name" and inner[k + 1].text == "=")
     line_start = not head or head[-1].kind == "newline" or head[-1].text in "{}"
-    return Context(block, call, line_start and call is None, given, prefix)
+    parens_open = [i for i in stack if head[i].text != "{"]
+    return Context(block, call, line_start and call is None, given, prefix, _statement_word(head, parens_open))
 
 
 def component_named(name: str, kinds=KINDS) -> Optional[Component]:
