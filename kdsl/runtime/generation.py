@@ -59,6 +59,9 @@ def complete(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
              seed: int = 0) -> List[List[int]]:
     """Each row's completion of the left-padded prompts: its new tokens up to and including the
     first ``eos`` (all ``max_new_tokens`` of them when none). ``temperature`` 0 is greedy."""
+    if eos is None and _is_hugging_face(model):  # its own end token (a list: the first)
+        found = model.generation_config.eos_token_id
+        eos = found[0] if isinstance(found, (list, tuple)) and found else found
     was_training = model.training
     model.eval()
     sample = temperature > 0
