@@ -134,7 +134,12 @@ class Rollout:
                         f"batches have no '{missing[0]}' field (their fields: {', '.join(fields)})",
                         hint="use prompt/completion data (kdsl.data:arith, JSON lines with prompt "
                              "and completion), whose batches carry prompt_ids and prompt_mask")
-        completions = complete(self.model, fields["prompt_ids"], fields["prompt_mask"], self.max_new_tokens,
-                               self.temperature, self.top_p, self.eos, self.pad,
-                               seed=self.seed * 1_000_003 + step + 1)
+        try:
+            completions = complete(self.model, fields["prompt_ids"], fields["prompt_mask"], self.max_new_tokens,
+                                   self.temperature, self.top_p, self.eos, self.pad,
+                                   seed=self.seed * 1_000_003 + step + 1)
+        except Exception as exc:  # noqa: BLE001 - the model's own error, said in kdsl's words
+            raise error("KD613", f"generate from {self.model_name} failed: {type(exc).__name__}: {exc}",
+                        hint="a prompt plus max_new_tokens must fit the model's context "
+                             "(kdsl.zoo:gpt's seq_len); lower max_new_tokens or use shorter prompts") from exc
         return rollout_batch(fields, completions, self.pad)

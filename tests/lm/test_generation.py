@@ -183,6 +183,11 @@ def test_generation_needs_prompts_in_the_batch(tmp_path):
     with pytest.raises(kdsl.KdslError) as info:
         distiller.generated_batch(batch, step=0)
     assert info.value.errors[0].code == "KD612" and "prompt_ids" in info.value.errors[0].message
+    distiller.rollout.max_new_tokens = 12  # 8 prompt tokens + 12 new ones: past seq_len 16
+    with pytest.raises(kdsl.KdslError) as info:
+        distiller.generated_batch({**a_batch(), "prompt_ids": torch.ones(2, 8, dtype=torch.long),
+                                   "prompt_mask": torch.ones(2, 8, dtype=torch.long)}, step=0)
+    assert info.value.errors[0].code == "KD613" and "more than seq_len (16)" in info.value.errors[0].message
     distiller.close()
 
 
