@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 
 from rich.table import Table
 
-from kdsl.training.report import Reporter, RunInterrupted, RunResult, RunStart, StageInfo
+from kdsl.training.report import TOKENS_PER_S, Reporter, RunInterrupted, RunResult, RunStart, StageInfo
 
 
 def clock(seconds: float) -> str:
@@ -23,11 +23,16 @@ def progress_line(epoch: int, total_epochs: int, steps_done: int, steps: int, te
     0.812 kd 0.4 412 samples/s eta 0:01:02 (run 0:31:10)``: ``loss`` is the sum of the weighted
     terms' means so far this epoch, each term follows; ``eta`` the epoch's, ``run`` the run's (at
     this epoch's pace, validation not counted)."""
+    terms = dict(terms)
+    tokens = terms.pop(TOKENS_PER_S, None)
     loss = sum(terms.values())
     parts = [f"epoch {epoch + 1}/{total_epochs}", f"step {steps_done}/{steps}",
              f"{100 * steps_done // max(steps, 1)}%", f"loss {loss:.4g}"]
     parts += [f"{k} {v:.4g}" for k, v in terms.items()]
-    parts += [f"{samples_per_s:.0f} samples/s", f"eta {clock(eta_epoch)}"]
+    parts.append(f"{samples_per_s:.0f} samples/s")
+    if tokens is not None:
+        parts.append(f"{tokens:.0f} tokens/s")
+    parts.append(f"eta {clock(eta_epoch)}")
     if eta_run is not None:
         parts.append(f"(run {clock(eta_run)})")
     return " ".join(parts)
@@ -228,8 +233,10 @@ class RichReporter(Reporter):
         per_step = (now - self._started) / max(steps_done, 1)
         rate = self._samples / per_step if per_step > 0 else 0.0
         if self._bar is not None:
-            text = "  ".join(f"{k} {v:.4f}" for k, v in terms.items())
-            self._bar.update(self._task, completed=steps_done, terms=text, rate=f"{rate:.0f} samples/s")
+            tokens = terms.get(TOKENS_PER_S)
+            text = "  ".join(f"{k} {v:.4f}" for k, v in terms.items() if k != TOKENS_PER_S)
+            rate_text = f"{rate:.0f} samples/s" + (f" {tokens:.0f} tokens/s" if tokens is not None else "")
+            self._bar.update(self._task, completed=steps_done, terms=text, rate=rate_text)
         elif now - self._last_line >= self._every and steps_done < steps:
             # a log file or CI: a plain line every progress_every seconds, none at the epoch's end
             # (the epoch's own line follows at once)

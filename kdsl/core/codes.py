@@ -313,6 +313,9 @@ CODES: Dict[str, Code] = {
     "KD612": Code("no prompts to generate from", "`generate` completes the batch's prompts, read "
                   "from its prompt_ids and prompt_mask fields (kdsl.prompt_batches); the data's batches "
                   "have none. Use prompt/completion data such as kdsl.data:arith."),
+    "KD613": Code("generation failed", "The model that `generate` names raised an error while "
+                  "completing the batch's prompts (most often: a prompt plus max_new_tokens is longer "
+                  "than the model's context); the message gives its error."),
     "KD701": Code("bad command-line value", "A flag's value is malformed or out of range."),
     "KD702": Code("data problem", "The data reference could not be loaded or did not return "
                   "train and validation datasets."),

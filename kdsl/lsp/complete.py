@@ -14,6 +14,7 @@ from kdsl.catalog.search import SEARCH_SPACES, SEARCH_WORD, SearchSpace
 from kdsl.catalog.settings import SPEC_SETTINGS, Setting
 from kdsl.catalog.types import Component
 from kdsl.core.literals import literal_text
+from kdsl.lang.generation import OPTIONS as GENERATE_OPTIONS
 from kdsl.lang.statements import BLOCK_CONTENTS, OVERRIDE, STATEMENTS
 from kdsl.lsp.context import Context, component_named
 from kdsl.lsp.names import Index
@@ -86,6 +87,19 @@ def _options(call: str, given: tuple) -> List[lsp.CompletionItem]:
             for p in c.options if p.name not in given]
 
 
+def _generate_options(given: tuple) -> List[lsp.CompletionItem]:
+    return [lsp.CompletionItem(label=f"{name}=", kind=lsp.CompletionItemKind.Field,
+                               detail=generate_option_text(name), documentation=o.doc,
+                               insert_text=f"{name}=", sort_text=f"0{name}")
+            for name, o in GENERATE_OPTIONS.items() if name not in given]
+
+
+def generate_option_text(name: str) -> str:
+    """``temperature: float = 1.0``: an option of ``generate`` as its signature."""
+    o = GENERATE_OPTIONS[name]
+    return f"{name}: {o.kind.__name__} = {o.default if o.default is not None else 'none'}"
+
+
 def _names(index: Index) -> List[lsp.CompletionItem]:
     return [lsp.CompletionItem(label=d.name, kind=_NAME_KIND.get(d.kind), detail=d.kind)
             for d in index.names()]
@@ -114,6 +128,8 @@ def completions(ctx: Context, index: Index, settings_given: set) -> List[lsp.Com
         return [lsp.CompletionItem(label=SEARCH_WORD, kind=lsp.CompletionItemKind.Keyword,
                                    detail="the space kdsl sweep searches for this param's value")] + _names(index)
     items = _names(index) + _components()
-    if ctx.call is not None:
+    if ctx.call is not None and ctx.statement == "generate":
+        items = _generate_options(ctx.given) + items
+    elif ctx.call is not None:
         items = _options(ctx.call, ctx.given) + items
     return items

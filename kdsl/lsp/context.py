@@ -18,6 +18,17 @@ class Context:
     given: tuple  # option names already given in the innermost call
     prefix: str  # the partial word before the cursor
     line: tuple = ()  # the texts of the tokens before it on its line (``param tau = 4 search``)
+    statement: Optional[str] = None  # the first word of the statement the cursor is in
+
+
+def _statement_word(head: List[Token], stack: List[int]) -> Optional[str]:
+    """The first word of the statement that ``head`` ends in: of the line where its outermost
+    open bracket stands (a statement continues over lines only inside brackets)."""
+    j = (stack[0] if stack else len(head)) - 1
+    while j >= 0 and head[j].kind != "newline" and head[j].text not in "{}":
+        j -= 1
+    first = head[j + 1] if j + 1 < len(head) else None
+    return first.text if first is not None and first.kind == "name" else None
 
 
 def _block_word(toks: List[Token], i: int) -> Optional[str]:
@@ -48,7 +59,9 @@ def context_at(text: str, offset: int) -> Context:
     line_start = not head or head[-1].kind == "newline" or head[-1].text in "{}"
     starts = [k for k, t in enumerate(head) if t.kind == "newline"]
     line = tuple(t.text for t in head[starts[-1] + 1 if starts else 0:])
-    return Context(block, call, line_start and call is None, given, prefix, line)
+    parens_open = [i for i in stack if head[i].text != "{"]
+    return Context(block, call, line_start and call is None, given, prefix, line,
+                   _statement_word(head, parens_open))
 
 
 def component_named(name: str, kinds=KINDS) -> Optional[Component]:

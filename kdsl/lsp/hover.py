@@ -11,10 +11,16 @@ from kdsl.cli.catalog_view import entry_lines
 from kdsl.lang import ir
 from kdsl.lang.header_words import HEADER_WORDS, MODEL_FLAGS
 from kdsl.lang.statements import RECORDER_KINDS, UnhandledStatement, recorder_kind
-from kdsl.lsp.complete import search_doc, setting_doc
+from kdsl.lang.generation import OPTIONS as GENERATE_OPTIONS
+from kdsl.lsp.complete import generate_option_text, search_doc, setting_doc
 from kdsl.lsp.context import component_named, context_at
 from kdsl.lsp.names import Declaration, Index
 from kdsl.lsp.text import Token, after_dot, tokens, window
+
+
+GENERATE_DOC = ("`generate from MODEL(options)`: MODEL completes the batch's prompts during training "
+                "(on-policy or sequence-level distillation); the losses then score prompt + completion. "
+                "Options: " + ", ".join(GENERATE_OPTIONS) + ".")
 
 
 def _code(lines: List[str]) -> str:
@@ -54,6 +60,11 @@ def hover_text(text: str, offset: int, index: Index) -> Optional[str]:
         if entry is not None:
             return _code(entry_lines(entry))
     ctx = context_at(text, tok.start)
+    if tok.text == "generate" and nxt == "from" and ctx.line_start:
+        return GENERATE_DOC
+    if ctx.statement == "generate":
+        if nxt == "=" and tok.text in GENERATE_OPTIONS:
+            return f"`{generate_option_text(tok.text)}`\n\n{GENERATE_OPTIONS[tok.text].doc}"
     if nxt == "=" and ctx.call is not None:
         entry = component_named(ctx.call)
         option = entry.option(tok.text) if entry is not None else None

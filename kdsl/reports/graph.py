@@ -122,6 +122,12 @@ def build(spec: ir.Spec, plan=None) -> Graph:
         did = g.node(d.target.ref, f"deliver {d.target.ref}", "delivery")
         g.edge(g.node(d.source, d.source, "model"), did, "teacher pass")
         g.edge(did, g.node(d.dest, d.dest, "model"), "student pass")
+    if spec.generation is not None:  # the generated batch every model runs on
+        made = g.node("generate", "batch: prompts + generated completions", "delivery")
+        g.edge(g.node(spec.generation.model, spec.generation.model, "model"), made, "generate (no grad)")
+        for m in spec.models:
+            if m.role != "generator":
+                g.edge(made, g.node(m.name, m.name, "model"), "input")
     return g
 
 

@@ -59,6 +59,9 @@ def complete(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
              seed: int = 0) -> List[List[int]]:
     """Each row's completion of the left-padded prompts: its new tokens up to and including the
     first ``eos`` (all ``max_new_tokens`` of them when none). ``temperature`` 0 is greedy."""
+    if eos is None and _is_hugging_face(model):  # its own end token (a list: the first)
+        found = model.generation_config.eos_token_id
+        eos = found[0] if isinstance(found, (list, tuple)) and found else found
     was_training = model.training
     model.eval()
     sample = temperature > 0
@@ -131,7 +134,12 @@ class Rollout:
                         f"batches have no '{missing[0]}' field (their fields: {', '.join(fields)})",
                         hint="use prompt/completion data (kdsl.data:arith, JSON lines with prompt "
                              "and completion), whose batches carry prompt_ids and prompt_mask")
-        completions = complete(self.model, fields["prompt_ids"], fields["prompt_mask"], self.max_new_tokens,
-                               self.temperature, self.top_p, self.eos, self.pad,
-                               seed=self.seed * 1_000_003 + step + 1)
+        try:
+            completions = complete(self.model, fields["prompt_ids"], fields["prompt_mask"], self.max_new_tokens,
+                                   self.temperature, self.top_p, self.eos, self.pad,
+                                   seed=self.seed * 1_000_003 + step + 1)
+        except Exception as exc:  # noqa: BLE001 - the model's own error, said in kdsl's words
+            raise error("KD613", f"generate from {self.model_name} failed: {type(exc).__name__}: {exc}",
+                        hint="a prompt plus max_new_tokens must fit the model's context "
+                             "(kdsl.zoo:gpt's seq_len); lower max_new_tokens or use shorter prompts") from exc
         return rollout_batch(fields, completions, self.pad)

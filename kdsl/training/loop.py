@@ -33,7 +33,7 @@ from kdsl.training.evaluate import evaluate, evaluate_models, param_count, resul
 from kdsl.training.environment import record_start
 from kdsl.training.loggers import RunLog, check_loggers, logger_folders
 from kdsl.training.metrics import EpochSums, early_stop
-from kdsl.training.report import Reporter, RunResult, RunStart, StageInfo
+from kdsl.training.report import TOKENS_PER_S, Reporter, RunResult, RunStart, StageInfo
 from kdsl.training.rng import rng_state, set_rng_state
 from kdsl.training.resume import (check_same_run, check_state_fits, nan_hint, progress_summary, repair,
                                   run_best, write_best)
@@ -77,6 +77,7 @@ class Trainer:
         self.within: Optional[Dict[str, Any]] = None  # {"steps", "sums"} of a checkpoint within an epoch
         self.curves = CurvesPacer()  # curves.png at the end, and now and then on the way
         self.start_lr: Optional[float] = None  # the first step's learning rate (curves.png's lr at epoch 0)
+        self.tokens = 0  # real tokens trained this epoch (the progress line's tokens/s)
 
     # ---------------------------------------------------------------- set-up
     def resume(self) -> Dict[str, Any]:
@@ -317,6 +318,7 @@ class Trainer:
     def train_epoch(self, epoch: int, sums: EpochSums, first: int = 0) -> EpochSums:
         """The steps of one epoch from step ``first`` on, added to ``sums``; a checkpoint every
         ``checkpoint_every`` steps within it."""
+        self.tokens, started = 0, time.monotonic()
         for i, batch in enumerate(self.batches(first), start=first):
             results = self.step(epoch, i, batch)
             steps = i + 1
@@ -325,7 +327,10 @@ class Trainer:
             if steps % REPORT_EVERY == 0 or steps == self.steps_per_epoch:
                 for _, result in results:
                     self.check_finite(result, epoch, i)
-                self.reporter.step(epoch, steps, self.steps_per_epoch, sums.means())
+                terms = sums.means()
+                if self.task == "lm":  # this process's real tokens trained per second, this epoch
+                    terms[TOKENS_PER_S] = self.tokens / max(time.monotonic() - started, 1e-9)
+                self.reporter.step(epoch, steps, self.steps_per_epoch, terms)
                 self.log.step(self.global_step, results, self.stage)
             if self.cfg.val_every and self.global_step % self.cfg.val_every == 0 and steps < self.steps_per_epoch:
                 self.validate_within(epoch, steps)
@@ -351,6 +356,8 @@ class Trainer:
             if made is not call.fields:  # the prompts completed by the generate statement's model
                 call, batch = model_call(made, self.cfg.inputs, d), None
             args, kwargs, target, fields = call.args, call.kwargs, call.target, call.fields
+            if self.task == "lm" and "attention_mask" in fields:
+                self.tokens += int(fields["attention_mask"].sum())
         results = []
         if self.runner is not None:  # today's step, exactly
             phase = stage.phases[0]

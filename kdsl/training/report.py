@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 
+
+# the key of a language model's training throughput in the terms a reporter's ``step`` gets
+# (real tokens trained per second this epoch, generated ones included): a rate, not a loss term
+TOKENS_PER_S = "tokens/s"
+
 @dataclass(frozen=True)
 class StageInfo:
     """A stage of the run (``stage_start``): epochs ``first_epoch`` (0-based) up to ``end_epoch``

@@ -36,6 +36,7 @@ EXAMPLES = {
     "param": 'param sizes = [1, -2.5, "x"]',
     "include": 'include "base.kd"',
     "import": 'import "pkg.losses"',
+    "generate": "generate from student(max_new_tokens=8, temperature=0.7, lmbda=0.5)",
 }
 
 

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 import kdsl
+from kdsl.cli.train_view import progress_line
 from kdsl.data import arith, strings
 from kdsl.runtime.generation import Rollout, complete
+from kdsl.training.report import TOKENS_PER_S, Reporter
 from kdsl.zoo.gpt import gpt
 from kdsl.zoo.sampling import top_p_filter
 
@@ -126,10 +128,18 @@ def test_the_generated_batch_is_the_layout_of_prompt_batches(tmp_path):
     distiller.close()
 
 
-def run(tmp_path, name, text, **settings):
+class Terms(Reporter):
+    def __init__(self):
+        self.terms = []
+
+    def step(self, epoch, steps_done, steps, terms):
+        self.terms.append(dict(terms))
+
+
+def run(tmp_path, name, text, reporter=None, **settings):
     path = tmp_path / f"{name}.kd"
     path.write_text(text)
-    kdsl.train(path, out=str(tmp_path / name), threads=1, steps_per_epoch=4, **settings)
+    kdsl.train(path, out=str(tmp_path / name), threads=1, steps_per_epoch=4, reporter=reporter, **settings)
     return torch.load(tmp_path / name / "student.pt", weights_only=True), tmp_path / name
 
 
@@ -138,11 +148,13 @@ def test_lmbda_zero_is_the_off_policy_run_and_seqkd_reports_exact_match(tmp_path
             "beta=0.5, shift=true)")
     off, _ = run(tmp_path, "off", spec_text("", loss))
     zero, _ = run(tmp_path, "zero", spec_text("generate from student(max_new_tokens=4, lmbda=0)", loss))
-    half, _ = run(tmp_path, "half", spec_text("generate from student(max_new_tokens=4, lmbda=0.5)", loss))
     assert off.keys() == zero.keys() and all(off[k].equal(zero[k]) for k in off)
-    assert not all(off[k].equal(half[k]) for k in off)
+    terms = Terms()
     _, out = run(tmp_path, "seqkd", spec_text("generate from teacher(max_new_tokens=4, temperature=0)",
-                                              "loss task = model_loss(s.loss)"))
+                                              "loss task = model_loss(s.loss)"), reporter=terms)
+    assert terms.terms[-1][TOKENS_PER_S] > 0  # the progress line's tokens/s
+    line = progress_line(0, 1, 4, 4, terms.terms[-1], 10.0, 0.0, None)
+    assert f"{terms.terms[-1][TOKENS_PER_S]:.0f} tokens/s" in line and f"loss {terms.terms[-1]['task']:.4g}" in line
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["student"]) == {"ppl", "loss", "token_acc", "exact_match"}
     assert 0.0 <= summary["student"]["exact_match"] <= 100.0
@@ -171,6 +183,11 @@ def test_generation_needs_prompts_in_the_batch(tmp_path):
     with pytest.raises(kdsl.KdslError) as info:
         distiller.generated_batch(batch, step=0)
     assert info.value.errors[0].code == "KD612" and "prompt_ids" in info.value.errors[0].message
+    distiller.rollout.max_new_tokens = 12  # 8 prompt tokens + 12 new ones: past seq_len 16
+    with pytest.raises(kdsl.KdslError) as info:
+        distiller.generated_batch({**a_batch(), "prompt_ids": torch.ones(2, 8, dtype=torch.long),
+                                   "prompt_mask": torch.ones(2, 8, dtype=torch.long)}, step=0)
+    assert info.value.errors[0].code == "KD613" and "more than seq_len (16)" in info.value.errors[0].message
     distiller.close()
 
 
@@ -204,6 +221,27 @@ def test_the_tasks_split_the_same_way_every_time():
     assert math.isclose(len(sums.val) / 100, 0.1, abs_tol=0.05)
 
 
-@pytest.mark.parametrize("name", ["gkd_onpolicy.kd", "seqkd.kd", "minillm.kd", "arith_teacher.kd"])
+@pytest.mark.parametrize("name", ["gkd_onpolicy.kd", "seqkd.kd", "minillm.kd", "strings_teacher.kd"])
 def test_generation_specs_pass_the_checks(name):
     assert kdsl.check(ROOT / "specs" / "lm" / name) == []
+
+
+def test_fmt_and_graph_know_the_statement():
+    from kdsl.lang.fmt import format_text
+    from kdsl.reports.graph import build, to_mermaid
+
+    messy = spec_text("generate   from student( lmbda=0.5,max_new_tokens=4 )", "loss task = model_loss(s.loss)",
+                      teacher=False)
+    formatted = format_text(messy).text
+    assert "generate from student(lmbda=0.5, max_new_tokens=4)\n" in formatted
+    assert format_text(formatted.replace("(lmbda=0.5, max_new_tokens=4)", "")).text.count("generate from student\n") == 1
+    graph = to_mermaid(build(kdsl.load(ROOT / "specs" / "lm" / "seqkd.kd")))
+    assert 'model_teacher -->|"generate (no grad)"|' in graph and '-->|"input"| model_student' in graph
+
+
+def test_lmbda_is_the_fraction_of_steps_that_generate():
+    draws = [Rollout("m", None, lmbda=0.3, seed=5).on_policy(step) for step in range(2000)]
+    assert draws == [Rollout("m", None, lmbda=0.3, seed=5).on_policy(step) for step in range(2000)]
+    assert abs(sum(draws) / 2000 - 0.3) < 0.03
+    assert not any(Rollout("m", None, lmbda=0.0).on_policy(s) for s in range(50))
+    assert all(Rollout("m", None, lmbda=1.0).on_policy(s) for s in range(50))
