@@ -78,7 +78,7 @@ def _head_grads(g_logits: torch.Tensor, hidden: torch.Tensor, weight: torch.Tens
     if g_hidden is not None:
         g_hidden[rows] = g @ weight
     if g_weight is not None:
-        g_weight.addmm_(g.T, hidden)
+        g_weight.addmm_(g.T, hidden.to(g.dtype))  # under autocast the hidden states may be half precision
     if g_bias is not None:
         g_bias += g.sum(0)
 

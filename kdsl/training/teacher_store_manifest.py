@@ -147,8 +147,10 @@ class Manifest(_Strict):
             raise ValueError(f"inputs holds one {DIGEST_BYTES}-byte digest per sample")
         parts = [self.inputs]
         for name, rec in self.records.items():
-            if rec.form == "topk" and rec.tail_part != ("rest" if self.version == 2 else "tail"):
-                raise ValueError(f"record '{name}': a format {self.version} top-k record has no part '{rec.tail_part}'")
+            want = "rest" if self.version == 2 else "tail"
+            if rec.form == "topk" and rec.tail_part != want:
+                raise ValueError(f"record '{name}': a format {self.version} top-k record keeps the other classes "
+                                 f"in part '{want}', not '{rec.tail_part}'")
             if rec.teacher not in self.fingerprint.teachers:
                 raise ValueError(f"record '{name}' is of teacher '{rec.teacher}', which the fingerprint lacks")
             if rec.parts["values"].dtype != self.dtype:

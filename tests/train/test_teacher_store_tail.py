@@ -127,4 +127,4 @@ def test_format_3_store_holds_the_tail_and_format_2_stores_still_read(top3, tmp_
     (old_format / "manifest.json").write_text(json.dumps(bad))
     with pytest.raises(KdslError) as info:
         TeacherStore(str(old_format))
-    assert info.value.diagnostics[0].code == "KD710" and "format 3 top-k record has no part 'rest'" in str(info.value)
+    assert info.value.diagnostics[0].code == "KD710" and "format 3 top-k record keeps the other classes in part 'tail', not 'rest'" in str(info.value)
