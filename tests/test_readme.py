@@ -286,6 +286,16 @@ COVERED = [
     ("python tools/build_parser.py", "tests/language/test_parser_tables.py", "build_parser.py"),
     ("python tools/fuzz_specs.py", "tests/hardening/test_fuzz.py", "fuzz_specs"),
     ("KDSL_KILL_TRIALS=all", "tests/hardening/test_kill.py", "KDSL_KILL_TRIALS"),
+    ("python examples/integrations/hf_trainer.py digits --out runs/hf_digits", "tests/integrations/test_hf.py",
+     "hf_trainer.digits_trainer"),
+    ("python examples/integrations/hf_trainer.py gpt2 --out runs/hf_gpt2", "tests/integrations/test_hf.py",
+     "hf_trainer.gpt2_trainer"),
+    ("python examples/integrations/lightning_digits.py --out runs/pl_digits", "tests/integrations/test_lightning.py",
+     "lightning_digits.trainer"),
+    ("python examples/integrations/lightning_digits.py --out runs/pl_ddp --devices 2",
+     "tests/integrations/test_lightning.py", '"--devices", "2"'),
+    ("kdsl train specs/digits/kd.kd --log mlflow,wandb --out runs/kd_tracked", "tests/integrations/test_trackers.py",
+     '"--log", "mlflow,wandb"'),
 ]
 
 
