@@ -54,8 +54,9 @@ def test_ddp_two_processes_under_lightnings_launcher(tmp_path):
 
     env = dict(os.environ, PYTHONPATH=str(lightning_digits.ROOT), OMP_NUM_THREADS="1")
     example = lightning_digits.ROOT / "examples" / "integrations" / "lightning_digits.py"
-    proc = subprocess.run([sys.executable, str(example), "--out", str(tmp_path), "--epochs", "1", "--steps", "3", "--devices", "2"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    args = ["--out", str(tmp_path), "--epochs", "1", "--steps", "3", "--devices", "2"]
+    proc = subprocess.run([sys.executable, str(example), *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = []
     for rank in (0, 1):
