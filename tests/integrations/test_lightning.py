@@ -84,3 +84,14 @@ def test_ddp_with_lightnings_sampler_is_kd794(tmp_path):
     with pytest.raises(KdslError) as err:
         module.setup("fit")
     assert err.value.diagnostics[0].code == "KD794"
+
+
+def test_missing_lightning_is_kd792(monkeypatch):
+    from kdsl.core.diagnostics import KdslError
+    from kdsl.integrations import lightning as integration
+
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    with pytest.raises(KdslError) as err:
+        integration._module_class()
+    assert err.value.diagnostics[0].code == "KD792"
+    assert any("pip install lightning" in h for h in err.value.diagnostics[0].hints)
