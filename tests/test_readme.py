@@ -301,6 +301,16 @@ COVERED = [
      '"--resume"'),
     ("torchrun --nnodes 2 --node-rank 0 --nproc_per_node 8 --rdzv-endpoint node0:29500 -m kdsl train SPEC",
      "tests/fsdp/test_fsdp_launch.py", '"--rdzv-endpoint"'),
+    ("python examples/integrations/hf_trainer.py digits --out runs/hf_digits", "tests/integrations/test_hf.py",
+     "hf_trainer.digits_trainer"),
+    ("python examples/integrations/hf_trainer.py gpt2 --out runs/hf_gpt2", "tests/integrations/test_hf.py",
+     "hf_trainer.gpt2_trainer"),
+    ("python examples/integrations/lightning_digits.py --out runs/pl_digits", "tests/integrations/test_lightning.py",
+     "lightning_digits.trainer"),
+    ("python examples/integrations/lightning_digits.py --out runs/pl_ddp --devices 2",
+     "tests/integrations/test_lightning.py", '"--devices", "2"'),
+    ("kdsl train specs/digits/kd.kd --log mlflow,wandb --out runs/kd_tracked", "tests/integrations/test_trackers.py",
+     '"--log", "mlflow,wandb"'),
 ]
 
 

@@ -7,6 +7,7 @@ a resumed run (connectors from the checkpoint) ends where an uninterrupted one d
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 
@@ -126,3 +127,25 @@ def test_a_spec_with_phases_is_kd790(tmp_path):
         DistillationTrainer(str(spec), model=digits_cnn(), args=hf_trainer.training_args(str(tmp_path / "o"), 1),
                             train_dataset=hf_trainer.DigitsItems())
     assert err.value.diagnostics[0].code == "KD790"
+
+
+def test_missing_transformers_no_dataset_and_a_foreign_state(tmp_path, monkeypatch):
+    """KD792 without transformers (the install line), KD793 without training data to check the
+    spec on, KD791 for a checkpoint state that is not this spec's."""
+    from kdsl.core.diagnostics import KdslError
+    from kdsl.integrations import hf
+    from kdsl.zoo import digits_cnn
+
+    args = hf_trainer.training_args(str(tmp_path / "o"), 1)
+    with pytest.raises(KdslError) as err:
+        hf.DistillationTrainer(str(hf_trainer.FITNETS), model=digits_cnn(), args=args)
+    assert err.value.diagnostics[0].code == "KD793"
+    trainer = hf_trainer.digits_trainer(str(tmp_path / "run"), 1)
+    with pytest.raises(KdslError) as err:
+        trainer.kdsl.load_extra_state({"connectors.other.weight": torch.zeros(1)})
+    assert err.value.diagnostics[0].code == "KD791" and "connectors.regressor" in err.value.diagnostics[0].message
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(KdslError) as err:
+        hf._trainer_class()
+    assert err.value.diagnostics[0].code == "KD792"
+    assert any("pip install transformers" in h for h in err.value.diagnostics[0].hints)

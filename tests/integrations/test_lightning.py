@@ -53,9 +53,10 @@ def test_ddp_two_processes_under_lightnings_launcher(tmp_path):
     from kdsl.zoo import digits_cnn
 
     env = dict(os.environ, PYTHONPATH=str(lightning_digits.ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(lightning_digits.ROOT / "examples" / "integrations" / "lightning_digits.py"),
-                           "--out", str(tmp_path), "--epochs", "1", "--steps", "3", "--devices", "2"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    example = lightning_digits.ROOT / "examples" / "integrations" / "lightning_digits.py"
+    args = ["--out", str(tmp_path), "--epochs", "1", "--steps", "3", "--devices", "2"]
+    proc = subprocess.run([sys.executable, str(example), *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = []
     for rank in (0, 1):
@@ -83,3 +84,14 @@ def test_ddp_with_lightnings_sampler_is_kd794(tmp_path):
     with pytest.raises(KdslError) as err:
         module.setup("fit")
     assert err.value.diagnostics[0].code == "KD794"
+
+
+def test_missing_lightning_is_kd792(monkeypatch):
+    from kdsl.core.diagnostics import KdslError
+    from kdsl.integrations import lightning as integration
+
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    with pytest.raises(KdslError) as err:
+        integration._module_class()
+    assert err.value.diagnostics[0].code == "KD792"
+    assert any("pip install lightning" in h for h in err.value.diagnostics[0].hints)

@@ -121,3 +121,21 @@ def test_missing_tracker_is_kd726_with_install_line(tmp_path, monkeypatch, name,
     assert diag.code == "KD726" and f"--log {name}" in diag.message
     assert any(f"pip install {package}" in h for h in diag.hints)
     assert not (tmp_path / "run").exists()
+
+
+def test_log_flag_of_kdsl_train(tmp_path):
+    """`--log` on the command line: a comma-separated list, each name checked (KD701)."""
+    from typer.testing import CliRunner
+
+    from kdsl.cli.app import app
+
+    result = CliRunner().invoke(app, ["train", KD_SPEC, "--log", "mlflow,wandb,neptune", "--out", str(tmp_path / "r")],
+                                env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert result.exit_code != 0 and "KD701" in result.output and "--log" in result.output
+    assert "neptune" in result.output and not (tmp_path / "r").exists()
+    cfg = resolve_config(kdsl.load(KD_SPEC), {"log": "mlflow,wandb"})
+    assert cfg.log == ["mlflow", "wandb"] and cfg.sources["log"] == "flag"
+    from kdsl.training.config import given_flags
+    from kdsl.catalog.settings import SETTINGS
+
+    assert given_flags(cfg, SETTINGS) == ["--log", "mlflow,wandb"]  # as environment.json and hints show it
