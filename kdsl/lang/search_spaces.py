@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.catalog.search import SEARCH_SPACES, space_text
@@ -73,6 +74,8 @@ def _space_problem(space, values: Tuple) -> Optional[str]:
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if not numeric:
         return "low and high must be numbers"
+    if not all(math.isfinite(v) for v in values):
+        return "low and high must be finite numbers"
     if space.integer and not all(isinstance(v, int) for v in values):
         return "low and high must be integers"
     if not low < high:

@@ -5,7 +5,7 @@
 run directory ``DIR/trial-NNN``; its objective is the run's best metric (``best_metric``, by
 default the task's primary one) in that metric's direction. After each epoch the trial reports
 its validation metric to Optuna (:class:`TrialReporter`, the trainer's reporter), and a trial that
-Optuna's median pruner finds poor is stopped there. The study lives in ``DIR/study.db`` (SQLite),
+Optuna's median pruner finds poor (after the first third of its epochs) is stopped there. The study lives in ``DIR/study.db`` (SQLite),
 so a sweep that is killed resumes where it stopped when run again (finished trials kept, a trial
 killed in flight is failed once its heartbeat goes stale and does not count), and several
 processes given the same directory share the work. The first trial of a new sweep is the spec as
@@ -50,6 +50,7 @@ class Sweep:
     metric: str
     direction: str  # "maximize" or "minimize"
     out: str
+    epochs: int = 1  # of every trial: pruning waits for the first third of them
     identity: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +88,7 @@ def plan_sweep(spec_path: str, out: Optional[str] = None, params: GivenValues = 
     stem = os.path.splitext(os.path.basename(spec_path))[0]
     sweep = Sweep(spec_path, spec, fixed, spaces, {k: v for k, v in settings.items() if v is not None},
                   metric, "maximize" if METRICS.get(metric, "max") == "max" else "minimize",
-                  os.path.normpath(out or os.path.join("sweeps", stem)))
+                  os.path.normpath(out or os.path.join("sweeps", stem)), cfg.epochs)
     sweep.identity = {"spec": os.path.abspath(spec_path), "fixed": fixed, "settings": _jsonable(sweep.settings),
                       "spaces": {p.name: [p.search.func, list(search_values(p))] for p in spaces},
                       "metric": metric}
@@ -114,8 +115,10 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
         storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
                                              grace_period=GRACE_S,
                                              engine_kwargs={"connect_args": {"timeout": 60}})
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1) if prune \
-        else optuna.pruners.NopPruner()
+    # early epochs say little (a cosine schedule's first epochs are noisy): no pruning in the
+    # first third of a trial's epochs, nor before four trials have finished
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, sweep.epochs // 3)) \
+        if prune else optuna.pruners.NopPruner()
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=sweep.direction,
                                 pruner=pruner, load_if_exists=True)
     # seeded, and by how far the study has come: a resumed sweep (or a second process) must not

@@ -138,7 +138,8 @@ def _history_plot(plt, sweep, rows) -> Optional[str]:
     for r in done:
         best = r[sweep.metric] if best is None else better(best, r[sweep.metric])
         line.append(best)
-    ax.step([r["trial"] for r in done], line, where="post", color="tab:red", label="best so far")
+    xs = [r["trial"] for r in done] + [rows[-1]["trial"]]  # the best holds to the last trial
+    ax.step(xs, line + line[-1:], where="post", color="tab:red", label="best so far")
     pruned = [r["trial"] for r in rows if r["state"] == "pruned"]
     for x in pruned:
         ax.axvline(x, color="0.85", lw=1, zorder=1)
