@@ -147,6 +147,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("batch_transform", None, None,
             "a transform of every training batch, e.g. mixup_cutmix() (DeiT) or rotations() (SSKD); "
             "`kdsl list batch-transforms`", flag="--batch-transform", call="batch_transform"),
+    Setting("contrast_negatives", optional(INT), None,
+            "CRD's dataset-side negatives: every training batch carries batch.contrast_idx [N, 1 + K], "
+            "each sample's index then K training samples of other classes drawn without replacement "
+            "(RepDistiller's CIFAR100InstanceSample), for crd(..., contrast_idx=batch.contrast_idx)",
+            flag="--contrast-negatives", minimum=1, maximum=1_000_000),
     Setting("zero_grad", choice("before_backward", "after_step"), "before_backward",
             "when a phase's optimizer clears its parameters' gradients: before_backward (each step "
             "on its own loss's gradients), or after_step, mmengine's backward/step/zero_grad order: "

@@ -355,6 +355,9 @@ CODES: Dict[str, Code] = {
                   "so the run needs data."),
     "KD775": Code("record is not a feature map", "A record --visualize draws must hold a tensor "
                   "[N, C, H, W] (drawn as its channel mean or top channels) or [N, H, W]."),
+    "KD776": Code("no negatives of another class", "contrast_negatives draws each sample's CRD "
+                  "negatives from the training samples of other classes; the training data holds one "
+                  "class only."),
 }
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     grad_clip: Optional[float] = _default("grad_clip")
     accumulate: int = _default("accumulate")
     batch_transform: Optional[Call] = _default("batch_transform")
+    contrast_negatives: Optional[int] = _default("contrast_negatives")
     zero_grad: str = _default("zero_grad")
     share_input: bool = _default("share_input")
     eval_teachers: bool = _default("eval_teachers")

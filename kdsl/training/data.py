@@ -25,6 +25,7 @@ from kdsl.core.diagnostics import error
 from kdsl.core.resolve import import_ref
 from kdsl.core.span import Span
 from kdsl.data import split_result
+from kdsl.training.contrast import ContrastSampler
 from kdsl.training.rng import epoch_seed
 
 
@@ -46,10 +47,11 @@ class _Indexed(Dataset):
     of (seed, ``epoch``, index); ``epoch`` is set by :meth:`Data.start_epoch` before the epoch's
     workers start."""
 
-    def __init__(self, dataset: Dataset, seed: Optional[int] = None) -> None:
+    def __init__(self, dataset: Dataset, seed: Optional[int] = None, contrast=None) -> None:
         self.dataset = dataset
         self.seed = seed
         self.epoch = 0
+        self.contrast = contrast  # ContrastSampler: each item also carries its contrast indices
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -60,7 +62,7 @@ class _Indexed(Dataset):
     def item(self, i: int, epoch: int):
         """Sample ``i`` as epoch ``epoch`` draws it."""
         if self.seed is None:
-            return self._wrap(self.dataset[i], i)
+            return self._contrasted(self._wrap(self.dataset[i], i), i, epoch)
         gen = torch.default_generator
         state = gen.get_state()
         gen.manual_seed(sample_seed(self.seed, epoch, i))
@@ -68,7 +70,12 @@ class _Indexed(Dataset):
             item = self.dataset[i]
         finally:
             gen.set_state(state)
-        return self._wrap(item, i)
+        return self._contrasted(self._wrap(item, i), i, epoch)
+
+    def _contrasted(self, item, i: int, epoch: int):
+        if self.contrast is None:
+            return item
+        return (*item, self.contrast.indices(item[1], i, sample_seed(self.seed or 0, epoch, i)))
 
     @staticmethod
     def _wrap(item, i: int):
@@ -160,6 +167,7 @@ def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
     if isinstance(train, DataLoader) or isinstance(val, DataLoader):
         raise error("KD702", f"data factory '{ref}' returned DataLoaders; return datasets so that "
                     "kdsl controls batching, shuffling and sharding (reproducible, resumable runs)")
+    contrast = ContrastSampler(train, cfg.contrast_negatives) if cfg.contrast_negatives else None
     sampler = EpochSampler(len(train), cfg.seed, shuffle=True, rank=rank, world=world)
     val_sampler = EpochSampler(len(val), cfg.seed, shuffle=False, rank=rank, world=world)
     # Workers are started afresh each epoch (not persistent) and seeded from the train loader's
@@ -171,8 +179,10 @@ def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
     # torch's global generator, which would shift the models' initialisation (built after the first
     # validation batch is read) and any dropout/augmentation stream after each evaluation.
     g = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(_Indexed(train, cfg.seed), sampler=sampler, drop_last=cfg.drop_last, generator=g, **common)
-    val_loader = DataLoader(_Indexed(val), sampler=val_sampler,
+    train_loader = DataLoader(_Indexed(train, cfg.seed, contrast), sampler=sampler, drop_last=cfg.drop_last,
+                              generator=g, **common)
+    # validation batches carry contrast indices too (of the training set), for the dry run's losses
+    val_loader = DataLoader(_Indexed(val, contrast=contrast), sampler=val_sampler,
                             generator=torch.Generator().manual_seed(cfg.seed), **common)
     return Data(train_loader, val_loader, len(train), len(val), sampler, cfg.seed, num_classes)
 
