@@ -56,6 +56,8 @@ class TrainConfig:
     grad_clip: Optional[float] = _default("grad_clip")
     accumulate: int = _default("accumulate")
     batch_transform: Optional[Call] = _default("batch_transform")
+    collate: Optional[str] = _default("collate")
+    batch_sampler: Optional[str] = _default("batch_sampler")
     contrast_negatives: Optional[int] = _default("contrast_negatives")
     zero_grad: str = _default("zero_grad")
     share_input: bool = _default("share_input")
