@@ -60,6 +60,7 @@ class Setting:
     fingerprinted: bool = False
     recorded: bool = False
     commands: Tuple[str, ...] = ("train",)
+    reference: Optional[str] = None  # a "pkg.module:attr" reference to this kind of callable
 
     @property
     def label(self) -> str:
@@ -155,6 +156,19 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("batch_transform", None, None,
             "a transform of every training batch, e.g. mixup_cutmix() (DeiT) or rotations() (SSKD); "
             "`kdsl list batch-transforms`", flag="--batch-transform", call="batch_transform"),
+    Setting("collate", optional(STR), None,
+            "a collate function by reference, \"pkg.module:function\": called with the list of the "
+            "dataset's items of each batch; it returns the batch (a dict: fields the models take by "
+            "keyword, see inputs; or an (input, target) pair)", flag="--collate", reference="collate function"),
+    Setting("batch_sampler", optional(STR), None,
+            "a batch sampler by reference, \"pkg.module:Class\": Class(sampler, batch_size, drop_last) "
+            "over kdsl's seeded, sharded sampler, yielding each batch's indices (grouped aspect ratios)",
+            flag="--batch-sampler", reference="batch sampler"),
+    Setting("contrast_negatives", optional(INT), None,
+            "CRD's dataset-side negatives: every training batch carries batch.contrast_idx [N, 1 + K], "
+            "each sample's index then K training samples of other classes drawn without replacement "
+            "(RepDistiller's CIFAR100InstanceSample), for crd(..., contrast_idx=batch.contrast_idx)",
+            flag="--contrast-negatives", minimum=1, maximum=1_000_000),
     Setting("zero_grad", choice("before_backward", "after_step"), "before_backward",
             "when a phase's optimizer clears its parameters' gradients: before_backward (each step "
             "on its own loss's gradients), or after_step, mmengine's backward/step/zero_grad order: "

@@ -104,10 +104,25 @@ def spec_transform(spec) -> Optional[Declared]:
     return component.load()(**binding.options)
 
 
+def _with_contrast(spec, batch):
+    """With ``contrast_negatives = K``, the example batch's ``contrast_idx`` [N, 1 + K]: each
+    sample's index, then K placeholder negatives (index 0), the shape training batches have."""
+    from kdsl.lang.literal import try_literal
+
+    setting = spec.train.get("contrast_negatives") if spec.train is not None else None
+    ok, k = try_literal(setting.value) if setting is not None else (False, None)
+    index = batch.get("index")
+    if not ok or not isinstance(k, int) or not isinstance(index, torch.Tensor):
+        return batch
+    negatives = torch.zeros(index.shape[0], k, dtype=torch.long)
+    return dict(batch, contrast_idx=torch.cat([index.long().view(-1, 1), negatives], dim=1))
+
+
 def transform_example(spec, x, batch):
     """A check's dry-run example ``(input, batch fields)`` as the spec's batch transform makes
     training batches (rotated images; mixed labels where the class count is known), so that the
     losses are checked on the batches they will get."""
+    batch = _with_contrast(spec, batch)
     module = spec_transform(spec)
     if module is None or not isinstance(x, torch.Tensor) or "target" not in batch:
         return x, batch

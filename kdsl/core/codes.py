@@ -449,6 +449,15 @@ CODES: Dict[str, Code] = {
     "KD794": Code("data sharded twice", "Under DDP, kdsl's loader of the spec's data already gives "
                   "each rank its shard; Lightning's distributed sampler would shard it again: pass "
                   "use_distributed_sampler=False to L.Trainer."),
+    "KD776": Code("no negatives of another class", "contrast_negatives draws each sample's CRD "
+                  "negatives from the training samples of other classes; the training data holds one "
+                  "class only."),
+    "KD777": Code("collate failed", "The collate function given by reference (collate = "
+                  "\"pkg.module:function\") raised on a batch, or returned neither a dict of fields nor "
+                  "an (input, target) pair. The error names the reference, the batch and its samples."),
+    "KD778": Code("batch sampler and checkpoints within an epoch", "A batch sampler given by "
+                  "reference orders an epoch's batches itself; a checkpoint within an epoch "
+                  "(checkpoint_every) could not resume inside that order, so the two are refused together."),
 }
 
 

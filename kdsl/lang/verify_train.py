@@ -46,6 +46,8 @@ class TrainBlockChecks:
                 s = s if bound_call is None else s.model_copy(update={"value": bound_call})
             else:
                 self._verify_value(setting, s.key, s.value)
+                if setting.reference:
+                    self._verify_reference(setting, s.value)
             settings.append(s)
         return stmt.model_copy(update={"settings": tuple(settings)})
 
@@ -69,6 +71,17 @@ class TrainBlockChecks:
             verify_groups(self.diags, component, groups)
         # the binding of the optimizer's own options, kept on the call as written (with its groups)
         return None if bound_call is None else original.model_copy(update={"bound": bound_call.bound})
+
+    def _verify_reference(self, setting: Setting, value) -> None:
+        """A reference setting (``collate = "pkg.module:function"``): well formed, never into a
+        refused module; imported when the run starts."""
+        if not (isinstance(value, ir.Const) and isinstance(value.value, str)):
+            return  # its type was reported
+        if not REF_PATTERN.match(value.value):
+            self.diags.error("KD405", f"malformed {setting.reference} reference \"{value.value}\"", value.span,
+                             hint='write it as "pkg.module:name"')
+        elif refused := refusal(value.value, setting.reference, value.span):
+            self.diags.add(refused)
 
     def _verify_value(self, setting: Setting, key: str, value) -> None:
         """A literal setting (or data option) against its type and range in the table."""

@@ -161,7 +161,8 @@ def _draw_procedure(spec: ir.Spec, g: Graph, sources: _Sources, procedure) -> No
     for stage in procedure.stages:
         epochs = "rest of the run" if stage.epochs is None else \
             f"{stage.epochs} epoch{'s' if stage.epochs != 1 else ''}"
-        sid = g.cluster(stage.name, f"stage {stage.name} ({epochs})")
+        batch = "" if stage.batch_size is None else f", batch_size {stage.batch_size}"
+        sid = g.cluster(stage.name, f"stage {stage.name} ({epochs}{batch})")
         for phase in stage.phases:
             key = f"{stage.name}_{phase.name}"
             pid = g.cluster(key, f"phase {phase.name}" + (f" x{phase.repeat}" if phase.repeat != 1 else "")

@@ -81,7 +81,8 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
     evaluation)."""
     seed_everything(cfg.seed)
     # a generator's run may have no data at all (it then evaluates nothing)
-    data = None if cfg.data is None and loaded.input is not None else load_data(cfg, dist.rank, dist.world, _data_span(loaded, cfg))
+    data = None if cfg.data is None and loaded.input is not None else \
+        load_data(cfg, dist.rank, dist.world, _data_span(loaded, cfg), _setting_spans(loaded, cfg))
     chosen, given = _models(loaded, student, teacher, models or {}, teacher_ckpt)
     load = _weights_to_load(chosen, given, student, teacher, models or {}, teacher_ckpt)
     transform = run_transform(loaded, cfg, data)
@@ -104,6 +105,13 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
             result = _fit(trainer, resume)
     end_distributed(dist)
     return result
+
+
+def _setting_spans(spec: ir.Spec, cfg) -> Dict[str, Any]:
+    """Where the train block writes the batching references the run uses (collate, batch_sampler)."""
+    found = {k: spec.train.get(k) for k in ("collate", "batch_sampler")
+             if spec.train is not None and cfg.sources.get(k) == "spec"}
+    return {k: s.value.span for k, s in found.items() if s is not None}
 
 
 def _data_span(spec: ir.Spec, cfg):

@@ -52,12 +52,13 @@ def model_call(batch: Any, inputs: Optional[Sequence[str]], device: torch.device
             raise error("KD740", f"the data's batches have no field to call the models with "
                         f"(fields: {', '.join(fields)})", hint='set inputs = ["FIELD", ...] in the train block')
         return ModelCall((), {n: fields[n] for n in names}, fields.get("target"), fields)
-    x, y, idx = batch
+    x, y, idx, *contrast = batch  # (x, y, index[, contrast_idx]): contrast_negatives adds the last
     if inputs is not None:
         raise error("KD741", "inputs names batch fields, but the data's items are (input, target) "
                     "pairs, which have none: models are called with the input",
                     hint="remove inputs from the train block, or use data whose items are dicts")
-    return ModelCall((_to(x, device),), {}, _to(y, device), {"index": _to(idx, device)})
+    fields = {"index": _to(idx, device), **({"contrast_idx": _to(contrast[0], device)} if contrast else {})}
+    return ModelCall((_to(x, device),), {}, _to(y, device), fields)
 
 
 def dataset_task(dataset: Any) -> Optional[str]:

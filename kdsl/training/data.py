@@ -16,7 +16,7 @@ a sample twice) and refuses such data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -25,6 +25,8 @@ from kdsl.core.diagnostics import KdslError, error
 from kdsl.core.resolve import import_ref
 from kdsl.core.span import Span
 from kdsl.data import split_result
+from kdsl.training.batching import ReferencedCollate, make_loader
+from kdsl.training.contrast import ContrastSampler
 from kdsl.training.rng import epoch_seed
 
 
@@ -46,10 +48,11 @@ class _Indexed(Dataset):
     of (seed, ``epoch``, index); ``epoch`` is set by :meth:`Data.start_epoch` before the epoch's
     workers start."""
 
-    def __init__(self, dataset: Dataset, seed: Optional[int] = None) -> None:
+    def __init__(self, dataset: Dataset, seed: Optional[int] = None, contrast=None) -> None:
         self.dataset = dataset
         self.seed = seed
         self.epoch = 0
+        self.contrast = contrast  # ContrastSampler: each item also carries its contrast indices
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -60,7 +63,7 @@ class _Indexed(Dataset):
     def item(self, i: int, epoch: int):
         """Sample ``i`` as epoch ``epoch`` draws it."""
         if self.seed is None:
-            return self._wrap(self.dataset[i], i)
+            return self._contrasted(self._wrap(self.dataset[i], i), i, epoch)
         gen = torch.default_generator
         state = gen.get_state()
         gen.manual_seed(sample_seed(self.seed, epoch, i))
@@ -68,7 +71,12 @@ class _Indexed(Dataset):
             item = self.dataset[i]
         finally:
             gen.set_state(state)
-        return self._wrap(item, i)
+        return self._contrasted(self._wrap(item, i), i, epoch)
+
+    def _contrasted(self, item, i: int, epoch: int):
+        if self.contrast is None:
+            return item
+        return (*item, self.contrast.indices(item[1], i, sample_seed(self.seed or 0, epoch, i)))
 
     @staticmethod
     def _wrap(item, i: int):
@@ -122,12 +130,16 @@ class Data:
     sampler: EpochSampler
     seed: int
     num_classes: Optional[int] = None
+    batch_size: int = 1  # of the training batches
+    batch_sampler: Any = None  # the spec's batch sampler class (batch_sampler = "pkg.module:Class")
 
     def start_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Put the sampler and the workers' seeds at ``epoch``, past its first ``skip_batches``
         batches (trained before a checkpoint within the epoch)."""
         self.sampler.set_epoch(epoch)
-        self.sampler.skip = skip_batches * (self.train.batch_size or 1)
+        self.sampler.skip = skip_batches * self.batch_size
+        if isinstance(self.train.collate_fn, ReferencedCollate):
+            self.train.collate_fn.batches = skip_batches
         self.train.dataset.epoch = epoch
         self.train.generator.manual_seed(epoch_seed(self.seed, epoch))
 
@@ -136,15 +148,18 @@ class Data:
         the same samples in the same order (the sampler, seeds and workers are the loader's), cut
         into batches of another size."""
         old = self.train
-        if old.batch_size == batch_size:
+        if self.batch_size == batch_size:
             return
-        self.train = DataLoader(old.dataset, batch_size=batch_size, sampler=old.sampler, drop_last=old.drop_last,
-                                generator=old.generator, num_workers=old.num_workers, collate_fn=old.collate_fn)
+        self.batch_size = batch_size
+        self.train = make_loader(old.dataset, self.sampler, batch_size, drop_last=old.drop_last, generator=old.generator,
+                                 num_workers=old.num_workers, collate=old.collate_fn, batch_sampler=self.batch_sampler)
 
 
-def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
+def load_data(cfg, rank: int, world: int, span: Optional[Span] = None, spans=None) -> Data:
     """Call the data factory of ``cfg.data`` and wrap its datasets in kdsl's loaders; ``span``, where
-    the spec names the data, locates what goes wrong."""
+    the spec names the data, locates what goes wrong (``spans``: where it sets ``collate`` and
+    ``batch_sampler``)."""
+    spans = spans or {}
     if cfg.data is None:
         raise error("KD702", "no data: the spec's train block names none and --data was not given",
                     hint='add data = dataset("kdsl.data:digits") to the train block, or pass --data kdsl.data:digits')
@@ -162,21 +177,33 @@ def load_data(cfg, rank: int, world: int, span: Optional[Span] = None) -> Data:
     if isinstance(train, DataLoader) or isinstance(val, DataLoader):
         raise error("KD702", f"data factory '{ref}' returned DataLoaders; return datasets so that "
                     "kdsl controls batching, shuffling and sharding (reproducible, resumable runs)")
+    contrast = ContrastSampler(train, cfg.contrast_negatives) if cfg.contrast_negatives else None
     sampler = EpochSampler(len(train), cfg.seed, shuffle=True, rank=rank, world=world)
     val_sampler = EpochSampler(len(val), cfg.seed, shuffle=False, rank=rank, world=world)
     # Workers are started afresh each epoch (not persistent) and seeded from the train loader's
     # generator, which Data.start_epoch re-seeds from (seed, epoch): augmentation drawn in worker
     # processes is then a function of (seed, epoch) too, and a resumed run draws the same as an
     # uninterrupted one. (With persistent workers their RNG streams would carry over epochs.)
-    common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    common = dict(num_workers=cfg.num_workers)
     # Both loaders get their own generator: iterating a DataLoader without one draws a seed from
     # torch's global generator, which would shift the models' initialisation (built after the first
     # validation batch is read) and any dropout/augmentation stream after each evaluation.
     g = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(_Indexed(train, cfg.seed), sampler=sampler, drop_last=cfg.drop_last, generator=g, **common)
-    val_loader = DataLoader(_Indexed(val), sampler=val_sampler,
-                            generator=torch.Generator().manual_seed(cfg.seed), **common)
-    return Data(train_loader, val_loader, len(train), len(val), sampler, cfg.seed, num_classes)
+    batch_sampler = import_ref(cfg.batch_sampler, "batch sampler", spans.get("batch_sampler")) \
+        if cfg.batch_sampler else None
+    train_loader = make_loader(_Indexed(train, cfg.seed, contrast), sampler, cfg.batch_size, drop_last=cfg.drop_last,
+                               generator=g, collate=_collate(cfg, "training", spans), batch_sampler=batch_sampler,
+                               **common)
+    # validation batches carry contrast indices too (of the training set), for the dry run's losses
+    val_loader = make_loader(_Indexed(val, contrast=contrast), val_sampler, cfg.batch_size, drop_last=False,
+                             generator=torch.Generator().manual_seed(cfg.seed), collate=_collate(cfg, "validation", spans),
+                             **common)
+    return Data(train_loader, val_loader, len(train), len(val), sampler, cfg.seed, num_classes, cfg.batch_size,
+                batch_sampler)
+
+
+def _collate(cfg, split: str, spans) -> Optional[ReferencedCollate]:
+    return ReferencedCollate(cfg.collate, split, spans.get("collate")) if cfg.collate else None
 
 
 def epoch_steps(spec, cfg, data: Optional["Data"]) -> int:
@@ -213,5 +240,5 @@ def zero_steps_problem(data, cfg) -> Optional[str]:
         return None
     if data.train_size == 0:
         return "the training set is empty: every epoch would train 0 steps"
-    return (f"drop_last = true with batch_size {data.train.batch_size} larger than the training set "
+    return (f"drop_last = true with batch_size {data.batch_size} larger than the training set "
             f"({data.train_size} samples per process): every epoch would drop its only batch and train 0 steps")

@@ -219,6 +219,11 @@ def setup_warnings(spec, cfg, distiller, ranges, steps_per_epoch: Dict[str, int]
                     "checkpoint within an epoch does not hold: --checkpoint-every could not resume it exactly",
                     written.span if written is not None else None,
                     hint="checkpoint at the epochs' ends only (carried gradients are cleared when an epoch starts)")
+    if cfg.batch_sampler and cfg.checkpoint_every:
+        written = spec.train.get("batch_sampler") if spec.train is not None else None
+        raise error("KD778", "a batch sampler orders an epoch's batches itself, so a checkpoint within an "
+                    "epoch (--checkpoint-every) could not tell where to resume", written.value.span if written else None,
+                    hint="checkpoint at the epochs' ends only")
     per_epoch = {name: optimizer_steps(steps, cfg.accumulate) for name, steps in steps_per_epoch.items()}
     found = check_phase_setups(spec, cfg, distiller, ranges, per_epoch)
     notes = []

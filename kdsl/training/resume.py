@@ -68,7 +68,8 @@ def _value_problem(setting: Setting, value: Any) -> Optional[str]:
     if setting.call is not None:
         is_call = isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str) \
             and isinstance(value[1], dict)
-        return None if is_call or (value is None and setting.call == "data") else "is not a call"
+        # a call setting without a value: no data (a generator's run), no batch transform
+        return None if is_call or (value is None and setting.default is None) else "is not a call"
     if not setting.type.accepts(value):
         return f"is not {setting.type.describe()}"
     problem = setting.range_problem(value)

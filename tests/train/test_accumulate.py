@@ -17,7 +17,7 @@ from kdsl.training.loop import Trainer
 from kdsl.training.report import EventLog
 from kdsl.training.stages import PhaseRun
 
-TRAINER = SimpleNamespace(cfg=SimpleNamespace(grad_clip=None))  # what Trainer.update reads of the run
+TRAINER = SimpleNamespace(cfg=SimpleNamespace(grad_clip=None, zero_grad="before_backward"))  # what Trainer.update reads
 
 
 def _phase(model: nn.Module, accumulate: int) -> PhaseRun:

@@ -54,6 +54,8 @@ def test_each_stage_batches_the_data_with_its_own_size(tmp_path):
     assert code == 0, out
     assert "batch_size 8" in out and "small (batch_size 8)" in out
     assert "frozen: train mode (batch statistics, running ones kept), no grad" in out
+    code, out = _cli("graph", str(spec))
+    assert code == 0 and 'stage small (1 epoch, batch_size 8)' in out, out
 
 
 def test_a_train_mode_teacher_normalizes_with_the_batch_and_keeps_its_running_statistics():
