@@ -24,8 +24,8 @@ def invoke(*args: str):
 
 
 def test_importing_kdsl_imports_no_hub():
-    code = ("import sys, kdsl, kdsl.hub, kdsl.data, kdsl.lang.refs; "
-            "print(sorted(m for m in ('transformers', 'timm', 'torchvision') if m in sys.modules))")
+    code = ("import sys, kdsl, kdsl.hub, kdsl.lora, kdsl.data, kdsl.lang.refs; "
+            "print(sorted(m for m in ('transformers', 'timm', 'torchvision', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "[]", out.stderr
