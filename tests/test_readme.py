@@ -288,6 +288,7 @@ COVERED = [
     ("python bench/lm_memory.py", "tests/lm/test_lm_chunked.py", "test_memory_bench_measures_both_forms"),
     ("kdsl train --no-truncate", "tests/train/test_train_config.py", '"truncate"'),
     ("python bench/lm_table.py", "tests/lm/test_lm_specs_train.py", "test_tiny_lm_train_through_the_cli"),
+    ("python bench/lm_generation_table.py", "tests/lm/test_generation.py", "test_the_generation_bench_compares"),
     ("python tools/build_parser.py", "tests/language/test_parser_tables.py", "build_parser.py"),
     ("python tools/fuzz_specs.py", "tests/hardening/test_fuzz.py", "fuzz_specs"),
     ("KDSL_KILL_TRIALS=all", "tests/hardening/test_kill.py", "KDSL_KILL_TRIALS"),

@@ -245,3 +245,17 @@ def test_lmbda_is_the_fraction_of_steps_that_generate():
     assert abs(sum(draws) / 2000 - 0.3) < 0.03
     assert not any(Rollout("m", None, lmbda=0.0).on_policy(s) for s in range(50))
     assert all(Rollout("m", None, lmbda=1.0).on_policy(s) for s in range(50))
+
+
+def test_the_generation_bench_compares_checked_specs():
+    """bench/lm_generation_table.py's five methods are specs that load and check clean."""
+    import importlib.util
+
+    found = importlib.util.spec_from_file_location("lm_generation_table", ROOT / "bench" / "lm_generation_table.py")
+    bench = importlib.util.module_from_spec(found)
+    found.loader.exec_module(bench)
+    methods = bench.variants()
+    assert [key for _, key, _ in methods] == ["labels", "offpolicy", "gkd", "seqkd", "minillm"]
+    for _, key, text in methods:
+        spec = kdsl.loads(text, str(ROOT / "specs" / "lm" / f"{key}.kd"))
+        assert (spec.generation is None) == (key in ("labels", "offpolicy")), key
