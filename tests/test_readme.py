@@ -86,14 +86,15 @@ def test_ci_runs_exactly_the_readme_commands():
 
 def test_test_extra_holds_every_optional_package_the_suite_uses():
     """#27.1: after the README's install (`.[test]`) the suite needs nothing more: each optional
-    extra is part of `[test]`, except the Hugging Face ones (hf, peft), which .ci/run installs after
-    the README's commands for tests/hubs (whose tests skip without them, saying so)."""
+    extra is part of `[test]`, except the Hugging Face ones (hf, peft) and the integrations'
+    (lightning, mlflow, wandb), which .ci/run installs after the README's commands for tests/hubs
+    and tests/integrations (whose tests skip without them, saying so)."""
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     test_extra = set(extras["test"])
     for name, requirements in extras.items():
-        if name not in ("test", "hf", "peft"):
+        if name not in ("test", "hf", "peft", "lightning", "mlflow", "wandb"):
             assert set(requirements) <= test_extra, (name, set(requirements) - test_extra)
 
 
