@@ -14,6 +14,7 @@ from kdsl.lang import ir
 from kdsl.training.config import resolve_config
 from kdsl.training.data import load_data
 from kdsl.training.distributed import check_amp, end_distributed, init_distributed, pick_device
+from kdsl.training.eval_only import evaluate_run
 from kdsl.training.loop import Trainer
 from kdsl.training.report import Reporter, RunInterrupted, RunResult
 from kdsl.training.batch_transform import DRY_RUN_STEP, run_transform
@@ -100,7 +101,7 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
 
             trainer.teacher_store = open_for_run(chosen, cfg, distiller, data)
         if eval_only:
-            result = trainer.evaluate_run()
+            result = evaluate_run(trainer)
         else:
             result = _fit(trainer, resume)
     end_distributed(dist)
