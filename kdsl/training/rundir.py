@@ -17,9 +17,8 @@ connectors after stage STAGE, ``{NAME: state dict}`` (``connector NAME = ... fro
 ``validation.jsonl`` one row per validation within an epoch (``val_every``); ``curves.png``;
 ``summary.json``; ``spec/`` the spec and the files it includes as they were read
 (:func:`kdsl.training.environment.spec_files`), written when the run starts; ``environment.json``
-one entry per process that trained the run (versions, device, threads, command line, git commit);
-``tensorboard/`` the event files of ``--tensorboard``. Every file is written atomically, and only
-by rank 0.
+one entry per process that trained the run (versions, device, threads, command, git commit);
+``tensorboard/`` the event files of ``--tensorboard``. Files are atomic, written by rank 0 only.
 
 ``kdsl-run.json`` (the manifest) lists every path kdsl wrote in the directory (a folder whose whole
 content is kdsl's, ``tensorboard/``, ends with ``/``); a path is listed before it is first written.
@@ -176,7 +175,8 @@ class RunDir:
         prepares a fresh run (the caller then starts one: see :meth:`has_checkpoint`)."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise error("KD706", f"--out {self.path} is a file, not a directory", hint="pass a directory")
-        self.manifest.read()
+        if self.writer:  # rank 0 judges the directory: the others may already see its first files
+            self.manifest.read()
         if eval_only:
             if not os.path.isdir(self.path):
                 raise error("KD703", f"no run to evaluate in {self.path}",

@@ -59,7 +59,7 @@ def passes_upto(last) -> tuple:
 
 def test_the_pass_list_reads_as_the_compiler_order():
     assert [p.__name__ for p in PASSES] == [
-        "import_plugins", "build_models", "stop_if_errors", "build_functions", "build_procedure",
+        "import_plugins", "build_models", "bind_generation", "stop_if_errors", "build_functions", "build_procedure",
         "install_recorders", "install_deliveries", "dry_run", "build_loss_graph", "check_shapes",
         "build_unused_connectors", "stop_if_errors", "load_connector_weights", "resolve_scopes",
         "resolve_inits", "stop_if_errors", "compile_models", "plan_truncation"]
