@@ -10,7 +10,8 @@ output is the adapted output; its own weight moves to ``.base_layer.weight``, wh
 ``param`` records map back). The run directory holds the adapters
 (``student_adapter/adapter_model.safetensors`` and ``adapter_config.json``, loadable with
 ``peft.PeftModel.from_pretrained``) and a merged ``student.pt``: the adapters added into the
-base weights, with the keys of the model without LoRA.
+base weights, with the keys of the model without LoRA. Such a file (``--eval-only``, or a LoRA
+student ``from "run/student.pt"``) loads into an adapted model through :func:`load_merged`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from kdsl.core.diagnostics import error
 
-__all__ = ["apply_lora", "has_lora", "plain_state_dict", "adapter_files", "LORA_OPTIONS"]
+__all__ = ["apply_lora", "has_lora", "plain_state_dict", "base_state_dict", "load_merged", "adapter_files",
+           "LORA_OPTIONS"]
 
 LORA_OPTIONS = ("lora_modules", "lora_rank", "lora_alpha", "lora_dropout")
 INSTALL = 'pip install "kdsl[peft]" (peft, for LoRA students)'
@@ -90,6 +92,37 @@ def plain_state_dict(model: Any) -> Dict[str, Any]:
         parent = merged.get_submodule(parent_name) if parent_name else merged
         setattr(parent, child, layer.get_base_layer())
     return {k: v.detach().cpu() for k, v in merged.state_dict().items()}
+
+
+def _base_keys(model: Any) -> Dict[str, str]:
+    """The keys of the model without LoRA (``...c_attn.weight``) -> the adapted model's keys of
+    the same tensors (``...c_attn.base_layer.weight``); the adapters' own keys are not in it."""
+    return {k.replace(".base_layer.", "."): k for k in model.state_dict()
+            if not any(part.startswith("lora_") for part in k.split("."))}
+
+
+def base_state_dict(model: Any) -> Dict[str, Any]:
+    """An adapted model's base weights (not merged) under the keys of the model without LoRA: the
+    state a merged weights file (:func:`plain_state_dict`) must fit, key for key and shape for shape."""
+    own = model.state_dict()
+    return {plain: own[key] for plain, key in _base_keys(model).items()}
+
+
+def load_merged(model: Any, state: Dict[str, Any]) -> None:
+    """Merged weights (keys of the model without LoRA, as :func:`plain_state_dict` writes them)
+    into the adapted ``model``: they become its base weights and the adapters' B matrices are
+    zeroed (LoRA's own initialisation), so the model computes the merged model exactly and its
+    :func:`plain_state_dict` is ``state`` again. The caller checked that ``state`` fits
+    :func:`base_state_dict`."""
+    import torch
+
+    keys = _base_keys(model)
+    result = model.load_state_dict({keys[k]: v for k, v in state.items()}, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys).isdisjoint(keys.values()), result
+    with torch.no_grad():
+        for _, layer in _layers(model):
+            for b in (*layer.lora_B.values(), *layer.lora_embedding_B.values()):
+                (b.weight if hasattr(b, "weight") else b).zero_()
 
 
 def adapter_files(weights_name: str, model: Any) -> List[Tuple[str, bytes]]:

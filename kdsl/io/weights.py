@@ -3,7 +3,8 @@
 Accepted: a state dict; ``{"state_dict": ...}``, ``{"model": ...}``, ``{"student": ...}``; kdsl's
 own run checkpoints (``checkpoint.pt``: the trained model's weights in it); a ``module.`` prefix
 (DistributedDataParallel), and ``.safetensors`` files when safetensors is installed. Mismatched
-keys are listed in the error.
+keys are listed in the error. A LoRA model's merged weights (a LoRA run's ``student.pt``) load
+into a model with the same adapters (:func:`kdsl.lora.load_merged`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 from kdsl.core.diagnostics import error
 from kdsl.core.span import Span
 from kdsl.io.checkpoint_file import check_checkpoint_path, load_checkpoint, load_error_text
+from kdsl.lora import base_state_dict, has_lora, load_merged
 
 _WRAPPERS = ("state_dict", "model", "student", "model_state_dict", "module")
 
@@ -97,11 +99,22 @@ def load_into(model: nn.Module, path: str, span: Optional[Span] = None, what: st
     """Load a checkpoint into ``model`` strictly; a located KD509 error lists what does not match.
     ``key`` selects one entry of a file holding several (see :func:`read_state_dict`)."""
     state = _strip_prefix(read_state_dict(path, span, key), model)
-    hints = mismatch_hints(model.state_dict(), state, ("missing keys: ", "unexpected keys: ", "shape mismatches: "),
+    merged = _merged_weights_of_lora(model, state)
+    want = base_state_dict(model) if merged else model.state_dict()
+    hints = mismatch_hints(want, state, ("missing keys: ", "unexpected keys: ", "shape mismatches: "),
                            "{key}: checkpoint {have} vs model {want}")
     if hints:
         raise error("KD509", f"checkpoint {path} does not fit the {what}", span, hints=hints)
-    model.load_state_dict(state, strict=True)
+    if merged:
+        load_merged(model, state)
+    else:
+        model.load_state_dict(state, strict=True)
+
+
+def _merged_weights_of_lora(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` is a LoRA model's merged weights (a run's ``student.pt``: the keys of
+    the model without LoRA) to load into ``model``, which carries adapters."""
+    return has_lora(model) and not any(".base_layer." in k or ".lora_" in k for k in state)
 
 
 def mismatch_hints(want: Mapping[str, torch.Tensor], have: Mapping[str, torch.Tensor],

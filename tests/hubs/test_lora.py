@@ -99,3 +99,70 @@ def test_without_peft_lora_says_how_to_install(folders, monkeypatch):
     with pytest.raises(KdslError) as info:
         hf_pretrained(str(folders["gpt2"]), lora_modules=["c_attn"])
     assert info.value.errors[0].code == "KD404" and 'kdsl[peft]' in info.value.errors[0].hints[0]
+
+
+def _lora_run(folders, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in CHAT))
+    spec = tmp_path / "lora.kd"
+    spec.write_text(spec_text(folders, data).replace("epochs = 1", "epochs = 2"))
+    return spec
+
+
+def test_a_lora_run_resumes_to_the_uninterrupted_run_and_evaluates_its_merged_student(folders, tmp_path, monkeypatch):
+    """--resume restores the adapters from checkpoint.pt; --eval-only reads the merged student.pt
+    into the adapted student (the merged weights become the base, the adapters add nothing), so
+    it scores what training's last validation scored."""
+    from kdsl.training.data import EpochSampler
+
+    spec = _lora_run(folders, tmp_path)
+    full = kdsl.train(str(spec), out=str(tmp_path / "full"), threads=1, seed=1)
+    real_set_epoch = EpochSampler.set_epoch
+
+    def crash(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        real_set_epoch(self, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(EpochSampler, "set_epoch", crash)
+        with pytest.raises(KeyboardInterrupt):
+            kdsl.train(str(spec), out=str(tmp_path / "cut"), threads=1, seed=1)
+    kdsl.train(str(spec), out=str(tmp_path / "cut"), threads=1, seed=1, resume=True)
+    for name in ("student.pt", "student_adapter/adapter_model.safetensors"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+
+    evaluated = kdsl.train(str(spec), out=str(tmp_path / "full"), threads=1, eval_only=True)
+    assert evaluated.eval_only and set(evaluated.final) == set(full.final) and full.final
+    for key, value in full.final.items():
+        assert evaluated.final[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_merged_weights_load_into_an_adapted_model_as_its_base_and_a_misfit_is_kd509(folders, tmp_path):
+    """What --eval-only and a LoRA student ``from "run/student.pt"`` do: the merged file becomes
+    the base weights, the adapters add nothing, so the model computes the merged model."""
+    from transformers import AutoModelForCausalLM
+
+    from kdsl.hub import hf_pretrained
+    from kdsl.io.weights import load_into
+    from kdsl.lora import plain_state_dict
+
+    trained = hf_pretrained(str(folders["gpt2"]), lora_modules=["c_attn"], lora_rank=2)
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # adapters that change the output
+    torch.save(plain_state_dict(trained), tmp_path / "student.pt")
+    fresh = hf_pretrained(str(folders["gpt2"]), lora_modules=["c_attn"], lora_rank=2)
+    load_into(fresh, str(tmp_path / "student.pt"), what="student")
+    ids = torch.randint(0, 45, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(ids).logits, trained(ids).logits, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(v, plain_state_dict(trained)[k]) for k, v in plain_state_dict(fresh).items())
+
+    other = AutoModelForCausalLM.from_pretrained(folders["llama"]).state_dict()
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(KdslError) as info:
+        load_into(fresh, str(tmp_path / "other.pt"), what="student")
+    (d,) = info.value.errors
+    assert d.code == "KD509" and "transformer.h.0.attn.c_attn.weight" in " ".join(d.hints)
