@@ -298,13 +298,13 @@ def _alive(pid: Optional[int]) -> bool:
 
 def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:
     """Until the trials other processes run have ended, so that this one reports them finished."""
+    import optuna
+
     said = False
     while True:
         with sweep_lock(sweep.out):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
-                import optuna
-
+            with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             others = len(_running(study))
         if not others:

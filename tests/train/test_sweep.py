@@ -132,6 +132,7 @@ def test_two_processes_share_one_sweep_each_trial_run_once(tmp_path):
         assert run["best"]["value"] == row["val_top1"] and run["config"]["params"]["tau"]["value"] == row["tau"]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() outside optimize: no heartbeat needed
 def test_a_sweep_draws_the_same_values_again_and_other_values_per_trial(tmp_path):
     """The sampler is seeded by the trial's number: a sweep is reproducible, and two processes
     (whose trials have other numbers) do not draw the same values."""
