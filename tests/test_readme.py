@@ -294,6 +294,8 @@ COVERED = [
     ("python tools/fuzz_specs.py", "tests/hardening/test_fuzz.py", "fuzz_specs"),
     ("KDSL_KILL_TRIALS=all", "tests/hardening/test_kill.py", "KDSL_KILL_TRIALS"),
     ("kdsl sweep specs/digits/kd_sweep.kd --trials 12", "tests/train/test_sweep.py", '"sweep", SWEEP_SPEC, "--trials"'),
+    ("kdsl sweep specs/digits/kd_sweep.kd --trials 12 --dir sweeps/kd_sweep", "tests/train/test_sweep.py",
+     "def test_two_processes_share_one_sweep"),
     ("kdsl train specs/digits/kd_sweep.kd --set tau=2 --set kd_weight=0.5", "tests/train/test_sweep.py",
      '"source": "--set"'),
     ("kdsl check specs/digits/kd_sweep.kd --set tau=0", "tests/language/test_given_params.py", '"--set", "tau=0"'),

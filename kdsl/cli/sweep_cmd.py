@@ -40,8 +40,7 @@ def sweep(spec: str, trials: int, dir: Optional[str], prune: bool, overwrite: bo
     (SQLite): run the same command again to resume an interrupted sweep, or in several processes
     at once to share it. Needs Optuna: pip install 'kdsl[sweep]'.
     """
-    from kdsl.training.sweep import plan_sweep, run_sweep
-    from kdsl.training.sweep_report import write_summary
+    from kdsl.training.sweep import plan_sweep, run_sweep, summarize
 
     settings = given_settings(settings)
     plan = plan_sweep(spec, dir, **settings)
@@ -52,7 +51,7 @@ def sweep(spec: str, trials: int, dir: Optional[str], prune: bool, overwrite: bo
         echo("interrupted; finished trials are kept in " + plan.out + ". Resume with: kdsl "
              + shlex.join(sys.argv[1:]), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    summary = write_summary(plan, study, round(time.time() - started, 1))
+    summary = summarize(plan, study, round(time.time() - started, 1))
     _show(plan, summary)
 
 

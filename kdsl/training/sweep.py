@@ -7,18 +7,22 @@ default the task's primary one) in that metric's direction. After each epoch the
 its validation metric to Optuna (:class:`TrialReporter`, the trainer's reporter), and a trial that
 Optuna's median pruner finds poor (after the first third of its epochs) is stopped there. The study lives in ``DIR/study.db`` (SQLite),
 so a sweep that is killed resumes where it stopped when run again (finished trials kept, a trial
-killed in flight is failed once its heartbeat goes stale and does not count), and several
-processes given the same directory share the work. The first trial of a new sweep is the spec as
-written. Afterwards :mod:`kdsl.training.sweep_report` writes the summary.
+killed in flight is failed and does not count), and several processes given the same directory
+share the work: they take trials one at a time under ``DIR/study.lock`` (:func:`sweep_lock`), so
+together they run ``--trials`` trials, each once in its own directory. The first trial of a new
+sweep is the spec as written. Afterwards :mod:`kdsl.training.sweep_report` writes the summary.
 
 Optuna is an optional extra (``pip install 'kdsl[sweep]'``), imported only here (KD750 without it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -28,9 +32,9 @@ from kdsl.lang import ir
 from kdsl.lang.params import GivenValues
 from kdsl.lang.search_spaces import search_values
 from kdsl.training.report import Reporter
-from kdsl.training.sweep_report import finished, trial_line
+from kdsl.training.sweep_report import finished, trial_line, write_summary
 
-STUDY = "study.db"
+STUDY, LOCK = "study.db", "study.lock"
 STUDY_NAME = "kdsl-sweep"
 # A trial whose process died stops beating; after the grace period the next process to start a
 # trial fails it (Optuna's stale-trial check), so it never counts towards --trials.
@@ -110,6 +114,11 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
         os.makedirs(sweep.out, exist_ok=True)
     except OSError as exc:
         raise error("KD706", f"cannot create the sweep directory {sweep.out}: {exc.strerror or exc}") from None
+    with sweep_lock(sweep.out):  # one process creates the study and enqueues the spec as written
+        return _create_or_load(optuna, sweep, path, seed, prune)
+
+
+def _create_or_load(optuna, sweep: Sweep, path: str, seed: int, prune: bool):
     with warnings.catch_warnings():  # the heartbeat is marked experimental; it is what resumes need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
@@ -121,9 +130,7 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
         if prune else optuna.pruners.NopPruner()
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=sweep.direction,
                                 pruner=pruner, load_if_exists=True)
-    # seeded, and by how far the study has come: a resumed sweep (or a second process) must not
-    # draw the same values as the run before it
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    study.sampler = trial_seeded_sampler(seed)
     saved = study.user_attrs.get("kdsl")
     if saved is None:
         study.set_user_attr("kdsl", sweep.identity)
@@ -201,20 +208,142 @@ def objective(sweep: Sweep) -> Callable:
 def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = True, seed: int = 0,
               say: Callable[[str], None] = lambda _line: None):
     """Run trials until ``trials`` of them have finished (those of earlier, interrupted runs of the
-    sweep count); the study."""
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
-
+    sweep count, and those other processes sharing the directory run), then wait for the trials
+    still running in other processes; the study."""
     study = open_study(sweep, overwrite=overwrite, seed=seed, prune=prune)
     done = finished(study)
     if done:
         say(f"resuming {sweep.out}: {done} of {trials} trials finished")
+    run = objective(sweep)
 
     def report(study, trial) -> None:
         say(trial_line(sweep, study, trial, trials))
 
-    if done < trials:
-        study.optimize(objective(sweep), catch=(KdslError,),
-                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                                  report])
+    while True:
+        with sweep_lock(sweep.out) as release:
+            if finished(study) + len(_running(study)) >= trials:
+                break
+
+            def claimed(trial) -> float:  # the trial is RUNNING and marked as ours: others may take theirs
+                trial.set_user_attr("worker", WORKER)
+                release()
+                return run(trial)
+
+            study.optimize(claimed, n_trials=1, catch=(KdslError,), callbacks=[report])
+    _wait_for_others(sweep, study, say)
     return study
+
+
+def summarize(sweep: Sweep, study, seconds: Optional[float] = None) -> Dict[str, Any]:
+    """The summary files, written under the lock from the study as it is now: whichever process
+    sharing the sweep writes last writes every trial."""
+    with sweep_lock(sweep.out):
+        return write_summary(sweep, study, seconds)
+
+
+# Which process runs a trial: a RUNNING trial of this machine whose process is gone was killed.
+WORKER = {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+@contextlib.contextmanager
+def sweep_lock(out: str):
+    """Hold ``DIR/study.lock`` (an exclusive ``flock``, released when the process dies): processes
+    sharing a sweep create its study, take a trial and write the summary one at a time. Yields
+    the function that releases it early."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: one process per sweep directory
+        yield lambda: None
+        return
+    handle = open(os.path.join(out, LOCK), "a+")
+
+    def release() -> None:
+        if not handle.closed:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield release
+    finally:
+        release()
+
+
+def _running(study) -> list:
+    """The trials running in live processes. One whose process on this machine has ended (killed)
+    is failed here; one of another machine is failed by Optuna once its heartbeat is stale."""
+    from optuna.trial import TrialState
+
+    running = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker") or {}
+        if worker.get("host") == WORKER["host"] and not _alive(worker.get("pid")):
+            study._storage.set_trial_user_attr(t._trial_id, "error", f"its process ({worker['pid']}) ended")
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        else:
+            running.append(t)
+    return running
+
+
+def _alive(pid: Optional[int]) -> bool:
+    if pid is None or os.name != "posix":
+        return True  # cannot tell: the heartbeat decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:
+    """Until the trials other processes run have ended, so that this one reports them finished."""
+    import optuna
+
+    said = False
+    while True:
+        with sweep_lock(sweep.out):
+            with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            others = len(_running(study))
+        if not others:
+            return
+        if not said:
+            say(f"waiting for {others} trial(s) running in other processes")
+            said = True
+        time.sleep(1.0)
+
+
+def trial_seeded_sampler(seed: int):
+    """Optuna's TPE sampler seeded afresh for each trial with ``seed`` + the trial's number: one
+    process draws what it drew before (a sweep is reproducible), and processes sharing a study,
+    whose trials have other numbers, draw other values."""
+    import optuna
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self._by_trial: Dict[int, Any] = {}
+
+        def _of(self, trial):
+            if trial.number not in self._by_trial:
+                self._by_trial[trial.number] = optuna.samplers.TPESampler(seed=seed + trial.number)
+            return self._by_trial[trial.number]
+
+        def infer_relative_search_space(self, study, trial):
+            return self._of(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._of(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._of(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial) -> None:
+            self._of(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._of(trial).after_trial(study, trial, state, values)
+            self._by_trial.pop(trial.number, None)
+
+    return TrialSeededSampler()

@@ -72,7 +72,7 @@ def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, 
     rows = {r["trial"]: r for r in summary["trials"]}
     assert rows[0]["state"] == "complete" and rows[0]["val_top1"] == before[0][1]  # kept, not rerun
     assert rows[0]["spec_as_written"] and (rows[0]["tau"], rows[0]["kd_weight"]) == (4, 0.9)
-    assert rows[1]["state"] == "running"  # the killed one: failed by the next sweep once it is stale
+    assert rows[1]["state"] == "fail" and "its process" in rows[1]["error"]  # killed: failed on resuming
     assert summary["finished"] == 2 and sorted(rows) == [0, 1, 2]
     assert 1 <= rows[2]["tau"] <= 8 and 0.1 <= rows[2]["kd_weight"] <= 1
     best = summary["best"]
@@ -102,6 +102,54 @@ def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, 
     assert params["tau"]["source"] == "params=" and params["tau"]["search"] == "uniform(1, 8)"
     assert params["tau"]["value"] == rows[2]["tau"] and trial["config"]["epochs"] == 1
 
+
+
+def test_two_processes_share_one_sweep_each_trial_run_once(tmp_path):
+    """Two `kdsl sweep` processes started together on one directory: --trials in total, each trial
+    once in its own directory, the spec as written once, other values in each, and both report
+    every trial."""
+    sweep_dir = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1", COLUMNS="200")
+    command = [sys.executable, "-m", "kdsl", "sweep", SWEEP_SPEC, "--trials", "3", "--dir", str(sweep_dir), *FLAGS]
+    procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate() for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out + err
+        assert "3 trials finished" in out and "best: trial" in out
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    rows = summary["trials"]
+    assert [r["trial"] for r in rows] == [0, 1, 2] and {r["state"] for r in rows} == {"complete"}
+    assert summary["finished"] == 3 and [r["spec_as_written"] for r in rows] == [True, False, False]
+    assert (rows[0]["tau"], rows[0]["kd_weight"]) == (4, 0.9)
+    assert (rows[1]["tau"], rows[1]["kd_weight"]) != (rows[2]["tau"], rows[2]["kd_weight"])
+    assert sorted(p.name for p in sweep_dir.glob("trial-*")) == ["trial-000", "trial-001", "trial-002"]
+    study = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    workers = {t.number: t.user_attrs["worker"]["pid"] for t in study.get_trials()}
+    assert set(workers.values()) == {proc.pid for proc in procs}  # both took trials
+    for number, row in enumerate(rows):  # each run directory holds the one run of its trial
+        run = json.loads((sweep_dir / f"trial-{number:03d}" / "summary.json").read_text())
+        assert run["best"]["value"] == row["val_top1"] and run["config"]["params"]["tau"]["value"] == row["tau"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() outside optimize: no heartbeat needed
+def test_a_sweep_draws_the_same_values_again_and_other_values_per_trial(tmp_path):
+    """The sampler is seeded by the trial's number: a sweep is reproducible, and two processes
+    (whose trials have other numbers) do not draw the same values."""
+    from kdsl.training.sweep import open_study, plan_sweep, suggest
+
+    def draws(directory):
+        plan = plan_sweep(SWEEP_SPEC, str(directory), params=["epochs=1"])
+        study = open_study(plan)
+        values = []
+        for _ in range(3):
+            trial = study.ask()
+            values.append(tuple(suggest(trial, p) for p in plan.spaces))
+            study.tell(trial, 1.0)
+        return values
+
+    first, again = draws(tmp_path / "a"), draws(tmp_path / "b")
+    assert first == again and first[0] == (4, 0.9) and len(set(first)) == 3
 
 
 def test_the_sweep_spec_as_written_is_the_readme_kd_spec():
