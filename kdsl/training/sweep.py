@@ -221,13 +221,19 @@ def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = 
 
     while True:
         with sweep_lock(sweep.out) as release:
-            if finished(study) + len(_running(study)) >= trials:
+            # a trial whose run failed (a NaN loss, ...) counts too, so that a sweep of a spec whose
+            # every trial fails ends after `trials` of them (KD753), as Optuna's n_trials would
+            if finished(study) + _failed_runs(study) + len(_running(study)) >= trials:
                 break
 
             def claimed(trial) -> float:  # the trial is RUNNING and marked as ours: others may take theirs
                 trial.set_user_attr("worker", WORKER)
                 release()
-                return run(trial)
+                try:
+                    return run(trial)
+                except KdslError:
+                    trial.set_user_attr("run_failed", True)  # not killed: it would fail again
+                    raise
 
             study.optimize(claimed, n_trials=1, catch=(KdslError,), callbacks=[report])
     _wait_for_others(sweep, study, say)
@@ -282,6 +288,13 @@ def _running(study) -> list:
         else:
             running.append(t)
     return running
+
+
+def _failed_runs(study) -> int:
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.user_attrs.get("run_failed"))
 
 
 def _alive(pid: Optional[int]) -> bool:

@@ -152,6 +152,28 @@ def test_a_sweep_draws_the_same_values_again_and_other_values_per_trial(tmp_path
     assert first == again and first[0] == (4, 0.9) and len(set(first)) == 3
 
 
+def test_a_sweep_whose_every_trial_fails_ends_after_its_trials(tmp_path, monkeypatch):
+    """A failed run (a NaN loss, ...) counts towards --trials: the sweep ends, with no best trial."""
+    from kdsl.core.diagnostics import error
+    from kdsl.training import sweep as sweeping
+
+    calls = []
+
+    def failing(_sweep):
+        def run(trial):
+            calls.append(trial.number)
+            raise error("KD707", "loss became nan at epoch 1, step 1")
+        return run
+
+    monkeypatch.setattr(sweeping, "objective", failing)
+    plan = sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"])
+    study = sweeping.run_sweep(plan, trials=3)
+    assert calls == [0, 1, 2]
+    assert [t.user_attrs.get("run_failed") for t in study.get_trials()] == [True, True, True]
+    summary = sweeping.summarize(plan, study)  # `kdsl sweep` prints it, then KD753 for the missing best
+    assert summary["best"] is None and summary["finished"] == 0
+
+
 def test_the_sweep_spec_as_written_is_the_readme_kd_spec():
     """kd_sweep.kd's params, put in place, give kd.kd's program exactly (so its first trial, the
     spec as written, is kd.kd's run)."""
