@@ -32,6 +32,23 @@ def run_cli(*args: str, cwd: Path = ROOT, env=None, timeout: float = 600):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def run_cli_in_process(*args: str):
+    """``kdsl ARGS`` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from kdsl.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture
 def cli():
     return run_cli

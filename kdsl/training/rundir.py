@@ -255,7 +255,9 @@ class RunDir:
             names = os.listdir(where) if os.path.isdir(where) else []
             for name in names:
                 m = _TEMPORARY.search(name)
-                if not m or relative(os.path.join(folder, name[:m.start()])) not in owned or _alive(int(m.group(1))):
+                # a temporary file of a live writer is no leftover (this process writes none now)
+                if not m or relative(os.path.join(folder, name[:m.start()])) not in owned or \
+                        (int(m.group(1)) != os.getpid() and process_alive(int(m.group(1)))):
                     continue
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(where, name))
@@ -460,10 +462,8 @@ class RunDir:
         load_into(model, path, what=f"model '{name}'")
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a temporary file of a live writer is not a leftover)."""
-    if pid == os.getpid():
-        return False  # this process writes no file while it prepares the directory
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (also for the sweeps' trials)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

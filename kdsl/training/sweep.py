@@ -32,6 +32,7 @@ from kdsl.lang import ir
 from kdsl.lang.params import GivenValues
 from kdsl.lang.search_spaces import search_values
 from kdsl.training.report import Reporter
+from kdsl.training.rundir import process_alive
 from kdsl.training.sweep_report import finished, trial_line, write_summary
 
 STUDY, LOCK = "study.db", "study.lock"
@@ -300,13 +301,7 @@ def _failed_runs(study) -> int:
 def _alive(pid: Optional[int]) -> bool:
     if pid is None or os.name != "posix":
         return True  # cannot tell: the heartbeat decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    return process_alive(pid)
 
 
 def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:

@@ -5,8 +5,6 @@ every problem is located at the --set argument and at the param with carets."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 import kdsl
 from kdsl.core.diagnostics import KdslError, render
 from kdsl.lang.loader import check_text
+from tests.conftest import run_cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ("param tau = 4 search uniform(1, 8)\nparam kd_weight = 0.9\nstudent\nteacher\n"
@@ -24,17 +23,6 @@ SPEC = ("param tau = 4 search uniform(1, 8)\nparam kd_weight = 0.9\nstudent\ntea
 SWEEP_SPEC = str(ROOT / "specs" / "digits" / "kd_sweep.kd")
 
 
-def _kdsl(*args: str):
-    from kdsl.cli.app import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _errors(params):
@@ -86,9 +74,9 @@ def test_every_command_that_reads_a_spec_takes_set_and_fmt_does_not():
 
     assert BY_NAME["params"].commands == ("check", "explain", "graph", "train", "teacher-cache", "sweep")
     for command in BY_NAME["params"].commands:
-        code, out, _ = _kdsl(command, "--help")
+        code, out, _ = run_cli_in_process(command, "--help")
         assert code == 0 and "--set NAME=VALUE" in out, command
-    code, out, _ = _kdsl("fmt", "--help")  # fmt rewrites the text as written: no values to give
+    code, out, _ = run_cli_in_process("fmt", "--help")  # fmt rewrites the text as written: no values to give
     assert code == 0 and "--set" not in out
 
 

@@ -4,8 +4,6 @@ with its finished trials kept, and a summary (best trial, its command, the table
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shlex
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from train_helpers import ROOT
+from tests.conftest import run_cli_in_process
 
 optuna = pytest.importorskip("optuna")
 
@@ -27,18 +26,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 FLAGS = ["--set", "epochs=1", "--steps-per-epoch", "3", "--threads", "1"]
 
 
-def _kdsl(*args: str):
-    """`kdsl ARGS` in this process: (exit code, stdout, stderr)."""
-    from kdsl.cli.app import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _kill_during_second_trial(sweep_dir: Path) -> None:
@@ -65,7 +52,7 @@ def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, 
     before = {t.number: (t.state.name, t.value) for t in study.get_trials()}
     assert before[0][0] == "COMPLETE" and before[1] == ("RUNNING", None)  # killed in flight
 
-    code, out, err = _kdsl("sweep", SWEEP_SPEC, "--trials", "2", "--dir", str(sweep_dir), *FLAGS)
+    code, out, err = run_cli_in_process("sweep", SWEEP_SPEC, "--trials", "2", "--dir", str(sweep_dir), *FLAGS)
     assert code == 0, out + err
     assert "resuming" in out and "1 of 2 trials finished" in out
     summary = json.loads((sweep_dir / "summary.json").read_text())
@@ -88,7 +75,7 @@ def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, 
     # the command printed for the best trial reproduces it: the same run, the same metric
     words = shlex.split(best["command"])
     words[words.index("--out") + 1] = str(tmp_path / "again")
-    code, out, err = _kdsl(*words[1:])
+    code, out, err = run_cli_in_process(*words[1:])
     assert code == 0, out + err
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["best"]["value"] == best["value"]
@@ -187,9 +174,9 @@ def test_the_sweep_spec_as_written_is_the_readme_kd_spec():
 
 
 def test_a_sweep_of_a_spec_without_search_spaces_is_refused(tmp_path):
-    code, out, err = _kdsl("sweep", KD_SPEC, "--trials", "2", "--dir", str(tmp_path / "s"))
+    code, out, err = run_cli_in_process("sweep", KD_SPEC, "--trials", "2", "--dir", str(tmp_path / "s"))
     assert code == 1 and "KD751" in err and "param tau = 4 search uniform(1, 8)" in err
-    code, out, err = _kdsl("sweep", SWEEP_SPEC, "--set", "tau=2", "--set", "kd_weight=0.5", "--dir", str(tmp_path / "s"))
+    code, out, err = run_cli_in_process("sweep", SWEEP_SPEC, "--set", "tau=2", "--set", "kd_weight=0.5", "--dir", str(tmp_path / "s"))
     assert code == 1 and "KD751" in err and "--set fixes tau, kd_weight" in err
     assert not (tmp_path / "s").exists()
 
@@ -226,7 +213,7 @@ def test_pruning_stops_a_poor_trial_after_an_epoch():
 
 def test_without_optuna_the_sweep_gives_the_install_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
-    code, out, err = _kdsl("sweep", SWEEP_SPEC, "--dir", str(tmp_path / "s"))
+    code, out, err = run_cli_in_process("sweep", SWEEP_SPEC, "--dir", str(tmp_path / "s"))
     assert code == 1 and "KD750" in err and "pip install 'kdsl[sweep]'" in err
     assert "Traceback" not in out + err
 
