@@ -329,7 +329,7 @@ class Trainer:
                     self.check_finite(result, epoch, i)
                 terms = sums.means()
                 if self.task == "lm":  # this process's real tokens trained per second, this epoch
-                    terms[TOKENS_PER_S] = self.tokens / max(time.monotonic() - started, 1e-9)
+                    terms[TOKENS_PER_S] = float(self.tokens) / max(time.monotonic() - started, 1e-9)
                 self.reporter.step(epoch, steps, self.steps_per_epoch, terms)
                 self.log.step(self.global_step, results, self.stage)
             if self.cfg.val_every and self.global_step % self.cfg.val_every == 0 and steps < self.steps_per_epoch:
@@ -357,7 +357,7 @@ class Trainer:
                 call, batch = model_call(made, self.cfg.inputs, d), None
             args, kwargs, target, fields = call.args, call.kwargs, call.target, call.fields
             if self.task == "lm" and "attention_mask" in fields:
-                self.tokens += int(fields["attention_mask"].sum())
+                self.tokens = self.tokens + fields["attention_mask"].sum()  # no sync: read when reported
         results = []
         if self.runner is not None:  # today's step, exactly
             phase = stage.phases[0]
