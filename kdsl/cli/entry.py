@@ -28,7 +28,27 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(code)
     from kdsl.cli.app import main as run_app
 
+    if argv is None and is_torchrun_worker():
+        hard_exit(exit_status(run_app, argv))
     run_app(argv)
+
+
+def is_torchrun_worker() -> bool:
+    """A process that torchrun started, one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def exit_status(run, argv) -> int:
+    """The status ``run(argv)`` exits with (0 when it returns)."""
+    try:
+        run(argv)
+    except SystemExit as done:
+        code = done.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return 1
+    return 0
 
 
 def plain_check(specs: Sequence[str]) -> int:
@@ -42,9 +62,14 @@ def plain_check(specs: Sequence[str]) -> int:
 
 
 def hard_exit(code: int) -> None:
-    """Exit without the interpreter's teardown, which frees every module and object one by one and
-    cost a sixth of a plain check (as mypy does). A plain check holds no file, thread or atexit
-    work to finish: only the output streams, flushed here."""
+    """Exit without the interpreter's teardown, which frees every module and object one by one.
+
+    A plain check: that teardown cost a sixth of the check (mypy exits the same way), and a check
+    holds no file, thread or atexit work to finish. A torchrun worker: its run has closed its files
+    and trackers and left the process group, but the models' sharded parameters still refer to
+    the group's communication threads; freed during teardown they can abort the process
+    (SIGABRT, 'terminate called without an active exception', seen once in CI), turning a
+    finished run into a failed one. Only the output streams are left to flush, here."""
     from kdsl.cli.errors import EXIT_BROKEN_PIPE
 
     try:

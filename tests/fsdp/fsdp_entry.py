@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 from kdsl.training.loop import Trainer
 
@@ -30,6 +29,6 @@ def _step(self, epoch, i, batch):
 Trainer.step = _step
 
 if __name__ == "__main__":
-    from kdsl.cli.app import main
+    from kdsl.cli.entry import main
 
-    main(sys.argv[1:])
+    main()  # as `kdsl` does: the process is this command's own

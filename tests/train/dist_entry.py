@@ -30,6 +30,6 @@ def _observed_check(student, d, device):
 distributed.check_ranks_agree = _observed_check
 
 if __name__ == "__main__":
-    from kdsl.cli.app import main
+    from kdsl.cli.entry import main
 
-    main(sys.argv[1:])
+    main()  # as `kdsl` does: the process is this command's own
