@@ -117,6 +117,18 @@ class _TrainerMethods:
             optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
         return optimizer
 
+    def _clip_grad_norm(self, model):
+        """``max_grad_norm`` over the model's and kdsl's parameters together (one norm, as ``kdsl
+        train`` clips a phase's parameters): the Trainer's own clip sees the model's only. The
+        Trainer's special cases (SageMaker fp16, gradients on several device meshes) stay its own."""
+        from transformers.utils import is_sagemaker_mp_enabled
+
+        mixed_meshes = getattr(self, "_has_mixed_mesh_grads", None)
+        if (is_sagemaker_mp_enabled() and self.args.fp16) or (mixed_meshes and mixed_meshes(model)):
+            return super()._clip_grad_norm(model)
+        params = [*model.parameters(), *self.kdsl.extra_parameters()]
+        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         state = self.state
         total = math.ceil(state.num_train_epochs) if state.num_train_epochs else None

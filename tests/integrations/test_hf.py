@@ -35,7 +35,8 @@ class Recorded(torch.utils.data.Dataset):
         return self.data[i]
 
 
-def _reference(trainer, student0, models, optimizer_for, batch_size: int, seen):
+def _reference(trainer, student0, models, optimizer_for, batch_size: int, seen, clip: float = 0.0,
+               norms=None):
     """kdsl's own step over the batches the Trainer drew: the same spec compiled around a copy of
     the student's starting weights, the connectors' starting weights copied from the Trainer's."""
     dataset = trainer.train_dataset
@@ -50,6 +51,10 @@ def _reference(trainer, student0, models, optimizer_for, batch_size: int, seen):
         result = ref.loss(batch, epoch=step / steps_per_epoch, step=step, total_epochs=1)
         optimizer.zero_grad()
         result.loss.backward()
+        if clip:  # one norm over the student's and the connectors' gradients, as kdsl train clips
+            model_norm = torch.nn.utils.get_total_norm([p.grad for p in ref.student.parameters()])
+            norms.append((model_norm.item(), torch.nn.utils.clip_grad_norm_(
+                list(ref.student.parameters()) + ref.extra_parameters(), clip).item()))
         optimizer.step()
     return ref.student
 
@@ -87,6 +92,27 @@ def test_digits_fitnets_equals_kdsls_step(tmp_path):
     # linear(0, 10, epochs=5) on the Trainer's epochs (90 steps an epoch at batch 16): steps 0-2, 3-5
     assert logs[0]["weight/hint"] == pytest.approx(10 * 1 / 90 / 5, rel=1e-6)
     assert logs[1]["weight/hint"] == pytest.approx(10 * 4 / 90 / 5, rel=1e-6)
+
+
+def test_max_grad_norm_clips_the_connectors_with_the_model(tmp_path):
+    trainer = hf_trainer.digits_trainer(str(tmp_path / "run"), STEPS, per_device_train_batch_size=16,
+                                        max_grad_norm=0.05, logging_steps=1)
+    trainer.train_dataset = Recorded(trainer.train_dataset)
+    student0 = _fresh_copy(trainer.model)
+    trainer.train()
+    logged = [row["grad_norm"] for row in trainer.state.log_history if "grad_norm" in row]
+    norms = []
+    ref = _reference(trainer, student0, None, lambda ps: torch.optim.SGD(ps, lr=0.05), 16,
+                     trainer.train_dataset.seen, clip=0.05, norms=norms)
+    _assert_same(trainer.model, ref)
+    assert len(logged) == STEPS and min(logged) > 0.05  # the clip acted on every step
+    for step, (got, (model_only, joint)) in enumerate(zip(logged, norms)):  # the connector's are in
+        assert got == pytest.approx(joint, rel=1e-5)
+        if step:  # the hint's weight is 0 at step 0 (linear from 0): the connector has no gradient there
+            assert got != pytest.approx(model_only, rel=1e-5)
+    unclipped = _reference(trainer, _fresh_copy(student0), None, lambda ps: torch.optim.SGD(ps, lr=0.05), 16,
+                           trainer.train_dataset.seen)
+    assert not torch.allclose(unclipped.fc.weight, ref.fc.weight, atol=1e-4)
 
 
 def test_resume_from_the_trainers_checkpoint(tmp_path):
