@@ -25,7 +25,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
@@ -37,8 +37,10 @@ from kdsl.training.sweep_report import finished, trial_line, write_summary
 
 STUDY, LOCK = "study.db", "study.lock"
 STUDY_NAME = "kdsl-sweep"
-# A trial whose process died stops beating; after the grace period the next process to start a
-# trial fails it (Optuna's stale-trial check), so it never counts towards --trials.
+# A trial of another machine whose process died stops beating; after the grace period the next
+# process to take a trial fails it (Optuna's stale-trial check), so it stops counting towards
+# --trials. A trial of this machine is judged by whether its process exists, never by its
+# heartbeat: a live process that could not beat (a loaded or suspended machine) is not dead.
 HEARTBEAT_S, GRACE_S = 10, 30
 
 
@@ -122,9 +124,8 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
 def _create_or_load(optuna, sweep: Sweep, path: str, seed: int, prune: bool):
     with warnings.catch_warnings():  # the heartbeat is marked experimental; it is what resumes need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S,
-                                             engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = sweep_storage(optuna)(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
+                                        grace_period=GRACE_S, engine_kwargs={"connect_args": {"timeout": 60}})
     # early epochs say little (a cosine schedule's first epochs are noisy): no pruning in the
     # first third of a trial's epochs, nor before four trials have finished
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, sweep.epochs // 3)) \
@@ -222,12 +223,10 @@ def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = 
 
     while True:
         with sweep_lock(sweep.out) as release:
-            # a trial whose run failed (a NaN loss, ...) counts too, so that a sweep of a spec whose
-            # every trial fails ends after `trials` of them (KD753), as Optuna's n_trials would
-            if finished(study) + _failed_runs(study) + len(_running(study)) >= trials:
+            if _count(study).taken >= trials:
                 break
 
-            def claimed(trial) -> float:  # the trial is RUNNING and marked as ours: others may take theirs
+            def claimed(trial) -> float:  # RUNNING, and marked as ours before others may count it
                 trial.set_user_attr("worker", WORKER)
                 release()
                 try:
@@ -275,27 +274,58 @@ def sweep_lock(out: str):
         release()
 
 
-def _running(study) -> list:
-    """The trials running in live processes. One whose process on this machine has ended (killed)
-    is failed here; one of another machine is failed by Optuna once its heartbeat is stale."""
+class Count(NamedTuple):
+    taken: int  # the trials that count towards --trials
+    running: int  # those of them running in live processes
+
+
+def _count(study) -> Count:
+    """The sweep's trials, from one read of every trial, made under the lock (so that no other
+    process takes a trial meanwhile). A trial counts from the moment it is taken to its end:
+    running in a live process, finished (completed or pruned), or failed by its run (a NaN loss,
+    ...: it would fail again, and a sweep whose every trial fails must end, with KD753). Other
+    processes end their trials while this one reads, so the read may see a trial in either state:
+    both count, and the total is the same (counting finished and running trials in two reads
+    missed a trial that ended between them, and a 4th trial of 3 was run). A trial whose process
+    has ended (killed) is failed here and does not count: another takes its place."""
     from optuna.trial import TrialState
 
-    running = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker") or {}
-        if worker.get("host") == WORKER["host"] and not _alive(worker.get("pid")):
-            study._storage.set_trial_user_attr(t._trial_id, "error", f"its process ({worker['pid']}) ended")
+    taken = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            ended = _ended(t)
+            if ended is None:
+                taken, running = taken + 1, running + 1
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, "error", ended)
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        else:
-            running.append(t)
-    return running
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) or \
+                (t.state == TrialState.FAIL and t.user_attrs.get("run_failed")):
+            taken += 1
+    return Count(taken, running)
 
 
-def _failed_runs(study) -> int:
-    from optuna.trial import TrialState
+def _ended(trial) -> Optional[str]:
+    """Why the process of a RUNNING trial has ended, or None while it may be running: on this
+    machine, whether the process exists; of another machine, Optuna's heartbeat decides."""
+    worker = trial.user_attrs.get("worker")
+    if worker is None:  # a trial is marked before its process releases the lock: this one's died holding it
+        return "its process ended as it took the trial"
+    if worker.get("host") == WORKER["host"] and not _alive(worker.get("pid")):
+        return f"its process ({worker['pid']}) ended"
+    return None
 
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-               if t.user_attrs.get("run_failed"))
+
+def sweep_storage(optuna):
+    """Optuna's SQLite storage, whose heartbeat judges only the trials of other machines (those of
+    this one :func:`_ended` judges by their process)."""
+
+    class SweepStorage(optuna.storages.RDBStorage):
+        def _get_stale_trial_ids(self, study_id: int) -> List[int]:
+            stale = super()._get_stale_trial_ids(study_id)
+            return [i for i in stale if (self.get_trial(i).user_attrs.get("worker") or {}).get("host") != WORKER["host"]]
+
+    return SweepStorage
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -314,7 +344,7 @@ def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:
             with warnings.catch_warnings():  # fail_stale_trials is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-            others = len(_running(study))
+            others = _count(study).running
         if not others:
             return
         if not said:
