@@ -247,8 +247,19 @@ def summarize(sweep: Sweep, study, seconds: Optional[float] = None) -> Dict[str,
         return write_summary(sweep, study, seconds)
 
 
+def _process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (the boot's id and the clock tick, from Linux's ``/proc``): with
+    only 32768 pids on many machines, and after a reboot, another process may hold the pid of one
+    that ended. None where it cannot be read (no such process, not Linux)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot, open(f"/proc/{pid}/stat") as stat:
+            return boot.read().strip() + ":" + stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 # Which process runs a trial: a RUNNING trial of this machine whose process is gone was killed.
-WORKER = {"host": socket.gethostname(), "pid": os.getpid()}
+WORKER = {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
 
 
 @contextlib.contextmanager
@@ -311,27 +322,36 @@ def _ended(trial) -> Optional[str]:
     worker = trial.user_attrs.get("worker")
     if worker is None:  # a trial is marked before its process releases the lock: this one's died holding it
         return "its process ended as it took the trial"
-    if worker.get("host") == WORKER["host"] and not _alive(worker.get("pid")):
+    if _judged_here(worker) and not _same_process(worker):
         return f"its process ({worker['pid']}) ended"
     return None
 
 
+def _same_process(worker: Dict[str, Any]) -> bool:
+    """Whether the trial's process still runs: its pid exists, and was not given to another since."""
+    if not process_alive(worker["pid"]):
+        return False
+    started = worker.get("started")
+    return started is None or _process_start(worker["pid"]) in (None, started)
+
+
+def _judged_here(worker: Dict[str, Any]) -> bool:
+    """Whether a trial's process is judged by whether it exists (one of this machine, on a POSIX
+    system), not by its heartbeat."""
+    return worker.get("host") == WORKER["host"] and worker.get("pid") is not None and os.name == "posix"
+
+
 def sweep_storage(optuna):
-    """Optuna's SQLite storage, whose heartbeat judges only the trials of other machines (those of
-    this one :func:`_ended` judges by their process)."""
+    """Optuna's SQLite storage, whose heartbeat judges only the trials :func:`_judged_here` does not
+    (those of other machines): a live process that could not beat in time (a loaded or suspended
+    machine) is not dead."""
 
     class SweepStorage(optuna.storages.RDBStorage):
         def _get_stale_trial_ids(self, study_id: int) -> List[int]:
             stale = super()._get_stale_trial_ids(study_id)
-            return [i for i in stale if (self.get_trial(i).user_attrs.get("worker") or {}).get("host") != WORKER["host"]]
+            return [i for i in stale if not _judged_here(self.get_trial(i).user_attrs.get("worker") or {})]
 
     return SweepStorage
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if pid is None or os.name != "posix":
-        return True  # cannot tell: the heartbeat decides
-    return process_alive(pid)
 
 
 def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:

@@ -363,20 +363,28 @@ def test_a_live_trial_whose_heartbeat_is_late_is_not_failed(tmp_path, monkeypatc
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 4
 
 
-def test_a_trial_whose_process_died_as_it_took_it_is_failed(tmp_path, monkeypatch):
-    """A process takes a trial and marks it as its own under the lock: one killed between the two
-    (before its heartbeat began) leaves a RUNNING trial of no process, which the next process to
-    hold the lock fails, instead of waiting for it for ever."""
+@pytest.mark.parametrize("worker, error", [
+    (None, "its process ended as it took the trial"),  # killed between taking and marking its trial
+    ({"pid": os.getpid(), "started": "a-boot-before:1"}, f"its process ({os.getpid()}) ended"),  # pid reused
+])
+def test_a_trial_whose_process_has_ended_is_failed_and_replaced(tmp_path, monkeypatch, worker, error):
+    """A process takes a trial and marks it as its own under the lock. Its trial is failed by the
+    next process to hold the lock (instead of being waited for for ever) when the process was
+    killed between the two (before its heartbeat began), or when its pid is now another
+    process's (pids are reused, and start again after a reboot)."""
     from kdsl.training import sweep as sweeping
 
     plan = sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"])
     sweeping.open_study(plan)
     other = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
     other.tell(other.ask(), 0.5)
-    other.ask()  # trial 1, taken by a process killed before it marked it
+    if worker is not None:
+        other.ask().set_user_attr("worker", {"host": sweeping.WORKER["host"], **worker})
+    else:
+        other.ask()
     calls = []
     monkeypatch.setattr(sweeping, "objective", lambda _sweep: lambda trial: calls.append(trial.number) or 0.1)
     study = sweeping.run_sweep(plan, trials=2)
     assert calls == [2]
-    (dead,) = [t for t in study.get_trials() if t.number == 1]
-    assert dead.state.name == "FAIL" and dead.user_attrs["error"] == "its process ended as it took the trial"
+    (ended,) = [t for t in study.get_trials() if t.number == 1]
+    assert ended.state.name == "FAIL" and ended.user_attrs["error"] == error
