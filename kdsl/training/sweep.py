@@ -124,7 +124,7 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
 def _create_or_load(optuna, sweep: Sweep, path: str, seed: int, prune: bool):
     with warnings.catch_warnings():  # the heartbeat is marked experimental; it is what resumes need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = sweep_storage(optuna)(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
+        storage = _sweep_storage(optuna)(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
                                         grace_period=GRACE_S, engine_kwargs={"connect_args": {"timeout": 60}})
     # early epochs say little (a cosine schedule's first epochs are noisy): no pruning in the
     # first third of a trial's epochs, nor before four trials have finished
@@ -210,8 +210,9 @@ def objective(sweep: Sweep) -> Callable:
 def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = True, seed: int = 0,
               say: Callable[[str], None] = lambda _line: None):
     """Run trials until ``trials`` of them have finished (those of earlier, interrupted runs of the
-    sweep count, and those other processes sharing the directory run), then wait for the trials
-    still running in other processes; the study."""
+    sweep count, and those other processes sharing the directory run), waiting for the trials
+    still running in other processes (and taking the place of one whose process is killed); the
+    study."""
     study = open_study(sweep, overwrite=overwrite, seed=seed, prune=prune)
     done = finished(study)
     if done:
@@ -221,23 +222,29 @@ def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = 
     def report(study, trial) -> None:
         say(trial_line(sweep, study, trial, trials))
 
+    waiting = False
     while True:
         with sweep_lock(sweep.out) as release:
-            if _count(study).taken >= trials:
-                break
+            count = _count(study)
+            if count.taken < trials:
 
-            def claimed(trial) -> float:  # RUNNING, and marked as ours before others may count it
-                trial.set_user_attr("worker", WORKER)
-                release()
-                try:
-                    return run(trial)
-                except KdslError:
-                    trial.set_user_attr("run_failed", True)  # not killed: it would fail again
-                    raise
+                def claimed(trial) -> float:  # RUNNING, and marked as ours before others may count it
+                    trial.set_user_attr("worker", WORKER)
+                    release()
+                    try:
+                        return run(trial)
+                    except KdslError:
+                        trial.set_user_attr("run_failed", True)  # not killed: it would fail again
+                        raise
 
-            study.optimize(claimed, n_trials=1, catch=(KdslError,), callbacks=[report])
-    _wait_for_others(sweep, study, say)
-    return study
+                study.optimize(claimed, n_trials=1, catch=(KdslError,), callbacks=[report])
+                continue
+        if not count.running:
+            return study
+        if not waiting:  # so that this process reports the others' trials finished
+            say(f"waiting for {count.running} trial(s) running in other processes")
+            waiting = True
+        time.sleep(1.0)
 
 
 def summarize(sweep: Sweep, study, seconds: Optional[float] = None) -> Dict[str, Any]:
@@ -299,8 +306,12 @@ def _count(study) -> Count:
     both count, and the total is the same (counting finished and running trials in two reads
     missed a trial that ended between them, and a 4th trial of 3 was run). A trial whose process
     has ended (killed) is failed here and does not count: another takes its place."""
+    import optuna
     from optuna.trial import TrialState
 
+    with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # the trials of other machines that stopped beating
     taken = running = 0
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
@@ -341,7 +352,7 @@ def _judged_here(worker: Dict[str, Any]) -> bool:
     return worker.get("host") == WORKER["host"] and worker.get("pid") is not None and os.name == "posix"
 
 
-def sweep_storage(optuna):
+def _sweep_storage(optuna):
     """Optuna's SQLite storage, whose heartbeat judges only the trials :func:`_judged_here` does not
     (those of other machines): a live process that could not beat in time (a loaded or suspended
     machine) is not dead."""
@@ -352,25 +363,6 @@ def sweep_storage(optuna):
             return [i for i in stale if not _judged_here(self.get_trial(i).user_attrs.get("worker") or {})]
 
     return SweepStorage
-
-
-def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:
-    """Until the trials other processes run have ended, so that this one reports them finished."""
-    import optuna
-
-    said = False
-    while True:
-        with sweep_lock(sweep.out):
-            with warnings.catch_warnings():  # fail_stale_trials is marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            others = _count(study).running
-        if not others:
-            return
-        if not said:
-            say(f"waiting for {others} trial(s) running in other processes")
-            said = True
-        time.sleep(1.0)
 
 
 def trial_seeded_sampler(seed: int):

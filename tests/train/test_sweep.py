@@ -8,12 +8,13 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -284,31 +285,62 @@ def test_the_summary_ranks_the_params_and_draws_both_plots(tmp_path):
                                f"--set kd_weight={best['params']['kd_weight']!r} --out runs/kd_sweep-trial-005")
 
 
-def _other_process(sweep_dir: Path, finished: int):
-    """The study as another process of this machine sees it, with ``finished`` trials completed
-    and one trial it runs now (marked with a live process: this one's); (its study, that trial)."""
+
+# Workers sharing a sweep: this process runs `run_sweep` while the test plays another process of
+# the same machine through its own view of the study. No trial trains (the objective is replaced):
+# what is tested is which trials are taken.
+
+@pytest.fixture(scope="module")
+def new_study_db(tmp_path_factory) -> Path:
+    """A new sweep's study.db (the spec as written enqueued), made once: making one takes a second."""
+    from kdsl.training.sweep import open_study, plan_sweep
+
+    directory = tmp_path_factory.mktemp("new") / "s"
+    open_study(plan_sweep(SWEEP_SPEC, str(directory), params=["epochs=1"]))
+    return directory / "study.db"
+
+
+@pytest.fixture
+def shared(tmp_path, new_study_db, monkeypatch):
+    """A new sweep in tmp_path/s whose trials record their numbers instead of training, and the
+    study as another process sees it: (the sweep, that study, the trials this process ran)."""
+    from kdsl.training import sweep as sweeping
+
+    (tmp_path / "s").mkdir()
+    shutil.copy(new_study_db, tmp_path / "s" / "study.db")
+    calls = []
+    monkeypatch.setattr(sweeping, "objective", lambda _sweep: lambda trial: calls.append(trial.number) or 0.1)
+    other = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    return sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"]), other, calls
+
+
+def _take(other, finished: int, pid: Optional[int] = os.getpid(), **worker):
+    """The other process finishes ``finished`` trials and takes one more, marked as run by process
+    ``pid`` of this machine (by default this process: a live one; None: not marked); that trial."""
     from kdsl.training.sweep import WORKER
 
-    other = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{sweep_dir / 'study.db'}")
     for value in range(finished):
         other.tell(other.ask(), 0.5 + value)
-    running = other.ask()
-    running.set_user_attr("worker", {"host": WORKER["host"], "pid": os.getpid()})
-    return other, running
+    trial = other.ask()
+    if pid is not None:
+        trial.set_user_attr("worker", {"host": WORKER["host"], "pid": pid, **worker})
+    return trial
 
 
-def test_a_trial_finishing_while_another_process_counts_does_not_free_a_place(tmp_path, monkeypatch):
-    """The race of two workers (#25): trials 0 and 1 finished, trial 2 running in another process,
-    which finishes it while this process, holding the lock, counts the trials. It must count 3 of
-    3 (trial 2 running, then finished) and take no 4th trial, whichever read sees the change."""
+def _states(study) -> List[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+def test_a_trial_finishing_while_another_process_counts_does_not_free_a_place(shared, monkeypatch):
+    """The race of two workers (#25: "trial 3 [4/3]"): trials 0 and 1 finished, trial 2 running in
+    another process, which finishes it while this one, holding the lock, counts the trials. A
+    count of finished trials, then of running ones, missed it and ran a 4th trial of 3."""
     from optuna.study import Study
 
     from kdsl.training import sweep as sweeping
 
-    plan = sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"])
-    sweeping.open_study(plan)
-    other, running = _other_process(tmp_path / "s", finished=2)
-
+    plan, other, calls = shared
+    running = _take(other, finished=2)
     locked, reads = [], []
     real_lock, real_get_trials = sweeping.sweep_lock, Study.get_trials
 
@@ -328,27 +360,23 @@ def test_a_trial_finishing_while_another_process_counts_does_not_free_a_place(tm
             other.tell(running, 0.7)  # the other process finishes its trial right after it
         return trials
 
-    calls = []
     monkeypatch.setattr(sweeping, "sweep_lock", lock_seen)
     monkeypatch.setattr(Study, "get_trials", get_trials)
-    monkeypatch.setattr(sweeping, "objective", lambda _sweep: lambda trial: calls.append(trial.number) or 0.1)
     study = sweeping.run_sweep(plan, trials=3)
-    assert reads and calls == []  # the change came in while this process counted; no 4th trial
-    assert [(t.number, t.state.name) for t in study.get_trials()] == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]
+    assert reads and calls == [] and _states(study) == ["COMPLETE"] * 3
 
 
-def test_a_live_trial_whose_heartbeat_is_late_is_not_failed(tmp_path, monkeypatch):
+def test_a_live_trial_whose_heartbeat_is_late_is_not_failed(shared, tmp_path, monkeypatch):
     """A loaded (or suspended) machine delays a live process's heartbeat past the grace period:
-    its trial is still running, judged by its process, and no other trial takes its place."""
+    its trial is judged by its process, still running, and no other trial takes its place."""
     import sqlite3
 
     from kdsl.training import sweep as sweeping
 
-    plan = sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"])
-    sweeping.open_study(plan)
-    other, running = _other_process(tmp_path / "s", finished=2)
+    plan, other, calls = shared
+    running = _take(other, finished=2)
     other._storage.record_heartbeat(running._trial_id)
-    with contextlib.closing(sqlite3.connect(tmp_path / "s" / "study.db")) as db, db:  # last beat an hour ago
+    with contextlib.closing(sqlite3.connect(tmp_path / "s" / "study.db")) as db, db:  # its last beat an hour ago
         db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
 
     def run(trial):  # while this process runs trial 3, the other finishes trial 2
@@ -356,35 +384,46 @@ def test_a_live_trial_whose_heartbeat_is_late_is_not_failed(tmp_path, monkeypatc
         other.tell(running, 0.7, skip_if_finished=True)
         return 0.1
 
-    calls = []
     monkeypatch.setattr(sweeping, "objective", lambda _sweep: run)
     study = sweeping.run_sweep(plan, trials=4)
-    assert calls == [3]
-    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 4
+    assert calls == [3] and _states(study) == ["COMPLETE"] * 4
 
 
 @pytest.mark.parametrize("worker, error", [
-    (None, "its process ended as it took the trial"),  # killed between taking and marking its trial
-    ({"pid": os.getpid(), "started": "a-boot-before:1"}, f"its process ({os.getpid()}) ended"),  # pid reused
+    ({"pid": None}, "its process ended as it took the trial"),  # killed between taking and marking its trial
+    ({"started": "a-boot-before:1"}, f"its process ({os.getpid()}) ended"),  # its pid is now another's
 ])
-def test_a_trial_whose_process_has_ended_is_failed_and_replaced(tmp_path, monkeypatch, worker, error):
+def test_a_trial_whose_process_has_ended_is_failed_and_replaced(shared, worker, error):
     """A process takes a trial and marks it as its own under the lock. Its trial is failed by the
     next process to hold the lock (instead of being waited for for ever) when the process was
     killed between the two (before its heartbeat began), or when its pid is now another
     process's (pids are reused, and start again after a reboot)."""
-    from kdsl.training import sweep as sweeping
+    from kdsl.training.sweep import run_sweep
 
-    plan = sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"])
-    sweeping.open_study(plan)
-    other = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
-    other.tell(other.ask(), 0.5)
-    if worker is not None:
-        other.ask().set_user_attr("worker", {"host": sweeping.WORKER["host"], **worker})
-    else:
-        other.ask()
-    calls = []
-    monkeypatch.setattr(sweeping, "objective", lambda _sweep: lambda trial: calls.append(trial.number) or 0.1)
-    study = sweeping.run_sweep(plan, trials=2)
-    assert calls == [2]
-    (ended,) = [t for t in study.get_trials() if t.number == 1]
-    assert ended.state.name == "FAIL" and ended.user_attrs["error"] == error
+    plan, other, calls = shared
+    _take(other, finished=1, **worker)
+    study = run_sweep(plan, trials=2)
+    assert calls == [2] and _states(study) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert study.get_trials()[1].user_attrs["error"] == error
+
+
+def test_a_process_waiting_for_a_trial_that_is_killed_takes_its_place(shared):
+    """Stop any worker and the others go on: one with no trial left, waiting for another's, runs
+    the trial that takes the killed one's place, so the sweep still finishes --trials trials."""
+    from kdsl.training.sweep import run_sweep
+
+    plan, other, calls = shared
+    worker = subprocess.Popen(["sleep", "600"])  # the other process, running trial 1
+
+    def say(line):
+        if line.startswith("waiting for 1 trial"):
+            worker.kill()
+            worker.wait()
+
+    try:
+        _take(other, finished=1, pid=worker.pid)
+        study = run_sweep(plan, trials=2, say=say)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert calls == [2] and _states(study) == ["COMPLETE", "FAIL", "COMPLETE"]
