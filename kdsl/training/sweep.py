@@ -304,8 +304,10 @@ def _count(study) -> Count:
     ...: it would fail again, and a sweep whose every trial fails must end, with KD753). Other
     processes end their trials while this one reads, so the read may see a trial in either state:
     both count, and the total is the same (counting finished and running trials in two reads
-    missed a trial that ended between them, and a 4th trial of 3 was run). A trial whose process
-    has ended (killed) is failed here and does not count: another takes its place."""
+    missed a trial that ended between them, and a 4th trial of 3 was run). Optuna's cache of the
+    trials is no hazard here: it reads every unfinished trial again, and a finished one does not
+    change. A trial whose process has ended (killed) is failed here and does not count: another
+    takes its place."""
     import optuna
     from optuna.trial import TrialState
 
