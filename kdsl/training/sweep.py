@@ -25,7 +25,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from kdsl.core.diagnostics import KdslError, error
 from kdsl.lang import ir
@@ -37,8 +37,10 @@ from kdsl.training.sweep_report import finished, trial_line, write_summary
 
 STUDY, LOCK = "study.db", "study.lock"
 STUDY_NAME = "kdsl-sweep"
-# A trial whose process died stops beating; after the grace period the next process to start a
-# trial fails it (Optuna's stale-trial check), so it never counts towards --trials.
+# A trial of another machine whose process died stops beating; after the grace period the next
+# process to take a trial fails it (Optuna's stale-trial check), so it stops counting towards
+# --trials. A trial of this machine is judged by whether its process exists, never by its
+# heartbeat: a live process that could not beat (a loaded or suspended machine) is not dead.
 HEARTBEAT_S, GRACE_S = 10, 30
 
 
@@ -122,9 +124,8 @@ def open_study(sweep: Sweep, overwrite: bool = False, seed: int = 0, prune: bool
 def _create_or_load(optuna, sweep: Sweep, path: str, seed: int, prune: bool):
     with warnings.catch_warnings():  # the heartbeat is marked experimental; it is what resumes need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S,
-                                             engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = _sweep_storage(optuna)(f"sqlite:///{os.path.abspath(path)}", heartbeat_interval=HEARTBEAT_S,
+                                        grace_period=GRACE_S, engine_kwargs={"connect_args": {"timeout": 60}})
     # early epochs say little (a cosine schedule's first epochs are noisy): no pruning in the
     # first third of a trial's epochs, nor before four trials have finished
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, sweep.epochs // 3)) \
@@ -209,8 +210,9 @@ def objective(sweep: Sweep) -> Callable:
 def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = True, seed: int = 0,
               say: Callable[[str], None] = lambda _line: None):
     """Run trials until ``trials`` of them have finished (those of earlier, interrupted runs of the
-    sweep count, and those other processes sharing the directory run), then wait for the trials
-    still running in other processes; the study."""
+    sweep count, and those other processes sharing the directory run), waiting for the trials
+    still running in other processes (and taking the place of one whose process is killed); the
+    study."""
     study = open_study(sweep, overwrite=overwrite, seed=seed, prune=prune)
     done = finished(study)
     if done:
@@ -220,25 +222,29 @@ def run_sweep(sweep: Sweep, trials: int, overwrite: bool = False, prune: bool = 
     def report(study, trial) -> None:
         say(trial_line(sweep, study, trial, trials))
 
+    waiting = False
     while True:
         with sweep_lock(sweep.out) as release:
-            # a trial whose run failed (a NaN loss, ...) counts too, so that a sweep of a spec whose
-            # every trial fails ends after `trials` of them (KD753), as Optuna's n_trials would
-            if finished(study) + _failed_runs(study) + len(_running(study)) >= trials:
-                break
+            count = _count(study)
+            if count.taken < trials:
 
-            def claimed(trial) -> float:  # the trial is RUNNING and marked as ours: others may take theirs
-                trial.set_user_attr("worker", WORKER)
-                release()
-                try:
-                    return run(trial)
-                except KdslError:
-                    trial.set_user_attr("run_failed", True)  # not killed: it would fail again
-                    raise
+                def claimed(trial) -> float:  # RUNNING, and marked as ours before others may count it
+                    trial.set_user_attr("worker", WORKER)
+                    release()
+                    try:
+                        return run(trial)
+                    except KdslError:
+                        trial.set_user_attr("run_failed", True)  # not killed: it would fail again
+                        raise
 
-            study.optimize(claimed, n_trials=1, catch=(KdslError,), callbacks=[report])
-    _wait_for_others(sweep, study, say)
-    return study
+                study.optimize(claimed, n_trials=1, catch=(KdslError,), callbacks=[report])
+                continue
+        if not count.running:
+            return study
+        if not waiting:  # so that this process reports the others' trials finished
+            say(f"waiting for {count.running} trial(s) running in other processes")
+            waiting = True
+        time.sleep(1.0)
 
 
 def summarize(sweep: Sweep, study, seconds: Optional[float] = None) -> Dict[str, Any]:
@@ -248,8 +254,19 @@ def summarize(sweep: Sweep, study, seconds: Optional[float] = None) -> Dict[str,
         return write_summary(sweep, study, seconds)
 
 
+def _process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (the boot's id and the clock tick, from Linux's ``/proc``): with
+    only 32768 pids on many machines, and after a reboot, another process may hold the pid of one
+    that ended. None where it cannot be read (no such process, not Linux)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot, open(f"/proc/{pid}/stat") as stat:
+            return boot.read().strip() + ":" + stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 # Which process runs a trial: a RUNNING trial of this machine whose process is gone was killed.
-WORKER = {"host": socket.gethostname(), "pid": os.getpid()}
+WORKER = {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
 
 
 @contextlib.contextmanager
@@ -275,52 +292,79 @@ def sweep_lock(out: str):
         release()
 
 
-def _running(study) -> list:
-    """The trials running in live processes. One whose process on this machine has ended (killed)
-    is failed here; one of another machine is failed by Optuna once its heartbeat is stale."""
-    from optuna.trial import TrialState
-
-    running = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker") or {}
-        if worker.get("host") == WORKER["host"] and not _alive(worker.get("pid")):
-            study._storage.set_trial_user_attr(t._trial_id, "error", f"its process ({worker['pid']}) ended")
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        else:
-            running.append(t)
-    return running
+class Count(NamedTuple):
+    taken: int  # the trials that count towards --trials
+    running: int  # those of them running in live processes
 
 
-def _failed_runs(study) -> int:
-    from optuna.trial import TrialState
-
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-               if t.user_attrs.get("run_failed"))
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if pid is None or os.name != "posix":
-        return True  # cannot tell: the heartbeat decides
-    return process_alive(pid)
-
-
-def _wait_for_others(sweep: Sweep, study, say: Callable[[str], None]) -> None:
-    """Until the trials other processes run have ended, so that this one reports them finished."""
+def _count(study) -> Count:
+    """The sweep's trials, from one read of every trial, made under the lock (so that no other
+    process takes a trial meanwhile). A trial counts from the moment it is taken to its end:
+    running in a live process, finished (completed or pruned), or failed by its run (a NaN loss,
+    ...: it would fail again, and a sweep whose every trial fails must end, with KD753). Other
+    processes end their trials while this one reads, so the read may see a trial in either state:
+    both count, and the total is the same (counting finished and running trials in two reads
+    missed a trial that ended between them, and a 4th trial of 3 was run). Optuna's cache of the
+    trials is no hazard here: it reads every unfinished trial again, and a finished one does not
+    change. A trial whose process has ended (killed) is failed here and does not count: another
+    takes its place."""
     import optuna
+    from optuna.trial import TrialState
 
-    said = False
-    while True:
-        with sweep_lock(sweep.out):
-            with warnings.catch_warnings():  # fail_stale_trials is marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            others = len(_running(study))
-        if not others:
-            return
-        if not said:
-            say(f"waiting for {others} trial(s) running in other processes")
-            said = True
-        time.sleep(1.0)
+    with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # the trials of other machines that stopped beating
+    taken = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            ended = _ended(t)
+            if ended is None:
+                taken, running = taken + 1, running + 1
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, "error", ended)
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) or \
+                (t.state == TrialState.FAIL and t.user_attrs.get("run_failed")):
+            taken += 1
+    return Count(taken, running)
+
+
+def _ended(trial) -> Optional[str]:
+    """Why the process of a RUNNING trial has ended, or None while it may be running: on this
+    machine, whether the process exists; of another machine, Optuna's heartbeat decides."""
+    worker = trial.user_attrs.get("worker")
+    if worker is None:  # a trial is marked before its process releases the lock: this one's died holding it
+        return "its process ended as it took the trial"
+    if _judged_here(worker) and not _same_process(worker):
+        return f"its process ({worker['pid']}) ended"
+    return None
+
+
+def _same_process(worker: Dict[str, Any]) -> bool:
+    """Whether the trial's process still runs: its pid exists, and was not given to another since."""
+    if not process_alive(worker["pid"]):
+        return False
+    started = worker.get("started")
+    return started is None or _process_start(worker["pid"]) in (None, started)
+
+
+def _judged_here(worker: Dict[str, Any]) -> bool:
+    """Whether a trial's process is judged by whether it exists (one of this machine, on a POSIX
+    system), not by its heartbeat."""
+    return worker.get("host") == WORKER["host"] and worker.get("pid") is not None and os.name == "posix"
+
+
+def _sweep_storage(optuna):
+    """Optuna's SQLite storage, whose heartbeat judges only the trials :func:`_judged_here` does not
+    (those of other machines): a live process that could not beat in time (a loaded or suspended
+    machine) is not dead."""
+
+    class SweepStorage(optuna.storages.RDBStorage):
+        def _get_stale_trial_ids(self, study_id: int) -> List[int]:
+            stale = super()._get_stale_trial_ids(study_id)
+            return [i for i in stale if not _judged_here(self.get_trial(i).user_attrs.get("worker") or {})]
+
+    return SweepStorage
 
 
 def trial_seeded_sampler(seed: int):

@@ -4,14 +4,17 @@ with its finished trials kept, and a summary (best trial, its command, the table
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -25,23 +28,61 @@ KD_SPEC = str(ROOT / "specs" / "digits" / "kd.kd")
 PNG = b"\x89PNG\r\n\x1a\n"
 FLAGS = ["--set", "epochs=1", "--steps-per-epoch", "3", "--threads", "1"]
 
+# `kdsl sweep ARGS` in a process of its own (python -c HOOKED ARGS) whose trials the test paces,
+# so that no test depends on how fast a loaded machine runs: at the end of its first epoch, trial
+# N writes SIGNALS/epoch-N-PID and waits for the test's SIGNALS/go-N (or is killed there).
+HOOKED = """
+import os, sys, time
+from kdsl.cli.entry import main
+from kdsl.training import sweep
 
+signals = os.environ["KDSL_TEST_SIGNALS"]
+
+class Paced(sweep.TrialReporter):
+    def epoch_end(self, row, total_epochs):
+        super().epoch_end(row, total_epochs)
+        if row["epoch"] == 1:
+            open(os.path.join(signals, f"epoch-{self.trial.number}-{os.getpid()}"), "w").close()
+            while not os.path.exists(os.path.join(signals, f"go-{self.trial.number}")):
+                time.sleep(0.05)
+
+sweep.TrialReporter = Paced
+main()
+"""
+
+
+def _paced_sweeps(signals: Path, count: int, *args: str) -> list:
+    """``count`` processes running ``kdsl sweep ARGS``, paced by the files in ``signals``."""
+    signals.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1", COLUMNS="200",
+               KDSL_TEST_SIGNALS=str(signals))
+    return [subprocess.Popen([sys.executable, "-c", HOOKED, "sweep", SWEEP_SPEC, *args, *FLAGS], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+
+
+def _wait_for_epochs(signals: Path, procs: list, count: int) -> Dict[int, int]:
+    """Until ``count`` trials have reached the end of their first epoch: {trial: its process}."""
+    while True:
+        reached = dict(tuple(int(n) for n in p.name.split("-")[1:]) for p in signals.glob("epoch-*"))
+        if len(reached) >= count:
+            return reached
+        for proc in procs:
+            assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
 
 
 def _kill_during_second_trial(sweep_dir: Path) -> None:
-    """Start the sweep in another process and kill it (SIGKILL: no cleanup) once its second trial
-    has begun training."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1")
-    proc = subprocess.Popen([sys.executable, "-m", "kdsl", "sweep", SWEEP_SPEC, "--trials", "5",
-                             "--dir", str(sweep_dir), *FLAGS], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Start the sweep in another process and kill it (SIGKILL: no cleanup) in its second trial,
+    after its first epoch."""
+    signals = sweep_dir.parent / "signals"
+    signals.mkdir()
+    (signals / "go-0").touch()
+    (proc,) = _paced_sweeps(signals, 1, "--trials", "5", "--dir", str(sweep_dir))
     try:
-        while not (sweep_dir / "trial-001" / "spec").exists():  # the run directory is prepared
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.2)
+        _wait_for_epochs(signals, [proc], 2)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
 
 
 def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, monkeypatch):
@@ -95,11 +136,12 @@ def test_two_processes_share_one_sweep_each_trial_run_once(tmp_path):
     """Two `kdsl sweep` processes started together on one directory: --trials in total, each trial
     once in its own directory, the spec as written once, other values in each, and both report
     every trial."""
-    sweep_dir = tmp_path / "sweep"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1", COLUMNS="200")
-    command = [sys.executable, "-m", "kdsl", "sweep", SWEEP_SPEC, "--trials", "3", "--dir", str(sweep_dir), *FLAGS]
-    procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    sweep_dir, signals = tmp_path / "sweep", tmp_path / "signals"
+    procs = _paced_sweeps(signals, 2, "--trials", "3", "--dir", str(sweep_dir))
+    taken = _wait_for_epochs(signals, procs, 2)  # each process holds a trial: both take part
+    assert set(taken.values()) == {proc.pid for proc in procs}
+    for number in range(3):
+        (signals / f"go-{number}").touch()
     outputs = [proc.communicate() for proc in procs]
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, out + err
@@ -241,3 +283,147 @@ def test_the_summary_ranks_the_params_and_draws_both_plots(tmp_path):
     assert best["params"]["tau"] == pytest.approx(4.6) and best["run_dir"] == "t4"
     assert best["command"] == (f"kdsl train {SWEEP_SPEC} --set epochs=1 --set tau={best['params']['tau']!r} "
                                f"--set kd_weight={best['params']['kd_weight']!r} --out runs/kd_sweep-trial-005")
+
+
+
+# Workers sharing a sweep: this process runs `run_sweep` while the test plays another process of
+# the same machine through its own view of the study. No trial trains (the objective is replaced):
+# what is tested is which trials are taken.
+
+@pytest.fixture(scope="module")
+def new_study_db(tmp_path_factory) -> Path:
+    """A new sweep's study.db (the spec as written enqueued), made once: making one takes a second."""
+    from kdsl.training.sweep import open_study, plan_sweep
+
+    directory = tmp_path_factory.mktemp("new") / "s"
+    open_study(plan_sweep(SWEEP_SPEC, str(directory), params=["epochs=1"]))
+    return directory / "study.db"
+
+
+@pytest.fixture
+def shared(tmp_path, new_study_db, monkeypatch):
+    """A new sweep in tmp_path/s whose trials record their numbers instead of training, and the
+    study as another process sees it: (the sweep, that study, the trials this process ran)."""
+    from kdsl.training import sweep as sweeping
+
+    (tmp_path / "s").mkdir()
+    shutil.copy(new_study_db, tmp_path / "s" / "study.db")
+    calls = []
+    monkeypatch.setattr(sweeping, "objective", lambda _sweep: lambda trial: calls.append(trial.number) or 0.1)
+    other = optuna.load_study(study_name="kdsl-sweep", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    return sweeping.plan_sweep(SWEEP_SPEC, str(tmp_path / "s"), params=["epochs=1"]), other, calls
+
+
+def _take(other, finished: int, pid: Optional[int] = os.getpid(), **worker):
+    """The other process finishes ``finished`` trials and takes one more, marked as run by process
+    ``pid`` of this machine (by default this process: a live one; None: not marked); that trial."""
+    from kdsl.training.sweep import WORKER
+
+    for value in range(finished):
+        other.tell(other.ask(), 0.5 + value)
+    trial = other.ask()
+    if pid is not None:
+        trial.set_user_attr("worker", {"host": WORKER["host"], "pid": pid, **worker})
+    return trial
+
+
+def _states(study) -> List[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+def test_a_trial_finishing_while_another_process_counts_does_not_free_a_place(shared, monkeypatch):
+    """The race of two workers (#25: "trial 3 [4/3]"): trials 0 and 1 finished, trial 2 running in
+    another process, which finishes it while this one, holding the lock, counts the trials. A
+    count of finished trials, then of running ones, missed it and ran a 4th trial of 3."""
+    from optuna.study import Study
+
+    from kdsl.training import sweep as sweeping
+
+    plan, other, calls = shared
+    running = _take(other, finished=2)
+    locked, reads = [], []
+    real_lock, real_get_trials = sweeping.sweep_lock, Study.get_trials
+
+    @contextlib.contextmanager
+    def lock_seen(out):
+        with real_lock(out) as release:
+            locked.append(out)
+            try:
+                yield release
+            finally:
+                locked.pop()
+
+    def get_trials(self, *args, **kwargs):
+        trials = real_get_trials(self, *args, **kwargs)
+        if locked and self is not other and not reads:  # this process's first read under the lock
+            reads.append(len(trials))
+            other.tell(running, 0.7)  # the other process finishes its trial right after it
+        return trials
+
+    monkeypatch.setattr(sweeping, "sweep_lock", lock_seen)
+    monkeypatch.setattr(Study, "get_trials", get_trials)
+    study = sweeping.run_sweep(plan, trials=3)
+    assert reads and calls == [] and _states(study) == ["COMPLETE"] * 3
+
+
+def test_a_live_trial_whose_heartbeat_is_late_is_not_failed(shared, tmp_path, monkeypatch):
+    """A loaded (or suspended) machine delays a live process's heartbeat past the grace period:
+    its trial is judged by its process, still running, and no other trial takes its place."""
+    import sqlite3
+
+    from kdsl.training import sweep as sweeping
+
+    plan, other, calls = shared
+    running = _take(other, finished=2)
+    other._storage.record_heartbeat(running._trial_id)
+    with contextlib.closing(sqlite3.connect(tmp_path / "s" / "study.db")) as db, db:  # its last beat an hour ago
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
+
+    def run(trial):  # while this process runs trial 3, the other finishes trial 2
+        calls.append(trial.number)
+        other.tell(running, 0.7, skip_if_finished=True)
+        return 0.1
+
+    monkeypatch.setattr(sweeping, "objective", lambda _sweep: run)
+    study = sweeping.run_sweep(plan, trials=4)
+    assert calls == [3] and _states(study) == ["COMPLETE"] * 4
+
+
+@pytest.mark.parametrize("worker, error", [
+    ({"pid": None}, "its process ended as it took the trial"),  # killed between taking and marking its trial
+    ({"started": "a-boot-before:1"}, f"its process ({os.getpid()}) ended"),  # its pid is now another's
+])
+def test_a_trial_whose_process_has_ended_is_failed_and_replaced(shared, worker, error):
+    """A process takes a trial and marks it as its own under the lock. Its trial is failed by the
+    next process to hold the lock (instead of being waited for for ever) when the process was
+    killed between the two (before its heartbeat began), or when its pid is now another
+    process's (pids are reused, and start again after a reboot)."""
+    from kdsl.training.sweep import run_sweep
+
+    plan, other, calls = shared
+    _take(other, finished=1, **worker)
+    study = run_sweep(plan, trials=2)
+    assert calls == [2] and _states(study) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert study.get_trials()[1].user_attrs["error"] == error
+
+
+def test_a_process_waiting_for_a_trial_that_is_killed_takes_its_place(shared):
+    """Stop any worker and the others go on: one with no trial left, waiting for another's, runs
+    the trial that takes the killed one's place, so the sweep still finishes --trials trials."""
+    from kdsl.training.sweep import run_sweep
+
+    plan, other, calls = shared
+    worker = subprocess.Popen(["sleep", "600"])  # the other process, running trial 1
+
+    def say(line):
+        if line.startswith("waiting for 1 trial"):
+            worker.kill()
+            worker.wait()
+
+    try:
+        _take(other, finished=1, pid=worker.pid)
+        study = run_sweep(plan, trials=2, say=say)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert calls == [2] and _states(study) == ["COMPLETE", "FAIL", "COMPLETE"]
