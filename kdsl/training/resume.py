@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.catalog.settings import BY_NAME, METRICS, RUN_SETTINGS, Setting
 from kdsl.core.diagnostics import error
@@ -90,18 +90,25 @@ def resume_hint(setting: Setting, value: Any) -> str:
     return how + " (what the run started with), or start a new run with --out"
 
 
-def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str) -> None:
+def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str,
+                   worlds: Tuple[Optional[int], int] = (None, 1)) -> None:
     """KD703 when a setting of :data:`RUN_SETTINGS` differs between the checkpoint's config
     (``saved``) and this resumption's (``now``, both ``TrainConfig.describe()``), or when the
-    checkpoint's config is damaged (:func:`config_problem`)."""
+    checkpoint's config is damaged (:func:`config_problem`). ``worlds``: the processes of the run
+    (None: a checkpoint that does not say) and of this resumption; at another world size
+    ``batch_size`` (per process) must change so that the global batch stays the run's."""
     damaged = config_problem(saved)
     if damaged:
         raise error("KD703", f"{path} is damaged: its 'config' {damaged}",
                     hint="start a new run with --out or --overwrite")
     for name in RUN_SETTINGS:
-        if saved[name] == now.get(name):
+        if saved[name] == now.get(name) or (name == "batch_size" and _same_global_batch(saved, now, worlds)):
             continue
         old, new = _shown(name, saved[name], saved), _shown(name, now.get(name), now)
+        if name == "batch_size" and isinstance(worlds[0], int) and worlds[0] != worlds[1]:
+            raise error("KD703", f"the run in {os.path.dirname(path)} trained on a global batch of "
+                        f"{old} x {worlds[0]} processes; {new} x {worlds[1]} would change the run",
+                        hint=_global_batch_hint(saved[name] * worlds[0], worlds[1]))
         if name == "epochs":
             hint = (f"resume with --epochs {old}; to train longer, start a new run (--out NEW) whose student "
                     f"is loaded from this one's (student = model(...) from \"{os.path.dirname(path)}/student.pt\"), "
@@ -110,6 +117,20 @@ def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str) -> Non
             hint = resume_hint(BY_NAME[name], saved[name])
         raise error("KD703", f"the run in {os.path.dirname(path)} was started with {name} = {old}; "
                     f"resuming it with {name} = {new} would change the run", hint=hint)
+
+
+def _same_global_batch(saved: Dict[str, Any], now: Dict[str, Any], worlds: Tuple[Optional[int], int]) -> bool:
+    """Whether a resumption at another world size keeps the run's global batch."""
+    old, new = saved.get("batch_size"), now.get("batch_size")
+    return isinstance(worlds[0], int) and isinstance(old, int) and isinstance(new, int) \
+        and old * worlds[0] == new * worlds[1]
+
+
+def _global_batch_hint(total: int, world: int) -> str:
+    if total % world:
+        return f"the global batch {total} does not split over {world} processes: resume with a world size " \
+               "that divides it, or start a new run with --out"
+    return f"resume with --batch-size {total // world} (the global batch {total} over {world} processes)"
 
 
 def check_state_fits(saved: Dict[str, Any], own: Dict[str, Any], path: str) -> None:
