@@ -185,8 +185,11 @@ def _read(folder: str) -> Dict[str, Any]:
 def _text_keys(optimization: Dict[str, Any]) -> Dict[str, Any]:
     """A stage's phases with each optimizer's per-parameter state keyed by text (DCP's paths are
     text; :func:`_int_keys` turns them back)."""
-    return {phase: {**s, "optimizer": {**s["optimizer"], "state": {str(i): v for i, v in s["optimizer"]["state"].items()}}}
-            for phase, s in optimization.items()}
+    out = {}
+    for phase, s in optimization.items():
+        opt = s["optimizer"]
+        out[phase] = {**s, "optimizer": {**opt, "state": {str(i): v for i, v in opt["state"].items()}}}
+    return out
 
 
 def _int_keys(optimization: Dict[str, Any]) -> Dict[str, Any]:

@@ -101,14 +101,14 @@ def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str,
     if damaged:
         raise error("KD703", f"{path} is damaged: its 'config' {damaged}",
                     hint="start a new run with --out or --overwrite")
+    rescaled = isinstance(worlds[0], int) and worlds[0] != worlds[1]  # the global batch is what must stay
     for name in RUN_SETTINGS:
-        if saved[name] == now.get(name) or (name == "batch_size" and _same_global_batch(saved, now, worlds)):
+        if name == "batch_size" and rescaled:
+            _check_global_batch(saved[name], now.get(name), worlds, path)
+            continue
+        if saved[name] == now.get(name):
             continue
         old, new = _shown(name, saved[name], saved), _shown(name, now.get(name), now)
-        if name == "batch_size" and isinstance(worlds[0], int) and worlds[0] != worlds[1]:
-            raise error("KD703", f"the run in {os.path.dirname(path)} trained on a global batch of "
-                        f"{old} x {worlds[0]} processes; {new} x {worlds[1]} would change the run",
-                        hint=_global_batch_hint(saved[name] * worlds[0], worlds[1]))
         if name == "epochs":
             hint = (f"resume with --epochs {old}; to train longer, start a new run (--out NEW) whose student "
                     f"is loaded from this one's (student = model(...) from \"{os.path.dirname(path)}/student.pt\"), "
@@ -119,18 +119,22 @@ def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str,
                     f"resuming it with {name} = {new} would change the run", hint=hint)
 
 
-def _same_global_batch(saved: Dict[str, Any], now: Dict[str, Any], worlds: Tuple[Optional[int], int]) -> bool:
-    """Whether a resumption at another world size keeps the run's global batch."""
-    old, new = saved.get("batch_size"), now.get("batch_size")
-    return isinstance(worlds[0], int) and isinstance(old, int) and isinstance(new, int) \
-        and old * worlds[0] == new * worlds[1]
+def _check_global_batch(old: Any, new: Any, worlds: Tuple[Optional[int], int], path: str) -> None:
+    """KD703 when a resumption at another world size changes the global batch (``batch_size`` is
+    per process): every step must train on the same samples as the run's."""
+    if isinstance(new, int) and old * worlds[0] == new * worlds[1]:
+        return
+    total, world = old * worlds[0], worlds[1]
+    how = f"resume with --batch-size {total // world} (the global batch {total} over {_processes(world)})" \
+        if total % world == 0 else f"the global batch {total} does not split over {_processes(world)}: " \
+        "resume with a number of processes that divides it"
+    raise error("KD703", f"the run in {os.path.dirname(path)} trained on a global batch of {old} x "
+                f"{_processes(worlds[0])}; {value_text(new)} x {_processes(world)} would change the run",
+                hint=how + ", or start a new run with --out")
 
 
-def _global_batch_hint(total: int, world: int) -> str:
-    if total % world:
-        return f"the global batch {total} does not split over {world} processes: resume with a world size " \
-               "that divides it, or start a new run with --out"
-    return f"resume with --batch-size {total // world} (the global batch {total} over {world} processes)"
+def _processes(n: int) -> str:
+    return f"{n} process" + ("es" if n != 1 else "")
 
 
 def check_state_fits(saved: Dict[str, Any], own: Dict[str, Any], path: str) -> None:
