@@ -30,7 +30,7 @@ plain one holds it: the resumed run loads the whole state and shards it again, a
 shards the whole models it builds. Each rank takes its own generator states when the world size
 is the run's, rank 0's otherwise.
 
-The kill test's write points (``KDSL_KILL_AT``, :func:`kdsl.training.rundir.write_point`): "shards"
+The kill test's write points (``KDSL_KILL_AT``, :mod:`kdsl.training.write_points`): "shards"
 on each rank once its shard files are written (before rank 0's ``.metadata``), "rename" and
 "renamed" on rank 0 around the rename.
 """
@@ -43,7 +43,7 @@ import shutil
 from typing import Any, Dict, List, Optional
 
 from kdsl.core.diagnostics import error
-from kdsl.training.rundir import write_point
+from kdsl.training.write_points import write_point
 
 FOLDER = "shards"
 PARTIAL = ".partial"

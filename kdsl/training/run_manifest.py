@@ -121,14 +121,3 @@ class RunManifest:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.file(MANIFEST))
         self.paths = None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (also for the sweeps' trials)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True

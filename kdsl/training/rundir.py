@@ -47,9 +47,10 @@ temporary files of a killed writer (``NAME.tmp-PID``, NAME listed in the manifes
 a run directory is prepared.
 
 For the kill test (tests/hardening/test_kill.py) every atomic write passes three *write points*
-(half of the temporary file written, it complete, it renamed into place): ``KDSL_KILL_AT=N`` ends
-the process with ``os._exit(137)`` at its Nth point, as SIGKILL would; ``KDSL_KILL_TRACE=FILE``
-appends each point's number and name to FILE. Unset, they cost one environment lookup a file.
+(half of the temporary file written, the temporary file complete, the file renamed into place):
+``KDSL_KILL_AT=N`` ends the process with ``os._exit(137)`` at its Nth point, as a SIGKILL would,
+and ``KDSL_KILL_TRACE=FILE`` appends each point's number and name to FILE. Unset (always, outside
+that test), they cost one environment lookup per file written (:mod:`.write_points`).
 """
 
 from __future__ import annotations
@@ -69,26 +70,10 @@ from kdsl.lang import ir
 from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, from_format_1,
                                             checkpoint_problem)
 from kdsl.training.report import RunFiles
-from kdsl.training.run_manifest import MANIFEST, RunManifest, process_alive, relative
+from kdsl.training.run_manifest import MANIFEST, RunManifest, relative
+from kdsl.training.write_points import write_point
 
-KILL_AT_ENV = "KDSL_KILL_AT"
-KILL_TRACE_ENV = "KDSL_KILL_TRACE"
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
-_points_passed = 0  # write points passed by this process (only counted while the kill test asks)
-
-
-def write_point(what: str, path: str) -> None:
-    """A point of an atomic write where the kill test may end the process (see the module doc)."""
-    global _points_passed
-    at, trace = os.environ.get(KILL_AT_ENV), os.environ.get(KILL_TRACE_ENV)
-    if not at and not trace:
-        return
-    _points_passed += 1
-    if trace:
-        with open(trace, "a") as fh:
-            fh.write(f"{_points_passed} {what} {os.path.basename(path)}\n")
-    if at and int(at) == _points_passed:
-        os._exit(137)  # no cleanup, no finally: what SIGKILL leaves behind
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -379,7 +364,8 @@ class RunDir:
     def write_checkpoint(self, *, fingerprint: str, epoch: int, step: int, distiller, stage: str,
                          optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
                          config: Dict[str, Any], models: Dict[str, Any],
-                         within: Optional[Dict[str, Any]] = None, validations: Optional[List[Dict[str, Any]]] = None,
+                         within: Optional[Dict[str, Any]] = None,
+                         validations: Optional[List[Dict[str, Any]]] = None,
                          world: int = 1, shards: Optional[Dict[str, Any]] = None) -> None:
         """student.pt, models/NAME.pt of every trained model, then checkpoint.pt (everything to
         resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point.
@@ -464,6 +450,17 @@ class RunDir:
             raise error("KD703", f"no trained '{name}' in {self.path} (models/{name}.pt is missing)",
                         hint="train first, or point --out at a run directory")
         load_into(model, path, what=f"model '{name}'")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (also for the sweeps' trials)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _read_bytes(path: str) -> Optional[bytes]:
