@@ -118,3 +118,16 @@ def test_a_redone_epoch_replaces_what_a_killed_writer_left(tmp_path, group):
     for i, slot in saved.items():
         assert all(torch.equal(step["optimizer"]["state"][i][k], v) for k, v in slot.items())
     assert torch.equal(state["rng"]["torch"], torch.random.get_rng_state())
+
+
+def test_a_sharded_runs_checkpoint_is_no_weights_file(tmp_path):
+    """``model(...) from "RUN/checkpoint.pt"`` of an fsdp run: its models are in the shards."""
+    from kdsl.io.weights import read_state_dict
+
+    torch.save({"format": "kdsl-run/2", "distiller": {}, "shards": {"dir": "shards/epoch2", "world": 2, "files": {}}},
+               tmp_path / "checkpoint.pt")
+    with pytest.raises(KdslError) as caught:
+        read_state_dict(str(tmp_path / "checkpoint.pt"))
+    text = str(caught.value)
+    assert "KD509" in text and "its models are in the shards it names (shards/epoch2)" in text
+    assert "load the student.pt written next to it" in text
