@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -151,6 +152,7 @@ def test_killed_rank_then_resume_is_bit_exact(runs):
     as the run never interrupted."""
     tmp = runs["tmp"]
     assert "Signal 9" in runs["killed_log"] or "SIGKILL" in runs["killed_log"]
+    assert re.search(r"exitcode\s*:\s*137", runs["write_killed_log"])  # rank 1 at its write point
     killed_writing = runs["after_write_kill"]
     assert killed_writing["epoch"] == 1  # checkpoint.pt still names epoch 1's shards, complete
     assert {"shards/epoch1/.metadata", "shards/epoch1/__0_0.distcp", "shards/epoch1/__1_0.distcp"} \
