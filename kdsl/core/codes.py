@@ -435,6 +435,16 @@ CODES: Dict[str, Code] = {
     "KD780": Code("fsdp placement does not fit the run", "The run's placement (strategy, "
                   "replicated, offloaded, given in the spec or on the command line) fails the "
                   "checks of KD226-KD229 for the models of this run; the message names which."),
+    "KD781": Code("sharded checkpoint incomplete", "checkpoint.pt of an fsdp run names a folder of "
+                  "checkpoint shards (shards/epochN, torch.distributed.checkpoint) and a file of it, or "
+                  "the folder, is missing: the run directory was copied or cleaned in part. Restore it "
+                  "whole, or start a new run."),
+    "KD782": Code("sharded checkpoint damaged", "A file of the checkpoint shards is not the one the "
+                  "run wrote (its size or sha256 differs from what checkpoint.pt records), checkpoint.pt's "
+                  "record of them is malformed, or the shards cannot be read. Nothing of it is loaded."),
+    "KD783": Code("sharded checkpoint not written", "Writing an epoch's checkpoint shards failed (a full "
+                  "disk, a rank that died while writing); the previous checkpoint stays the current one "
+                  "and --resume continues from it."),
     "KD790": Code("spec needs kdsl's loop", "The Hugging Face and Lightning integrations run a spec "
                   "of one step; stages, phases and a generated input give each phase its own "
                   "optimizer, which only `kdsl train` runs."),

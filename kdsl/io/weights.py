@@ -67,6 +67,10 @@ def _run_student(state: dict, path: str, span: Optional[Span]) -> Dict[str, torc
     """The trained model's weights in a kdsl run checkpoint (``checkpoint.pt`` of ``kdsl train``)."""
     models: Dict[str, Dict[str, torch.Tensor]] = {}
     weights = state.get("distiller")
+    if not weights and isinstance(state.get("shards"), dict):  # an fsdp run's (kdsl.training.dist_checkpoint)
+        raise error("KD509", f"{path} is the checkpoint of a sharded run: its models are in the shards it "
+                    f"names ({state['shards'].get('dir')}), not in it", span,
+                    hint="load the student.pt written next to it")
     if not isinstance(weights, dict):
         raise error("KD509", f"{path} is a kdsl run checkpoint without the models' weights "
                     f"('distiller' is {type(weights).__name__}, not a dict)", span,

@@ -23,7 +23,7 @@ from torch import nn
 from kdsl.core.diagnostics import error
 from kdsl.lang import ir
 from kdsl.training.optim import setup_warnings
-from kdsl.training import distributed, sharding
+from kdsl.training import dist_checkpoint, distributed, sharding
 from kdsl.training.curves import CurvesPacer
 from kdsl.training.data import Data, epoch_steps, stage_steps
 from kdsl.training.distributed import Dist, autocast, barrier, broadcast_buffers
@@ -68,6 +68,7 @@ class Trainer:
         # what runs the student's forward in a plain step (DistributedDataParallel under torchrun)
         self.runner: Optional[nn.Module] = None
         self.sharding: Optional[sharding.Sharding] = None  # the FSDP2 placements under strategy fsdp
+        self.shards: Optional[Dict[str, Any]] = None  # the epoch's DCP shards (fsdp over processes)
         self.stage: Optional[StageRun] = None
         distiller.share_input = cfg.share_input  # DAFL: one generated batch a step
         self.peers = [t.name for t in spec.teachers if t.trainable]  # trained, so evaluated per epoch
@@ -84,7 +85,7 @@ class Trainer:
         """Restore the run from its checkpoint (models, RNG, history); the checkpoint's content."""
         state = self.run_dir.read_checkpoint(self.fingerprint, self.device)
         path = self.run_dir.file("checkpoint.pt")
-        check_same_run(state["config"], self.cfg.describe(), path)
+        check_same_run(state["config"], self.cfg.describe(), path, (state.get("world"), self.dist.world))
         self.restore_models(state)
         try:
             set_rng_state(state["rng"], self.device)
@@ -244,7 +245,9 @@ class Trainer:
         self.log.epoch(self.global_step, row)
         self.reporter.epoch_end(row, cfg.epochs)
         run_best(self)  # on every rank (the rows agree): KD725 stops them all, before any file
-        with sharding.gathered(self.sharding, [p.optimizer for p in stage.phases]):  # every rank
+        self.shards = dist_checkpoint.save(self, epoch + 1)  # every rank its shards; rank 0 their record
+        whole = [] if dist_checkpoint.sharded(self) else [p.optimizer for p in stage.phases]
+        with sharding.gathered(self.sharding, whole):  # every rank: the models for rank 0's weights files
             self.write_epoch(epoch)
         barrier(self.dist)
 
@@ -450,7 +453,9 @@ class Trainer:
             fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
             stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
             teachers=self.teachers, history=self.history, config=self.cfg.describe(),
-            models=self.distiller.trainable_models(), validations=self.validations)
+            models=self.distiller.trainable_models(), validations=self.validations,
+            world=self.dist.world, shards=self.shards)
+        dist_checkpoint.prune(self.run_dir, self.shards)  # the shards the checkpoint no longer names
         self.committed, self.committed_steps = epochs_done, 0
         write_best(self, epochs_done, best)
 

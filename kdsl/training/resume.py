@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.catalog.settings import BY_NAME, METRICS, RUN_SETTINGS, Setting
 from kdsl.core.diagnostics import error
@@ -90,15 +90,22 @@ def resume_hint(setting: Setting, value: Any) -> str:
     return how + " (what the run started with), or start a new run with --out"
 
 
-def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str) -> None:
+def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str,
+                   worlds: Tuple[Optional[int], int] = (None, 1)) -> None:
     """KD703 when a setting of :data:`RUN_SETTINGS` differs between the checkpoint's config
     (``saved``) and this resumption's (``now``, both ``TrainConfig.describe()``), or when the
-    checkpoint's config is damaged (:func:`config_problem`)."""
+    checkpoint's config is damaged (:func:`config_problem`). ``worlds``: the processes of the run
+    (None: a checkpoint that does not say) and of this resumption; at another world size
+    ``batch_size`` (per process) must change so that the global batch stays the run's."""
     damaged = config_problem(saved)
     if damaged:
         raise error("KD703", f"{path} is damaged: its 'config' {damaged}",
                     hint="start a new run with --out or --overwrite")
+    rescaled = isinstance(worlds[0], int) and worlds[0] != worlds[1]  # the global batch is what must stay
     for name in RUN_SETTINGS:
+        if name == "batch_size" and rescaled:
+            _check_global_batch(saved[name], now.get(name), worlds, path)
+            continue
         if saved[name] == now.get(name):
             continue
         old, new = _shown(name, saved[name], saved), _shown(name, now.get(name), now)
@@ -110,6 +117,24 @@ def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: str) -> Non
             hint = resume_hint(BY_NAME[name], saved[name])
         raise error("KD703", f"the run in {os.path.dirname(path)} was started with {name} = {old}; "
                     f"resuming it with {name} = {new} would change the run", hint=hint)
+
+
+def _check_global_batch(old: Any, new: Any, worlds: Tuple[Optional[int], int], path: str) -> None:
+    """KD703 when a resumption at another world size changes the global batch (``batch_size`` is
+    per process): every step must train on the same samples as the run's."""
+    if isinstance(new, int) and old * worlds[0] == new * worlds[1]:
+        return
+    total, world = old * worlds[0], worlds[1]
+    how = f"resume with --batch-size {total // world} (the global batch {total} over {_processes(world)})" \
+        if total % world == 0 else f"the global batch {total} does not split over {_processes(world)}: " \
+        "resume with a number of processes that divides it"
+    raise error("KD703", f"the run in {os.path.dirname(path)} trained on a global batch of {old} x "
+                f"{_processes(worlds[0])}; {value_text(new)} x {_processes(world)} would change the run",
+                hint=how + ", or start a new run with --out")
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" + ("es" if n != 1 else "")
 
 
 def check_state_fits(saved: Dict[str, Any], own: Dict[str, Any], path: str) -> None:

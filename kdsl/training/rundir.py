@@ -5,8 +5,9 @@
 done), ``step``, ``stage`` (the stage of the last epoch done), ``distiller`` (the distiller's
 state dict: trained models, connectors, learning losses), ``optimization`` (``{stage: {phase:
 {"optimizer", "scheduler", "scaler"}}}``: every phase of that stage), ``rng``, ``teachers``,
-``history``, ``config`` and ``spec`` (the spec's fingerprint). A ``kdsl-run/1`` checkpoint (one
-optimizer, before stages) reads as stage "main", phase "step".
+``history``, ``config``, ``spec`` (the spec's fingerprint) and ``world`` (its processes). A
+``kdsl-run/1`` checkpoint reads as stage "main", phase "step". Under strategy fsdp over several
+processes its models and optimizers are DCP shards it names (``shards``, :mod:`.dist_checkpoint`).
 
 ``student.pt`` is the student's plain state dict (of the last epoch; a LoRA student's merged, its
 adapters in ``student_adapter/``); ``best.pt`` the student's at the best epoch by the validation
@@ -49,7 +50,7 @@ For the kill test (tests/hardening/test_kill.py) every atomic write passes three
 (half of the temporary file written, the temporary file complete, the file renamed into place):
 ``KDSL_KILL_AT=N`` ends the process with ``os._exit(137)`` at its Nth point, as a SIGKILL would,
 and ``KDSL_KILL_TRACE=FILE`` appends each point's number and name to FILE. Unset (always, outside
-that test), they cost one environment lookup per file written.
+that test), they cost one environment lookup per file written (:mod:`.write_points`).
 """
 
 from __future__ import annotations
@@ -70,25 +71,9 @@ from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, fr
                                             checkpoint_problem)
 from kdsl.training.report import RunFiles
 from kdsl.training.run_manifest import MANIFEST, RunManifest, relative
+from kdsl.training.write_points import write_point
 
-KILL_AT_ENV = "KDSL_KILL_AT"
-KILL_TRACE_ENV = "KDSL_KILL_TRACE"
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
-_points_passed = 0  # write points passed by this process (only counted while the kill test asks)
-
-
-def _write_point(what: str, path: str) -> None:
-    """A point of an atomic write where the kill test may end the process (see the module doc)."""
-    global _points_passed
-    at, trace = os.environ.get(KILL_AT_ENV), os.environ.get(KILL_TRACE_ENV)
-    if not at and not trace:
-        return
-    _points_passed += 1
-    if trace:
-        with open(trace, "a") as fh:
-            fh.write(f"{_points_passed} {what} {os.path.basename(path)}\n")
-    if at and int(at) == _points_passed:
-        os._exit(137)  # no cleanup, no finally: what SIGKILL leaves behind
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -99,13 +84,13 @@ def atomic_write(path: str, data: bytes) -> None:
             half = len(data) // 2
             fh.write(data[:half])
             fh.flush()
-            _write_point("write", path)
+            write_point("write", path)
             fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
-        _write_point("rename", path)
+        write_point("rename", path)
         os.replace(tmp, path)
-        _write_point("renamed", path)
+        write_point("renamed", path)
     except BaseException:  # a failed write (disk full, interrupt) leaves no temporary file behind
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -380,11 +365,13 @@ class RunDir:
                          optimization: Dict[str, Any], rng: Dict[str, Any], teachers, history,
                          config: Dict[str, Any], models: Dict[str, Any],
                          within: Optional[Dict[str, Any]] = None,
-                         validations: Optional[List[Dict[str, Any]]] = None) -> None:
+                         validations: Optional[List[Dict[str, Any]]] = None,
+                         world: int = 1, shards: Optional[Dict[str, Any]] = None) -> None:
         """student.pt, models/NAME.pt of every trained model, then checkpoint.pt (everything to
         resume from the end of ``epoch``): the checkpoint last, as the epoch's commit point.
         ``within`` (``{"steps", "sums"}``, checkpoint_every): the checkpoint alone, ``steps`` into
-        the epoch after ``epoch``, with the loss sums of those steps."""
+        the epoch after ``epoch``, with the loss sums of those steps. ``shards``: the models' and
+        optimizers' state is in DCP shards (:mod:`.dist_checkpoint`), which the checkpoint names."""
         if not self.writer:
             return
         if within is None:
@@ -393,11 +380,12 @@ class RunDir:
                 self.write_weights(os.path.join("models", f"{name}.pt"), model)
         state = {
             "format": CHECKPOINT_FORMAT, "spec": fingerprint, "epoch": epoch, "step": step, "stage": stage,
-            "distiller": distiller.state_dict(), "optimization": optimization,
-            "rng": rng, "teachers": teachers, "history": history, "config": config,
+            "distiller": {} if shards else distiller.state_dict(), "optimization": {} if shards else optimization,
+            "rng": rng, "teachers": teachers, "history": history, "config": config, "world": world,
         }
-        if within is not None:
-            state["within"] = within
+        for key, value in (("within", within), ("shards", shards)):
+            if value is not None:
+                state[key] = value
         if validations:
             state["validations"] = validations  # val_every's rows so far (validation.jsonl)
         self.write_file("checkpoint.pt", _torch_bytes(state))
@@ -426,7 +414,9 @@ class RunDir:
         if not os.path.isfile(path):
             raise error("KD703", f"nothing to resume: {path} does not exist",
                         hint="a run writes it at the end of its first epoch")
-        state = load_checkpoint(path, code="KD703", map_location=device)
+        from kdsl.training.dist_checkpoint import merge_shards
+
+        state = merge_shards(self.path, load_checkpoint(path, code="KD703", map_location=device), path)
         if isinstance(state, dict) and state.get("format") == "kdsl-run/1":
             state = from_format_1(state)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -32,7 +32,7 @@ MLFLOW_FOLDER = "mlflow"
 WANDB_FOLDER = "wandb"
 _WANDB_ID = "kdsl-run-id"
 # what is never uploaded: the resumable state, and the trackers' own stores
-_NOT_ARTIFACTS = ("checkpoint.pt", "tensorboard", MLFLOW_FOLDER, WANDB_FOLDER)
+_NOT_ARTIFACTS = ("checkpoint.pt", "shards", "tensorboard", MLFLOW_FOLDER, WANDB_FOLDER)  # shards: fsdp's checkpoint
 
 
 def missing(name: str, package: str, extra: str):

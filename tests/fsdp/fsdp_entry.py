@@ -1,7 +1,9 @@
 """torchrun entry for the FSDP tests: `kdsl train` (kdsl.cli.app.main), with rank 1 killed by
 SIGKILL just before training step KDSL_TEST_KILL_AT (counted over the run) when that is set, as
 a machine failure would; or, with KDSL_TEST_FAIL_AT, failing there with a kdsl error (after
-touching DIR/reached{step}, DIR being --out), as a rank whose data or model breaks would."""
+touching DIR/reached{step}, DIR being --out), as a rank whose data or model breaks would. With
+KDSL_TEST_RANK1_KILL_AT=N, rank 1 alone passes it on as KDSL_KILL_AT (rundir's write points: rank 1
+writes no file of its own, so its points are those of its checkpoint shards)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ def _step(self, epoch, i, batch):
 
 
 Trainer.step = _step
+
+if os.environ.get("RANK") == "1" and os.environ.get("KDSL_TEST_RANK1_KILL_AT"):
+    os.environ["KDSL_KILL_AT"] = os.environ["KDSL_TEST_RANK1_KILL_AT"]
 
 if __name__ == "__main__":
     from kdsl.cli.entry import main
