@@ -273,6 +273,11 @@ CODES: Dict[str, Code] = {
                   "kdsl found no shape to dry-run on: the spec's data reader declares none, the "
                   "spec has no `input`, and the student's first layer does not tell one. Give "
                   "--input-shape or --data."),
+    "KD541": Code("delivered value freed by fsdp", "Under strategy fsdp a unit's parameters are "
+                  "gathered only while the unit runs and freed when its forward returns. A delivered "
+                  "or recorded value that is a view of such a parameter (a slice of a table, a weight "
+                  "returned as is) would be read after that: copy it in the model's code or hold the "
+                  "model whole (`replicated`)."),
     "KD545": Code("vocabularies differ", "A token loss compares the student's and the teacher's "
                   "next-token distributions, which needs one vocabulary: the logits' last "
                   "dimensions differ, so the models use two tokenizers. Distilling between two "

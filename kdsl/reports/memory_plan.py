@@ -16,7 +16,7 @@ from kdsl.lang.literal import try_literal
 OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "lamb": 2, "adagrad": 1, "rmsprop": 1, "sgd": 0}
 
 
-def _placements(spec) -> Dict[str, str]:
+def spec_placements(spec) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for key, placement in (("replicated", "replicated"), ("offloaded", "offloaded")):
         setting = spec.train.get(key) if spec.train is not None else None
@@ -52,7 +52,7 @@ def shard_bytes(params, world: int) -> int:
 def memory_rows(distiller, world: int, strategy: str) -> List[Dict[str, Any]]:
     """Per model (and the connectors): placement and rank 0's parameter, gradient and optimizer bytes."""
     spec = distiller.plan.spec
-    placements = _placements(spec) if strategy == "fsdp" else {}
+    placements = spec_placements(spec) if strategy == "fsdp" else {}
     slots, _ = optimizer_slots(spec)
     rows = []
     models = [(distiller.student_name, distiller.student)] + \

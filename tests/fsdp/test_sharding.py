@@ -187,3 +187,38 @@ def test_a_truncated_teacher_pass_on_sharded_units(group):
             assert d.plan.cuts  # the teacher's pass is cut after blocks.0
             results.append(_steps(d)[0])
     assert results[1] == pytest.approx(results[0], rel=1e-6)
+
+
+PARAM_VIEW = "tests/diagnostics_models/fsdp_param_view.kd"  # a delivery and a record of a unit's parameter view
+
+
+def test_a_view_of_a_units_parameter_is_freed_after_its_forward_and_refused(group):
+    """What KD541 guards against, in FSDP2 itself: a slice of a unit's parameter taken in the
+    unit's forward has no storage once the forward returns (reading it would read freed memory);
+    one of the root unit's stays. The trainer refuses the spec's delivery and record with the
+    run's placement (as `kdsl check` does with the spec's: tests/diagnostics_models), not when
+    the teacher is replicated or the parameter is outside every unit."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    with kdsl.compile(kdsl.load(str(root / PARAM_VIEW)), example_input=torch.zeros(2, 8, 4)) as d:
+        with pytest.raises(kdsl.KdslError) as info:
+            sharding.check_param_views(d, TrainConfig(strategy="fsdp"))
+        assert [(e.code, e.span.line) for e in info.value.errors] == [("KD541", 7), ("KD541", 11)]
+        assert "unit 'teacher.blocks.0'" in info.value.errors[0].message
+        sharding.check_param_views(d, TrainConfig(strategy="fsdp", replicated=["teacher"]))
+        sharding.check_param_views(d, TrainConfig(strategy="fsdp", shard_units=["**.fc"]))
+        teacher = copy.deepcopy(d.model("teacher"))
+    sharded = _shard(teacher)
+    with torch.no_grad():
+        sharded(torch.zeros(2, 8, 4))
+        in_unit = sharded.blocks[0].positions(3)  # called outside the unit's forward: the shard
+        assert sharding.is_dtensor(in_unit)
+    views = []
+    real = type(sharded.blocks[0]).positions
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(sharded.blocks[0]), "positions", lambda self, n: views.append(real(self, n)) or views[-1])
+        with torch.no_grad():
+            sharded(torch.zeros(2, 8, 4))
+    assert len(views) == 2 and all(v.untyped_storage().size() == 0 for v in views)  # freed: never read them
+    assert not sharding.is_dtensor(sharded.head.weight)  # the root unit stays gathered after its forward
