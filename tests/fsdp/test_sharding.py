@@ -222,3 +222,30 @@ def test_a_view_of_a_units_parameter_is_freed_after_its_forward_and_refused(grou
             sharded(torch.zeros(2, 8, 4))
     assert len(views) == 2 and all(v.untyped_storage().size() == 0 for v in views)  # freed: never read them
     assert not sharding.is_dtensor(sharded.head.weight)  # the root unit stays gathered after its forward
+
+
+def test_explain_measures_activations_saved_for_backward_by_hand():
+    """`kdsl explain --world-size N`'s activations: what each pass saves for backward in one step
+    on the dry run's batch of 5. By hand: the student's GELU saves its input and the second
+    Linear its input (5 x 8 float32 each: 320 B; the first Linear's input is the batch itself and
+    the weights are parameters, not counted); the frozen teacher runs without gradients: 0; mse
+    saves its two inputs (5 x 3 each: 120 B). Every process keeps its own batch's under either
+    strategy; the step leaves the models and the RNG as they were."""
+    from torch import nn
+
+    from kdsl.reports.memory_plan import activation_bytes, memory_rows
+
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    teacher = nn.Sequential(nn.Linear(4, 3))
+    spec = kdsl.loads("student\nteacher\nrecord s = output of student\nrecord t = output of teacher\n"
+                      "loss l = mse(s, t)\n", "a.kd")
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with kdsl.compile(spec, student=student, teacher=teacher, example_input=torch.randn(5, 4)) as d:
+        rng = torch.random.get_rng_state()
+        assert activation_bytes(d) == {"student": 2 * 5 * 8 * 4, "connectors, learning losses": 2 * 5 * 3 * 4}
+        assert torch.equal(torch.random.get_rng_state(), rng)
+        for world, strategy in ((1, "ddp"), (2, "fsdp")):
+            rows = {r["model"]: r["activations"] for r in memory_rows(d, world, strategy, activation_bytes(d))}
+            assert rows == {"student": 320, "teacher": 0, "connectors, learning losses": 120}
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in before.items())
