@@ -440,6 +440,11 @@ CODES: Dict[str, Code] = {
     "KD780": Code("fsdp placement does not fit the run", "The run's placement (strategy, "
                   "replicated, offloaded, given in the spec or on the command line) fails the "
                   "checks of KD226-KD229 for the models of this run; the message names which."),
+    "KD786": Code("processes did not meet", "A run of several processes starts with a rendezvous: "
+                  "each process connects to the first one's address (MASTER_ADDR:MASTER_PORT, which "
+                  "torchrun sets from --rdzv-endpoint or --master-addr/--master-port). Not all of them "
+                  "arrived within --collective-timeout: a machine not started, one started with another "
+                  "--nnodes or endpoint, or an address another machine cannot reach."),
     "KD790": Code("spec needs kdsl's loop", "The Hugging Face and Lightning integrations run a spec "
                   "of one step; stages, phases and a generated input give each phase its own "
                   "optimizer, which only `kdsl train` runs."),
