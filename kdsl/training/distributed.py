@@ -76,7 +76,7 @@ def init_distributed(device: torch.device, timeout_s: Optional[float] = None) ->
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
         try:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-        except dist.DistError as exc:  # a store timeout or a refused connection: someone is missing
+        except (dist.DistStoreError, dist.DistNetworkError) as exc:  # a store timeout, nobody at the address
             raise missing_peers(exc, world, timeout_s) from None
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
 

@@ -39,7 +39,7 @@ def test_a_process_whose_peer_never_comes_ends_with_kd786(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_torchrun_with_a_machine_missing_ends_after_its_rendezvous_timeout(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", "0", "--nproc_per_node", "1",
-           "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-conf", "timeout=2",
+           "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-conf", "timeout=1",
            ENTRY, "train", SPEC, "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "1/2 clients joined" in proc.stderr, proc.stderr[-3000:]
