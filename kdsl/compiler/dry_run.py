@@ -5,12 +5,12 @@ deliveries, and reports records that never ran."""
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from kdsl.compiler.dry_env import DryRunEnv
-from kdsl.compiler.plan import Plan, Skip
+from kdsl.compiler.plan import ParamView, Plan, Skip
 from kdsl.compiler.snapshot import Snapshot
 from kdsl.core.diagnostics import KdslError, make
 from kdsl.lang import ir
@@ -47,6 +47,8 @@ def dry_run(plan: Plan) -> Plan:
             if not _run_models(plan, example):
                 plan.dry_failed = True
                 return plan
+        _param_views(plan, [(f"the delivery of {p.decl.target}", p.decl.span, p.decl.source, p.delivery.seen)
+                            for p in plan.deliveries])
         for p in plan.deliveries:
             try:
                 p.delivery.finish_step()
@@ -56,6 +58,8 @@ def dry_run(plan: Plan) -> Plan:
             r.recorder.check_overwrites()
         plan.state.calibrating = False
         _read_records(plan)
+        _param_views(plan, [(f"record '{n}'", r.decl.span, r.decl.model, plan.values[n])
+                            for n, r in plan.records.items() if n in plan.values and r.decl.what != "param"])
     finally:
         plan.state.active = None
         for r in plan.records.values():  # the values live on in plan.values, not in them
@@ -149,6 +153,46 @@ def _read_records(plan: Plan) -> None:
         plan.values[name] = value
         r.info = info_of(value)
         r.description = describe_value(value)
+
+
+def _param_views(plan: Plan, seen: List[Tuple[str, Any, str, Any]]) -> None:
+    """Note each (what, span, model, value) whose value shares its storage with a parameter of the
+    model that produced it: harmless on whole models, freed memory once FSDP2 reshards the unit."""
+    storages: dict = {}  # model -> {storage: parameter name}, once per model
+    for what, span, model_name, value in seen:
+        if model_name not in plan.models:
+            continue
+        if model_name not in storages:
+            storages[model_name] = {_storage(p): n for n, p in plan.models[model_name].named_parameters() if p.numel()}
+            storages[model_name].pop(None, None)
+        for t in _tensors(value):
+            param = storages[model_name].get(_storage(t))
+            if param is not None:
+                plan.param_views.append(ParamView(what, span, model_name, param))
+                break
+
+
+def _storage(t: torch.Tensor) -> Optional[int]:
+    """Where ``t``'s storage is; None for a tensor without one of its own (meta, a DTensor: a
+    model the caller sharded already)."""
+    if t.device.type == "meta":
+        return None
+    try:
+        return t.untyped_storage().data_ptr() or None
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a value: itself, or inside its lists, tuples and dicts (model outputs)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
 
 
 def _never_ran(plan: Plan, name: str):

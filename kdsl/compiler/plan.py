@@ -18,6 +18,7 @@ from torch import nn
 
 from kdsl.catalog.shapes import TensorInfo
 from kdsl.core.diagnostics import Diagnostics
+from kdsl.core.span import Span
 from kdsl.lang import ir
 from kdsl.runtime.deliveries import Delivery
 from kdsl.runtime.interpret import BoundFunction
@@ -99,6 +100,18 @@ class DeliveryPlan:
 
 
 @dataclass
+class ParamView:
+    """A delivered or recorded dry-run value whose storage is a parameter's (a slice of a
+    positional table, a weight returned as is): under FSDP2 it lives only while the parameter's
+    unit is gathered (:func:`kdsl.training.sharding.param_view_errors`)."""
+
+    what: str  # "the delivery of method ...", "record 'pos'"
+    span: Optional[Span]
+    model: str
+    param: str  # the parameter's name in the model
+
+
+@dataclass
 class ConnectorPlan:
     """A connector as built: its options (``inferred`` names those kdsl filled in) and shapes."""
 
@@ -166,6 +179,7 @@ class Plan:
     scopes: Dict[str, nn.Module] = field(default_factory=dict)  # "student.layer1" -> its module
     inits: List[Tuple[ir.InitDecl, nn.Module, nn.Module]] = field(default_factory=list)  # (decl, target, source)
     ran: List[str] = field(default_factory=list)  # models the dry run ran, in order
+    param_views: List[ParamView] = field(default_factory=list)  # values the dry run saw share a parameter's storage
     reach: Optional[Set[str]] = None  # packages method/function targets may lie in (kdsl.compiler.reach)
     cuts: Dict[Tuple[str, str, str], PassCut] = field(default_factory=dict)  # (stage, phase, model)
     compiled: List[str] = field(default_factory=list)  # models torch.compile'd (kdsl.compiler.compile_models)

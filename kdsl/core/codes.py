@@ -273,6 +273,11 @@ CODES: Dict[str, Code] = {
                   "kdsl found no shape to dry-run on: the spec's data reader declares none, the "
                   "spec has no `input`, and the student's first layer does not tell one. Give "
                   "--input-shape or --data."),
+    "KD541": Code("delivered value freed by fsdp", "Under strategy fsdp a unit's parameters are "
+                  "gathered only while the unit runs and freed when its forward returns. A delivered "
+                  "or recorded value that is a view of such a parameter (a slice of a table, a weight "
+                  "returned as is) would be read after that: copy it in the model's code or hold the "
+                  "model whole (`replicated`)."),
     "KD545": Code("vocabularies differ", "A token loss compares the student's and the teacher's "
                   "next-token distributions, which needs one vocabulary: the logits' last "
                   "dimensions differ, so the models use two tokenizers. Distilling between two "
@@ -445,6 +450,11 @@ CODES: Dict[str, Code] = {
     "KD783": Code("sharded checkpoint not written", "Writing an epoch's checkpoint shards failed (a full "
                   "disk, a rank that died while writing); the previous checkpoint stays the current one "
                   "and --resume continues from it."),
+    "KD786": Code("processes did not meet", "A run of several processes starts with a rendezvous: "
+                  "each process connects to the first one's address (MASTER_ADDR:MASTER_PORT, which "
+                  "torchrun sets from --rdzv-endpoint or --master-addr/--master-port). Not all of them "
+                  "arrived within --collective-timeout: a machine not started, one started with another "
+                  "--nnodes or endpoint, or an address another machine cannot reach."),
     "KD790": Code("spec needs kdsl's loop", "The Hugging Face and Lightning integrations run a spec "
                   "of one step; stages, phases and a generated input give each phase its own "
                   "optimizer, which only `kdsl train` runs."),

@@ -184,6 +184,22 @@ def compile_with(spec: Spec, opts: ModelOptions):
     return found.distiller, found.diagnostics
 
 
+def _fsdp_problems(plan) -> List[Diagnostic]:
+    """Under the spec's ``strategy = "fsdp"``: what the dry run found that sharding would break
+    (KD541), with the spec's placements and units."""
+    from kdsl.lang.literal import try_literal
+
+    train = plan.spec.train
+    literal = lambda key: try_literal(train.get(key).value)[1] if train is not None and train.get(key) else None  # noqa: E731
+    if literal("strategy") != "fsdp":
+        return []
+    from kdsl.reports.memory_plan import spec_placements
+    from kdsl.training.sharding import param_view_errors
+
+    units = literal("shard_units")
+    return param_view_errors(plan, spec_placements(plan.spec), units if isinstance(units, list) else None)
+
+
 @dataclass
 class ModelCheck:
     """What ``kdsl check`` with models found: diagnostics, notes (weights not loaded, the dry
@@ -208,6 +224,7 @@ def check_with_models(spec: Spec, *, student=None, teacher=None, models=(), inpu
     with found.distiller as distiller:
         plan = distiller.plan
         tables = [records_table(plan)] + ([connectors_table(plan)] if plan.connectors else [])
+        diags += _fsdp_problems(plan)
         if not plan.request.dry:
             diags.append(make("KD517", "paths resolved; no dry run, so shapes were not checked",
                               severity="warning", hint=_NO_SHAPE))

@@ -29,6 +29,7 @@ class Delivery(CallListener):
         self.state = state
         self.queue: Deque[Any] = deque()
         self.produced = 0
+        self.seen: List[Any] = []  # what the calibrating pass produced, until the step ends (the dry run reads it)
         self.handles: List[Any] = []
 
     def intercepts(self) -> bool:
@@ -51,6 +52,8 @@ class Delivery(CallListener):
                             hint="raise 'keep', or leave it out for no bound")
             self.queue.append(out)
             self.produced += 1
+            if self.state.calibrating:
+                self.seen.append(out)
 
     def finish_step(self) -> None:
         left = len(self.queue)
@@ -64,6 +67,7 @@ class Delivery(CallListener):
 
     def clear(self) -> None:
         self.queue.clear()
+        self.seen = []
         self.produced = 0
 
     def remove(self) -> None:

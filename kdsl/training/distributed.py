@@ -74,8 +74,25 @@ def init_distributed(device: torch.device, timeout_s: Optional[float] = None) ->
     owned = not dist.is_initialized()
     if owned:
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        try:
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        except (dist.DistStoreError, dist.DistNetworkError) as exc:  # a store timeout, nobody at the address
+            raise missing_peers(exc, world, timeout_s) from None
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
+
+
+def missing_peers(exc: Exception, world: int, timeout_s: Optional[float]):
+    """KD786 for a process group that could not form: not every process reached the rendezvous
+    (the first process's address, where each connects) within the timeout."""
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    waited = f" within {timeout_s:g} s" if timeout_s else ""
+    return error("KD786", f"the rendezvous at {where} failed: {world} processes were to meet there{waited}, and "
+                 f"not all did (rank {os.environ.get('RANK', '?')}: {reason})",
+                 hints=["start every machine's torchrun with the same --nnodes and --rdzv-endpoint (the first "
+                        "machine's address, reachable from every machine), each with its own --node-rank",
+                        "--collective-timeout N bounds this wait; torchrun's agents meet before kdsl starts, and "
+                        "--rdzv-conf timeout=N bounds theirs (docs/distributed.md)"])
 
 
 def end_distributed(d: Dist) -> None:

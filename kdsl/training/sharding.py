@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from kdsl.core.diagnostics import error
+from kdsl.core.diagnostics import Diagnostic, KdslError, error, make
 
 
 @dataclass
@@ -85,12 +85,44 @@ def check_placements(spec, cfg) -> None:
                     hint=first.hints[0] if first.hints else None)
 
 
+def param_view_errors(plan, placements: Dict[str, str], patterns: Optional[Sequence[str]]) -> List[Diagnostic]:
+    """KD541 for each delivered or recorded value that the dry run saw sharing its storage with a
+    parameter inside a unit of a sharded (or offloaded) model. FSDP2 gathers a unit's parameters
+    for its forward and frees them when the forward returns (it reshards after forward), so such
+    a view points to freed memory by the time the student's pass or a loss reads it. The root
+    unit's own parameters (embeddings, head) stay gathered through the step: views of them are safe.
+    Any other delivery is safe: the value is a tensor the teacher's pass computed, and the
+    student's unit whose call it answers still gathers, reshards and reduces as it would."""
+    out: List[Diagnostic] = []
+    for view in plan.param_views:
+        if placements.get(view.model, "sharded") == "replicated" or view.model not in plan.models:
+            continue
+        units = unit_paths(plan.models[view.model], patterns)  # deepest first: the parameter's own unit
+        unit = next((u for u in units if view.param.startswith(u + ".")), None)
+        if unit is None:
+            continue
+        out.append(make("KD541", f"{view.what}: a view of {view.model}'s parameter '{view.param}', which "
+                        f"fsdp frees when unit '{view.model}.{unit}' finishes its forward, before the value is read",
+                        view.span, hints=[f"return a copy from the model's code (e.g. `.clone()`), or hold the "
+                                          f"model whole: replicated = [\"{view.model}\"] in the train block"]))
+    return out
+
+
+def check_param_views(distiller, cfg) -> None:
+    """The run's :func:`param_view_errors` (placements and units may come from flags), raised."""
+    placements = {n: placement_of(n, cfg) for n in [distiller.student_name, *distiller.teacher_names]}
+    problems = param_view_errors(distiller.plan, placements, cfg.shard_units)
+    if problems:
+        raise KdslError(problems)
+
+
 def shard(spec, distiller, cfg, device: torch.device, world: int) -> Sharding:
     """Shard the student and every teacher in place, each by its placement (default: sharded)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     check_placements(spec, cfg)
+    check_param_views(distiller, cfg)
     mesh = init_device_mesh(device.type, (world,))
     precision = MixedPrecisionPolicy()
     if cfg.amp is not None:  # low-precision parameters in the passes, fp32 gradient reductions

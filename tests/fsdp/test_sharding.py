@@ -187,3 +187,65 @@ def test_a_truncated_teacher_pass_on_sharded_units(group):
             assert d.plan.cuts  # the teacher's pass is cut after blocks.0
             results.append(_steps(d)[0])
     assert results[1] == pytest.approx(results[0], rel=1e-6)
+
+
+PARAM_VIEW = "tests/diagnostics_models/fsdp_param_view.kd"  # a delivery and a record of a unit's parameter view
+
+
+def test_a_view_of_a_units_parameter_is_freed_after_its_forward_and_refused(group):
+    """What KD541 guards against, in FSDP2 itself: a slice of a unit's parameter taken in the
+    unit's forward has no storage once the forward returns (reading it would read freed memory);
+    one of the root unit's stays. The trainer refuses the spec's delivery and record with the
+    run's placement (as `kdsl check` does with the spec's: tests/diagnostics_models), not when
+    the teacher is replicated or the parameter is outside every unit."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    with kdsl.compile(kdsl.load(str(root / PARAM_VIEW)), example_input=torch.zeros(2, 8, 4)) as d:
+        with pytest.raises(kdsl.KdslError) as info:
+            sharding.check_param_views(d, TrainConfig(strategy="fsdp"))
+        assert [(e.code, e.span.line) for e in info.value.errors] == [("KD541", 7), ("KD541", 11)]
+        assert "unit 'teacher.blocks.0'" in info.value.errors[0].message
+        sharding.check_param_views(d, TrainConfig(strategy="fsdp", replicated=["teacher"]))
+        sharding.check_param_views(d, TrainConfig(strategy="fsdp", shard_units=["**.fc"]))
+        teacher = copy.deepcopy(d.model("teacher"))
+    sharded = _shard(teacher)
+    with torch.no_grad():
+        sharded(torch.zeros(2, 8, 4))
+        in_unit = sharded.blocks[0].positions(3)  # called outside the unit's forward: the shard
+        assert sharding.is_dtensor(in_unit)
+    views = []
+    real = type(sharded.blocks[0]).positions
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(sharded.blocks[0]), "positions", lambda self, n: views.append(real(self, n)) or views[-1])
+        with torch.no_grad():
+            sharded(torch.zeros(2, 8, 4))
+    assert len(views) == 2 and all(v.untyped_storage().size() == 0 for v in views)  # freed: never read them
+    assert not sharding.is_dtensor(sharded.head.weight)  # the root unit stays gathered after its forward
+
+
+def test_explain_measures_activations_saved_for_backward_by_hand():
+    """`kdsl explain --world-size N`'s activations: what each pass saves for backward in one step
+    on the dry run's batch of 5. By hand: the student's GELU saves its input and the second
+    Linear its input (5 x 8 float32 each: 320 B; the first Linear's input is the batch itself and
+    the weights are parameters, not counted); the frozen teacher runs without gradients: 0; mse
+    saves its two inputs (5 x 3 each: 120 B). Every process keeps its own batch's under either
+    strategy; the step leaves the models and the RNG as they were."""
+    from torch import nn
+
+    from kdsl.reports.memory_plan import activation_bytes, memory_rows
+
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    teacher = nn.Sequential(nn.Linear(4, 3))
+    spec = kdsl.loads("student\nteacher\nrecord s = output of student\nrecord t = output of teacher\n"
+                      "loss l = mse(s, t)\n", "a.kd")
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with kdsl.compile(spec, student=student, teacher=teacher, example_input=torch.randn(5, 4)) as d:
+        rng = torch.random.get_rng_state()
+        assert activation_bytes(d) == {"student": 2 * 5 * 8 * 4, "connectors, learning losses": 2 * 5 * 3 * 4}
+        assert torch.equal(torch.random.get_rng_state(), rng)
+        for world, strategy in ((1, "ddp"), (2, "fsdp")):
+            rows = {r["model"]: r["activations"] for r in memory_rows(d, world, strategy, activation_bytes(d))}
+            assert rows == {"student": 320, "teacher": 0, "connectors, learning losses": 120}
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in before.items())
