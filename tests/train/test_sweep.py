@@ -391,8 +391,8 @@ def test_a_live_trial_whose_heartbeat_is_late_is_not_failed(shared, tmp_path, mo
 
 @pytest.mark.parametrize("worker, error", [
     ({"pid": None}, "its process ended as it took the trial"),  # killed between taking and marking its trial
-    ({"started": "a-boot-before:1"}, f"its process ({os.getpid()}) ended"),  # its pid is now another's
-])
+    ({"started": "a-boot-before:1"}, "its process ({pid}) ended"),  # its pid is now another's
+], ids=["killed-before-marking", "pid-reused"])  # static ids: every xdist worker collects the same tests
 def test_a_trial_whose_process_has_ended_is_failed_and_replaced(shared, worker, error):
     """A process takes a trial and marks it as its own under the lock. Its trial is failed by the
     next process to hold the lock (instead of being waited for for ever) when the process was
@@ -404,7 +404,7 @@ def test_a_trial_whose_process_has_ended_is_failed_and_replaced(shared, worker, 
     _take(other, finished=1, **worker)
     study = run_sweep(plan, trials=2)
     assert calls == [2] and _states(study) == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert study.get_trials()[1].user_attrs["error"] == error
+    assert study.get_trials()[1].user_attrs["error"] == error.format(pid=os.getpid())
 
 
 def test_a_process_waiting_for_a_trial_that_is_killed_takes_its_place(shared):
