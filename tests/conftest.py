@@ -41,11 +41,15 @@ def run_cli_in_process(*args: str):
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
+    argv = sys.argv
+    sys.argv = [str(ROOT / "kdsl" / "__main__.py"), *args]  # what `python -m kdsl ARGS` has (environment.json records it)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main(list(args))
         except SystemExit as exc:
             code = exc.code
+        finally:
+            sys.argv = argv
     return code, out.getvalue(), err.getvalue()
 
 
@@ -87,6 +91,29 @@ def skip_summary_lines(reports) -> List[str]:
     reasons = Counter(_skip_reason(rep) for rep in reports if REFERENCE_SKIP not in _skip_reason(rep))
     lines = [reference_skip_line(reports)] + [f"{_tests(n)} skipped: {reason}" for reason, n in sorted(reasons.items())]
     return [line for line in lines if line]
+
+
+def expected_seconds(item) -> float:
+    """What ``@pytest.mark.slow(seconds=N)`` says a test costs (N: seconds of one idle core), 0
+    for a test without the mark."""
+    mark = item.get_closest_marker("slow")
+    return float(mark.kwargs.get("seconds", 1)) if mark else 0.0
+
+
+def longest_first(items) -> None:
+    """Order ``items`` by the seconds their slow marks give, longest first, the rest after them in
+    their own order (the sort is stable)."""
+    items.sort(key=lambda item: -expected_seconds(item))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # Under pytest-xdist (`--dist loadgroup` in pyproject.toml: each test, or each xdist_group,
+    # goes to the next free worker) a long test handed out last runs alone while the other worker
+    # idles: the suite's time was its slowest tests' tail. Handing out the longest first lets the
+    # short ones fill in around them. Workers collect and sort alike, so their orders agree. In
+    # one process the order stays the files' own, where module fixtures are set up once.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        longest_first(items)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
