@@ -32,24 +32,29 @@ def run_cli(*args: str, cwd: Path = ROOT, env=None, timeout: float = 600):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def run_cli_in_process(*args: str):
-    """``kdsl ARGS`` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+def run_cli_in_process(*args: str, cwd: Path = ROOT, env=None):
+    """``kdsl ARGS`` in this process (no interpreter start-up, seconds on a busy machine): (exit
+    code, stdout, stderr), as :func:`run_cli` gives them. Through the entry point `python -m kdsl`
+    runs (kdsl.cli.entry: a plain check answered without the typer app), in ``cwd``, with the
+    ``sys.argv`` such a process has (environment.json records it) and ``env`` added to the
+    environment; NO_COLOR as run_cli sets it."""
     import contextlib
     import io
 
-    from kdsl.cli.app import main
+    from kdsl.cli.entry import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    argv = sys.argv
-    sys.argv = [str(ROOT / "kdsl" / "__main__.py"), *args]  # what `python -m kdsl ARGS` has (environment.json records it)
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.delenv("FORCE_COLOR", raising=False)
+        for key, value in {"NO_COLOR": "1", **(env or {})}.items():
+            patch.setenv(key, value)
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", [str(ROOT / "kdsl" / "__main__.py"), *args])
         try:
             main(list(args))
         except SystemExit as exc:
-            code = exc.code
-        finally:
-            sys.argv = argv
+            code = 0 if exc.code is None else exc.code
     return code, out.getvalue(), err.getvalue()
 
 
