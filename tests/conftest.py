@@ -51,11 +51,22 @@ def run_cli_in_process(*args: str, cwd: Path = ROOT, env=None):
             patch.setenv(key, value)
         patch.chdir(cwd)
         patch.setattr(sys, "argv", [str(ROOT / "kdsl" / "__main__.py"), *args])
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch else None  # a command sets its own
         try:
             main(list(args))
         except SystemExit as exc:
             code = 0 if exc.code is None else exc.code
+        finally:
+            if threads is not None:
+                torch.set_num_threads(threads)
     return code, out.getvalue(), err.getvalue()
+
+
+def completed_in_process(*args: str, env=None) -> subprocess.CompletedProcess:
+    """:func:`run_cli_in_process` as the ``subprocess.run(..., capture_output=True, text=True)``
+    of ``python -m kdsl ARGS`` would give it."""
+    return subprocess.CompletedProcess(["kdsl", *args], *run_cli_in_process(*args, env=env))
 
 
 @pytest.fixture
@@ -112,11 +123,12 @@ def longest_first(items) -> None:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    # Under pytest-xdist (`--dist loadgroup` in pyproject.toml: each test, or each xdist_group,
-    # goes to the next free worker) a long test handed out last runs alone while the other worker
-    # idles: the suite's time was its slowest tests' tail. Handing out the longest first lets the
-    # short ones fill in around them. Workers collect and sort alike, so their orders agree. In
-    # one process the order stays the files' own, where module fixtures are set up once.
+    # pytest-xdist hands out whole files (`--dist loadfile --no-loadscope-reorder` in
+    # pyproject.toml: a module's fixtures, a training run or a teacher store, are built once), each
+    # to the next free worker, in the order the workers collected them. A long file handed out
+    # last runs alone while the other worker idles: the suite's time was its slowest tests' tail.
+    # So the files holding the longest tests go out first, and the short ones fill in around
+    # them. Workers collect and sort alike, so their orders agree. In one process nothing moves.
     if os.environ.get("PYTEST_XDIST_WORKER"):
         longest_first(items)
 
