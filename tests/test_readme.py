@@ -100,7 +100,7 @@ def test_test_extra_holds_every_optional_package_the_suite_uses():
             assert set(requirements) <= test_extra, (name, set(requirements) - test_extra)
 
 
-@pytest.mark.slow(seconds=15)
+@pytest.mark.slow(seconds=12)
 def test_quick_start_main_job(tmp_path):
     """`kdsl train specs/digits/kd.kd`, from a fresh directory holding the specs: the README's
     command as it is typed, in a process of its own, its 30 epochs whole (the one such run)."""
@@ -171,7 +171,7 @@ def test_literal_commands_run():
             assert text in out, (command, text, out)
 
 
-@pytest.mark.slow(seconds=4)
+@pytest.mark.slow(seconds=3)
 def test_best_metric_command(tmp_path):
     """`kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss`."""
     command = "kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss"
