@@ -122,6 +122,19 @@ def longest_first(items) -> None:
     items.sort(key=lambda item: -expected_seconds(item))
 
 
+def pytest_configure(config):
+    # pytest-xdist runs one worker per core. A worker's torch, and the `kdsl` processes a test
+    # starts, would each take one thread per core too, spinning against the other workers: under
+    # `-n auto` the README's main job took 229 s (2 threads) beside the other worker. One thread
+    # each, unless the environment says otherwise (kdsl's thread rule takes OMP_NUM_THREADS over
+    # its own choice; tests/train/test_threads.py unsets it to test the rule).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def pytest_collection_modifyitems(session, config, items):
     # pytest-xdist hands out whole files (`--dist loadfile --no-loadscope-reorder` in
     # pyproject.toml: a module's fixtures, a training run or a teacher store, are built once), each
