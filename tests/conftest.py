@@ -128,11 +128,11 @@ def pytest_configure(config):
     # `-n auto` the README's main job took 229 s (2 threads) beside the other worker. One thread
     # each, unless the environment says otherwise (kdsl's thread rule takes OMP_NUM_THREADS over
     # its own choice; tests/train/test_threads.py unsets it to test the rule).
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
         os.environ.setdefault("MKL_NUM_THREADS", "1")
         if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+            sys.modules["torch"].set_num_threads(1)
 
 
 def pytest_collection_modifyitems(session, config, items):
