@@ -1,6 +1,6 @@
 """kdsl's overhead over hand-written PyTorch, measured side by side in one process.
 
-    python bench/overhead.py [--steps 200] [--growth-steps 500] [--threads 1]
+    python bench/overhead.py [--steps 200] [--warmup 10] [--growth-steps 500] [--threads 1]
 
 For each case the same models, batches and optimizer settings are trained twice: once by a
 hand-written step (features taken by a manual forward that mirrors the model, losses written with
@@ -122,7 +122,7 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run_case(name: str, make, steps: int, batch: int) -> Dict[str, float]:
+def run_case(name: str, make, steps: int, batch: int, warmup: int = 10) -> Dict[str, float]:
     spec, student, teacher, x, y, title = make(batch)
     hand_student = copy.deepcopy(student)
     with kdsl.compile(spec, student=student, teacher=teacher, example_input=x,
@@ -155,7 +155,7 @@ def run_case(name: str, make, steps: int, batch: int) -> Dict[str, float]:
         ours = distiller.step(x, target=y).loss.item()
         opt_kdsl.zero_grad(set_to_none=True)
         assert abs(ref_loss - ours) < 1e-4 * max(1.0, abs(ref_loss)), (ref_loss, ours)
-        for _ in range(10):  # warm-up
+        for _ in range(warmup):
             hand_step()
             kdsl_step()
         times: Dict[str, List[float]] = {"hand": [], "kdsl": []}
@@ -194,6 +194,7 @@ def growth(steps: int) -> Tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps of each variant before the timed ones")
     parser.add_argument("--growth-steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = least noise)")
     args = parser.parse_args()
@@ -201,7 +202,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.steps} interleaved steps per variant")
     print(f"{'case':58} {'hand ms':>8} {'kdsl ms':>8} {'time':>6} {'hand MB':>8} {'kdsl MB':>8} {'memory':>7}")
     for name, make, batch in (("resnet", case_resnet, 64), ("digits", case_digits, 64)):
-        r = run_case(name, make, args.steps, batch)
+        r = run_case(name, make, args.steps, batch, args.warmup)
         print(f"{r['title']:58} {r['hand_ms']:8.2f} {r['kdsl_ms']:8.2f} {r['time_ratio']:6.3f} "
               f"{r['hand_mb']:8.2f} {r['kdsl_mb']:8.2f} {r['memory_ratio']:7.3f}")
     a, b = growth(args.growth_steps)

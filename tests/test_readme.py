@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli_in_process
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 DOCS = {path.name: path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
@@ -98,8 +100,10 @@ def test_test_extra_holds_every_optional_package_the_suite_uses():
             assert set(requirements) <= test_extra, (name, set(requirements) - test_extra)
 
 
+@pytest.mark.slow(seconds=12)
 def test_quick_start_main_job(tmp_path):
-    """`kdsl train specs/digits/kd.kd`, from a fresh directory holding the specs."""
+    """`kdsl train specs/digits/kd.kd`, from a fresh directory holding the specs: the README's
+    command as it is typed, in a process of its own, its 30 epochs whole (the one such run)."""
     assert "pip install torch==2.13.0 \".[test]\" && kdsl train specs/digits/kd.kd" in README
     shutil.copytree(ROOT / "specs" / "digits", tmp_path / "specs" / "digits")
     proc = subprocess.run([sys.executable, "-m", "kdsl", "train", "specs/digits/kd.kd"], cwd=tmp_path,
@@ -153,37 +157,28 @@ LITERAL = {
 
 
 def test_literal_commands_run():
+    """Each through the entry point `kdsl` runs, in this process (torch imported once)."""
     import shlex
 
     for command in LITERAL:
         assert command in SHOWN, command
-    program = ("import sys\nfrom kdsl.cli.app import main\n"
-               "for args in %r:\n"
-               "    print('@@ ' + ' '.join(args), flush=True)\n"
-               "    try:\n        main(args)\n        code = 0\n"
-               "    except SystemExit as e:\n        code = e.code or 0\n"
-               "    print('@@ rc', code, flush=True)\n") % ([shlex.split(c)[1:] for c in LITERAL],)
     if (ROOT / "specs" / "checkpoints").exists():
         pytest.skip("specs/checkpoints exists here: the README shows a fresh clone's output")
-    proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env={**ENV, "COLUMNS": "200"},
-                          capture_output=True, text=True, timeout=600)
-    outputs = proc.stdout.split("@@ ")[1:]
-    assert len(outputs) == 2 * len(LITERAL), proc.stdout + proc.stderr
-    for i, (command, (code, expected)) in enumerate(LITERAL.items()):
-        out, rc = outputs[2 * i], outputs[2 * i + 1]
-        assert rc.strip() == f"rc {code}", (command, out)
+    for command, (code, expected) in LITERAL.items():
+        rc, out, err = run_cli_in_process(*shlex.split(command)[1:], env={"COLUMNS": "200"})
+        assert rc == code, (command, out, err)
         for text in expected:
             assert text in out, (command, text, out)
 
 
+@pytest.mark.slow(seconds=3)
 def test_best_metric_command(tmp_path):
     """`kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss`."""
     command = "kdsl train specs/digits/kd.kd --epochs 5 --threads 1 --out runs/kd5 --best-metric val_loss"
     assert command in README
     shutil.copytree(ROOT / "specs" / "digits", tmp_path / "specs" / "digits")
-    proc = subprocess.run([sys.executable, "-m", "kdsl", *command.split()[1:]], cwd=tmp_path, env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, out, err = run_cli_in_process(*command.split()[1:], cwd=tmp_path)  # the main job's test runs the real process
+    assert code == 0, out + err
     summary = json.loads((tmp_path / "runs" / "kd5" / "summary.json").read_text())
     rows = summary["history"]
     assert summary["best"]["metric"] == "val_loss"
@@ -217,28 +212,8 @@ def test_python_api_snippet(tmp_path):
             opt.zero_grad()
 
 
-def test_bench_commands_run(tmp_path):
-    """The README's bench commands that fit in a test, shortened: `python bench/digits_table.py`,
-    `bench/overhead.py`, `bench/truncation.py`, `bench/compile.py` (eager backend: inductor takes
-    minutes to compile) and `bench/check_time.py`."""
-    def bench(*args):
-        assert f"python bench/{args[0]}" in SHOWN, args[0]
-        proc = subprocess.run([sys.executable, f"bench/{args[0]}", *args[1:]], cwd=ROOT, env=ENV,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc.stdout
-
-    # one thread: the table's default of two oversubscribes a busy 2-core machine (191 s -> 96 s at load 9)
-    bench("digits_table.py", "--seeds", "1", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "table"))
-    assert (tmp_path / "table" / "table.md").read_text().count("\n| ") >= 5
-    out = bench("overhead.py", "--steps", "4", "--growth-steps", "60")
-    assert "digits_teacher -> digits_cnn" in out and "growth" in out
-    out = bench("truncation.py", "--steps", "2", "--threads", "1")
-    assert "truncated" in out and "record layer2" in out
-    out = bench("compile.py", "--steps", "2", "--warmup", "1", "--threads", "1", "--backend", "eager")
-    assert out.count("graph breaks added by kdsl: 0") == 2
-    out = bench("check_time.py", "--runs", "1", "specs/digits/kd.kd")
-    assert "python -c pass" in out and "kdsl check" in out
+# The README's bench commands run in tests/test_bench_commands.py (a file of their own: pytest-xdist
+# runs it beside this one).
 
 
 # Commands the README shows that need data, a store, a package or minutes a test cannot spend

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli_in_process
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli():
+    """``kdsl ARGS`` in this process, through the entry point (an interpreter that imports torch
+    costs seconds on a busy machine; tests/cli/test_check_cli.py runs `python -m kdsl` itself)."""
+    return run_cli_in_process
+
+
 NOT_EXAMINED = "ok (models, module paths and shapes not examined: add --dry-run)"
 
 

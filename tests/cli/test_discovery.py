@@ -1,4 +1,4 @@
-"""Discovery through the real entry point (issue #14, item 8): `kdsl --version`, `kdsl list models`,
+"""Discovery through the entry point (issue #14, item 8): `kdsl --version`, `kdsl list models`,
 `kdsl list datasets`, `kdsl modules MODEL_REF`, and `kdsl train --help` at 80 columns."""
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import run_cli_in_process
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def kdsl(*args: str, columns: int = 200):
-    env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1")
-    proc = subprocess.run([sys.executable, "-m", "kdsl", *args], capture_output=True, text=True, cwd=ROOT, env=env)
-    return proc.returncode, proc.stdout, proc.stderr
+    """``kdsl ARGS`` through the entry point, in this process (tests/cli/test_check_cli.py runs
+    `python -m kdsl` itself; an interpreter importing torch costs seconds on a busy machine)."""
+    return run_cli_in_process(*args, env={"COLUMNS": str(columns)})
 
 
 def in_process(args, *modules: str):

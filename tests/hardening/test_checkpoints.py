@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 import kdsl
 from kdsl.io import checkpoint_file
 from kdsl.io.weights import load_into, read_state_dict
+from tests.conftest import completed_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS_TEACHER = ROOT / "specs" / "digits" / "teacher.pt"
@@ -170,9 +169,8 @@ def test_good_checkpoints_still_load(tmp_path):
 
 
 def _kdsl(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "kdsl", *args], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=ROOT)
+    """``kdsl ARGS`` through the entry point, in this process."""
+    return completed_in_process(*args, env={"OMP_NUM_THREADS": "1"})
 
 
 def test_teacher_ckpt_flag_gets_the_same_messages(tmp_path):

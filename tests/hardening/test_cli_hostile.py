@@ -9,15 +9,16 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import completed_in_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KD = str(ROOT / "specs" / "digits" / "kd.kd")
 
 
-def _kdsl(*args, timeout=120):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "kdsl", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+def _kdsl(*args):
+    """``kdsl ARGS`` through the entry point, in this process (the closed-pipe tests below run real
+    processes: they are about the process's streams)."""
+    return completed_in_process(*args, env={"OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize("flag, value, expected", [

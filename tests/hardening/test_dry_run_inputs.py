@@ -4,8 +4,6 @@ failure or an internal error (issue #13, item 2: ``check --input-shape 999999999
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,15 +14,16 @@ from torch import nn
 
 import kdsl
 from kdsl.reports.checking import MAX_DRY_ELEMENTS, check_with_models, parse_shape
+from tests.conftest import completed_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 KD = str(ROOT / "specs" / "digits" / "kd.kd")
 
 
 def _kdsl(*args, env=None):
-    full = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "kdsl", *args], capture_output=True, text=True,
-                          timeout=300, env=full, cwd=ROOT)
+    """``kdsl ARGS`` through the entry point, in this process (an interpreter importing torch per
+    case cost seconds each on a busy machine)."""
+    return completed_in_process(*args, env={"OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def _clean(done) -> str:
@@ -131,10 +130,14 @@ def positional(a, b=0):
     ("positional(1, b=2)", 0, "specs/digits/kd.kd: ok"),
     ("positional(1, 2, 3)", 1, "TypeError"),
 ])
-def test_odd_data_factories_are_data_errors(tmp_path, ref, code, words):
+def test_odd_data_factories_are_data_errors(tmp_path, monkeypatch, ref, code, words):
     (tmp_path / "hostile_data.py").write_text(textwrap.dedent(HOSTILE_DATA))
-    done = _kdsl("check", "specs/digits/kd.kd", "--data", f"hostile_data:{ref}",
-                 env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH would for a process of its own
+    sys.modules.pop("hostile_data", None)
+    try:
+        done = _kdsl("check", "specs/digits/kd.kd", "--data", f"hostile_data:{ref}")
+    finally:
+        sys.modules.pop("hostile_data", None)
     text = _clean(done)
     assert done.returncode == code and words in text, text
     if code:

@@ -10,7 +10,7 @@ import pytest
 from kdsl.core.diagnostics import KdslError
 from kdsl.core.resolve import import_module, import_ref, refused_module
 from kdsl.lang.loader import check_text
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli_in_process
 
 KD = str(ROOT / "specs" / "digits" / "kd.kd")
 TAIL = ('teacher = model("kdsl.zoo:digits_teacher") from "teacher.pt"\n'
@@ -77,7 +77,7 @@ def test_flags_naming_a_system_module_are_refused_and_run_nothing(tmp_path, comm
     args = [command, KD, flag.format(marker=marker)]
     args += ["--dry-run"] if command == "check" else []
     args += ["--out", str(tmp_path / "run")] if command == "train" else []
-    code, _, err = run_cli(*args)
+    code, _, err = run_cli_in_process(*args)
     assert code == 1 and "KD406" in err and "Traceback" not in err, err
     assert not marker.exists()
 
@@ -86,6 +86,6 @@ def test_spec_with_a_system_reference_runs_nothing_under_dry_run(tmp_path):
     marker = tmp_path / "ran"
     spec = tmp_path / "evil.kd"
     spec.write_text(f'student = model("os:system", command="touch {marker}")\n' + TAIL)
-    code, out, _ = run_cli("check", "--dry-run", str(spec))
+    code, out, _ = run_cli_in_process("check", "--dry-run", str(spec))
     assert code == 1 and f"{spec}:1:17: error[KD406]" in out, out
     assert not marker.exists()

@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # train_helpers and the fake data factories next to this file
     sys.path.insert(0, str(HERE))
 
+from tests.conftest import run_cli_in_process  # noqa: E402
 from train_helpers import KD_SEED, KD_SPEC, train_in_process  # noqa: E402
 
 
@@ -31,13 +32,13 @@ def _one_thread(monkeypatch):
 
 
 @pytest.fixture
-def kcli(cli):
-    """The repository's ``cli`` fixture (``python -m kdsl ...`` in a subprocess), single-threaded."""
+def kcli():
+    """``kdsl ARGS`` through the entry point `python -m kdsl` runs, single-threaded, in this
+    process (conftest's run_cli_in_process: an interpreter importing torch costs seconds on a busy
+    machine): (exit code, stdout, stderr)."""
 
-    def run(*args: str, timeout: float = 120, env=None):
-        full = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        full.update(env or {})
-        return cli(*args, env=full, timeout=timeout)
+    def run(*args: str, env=None):
+        return run_cli_in_process(*args, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})})
 
     return run
 

@@ -12,6 +12,7 @@ import pytest
 from kdsl.core.diagnostics import KdslError
 from kdsl.lang.loader import load
 from kdsl.training.config import resolve_config
+from tests.conftest import run_cli_in_process
 
 SPEC = ('student = model("kdsl.zoo:resnet8x4", num_classes=100)\n'
         "record s = output of student\nloss task = cross_entropy(s, batch.target)\n"
@@ -53,15 +54,15 @@ def test_positional_flag_option_is_a_clear_error(tmp_path):
                        "relative to the working directory)",)
 
 
-def test_positional_spec_option_is_a_located_error(tmp_path, cli):
-    code, out, err = cli("check", str(spec_in(tmp_path, ', "data"')))
+def test_positional_spec_option_is_a_located_error(tmp_path):
+    code, out, err = run_cli_in_process("check", str(spec_in(tmp_path, ', "data"')))
     assert code == 1 and "error[KD306]" in out + err
 
 
-def test_missing_cifar_names_the_folders_and_the_flag(tmp_path, cli):
+def test_missing_cifar_names_the_folders_and_the_flag(tmp_path):
     path = spec_in(tmp_path, ', root="cifar"')
-    code, out, err = cli("train", str(path), "--epochs", "1", "--threads", "1",
-                         "--out", str(tmp_path / "run"), cwd=tmp_path)
+    code, out, err = run_cli_in_process("train", str(path), "--epochs", "1", "--threads", "1",
+                                        "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert code == 1
     assert "error[KD702]" in err
     assert os.path.join("sub", "cifar", "cifar-100-python") in err

@@ -12,7 +12,7 @@ import pytest
 import kdsl
 from kdsl.core.diagnostics import KdslError
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = f"""student = model("kdsl.zoo:digits_cnn")
@@ -59,12 +59,12 @@ def test_check_train_and_the_distiller_give_one_answer(tmp_path, epochs):
     expected = ("KD220", message, line, col)
     spec = _spec(tmp_path, epochs, run_epochs=True)
 
-    code, out, _ = run_cli("check", "--format", "json", str(spec))
+    code, out, _ = run_cli_in_process("check", "--format", "json", str(spec))
     (found,) = json.loads(out)
     span = found["span"]
     assert code == 1 and (found["code"], found["message"], span["line"], span["column"]) == expected
 
-    code, _, err = run_cli("train", str(spec), "--out", str(tmp_path / "cli_run"), "--threads", "1")
+    code, _, err = run_cli_in_process("train", str(spec), "--out", str(tmp_path / "cli_run"), "--threads", "1")
     assert code == 1 and f"{spec}:{line}:{col}: error[KD220]: {message}" in err
 
     # the spec leaves the run's epochs to the caller: the trainer and the distiller apply the rule

@@ -235,11 +235,11 @@ def test_explain_shows_each_phases_optimizer_groups_schedule_and_lrs(tmp_path):
 
     from kdsl.reports.checking import ModelOptions, inspect
     from kdsl.training.optim_view import optimization_table
-    from train_helpers import run_kdsl
+    from tests.conftest import run_cli_in_process
 
     spec = tmp_path / "s.kd"
     spec.write_text(EXPLAINED)
-    rc, out, err = run_kdsl("explain", str(spec))
+    rc, out, err = run_cli_in_process("explain", str(spec))
     assert rc == 0 and "optimization (12 epochs, 40 optimizer steps an epoch)" in out, err
     loaded = kdsl.load(str(spec))
     found = inspect(loaded, ModelOptions(None, None, [], None, None, None, False))

@@ -19,17 +19,19 @@ import kdsl
 from kdsl.cli.train_view import clock, interrupted_text, progress_line, resume_command
 from kdsl.training import loop
 from kdsl.training.report import RunInterrupted
+from tests.conftest import run_cli_in_process
 from train_helpers import KD_SPEC, ROOT
 
 LINE = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) (\d+)% loss (\S+) kd (\S+) task (\S+) "
                   r"(\d+) samples/s eta (\d+:\d\d:\d\d)( \(run \d+:\d\d:\d\d\))?$", re.M)
 
 
-def test_plain_progress_lines_in_a_log(kcli, tmp_path):
-    """Output to a pipe (not a terminal): a line at each step event once the interval has passed;
-    digits has 23 steps an epoch and events every 10 steps, so lines at steps 10 and 20."""
-    rc, out, err = kcli("train", KD_SPEC, "--epochs", "2", "--threads", "1", "--progress-every", "0.000001",
-                        "--out", str(tmp_path / "run"))
+def test_plain_progress_lines_in_a_log(tmp_path):
+    """Output to a pipe (not a terminal; here a buffer, the command run in this process): a line at
+    each step event once the interval has passed; digits has 23 steps an epoch and events every 10
+    steps, so lines at steps 10 and 20."""
+    rc, out, err = run_cli_in_process("train", KD_SPEC, "--epochs", "2", "--threads", "1", "--progress-every", "0.000001",
+                                      "--out", str(tmp_path / "run"))
     assert rc == 0, err
     lines = LINE.findall(out)
     assert [(m[0], m[2], m[3], m[4]) for m in lines] == [("1", "10", "23", "43"), ("1", "20", "23", "86"),
@@ -119,10 +121,9 @@ def test_ctrl_c_names_the_saved_epoch_and_the_resume_command(tmp_path):
     assert f"interrupted: epoch {saved} of 6 is saved in {out}" in stderr
     command = stderr.strip().splitlines()[-1].strip()
     assert command == "kdsl " + " ".join(shlex.quote(a) for a in args) + " --resume"
-    again = subprocess.run([sys.executable, "-m", "kdsl", *shlex.split(command)[1:]], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert f"resuming {out} after epoch {saved}" in again.stdout
+    code, again, err = run_cli_in_process(*shlex.split(command)[1:])  # the printed command, in this process
+    assert code == 0, err
+    assert f"resuming {out} after epoch {saved}" in again
     done = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert done["epoch"] == 6
 

@@ -11,6 +11,14 @@ from kdsl.core.diagnostics import KdslError
 from kdsl.io.models import refuse_random_teachers
 from kdsl.lang.loader import check_file, load
 from kdsl.lang.teacher_weights import random_teachers
+from tests.conftest import run_cli_in_process
+
+
+@pytest.fixture
+def cli():
+    """``kdsl ARGS`` through the entry point, in this process (no interpreter start-up)."""
+    return run_cli_in_process
+
 
 SPEC = ('student = model("kdsl.zoo:digits_cnn")\n'
         'teacher = model("kdsl.zoo:digits_teacher"{opts}){ckpt}\n'

@@ -11,7 +11,13 @@ import pytest
 import torch
 
 import kdsl
-from train_helpers import KD_SPEC, assert_usage_error, run_kdsl
+from tests.conftest import run_cli_in_process
+from train_helpers import KD_SPEC, assert_usage_error
+
+# The resumptions run the command line in this process (`kdsl.cli.app.main`, what `python -m kdsl`
+# calls): a refusal is the CLI's own message and exit code either way, and an interpreter start
+# that imports torch costs seconds on a busy machine. (The conftest's autouse fixture puts back
+# the thread count a `--threads 2` changes.)
 
 FLAGS = {"epochs": 2, "steps_per_epoch": 2, "seed": 5, "threads": 1}
 ARGS = ["--epochs", "2", "--steps-per-epoch", "2", "--seed", "5", "--threads", "1"]
@@ -41,7 +47,7 @@ def _resume(run: Path, *changes: str, switches=()):
             args[args.index(flag) + 1] = value
         else:
             args += [flag, value]
-    return run_kdsl("train", KD_SPEC, *args, *switches, "--out", str(run), "--resume", timeout=300)
+    return run_cli_in_process("train", KD_SPEC, *args, *switches, "--out", str(run), "--resume")
 
 
 def test_a_longer_run_is_refused_with_the_way_to_train_longer(finished):
@@ -110,12 +116,12 @@ def test_a_refusals_hint_pastes_back_and_resumes(tmp_path, case):
     start, change, shown = STARTS[case]
     run = tmp_path / "run"
     base = ["--epochs", "1", "--steps-per-epoch", "1", "--seed", "5", "--threads", "1", "--out", str(run)]
-    rc, _, err = run_kdsl("train", KD_SPEC, *base, *start, timeout=300)
+    rc, _, err = run_cli_in_process("train", KD_SPEC, *base, *start)
     assert rc == 0, err
     changed = list(start)
     changed[changed.index(change[0]) + 1] = change[1]
-    text = assert_usage_error(run_kdsl("train", KD_SPEC, *base, *changed, "--resume", timeout=300), "KD703", shown)
-    rc, out, err = run_kdsl("train", KD_SPEC, *base, *_pasted(changed, text), "--resume", timeout=300)
+    text = assert_usage_error(run_cli_in_process("train", KD_SPEC, *base, *changed, "--resume"), "KD703", shown)
+    rc, out, err = run_cli_in_process("train", KD_SPEC, *base, *_pasted(changed, text), "--resume")
     assert rc == 0, err
     assert "the run is complete (1 epoch); nothing to resume" in out
 

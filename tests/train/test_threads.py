@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import kdsl
 from kdsl.training.threads import choose_threads, machine_facts, omp_threads
-from train_helpers import KD_SPEC, ROOT
+from tests.conftest import run_cli_in_process
+from train_helpers import KD_SPEC
 
 FAST = {"epochs": 1, "steps_per_epoch": 1, "seed": 1}
 SMALL = 60_400  # the digits teacher and student together
@@ -123,11 +122,12 @@ def test_kdsl_train_records_omp_num_threads(tmp_path, monkeypatch):
     assert (config["threads"], config["sources"]["threads"]) == (1, "OMP_NUM_THREADS")
 
 
-def test_the_command_line_records_the_flag(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    proc = subprocess.run([sys.executable, "-m", "kdsl", "train", KD_SPEC, "--epochs", "1", "--steps-per-epoch", "1",
-                           "--threads", "1", "--out", str(tmp_path / "run")],
-                          cwd=ROOT, capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+def test_the_command_line_records_the_flag(tmp_path, monkeypatch):
+    """`kdsl train ... --threads 1` through the entry point, in this process (conftest's autouse
+    fixture puts the thread count back)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code, out, err = run_cli_in_process("train", KD_SPEC, "--epochs", "1", "--steps-per-epoch", "1",
+                                        "--threads", "1", "--out", str(tmp_path / "run"))
+    assert code == 0, err + out
     config = _summary(tmp_path / "run")["config"]
     assert (config["threads"], config["sources"]["threads"]) == (1, "flag")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from kdsl.runtime.distiller import Distiller
-from train_helpers import BASELINE_SPEC, KD_SPEC, metrics_jsonl, run_kdsl, student_weights
+from tests.conftest import run_cli_in_process
+from train_helpers import BASELINE_SPEC, KD_SPEC, metrics_jsonl, student_weights
 from train_helpers import train_in_process as train
 
 
@@ -71,7 +72,7 @@ def test_plain_training_runs_no_teacher(plain_run):
 def test_eval_only_prints_the_table_and_does_not_train(plain_run):
     out = plain_run[0]
     before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    code, stdout, err = run_kdsl("train", BASELINE_SPEC, "--out", str(out), "--eval-only")
+    code, stdout, err = run_cli_in_process("train", BASELINE_SPEC, "--out", str(out), "--eval-only")
     assert code == 0, err
     assert "results on the validation set" in stdout
     assert not re.search(r"^epoch +\d+/\d+", stdout, re.M)

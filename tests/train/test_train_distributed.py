@@ -54,7 +54,7 @@ def _evaluate(weights):
     return int((out.argmax(1) == y).sum()), float(torch.nn.functional.cross_entropy(out, y)), len(val)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)  # torchrun and its two processes
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "run"
     code, stdout, stderr = _torchrun("-m", "kdsl", "train", KD_SPEC, "--epochs", "1", "--out", str(out))
@@ -78,7 +78,7 @@ def test_torchrun_two_processes(tmp_path):
     kdsl.zoo.digits_cnn().load_state_dict(student_weights(out), strict=True)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)  # torchrun and its two processes
 def test_torchrun_ranks_agree(tmp_path):
     """The same run with the rank-agreement check observed (tests/train/dist_entry.py): it ran and
     passed on both ranks, both ranks hold exactly the saved student (buffers included), and the
@@ -122,7 +122,7 @@ def test_rank_agreement_check_detects_divergence(monkeypatch):
             check_ranks_agree(student, Dist(rank=0, world=2), torch.device("cpu"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)  # torchrun and its two processes
 def test_torchrun_phases_average_their_gradients(tmp_path):
     """Phases run without the DDP wrapper: the loop averages every phase's gradients over the
     ranks itself, so both ranks end with the same student (the trainer's agreement check)."""

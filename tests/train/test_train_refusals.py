@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import kdsl
-from train_helpers import KD_SPEC, assert_usage_error, run_kdsl
+from tests.conftest import run_cli_in_process
+from train_helpers import KD_SPEC, assert_usage_error
 
 FAST = {"epochs": 2, "steps_per_epoch": 2, "seed": 1, "threads": 1}
 
@@ -25,8 +26,8 @@ def test_drop_last_with_a_batch_larger_than_the_data_is_refused_before_training(
 
 
 def test_drop_last_refusal_on_the_command_line(tmp_path):
-    result = run_kdsl("train", KD_SPEC, "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "run"),
-                      "--data", "kdsl.data:digits(batch_size=4000, drop_last=true)")
+    result = run_cli_in_process("train", KD_SPEC, "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "run"),
+                                "--data", "kdsl.data:digits(batch_size=4000, drop_last=true)")
     assert_usage_error(result, "KD702", "drop_last = true", "batch_size 4000", exit_code=result[0])
     assert result[0] not in (0, 3)
 
