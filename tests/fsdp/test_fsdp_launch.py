@@ -14,7 +14,7 @@ import pytest
 
 from fsdp_helpers import ENTRY, HERE, ROOT, SPEC, TIMEOUT, corpus, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=11)
 
 
 def test_two_nodes_train_together_and_a_failing_rank_stops_both(tmp_path):

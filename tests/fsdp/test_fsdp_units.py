@@ -23,7 +23,7 @@ ENTRY = str(HERE / "fsdp_runs_entry.py")
 DELIVER = str(HERE / "gpt_deliver_units.kd")
 STORE = str(HERE / "gpt_store.kd")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=14)
 
 
 def _single(spec, out, data, **settings):

@@ -36,7 +36,7 @@ def test_a_process_whose_peer_never_comes_ends_with_kd786(tmp_path, monkeypatch,
     assert not dist.is_initialized()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=8)
 def test_torchrun_with_a_machine_missing_ends_after_its_rendezvous_timeout(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", "0", "--nproc_per_node", "1",
            "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-conf", "timeout=1",

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=14)
 
 FSDP_TESTS = Path(__file__).resolve().parents[1] / "fsdp"
 REL = 1e-5
