@@ -66,10 +66,10 @@ def hard_exit(code: int) -> None:
 
     A plain check: that teardown cost a sixth of the check (mypy exits the same way), and a check
     holds no file, thread or atexit work to finish. A torchrun worker: its run has closed its files
-    and trackers and left the process group, but the models' sharded parameters still refer to
-    the group's communication threads; freed during teardown they can abort the process
-    (SIGABRT, 'terminate called without an active exception', seen once in CI), turning a
-    finished run into a failed one. Only the output streams are left to flush, here."""
+    and trackers and left the process group, but FSDP's state on the models still refers to the
+    group's backend, which teardown then frees in no set order; a finished worker once aborted in
+    CI (SIGABRT, 'terminate called without an active exception'), turning a finished run into a
+    failed one. Only the output streams are left to flush, here."""
     from kdsl.cli.errors import EXIT_BROKEN_PIPE
 
     try:
