@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -61,6 +62,25 @@ def run_cli_in_process(*args: str, cwd: Path = ROOT, env=None):
             if threads is not None:
                 torch.set_num_threads(threads)
     return code, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def interrupted_as_epoch_starts(monkeypatch, index: int):
+    """The run inside dies (KeyboardInterrupt, as Ctrl-C) as its epoch ``index`` (0-based) starts:
+    the checkpoint of the epoch before it is on disk, nothing of epoch ``index`` is."""
+    from kdsl.training.data import EpochSampler
+
+    real_set_epoch = EpochSampler.set_epoch
+
+    def crash(self, epoch):
+        if epoch == index:
+            raise KeyboardInterrupt
+        real_set_epoch(self, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(EpochSampler, "set_epoch", crash)
+        with pytest.raises(KeyboardInterrupt):
+            yield
 
 
 def completed_in_process(*args: str, env=None) -> subprocess.CompletedProcess:

@@ -31,28 +31,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 
 from kdsl.core.diagnostics import error
-from kdsl.integrations.spec_step import SpecArg, SpecStep
+from kdsl.integrations.spec_step import SpecArg, SpecStep, built_when_asked, framework
 
 KDSL_STATE = "kdsl_state.pt"
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise error("KD792", "kdsl.integrations.hf needs the transformers package, which is not installed",
-                    hint="pip install transformers (or pip install 'kdsl[hf]')") from None
-    return transformers
-
-
-def __getattr__(name: str):
-    # the class derives from transformers.Trainer: built when first asked for, so that importing
-    # this module (or a missing transformers) costs nothing until it is used
-    if name == "DistillationTrainer":
-        cls = _trainer_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return framework("transformers", "transformers", "hf", "kdsl.integrations.hf")
 
 
 def _trainer_class():
@@ -62,6 +47,9 @@ def _trainer_class():
         __doc__ = _TrainerMethods.__doc__
 
     return DistillationTrainer
+
+
+__getattr__ = built_when_asked(globals(), "DistillationTrainer", _trainer_class)
 
 
 def _zero_grads(params):

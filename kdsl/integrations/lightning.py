@@ -26,25 +26,11 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from kdsl.core.diagnostics import error
-from kdsl.integrations.spec_step import SpecArg, SpecStep, load_spec
+from kdsl.integrations.spec_step import SpecArg, SpecStep, built_when_asked, framework, load_spec
 
 
 def _lightning():
-    try:
-        import lightning.pytorch as pl
-    except ImportError:
-        raise error("KD792", "kdsl.integrations.lightning needs the lightning package, which is not installed",
-                    hint="pip install lightning (or pip install 'kdsl[lightning]')") from None
-    return pl
-
-
-def __getattr__(name: str):
-    # the class derives from LightningModule: built when first asked for (see kdsl.integrations.hf)
-    if name == "DistillationModule":
-        cls = _module_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return framework("lightning.pytorch", "lightning", "lightning", "kdsl.integrations.lightning")
 
 
 def _module_class():
@@ -54,6 +40,9 @@ def _module_class():
         __doc__ = _ModuleMethods.__doc__
 
     return DistillationModule
+
+
+__getattr__ = built_when_asked(globals(), "DistillationModule", _module_class)
 
 
 class _ModuleMethods:

@@ -18,7 +18,8 @@ stages, phases or a generated ``input`` has its own optimizers per phase: KD790,
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+import importlib
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -42,6 +43,30 @@ def as_fields(batch: Any) -> Any:
         x, y = batch
         return x, y, torch.full((len(y),), -1, dtype=torch.long, device=y.device)
     return batch
+
+
+
+def framework(module: str, package: str, extra: str, where: str) -> Any:
+    """``import module`` for the integration ``where``; KD792 with the install line when its
+    package is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise error("KD792", f"{where} needs the {package} package, which is not installed",
+                    hint=f"pip install {package} (or pip install 'kdsl[{extra}]')") from None
+
+
+def built_when_asked(namespace: Dict[str, Any], name: str, build: Callable[[], type]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` giving ``name``, built by ``build`` when first asked for: the class
+    derives from the framework's, so importing the module (or a framework that is not installed)
+    costs nothing until it is used."""
+    def __getattr__(attr: str) -> Any:
+        if attr != name:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {attr!r}")
+        namespace[name] = built = build()
+        return built
+
+    return __getattr__
 
 
 class SpecStep:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 import kdsl  # noqa: E402
 from kdsl.cli.app import app  # noqa: E402
 from kdsl.core.diagnostics import KdslError  # noqa: E402
+from tests.conftest import interrupted_as_epoch_starts  # noqa: E402
 
 from . import tiny_hf  # noqa: E402
 
@@ -113,21 +114,10 @@ def test_a_lora_run_resumes_to_the_uninterrupted_run_and_evaluates_its_merged_st
     """--resume restores the adapters from checkpoint.pt; --eval-only reads the merged student.pt
     into the adapted student (the merged weights become the base, the adapters add nothing), so
     it scores what training's last validation scored."""
-    from kdsl.training.data import EpochSampler
-
     spec = _lora_run(folders, tmp_path)
     full = kdsl.train(str(spec), out=str(tmp_path / "full"), threads=1, seed=1)
-    real_set_epoch = EpochSampler.set_epoch
-
-    def crash(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        real_set_epoch(self, epoch)
-
-    with monkeypatch.context() as m:
-        m.setattr(EpochSampler, "set_epoch", crash)
-        with pytest.raises(KeyboardInterrupt):
-            kdsl.train(str(spec), out=str(tmp_path / "cut"), threads=1, seed=1)
+    with interrupted_as_epoch_starts(monkeypatch, 1):
+        kdsl.train(str(spec), out=str(tmp_path / "cut"), threads=1, seed=1)
     kdsl.train(str(spec), out=str(tmp_path / "cut"), threads=1, seed=1, resume=True)
     for name in ("student.pt", "student_adapter/adapter_model.safetensors"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name

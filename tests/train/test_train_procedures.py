@@ -15,6 +15,7 @@ import kdsl
 import kdsl.zoo
 from kdsl.core.diagnostics import KdslError
 from kdsl.training.report import EventLog
+from tests.conftest import interrupted_as_epoch_starts
 from train_helpers import ROOT, SPECS, TEACHER_PT, metrics_jsonl, train_in_process
 
 SHIPPED = ROOT / "specs"
@@ -238,19 +239,8 @@ def test_init_happens_once_not_on_resume(tmp_path, monkeypatch):
     real = Distiller.apply_inits
     monkeypatch.setattr(Distiller, "apply_inits", lambda self: (calls.append(1), real(self))[1])
     spec = SHIPPED / "digits" / "freeze_init.kd"
-    from kdsl.training.data import EpochSampler
-
-    real_set_epoch = EpochSampler.set_epoch
-
-    def stop_at_epoch_2(self, epoch):  # the run is interrupted after its first epoch's checkpoint
-        if epoch == 1:
-            raise KeyboardInterrupt
-        real_set_epoch(self, epoch)
-
-    with monkeypatch.context() as m:
-        m.setattr(EpochSampler, "set_epoch", stop_at_epoch_2)
-        with pytest.raises(KeyboardInterrupt):
-            run(spec, tmp_path / "run", epochs=2, steps_per_epoch=2)
+    with interrupted_as_epoch_starts(monkeypatch, 1):  # after the first epoch's checkpoint
+        run(spec, tmp_path / "run", epochs=2, steps_per_epoch=2)
     result = run(spec, tmp_path / "run", epochs=2, steps_per_epoch=2, resume=True)
     assert calls == [1] and [r["epoch"] for r in result.history] == [1, 2]
 

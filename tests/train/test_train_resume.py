@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from kdsl.training.data import EpochSampler
 from kdsl.training.rundir import RunDir
+from tests.conftest import interrupted_as_epoch_starts
 from train_helpers import (BASELINE_SPEC, KD_SPEC, assert_same_weights, metrics_csv, metrics_jsonl,
                            student_weights)
 from train_helpers import train_in_process as train
@@ -41,17 +41,8 @@ def _same_history(a, b):
 def _crash_before_epoch(monkeypatch, spec, index, **flags):
     """Train, dying (KeyboardInterrupt) as epoch ``index`` (0-based) starts: the checkpoint of the
     epoch before it is on disk, nothing of epoch ``index`` is."""
-    real_set_epoch = EpochSampler.set_epoch
-
-    def crash(self, epoch):
-        if epoch == index:
-            raise KeyboardInterrupt
-        real_set_epoch(self, epoch)
-
-    with monkeypatch.context() as m:
-        m.setattr(EpochSampler, "set_epoch", crash)
-        with pytest.raises(KeyboardInterrupt):
-            train(spec, **flags)
+    with interrupted_as_epoch_starts(monkeypatch, index):
+        train(spec, **flags)
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, monkeypatch):
