@@ -1,0 +1,230 @@
+"""Processes of their own for tests, without an interpreter's start and torch's import each.
+
+A test that needs a real process (to kill it at any instant, to be one rank of a distributed run,
+to run a command whose state must not leak into pytest's) used to start ``python -m kdsl``: about
+two CPU seconds each on this machine before the command did anything, most of it importing torch.
+Here the children are forked from multiprocessing's fork server, which imports torch and kdsl once
+per pytest worker: each child starts with those modules loaded, in a process of its own (its own
+pid, signals, exit code, file descriptors, module state), and runs ``kdsl`` through the same entry
+point as ``python -m kdsl`` (kdsl.cli.entry.main).
+
+What a child does not share with a fresh interpreter: the preloaded modules are already imported
+(a test of what a command imports needs a fresh interpreter: tests/conftest.run_cli), and its
+environment is set after those imports (what torch or kdsl read from it at import, they read from
+the pytest worker's).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import resource
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+# what the server imports once; a child imports the rest of what its command needs
+PRELOAD = ["torch", "torch.distributed", "kdsl", "kdsl.cli.entry", "kdsl.cli.app", "kdsl.training.loop"]
+
+_context = None
+CPU_SECONDS = [0.0]  # the CPU the children that ended here reported (tests/conftest's cpu table)
+
+
+def context():
+    """multiprocessing's fork-server context, its server preloading PRELOAD (started on first use).
+    The server is the children's parent, so their CPU reaches this process's own rusage (what
+    `time python -m pytest` counts) only when the server is waited for: at exit, it is."""
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+        atexit.register(_stop_server)
+    return _context
+
+
+def _stop_server() -> None:
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()
+
+
+def child_env(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of a child: the pytest worker's, without colour (as tests/conftest.run_cli
+    sets it), ``env`` added; a key whose value is None is removed."""
+    full = dict(os.environ)
+    full.pop("FORCE_COLOR", None)
+    full["NO_COLOR"] = "1"
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return full
+
+
+def _cpu_used() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _main(args: Sequence[str], cwd: str, env: Dict[str, str], out: str, err: str, entry: Optional[str]) -> None:
+    """In the child: stdout and stderr (the file descriptors, so that what C code and further
+    children write is kept too) to ``out`` and ``err``, ``cwd`` and ``env`` as given, then the
+    command, as ``python -m kdsl ARGS`` (or ``python ENTRY ARGS`` for an entry module that sets
+    things up and calls kdsl.cli.entry.main) would run it."""
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if entry:
+        import importlib
+
+        importlib.import_module(entry)
+    sys.argv = [entry or str(ROOT / "kdsl" / "__main__.py"), *args]
+    from kdsl.cli import entry as kdsl_entry
+
+    report = Path(out).with_name("cpu")
+    real_hard_exit = kdsl_entry.hard_exit
+
+    def hard_exit(code: int) -> None:  # a plain check and a torchrun worker end with os._exit
+        report.write_text(repr(_cpu_used()))
+        real_hard_exit(code)
+
+    kdsl_entry.hard_exit = hard_exit
+    try:
+        kdsl_entry.main()  # argv from sys.argv: the process is the command's own
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        report.write_text(repr(_cpu_used()))  # a killed child reports nothing
+
+
+class Child:
+    """One started child: ``pid``, ``wait()``, ``kill()``, ``send_signal()``, as subprocess.Popen."""
+
+    def __init__(self, args: Sequence[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None,
+                 entry: Optional[str] = None):
+        self._files = tempfile.TemporaryDirectory(prefix="kdsl-child-")
+        self.out = os.path.join(self._files.name, "stdout")
+        self.err = os.path.join(self._files.name, "stderr")
+        self.args = list(args)
+        self.process = context().Process(target=_main, args=(self.args, str(cwd), child_env(env), self.out,
+                                                             self.err, entry), daemon=False)
+        self.process.start()
+        self.pid = self.process.pid
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.process.exitcode
+
+    def poll(self) -> Optional[int]:
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """The exit code (negative: the signal that ended it); TimeoutError when it runs past
+        ``timeout`` seconds (the child is killed)."""
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+            raise TimeoutError(f"kdsl {' '.join(self.args)} ran past {timeout} s")
+        return self.process.exitcode
+
+    def output(self) -> Tuple[str, str]:
+        """What the child wrote to stdout and stderr so far."""
+        return tuple(Path(p).read_text(errors="replace") if os.path.exists(p) else "" for p in (self.out, self.err))
+
+    def close(self) -> None:
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        cpu = Path(self.out).with_name("cpu")
+        if cpu.exists():
+            CPU_SECONDS[0] += float(cpu.read_text())
+        self._files.cleanup()
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_kdsl(*args: str, cwd: Path = ROOT, env: Optional[Dict[str, str]] = None, timeout: float = 600,
+             entry: Optional[str] = None) -> Tuple[int, str, str]:
+    """``kdsl ARGS`` in a forked child: (exit code, stdout, stderr), as tests/conftest.run_cli gives them."""
+    with Child(args, cwd=cwd, env=env, entry=entry) as child:
+        code = child.wait(timeout)
+        return (code, *child.output())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(*args: str, nproc: int = 2, env: Optional[Dict[str, str]] = None, cwd: Path = ROOT,
+              entry: Optional[str] = None, timeout: float = 240) -> Tuple[int, str, str]:
+    """``torchrun --nproc_per_node NPROC ... kdsl ARGS`` on this machine, the ranks forked children
+    with torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT). As torchrun does, a rank that fails ends the others (SIGTERM) and the run's
+    exit code is the first failure's. (exit code, every rank's stdout, every rank's stderr), rank
+    by rank. A test of torchrun's own behaviour (its agent, its rendezvous) launches torchrun."""
+    base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "ROLE_RANK": "0", "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", **(env or {})}
+    children: List[Child] = []
+    try:
+        for rank in range(nproc):
+            rank_env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank), "ROLE_WORLD_SIZE": str(nproc)}
+            children.append(Child(args, cwd=cwd, env=rank_env, entry=entry))
+        code = _wait_all(children, timeout)
+        outs = [child.output() for child in children]
+        return code, "".join(o for o, _ in outs), "".join(e for _, e in outs)
+    finally:
+        for child in children:
+            child.close()
+
+
+def _wait_all(children: List[Child], timeout: float) -> int:
+    """Wait for every child; the first that fails ends the rest (SIGTERM, then SIGKILL after 30 s)."""
+    from multiprocessing.connection import wait
+    import time
+
+    deadline = time.monotonic() + timeout
+    failed = 0
+    running = list(children)
+    while running:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            for child in running:
+                child.kill()
+            raise TimeoutError(f"ranks ran past {timeout} s")
+        wait([c.process.sentinel for c in running], timeout=left)
+        for child in [c for c in running if c.process.exitcode is not None]:
+            running.remove(child)
+            if child.process.exitcode != 0 and not failed:
+                failed = child.process.exitcode
+                for other in running:
+                    other.terminate()
+                deadline = min(deadline, time.monotonic() + 30)
+    return failed
