@@ -186,9 +186,11 @@ def run_ranks(*args: str, nproc: int = 2, env: Optional[Dict[str, str]] = None, 
               entry: Optional[str] = None, timeout: float = 240) -> Tuple[int, str, str]:
     """``torchrun --nproc_per_node NPROC ... kdsl ARGS`` on this machine, the ranks forked children
     with torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR,
-    MASTER_PORT). As torchrun does, a rank that fails ends the others (SIGTERM) and the run's
-    exit code is the first failure's. (exit code, every rank's stdout, every rank's stderr), rank
-    by rank. A test of torchrun's own behaviour (its agent, its rendezvous) launches torchrun."""
+    MASTER_PORT). As torchrun does, a rank that fails ends the others (SIGTERM), the run's exit
+    code is the first failure's, and the launcher reports each rank that failed: a line
+    ``rank R: exitcode C`` (``(SIGNAME)`` added where a signal ended it) after the ranks' stderr.
+    (exit code, every rank's stdout, every rank's stderr), rank by rank. A test of torchrun's own
+    behaviour (its agent, its rendezvous) launches torchrun."""
     base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "ROLE_RANK": "0", "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1", **(env or {})}
@@ -199,10 +201,17 @@ def run_ranks(*args: str, nproc: int = 2, env: Optional[Dict[str, str]] = None, 
             children.append(Child(args, cwd=cwd, env=rank_env, entry=entry))
         code = _wait_all(children, timeout)
         outs = [child.output() for child in children]
-        return code, "".join(o for o, _ in outs), "".join(e for _, e in outs)
+        failures = [_failure(rank, child.returncode) for rank, child in enumerate(children) if child.returncode]
+        return code, "".join(o for o, _ in outs), "".join([*(e for _, e in outs), *failures])
     finally:
         for child in children:
             child.close()
+
+
+def _failure(rank: int, code: int) -> str:
+    """The launcher's line for a rank that failed (torchrun's summary gives the same facts)."""
+    how = f" ({signal.Signals(-code).name})" if code < 0 else ""
+    return f"rank {rank}: exitcode {code}{how}\n"
 
 
 def _wait_all(children: List[Child], timeout: float) -> int:
