@@ -1,7 +1,7 @@
 """Rank entry for the distributed tests (tests/forked.run_ranks imports it in each rank, then runs
-`kdsl`): `kdsl train` with the trainer's rank-agreement check observed. Each rank saves its student as DIR/rank{R}.pt just before the check
-and touches DIR/agreed{R} after the check passed; with KDSL_TEST_DIVERGE=1, rank 1 nudges one
-weight first, so the check must fail."""
+`kdsl`): `kdsl train` with the trainer's rank-agreement check observed. Each rank saves its
+student as DIR/rank{R}.pt just before the check and touches DIR/agreed{R} after the check passed;
+with KDSL_TEST_DIVERGE=1, rank 1 nudges one weight first, so the check must fail."""
 
 from __future__ import annotations
 
