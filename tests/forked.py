@@ -28,8 +28,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-# what the server imports once; a child imports the rest of what its command needs
-PRELOAD = ["torch", "torch.distributed", "kdsl", "kdsl.cli.entry", "kdsl.cli.app", "kdsl.training.loop"]
+# what the server imports once; a child imports the rest of what its command needs. The second line:
+# what a `kdsl train` child would import each time at most cost (FSDP's and DCP's modules, 0.6 s, in
+# every rank of a sharded run; matplotlib's figure, 0.4 s, for curves.png at a run's end); a module
+# not installed is left out (multiprocessing's server skips it)
+PRELOAD = ["torch", "torch.distributed", "kdsl", "kdsl.cli.entry", "kdsl.cli.app", "kdsl.training.loop",
+           "torch.distributed.fsdp", "torch.distributed.checkpoint", "matplotlib.figure",
+           "matplotlib.backends.backend_agg"]
 
 _context = None
 CPU_SECONDS = [0.0]  # the CPU the children that ended here reported (tests/conftest's cpu table)
