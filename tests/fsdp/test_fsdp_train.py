@@ -25,7 +25,7 @@ from fsdp_helpers import SPEC, corpus
 REL = 1e-5  # float32 sums in another order (reduce-scatter vs all-reduce vs one batch)
 TERMS = ("train_loss", "train/kd", "train/hint", "train/task", "val_loss")
 
-pytestmark = pytest.mark.slow(seconds=50)  # one module fixture: its torchrun launches and in-process runs
+pytestmark = pytest.mark.slow(seconds=20)  # one module fixture: its 3 launches of 2 ranks and in-process runs
 
 
 def _in_process(out, data, epoch1=None, **settings):

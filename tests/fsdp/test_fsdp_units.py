@@ -24,7 +24,7 @@ REL = 1e-5
 DELIVER = str(HERE / "gpt_deliver_units.kd")
 STORE = str(HERE / "gpt_store.kd")
 
-pytestmark = pytest.mark.slow(seconds=14)
+pytestmark = pytest.mark.slow(seconds=6)
 
 
 def _single(spec, out, data, **settings):

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 
 from forked import run_ranks  # noqa: E402
 
-pytestmark = pytest.mark.slow(seconds=14)
+pytestmark = pytest.mark.slow(seconds=8)
 
 FSDP_TESTS = Path(__file__).resolve().parents[1] / "fsdp"
 REL = 1e-5

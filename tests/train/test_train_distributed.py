@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +18,11 @@ import kdsl.data
 import kdsl.zoo
 from kdsl.core.diagnostics import KdslError
 from kdsl.training.distributed import Dist, check_ranks_agree
-from forked import run_ranks
+from forked import free_port, run_ranks
 from train_helpers import KD_SPEC, ROOT, metrics_csv, metrics_jsonl, student_weights
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _torchrun(*args: str):
@@ -39,7 +32,7 @@ def _torchrun(*args: str):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -81,7 +74,7 @@ def test_torchrun_two_processes(tmp_path):
     kdsl.zoo.digits_cnn().load_state_dict(student_weights(out), strict=True)
 
 
-@pytest.mark.slow(seconds=4)  # two forked ranks
+@pytest.mark.slow(seconds=3)  # two forked ranks
 def test_two_ranks_agree(tmp_path):
     """The same run with the rank-agreement check observed (tests/train/dist_entry.py): it ran and
     passed on both ranks, both ranks hold exactly the saved student (buffers included), and the
@@ -125,7 +118,7 @@ def test_rank_agreement_check_detects_divergence(monkeypatch):
             check_ranks_agree(student, Dist(rank=0, world=2), torch.device("cpu"))
 
 
-@pytest.mark.slow(seconds=4)  # two forked ranks
+@pytest.mark.slow(seconds=3)  # two forked ranks
 def test_phases_average_their_gradients(tmp_path):
     """Phases run without the DDP wrapper: the loop averages every phase's gradients over the
     ranks itself, so both ranks end with the same student (the trainer's agreement check)."""
