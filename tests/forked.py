@@ -28,8 +28,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-# what the server imports once; a child imports the rest of what its command needs
-PRELOAD = ["torch", "torch.distributed", "kdsl", "kdsl.cli.entry", "kdsl.cli.app", "kdsl.training.loop"]
+# what the server imports once; a child imports the rest of what its command needs. The second line:
+# what a `kdsl train` child would import each time at most cost (FSDP's and DCP's modules, 0.6 s, in
+# every rank of a sharded run; matplotlib's figure, 0.4 s, for curves.png at a run's end); a module
+# not installed is left out (multiprocessing's server skips it)
+PRELOAD = ["torch", "torch.distributed", "kdsl", "kdsl.cli.entry", "kdsl.cli.app", "kdsl.training.loop",
+           "torch.distributed.fsdp", "torch.distributed.checkpoint", "matplotlib.figure",
+           "matplotlib.backends.backend_agg"]
 
 _context = None
 CPU_SECONDS = [0.0]  # the CPU the children that ended here reported (tests/conftest's cpu table)
@@ -186,9 +191,11 @@ def run_ranks(*args: str, nproc: int = 2, env: Optional[Dict[str, str]] = None, 
               entry: Optional[str] = None, timeout: float = 240) -> Tuple[int, str, str]:
     """``torchrun --nproc_per_node NPROC ... kdsl ARGS`` on this machine, the ranks forked children
     with torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR,
-    MASTER_PORT). As torchrun does, a rank that fails ends the others (SIGTERM) and the run's
-    exit code is the first failure's. (exit code, every rank's stdout, every rank's stderr), rank
-    by rank. A test of torchrun's own behaviour (its agent, its rendezvous) launches torchrun."""
+    MASTER_PORT). As torchrun does, a rank that fails ends the others (SIGTERM), the run's exit
+    code is the first failure's, and the launcher reports each rank that failed: a line
+    ``rank R: exitcode C`` (``(SIGNAME)`` added where a signal ended it) after the ranks' stderr.
+    (exit code, every rank's stdout, every rank's stderr), rank by rank. A test of torchrun's own
+    behaviour (its agent, its rendezvous) launches torchrun."""
     base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "ROLE_RANK": "0", "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1", **(env or {})}
@@ -199,10 +206,17 @@ def run_ranks(*args: str, nproc: int = 2, env: Optional[Dict[str, str]] = None, 
             children.append(Child(args, cwd=cwd, env=rank_env, entry=entry))
         code = _wait_all(children, timeout)
         outs = [child.output() for child in children]
-        return code, "".join(o for o, _ in outs), "".join(e for _, e in outs)
+        failures = [_failure(rank, child.returncode) for rank, child in enumerate(children) if child.returncode]
+        return code, "".join(o for o, _ in outs), "".join([*(e for _, e in outs), *failures])
     finally:
         for child in children:
             child.close()
+
+
+def _failure(rank: int, code: int) -> str:
+    """The launcher's line for a rank that failed (torchrun's summary gives the same facts)."""
+    how = f" ({signal.Signals(-code).name})" if code < 0 else ""
+    return f"rank {rank}: exitcode {code}{how}\n"
 
 
 def _wait_all(children: List[Child], timeout: float) -> int:

@@ -1,4 +1,5 @@
-"""torchrun entry for the FSDP tests: `kdsl train` (kdsl.cli.app.main), with rank 1 killed by
+"""Entry for the FSDP tests, a torchrun script or a rank entry of tests/forked.run_ranks (which
+imports it, then runs `kdsl`): `kdsl train` (kdsl.cli.app.main), with rank 1 killed by
 SIGKILL just before training step KDSL_TEST_KILL_AT (counted over the run) when that is set, as
 a machine failure would; or, with KDSL_TEST_FAIL_AT, failing there with a kdsl error (after
 touching DIR/reached{step}, DIR being --out), as a rank whose data or model breaks would. With

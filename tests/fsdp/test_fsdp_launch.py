@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from fsdp_helpers import ENTRY, HERE, ROOT, SPEC, TIMEOUT, corpus, free_port
+from forked import free_port
+from fsdp_helpers import ENTRY, HERE, ROOT, SPEC, TIMEOUT, corpus
 
 pytestmark = pytest.mark.slow(seconds=11)
 

@@ -1,4 +1,6 @@
-"""`kdsl train --strategy fsdp` under torchrun: 2 CPU processes (gloo), FSDP2 on kdsl.zoo:gpt.
+"""`kdsl train --strategy fsdp` on 2 CPU processes (gloo), FSDP2 on kdsl.zoo:gpt: the ranks are
+processes of their own with torchrun's environment, forked ready-imported (tests/forked.run_ranks:
+torchrun's own behaviour is tested in test_fsdp_launch.py and test_rendezvous.py).
 
 One set of runs of tests/fsdp/gpt_kd_hint.kd (KD + hint through a connector + a delivery into
 a patched method, gradient clipping; 2 epochs of 10 steps) serves every test here: the single
@@ -6,24 +8,24 @@ process with the global batch (8), 2-process fsdp and ddp (4 per process), an fs
 rank 1 is killed with SIGKILL mid-epoch, its resumption killed again while rank 1 writes its
 checkpoint shards (DCP), then resumed to the end; the killed run's sharded checkpoint resumed in
 one process (2 -> 1), and the single process's checkpoint of epoch 1 resumed by 2 fsdp processes
-(1 -> 2)."""
+(1 -> 2). The two killed runs are launches of their own; the four runs that end well share one."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 
 import pytest
 import torch
 
-from fsdp_helpers import ENTRY, SPEC, corpus, torchrun
+from forked import run_ranks
+from fsdp_helpers import SPEC, corpus
 
 REL = 1e-5  # float32 sums in another order (reduce-scatter vs all-reduce vs one batch)
 TERMS = ("train_loss", "train/kd", "train/hint", "train/task", "val_loss")
 
-pytestmark = pytest.mark.slow(seconds=50)  # one module fixture: its torchrun launches and in-process runs
+pytestmark = pytest.mark.slow(seconds=20)  # one module fixture: its 3 launches of 2 ranks and in-process runs
 
 
 def _in_process(out, data, epoch1=None, **settings):
@@ -47,9 +49,15 @@ def _in_process(out, data, epoch1=None, **settings):
         return kdsl.train(SPEC, out=str(out), data=data, allow_random_teacher=True, threads=1, **settings)
 
 
-def _launch(out, data, *flags, env=None):
-    code, stdout, stderr = torchrun(ENTRY, "train", SPEC, "--data", data, "--out", str(out),
-                                    "--allow-random-teacher", *flags, env=env)
+def _train(out, data, *flags):
+    return ("train", SPEC, "--data", data, "--out", str(out), "--allow-random-teacher", *flags)
+
+
+def _launch(*commands, env=None):
+    """The commands (each ``_train``'s) on 2 ranks: one command through tests/fsdp/fsdp_entry.py,
+    several one after another in one process group through fsdp_runs_entry.py."""
+    args = [arg for command in commands for arg in ("+", *command)][1:]
+    code, stdout, stderr = run_ranks(*args, env=env, entry="fsdp_entry" if len(commands) == 1 else "fsdp_runs_entry")
     return code, stdout + stderr
 
 
@@ -63,26 +71,23 @@ def runs(tmp_path_factory):
     data = corpus(tmp)
     single = _in_process(tmp / "single", data.replace("batch_size=4", "batch_size=8"), strategy="fsdp",
                          epoch1=tmp / "single_to_2")
-    code, fsdp_log = _launch(tmp / "fsdp", data, "--strategy", "fsdp")
-    assert code == 0, fsdp_log[-3000:]
-    code, ddp_log = _launch(tmp / "ddp", data)
-    assert code == 0, ddp_log[-3000:]
-    code, killed_log = _launch(tmp / "killed", data, "--strategy", "fsdp", env={"KDSL_TEST_KILL_AT": "15"})
+    code, killed_log = _launch(_train(tmp / "killed", data, "--strategy", "fsdp"), env={"KDSL_TEST_KILL_AT": "15"})
     assert code != 0
     shutil.copytree(tmp / "killed", tmp / "killed_to_1")
     # resumed, then rank 1 killed at its first write point: its shards of epoch 2 written, no metadata yet
-    code, write_killed_log = _launch(tmp / "killed", data, "--strategy", "fsdp", "--resume",
+    code, write_killed_log = _launch(_train(tmp / "killed", data, "--strategy", "fsdp", "--resume"),
                                      env={"KDSL_TEST_RANK1_KILL_AT": "1"})
     assert code != 0
     after_write_kill = {"epoch": torch.load(tmp / "killed" / "checkpoint.pt", weights_only=True)["epoch"],
                         "shards": _listing(tmp / "killed")}
-    code, resumed_log = _launch(tmp / "killed", data, "--strategy", "fsdp", "--resume")
-    assert code == 0, resumed_log[-3000:]
-    code, to_2_log = _launch(tmp / "single_to_2", data, "--strategy", "fsdp", "--resume")
-    assert code == 0, to_2_log[-3000:]
-    return {"tmp": tmp, "single": single, "fsdp_log": fsdp_log, "killed_log": killed_log,
-            "write_killed_log": write_killed_log, "after_write_kill": after_write_kill,
-            "resumed_log": resumed_log, "data": data}
+    # the runs that end well share one launch and process group (a run in processes of its own, kdsl
+    # starting and ending the group: the killed runs above, and tests/hubs/test_fsdp_gpt2.py to the end)
+    code, log = _launch(_train(tmp / "fsdp", data, "--strategy", "fsdp"), _train(tmp / "ddp", data),
+                        _train(tmp / "killed", data, "--strategy", "fsdp", "--resume"),
+                        _train(tmp / "single_to_2", data, "--strategy", "fsdp", "--resume"))
+    assert code == 0, log[-3000:]
+    return {"tmp": tmp, "single": single, "log": log, "killed_log": killed_log,
+            "write_killed_log": write_killed_log, "after_write_kill": after_write_kill, "data": data}
 
 
 def _history(run):
@@ -115,7 +120,7 @@ def test_fsdp_equals_single_process_and_ddp(runs):
     for k in a:
         assert a[k].shape == b[k].shape
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=k)
-    assert "Traceback" not in runs["fsdp_log"]
+    assert "Traceback" not in runs["log"]
 
 
 def test_single_process_notes_that_fsdp_needs_processes(runs):
@@ -151,8 +156,8 @@ def test_killed_rank_then_resume_is_bit_exact(runs):
     (DCP): the last complete checkpoint stays the current one, and the run ends, tensor for tensor,
     as the run never interrupted."""
     tmp = runs["tmp"]
-    assert "Signal 9" in runs["killed_log"] or "SIGKILL" in runs["killed_log"]
-    assert re.search(r"exitcode\s*:\s*137", runs["write_killed_log"])  # rank 1 at its write point
+    assert "rank 1: exitcode -9 (SIGKILL)" in runs["killed_log"]
+    assert "rank 1: exitcode 137\n" in runs["write_killed_log"]  # rank 1 at its write point
     killed_writing = runs["after_write_kill"]
     assert killed_writing["epoch"] == 1  # checkpoint.pt still names epoch 1's shards, complete
     assert {"shards/epoch1/.metadata", "shards/epoch1/__0_0.distcp", "shards/epoch1/__1_0.distcp"} \

@@ -1,6 +1,7 @@
 """Deliveries across FSDP2's units and a teacher-output store under `kdsl train --strategy fsdp`:
-one torchrun launch of 2 CPU processes (gloo) runs both specs (tests/fsdp/fsdp_runs_entry.py),
-each compared with the single process with the same global batch.
+one launch of 2 CPU processes (gloo; tests/forked.run_ranks, torchrun's environment) runs both
+specs (tests/fsdp/fsdp_runs_entry.py), each compared with the single process with the same global
+batch.
 
 - gpt_deliver_units.kd: the teacher's attention outputs answer the student's attention calls,
   each attention a unit of its own inside its block's unit. Such a delivery is safe under FSDP2:
@@ -16,14 +17,14 @@ import json
 
 import pytest
 
-from fsdp_helpers import HERE, corpus, torchrun
+from forked import run_ranks
+from fsdp_helpers import HERE, corpus
 
 REL = 1e-5
-ENTRY = str(HERE / "fsdp_runs_entry.py")
 DELIVER = str(HERE / "gpt_deliver_units.kd")
 STORE = str(HERE / "gpt_store.kd")
 
-pytestmark = pytest.mark.slow(seconds=14)
+pytestmark = pytest.mark.slow(seconds=6)
 
 
 def _single(spec, out, data, **settings):
@@ -58,10 +59,11 @@ def test_delivery_across_units_and_teacher_store_match_one_process(tmp_path):
     store = tmp_path / "store"
     build_store(STORE, out=str(store), data=data, threads=1)
     served = tmp_path / "served"
-    code, out, err = torchrun(ENTRY, "train", DELIVER, "--data", data, "--out", str(tmp_path / "deliver"),
-                              "--allow-random-teacher", "+",
-                              "train", STORE, "--data", data, "--out", str(tmp_path / "store_run"),
-                              "--teacher-cache", str(store), env={"KDSL_TEST_SERVED": str(served)})
+    code, out, err = run_ranks("train", DELIVER, "--data", data, "--out", str(tmp_path / "deliver"),
+                               "--allow-random-teacher", "+",
+                               "train", STORE, "--data", data, "--out", str(tmp_path / "store_run"),
+                               "--teacher-cache", str(store), env={"KDSL_TEST_SERVED": str(served)},
+                               entry="fsdp_runs_entry")
     assert code == 0, (out + err)[-3000:]
     assert out.count("2 processes") == 2
     _assert_close(_rows(tmp_path / "deliver"), _single(DELIVER, tmp_path / "deliver1", data), "delivery across units")

@@ -16,7 +16,8 @@ import pytest
 import torch.distributed as dist
 
 from tests.conftest import run_cli_in_process
-from fsdp_helpers import ENTRY, ROOT, SPEC, corpus, free_port
+from forked import free_port
+from fsdp_helpers import ENTRY, ROOT, SPEC, corpus
 
 
 @pytest.mark.parametrize("rank, reason", [(0, "1/2 clients joined"), (1, "trying to connect to (127.0.0.1")])

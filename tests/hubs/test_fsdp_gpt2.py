@@ -1,9 +1,9 @@
 """`kdsl train --strategy fsdp` on Hugging Face GPT-2 models (issue 21): tiny GPT2LMHeadModels
 saved with save_pretrained into a temporary folder and loaded by path (kdsl.hub:hf_pretrained).
 KD + hint through a connector + a delivery of the teacher's attention outputs into the student's
-attention calls: 2 CPU processes (gloo) with FSDP2 give the losses of one process with the same
-global batch, within 1e-5 relative (float32 sums in another order). Dropout is off in the
-configs: each process draws its own masks."""
+attention calls: 2 CPU processes (gloo; tests/forked.run_ranks, torchrun's environment) with
+FSDP2 give the losses of one process with the same global batch, within 1e-5 relative (float32
+sums in another order). Dropout is off in the configs: each process draws its own masks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
-pytestmark = pytest.mark.slow(seconds=14)
+from forked import run_ranks  # noqa: E402
+
+pytestmark = pytest.mark.slow(seconds=8)
 
 FSDP_TESTS = Path(__file__).resolve().parents[1] / "fsdp"
 REL = 1e-5
@@ -52,7 +54,7 @@ train {{
 
 
 def _helpers():
-    """tests/fsdp/fsdp_helpers.py (a folder of tests, not a package): the torchrun launch."""
+    """tests/fsdp/fsdp_helpers.py (a folder of tests, not a package): the corpus."""
     if "fsdp_helpers" not in sys.modules:
         spec = importlib.util.spec_from_file_location("fsdp_helpers", FSDP_TESTS / "fsdp_helpers.py")
         module = importlib.util.module_from_spec(spec)
@@ -84,7 +86,7 @@ def test_fsdp_on_hf_gpt2_equals_one_process(tmp_path):
     spec = tmp_path / "gpt2_fsdp.kd"
     spec.write_text(SPEC.format(student=_save_gpt2(tmp_path / "student", 0), teacher=_save_gpt2(tmp_path / "teacher", 1)))
     data = helpers.corpus(tmp_path)
-    code, out, err = helpers.torchrun(helpers.ENTRY, "train", str(spec), "--data", data, "--out", str(tmp_path / "fsdp"))
+    code, out, err = run_ranks("train", str(spec), "--data", data, "--out", str(tmp_path / "fsdp"))
     assert code == 0, (out + err)[-3000:]
     assert "2 processes" in out
     with pytest.MonkeyPatch.context() as env:

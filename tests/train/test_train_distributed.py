@@ -1,11 +1,12 @@
-"""`kdsl train` under torchrun: two CPU processes (gloo), DistributedDataParallel."""
+"""`kdsl train` on two CPU processes (gloo), DistributedDataParallel: the user's command under
+torchrun once, and the runs that observe the ranks as processes of their own with torchrun's
+environment, forked ready-imported (tests/forked.run_ranks)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +18,11 @@ import kdsl.data
 import kdsl.zoo
 from kdsl.core.diagnostics import KdslError
 from kdsl.training.distributed import Dist, check_ranks_agree
+from forked import free_port, run_ranks
 from train_helpers import KD_SPEC, ROOT, metrics_csv, metrics_jsonl, student_weights
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _torchrun(*args: str):
@@ -36,7 +32,7 @@ def _torchrun(*args: str):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -78,14 +74,14 @@ def test_torchrun_two_processes(tmp_path):
     kdsl.zoo.digits_cnn().load_state_dict(student_weights(out), strict=True)
 
 
-@pytest.mark.slow(seconds=10)  # torchrun and its two processes
-def test_torchrun_ranks_agree(tmp_path):
+@pytest.mark.slow(seconds=3)  # two forked ranks
+def test_two_ranks_agree(tmp_path):
     """The same run with the rank-agreement check observed (tests/train/dist_entry.py): it ran and
     passed on both ranks, both ranks hold exactly the saved student (buffers included), and the
     logged validation metrics are the saved student's."""
     out = tmp_path / "run"
-    code, stdout, stderr = _torchrun(str(HERE / "dist_entry.py"), "train", KD_SPEC, "--epochs", "1",
-                                     "--lr", "0.5", "--out", str(out))
+    code, stdout, stderr = run_ranks("train", KD_SPEC, "--epochs", "1", "--lr", "0.5", "--out", str(out),
+                                     entry="dist_entry")
     assert code == 0, stderr[-3000:]
     assert (out / "agreed0").read_text() == "ok" and (out / "agreed1").read_text() == "ok"
     rank0 = torch.load(out / "rank0.pt", weights_only=True)
@@ -122,14 +118,14 @@ def test_rank_agreement_check_detects_divergence(monkeypatch):
             check_ranks_agree(student, Dist(rank=0, world=2), torch.device("cpu"))
 
 
-@pytest.mark.slow(seconds=10)  # torchrun and its two processes
-def test_torchrun_phases_average_their_gradients(tmp_path):
+@pytest.mark.slow(seconds=3)  # two forked ranks
+def test_phases_average_their_gradients(tmp_path):
     """Phases run without the DDP wrapper: the loop averages every phase's gradients over the
     ranks itself, so both ranks end with the same student (the trainer's agreement check)."""
     from train_helpers import PHASED_SPEC
 
     out = tmp_path / "run"
-    code, stdout, stderr = _torchrun("-m", "kdsl", "train", PHASED_SPEC, "--epochs", "1", "--out", str(out))
+    code, stdout, stderr = run_ranks("train", PHASED_SPEC, "--epochs", "1", "--out", str(out))
     assert code == 0, stderr[-3000:]
     assert "Traceback" not in stdout + stderr and "diverged" not in stderr
     assert stdout.count("run written to") == 1
