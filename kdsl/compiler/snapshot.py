@@ -3,6 +3,7 @@ the parameters of FSDP2-sharded modules sharded."""
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import torch
@@ -35,6 +36,8 @@ def reshard(module: nn.Module) -> None:
     (a dry run, an evaluation) leaves the root unit's parameters gathered, and while they are,
     ``module.parameters()`` yields the gathered copies: an optimizer built then would update
     tensors that the next all-gather overwrites."""
+    if "torch.distributed.fsdp" not in sys.modules:  # nothing sharded it: no FSDP2 unit can exist,
+        return  # and its import (about 0.7 s of CPU) is no cost of a run that shards nothing
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # a torch without FSDP2 shards nothing

@@ -373,3 +373,15 @@ loss kd = kl_div(s_out[0], t_out[0])
         assert torch.equal(s_out[1], t_out[1])  # delivered
         d.compute_losses()
     snap.assert_restored()
+
+
+def test_a_run_that_shards_nothing_does_not_import_fsdp(monkeypatch):
+    """The dry run and evaluation put FSDP2 units back in their sharded state; a run without one
+    (FSDP2 never imported, so none can exist) skips that, and with it FSDP's import (~0.7 s CPU)."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "torch.distributed.fsdp", raising=False)  # put back afterwards
+    student, teacher, _ = pair()
+    with kdsl.compile(kdsl.loads(FULL, "t.kd"), student=student, teacher=teacher, example_input=x_()) as d:
+        d.step(x_(2))
+    assert "torch.distributed.fsdp" not in sys.modules

@@ -199,6 +199,9 @@ def test_no_legend_hides_a_point_and_no_label_is_cut(history):
     for ax in fig.axes:  # every label inside the saved picture: a margin of background at each edge
         assert ax.get_tightbbox(renderer) is not None
     assert (image[:, -2:, :3] == 1.0).all() and (image[:, :2, :3] == 1.0).all(), "something is cut at an edge"
+    assert (image[-2:, :, :3] == 1.0).all() and (image[:2, :, :3] == 1.0).all(), "something is cut at an edge"
+    content, frame = fig.get_tightbbox(renderer), fig.bbox_inches  # the legends under the panels too
+    assert 0 <= content.x0 and 0 <= content.y0 and content.x1 <= frame.x1 and content.y1 <= frame.y1, content
     assert width > 1000
     plt.close(fig)
 
@@ -211,3 +214,16 @@ def test_a_one_epoch_runs_learning_rate_shows_where_it_started():
     x, y = _lines(fig.axes[2])["lr"].get_data()
     assert list(x) == [0, 1] and list(y) == [0.003, 0.0]
     plt.close(fig)
+
+
+def test_drawing_leaves_the_callers_matplotlib_backend_alone():
+    """kdsl.train in a notebook: drawing curves.png must not switch the notebook's backend to Agg."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        assert plot_curves(_history(), {})[:4] == b"\x89PNG"
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)

@@ -14,6 +14,9 @@ from train_helpers import train_in_process as train
 
 EPOCHS = 4
 SEED = 3
+# epochs of 5 steps, not the whole digits set: resuming restores the state at an epoch's end,
+# whatever the epoch's length; a full epoch would only make each run longer
+STEPS = 5
 VOLATILE = {"time_s"}  # wall-clock time is the only thing allowed to differ between the runs
 
 
@@ -25,7 +28,7 @@ def uninterrupted(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("resume") / "full"
     try:
-        train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out))
+        train(KD_SPEC, epochs=EPOCHS, steps_per_epoch=STEPS, seed=SEED, out=str(out))
     finally:
         torch.set_num_threads(before)
     return out
@@ -47,10 +50,10 @@ def _crash_before_epoch(monkeypatch, spec, index, **flags):
 
 def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    _crash_before_epoch(monkeypatch, KD_SPEC, 2, epochs=EPOCHS, seed=SEED, out=str(out))
+    _crash_before_epoch(monkeypatch, KD_SPEC, 2, epochs=EPOCHS, steps_per_epoch=STEPS, seed=SEED, out=str(out))
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1, 2]
 
-    summary, printed = train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out), resume=True)
+    summary, printed = train(KD_SPEC, epochs=EPOCHS, steps_per_epoch=STEPS, seed=SEED, out=str(out), resume=True)
     assert "resuming" in printed and "after epoch 2" in printed
     assert "epoch   3/4" in printed and "epoch   1/4" not in printed
     assert_same_weights(student_weights(out), student_weights(uninterrupted))
@@ -64,7 +67,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, 
 def test_resume_restores_the_random_state(tmp_path, monkeypatch):
     """A student with dropout: the resumed epochs draw the same dropout masks as an uninterrupted
     run only if the RNG state was saved and restored (digits alone draws nothing after init)."""
-    flags = dict(student="train_models:dropout_cnn(p=0.3)", epochs=3, seed=SEED)
+    flags = dict(student="train_models:dropout_cnn(p=0.3)", epochs=3, steps_per_epoch=STEPS, seed=SEED)
     train(BASELINE_SPEC, out=str(tmp_path / "full"), **flags)
     _crash_before_epoch(monkeypatch, BASELINE_SPEC, 1, out=str(tmp_path / "cut"), **flags)
     train(BASELINE_SPEC, out=str(tmp_path / "cut"), resume=True, **flags)
@@ -75,7 +78,7 @@ def test_resume_restores_the_random_state(tmp_path, monkeypatch):
 def test_resume_with_augmenting_workers(tmp_path, monkeypatch):
     """Random augmentation drawn in a DataLoader worker process: the workers' seeds depend on
     (seed, epoch) only, so the resumed epochs see the same augmented batches."""
-    flags = dict(data="train_data:noisy_digits(num_workers=1)", epochs=3, seed=SEED)
+    flags = dict(data="train_data:noisy_digits(num_workers=1)", epochs=3, steps_per_epoch=STEPS, seed=SEED)
     train(BASELINE_SPEC, out=str(tmp_path / "full"), **flags)
     _crash_before_epoch(monkeypatch, BASELINE_SPEC, 1, out=str(tmp_path / "cut"), **flags)
     train(BASELINE_SPEC, out=str(tmp_path / "cut"), resume=True, **flags)
@@ -96,11 +99,11 @@ def test_crash_after_metrics_before_checkpoint(uninterrupted, tmp_path, monkeypa
 
     monkeypatch.setattr(RunDir, "write_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out))
+        train(KD_SPEC, epochs=EPOCHS, steps_per_epoch=STEPS, seed=SEED, out=str(out))
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1, 2, 3]
     monkeypatch.setattr(RunDir, "write_checkpoint", real_save)
 
-    train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out), resume=True)
+    train(KD_SPEC, epochs=EPOCHS, steps_per_epoch=STEPS, seed=SEED, out=str(out), resume=True)
     assert [r["epoch"] for r in metrics_jsonl(out)] == [1, 2, 3, 4]
     assert [r["epoch"] for r in metrics_csv(out)] == ["1", "2", "3", "4"]
     assert_same_weights(student_weights(out), student_weights(uninterrupted))
@@ -116,7 +119,7 @@ def test_resuming_a_finished_run_is_a_no_op(uninterrupted, tmp_path):
     # summary.json is rewritten as it was; environment.json gains this process's session
     kept = ("summary.json", "environment.json")
     before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in kept}
-    summary, printed = train(KD_SPEC, epochs=EPOCHS, seed=SEED, out=str(out), resume=True)
+    summary, printed = train(KD_SPEC, epochs=EPOCHS, steps_per_epoch=STEPS, seed=SEED, out=str(out), resume=True)
     assert "the run is complete (4 epochs); nothing to resume" in printed
     assert not re.search(r"^epoch +\d+/\d+ +loss", printed, re.M)  # no epoch trained
     after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in kept}
