@@ -1,6 +1,6 @@
 """A compiled kdsl step against a compiled hand-written step, side by side in one process.
 
-    python bench/compile.py [--steps 30] [--threads 1] [--backend inductor]
+    python bench/compile.py [--steps 30] [--threads 1] [--backend inductor] [--small]
 
 For each case (digits teacher -> student KD; resnet20 -> resnet8 KD + FitNets hint on a 32x32
 batch) the same models and batches are trained twice: the hand-written step compiles the teacher
@@ -9,7 +9,9 @@ the kdsl step is ``kdsl.compile(..., compile_models=...)``'s ``step``. Compiling
 steps) is excluded; the timed steps are interleaved (ABAB...), so machine noise hits both alike.
 The figure is the ratio of the median step times (target <= 1.05), and the graph breaks kdsl's
 hooks add: ``torch._dynamo.explain`` of each model with kdsl's recorders listening, minus the
-breaks of the bare model (target 0).
+breaks of the bare model (target 0). ``--small`` gives the second case resnet8 as its teacher and a
+batch of 2: the same hooks and compiled steps at the least tracing, to check that the command
+runs (the figures come from the default).
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=4, help="untimed steps (compiling happens here)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backend", default="inductor")
+    ap.add_argument("--small", action="store_true", help="resnet8 -> resnet8 on a batch of 2 (a quick check)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -143,7 +146,8 @@ def main() -> None:
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up")
     case("digits teacher -> student, KD", digits_cnn(), digits_teacher(), (64, 1, 8, 8), 10, False,
          args.steps, args.warmup, options)
-    case("resnet20 -> resnet8, KD + hint", resnet8(10), resnet20(10), (16, 3, 32, 32), 10, True,
+    teacher, label, batch = (resnet8, "resnet8", 2) if args.small else (resnet20, "resnet20", 16)
+    case(f"{label} -> resnet8, KD + hint", resnet8(10), teacher(10), (batch, 3, 32, 32), 10, True,
          args.steps, args.warmup, options)
 
 

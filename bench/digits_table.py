@@ -1,6 +1,6 @@
 """The results table of docs/results.md: each digits spec trained with `kdsl train` over several seeds.
 
-    python bench/digits_table.py [--seeds 5] [--out runs/table] [--epochs N]
+    python bench/digits_table.py [--seeds 5] [--out runs/table] [--epochs N] [--steps-per-epoch N]
 
 Prints a markdown table of the final validation top-1 (mean +- std over seeds) and writes it to
 OUT/table.md. Every number comes from a real `kdsl train` process.
@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/table")
     parser.add_argument("--epochs", type=int, default=None, help="override the specs' epochs (quick runs)")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="stop each epoch after N batches (quick runs: a check that the table is made)")
     args = parser.parse_args()
     lines = ["| model | top-1 (%), mean +- std | seeds | per-seed top-1 |",
              "|---|---|---|---|"]
@@ -41,6 +43,8 @@ def main() -> None:
         for seed in range(args.seeds):
             out = os.path.join(args.out, os.path.splitext(os.path.basename(spec))[0], f"seed{seed}")
             extra = ["--epochs", str(args.epochs)] if args.epochs else []
+            if args.steps_per_epoch:
+                extra += ["--steps-per-epoch", str(args.steps_per_epoch)]
             subprocess.run([sys.executable, "-m", "kdsl", "train", spec, "--seed", str(seed),
                             "--out", out, "--overwrite", "--threads", str(args.threads), *extra], check=True, capture_output=True, text=True)
             with open(os.path.join(out, "summary.json")) as fh:

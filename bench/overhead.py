@@ -1,6 +1,6 @@
 """kdsl's overhead over hand-written PyTorch, measured side by side in one process.
 
-    python bench/overhead.py [--steps 200] [--warmup 10] [--growth-steps 500] [--threads 1]
+    python bench/overhead.py [--steps 200] [--warmup 10] [--growth-steps 500] [--threads 1] [--batch 64]
 
 For each case the same models, batches and optimizer settings are trained twice: once by a
 hand-written step (features taken by a manual forward that mirrors the model, losses written with
@@ -197,12 +197,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps of each variant before the timed ones")
     parser.add_argument("--growth-steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = least noise)")
+    parser.add_argument("--batch", type=int, default=64, help="samples per step of both cases (the figures: 64)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.steps} interleaved steps per variant")
     print(f"{'case':58} {'hand ms':>8} {'kdsl ms':>8} {'time':>6} {'hand MB':>8} {'kdsl MB':>8} {'memory':>7}")
-    for name, make, batch in (("resnet", case_resnet, 64), ("digits", case_digits, 64)):
-        r = run_case(name, make, args.steps, batch, args.warmup)
+    for name, make in (("resnet", case_resnet), ("digits", case_digits)):
+        r = run_case(name, make, args.steps, args.batch, args.warmup)
         print(f"{r['title']:58} {r['hand_ms']:8.2f} {r['kdsl_ms']:8.2f} {r['time_ratio']:6.3f} "
               f"{r['hand_mb']:8.2f} {r['kdsl_mb']:8.2f} {r['memory_ratio']:7.3f}")
     a, b = growth(args.growth_steps)

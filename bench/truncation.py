@@ -1,7 +1,7 @@
 """What teacher truncation saves: a teacher forward run in full vs stopped after the record a
 feature-only spec needs, side by side in one process.
 
-    python bench/truncation.py [--steps 40] [--threads 1]
+    python bench/truncation.py [--steps 40] [--threads 1] [--batch 32]
 
 ``truncation_saving(teacher, prefix, spec, x)`` is reusable (bench/teacher_cost.py): ``prefix(x)``
 runs, by hand, the part of the teacher's forward up to the recorded module, so the skipped layers'
@@ -71,10 +71,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32, help="images per teacher pass (the figures: 32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(32, 3, 32, 32)
+    x = torch.randn(args.batch, 3, 32, 32)
     r = truncation_saving(resnet8(10), resnet32(10), resnet_prefix, FEATURE_ONLY, x, args.steps)
     print(f"resnet32 teacher, record layer2 (of layer1-3): full {r['full']:.2f} ms, truncated "
           f"{r['truncated']:.2f} ms, prefix by hand {r['prefix']:.2f} ms; truncation saves "

@@ -15,7 +15,7 @@ def test_summary_names_the_missing_reference_vectors(tmp_path):
     env = dict(os.environ, KDSL_SHARED=str(tmp_path / "none"), KDSL_REFERENCE_DIR=str(tmp_path / "none"))
     env.pop("KDSL_REQUIRE_SHARED", None)
     # one pytest-xdist worker: the default run's path (skips reported from a worker), one
-    # interpreter importing torch instead of one per core
+    # interpreter instead of one per core; the file imports torch only in tests that read vectors
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "1",
                            "tests/catalog/test_reference_parity.py"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-import torch
 
 from kdsl.catalog.binding import instantiate
 from kdsl.catalog.registry import REGISTRY
 from tests.catalog.parity_table import FAMILIES, terms_for
-from tests.catalog.reference import to_tensor
+
+# torch (and tests.catalog.reference, which imports it) is imported by the tests that read vectors:
+# without the files every test skips before, and tests/test_skip_summary.py's nested pytest run
+# of this file then starts no torch
 
 pytestmark = pytest.mark.reference
 
@@ -54,6 +56,10 @@ def cases_of(file: str):
 
 def evaluate(file: str, case: Dict[str, Any]):
     """(value, {case input name: gradient}) of the case's kdsl terms, in float64."""
+    import torch
+
+    from tests.catalog.reference import to_tensor
+
     tensors = {name: to_tensor(entry) for name, entry in case["inputs"].items()}
     for t in tensors.values():
         if t.is_floating_point():
@@ -100,6 +106,10 @@ def _params():
 @pytest.mark.parametrize("file,case_id", _params())
 def test_case_is_reproduced(file, case_id):
     cases = {c["id"]: c for c in cases_of(file)}
+    import torch
+
+    from tests.catalog.reference import to_tensor
+
     case = cases[case_id]
     value, grads = evaluate(file, case)
     torch.testing.assert_close(value, torch.tensor(case["value"], dtype=torch.float64).reshape(()),
@@ -133,6 +143,10 @@ def test_every_case_is_in_the_table(file):
 
 def test_mmrazor_dkd_teacher_gradients_are_nan_and_the_default_form_finite():
     case = next(c for c in cases_of("loss_vectors.json") if c["id"].startswith("dkd/"))
+    import torch
+
+    from tests.catalog.reference import to_tensor
+
     assert to_tensor(case["grads"]["preds_T"]).isnan().all()
     s = to_tensor(case["inputs"]["preds_S"])
     t = to_tensor(case["inputs"]["preds_T"]).requires_grad_()

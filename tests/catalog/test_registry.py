@@ -14,6 +14,7 @@ import kdsl
 from kdsl.catalog.types import Component
 from kdsl.catalog.binding import bind
 from kdsl.catalog.registry import REGISTRY
+from tests.conftest import run_cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,7 +183,8 @@ def test_plugin_package_seen_by_check_and_compile(cli):
         assert distiller.connectors["gate"].gate.grad is not None
 
 
-def test_list_command(cli):
+def test_list_command():
+    cli = run_cli_in_process  # the entry point a process runs, in this one: no interpreter start per call
     code, out, _ = cli("list")
     assert code == 0
     for name in ("kl_div", "crd", "conv_bn", "torch_nn", "warmup", "sgd", "cosine"):

@@ -10,21 +10,26 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from typer.testing import CliRunner
 
-pytest.importorskip("transformers")
+import kdsl
+from kdsl.cli.app import app
+from kdsl.core.diagnostics import KdslError
+from kdsl.hub import hf_pretrained, hf_tokenizer
 
-import torch  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-import kdsl  # noqa: E402
-from kdsl.cli.app import app  # noqa: E402
-from kdsl.core.diagnostics import KdslError  # noqa: E402
-from kdsl.hub import hf_pretrained, hf_tokenizer  # noqa: E402
-
-from . import tiny_hf  # noqa: E402
+from . import tiny_hf
 
 CHAT = [{"messages": [{"role": "user", "content": f"{a}+{b}=?"}, {"role": "assistant", "content": str(a + b)}]}
         for a in range(4) for b in range(3)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def transformers_installed():
+    """The file's tests skip, saying why, where transformers is missing. Imported as the file's
+    first test runs, not at import: every pytest-xdist worker collects every file (~0.5 s CPU for
+    transformers), one of them runs it."""
+    return pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,21 @@ import copy
 import sys
 
 import pytest
+import torch
 
-transformers = pytest.importorskip("transformers")
-import torch  # noqa: E402
-
-import hf_trainer  # noqa: E402  (examples/integrations)
-from kdsl.integrations.spec_step import SpecStep  # noqa: E402
+import hf_trainer  # examples/integrations
+from kdsl.integrations.spec_step import SpecStep
 
 STEPS = 6
 ROOT = hf_trainer.ROOT
+
+
+@pytest.fixture(scope="module", autouse=True)
+def transformers_installed():
+    """The file's tests skip, saying why, where transformers is missing. Imported as the file's
+    first test runs, not at import: every pytest-xdist worker collects every file (~0.5 s CPU for
+    transformers), one of them runs it."""
+    return pytest.importorskip("transformers")
 
 
 class Recorded(torch.utils.data.Dataset):

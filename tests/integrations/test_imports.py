@@ -11,18 +11,23 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = ("transformers", "lightning", "mlflow", "wandb", "optuna", "torch")
 
 
-def _imported(program: str):
-    code = program + f"\nimport sys\nprint('@@', *[m for m in {OPTIONAL!r} if m in sys.modules])\n"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "PATH": ""})
+def _imported(*programs: str):
+    """The optional packages in sys.modules after each program, run one after the other in one
+    fresh interpreter (a list per program: what it and the ones before it imported)."""
+    show = f"\nimport sys\nprint('@@', *[m for m in {OPTIONAL!r} if m in sys.modules])\n"
+    proc = subprocess.run([sys.executable, "-c", "".join(p + show for p in programs)], cwd=ROOT,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "PATH": ""})
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.rpartition("@@")[2].split()
+    found = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("@@")]
+    assert len(found) == len(programs), proc.stdout
+    return found if len(programs) > 1 else found[0]
 
 
 def test_import_kdsl_and_its_integration_modules_import_none(tmp_path):
-    assert _imported("import kdsl, kdsl.integrations, kdsl.training.loggers, kdsl.training.trackers") == []
-    # the integrations' modules need torch, and import their framework when a class is asked for
-    assert _imported("import kdsl.integrations.hf, kdsl.integrations.lightning") == ["torch"]
+    # the integrations' modules need torch, and import their framework when a class is asked for;
+    # one interpreter for both (the first imports none of OPTIONAL, so the second's are its own)
+    assert _imported("import kdsl, kdsl.integrations, kdsl.training.loggers, kdsl.training.trackers",
+                     "import kdsl.integrations.hf, kdsl.integrations.lightning") == [[], ["torch"]]
 
 
 def test_kdsl_check_of_a_spec_that_logs_to_trackers_imports_none(tmp_path):

@@ -19,6 +19,7 @@ from kdsl.lang import fmt as fmt_module
 from kdsl.lang import ir
 from kdsl.lang.fmt import FormatError, format_text, lowered_statements
 from kdsl.lang.printer import statement_text
+from tests.conftest import run_cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_SPECS = sorted(p for folder in ("specs", "examples", "tests") for p in (ROOT / folder).rglob("*.kd"))
@@ -213,13 +214,17 @@ def test_a_printer_bug_cannot_change_a_file(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ the command
+# The first test runs `kdsl fmt` as a process of its own; the others run the same entry point in
+# this process (no interpreter and import per call: seconds on a busy machine), with the exit code,
+# stdout and stderr a process would give.
 def test_check_passes_on_the_shipped_specs(cli):
     code, out, err = cli("fmt", "--check", *[_rel(p) for p in SHIPPED])
     assert code == 0, out + err
     assert out == "" and f"{len(SHIPPED)} files already formatted" in err
 
 
-def test_check_shows_a_diff_and_changes_nothing(cli, tmp_path):
+def test_check_shows_a_diff_and_changes_nothing(tmp_path):
+    cli = run_cli_in_process
     spec = tmp_path / "s.kd"
     spec.write_text(UNFORMATTED)
     code, out, err = cli("fmt", "--check", str(spec))
@@ -232,7 +237,8 @@ def test_check_shows_a_diff_and_changes_nothing(cli, tmp_path):
     assert spec.read_text() == UNFORMATTED
 
 
-def test_fmt_rewrites_in_place_and_keeps_permissions(cli, tmp_path):
+def test_fmt_rewrites_in_place_and_keeps_permissions(tmp_path):
+    cli = run_cli_in_process
     spec = tmp_path / "s.kd"
     spec.write_text(UNFORMATTED)
     spec.chmod(0o640)
@@ -246,7 +252,8 @@ def test_fmt_rewrites_in_place_and_keeps_permissions(cli, tmp_path):
     assert cli("fmt", "--check", str(spec))[0] == 0
 
 
-def test_a_file_with_syntax_errors_is_left_untouched(cli, tmp_path):
+def test_a_file_with_syntax_errors_is_left_untouched(tmp_path):
+    cli = run_cli_in_process
     bad, good = tmp_path / "bad.kd", tmp_path / "good.kd"
     bad.write_text("student\nloss l = f(x y)   # broken\n")
     good.write_text(UNFORMATTED)
@@ -260,7 +267,8 @@ def test_a_file_with_syntax_errors_is_left_untouched(cli, tmp_path):
     assert good.read_text() == format_text(UNFORMATTED).text
 
 
-def test_usage_problems_exit_2(cli, tmp_path):
+def test_usage_problems_exit_2(tmp_path):
+    cli = run_cli_in_process
     spec = tmp_path / "s.kd"
     spec.write_text(UNFORMATTED)
     code, _, err = cli("fmt", str(spec), "no/such/spec.kd")

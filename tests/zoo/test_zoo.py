@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import subprocess
@@ -25,6 +26,20 @@ GENERATORS = ["dafl_generator"]
 LANGUAGE_MODELS = ["gpt"]  # tested in test_gpt.py
 RESNETS = [name for name in CIFAR_MODELS if name.startswith("resnet")]
 WRNS = ["wrn_16_2", "wrn_40_1", "wrn_40_2"]
+
+
+@functools.lru_cache(maxsize=None)
+def built(name: str, **options) -> nn.Module:
+    """``MODELS[name](**options)``, built once for the tests that only read a model (its
+    parameter count, its module names, its modules): building the larger models is most of this
+    file's time. A test that runs a model or hooks it builds its own."""
+    return MODELS[name](**options)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_built_models():
+    yield
+    built.cache_clear()  # the worker runs other files after this one
 
 
 def count(model: nn.Module, skip: str = "") -> int:
@@ -117,28 +132,28 @@ def test_default_num_classes(name):
 
 @pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_exact_parameter_count(name):
-    assert count(MODELS[name]()) == EXACT_CIFAR100[name]
+    assert count(built(name)) == EXACT_CIFAR100[name]
 
 
 @pytest.mark.parametrize("name", sorted(INDEPENDENT_CIFAR10))
 def test_matches_independent_cifar10_count(name):
-    assert count(MODELS[name](num_classes=10)) == INDEPENDENT_CIFAR10[name]
+    assert count(built(name, num_classes=10)) == INDEPENDENT_CIFAR10[name]
 
 
 @pytest.mark.parametrize("name", sorted(HE_2016_TABLE6_M))
 def test_resnet_matches_he_2016_without_projections(name):
-    model = MODELS[name](num_classes=10)
+    model = built(name, num_classes=10)
     assert rounds_to(count(model, skip="downsample"), HE_2016_TABLE6_M[name])
 
 
 @pytest.mark.parametrize("name", sorted(WRN_2016_M))
 def test_wrn_matches_zagoruyko_2016(name):
-    assert rounds_to(count(MODELS[name](num_classes=10)), WRN_2016_M[name])
+    assert rounds_to(count(built(name, num_classes=10)), WRN_2016_M[name])
 
 
 @pytest.mark.parametrize("name", sorted(QUOTED_CIFAR100_M))
 def test_matches_quoted_cifar100_figure(name):
-    assert rounds_to(count(MODELS[name]()), QUOTED_CIFAR100_M[name])
+    assert rounds_to(count(built(name)), QUOTED_CIFAR100_M[name])
 
 
 @pytest.mark.parametrize("name", ["vgg8", "vgg13"])
@@ -152,12 +167,12 @@ def test_vgg_count_follows_its_definition(name):
             expected += 9 * channels * width + width + 2 * width
             channels = width
     expected += channels * 100 + 100
-    assert count(MODELS[name]()) == expected
+    assert count(built(name)) == expected
 
 
 def test_num_classes_only_changes_the_classifier():
     for name in ["resnet20", "wrn_16_2", "vgg8", "mobilenetv2", "shufflenetv2"]:
-        small, large = MODELS[name](num_classes=10), MODELS[name](num_classes=100)
+        small, large = built(name, num_classes=10), built(name, num_classes=100)
         assert count(large) - count(small) == 90 * (large.fc.in_features + 1)
 
 
@@ -186,7 +201,7 @@ def test_digits_forward_backward(name):
 
 
 def test_digits_capacity_ordering():
-    teacher, cnn, mlp = (count(MODELS[name]()) for name in DIGITS_MODELS)
+    teacher, cnn, mlp = (count(built(name)) for name in DIGITS_MODELS)
     assert (teacher, cnn, mlp) == (56_554, 3_778, 2_410)
     assert teacher > 10 * cnn and teacher > 10 * mlp
 
@@ -203,7 +218,7 @@ def test_digits_width_option():
 
 
 def _names(name: str) -> set:
-    return set(dict(MODELS[name]().named_modules()))
+    return set(dict(built(name).named_modules()))
 
 
 @pytest.mark.parametrize("name", RESNETS)
@@ -254,7 +269,7 @@ def test_digits_names():
 
 @pytest.mark.parametrize("name", CIFAR_MODELS + DIGITS_MODELS)
 def test_relus_are_inplace_modules(name):
-    relus = [m for m in MODELS[name]().modules() if isinstance(m, nn.ReLU)]
+    relus = [m for m in built(name).modules() if isinstance(m, nn.ReLU)]
     assert relus and all(m.inplace for m in relus)
 
 
