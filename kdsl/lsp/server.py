@@ -33,7 +33,8 @@ from kdsl.lsp import complete, convert, fixes, hover
 from kdsl.lsp.context import context_at
 from kdsl.lsp.model_paths import ModelPaths
 from kdsl.lsp.names import Index
-from kdsl.lsp.text import Lines, parsed_statements, token_at, tokens, window, within_size_limit
+from kdsl.lsp.text import (Lines, parsed_statements, remember_parsed, token_at, tokens, window,
+                           within_size_limit)
 
 DEBOUNCE_S = 0.15  # the client may choose another: initializationOptions {"debounceMs": 0}
 INTERNAL = "kdsl could not check this text"
@@ -126,7 +127,9 @@ class KdslServer(LanguageServer):
             return
         path = self.path_of(uri)
         try:
-            _, diagnostics, sources = check_text(doc.source, path)
+            parsed: Dict[str, list] = {}
+            _, diagnostics, sources = check_text(doc.source, path, parsed=parsed)
+            remember_parsed(sources, parsed)
             self.sources[uri] = sources
             self.indexes.pop(uri, None)  # its included files may have changed
             found = convert.to_lsp(diagnostics, path, sources)

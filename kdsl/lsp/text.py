@@ -10,9 +10,10 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from kdsl.core.files import SpecFileError, check_spec_size
+from kdsl.core.frozen import trusted_construction
 
 _TOKEN = re.compile(r'(?P<comment>#[^\n]*)|(?P<string>"(?:\\.|[^"\\\n])*"?)'
                     r'|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<number>[0-9][0-9_.eE+-]*)'
@@ -55,12 +56,39 @@ def within_size_limit(text: str) -> bool:
     return True
 
 
+# The statements of the files parsed last, file -> (its text, its statements): the requests that
+# follow an edit read those its check parsed (:func:`remember_parsed`), and the several features
+# asking about one text parse it once.
+PARSED_FILES_KEPT = 32
+_parsed: Dict[str, Tuple[str, list]] = {}
+
+
+def _keep(file: str, text: str, statements: list) -> None:
+    _parsed.pop(file, None)
+    _parsed[file] = (text, statements)
+    if len(_parsed) > PARSED_FILES_KEPT:
+        _parsed.pop(next(iter(_parsed)))
+
+
+def remember_parsed(texts: Dict[str, str], parsed: Dict[str, list]) -> None:
+    """Keep the statements a check parsed (``check_text``'s ``parsed``) for the files' texts."""
+    for file, statements in parsed.items():
+        _keep(file, texts[file], statements)
+
+
 def parsed_statements(text: str, file: str) -> list:
     """The file's statements, parsed and lowered (:func:`kdsl.lang.fmt.lowered_statements`); none
     for a text past the size limit."""
     from kdsl.lang.fmt import lowered_statements
 
-    return lowered_statements(text, file)[0] if within_size_limit(text) else []
+    if not within_size_limit(text):
+        return []
+    kept = _parsed.get(file)
+    if kept is None or not (kept[0] is text or kept[0] == text):
+        with trusted_construction():  # the parser's nodes, as the loader builds them
+            kept = (text, lowered_statements(text, file)[0])
+        _keep(file, *kept)
+    return list(kept[1])
 
 
 def window(text: str, offset: int) -> Tuple[int, int]:
