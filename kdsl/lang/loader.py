@@ -31,6 +31,7 @@ class _Loader:
         self.includes: List[str] = []
         self.broken: List[Tuple[str, str]] = []
         self.size = 0  # bytes read so far: a spec and its includes share MAX_SPEC_BYTES
+        self.parsed: Dict[str, List[ir.Node]] = {}  # each file's statements, includes not spliced
 
     def read(self, path: str, span=None, text: Optional[str] = None) -> Optional[str]:
         """The text of spec file ``path`` (or ``text``, a spec given as text), within the size
@@ -52,7 +53,8 @@ class _Loader:
         self.sources[name] = text
         out: List[ir.Node] = []
         here = os.path.dirname(name) if not name.startswith("<") else ""
-        for stmt in build_statements(SourceText(name, text), self.diags, self.broken):
+        self.parsed[name] = build_statements(SourceText(name, text), self.diags, self.broken)
+        for stmt in self.parsed[name]:
             if isinstance(stmt, ir.IncludeDecl):
                 path = os.path.normpath(os.path.join(here, stmt.path))
                 key = os.path.abspath(path)
@@ -112,10 +114,14 @@ class _Loader:
 
 
 def check_text(text: str, filename: str = "<string>", params: GivenValues = None,
+               parsed: Optional[Dict[str, List[ir.Node]]] = None,
                ) -> Tuple[Optional[ir.Spec], List[Diagnostic], Dict[str, str]]:
     """Every diagnostic for a spec's text, and the spec when there are no errors. ``params``:
-    values for the spec's params (``--set``'s NAME=VALUE texts, or ``{NAME: value}``)."""
+    values for the spec's params (``--set``'s NAME=VALUE texts, or ``{NAME: value}``). ``parsed``,
+    when given, receives the statements of each file read (as ``lowered_statements`` gives them):
+    the language server answers requests about the checked text without parsing it again."""
     loader = _Loader()
+    loader.parsed = parsed if parsed is not None else loader.parsed
     with trusted_construction():  # the front end's nodes are well-typed by construction
         if loader.read(filename, text=text) is None:
             return None, loader.diags.items, loader.sources

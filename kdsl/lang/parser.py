@@ -14,6 +14,7 @@ Syntax errors say what was expected in the characters a user types (``')'``, not
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple, Union
@@ -393,6 +394,33 @@ def _keyword_values(names) -> List[str]:
     return out
 
 
+# A long-lived process (the language server) checks every edit of a file whose other statements
+# are unchanged: the outcome of parsing a statement's text is kept for the PARSED_KEPT texts parsed
+# last (each of at most PARSED_KEPT_CHARS characters: a statement is far shorter, and the memory
+# kept stays small). An outcome depends on the text and the rule alone (lark counts lines and
+# columns within the text; Positions maps them to the file), and nothing changes a tree once built.
+PARSED_KEPT = 1024
+PARSED_KEPT_CHARS = 2000
+
+
+def _parse(text: str, rule: str):
+    import lark
+
+    try:
+        return lark_parser().parse(text, start=rule)
+    except lark.UnexpectedInput as e:
+        return e
+
+
+_parse_kept = functools.lru_cache(maxsize=PARSED_KEPT)(_parse)
+
+
+def parsed(text: str, rule: str):
+    """lark's parse tree of one statement's ``text`` from grammar rule ``rule``, or the syntax
+    error lark raised (an exception returned, not raised)."""
+    return _parse_kept(text, rule) if len(text) <= PARSED_KEPT_CHARS else _parse(text, rule)
+
+
 def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
     """The parse tree of one chunk, or None after reporting its syntax error."""
     import lark
@@ -404,8 +432,11 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
                     source.span(chunk.start, chunk.start + 1),
                     hint="split it up: a statement per record, connector and loss")
         return None, pos
+    found = parsed(text, chunk.rule)
+    if not isinstance(found, lark.UnexpectedInput):
+        return found, pos
     try:
-        return lark_parser().parse(text, start=chunk.rule), pos
+        raise found.with_traceback(None)  # reported by the handlers below, as lark raised it
     except lark.UnexpectedCharacters as e:
         line, col = pos.at(e.line, e.column)
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""

@@ -70,11 +70,22 @@ def _settings(given: set) -> List[lsp.CompletionItem]:
             for s in SPEC_SETTINGS.values() if s.name not in given]
 
 
+_component_items: tuple = ((), [])  # the catalog's entries, and the items made of them
+
+
 def _components() -> List[lsp.CompletionItem]:
-    return [lsp.CompletionItem(label=c.name, kind=_KIND[c.kind], detail=f"{c.kind}: {c.summary}",
-                               insert_text=component_snippet(c),
-                               insert_text_format=lsp.InsertTextFormat.Snippet)
-            for c in REGISTRY.all()]
+    """An item per catalog entry, made again only when the catalog changed (a spec's ``import``
+    registers more): most completions offer them all."""
+    global _component_items
+    entries = REGISTRY.all()
+    kept, items = _component_items
+    if len(kept) != len(entries) or any(a is not b for a, b in zip(kept, entries)):
+        items = [lsp.CompletionItem(label=c.name, kind=_KIND[c.kind], detail=f"{c.kind}: {c.summary}",
+                                    insert_text=component_snippet(c),
+                                    insert_text_format=lsp.InsertTextFormat.Snippet)
+                 for c in entries]
+        _component_items = (tuple(entries), items)
+    return list(items)
 
 
 def _options(call: str, given: tuple) -> List[lsp.CompletionItem]:

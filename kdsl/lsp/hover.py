@@ -15,7 +15,7 @@ from kdsl.lang.generation import OPTIONS as GENERATE_OPTIONS
 from kdsl.lsp.complete import generate_option_text, search_doc, setting_doc
 from kdsl.lsp.context import component_named, context_at
 from kdsl.lsp.names import Declaration, Index
-from kdsl.lsp.text import Token, after_dot, tokens, window
+from kdsl.lsp.text import Token, after_dot, line_tokens
 
 
 GENERATE_DOC = ("`generate from MODEL(options)`: MODEL completes the batch's prompts during training "
@@ -43,7 +43,7 @@ def _declaration(d: Declaration, index: Index) -> str:
 
 
 def hover_text(text: str, offset: int, index: Index) -> Optional[str]:
-    toks = tokens(text, *window(text, offset))
+    toks = line_tokens(text, offset)  # the previous line's tokens tell nothing here
     i = next((k for k, t in enumerate(toks) if t.kind == "name" and t.start <= offset <= t.end), None)
     if i is None:
         return None

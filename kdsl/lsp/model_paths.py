@@ -14,48 +14,18 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
-import sys
 from typing import Dict, List, Optional, Tuple
 
 from lsprotocol import types as lsp
 
 from kdsl.lang import ir
 from kdsl.lang.literal import try_literal
+from kdsl.lsp.model_worker import module_paths, quiet_stdout
 from kdsl.lsp.names import Index
 from kdsl.lsp.text import tokens, window
 
 # `student.layer2.0.co|`: a model name, the path typed so far, the part being typed
 _PATH_BEFORE_CURSOR = re.compile(r"(?<![\w.])([A-Za-z_]\w*)((?:\.\w+)*)\.(\w*)\Z")
-
-Paths = List[Tuple[str, str]]  # (dotted module path, class name)
-
-
-def module_paths(ref: str, args: list, kwargs: dict, spec_dir: str) -> Optional[Paths]:
-    """Run in the worker: every named module of the model ``ref(*args, **kwargs)`` built on the meta
-    device, with its class name; None when the factory cannot be called."""
-    import torch
-
-    from kdsl.core.diagnostics import KdslError
-    from kdsl.lang.refs import call_factory
-
-    if spec_dir and spec_dir not in sys.path:  # a model module next to the spec, as the loader does
-        sys.path.insert(0, spec_dir)
-    try:
-        with torch.device("meta"):
-            model = call_factory(ref, args, kwargs, "model")
-    except KdslError:
-        return None
-    if not isinstance(model, torch.nn.Module):
-        return None
-    return [(name, type(m).__name__) for name, m in model.named_modules() if name]
-
-
-def _quiet_stdout() -> None:
-    """In the worker: stdout is the server's channel to the editor, so whatever a factory prints
-    (from Python or C) goes to stderr, the server's log."""
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-
 
 def typed_path(text: str, offset: int) -> Optional[Tuple[str, Tuple[str, ...], str]]:
     """(model name, path typed so far, part being typed) when the cursor ends a dotted name
@@ -99,7 +69,7 @@ class ModelPaths:
                 # spawn: a fresh interpreter, not a copy of the server's event loop and threads
                 self.executor = concurrent.futures.ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_quiet_stdout)
+                    initializer=quiet_stdout)
             ref, args, kwargs = call
             self.built[key] = self.executor.submit(module_paths, ref, list(args), dict(kwargs), spec_dir)
         return self.built[key]

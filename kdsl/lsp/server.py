@@ -33,7 +33,8 @@ from kdsl.lsp import complete, convert, fixes, hover
 from kdsl.lsp.context import context_at
 from kdsl.lsp.model_paths import ModelPaths
 from kdsl.lsp.names import Index
-from kdsl.lsp.text import Lines, parsed_statements, token_at, tokens, window, within_size_limit
+from kdsl.lsp.text import (ClientUnits, Lines, line_tokens, parsed_statements, remember_parsed, token_at,
+                           within_size_limit)
 
 DEBOUNCE_S = 0.15  # the client may choose another: initializationOptions {"debounceMs": 0}
 INTERNAL = "kdsl could not check this text"
@@ -55,6 +56,7 @@ class KdslServer(LanguageServer):
         self.debounce_s = DEBOUNCE_S
         self._split: tuple = (None, [])  # the last text to_client split into lines, and its lines
         self._lines: tuple = (None, None)  # the last text a request asked about, and its Lines
+        self._units: Optional[tuple] = None  # (the client's position encoding, its ClientUnits)
         self.pending: Dict[str, asyncio.TimerHandle] = {}
         self.sources: Dict[str, Dict[str, str]] = {}  # uri -> the files its last check read
         self.indexes: Dict[str, tuple] = {}  # uri -> (the text it was built for, Index)
@@ -75,16 +77,18 @@ class KdslServer(LanguageServer):
         lines = self.lines(self.document(uri).source)
         line = position.line
         text = lines.line_text(line) if 0 <= line < len(lines) else None
-        # an ASCII line counts alike in every encoding: pygls's conversion walks the line character by
-        # character in Python, which on a fuzzer's megabyte line took a quarter of a second
-        codec, ascii_line = self.workspace.position_codec, text is not None and text.isascii()
-        if text is None or not 0 <= position.character <= (len(text) if ascii_line else codec.client_num_units(text)):
+        units = self.units()
+        if text is None or not 0 <= position.character <= units.count(text):
             raise JsonRpcInvalidParams(f"position {position.line}:{position.character} is outside the "
                                        f"text of {uri} ({len(lines)} lines)")
-        if ascii_line:
-            return lines.offset(line, position.character)
-        found = codec.position_from_client_units([text], lsp.Position(0, position.character))
-        return lines.offset(line, found.character)
+        return lines.offset(line, units.characters(text, position.character))
+
+    def units(self) -> ClientUnits:
+        """How the client counts characters (the encoding initialize settled on)."""
+        encoding = self.workspace.position_codec.encoding
+        if self._units is None or self._units[0] != encoding:
+            self._units = (encoding, ClientUnits(encoding))
+        return self._units[1]
 
     def lines(self, text: str) -> Lines:
         """The line starts of ``text``, kept for the last text asked about (a request converts
@@ -98,12 +102,12 @@ class KdslServer(LanguageServer):
         if self._split[0] is not text:
             self._split = (text, text.split("\n"))
         lines = self._split[1]
-        codec = self.workspace.position_codec
+        units = self.units()
 
         def position(p: lsp.Position) -> lsp.Position:
             if p.line >= len(lines) or lines[p.line].isascii():
                 return p
-            return lsp.Position(p.line, codec.client_num_units(lines[p.line][:p.character]))
+            return lsp.Position(p.line, units.count(lines[p.line][:p.character]))
 
         return [lsp.Range(position(r.start), position(r.end)) for r in ranges]
 
@@ -126,7 +130,9 @@ class KdslServer(LanguageServer):
             return
         path = self.path_of(uri)
         try:
-            _, diagnostics, sources = check_text(doc.source, path)
+            parsed: Dict[str, list] = {}
+            _, diagnostics, sources = check_text(doc.source, path, parsed=parsed)
+            remember_parsed(sources, parsed)
             self.sources[uri] = sources
             self.indexes.pop(uri, None)  # its included files may have changed
             found = convert.to_lsp(diagnostics, path, sources)
@@ -222,7 +228,7 @@ def _statements(text: str, path: str) -> List[ir.Node]:
 def _name_at(ls: KdslServer, uri: str, position: lsp.Position):
     offset = ls.offset(uri, position)
     text = ls.document(uri).source
-    tok = token_at(tokens(text, *window(text, offset)), offset)
+    tok = token_at(line_tokens(text, offset), offset)
     return tok, ls.index(uri)
 
 

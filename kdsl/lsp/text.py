@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from kdsl.core.files import SpecFileError, check_spec_size
+from kdsl.core.frozen import trusted_construction
 
 _TOKEN = re.compile(r'(?P<comment>#[^\n]*)|(?P<string>"(?:\\.|[^"\\\n])*"?)'
                     r'|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<number>[0-9][0-9_.eE+-]*)'
@@ -21,8 +21,7 @@ OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):  # a tuple: a fuzzer's text holds tens of thousands, built per request
     kind: str  # comment, string, name, number, newline, punct
     text: str
     start: int  # character offset in the text
@@ -41,7 +40,19 @@ WINDOW = 20_000
 def tokens(text: str, start: int = 0, end: int = -1) -> List[Token]:
     """Every token but blanks of ``text[start:end]``, in order (offsets in the whole text)."""
     found = _TOKEN.finditer(text, start, len(text) if end < 0 else end)
-    return [Token(m.lastgroup, m.group(), m.start()) for m in found if m.lastgroup != "space"]
+    new = tuple.__new__
+    return [new(Token, (m.lastgroup, m.group(), m.start())) for m in found if m.lastgroup != "space"]
+
+
+def line_tokens(text: str, offset: int) -> List[Token]:
+    """The tokens of :func:`tokens` over ``window(text, offset)`` from the start of the cursor's
+    line on (the tokens about the cursor, without scanning the lines above it). A token ends at a
+    line's end, except a string whose line ends in a backslash: after such a line, start earlier."""
+    start, end = window(text, offset)
+    line = max(start, text.rfind("\n", 0, offset) + 1)
+    while line - 2 >= start and text[line - 2] == "\\":
+        line = max(start, text.rfind("\n", 0, line - 1) + 1)
+    return tokens(text, line, end)
 
 
 def within_size_limit(text: str) -> bool:
@@ -55,12 +66,39 @@ def within_size_limit(text: str) -> bool:
     return True
 
 
+# The statements of the files parsed last, file -> (its text, its statements): the requests that
+# follow an edit read those its check parsed (:func:`remember_parsed`), and the several features
+# asking about one text parse it once.
+PARSED_FILES_KEPT = 32
+_parsed: Dict[str, Tuple[str, list]] = {}
+
+
+def _keep(file: str, text: str, statements: list) -> None:
+    _parsed.pop(file, None)
+    _parsed[file] = (text, statements)
+    if len(_parsed) > PARSED_FILES_KEPT:
+        _parsed.pop(next(iter(_parsed)))
+
+
+def remember_parsed(texts: Dict[str, str], parsed: Dict[str, list]) -> None:
+    """Keep the statements a check parsed (``check_text``'s ``parsed``) for the files' texts."""
+    for file, statements in parsed.items():
+        _keep(file, texts[file], statements)
+
+
 def parsed_statements(text: str, file: str) -> list:
     """The file's statements, parsed and lowered (:func:`kdsl.lang.fmt.lowered_statements`); none
     for a text past the size limit."""
     from kdsl.lang.fmt import lowered_statements
 
-    return lowered_statements(text, file)[0] if within_size_limit(text) else []
+    if not within_size_limit(text):
+        return []
+    kept = _parsed.get(file)
+    if kept is None or not (kept[0] is text or kept[0] == text):
+        with trusted_construction():  # the parser's nodes, as the loader builds them
+            kept = (text, lowered_statements(text, file)[0])
+        _keep(file, *kept)
+    return list(kept[1])
 
 
 def window(text: str, offset: int) -> Tuple[int, int]:
@@ -123,3 +161,27 @@ def open_brackets(toks: List[Token]) -> List[int]:
 def after_dot(toks: List[Token], i: int) -> bool:
     """``layer2`` in ``student.layer2``: a module path part, not a name of the spec."""
     return i > 0 and toks[i - 1].text == "." and toks[i - 1].end == toks[i].start
+
+
+class ClientUnits:
+    """Characters as the client counts them (LSP's position encodings: UTF-16 unless the client
+    asks for UTF-8 or UTF-32), as pygls's PositionCodec counts them, but converted by the codecs
+    in C: pygls walks a line character by character in Python, a quarter of a second on a
+    fuzzer's megabyte line."""
+
+    def __init__(self, encoding: Optional[str]) -> None:
+        self.codec = {"utf-8": "utf-8", "utf-32": None}.get(encoding or "", "utf-16-le")
+        self.size = 2 if self.codec == "utf-16-le" else 1
+
+    def count(self, text: str) -> int:
+        """How many units ``text`` is."""
+        return len(text) if self.codec is None or text.isascii() else len(text.encode(self.codec)) // self.size
+
+    def characters(self, line: str, units: int) -> int:
+        """The characters of ``line`` that its first ``units`` units hold (a character cut in
+        two by ``units`` counts whole, as pygls counts it)."""
+        if self.codec is None or line.isascii():
+            return min(units, len(line))
+        encoded = line.encode(self.codec)[:units * self.size]
+        whole = len(encoded.decode(self.codec, errors="ignore"))
+        return whole + (len(line[:whole].encode(self.codec)) < len(encoded))

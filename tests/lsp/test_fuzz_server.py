@@ -81,7 +81,7 @@ async def _diagnostics_of(client: LanguageClient, version: int):
             return params.diagnostics
 
 
-@pytest.mark.slow(seconds=38)  # the server's process included
+@pytest.mark.slow(seconds=30)  # the server's process included
 @pytest.mark.asyncio
 async def test_fuzzed_edits_never_crash_the_server(client: LanguageClient, tmp_path):
     rng = random.Random(20261207)

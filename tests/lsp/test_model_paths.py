@@ -24,7 +24,7 @@ from kdsl.lsp.names import Index  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 SPEC = 'student = model("kdsl.zoo:resnet8", num_classes=10)\nrecord r = output of student.layer1.0.\n'
-ASKS = 600  # completions asked (0.1 s apart) while the worker starts torch and builds the model
+ASKS, APART_S = 240, 0.25  # completions asked while the worker starts torch and builds the model (a minute at most)
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "kdsl", "lsp"],
@@ -53,7 +53,7 @@ async def test_module_paths_of_a_model_built_on_the_meta_device(client: Language
         found = await _complete(client, tmp_path, SPEC, 1, end)
         if not found.is_incomplete:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(APART_S)
     labels = {item.label: item.detail for item in found.items}
     assert not found.is_incomplete
     assert labels == {"conv1": "student.layer1.0.conv1: Conv2d", "bn1": "student.layer1.0.bn1: BatchNorm2d",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pathlib
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
+
+from tests.conftest import run_cli_in_process
 
 yaml = pytest.importorskip("yaml", reason="reading .pre-commit-hooks.yaml needs PyYAML")
 
@@ -18,10 +18,11 @@ HOOKS = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").re
 
 
 def _run(hook: dict, *files: pathlib.Path) -> int:
+    """The exit status of the hook's command on ``files``, run through kdsl's entry point in this
+    process (as ``python -m kdsl`` runs it, without an interpreter's start-up)."""
     words = shlex.split(hook["entry"])
     assert words[0] == "kdsl"
-    cmd = [sys.executable, "-m", "kdsl", *words[1:], *map(str, files)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).returncode
+    return run_cli_in_process(*words[1:], *map(str, files), cwd=ROOT)[0]
 
 
 def test_hooks_are_offered_for_kd_files():

@@ -1,4 +1,7 @@
-"""``kdsl lsp`` end to end: a pytest-lsp client talks to the server over stdio, as an editor does."""
+"""``kdsl lsp`` end to end: a pytest-lsp client talks to the server over stdio, as an editor does.
+
+One server serves the whole module, as one serves an editor's session: each test opens its own
+files (under its own tmp_path) and waits for the diagnostics of its own documents."""
 
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ train {
 """
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "kdsl", "lsp"],
-                                              server_env=ENV))
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(
+    server_command=[sys.executable, "-m", "kdsl", "lsp"], server_env=ENV))
 async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(
         types.InitializeParams(capabilities=client_capabilities("visual-studio-code")))
@@ -51,11 +54,19 @@ def _pos(text: str, needle: str, delta: int = 0, nth: int = 0) -> types.Position
     return types.Position(line, offset - (text.rfind("\n", 0, offset) + 1))
 
 
+async def _published(client: LanguageClient, uri: str) -> types.PublishDiagnosticsParams:
+    """The next diagnostics published for ``uri`` (the shared server's other documents' skipped)."""
+    while True:
+        params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        if params.uri == uri:
+            return params
+
+
 async def _open(client: LanguageClient, path: pathlib.Path, text: str) -> str:
     uri = path.absolute().as_uri()
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         types.TextDocumentItem(uri=uri, language_id="kdsl", version=1, text=text)))
-    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    await _published(client, uri)
     return uri
 
 
@@ -63,7 +74,7 @@ def _doc(uri: str) -> types.TextDocumentIdentifier:
     return types.TextDocumentIdentifier(uri=uri)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_open_edit_diagnostics_match_kdsl_check(client: LanguageClient, tmp_path):
     from kdsl.lang.loader import check_text
 
@@ -74,7 +85,7 @@ async def test_open_edit_diagnostics_match_kdsl_check(client: LanguageClient, tm
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         [types.TextDocumentContentChangeWholeDocument(text=broken)]))
-    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    await _published(client, uri)
     found = client.diagnostics[uri]
     expected = [d for d in check_text(broken, str(tmp_path / "a.kd"))[1]]
     assert [(d.code, d.range.start.line + 1, d.range.start.character + 1) for d in found] == \
@@ -89,7 +100,7 @@ async def test_open_edit_diagnostics_match_kdsl_check(client: LanguageClient, tm
     assert actions[0].edit.changes[uri][0].new_text == "s_logits"
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_related_locations_and_errors_in_included_files(client: LanguageClient, tmp_path):
     (tmp_path / "base.kd").write_text("student\nrecord s = output of student\nrecord s = output of student\n")
     uri = await _open(client, tmp_path / "top.kd", 'include "base.kd"\n')
@@ -101,7 +112,7 @@ async def test_related_locations_and_errors_in_included_files(client: LanguageCl
     assert (tmp_path / "base.kd").as_uri() in locations
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_hover_entry_setting_and_record(client: LanguageClient, tmp_path):
     uri = await _open(client, tmp_path / "a.kd", SPEC)
 
@@ -117,7 +128,7 @@ async def test_hover_entry_setting_and_record(client: LanguageClient, tmp_path):
     assert "(record) s_logits" in record and "module output" in record
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_completion_keywords_settings_entries_options_names(client: LanguageClient, tmp_path):
     text = SPEC.replace("  epochs = 2\n", "  epochs = 2\n  \n") + "\nloss x = kl_div(s_logits, t_logits, )\n"
     uri = await _open(client, tmp_path / "a.kd", text)
@@ -136,7 +147,7 @@ async def test_completion_keywords_settings_entries_options_names(client: Langua
     assert in_call["kl_div"].insert_text == "kl_div(${1:preds_S}, ${2:preds_T})"
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_definition_references_rename(client: LanguageClient, tmp_path):
     uri = await _open(client, tmp_path / "a.kd", SPEC)
     use = _pos(SPEC, "tau)", 1)
@@ -155,7 +166,7 @@ async def test_definition_references_rename(client: LanguageClient, tmp_path):
         await client.text_document_rename_async(types.RenameParams(text_document=_doc(uri), position=use, new_name="not a name"))
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_format_symbols_and_shutdown(client: LanguageClient, tmp_path):
     from kdsl.lang.fmt import format_text
 
@@ -168,7 +179,7 @@ async def test_format_symbols_and_shutdown(client: LanguageClient, tmp_path):
     assert [s.name for s in symbols] == ["student", "teacher", "tau", "s_logits", "t_logits", "kd", "train"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_bad_requests_get_lsp_errors(client: LanguageClient, tmp_path):
     uri = await _open(client, tmp_path / "a.kd", SPEC)
     with pytest.raises(JsonRpcInvalidParams, match="outside the text"):
@@ -184,7 +195,7 @@ async def test_bad_requests_get_lsp_errors(client: LanguageClient, tmp_path):
             text_document=_doc(uri), options=types.FormattingOptions(tab_size=2, insert_spaces=True)))
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_burst_of_edits_is_checked_once(client: LanguageClient, tmp_path):
     uri = await _open(client, tmp_path / "a.kd", SPEC)
     text = SPEC
@@ -193,11 +204,11 @@ async def test_a_burst_of_edits_is_checked_once(client: LanguageClient, tmp_path
         client.text_document_did_change(types.DidChangeTextDocumentParams(
             types.VersionedTextDocumentIdentifier(uri=uri, version=version),
             [types.TextDocumentContentChangeWholeDocument(text=text)]))
-    published = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    published = await _published(client, uri)
     assert published.version == 6  # the earlier versions were never checked
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_definition_of_an_include_opens_the_file(client: LanguageClient, tmp_path):
     (tmp_path / "base.kd").write_text("student\nrecord s = output of student\n")
     text = 'include "base.kd"\nrecord t = output of student\n'
@@ -210,7 +221,7 @@ async def test_definition_of_an_include_opens_the_file(client: LanguageClient, t
     assert model.uri == (tmp_path / "base.kd").as_uri() and model.range.start == types.Position(0, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_positions_count_utf16_units(client: LanguageClient, tmp_path):
     # U+1F600 is one Python character but two UTF-16 units (VS Code's unit): what follows it shifts
     line = 'loss z = mse(s_logits, t_logits, reduction="\U0001F600") * s_logitz\n'
@@ -224,7 +235,7 @@ async def test_positions_count_utf16_units(client: LanguageClient, tmp_path):
     assert hover is not None and "(model) student" in hover.contents.value
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_quick_fixes_for_fixable_warnings(client: LanguageClient, tmp_path):
     text = SPEC.replace("num_classes=100)\n", "num_classes=100) trainable\n", 1).replace(
         "\nloss kd", "\nrecord spare = output of teacher\nloss kd")
