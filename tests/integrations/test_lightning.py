@@ -12,13 +12,22 @@ import sys
 
 import pytest
 
-pl = pytest.importorskip("lightning.pytorch")
-import torch  # noqa: E402
+import torch
 
-import kdsl  # noqa: E402
-import lightning_digits  # noqa: E402  (examples/integrations)
+import kdsl
 
 STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def lightning_digits():
+    """examples/integrations/lightning_digits.py; the file's tests skip, saying why, where Lightning
+    is missing. Imported as the file's first test runs, not at import: every pytest-xdist worker
+    collects every file (Lightning's import, with torchmetrics and scipy, ~3.5 s CPU), one runs it."""
+    pytest.importorskip("lightning.pytorch")
+    import lightning_digits
+
+    return lightning_digits
 
 
 def _assert_same(a, b):
@@ -26,7 +35,7 @@ def _assert_same(a, b):
         assert torch.allclose(p.float(), q.float(), atol=1e-6, rtol=1e-6), (name, (p.float() - q.float()).abs().max())
 
 
-def test_student_equals_kdsl_train(tmp_path):
+def test_student_equals_kdsl_train(tmp_path, lightning_digits):
     from kdsl.zoo import digits_cnn
 
     torch.manual_seed(0)
@@ -49,7 +58,7 @@ def test_student_equals_kdsl_train(tmp_path):
     assert not any(k.startswith("distiller.models.teacher") for k in state)  # frozen: from the spec
 
 
-def test_ddp_two_processes_under_lightnings_launcher(tmp_path):
+def test_ddp_two_processes_under_lightnings_launcher(tmp_path, lightning_digits):
     from kdsl.zoo import digits_cnn
 
     env = dict(os.environ, PYTHONPATH=str(lightning_digits.ROOT), OMP_NUM_THREADS="1")
@@ -69,7 +78,7 @@ def test_ddp_two_processes_under_lightnings_launcher(tmp_path):
     assert not torch.equal(start.fc.weight, ranks[0].fc.weight)
 
 
-def test_ddp_with_lightnings_sampler_is_kd794(tmp_path):
+def test_ddp_with_lightnings_sampler_is_kd794(tmp_path, lightning_digits):
     from kdsl.core.diagnostics import KdslError
 
     module = lightning_digits.digits_module()

@@ -7,7 +7,13 @@ import pytest
 
 from kdsl.training.curves import build_figure, plot_curves
 
-pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matplotlib_installed():
+    """The file's tests skip, saying why, where matplotlib is missing: imported as they run, not as
+    every pytest-xdist worker collects the file."""
+    return pytest.importorskip("matplotlib")
 
 
 def _history(n=3, kd=None, stages=None):
