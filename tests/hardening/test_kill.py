@@ -116,7 +116,7 @@ def _report(kind: str, trials: int, failures: dict):
     assert not failures, json.dumps(failures, indent=1)
 
 
-@pytest.mark.slow(seconds=30)  # with the traced run: six `kdsl train` processes
+@pytest.mark.slow(seconds=10)  # with the traced run: six `kdsl train` processes, forked
 def test_kill_at_write_points_then_resume(traced, tmp_path):
     full, points, _ = traced
     last_epoch = max(n for n, what, name in points if name == "checkpoint.pt")  # the final commit point
@@ -139,7 +139,7 @@ def test_kill_at_write_points_then_resume(traced, tmp_path):
     _report("injected at write points", len(chosen), failures)
 
 
-@pytest.mark.slow(seconds=9)
+@pytest.mark.slow(seconds=3)
 def test_real_sigkill_at_random_times_then_resume(traced, tmp_path):
     full, _, wall = traced
     rng = random.Random(13)
