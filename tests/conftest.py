@@ -21,7 +21,7 @@ def root() -> Path:
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env=None, timeout: float = 600):
-    """Run ``python -m kdsl ARGS`` in a subprocess: (exit code, stdout, stderr)."""
+    """Run ``python -m kdsl ARGS`` in a subprocess, a fresh interpreter: (exit code, stdout, stderr)."""
     full_env = dict(os.environ)
     full_env.pop("FORCE_COLOR", None)
     full_env["NO_COLOR"] = "1"
@@ -91,7 +91,12 @@ def completed_in_process(*args: str, env=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def cli():
-    return run_cli
+    """``kdsl ARGS`` in a process of its own, forked from a server that imported torch and kdsl once
+    (tests/forked.py: a tenth of an interpreter's start): (exit code, stdout, stderr), as
+    :func:`run_cli` gives them. A test of what a command imports runs :func:`run_cli`."""
+    import forked
+
+    return forked.run_kdsl
 
 
 # Tests that compare with MMRazor's and torchdistill's outputs read reference vectors from

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import forked
 from tests.conftest import run_cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,15 +26,23 @@ def kdsl(*args: str, columns: int = 200):
     return run_cli_in_process(*args, env={"COLUMNS": str(columns)})
 
 
-def in_process(args, *modules: str):
-    """Run ``kdsl ARGS`` in a fresh interpreter: (exit code, output, which of ``modules`` it imported)."""
+def in_process(args, *modules: str, fresh: bool = True):
+    """Run ``kdsl ARGS`` in a fresh interpreter: (exit code, output, which of ``modules`` it
+    imported). Not ``fresh``: in a forked child (tests/forked.py), which has imported torch and
+    kdsl but none of ``modules`` (that is checked), for what the command itself imports besides."""
     program = ("import sys\nfrom kdsl.cli.app import main\ncode = 0\n"
+               f"assert not [m for m in {list(modules)!r} if m in sys.modules]\n"
                f"try:\n    main({list(args)!r})\nexcept SystemExit as e:\n    code = e.code or 0\n"
                f"print('IMPORTED', [m for m in {list(modules)!r} if m in sys.modules])\nsys.exit(code)\n")
-    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, COLUMNS="200", NO_COLOR="1"))
-    imported = eval(proc.stdout.rsplit("IMPORTED ", 1)[1])  # a list literal printed above
-    return proc.returncode, proc.stdout, imported
+    if fresh:
+        proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT,
+                              env=dict(os.environ, COLUMNS="200", NO_COLOR="1"))
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        code, out, err = forked.run_python(program, env={"COLUMNS": "200"})
+    assert "IMPORTED " in out, out + err
+    imported = eval(out.rsplit("IMPORTED ", 1)[1])  # a list literal printed above
+    return code, out, imported
 
 
 def test_version_names_kdsl_torch_and_python_without_importing_torch():
@@ -49,7 +58,7 @@ def test_version_names_kdsl_torch_and_python_without_importing_torch():
 def test_list_models_shows_the_zoo_and_the_installed_hubs_without_importing_them():
     from kdsl.zoo import MODELS
 
-    code, out, imported = in_process(["list", "models"], "torchvision", "timm", "transformers")
+    code, out, imported = in_process(["list", "models"], "torchvision", "timm", "transformers", fresh=False)
     assert code == 0, out
     for name in MODELS:
         assert f"│ {name} " in out, name

@@ -20,14 +20,15 @@ def cli():
     return run_cli_in_process
 
 
-@pytest.fixture
-def specs_with_checkpoints(tmp_path):
-    """specs/ copied next to random-weight teacher checkpoints (the real ones are not shipped)."""
+@pytest.fixture(scope="module")
+def specs_with_checkpoints(tmp_path_factory):
+    """specs/ copied next to random-weight teacher checkpoints (the real ones are not shipped),
+    made once: the tests only read them."""
     import torch
 
     from kdsl.zoo import resnet32x4, wrn_40_2
 
-    dst = tmp_path / "specs"
+    dst = tmp_path_factory.mktemp("inspect") / "specs"
     shutil.copytree(ROOT / "specs", dst)
     (dst / "checkpoints").mkdir()
     torch.save(resnet32x4().state_dict(), dst / "checkpoints" / "resnet32x4_cifar100.pt")

@@ -2,7 +2,7 @@
 
 Two kinds of kill: one injected at a *write point* of the run directory's atomic writes
 (``KDSL_KILL_AT=N``: ``os._exit(137)`` at the Nth point, which is what SIGKILL leaves behind: no
-cleanup, a half-written temporary file), and real SIGKILLs of a ``kdsl train`` subprocess at
+cleanup, a half-written temporary file), and real SIGKILLs of a ``kdsl train`` process at
 random times. After every kill, ``--resume`` must end with student.pt, models/student.pt,
 checkpoint.pt, metrics.jsonl and summary.json agreeing, no temporary file left, and the final
 weights bit-identical to an uninterrupted run's.
@@ -18,14 +18,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import forked
 import kdsl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,21 +38,20 @@ DEFAULT_POINTS = [("write", "checkpoint.pt"), ("renamed", "checkpoint.pt"), ("re
                   ("renamed", "metrics.jsonl"), ("rename", "summary.json")]
 
 
-def _train_subprocess(out: Path, env=None, wait=True):
-    full = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NO_COLOR="1",
-                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key in ("KDSL_KILL_AT", "KDSL_KILL_TRACE"):
-        full.pop(key, None)
-    full.update(env or {})
-    cmd = [sys.executable, "-m", "kdsl", "train", SPEC, *ARGS, "--out", str(out)]
-    if wait:  # output to files: a pipe nobody reads would block a chatty run
-        with open(out.parent / f"{out.name}.log", "w+b") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
-            proc.wait(timeout=300)
-            log.seek(0)
-            proc.output = log.read().decode(errors="replace")
-        return proc
-    return subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _train(out: Path, env=None) -> forked.Child:
+    """`kdsl train SPEC ARGS --out OUT`, started in a process of its own (tests/forked.py: forked
+    from a server that imported torch and kdsl; the write points read KDSL_KILL_AT and
+    KDSL_KILL_TRACE as they pass, so the child's environment is theirs)."""
+    return forked.Child(["train", SPEC, *ARGS, "--out", str(out)],
+                        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "KDSL_KILL_AT": None,
+                             "KDSL_KILL_TRACE": None, **(env or {})})
+
+
+def _train_to_the_end(out: Path, env=None):
+    """:func:`_train` until the process ends: (its exit code, what it printed)."""
+    with _train(out, env) as child:
+        code = child.wait(timeout=300)
+        return code, "".join(child.output())
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +59,13 @@ def traced(tmp_path_factory):
     """An uninterrupted run, its write points in order ``[(n, what, file)]``, and its wall time."""
     out = tmp_path_factory.mktemp("kill") / "full"
     trace = out.parent / "trace.txt"
-    t0 = time.time()
-    proc = _train_subprocess(out, {"KDSL_KILL_TRACE": str(trace)})
-    assert proc.returncode == 0, proc.output
+    with _train(out, {"KDSL_KILL_TRACE": str(trace)}) as child:
+        t0 = time.time()  # started (as the killed runs' clocks start: not the fork server's own start)
+        code = child.wait(timeout=300)
+        wall = time.time() - t0
+        assert code == 0, child.output()
     points = [(int(n), what, name) for n, what, name in (line.split() for line in trace.read_text().splitlines())]
-    return out, points, time.time() - t0
+    return out, points, wall
 
 
 def _resume(out: Path):
@@ -116,7 +116,7 @@ def _report(kind: str, trials: int, failures: dict):
     assert not failures, json.dumps(failures, indent=1)
 
 
-@pytest.mark.slow(seconds=30)  # with the traced run: six `kdsl train` processes
+@pytest.mark.slow(seconds=10)  # with the traced run: six `kdsl train` processes, forked
 def test_kill_at_write_points_then_resume(traced, tmp_path):
     full, points, _ = traced
     last_epoch = max(n for n, what, name in points if name == "checkpoint.pt")  # the final commit point
@@ -130,8 +130,8 @@ def test_kill_at_write_points_then_resume(traced, tmp_path):
     failures = {}
     for n in chosen:
         out = tmp_path / f"at-{n}"
-        proc = _train_subprocess(out, {"KDSL_KILL_AT": str(n)})
-        assert proc.returncode == 137, f"point {n} was not reached: {proc.output[-2000:]}"
+        code, output = _train_to_the_end(out, {"KDSL_KILL_AT": str(n)})
+        assert code == 137, f"point {n} was not reached: {output[-2000:]}"
         _resume(out)
         problems = _problems(out, full)
         if problems:
@@ -139,7 +139,7 @@ def test_kill_at_write_points_then_resume(traced, tmp_path):
     _report("injected at write points", len(chosen), failures)
 
 
-@pytest.mark.slow(seconds=9)
+@pytest.mark.slow(seconds=3)
 def test_real_sigkill_at_random_times_then_resume(traced, tmp_path):
     full, _, wall = traced
     rng = random.Random(13)
@@ -147,13 +147,12 @@ def test_real_sigkill_at_random_times_then_resume(traced, tmp_path):
     failures = {}
     for i in range(trials):
         out = tmp_path / f"real-{i}"
-        proc = _train_subprocess(out, wait=False)
         delay = rng.uniform(0.5, 1.0) * wall  # the second half: data loading, training, writing
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        with _train(out) as child:
+            child.process.join(delay)
+            if child.returncode is None:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
         _resume(out)
         problems = _problems(out, full)
         if problems:

@@ -4,23 +4,21 @@ continues the run, exit 130)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
+import forked
 import kdsl
 from kdsl.cli.train_view import clock, interrupted_text, progress_line, resume_command
 from kdsl.training import loop
 from kdsl.training.report import RunInterrupted
 from tests.conftest import run_cli_in_process
-from train_helpers import KD_SPEC, ROOT
+from train_helpers import KD_SPEC
 
 LINE = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) (\d+)% loss (\S+) kd (\S+) task (\S+) "
                   r"(\d+) samples/s eta (\d+:\d\d:\d\d)( \(run \d+:\d\d:\d\d\))?$", re.M)
@@ -101,20 +99,16 @@ def test_ctrl_c_names_the_saved_epoch_and_the_resume_command(tmp_path):
     """A real SIGINT to `kdsl train` once an epoch is saved: exit 130, the message names the
     epoch in the checkpoint, and the command it prints finishes the run."""
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = ["train", "specs/digits/kd.kd", "--epochs", "6", "--steps-per-epoch", "2", "--threads", "1",
             "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "kdsl", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell's background job ignores SIGINT, and a child inherits that
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    with forked.Child(args, env={"OMP_NUM_THREADS": "1"}, entry="ctrl_c_entry") as proc:  # a process of its own
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        stdout, stderr = proc.output()
+    assert proc.returncode == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr
     saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"]
     assert 1 <= saved < 6

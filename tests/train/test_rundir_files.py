@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import forked
 import kdsl
 import kdsl.zoo
 from kdsl.training import loop
@@ -102,14 +103,12 @@ def test_best_metric_is_refused_on_an_unknown_name():
 
 # ---------------------------------------------------------------- kills around best.pt
 
-def _subprocess(out: Path, env):
-    full = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NO_COLOR="1",
-                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key in ("KDSL_KILL_AT", "KDSL_KILL_TRACE"):
-        full.pop(key, None)
-    full.update(env)
-    return subprocess.run([sys.executable, "-m", "kdsl", "train", KD_SPEC, *ARGS, "--out", str(out)],
-                          cwd=ROOT, env=full, capture_output=True, text=True, timeout=300)
+def _train_process(out: Path, env):
+    """`kdsl train KD_SPEC ARGS --out OUT` in a process of its own (tests/forked.py), run to its end
+    (the write points read KDSL_KILL_AT and KDSL_KILL_TRACE as they pass): (exit code, stdout, stderr)."""
+    return forked.run_kdsl("train", KD_SPEC, *ARGS, "--out", str(out), timeout=300,
+                           env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "KDSL_KILL_AT": None,
+                                "KDSL_KILL_TRACE": None, **env})
 
 
 def test_kill_around_best_pt_then_resume(tmp_path):
@@ -117,14 +116,14 @@ def test_kill_around_best_pt_then_resume(tmp_path):
     --resume, best.pt is the uninterrupted run's, bit for bit. tests/hardening/test_kill.py checks
     best.pt in every one of its trials (kills before the checkpoint leave the previous best.pt)."""
     full, trace = tmp_path / "full", tmp_path / "trace.txt"
-    proc = _subprocess(full, {"KDSL_KILL_TRACE": str(trace)})
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = _train_process(full, {"KDSL_KILL_TRACE": str(trace)})
+    assert code == 0, err
     points = [line.split() for line in trace.read_text().splitlines()]
     best_points = [int(n) for n, what, name in points if name == "best.pt"]
     assert best_points, "the run wrote no best.pt"
     out = tmp_path / "killed"
-    killed = _subprocess(out, {"KDSL_KILL_AT": str(best_points[0])})  # half of the first best.pt written
-    assert killed.returncode == 137, killed.stderr[-2000:]
+    code, _, err = _train_process(out, {"KDSL_KILL_AT": str(best_points[0])})  # half of the first best.pt written
+    assert code == 137, err[-2000:]
     assert (out / "checkpoint.pt").exists() and not (out / "best.pt").exists()
     kdsl.train(KD_SPEC, out=str(out), resume=True, **KILL_FLAGS)
     assert_same_weights(_load(out / "best.pt"), _load(full / "best.pt"))

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
+import forked
 from train_helpers import ROOT
 from tests.conftest import run_cli_in_process
 
@@ -28,36 +29,13 @@ KD_SPEC = str(ROOT / "specs" / "digits" / "kd.kd")
 PNG = b"\x89PNG\r\n\x1a\n"
 FLAGS = ["--set", "epochs=1", "--steps-per-epoch", "3", "--threads", "1"]
 
-# `kdsl sweep ARGS` in a process of its own (python -c HOOKED ARGS) whose trials the test paces,
-# so that no test depends on how fast a loaded machine runs: at the end of its first epoch, trial
-# N writes SIGNALS/epoch-N-PID and waits for the test's SIGNALS/go-N (or is killed there).
-HOOKED = """
-import os, sys, time
-from kdsl.cli.entry import main
-from kdsl.training import sweep
-
-signals = os.environ["KDSL_TEST_SIGNALS"]
-
-class Paced(sweep.TrialReporter):
-    def epoch_end(self, row, total_epochs):
-        super().epoch_end(row, total_epochs)
-        if row["epoch"] == 1:
-            open(os.path.join(signals, f"epoch-{self.trial.number}-{os.getpid()}"), "w").close()
-            while not os.path.exists(os.path.join(signals, f"go-{self.trial.number}")):
-                time.sleep(0.05)
-
-sweep.TrialReporter = Paced
-main()
-"""
-
-
-def _paced_sweeps(signals: Path, count: int, *args: str) -> list:
-    """``count`` processes running ``kdsl sweep ARGS``, paced by the files in ``signals``."""
+def _paced_sweeps(signals: Path, count: int, *args: str) -> List[forked.Child]:
+    """``count`` processes of their own (tests/forked.py) running ``kdsl sweep ARGS``, their trials
+    paced by the files in ``signals`` (tests/train/sweep_paced_entry.py)."""
     signals.mkdir(exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", NO_COLOR="1", COLUMNS="200",
-               KDSL_TEST_SIGNALS=str(signals))
-    return [subprocess.Popen([sys.executable, "-c", HOOKED, "sweep", SWEEP_SPEC, *args, *FLAGS], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    env = {"OMP_NUM_THREADS": "1", "COLUMNS": "200", "KDSL_TEST_SIGNALS": str(signals)}
+    return [forked.Child(["sweep", SWEEP_SPEC, *args, *FLAGS], env=env, entry="sweep_paced_entry")
+            for _ in range(count)]
 
 
 def _wait_for_epochs(signals: Path, procs: list, count: int) -> Dict[int, int]:
@@ -67,7 +45,7 @@ def _wait_for_epochs(signals: Path, procs: list, count: int) -> Dict[int, int]:
         if len(reached) >= count:
             return reached
         for proc in procs:
-            assert proc.poll() is None, proc.stderr.read()
+            assert proc.poll() is None, proc.output()
         time.sleep(0.05)
 
 
@@ -78,11 +56,12 @@ def _kill_during_second_trial(sweep_dir: Path) -> None:
     signals.mkdir()
     (signals / "go-0").touch()
     (proc,) = _paced_sweeps(signals, 1, "--trials", "5", "--dir", str(sweep_dir))
-    try:
-        _wait_for_epochs(signals, [proc], 2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+    with proc:
+        try:
+            _wait_for_epochs(signals, [proc], 2)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
 
 
 def test_a_killed_sweep_resumes_keeps_its_trials_and_reports_the_best(tmp_path, monkeypatch):
@@ -138,13 +117,16 @@ def test_two_processes_share_one_sweep_each_trial_run_once(tmp_path):
     every trial."""
     sweep_dir, signals = tmp_path / "sweep", tmp_path / "signals"
     procs = _paced_sweeps(signals, 2, "--trials", "3", "--dir", str(sweep_dir))
-    taken = _wait_for_epochs(signals, procs, 2)  # each process holds a trial: both take part
-    assert set(taken.values()) == {proc.pid for proc in procs}
-    for number in range(3):
-        (signals / f"go-{number}").touch()
-    outputs = [proc.communicate() for proc in procs]
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, out + err
+    with contextlib.ExitStack() as running:
+        for proc in procs:
+            running.enter_context(proc)
+        taken = _wait_for_epochs(signals, procs, 2)  # each process holds a trial: both take part
+        assert set(taken.values()) == {proc.pid for proc in procs}
+        for number in range(3):
+            (signals / f"go-{number}").touch()
+        outputs = [(proc.wait(timeout=600), *proc.output()) for proc in procs]
+    for code, out, err in outputs:
+        assert code == 0, out + err
         assert "3 trials finished" in out and "best: trial" in out
     summary = json.loads((sweep_dir / "summary.json").read_text())
     rows = summary["trials"]

@@ -6,15 +6,15 @@ imported only when asked for."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 
 import pytest
 
+import forked
 import kdsl
 from kdsl.training.loggers import RunLog
 from kdsl.training.loop import REPORT_EVERY
+from tests.conftest import run_cli_in_process
 from train_helpers import KD_SPEC, ROOT
 
 STEPS = 12  # two step events an epoch: step 10 and the epoch's last
@@ -118,28 +118,28 @@ def test_without_tensorboard_the_run_stops_with_the_install_hint(tmp_path, monke
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-def test_without_tensorboard_through_the_cli(tmp_path):
-    """A `tensorboard` module that fails to import, first on the path: exit 1, one KD726 message."""
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "tensorboard.py").write_text("raise ImportError('No module named tensorboard')\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1",
-               PYTHONPATH=os.pathsep.join([str(shim), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "kdsl", "train", KD_SPEC, "--tensorboard", "--epochs", "1",
-                           "--steps-per-epoch", "1", "--threads", "1", "--out", str(tmp_path / "run")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-    assert proc.stderr.startswith("error[KD726]") and "pip install tensorboard" in proc.stderr
+def test_without_tensorboard_through_the_cli(tmp_path, monkeypatch):
+    """tensorboard that fails to import (as above), `kdsl train --tensorboard` through the entry
+    point the `kdsl` command runs: exit 1, one KD726 message, no traceback."""
+    for name in ("tensorboard", "torch.utils.tensorboard"):
+        monkeypatch.setitem(sys.modules, name, None)
+    code, out, err = run_cli_in_process("train", KD_SPEC, "--tensorboard", "--epochs", "1", "--steps-per-epoch", "1",
+                                        "--threads", "1", "--out", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"})
+    assert code == 1 and "Traceback" not in out + err
+    assert err.startswith("error[KD726]") and "pip install tensorboard" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_tensorboard_is_imported_only_when_asked_for(tmp_path):
+    """A run without --tensorboard, in a process of its own (tests/forked.py) that has not imported
+    tensorboard (this one has): none of its modules afterwards."""
     code = ("import sys, kdsl\n"
+            "assert not [m for m in sys.modules if 'tensorboard' in m]\n"
             f"kdsl.train({KD_SPEC!r}, out={str(tmp_path / 'run')!r}, epochs=1, steps_per_epoch=1, threads=1)\n"
             "print(sorted(m for m in sys.modules if 'tensorboard' in m))\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    status, out, err = forked.run_python(code, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert status == 0, err
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_a_logger_is_two_methods():
