@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-# what the server imports once; a child imports the rest of what its command needs. The second line:
-# what a `kdsl train` child would import each time at most cost (FSDP's and DCP's modules, 0.6 s, in
-# every rank of a sharded run; matplotlib's figure, 0.4 s, for curves.png at a run's end); a module
-# not installed is left out (multiprocessing's server skips it)
+# What the server imports once; a child imports the rest of what its command needs. Beyond torch and
+# kdsl's command line, what a `kdsl train` child would otherwise import each time: torch._dynamo
+# (the first optimizer torch.optim builds imports it: a CPU second), FSDP's and DCP's modules (0.6 s
+# in every rank of a sharded run), matplotlib's figure and Agg canvas (0.4 s, for curves.png), the
+# compiler and the run's API and view (a tenth). A module not installed is left out (the server
+# skips it).
 PRELOAD = ["torch", "torch.distributed", "kdsl", "kdsl.cli.entry", "kdsl.cli.app", "kdsl.training.loop",
-           "torch.distributed.fsdp", "torch.distributed.checkpoint", "matplotlib.figure",
-           "matplotlib.backends.backend_agg"]
+           "torch._dynamo", "torch.distributed.fsdp", "torch.distributed.checkpoint", "matplotlib.figure",
+           "matplotlib.backends.backend_agg", "kdsl.compiler.compiler", "kdsl.training.api",
+           "kdsl.cli.train_view"]
 
 _context = None
 CPU_SECONDS = [0.0]  # the CPU the children that ended here reported (tests/conftest's cpu table)
@@ -77,11 +80,9 @@ def _cpu_used() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _main(args: Sequence[str], cwd: str, env: Dict[str, str], out: str, err: str, entry: Optional[str]) -> None:
+def _settle(cwd: str, env: Dict[str, str], out: str, err: str) -> None:
     """In the child: stdout and stderr (the file descriptors, so that what C code and further
-    children write is kept too) to ``out`` and ``err``, ``cwd`` and ``env`` as given, then the
-    command, as ``python -m kdsl ARGS`` (or ``python ENTRY ARGS`` for an entry module that sets
-    things up and calls kdsl.cli.entry.main) would run it."""
+    children write is kept too) to ``out`` and ``err``; ``cwd`` and ``env`` as given."""
     for fd, path in ((1, out), (2, err)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(handle, fd)
@@ -90,6 +91,11 @@ def _main(args: Sequence[str], cwd: str, env: Dict[str, str], out: str, err: str
     os.environ.clear()
     os.environ.update(env)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run_kdsl(args: Sequence[str], entry: Optional[str], report: Path) -> None:
+    """``python -m kdsl ARGS``, or ``python ENTRY ARGS`` for an entry module that sets things up
+    and calls kdsl.cli.entry.main, as such a process runs it."""
     if entry:
         import importlib
 
@@ -97,7 +103,6 @@ def _main(args: Sequence[str], cwd: str, env: Dict[str, str], out: str, err: str
     sys.argv = [entry or str(ROOT / "kdsl" / "__main__.py"), *args]
     from kdsl.cli import entry as kdsl_entry
 
-    report = Path(out).with_name("cpu")
     real_hard_exit = kdsl_entry.hard_exit
 
     def hard_exit(code: int) -> None:  # a plain check and a torchrun worker end with os._exit
@@ -105,8 +110,20 @@ def _main(args: Sequence[str], cwd: str, env: Dict[str, str], out: str, err: str
         real_hard_exit(code)
 
     kdsl_entry.hard_exit = hard_exit
+    kdsl_entry.main()  # argv from sys.argv: the process is the command's own
+
+
+def _main(args: Sequence[str], code: Optional[str], cwd: str, env: Dict[str, str], out: str, err: str,
+          entry: Optional[str]) -> None:
+    """The child: the kdsl command ``args``, or with ``code`` the program ``python -c CODE``."""
+    _settle(cwd, env, out, err)
+    report = Path(out).with_name("cpu")
     try:
-        kdsl_entry.main()  # argv from sys.argv: the process is the command's own
+        if code is None:
+            _run_kdsl(args, entry, report)
+        else:
+            sys.argv = ["-c"]
+            exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -114,15 +131,17 @@ def _main(args: Sequence[str], cwd: str, env: Dict[str, str], out: str, err: str
 
 
 class Child:
-    """One started child: ``pid``, ``wait()``, ``kill()``, ``send_signal()``, as subprocess.Popen."""
+    """One started child: ``pid``, ``wait()``, ``kill()``, ``send_signal()``, as subprocess.Popen.
+    It runs the kdsl command ``args`` or, given ``code``, the Python program ``python -c CODE``
+    (e.g. to see what a run imports beyond PRELOAD)."""
 
     def __init__(self, args: Sequence[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None,
-                 entry: Optional[str] = None):
+                 entry: Optional[str] = None, code: Optional[str] = None):
         self._files = tempfile.TemporaryDirectory(prefix="kdsl-child-")
         self.out = os.path.join(self._files.name, "stdout")
         self.err = os.path.join(self._files.name, "stderr")
         self.args = list(args)
-        self.process = context().Process(target=_main, args=(self.args, str(cwd), child_env(env), self.out,
+        self.process = context().Process(target=_main, args=(self.args, code, str(cwd), child_env(env), self.out,
                                                              self.err, entry), daemon=False)
         self.process.start()
         self.pid = self.process.pid
@@ -244,52 +263,9 @@ def _wait_all(children: List[Child], timeout: float) -> int:
     return failed
 
 
-# What a `kdsl train` child imports beyond PRELOAD, imported once in the server as well: the first
-# optimizer that torch.optim builds imports torch._dynamo (a CPU second), curves.png matplotlib's
-# figure and Agg canvas (a third of one), the compiler and the run's API and view a tenth more;
-# about 1.4 s less in every training child, against 1.4 s more in the server's start, once.
-PRELOAD += ["torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg", "kdsl.compiler.compiler",
-            "kdsl.training.api", "kdsl.cli.train_view"]
-
-
-def _run_code(code: str, cwd: str, env: Dict[str, str], out: str, err: str) -> None:
-    """In the child: ``python -c CODE``, its output, directory and environment set as :func:`_main`
-    sets a command's."""
-    for fd, path in ((1, out), (2, err)):
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(handle, fd)
-        os.close(handle)
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    sys.argv = ["-c"]
-    try:
-        exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        Path(out).with_name("cpu").write_text(repr(_cpu_used()))
-
-
-class PythonChild(Child):
-    """``python -c CODE`` in a child of its own, as :class:`Child` runs a kdsl command (PRELOAD
-    already imported): a Python program's process, e.g. to see what a run imports beyond those."""
-
-    def __init__(self, code: str, cwd: Path = ROOT, env: Optional[Dict[str, str]] = None):
-        self._files = tempfile.TemporaryDirectory(prefix="kdsl-child-")
-        self.out = os.path.join(self._files.name, "stdout")
-        self.err = os.path.join(self._files.name, "stderr")
-        self.args = ["-c", code]
-        self.process = context().Process(target=_run_code, args=(code, str(cwd), child_env(env), self.out,
-                                                                 self.err), daemon=False)
-        self.process.start()
-        self.pid = self.process.pid
-
-
 def run_python(code: str, cwd: Path = ROOT, env: Optional[Dict[str, str]] = None,
                timeout: float = 600) -> Tuple[int, str, str]:
     """``python -c CODE`` in a forked child: (exit code, stdout, stderr)."""
-    with PythonChild(code, cwd=cwd, env=env) as child:
+    with Child(["-c", code], cwd=cwd, env=env, code=code) as child:
         status = child.wait(timeout)
         return (status, *child.output())
