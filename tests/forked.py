@@ -24,6 +24,8 @@ import signal
 import socket
 import sys
 import tempfile
+import time
+from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -91,6 +93,10 @@ def _settle(cwd: str, env: Dict[str, str], out: str, err: str) -> None:
     os.environ.clear()
     os.environ.update(env)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C raises KeyboardInterrupt, as in `python -m kdsl` started from a terminal. A child keeps
+    # the SIGINT handling its server's interpreter started with, and that is "ignored" where pytest
+    # runs as a shell's background job (whose children inherit the ignoring).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_kdsl(args: Sequence[str], entry: Optional[str], report: Path) -> None:
@@ -240,9 +246,6 @@ def _failure(rank: int, code: int) -> str:
 
 def _wait_all(children: List[Child], timeout: float) -> int:
     """Wait for every child; the first that fails ends the rest (SIGTERM, then SIGKILL after 30 s)."""
-    from multiprocessing.connection import wait
-    import time
-
     deadline = time.monotonic() + timeout
     failed = 0
     running = list(children)
@@ -252,7 +255,7 @@ def _wait_all(children: List[Child], timeout: float) -> int:
             for child in running:
                 child.kill()
             raise TimeoutError(f"ranks ran past {timeout} s")
-        wait([c.process.sentinel for c in running], timeout=left)
+        wait_for_any([c.process.sentinel for c in running], timeout=left)
         for child in [c for c in running if c.process.exitcode is not None]:
             running.remove(child)
             if child.process.exitcode != 0 and not failed:
