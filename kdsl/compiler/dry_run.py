@@ -5,7 +5,7 @@ deliveries, and reports records that never ran."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -15,7 +15,7 @@ from kdsl.compiler.snapshot import Snapshot
 from kdsl.core.diagnostics import KdslError, make
 from kdsl.lang import ir
 from kdsl.runtime.interpret import Interpreter, Unavailable
-from kdsl.runtime.recorders import check_missing
+from kdsl.runtime.recorders import check_missing, tensors_in
 from kdsl.runtime.values import as_call, describe_value, info_of
 
 
@@ -165,7 +165,7 @@ def _param_views(plan: Plan, seen: List[Tuple[str, Any, str, Any]]) -> None:
         if model_name not in storages:
             storages[model_name] = {_storage(p): n for n, p in plan.models[model_name].named_parameters() if p.numel()}
             storages[model_name].pop(None, None)
-        for t in _tensors(value):
+        for t in tensors_in(value, levels=None):
             param = storages[model_name].get(_storage(t))
             if param is not None:
                 plan.param_views.append(ParamView(what, span, model_name, param))
@@ -181,18 +181,6 @@ def _storage(t: torch.Tensor) -> Optional[int]:
         return t.untyped_storage().data_ptr() or None
     except (RuntimeError, NotImplementedError):
         return None
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    """The tensors in a value: itself, or inside its lists, tuples and dicts (model outputs)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
 
 
 def _never_ran(plan: Plan, name: str):

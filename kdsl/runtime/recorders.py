@@ -16,7 +16,7 @@ catches exactly that exception.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -52,15 +52,14 @@ class PassComplete(BaseException):
         self.record = record
 
 
-def _tensors(value: Any, depth: int = 0):
+def tensors_in(value: Any, levels: Optional[int] = 3) -> Iterator[torch.Tensor]:
+    """The tensors in a value: itself, or inside its lists, tuples and dicts (model outputs), down
+    to ``levels`` levels of nesting (None: all)."""
     if isinstance(value, torch.Tensor):
         yield value
-    elif depth < 3 and isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v, depth + 1)
-    elif depth < 3 and isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v, depth + 1)
+    elif levels != 0 and isinstance(value, (list, tuple, dict)):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from tensors_in(v, None if levels is None else levels - 1)
 
 
 def _copy(value: Any) -> Any:
@@ -89,7 +88,7 @@ class Entry:
             self.value = value
             # the common case, one tensor, without the generator
             self.versions = [(value, value._version)] if type(value) is torch.Tensor else \
-                [(t, t._version) for t in _tensors(value)]
+                [(t, t._version) for t in tensors_in(value)]
             # the first pass keeps a copy so that a value found overwritten can still be used
             self.backup = _copy(value) if calibrating and self.versions else None
 
