@@ -22,12 +22,10 @@ def root() -> Path:
 
 def run_cli(*args: str, cwd: Path = ROOT, env=None, timeout: float = 600):
     """Run ``python -m kdsl ARGS`` in a subprocess, a fresh interpreter: (exit code, stdout, stderr)."""
-    full_env = dict(os.environ)
-    full_env.pop("FORCE_COLOR", None)
-    full_env["NO_COLOR"] = "1"
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    if env:
-        full_env.update(env)
+    from forked import child_env
+
+    path = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    full_env = child_env({"PYTHONPATH": path, **(env or {})})
     proc = subprocess.run([sys.executable, "-m", "kdsl", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr

@@ -64,8 +64,8 @@ def _stop_server() -> None:
 
 
 def child_env(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment of a child: the pytest worker's, without colour (as tests/conftest.run_cli
-    sets it), ``env`` added; a key whose value is None is removed."""
+    """The environment of a child (and of tests/conftest.run_cli's processes): the pytest worker's,
+    without colour, ``env`` added; a key whose value is None is removed."""
     full = dict(os.environ)
     full.pop("FORCE_COLOR", None)
     full["NO_COLOR"] = "1"
