@@ -77,9 +77,13 @@ def child_env(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return full
 
 
-def _cpu_used() -> float:
+def _report_cpu(report: Path) -> None:
+    """The CPU this child and its children used, written whole or not at all: a rank can be ended
+    by SIGTERM at any instant, also while it writes this (a rename is atomic, a write is not)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    partial = report.with_name("cpu.partial")
+    partial.write_text(repr(own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime))
+    os.replace(partial, report)
 
 
 def _settle(cwd: str, env: Dict[str, str], out: str, err: str) -> None:
@@ -112,7 +116,7 @@ def _run_kdsl(args: Sequence[str], entry: Optional[str], report: Path) -> None:
     real_hard_exit = kdsl_entry.hard_exit
 
     def hard_exit(code: int) -> None:  # a plain check and a torchrun worker end with os._exit
-        report.write_text(repr(_cpu_used()))
+        _report_cpu(report)
         real_hard_exit(code)
 
     kdsl_entry.hard_exit = hard_exit
@@ -133,7 +137,7 @@ def _main(args: Sequence[str], code: Optional[str], cwd: str, env: Dict[str, str
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        report.write_text(repr(_cpu_used()))  # a killed child reports nothing
+        _report_cpu(report)  # a killed child reports nothing
 
 
 class Child:
