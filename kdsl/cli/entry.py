@@ -66,10 +66,12 @@ def hard_exit(code: int) -> None:
 
     A plain check: that teardown cost a sixth of the check (mypy exits the same way), and a check
     holds no file, thread or atexit work to finish. A torchrun worker: its run has closed its files
-    and trackers and left the process group, but FSDP's state on the models still refers to the
-    group's backend, which teardown then frees in no set order; a finished worker once aborted in
-    CI (SIGABRT, 'terminate called without an active exception'), turning a finished run into a
-    failed one. Only the output streams are left to flush, here."""
+    and trackers and left the process group, whose threads kdsl.train ends before it returns
+    (training.distributed.end_distributed; a script calling kdsl.train relies on that alone).
+    Before that was so, a finished worker aborted in teardown now and then (SIGABRT, 'terminate
+    called without an active exception'), turning a finished run into a failed one; the command
+    keeps this guard against whatever else a library leaves for teardown. Only the output streams
+    are left to flush, here."""
     from kdsl.cli.errors import EXIT_BROKEN_PIPE
 
     try:

@@ -69,11 +69,13 @@ def train(spec: Union[str, "os.PathLike[str]", ir.Spec], *, out: Optional[str] =
                              "from its first epoch")
         resume = False
     try:
-        return _run(loaded, cfg, run_dir, device, dist, reporter, student, teacher, models, teacher_ckpt,
-                    resume, eval_only)
+        result = _run(loaded, cfg, run_dir, device, dist, reporter, student, teacher, models, teacher_ckpt,
+                      resume, eval_only)
     except BaseException:  # a run that failed before saving an epoch leaves nothing behind
         run_dir.abandon()
         raise
+    end_distributed(dist)  # here, where the run's models (which refer to the group) are garbage
+    return result
 
 
 def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student, teacher, models,
@@ -104,7 +106,6 @@ def _run(loaded: ir.Spec, cfg, run_dir: RunDir, device, dist, reporter, student,
             result = evaluate_run(trainer)
         else:
             result = _fit(trainer, resume)
-    end_distributed(dist)
     return result
 
 

@@ -8,9 +8,10 @@ process and on many.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
-from dataclasses import dataclass
-from typing import List, Optional
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     owned: bool = False  # kdsl started the process group, so kdsl ends it
+    meshes: List[Any] = field(default_factory=list)  # the device meshes kdsl built over the group
 
     @property
     def enabled(self) -> bool:
@@ -73,6 +75,11 @@ def init_distributed(device: torch.device, timeout_s: Optional[float] = None) ->
 
     owned = not dist.is_initialized()
     if owned:
+        # Its functions take `group=group.WORLD` as a default, evaluated when the module is first
+        # imported (FSDP imports it): imported after the group exists, they would hold the group
+        # until the interpreter's teardown (see end_distributed).
+        import torch.distributed.nn.functional  # noqa: F401
+
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
         try:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
@@ -95,15 +102,38 @@ def missing_peers(exc: Exception, world: int, timeout_s: Optional[float]):
                         "--rdzv-conf timeout=N bounds theirs (docs/distributed.md)"])
 
 
+def device_mesh(d: Dist, device: torch.device):
+    """A one-dimensional device mesh over the run's processes, released by end_distributed."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (d.world,))
+    d.meshes.append(mesh)
+    return mesh
+
+
 def end_distributed(d: Dist) -> None:
-    """Leave the process group together; a process that exits while its communication threads
-    still run can abort ('terminate called without an active exception')."""
+    """Leave the process group together, and let it go: its communication threads end here,
+    while the interpreter is whole.
+
+    destroy_process_group unregisters the group, but the group (and gloo's threads) lives on
+    while anything refers to it, and a device mesh does: DTensor's caches keep every mesh they
+    saw. Left to the interpreter's teardown, those threads ended in no set order, and a finished
+    run's process aborted now and then ('terminate called without an active exception', about
+    one torchrun launch of a script calling kdsl.train in twenty). So the meshes kdsl built drop
+    the group too (the mesh keeps it in ``_pg_registry``; a group once destroyed is of no use),
+    and the run's models are collected: called once they are garbage."""
     if d.enabled and d.owned:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+        for mesh in d.meshes:
+            registry = getattr(mesh, "_pg_registry", None)
+            if isinstance(registry, dict):
+                registry.clear()
+        d.meshes.clear()
+        gc.collect()  # the run's sharded models, in reference cycles, refer to the group too
 
 
 def barrier(d: Dist) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from kdsl.core.diagnostics import Diagnostic, KdslError, error, make
+from kdsl.training.distributed import device_mesh
 
 
 @dataclass
@@ -116,14 +117,13 @@ def check_param_views(distiller, cfg) -> None:
         raise KdslError(problems)
 
 
-def shard(spec, distiller, cfg, device: torch.device, world: int) -> Sharding:
+def shard(spec, distiller, cfg, device: torch.device, d) -> Sharding:
     """Shard the student and every teacher in place, each by its placement (default: sharded)."""
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     check_placements(spec, cfg)
     check_param_views(distiller, cfg)
-    mesh = init_device_mesh(device.type, (world,))
+    mesh = device_mesh(d, device)
     precision = MixedPrecisionPolicy()
     if cfg.amp is not None:  # low-precision parameters in the passes, fp32 gradient reductions
         low = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
@@ -154,7 +154,7 @@ def for_run(spec, distiller, cfg, device: torch.device, d, note) -> Optional[Sha
         note("strategy fsdp: one process holds every model whole (FSDP shards over the "
                      "processes of a torchrun launch)")
         return None
-    return shard(spec, distiller, cfg, device, d.world)
+    return shard(spec, distiller, cfg, device, d)
 
 
 def replicated_params(params: Sequence[nn.Parameter]) -> List[nn.Parameter]:

@@ -43,3 +43,39 @@ def test_two_nodes_train_together_and_a_failing_rank_stops_both(tmp_path):
     assert "error[KD707]" in logs[1]
     assert nodes[0].returncode != 0, logs[0][-3000:]  # taken down, not left waiting
     assert elapsed < TIMEOUT
+
+
+SCRIPT = """
+import os, sys
+from pathlib import Path
+import kdsl
+
+out = Path(sys.argv[1])
+kdsl.train(sys.argv[2], out=str(out / "run"), data=sys.argv[3], strategy="fsdp", allow_random_teacher=True,
+           epochs=1, threads=1)
+threads = sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
+(out / f"threads.{os.environ['RANK']}").write_text(" ".join(threads))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads a process's threads from /proc (Linux)")
+def test_a_script_calling_train_ends_the_groups_threads_before_it_returns(tmp_path):
+    """A user's script run as torchrun's ranks (fresh interpreters, as torchrun starts them: nothing
+    imported before kdsl joins the group): when kdsl.train returns, the process group it started
+    is gone with its communication threads (gloo's), while the interpreter is whole. Left to the
+    interpreter's teardown, they ended in no set order, and a finished rank aborted now and then
+    ('terminate called without an active exception')."""
+    data = corpus(tmp_path)
+    script = tmp_path / "user_script.py"
+    script.write_text(SCRIPT)
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    ranks = [subprocess.Popen([sys.executable, str(script), str(tmp_path), SPEC, data], cwd=tmp_path,
+                              env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    logs = [p.communicate(timeout=TIMEOUT)[0] for p in ranks]
+    for rank, process in enumerate(ranks):
+        assert process.returncode == 0, logs[rank][-3000:]
+        threads = (tmp_path / f"threads.{rank}").read_text().split()
+        assert not [t for t in threads if "gloo" in t], (rank, threads)  # pt_gloo_runloop, gloo_tcp_loop
