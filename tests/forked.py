@@ -222,9 +222,10 @@ def free_port() -> int:
     choice of a free port meanwhile. A port merely found free (bound, closed) is free for anyone:
     the other pytest worker's ranks, whose sockets take free ports, could take it before the
     rendezvous that was to listen there starts (a second later: the children start first). Here
-    the port ends a connection this side closed first, so it waits in TIME_WAIT for a minute: the
-    system gives no free-port request a port in that state, and the rendezvous, which binds its
-    port with SO_REUSEADDR as this socket did, listens there all the same."""
+    the port ends a connection this side closed first, so it waits in TIME_WAIT for a minute: Linux
+    gives no request for a free port (a bind to port 0, a connect's own port) a port in that state,
+    and the rendezvous, which binds its port with SO_REUSEADDR as this socket did (TCPStore, with
+    libuv or without), listens there all the same."""
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", 0))
