@@ -164,7 +164,14 @@ class Child:
         return self.process.exitcode
 
     def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
+        """As Popen.send_signal: a child that has ended takes no signal. Its exit code reaches this
+        process after the fork server reaped it, so the pid can be gone while ``poll()`` still
+        says None (os.kill's ProcessLookupError); the test's check of the exit code tells."""
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         self.process.kill()
@@ -211,9 +218,23 @@ def run_kdsl(*args: str, cwd: Path = ROOT, env: Optional[Dict[str, str]] = None,
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of 127.0.0.1 for a rendezvous to listen on, kept from every other process's own
+    choice of a free port meanwhile. A port merely found free (bound, closed) is free for anyone:
+    the other pytest worker's ranks, whose sockets take free ports, could take it before the
+    rendezvous that was to listen there starts (a second later: the children start first). Here
+    the port ends a connection this side closed first, so it waits in TIME_WAIT for a minute: Linux
+    gives no request for a free port (a bind to port 0, a connect's own port) a port in that state,
+    and the rendezvous, which binds its port with SO_REUSEADDR as this socket did (TCPStore, with
+    libuv or without), listens there all the same."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            accepted.close()  # closed here first: this end (127.0.0.1:port) is the one in TIME_WAIT
+    return port
 
 
 def run_ranks(*args: str, nproc: int = 2, env: Optional[Dict[str, str]] = None, cwd: Path = ROOT,

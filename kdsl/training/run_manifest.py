@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from typing import Callable, List, Optional, Set
 
@@ -18,6 +19,27 @@ MANIFEST_FORMAT = "kdsl-run-files/1"
 _RUN_FILES = ("checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png",
               "summary.json", "environment.json")
 _RUN_FOLDERS = ("models", "connectors", "spec", "tensorboard")
+# what a kdsl process killed as it started a run leaves in a directory that has no manifest yet: the
+# manifest's temporary file (killed while writing its first version) or the writability probe
+_STARTED = re.compile(rf"^(?:{re.escape(MANIFEST)}\.tmp|\.write-test)-(\d+)$")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (also for the sweeps' trials)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _left_by_a_killed_start(name: str) -> bool:
+    """Whether ``name`` is what a kdsl process killed as it started a run left (no other process
+    writes its pid's name; a live one's is its own still)."""
+    m = _STARTED.match(name)
+    return bool(m) and (int(m.group(1)) == os.getpid() or not process_alive(int(m.group(1))))
 
 
 def relative(name: str) -> str:
@@ -49,6 +71,8 @@ class RunManifest:
         directory that kdsl did not make, or a manifest that is not kdsl's."""
         names = os.listdir(self.folder) if os.path.isdir(self.folder) else []
         if MANIFEST not in names:
+            # a run killed before its manifest's first rename left a directory that is still empty
+            names = [n for n in names if not _left_by_a_killed_start(n)]
             if names and "checkpoint.pt" not in names:
                 raise error("KD706", f"--out {self.folder} is not empty and is not a kdsl run directory "
                             f"(it has no {MANIFEST}); refusing to write into it",

@@ -70,7 +70,7 @@ from kdsl.lang import ir
 from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, from_format_1,
                                             checkpoint_problem)
 from kdsl.training.report import RunFiles
-from kdsl.training.run_manifest import MANIFEST, RunManifest, relative
+from kdsl.training.run_manifest import MANIFEST, RunManifest, process_alive, relative
 from kdsl.training.write_points import write_point
 
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")
@@ -450,17 +450,6 @@ class RunDir:
             raise error("KD703", f"no trained '{name}' in {self.path} (models/{name}.pt is missing)",
                         hint="train first, or point --out at a run directory")
         load_into(model, path, what=f"model '{name}'")
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (also for the sweeps' trials)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def _read_bytes(path: str) -> Optional[bytes]:

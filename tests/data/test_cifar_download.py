@@ -63,8 +63,10 @@ class Server:
                 self.end_headers()
                 if server.cut_after is not None:
                     part, server.cut_after = part[:server.cut_after], None
-                self.wfile.write(part)
+                # counted before the write: the client can have every byte, and the test its
+                # assertion, before this thread runs again after writing them
                 server.sent += len(part)
+                self.wfile.write(part)
                 self.close_connection = True
 
             def log_message(self, *args):

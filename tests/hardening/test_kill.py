@@ -185,3 +185,30 @@ def test_stale_student_after_the_final_checkpoint_is_repaired(traced, tmp_path):
     finally:
         torch.set_num_threads(before)
     assert _problems(out, full) == []
+
+
+@pytest.mark.parametrize("left", ["kdsl-run.json.tmp-{pid}", ".write-test-{pid}"], ids=["manifest", "probe"])
+def test_a_run_killed_as_it_started_is_started_afresh(tmp_path, left):
+    """Killed while it wrote its first file, the manifest (KDSL_KILL_AT=1 or 2; the real SIGKILLs
+    above can land there), or probed the directory: what it left is its own temporary file, and
+    --resume starts the run afresh where it refused the directory as not kdsl's (KD706). A live
+    process's file is still no leftover."""
+    import subprocess
+
+    from kdsl.core.diagnostics import KdslError
+    from kdsl.training.rundir import RunDir
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / left.format(pid=ended.pid)).write_text('{"format": "kdsl-run-fi')  # cut mid-write
+    run = RunDir(str(out))
+    run.prepare(resume=True, eval_only=False, overwrite=False)
+    assert run.manifest.paths is None and not run.has_checkpoint()  # a fresh run's directory
+    if left.startswith("kdsl-run"):
+        assert not list(out.iterdir())  # removed, as the manifest's temporary files of dead writers are
+    (out / left.format(pid=os.getppid())).write_text("")  # the file of a process still writing it
+    with pytest.raises(KdslError) as info:
+        RunDir(str(out)).prepare(resume=True, eval_only=False, overwrite=False)
+    assert info.value.diagnostics[0].code == "KD706"

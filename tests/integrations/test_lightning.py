@@ -61,7 +61,11 @@ def test_student_equals_kdsl_train(tmp_path, lightning_digits):
 def test_ddp_two_processes_under_lightnings_launcher(tmp_path, lightning_digits):
     from kdsl.zoo import digits_cnn
 
-    env = dict(os.environ, PYTHONPATH=str(lightning_digits.ROOT), OMP_NUM_THREADS="1")
+    from forked import free_port
+
+    # the port Lightning's launcher would find free (bound and closed) is anyone's until rank 0's
+    # rendezvous binds it: tests/forked.free_port's is kept from the other pytest worker's sockets
+    env = dict(os.environ, PYTHONPATH=str(lightning_digits.ROOT), OMP_NUM_THREADS="1", MASTER_PORT=str(free_port()))
     example = lightning_digits.ROOT / "examples" / "integrations" / "lightning_digits.py"
     args = ["--out", str(tmp_path), "--epochs", "1", "--steps", "3", "--devices", "2"]
     proc = subprocess.run([sys.executable, str(example), *args], capture_output=True, text=True, env=env,

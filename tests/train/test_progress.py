@@ -101,7 +101,8 @@ def test_ctrl_c_names_the_saved_epoch_and_the_resume_command(tmp_path):
     out = tmp_path / "run"
     args = ["train", "specs/digits/kd.kd", "--epochs", "6", "--steps-per-epoch", "2", "--threads", "1",
             "--out", str(out)]
-    with forked.Child(args, env={"OMP_NUM_THREADS": "1"}) as proc:  # a process of its own
+    # a process of its own, which waits for the signal before its last epoch (tests/train/ctrl_c_entry.py)
+    with forked.Child(args, env={"OMP_NUM_THREADS": "1"}, entry="ctrl_c_entry") as proc:
         deadline = time.time() + 120
         while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
