@@ -17,6 +17,7 @@ the pytest worker's).
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import multiprocessing
 import os
 import resource
@@ -97,6 +98,9 @@ def _settle(cwd: str, env: Dict[str, str], out: str, err: str) -> None:
     os.environ.clear()
     os.environ.update(env)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a child that runs past its test's timeout is asked for its threads' stacks (SIGUSR1) before
+    # it is killed: they go to its stderr, which the TimeoutError shows (a hang in CI says where)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Ctrl-C raises KeyboardInterrupt, as in `python -m kdsl` started from a terminal. A child keeps
     # the SIGINT handling its server's interpreter started with, and that is "ignored" where pytest
     # runs as a shell's background job (whose children inherit the ignoring).
@@ -184,10 +188,17 @@ class Child:
         ``timeout`` seconds (the child is killed)."""
         self.process.join(timeout)
         if self.process.exitcode is None:
-            self.process.kill()
-            self.process.join()
-            raise TimeoutError(f"kdsl {' '.join(self.args)} ran past {timeout} s")
+            raise TimeoutError(f"kdsl {' '.join(self.args)} ran past {timeout} s\n{self.end_hung()}")
         return self.process.exitcode
+
+    def end_hung(self) -> str:
+        """Kill a child that hangs, and say where it was: the tail of its stderr, which ends with
+        its threads' stacks (faulthandler, on SIGUSR1)."""
+        self.send_signal(signal.SIGUSR1)
+        self.process.join(2)
+        self.process.kill()
+        self.process.join()
+        return self.output()[1][-4000:]
 
     def output(self) -> Tuple[str, str]:
         """What the child wrote to stdout and stderr so far."""
@@ -277,9 +288,8 @@ def _wait_all(children: List[Child], timeout: float) -> int:
     while running:
         left = deadline - time.monotonic()
         if left <= 0:
-            for child in running:
-                child.kill()
-            raise TimeoutError(f"ranks ran past {timeout} s")
+            where = "".join(f"\n--- rank {children.index(child)}, stderr's end:\n{child.end_hung()}" for child in running)
+            raise TimeoutError(f"ranks ran past {timeout} s{where}")
         wait_for_any([c.process.sentinel for c in running], timeout=left)
         for child in [c for c in running if c.process.exitcode is not None]:
             running.remove(child)
