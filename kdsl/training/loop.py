@@ -31,6 +31,7 @@ from kdsl.training.batches import model_call, run_task
 from kdsl.training.config import optimizers_text
 from kdsl.training.evaluate import evaluate, evaluate_models, param_count, result_rows, row_metrics, val_row
 from kdsl.training.environment import record_start
+from kdsl.training.interrupts import interrupts_held
 from kdsl.training.loggers import RunLog, check_loggers, logger_folders
 from kdsl.training.metrics import EpochSums, early_stop
 from kdsl.training.report import TOKENS_PER_S, Reporter, RunResult, RunStart, StageInfo
@@ -436,27 +437,29 @@ class Trainer:
         ``within`` (``{"steps", "sums"}``): a checkpoint alone, ``steps`` into the epoch after
         ``epochs_done``, which a resumed run continues from (the other files stay the last epoch's)."""
         if within is not None:
-            if self.dist.main:
-                self.run_dir.write_checkpoint(
-                    fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step,
-                    distiller=self.distiller, stage=self.stage.name,
-                    optimization={self.stage.name: self.stage.state_dict()}, rng=rng_state(self.device),
-                    teachers=self.teachers, history=self.history, config=self.cfg.describe(), models={},
-                    within=within, validations=self.validations)
-            self.committed_steps = within["steps"]
+            with interrupts_held():  # the checkpoint and what an interrupted run reports of it agree
+                if self.dist.main:
+                    self.run_dir.write_checkpoint(
+                        fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step,
+                        distiller=self.distiller, stage=self.stage.name,
+                        optimization={self.stage.name: self.stage.state_dict()}, rng=rng_state(self.device),
+                        teachers=self.teachers, history=self.history, config=self.cfg.describe(), models={},
+                        within=within, validations=self.validations)
+                self.committed_steps = within["steps"]
             return
         stage, best = self.stage, run_best(self)
         if epochs_done == stage.end and len(self.distiller.connectors):
             self.run_dir.write_connectors(stage.name, self.distiller.connectors)
         self.run_dir.write_summary(progress_summary(self, epochs_done))
-        self.run_dir.write_checkpoint(
-            fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
-            stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
-            teachers=self.teachers, history=self.history, config=self.cfg.describe(),
-            models=self.distiller.trainable_models(), validations=self.validations,
-            world=self.dist.world, shards=self.shards)
+        with interrupts_held():
+            self.run_dir.write_checkpoint(
+                fingerprint=self.fingerprint, epoch=epochs_done, step=self.global_step, distiller=self.distiller,
+                stage=stage.name, optimization={stage.name: stage.state_dict()}, rng=rng_state(self.device),
+                teachers=self.teachers, history=self.history, config=self.cfg.describe(),
+                models=self.distiller.trainable_models(), validations=self.validations,
+                world=self.dist.world, shards=self.shards)
+            self.committed, self.committed_steps = epochs_done, 0
         dist_checkpoint.prune(self.run_dir, self.shards)  # the shards the checkpoint no longer names
-        self.committed, self.committed_steps = epochs_done, 0
         write_best(self, epochs_done, best)
 
     def finish(self, seconds: float) -> RunResult:

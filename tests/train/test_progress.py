@@ -95,6 +95,33 @@ def test_kdsl_train_says_what_an_interrupted_run_kept(tmp_path, monkeypatch, at,
         assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.parametrize("within", [False, True], ids=["epoch", "within an epoch"])
+def test_a_ctrl_c_just_after_the_checkpoint_lands_reports_it_saved(tmp_path, monkeypatch, within):
+    """A real SIGINT at the instant after checkpoint.pt's rename (its write point "renamed"),
+    before the run could record the epoch (or the steps) as saved: the interruption reports what
+    is on disk. It once said "nothing is saved" of a run whose first epoch was."""
+    from kdsl.training import rundir
+
+    real = rundir.write_point
+
+    def ctrl_c_after_the_rename(what, path):
+        real(what, path)
+        if what == "renamed" and path.endswith("checkpoint.pt"):
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(rundir, "write_point", ctrl_c_after_the_rename)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal
+    try:
+        with pytest.raises(RunInterrupted) as info:
+            kdsl.train(KD_SPEC, out=str(tmp_path / "run"), epochs=3, steps_per_epoch=4, threads=1,
+                       **({"checkpoint_every": 2} if within else {}))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    steps = state["within"]["steps"] if "within" in state else 0
+    assert (info.value.saved, info.value.steps) == (state["epoch"], steps) == ((0, 2) if within else (1, 0))
+
+
 def test_ctrl_c_names_the_saved_epoch_and_the_resume_command(tmp_path):
     """A real SIGINT to `kdsl train` once an epoch is saved: exit 130, the message names the
     epoch in the checkpoint, and the command it prints finishes the run."""
