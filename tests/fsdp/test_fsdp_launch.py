@@ -52,7 +52,7 @@ import kdsl
 
 out = Path(sys.argv[1])
 kdsl.train(sys.argv[2], out=str(out / "run"), data=sys.argv[3], strategy="fsdp", allow_random_teacher=True,
-           epochs=1, threads=1)
+           epochs=1, steps_per_epoch=2, threads=1)
 threads = sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
 (out / f"threads.{os.environ['RANK']}").write_text(" ".join(threads))
 """
@@ -78,4 +78,5 @@ def test_a_script_calling_train_ends_the_groups_threads_before_it_returns(tmp_pa
     for rank, process in enumerate(ranks):
         assert process.returncode == 0, logs[rank][-3000:]
         threads = (tmp_path / f"threads.{rank}").read_text().split()
-        assert not [t for t in threads if "gloo" in t], (rank, threads)  # pt_gloo_runloop, gloo_tcp_loop
+        # the group's: pt_gloo_runloop, gloo_tcp_loop, and the store's pt_tcpstore_uv (rank 0 hosts it)
+        assert not [t for t in threads if "gloo" in t or "tcpstore" in t], (rank, threads)
