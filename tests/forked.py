@@ -128,10 +128,10 @@ def _run_kdsl(args: Sequence[str], entry: Optional[str], report: Path) -> None:
 
 
 def _main(args: Sequence[str], code: Optional[str], cwd: str, env: Dict[str, str], out: str, err: str,
-          entry: Optional[str]) -> None:
-    """The child: the kdsl command ``args``, or with ``code`` the program ``python -c CODE``."""
+          entry: Optional[str], report: Path) -> None:
+    """The child: the kdsl command ``args``, or with ``code`` the program ``python -c CODE``; the
+    CPU it used goes to ``report``."""
     _settle(cwd, env, out, err)
-    report = Path(out).with_name("cpu")
     try:
         if code is None:
             _run_kdsl(args, entry, report)
@@ -154,9 +154,10 @@ class Child:
         self._files = tempfile.TemporaryDirectory(prefix="kdsl-child-")
         self.out = os.path.join(self._files.name, "stdout")
         self.err = os.path.join(self._files.name, "stderr")
+        self.cpu_report = Path(self._files.name) / "cpu"
         self.args = list(args)
         self.process = context().Process(target=_main, args=(self.args, code, str(cwd), child_env(env), self.out,
-                                                             self.err, entry), daemon=False)
+                                                             self.err, entry, self.cpu_report), daemon=False)
         self.process.start()
         self.pid = self.process.pid
 
@@ -208,9 +209,8 @@ class Child:
         if self.process.exitcode is None:
             self.process.kill()
             self.process.join()
-        cpu = Path(self.out).with_name("cpu")
-        if cpu.exists():
-            CPU_SECONDS[0] += float(cpu.read_text())
+        if self.cpu_report.exists():
+            CPU_SECONDS[0] += float(self.cpu_report.read_text())
         self._files.cleanup()
 
     def __enter__(self) -> "Child":

@@ -409,7 +409,7 @@ def _parse(text: str, rule: str):
     try:
         return lark_parser().parse(text, start=rule)
     except lark.UnexpectedInput as e:
-        return e
+        return e.with_traceback(None)  # kept: without the parser's frames
 
 
 _parse_kept = functools.lru_cache(maxsize=PARSED_KEPT)(_parse)
@@ -432,12 +432,10 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
                     source.span(chunk.start, chunk.start + 1),
                     hint="split it up: a statement per record, connector and loss")
         return None, pos
-    found = parsed(text, chunk.rule)
-    if not isinstance(found, lark.UnexpectedInput):
-        return found, pos
-    try:
-        raise found.with_traceback(None)  # reported by the handlers below, as lark raised it
-    except lark.UnexpectedCharacters as e:
+    e = parsed(text, chunk.rule)
+    if not isinstance(e, lark.UnexpectedInput):
+        return e, pos
+    if isinstance(e, lark.UnexpectedCharacters):
         line, col = pos.at(e.line, e.column)
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
         hint = "strings use double quotes" if ch == "'" else None
@@ -449,7 +447,7 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
             diags.error("KD100", f"unexpected character {shown}",
                         Span(file=source.name, line=line, column=col, end_line=line, end_column=col + 1),
                         hint=hint)
-    except lark.UnexpectedToken as e:
+    elif isinstance(e, lark.UnexpectedToken):
         tok = e.token
         expected = set(getattr(e, "accepts", None) or e.expected)
         if tok.type == "$END":
@@ -467,7 +465,7 @@ def parse_chunk(source: SourceText, chunk: Chunk, diags: Diagnostics):
                 tok.end_pos is not None and text[:tok.start_pos].strip() == "":
             hint = "a statement starts with " + ", ".join(f"'{k}'" for k in STATEMENT_KEYWORDS)
         diags.error("KD103", message, span, hint=hint)
-    except lark.UnexpectedEOF as e:  # pragma: no cover - LALR reports UnexpectedToken($END)
+    elif isinstance(e, lark.UnexpectedEOF):  # pragma: no cover - LALR reports UnexpectedToken($END)
         end_line, end_col = source.position(chunk.end)
         diags.error("KD103", f"unexpected end of the statement; expected {expected_text(e.expected)}",
                     Span.point(source.name, end_line, end_col))

@@ -19,9 +19,11 @@ MANIFEST_FORMAT = "kdsl-run-files/1"
 _RUN_FILES = ("checkpoint.pt", "student.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png",
               "summary.json", "environment.json")
 _RUN_FOLDERS = ("models", "connectors", "spec", "tensorboard")
-# what a kdsl process killed as it started a run leaves in a directory that has no manifest yet: the
-# manifest's temporary file (killed while writing its first version) or the writability probe
-_STARTED = re.compile(rf"^(?:{re.escape(MANIFEST)}\.tmp|\.write-test)-(\d+)$")
+# the names of the files that carry their writer's pid: an atomic write's temporary file
+# (NAME.tmp-PID) and the directory's writability probe (.write-test-PID)
+TEMPORARY = re.compile(r"\.tmp-(\d+)$")
+PROBE = ".write-test"
+_PROBE_OF = re.compile(rf"^{re.escape(PROBE)}-(\d+)$")
 
 
 def process_alive(pid: int) -> bool:
@@ -35,11 +37,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def writer_gone(pid: int) -> bool:
+    """Whether a file named with ``pid`` is a leftover: its writer is dead, or it is this process,
+    which has none in the making wherever this is asked."""
+    return pid == os.getpid() or not process_alive(pid)
+
+
 def _left_by_a_killed_start(name: str) -> bool:
-    """Whether ``name`` is what a kdsl process killed as it started a run left (no other process
-    writes its pid's name; a live one's is its own still)."""
-    m = _STARTED.match(name)
-    return bool(m) and (int(m.group(1)) == os.getpid() or not process_alive(int(m.group(1))))
+    """Whether ``name`` is what a kdsl process killed as it started a run left in a directory with
+    no manifest yet: the manifest's temporary file (killed while writing its first version) or
+    the writability probe."""
+    m = TEMPORARY.search(name)
+    if m is None or name[:m.start()] != MANIFEST:
+        m = _PROBE_OF.match(name)
+    return m is not None and writer_gone(int(m.group(1)))
 
 
 def relative(name: str) -> str:

@@ -61,7 +61,6 @@ import hashlib
 import io
 import json
 import os
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from kdsl.core.diagnostics import error
@@ -70,11 +69,8 @@ from kdsl.lang import ir
 from kdsl.training.checkpoint_format import (DAMAGED_HINT, CHECKPOINT_FORMAT, from_format_1,
                                             checkpoint_problem)
 from kdsl.training.report import RunFiles
-from kdsl.training.run_manifest import MANIFEST, RunManifest, process_alive, relative
+from kdsl.training.run_manifest import MANIFEST, PROBE, TEMPORARY, RunManifest, relative, writer_gone
 from kdsl.training.write_points import write_point
-
-_TEMPORARY = re.compile(r"\.tmp-(\d+)$")
-
 
 def atomic_write(path: str, data: bytes) -> None:
     """Write a file so that a crash leaves either the old or the new version, never half of one."""
@@ -189,7 +185,7 @@ class RunDir:
         try:
             os.makedirs(self.path, exist_ok=True)
             self.made = missing
-            probe = self.file(f".write-test-{os.getpid()}")
+            probe = self.file(f"{PROBE}-{os.getpid()}")
             with open(probe, "w") as fh:
                 fh.write("")
             os.remove(probe)
@@ -239,10 +235,10 @@ class RunDir:
             where = self.file(folder) if folder else self.path
             names = os.listdir(where) if os.path.isdir(where) else []
             for name in names:
-                m = _TEMPORARY.search(name)
-                # a temporary file of a live writer is no leftover (this process writes none now)
+                m = TEMPORARY.search(name)
+                # a temporary file of a live writer is no leftover
                 if not m or relative(os.path.join(folder, name[:m.start()])) not in owned or \
-                        (int(m.group(1)) != os.getpid() and process_alive(int(m.group(1)))):
+                        not writer_gone(int(m.group(1))):
                     continue
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(where, name))

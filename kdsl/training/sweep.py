@@ -32,7 +32,7 @@ from kdsl.lang import ir
 from kdsl.lang.params import GivenValues
 from kdsl.lang.search_spaces import search_values
 from kdsl.training.report import Reporter
-from kdsl.training.rundir import process_alive
+from kdsl.training.run_manifest import process_alive
 from kdsl.training.sweep_report import finished, trial_line, write_summary
 
 STUDY, LOCK = "study.db", "study.lock"

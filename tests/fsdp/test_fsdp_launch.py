@@ -12,20 +12,23 @@ import time
 
 import pytest
 
-from forked import free_port
+from forked import child_env, free_port
 from fsdp_helpers import ENTRY, HERE, ROOT, SPEC, TIMEOUT, corpus
 
 pytestmark = pytest.mark.slow(seconds=11)
+
+
+def _import_path(*more) -> dict:
+    """The import path of a launched process: the checkout (and ``more`` folders) before the test's own."""
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, more), os.environ.get("PYTHONPATH", "")])}
 
 
 def test_two_nodes_train_together_and_a_failing_rank_stops_both(tmp_path):
     data = corpus(tmp_path)
     port = free_port()
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1", KDSL_TEST_FAIL_AT="2",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "FORCE_COLOR"):
-        env.pop(key, None)
+    env = child_env({"OMP_NUM_THREADS": "1", "KDSL_TEST_FAIL_AT": "2", **_import_path(HERE),
+                     **dict.fromkeys(("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))})
     nodes = []
     t0 = time.time()
     for rank in (0, 1):
@@ -69,8 +72,8 @@ def test_a_script_calling_train_ends_the_groups_threads_before_it_returns(tmp_pa
     script = tmp_path / "user_script.py"
     script.write_text(SCRIPT)
     port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-               WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = child_env({"OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                     "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", **_import_path()})
     ranks = [subprocess.Popen([sys.executable, str(script), str(tmp_path), SPEC, data], cwd=tmp_path,
                               env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
